@@ -1,0 +1,3 @@
+"""tensorforge: a small neural-network compiler."""
+
+from . import ir  # noqa: F401

@@ -1,0 +1,15 @@
+"""The graph IR: types, the op registry, Graph/Node, printer, parser, verifier, interpreter."""
+
+from . import ops_math, ops_nn, ops_shape  # noqa: F401  (register the ops)
+from .graph import Graph, Node
+from .interpreter import InputError, coerce_input, coerce_inputs, interpret, run_graph
+from .parser import ParseError, parse
+from .registry import OPS, OpDef, OpError, evaluate, get_op, infer_type, register_op
+from .types import DType, TensorType
+from .verifier import VerifyError, verify
+
+__all__ = [
+    "OPS", "DType", "Graph", "InputError", "Node", "OpDef", "OpError", "ParseError", "TensorType",
+    "VerifyError", "coerce_input", "coerce_inputs", "evaluate", "get_op", "infer_type", "interpret",
+    "parse", "register_op", "run_graph", "verify",
+]

@@ -1,0 +1,236 @@
+"""Graph and Node: the IR every part of tensorforge reads and writes.
+
+A Graph is an ordered list of nodes (each defined before it is used), its inputs and its outputs.
+There is one Node class; a node's kind is its `op`: "input" for a graph input, "constant" for a
+value known at compile time (weights), and any registered op name otherwise.
+
+    graph(%x: f32[4,64]) {
+      %fc.weight = constant() : f32[64,32]
+      %1 = linear(%x, %fc.weight) : f32[4,32]
+      %2 = relu(%1) : f32[4,32]
+      return %2
+    }
+
+Use-def edges stay right on their own: assign `node.inputs`, or call `replace_all_uses_with`,
+`graph.erase`; `node.users` is then always up to date.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import registry
+from .types import DType, TensorType
+
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*|[0-9]+")
+
+
+class Node:
+    """One value of the graph: `name = op(inputs) {attrs} : type`. `meta` holds analysis results."""
+
+    def __init__(self, graph: Graph, name: str, op: str, inputs: Sequence[Node], attrs: dict[str, Any],
+                 type_: TensorType):
+        self.graph = graph
+        self.name = name
+        self.op = op
+        self.attrs = attrs
+        self.type = type_
+        self.users: dict[Node, None] = {}
+        self.meta: dict[str, Any] = {}
+        self._inputs: tuple[Node, ...] = ()
+        self.inputs = inputs
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return self._inputs
+
+    @inputs.setter
+    def inputs(self, new: Sequence[Node]) -> None:
+        for old in self._inputs:
+            old.users.pop(self, None)
+        self._inputs = tuple(new)
+        for node in self._inputs:
+            node.users[self] = None
+
+    @property
+    def value(self) -> np.ndarray:
+        """The array of a constant node."""
+        if self.op != "constant":
+            raise TypeError(f"%{self.name} is a '{self.op}' node, not a constant")
+        return self.attrs["value"]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.type.shape
+
+    @property
+    def dtype(self) -> DType:
+        return self.type.dtype
+
+    def replace_input(self, old: Node, new: Node) -> None:
+        self.inputs = [new if n is old else n for n in self._inputs]
+
+    def replace_all_uses_with(self, new: Node) -> None:
+        """Make every user of this node (and the graph's outputs) use `new` instead."""
+        if new.type != self.type:
+            raise TypeError(f"cannot replace %{self.name} : {self.type} with %{new.name} : {new.type}")
+        for user in list(self.users):
+            user.replace_input(self, new)
+        self.graph.outputs = [new if n is self else n for n in self.graph.outputs]
+
+    def format(self) -> str:
+        from .printer import format_node
+
+        return format_node(self)
+
+    def __repr__(self) -> str:
+        return f"<Node %{self.name} = {self.op} : {self.type}>"
+
+
+class Graph:
+    """An ordered list of nodes with named inputs and a list of outputs."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self.inputs: list[Node] = []
+        self.outputs: list[Node] = []
+        self._names: set[str] = set()
+        self._counter = 0
+        self._insert_at: Node | None = None  # None: append at the end
+
+    # --- building -------------------------------------------------------------------------
+
+    def _fresh_name(self, hint: str | None) -> str:
+        if hint is not None:
+            if not NAME_RE.fullmatch(hint):
+                raise ValueError(f"{hint!r} is not a valid value name (letters, digits, '_' and '.')")
+            if hint not in self._names:
+                return hint
+            base = hint
+        else:
+            base = None
+        while True:
+            name = str(self._counter) if base is None else f"{base}_{self._counter}"
+            self._counter += 1
+            if name not in self._names:
+                return name
+
+    def _insert(self, node: Node) -> Node:
+        self._names.add(node.name)
+        if self._insert_at is None:
+            self.nodes.append(node)
+        else:
+            self.nodes.insert(self.nodes.index(self._insert_at), node)
+        return node
+
+    def add_input(self, name: str, type_: TensorType, **attrs: Any) -> Node:
+        """Append a graph input. `attrs` may mark it, e.g. state=True for an in-place state buffer."""
+        if name in self._names:
+            raise ValueError(f"graph already has a value named %{name}")
+        node = Node(self, self._fresh_name(name), "input", (), dict(attrs), type_)
+        self.inputs.append(node)
+        self._names.add(node.name)
+        self.nodes.insert(len(self.inputs) - 1, node)
+        return node
+
+    def constant(self, value, name: str | None = None) -> Node:
+        array = np.asarray(value)
+        return self._insert(Node(self, self._fresh_name(name), "constant", (), {"value": array},
+                                 TensorType.of(array)))
+
+    def call(self, op: str, inputs: Sequence[Node], attrs: dict[str, Any] | None = None,
+             name: str | None = None) -> Node:
+        """Add `op(inputs) {attrs}`; its type comes from the op's type inference."""
+        for node in inputs:
+            if not isinstance(node, Node) or node.graph is not self:
+                raise TypeError(f"operand {node!r} of '{op}' is not a value of this graph")
+        if op in ("input", "constant"):
+            raise ValueError(f"use add_input/constant to create '{op}' nodes")
+        type_, full = registry.infer_type(op, [n.type for n in inputs], dict(attrs or {}))
+        return self._insert(Node(self, self._fresh_name(name), op, inputs, full, type_))
+
+    @contextlib.contextmanager
+    def inserting_before(self, node: Node) -> Iterator[None]:
+        """New nodes created inside the block go before `node` instead of at the end."""
+        saved, self._insert_at = self._insert_at, node
+        try:
+            yield
+        finally:
+            self._insert_at = saved
+
+    def erase(self, node: Node) -> None:
+        if node.users:
+            names = ", ".join(f"%{u.name}" for u in node.users)
+            raise ValueError(f"cannot erase %{node.name}: it is still used by {names}")
+        if node in self.outputs:
+            raise ValueError(f"cannot erase %{node.name}: it is a graph output")
+        if node.op == "input":
+            raise ValueError(f"cannot erase %{node.name}: it is a graph input")
+        node.inputs = ()
+        self.nodes.remove(node)
+        self._names.discard(node.name)
+
+    # --- reading --------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(f"no value %{name} in the graph")
+
+    def op_nodes(self) -> list[Node]:
+        return [n for n in self.nodes if n.op not in ("input", "constant")]
+
+    def constants(self) -> dict[str, np.ndarray]:
+        """The arrays of all constant nodes, by node name (what `parse` needs to read text back)."""
+        return {n.name: n.value for n in self.nodes if n.op == "constant"}
+
+    def copy(self) -> Graph:
+        """A structural copy; constant arrays are shared (they are never written to)."""
+        new = Graph()
+        mapping: dict[Node, Node] = {}
+        for node in self.nodes:
+            clone = Node(new, node.name, node.op, [mapping[i] for i in node.inputs], dict(node.attrs), node.type)
+            clone.meta = dict(node.meta)
+            new.nodes.append(clone)
+            new._names.add(clone.name)
+            mapping[node] = clone
+        new.inputs = [mapping[n] for n in self.inputs]
+        new.outputs = [mapping[n] for n in self.outputs]
+        new._counter = self._counter
+        return new
+
+    def __str__(self) -> str:
+        from .printer import print_graph
+
+        return print_graph(self)
+
+    def __repr__(self) -> str:
+        return f"<Graph {len(self.inputs)} inputs, {len(self.nodes)} nodes, {len(self.outputs)} outputs>"
+
+    def to_networkx(self):
+        from .export import to_networkx
+
+        return to_networkx(self)
+
+    def to_dot(self, title: str | None = None):
+        from .export import to_dot
+
+        return to_dot(self, title)
+
+    def verify(self) -> None:
+        from .verifier import verify
+
+        verify(self)
+

@@ -1,0 +1,206 @@
+"""Neural-network ops: matmul, linear, softmax, conv2d, pooling and batch norm (inference).
+
+    %3 = linear(%x, %w, %b) : f32[4,32]          x @ w + b, w stored (in, out) as in TinyTorch
+    %5 = conv2d(%x, %w, %b) {stride=[1,1], padding=[1,1], dilation=[1,1], groups=1} : f32[1,32,32,32]
+    %6 = max_pool2d(%5) {kernel=[2,2], stride=[2,2], padding=[0,0]} : f32[1,32,16,16]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import OpError, int_pair, need_float, normalize_axis, register_op, same_dtype
+from .types import TensorType, broadcast_shapes
+
+F32 = np.float32
+
+
+# --- matmul and linear ------------------------------------------------------------------------
+
+def _infer_matmul(types, attrs):
+    a, b = types
+    dtype = same_dtype("matmul", types)
+    if a.rank < 2 or b.rank < 2:
+        raise OpError(f"op 'matmul' needs operands of rank >= 2, got {a} and {b}")
+    if a.shape[-1] != b.shape[-2]:
+        raise OpError(f"op 'matmul': inner dimensions differ: {a} @ {b} ({a.shape[-1]} != {b.shape[-2]})")
+    try:
+        batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError as err:
+        raise OpError(f"op 'matmul': batch {err}") from None
+    return TensorType(batch + (a.shape[-2], b.shape[-1]), dtype)
+
+
+@register_op("matmul", infer=_infer_matmul, operands=2, traits={"contraction"})
+def matmul(a, b):
+    return np.matmul(a, b)
+
+
+def _infer_linear(types, attrs):
+    x, w = types[0], types[1]
+    dtype = same_dtype("linear", types)
+    if w.rank != 2 or x.rank < 1 or x.shape[-1] != w.shape[0]:
+        raise OpError(f"op 'linear' needs x[..., in] and weight[in, out], got {x} and {w}")
+    if len(types) == 3 and types[2].shape != (w.shape[1],):
+        raise OpError(f"op 'linear': bias must be [{w.shape[1]}], got {types[2]}")
+    return TensorType(x.shape[:-1] + (w.shape[1],), dtype)
+
+
+@register_op("linear", infer=_infer_linear, operands=(2, 3), traits={"contraction"})
+def linear(x, weight, bias=None):
+    y = np.matmul(x, weight)
+    return y if bias is None else y + bias
+
+
+# --- softmax ----------------------------------------------------------------------------------
+
+def _normalize_softmax(types, attrs):
+    rank = types[0].rank if types else 1
+    return {"axis": normalize_axis("softmax", int(attrs["axis"]), rank)}
+
+
+def _infer_softmax(types, attrs):
+    need_float("softmax", types[0])
+    return types[0]
+
+
+@register_op("softmax", infer=_infer_softmax, attrs={"axis": -1}, normalize=_normalize_softmax)
+def softmax(x, *, axis):
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+# --- conv2d and pooling (NCHW) -----------------------------------------------------------------
+
+def _out_size(op, size, kernel, stride, pad, dilation=1):
+    span = dilation * (kernel - 1) + 1
+    if size + 2 * pad < span:
+        raise OpError(f"op '{op}': window {span} is larger than the padded input {size + 2 * pad}")
+    return (size + 2 * pad - span) // stride + 1
+
+
+def _normalize_window(op):
+    def normalize(types, attrs):
+        full = {k: int_pair(op, k, v) for k, v in attrs.items() if k != "groups"}
+        if "groups" in attrs:
+            full["groups"] = int(attrs["groups"])
+        if any(s <= 0 for s in full.get("stride", (1, 1))) or any(p < 0 for p in full["padding"]):
+            raise OpError(f"op '{op}': stride must be positive and padding non-negative, got {full}")
+        return full
+
+    return normalize
+
+
+def _normalize_pool(types, attrs):
+    attrs = dict(attrs)
+    if attrs["stride"] is None:
+        attrs["stride"] = attrs["kernel"]
+    return _normalize_window("pool")(types, attrs)
+
+
+def _infer_conv2d(types, attrs):
+    x, w = types[0], types[1]
+    dtype = same_dtype("conv2d", types)
+    groups = attrs["groups"]
+    if x.rank != 4 or w.rank != 4:
+        raise OpError(f"op 'conv2d' needs x[N,C,H,W] and weight[O,C/groups,kh,kw], got {x} and {w}")
+    n, c, h, wd = x.shape
+    o, ci, kh, kw = w.shape
+    if groups < 1 or c % groups or o % groups or ci != c // groups:
+        raise OpError(f"op 'conv2d': {c} input channels, weight {w} and groups={groups} do not fit")
+    if len(types) == 3 and types[2].shape != (o,):
+        raise OpError(f"op 'conv2d': bias must be [{o}], got {types[2]}")
+    (sh, sw), (ph, pw), (dh, dw) = attrs["stride"], attrs["padding"], attrs["dilation"]
+    return TensorType((n, o, _out_size("conv2d", h, kh, sh, ph, dh), _out_size("conv2d", wd, kw, sw, pw, dw)), dtype)
+
+
+def _windows(x, kh, kw, stride, dilation, out_h, out_w):
+    """Yield (i, j, view) for each kernel tap: view[n, c, y, x] = x[n, c, y*s + i*d, x*s + j*d]."""
+    (sh, sw), (dh, dw) = stride, dilation
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, x[:, :, i * dh: i * dh + sh * (out_h - 1) + 1: sh, j * dw: j * dw + sw * (out_w - 1) + 1: sw]
+
+
+@register_op("conv2d", infer=_infer_conv2d, operands=(2, 3), traits={"contraction"},
+             attrs={"stride": 1, "padding": 0, "dilation": 1, "groups": 1}, normalize=_normalize_window("conv2d"))
+def conv2d(x, weight, bias=None, *, stride, padding, dilation, groups):
+    n, c, h, w = x.shape
+    o, cg, kh, kw = weight.shape
+    og = o // groups
+    ph, pw = padding
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    out_h = _out_size("conv2d", h, kh, stride[0], ph, dilation[0])
+    out_w = _out_size("conv2d", w, kw, stride[1], pw, dilation[1])
+    out = np.zeros((n, o, out_h, out_w), dtype=x.dtype)
+    for i, j, view in _windows(xp, kh, kw, stride, dilation, out_h, out_w):
+        for g in range(groups):
+            tap = weight[g * og:(g + 1) * og, :, i, j]  # [og, cg]
+            out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", view[:, g * cg:(g + 1) * cg], tap)
+    if bias is not None:
+        out += bias.reshape(1, o, 1, 1)
+    return out
+
+
+def _infer_pool(op):
+    def infer(types, attrs):
+        x = types[0]
+        if x.rank != 4:
+            raise OpError(f"op '{op}' needs x[N,C,H,W], got {x}")
+        if op == "avg_pool2d":
+            need_float(op, x)
+        (kh, kw), (sh, sw), (ph, pw) = attrs["kernel"], attrs["stride"], attrs["padding"]
+        if ph * 2 > kh or pw * 2 > kw:
+            raise OpError(f"op '{op}': padding {attrs['padding']} must be at most half the kernel {attrs['kernel']}")
+        n, c, h, w = x.shape
+        return TensorType((n, c, _out_size(op, h, kh, sh, ph), _out_size(op, w, kw, sw, pw)), x.dtype)
+
+    return infer
+
+
+def _pool(op, x, kernel, stride, padding, fill, combine):
+    (kh, kw), (ph, pw) = kernel, padding
+    out_type = _infer_pool(op)([TensorType.of(x)], {"kernel": kernel, "stride": stride, "padding": padding})
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    out = None
+    for _, _, view in _windows(xp, kh, kw, stride, (1, 1), out_type.shape[2], out_type.shape[3]):
+        out = view.copy() if out is None else combine(out, view)
+    return out
+
+
+POOL_ATTRS = {"kernel": None, "stride": None, "padding": 0}
+
+
+@register_op("max_pool2d", infer=_infer_pool("max_pool2d"), attrs=POOL_ATTRS, normalize=_normalize_pool)
+def max_pool2d(x, *, kernel, stride, padding):
+    fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    return _pool("max_pool2d", x, kernel, stride, padding, fill, np.maximum)
+
+
+@register_op("avg_pool2d", infer=_infer_pool("avg_pool2d"), attrs=POOL_ATTRS, normalize=_normalize_pool)
+def avg_pool2d(x, *, kernel, stride, padding):
+    """Padding counts as zeros in the average (PyTorch's count_include_pad=True)."""
+    total = _pool("avg_pool2d", x, kernel, stride, padding, 0, np.add)
+    return total / F32(kernel[0] * kernel[1])
+
+
+# --- batch norm (inference) -------------------------------------------------------------------
+
+def _infer_batch_norm(types, attrs):
+    x = types[0]
+    same_dtype("batch_norm", types)
+    need_float("batch_norm", x)
+    if x.rank < 2:
+        raise OpError(f"op 'batch_norm' needs x[N,C,...], got {x}")
+    for name, t in zip(("gamma", "beta", "mean", "var"), types[1:]):
+        if t.shape != (x.shape[1],):
+            raise OpError(f"op 'batch_norm': {name} must be [{x.shape[1]}], got {t}")
+    return x
+
+
+@register_op("batch_norm", infer=_infer_batch_norm, operands=5, attrs={"eps": 1e-5})
+def batch_norm(x, gamma, beta, mean, var, *, eps):
+    """y = (x - mean) / sqrt(var + eps) * gamma + beta, per channel (axis 1)."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    scale = gamma / np.sqrt(var + F32(eps))
+    return (x - mean.reshape(shape)) * scale.reshape(shape) + beta.reshape(shape)
