@@ -23,24 +23,39 @@ class InputError(ValueError):
 def coerce_input(name: str, expected: TensorType, value) -> np.ndarray:
     """Check one argument against the input's type; convert where that is safe and documented.
 
-    Accepted conversions: Python lists and scalars, float64/float16 -> f32, any int -> the
-    input's int dtype when every value fits, non-contiguous or Fortran-order -> C-contiguous copy.
+    Accepted conversions: Python lists and scalars (ints are accepted for float inputs),
+    float64/float16 -> f32, any int -> the input's int dtype when every value fits,
+    non-contiguous or Fortran-order -> C-contiguous copy. Everything else raises InputError.
     """
     if value is None:
         raise InputError(f"input '{name}' is None; expected an array {expected}")
-    array = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if isinstance(value, np.ndarray):
+        array = value
+    else:
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError) as err:
+            raise InputError(f"input '{name}' cannot be read as an array {expected}: {err}") from None
     target = expected.dtype.numpy
     if array.dtype != target:
-        kinds = (array.dtype.kind, target.kind)
-        fits = kinds[0] in "iu" and kinds[1] in "iu" and array.size and \
-            np.iinfo(target).min <= array.min() and array.max() <= np.iinfo(target).max
-        if kinds == ("f", "f") or (kinds[0] in "iu" and kinds[1] in "iu" and (fits or array.size == 0)):
-            array = array.astype(target)
-        else:
-            raise InputError(f"input '{name}' has dtype {array.dtype}, expected {target} ({expected})")
+        array = _convert(name, expected, array, from_python=not isinstance(value, np.ndarray))
     if array.shape != expected.shape:
         raise InputError(f"input '{name}' has shape {array.shape}, expected {expected.shape} ({expected})")
     return np.ascontiguousarray(array)
+
+
+def _convert(name: str, expected: TensorType, array: np.ndarray, from_python: bool) -> np.ndarray:
+    target = expected.dtype.numpy
+    source, dest = array.dtype.kind, target.kind
+    if (source, dest) == ("f", "f") or (from_python and source in "iu" and dest == "f"):
+        return array.astype(target)
+    if source in "iu" and dest in "iu":
+        info = np.iinfo(target)
+        if array.size and not (info.min <= array.min() and array.max() <= info.max):
+            raise InputError(f"input '{name}' has {array.dtype} values in [{array.min()}, {array.max()}] that do "
+                             f"not fit {target} ({expected})")
+        return array.astype(target)
+    raise InputError(f"input '{name}' has dtype {array.dtype}, expected {target} ({expected})")
 
 
 def coerce_inputs(graph: Graph, args: Sequence) -> list[np.ndarray]:

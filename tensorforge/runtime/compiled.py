@@ -1,0 +1,147 @@
+"""CompiledModel: a compiled graph you call like a function, on this machine or under qemu.
+
+    cm = CompiledModel(artifact)          # host targets: JIT in process; armv8 on x86: qemu runner
+    y = cm(x)                             # one output: an array; several: a tuple
+    cm.llvm_ir(), cm.assembly()           # what was generated
+    cm.close()                            # or `with CompiledModel(artifact) as cm: ...`
+
+Every argument is checked (count, shape, dtype, C-contiguity, alignment) before native code runs.
+An exact float32/shape/C-contiguous ndarray is passed without a copy; anything else goes through
+`ir.coerce_input` (lists, float64 -> f32, Fortran order, ...) or raises `ir.InputError` naming
+the input. Calls from several threads at once are safe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..codegen.target import Target
+from ..ir import Graph, InputError, TensorType, coerce_input
+from .cross import DEFAULT_TIMEOUT_SECONDS, CrossExecutor
+from .host import HostExecutor
+
+
+def _input_names(artifact, source_graph: Graph | None) -> list[str]:
+    for graph in (getattr(artifact, "graph", None), source_graph):
+        if isinstance(graph, Graph) and len(graph.inputs) == len(artifact.input_types):
+            return [node.name for node in graph.inputs]
+    return [f"input{i}" for i in range(len(artifact.input_types))]
+
+
+def _is_ready(array, shape: tuple[int, ...], dtype: np.dtype) -> bool:
+    """True when `array` can go to native code as it is: an aligned C-contiguous ndarray of the exact type."""
+    if type(array) is not np.ndarray or array.dtype != dtype or array.shape != shape:
+        return False
+    flags = array.flags
+    return flags.c_contiguous and flags.aligned
+
+
+class CompiledModel:
+    """A compiled model: checks its arguments, runs the native code, returns new output arrays."""
+
+    def __init__(self, artifact, source_graph: Graph | None = None, snapshots: list[tuple[str, Graph]] | None = None,
+                 report=None, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS):
+        self.artifact = artifact
+        self.target: Target = artifact.target
+        self.input_types: list[TensorType] = list(artifact.input_types)
+        self.output_types: list[TensorType] = list(artifact.output_types)
+        self.graph: Graph | None = getattr(artifact, "graph", None)
+        self.source_graph = source_graph
+        self.snapshots = list(snapshots or [])
+        self.pass_report = report
+        self.compile_seconds: dict[str, float] = {"llvm": float(getattr(artifact, "compile_seconds", 0.0))}
+        self.input_names = _input_names(artifact, source_graph)
+        self._input_specs = [(t.shape, t.dtype.numpy) for t in self.input_types]
+        self._output_specs = [(t.shape, t.dtype.numpy) for t in self.output_types]
+        self._single_output = len(self.output_types) == 1
+        if self.target.runs_in_process:
+            self._executor: HostExecutor | CrossExecutor | None = HostExecutor(artifact)
+        else:
+            self._executor = CrossExecutor(artifact, timeout_seconds)
+
+    def __call__(self, *arrays):
+        executor = self._executor
+        if executor is None:
+            raise RuntimeError("this CompiledModel is closed")
+        if len(arrays) != len(self._input_specs):
+            raise InputError(f"the model takes {len(self._input_specs)} input(s) ({', '.join(self.input_names)}), "
+                             f"got {len(arrays)}")
+        for array, (shape, dtype) in zip(arrays, self._input_specs):
+            if not _is_ready(array, shape, dtype):
+                arrays = self._coerce(arrays)
+                break
+        outputs = [np.empty(shape, dtype) for shape, dtype in self._output_specs]
+        executor.run(arrays, outputs)
+        return outputs[0] if self._single_output else tuple(outputs)
+
+    def _coerce(self, arrays: tuple) -> list[np.ndarray]:
+        """The slow path: documented safe conversions, then the same check as the fast path."""
+        ready = []
+        for name, expected, (shape, dtype), value in zip(self.input_names, self.input_types, self._input_specs,
+                                                          arrays):
+            try:
+                array = coerce_input(name, expected, value)
+            except InputError:
+                raise
+            except (TypeError, ValueError) as err:
+                raise InputError(f"input '{name}' cannot be read as an array {expected}: {err}") from None
+            if isinstance(array, np.ndarray) and not array.flags.aligned:
+                array = array.copy()
+            if not _is_ready(array, shape, dtype):
+                got = f"{type(array).__name__} {getattr(array, 'dtype', '?')}{list(getattr(array, 'shape', ()))}"
+                raise InputError(f"input '{name}' was converted to {got}, not a C-contiguous array {expected}")
+            ready.append(array)
+        return ready
+
+    # --- what was generated ---------------------------------------------------------------
+
+    def llvm_ir(self) -> str:
+        """The optimized LLVM module text."""
+        return self.artifact.llvm_ir
+
+    def assembly(self) -> str:
+        """The target's assembly for the LLVM module."""
+        return self.artifact.assembly()
+
+    @property
+    def shared_library(self) -> Path | None:
+        """The linked shared library (foreign targets; None on the host). It is removed by close()."""
+        return getattr(self._executor, "shared_library", None)
+
+    def report(self) -> str:
+        """The pass report (pass, time, nodes before/after) as text; empty when none was given."""
+        return "" if self.pass_report is None else str(self.pass_report)
+
+    def save_pictures(self, directory, fmt: str = "svg") -> Path:
+        """Draw the graph after every pass into `directory`, with an index.html; returns the directory."""
+        from ..visualize import save_pictures
+
+        if not self.snapshots:
+            raise ValueError("this CompiledModel has no pass snapshots to draw (it was built without them)")
+        return save_pictures(self.snapshots, self.pass_report, directory, fmt)
+
+    # --- lifetime -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the JIT engine or stop the qemu runner and remove its temporary directory. Idempotent."""
+        executor, self._executor = self._executor, None
+        if isinstance(executor, CrossExecutor):
+            executor.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._executor is None
+
+    def __enter__(self) -> CompiledModel:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        inputs = ", ".join(str(t) for t in self.input_types)
+        outputs = ", ".join(str(t) for t in self.output_types)
+        state = " (closed)" if self.closed else ""
+        return f"<CompiledModel {self.target.name}: ({inputs}) -> ({outputs}){state}>"

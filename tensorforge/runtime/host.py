@@ -1,0 +1,114 @@
+"""In-process execution: the artifact's LLVM IR compiled by LLVM's ORC JIT (LLJIT), called through ctypes.
+
+    executor = HostExecutor(artifact)
+    executor.run([x], [y])            # tf_run(inputs, outputs, weights, workspace); raises NativeError
+
+The caller has already checked the arrays (CompiledModel does). Each Python thread gets its own
+workspace arena and pointer arrays (threading.local), so calls from several threads overlap
+safely: ctypes releases the GIL for the native call. The JIT engine lives as long as this object
+(and any call in flight holds a reference to it); it is released when the object is collected.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import weakref
+from collections.abc import Sequence
+
+import llvmlite.binding as llvm
+import numpy as np
+
+from ..codegen.target import initialize_llvm
+from .errors import NativeError
+
+ALIGNMENT = 64  # bytes: the weights buffer and workspace arena (docs/architecture.md)
+
+ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def aligned_empty(nbytes: int, alignment: int = ALIGNMENT) -> np.ndarray:
+    """An uninitialized uint8 buffer of `nbytes` (at least one alignment unit) starting at an aligned address."""
+    size = max(nbytes, alignment)
+    raw = np.empty(size + alignment, dtype=np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start:start + size]
+
+
+def aligned_copy(data: np.ndarray, alignment: int = ALIGNMENT) -> np.ndarray:
+    """`data` as a flat uint8 buffer at an aligned address; no copy when it already is one."""
+    flat = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    if flat.ctypes.data % alignment == 0 and flat.size > 0:
+        return flat
+    buffer = aligned_empty(flat.size, alignment)
+    buffer[:flat.size] = flat
+    return buffer
+
+
+def data_address(array: np.ndarray) -> int:
+    """The address of a C-contiguous array's data.
+
+    `c_char.from_buffer` takes a third of the time of `array.ctypes.data` (0.23 us against 0.73 us
+    here) but needs a writable, non-empty buffer; other arrays take the slow way.
+    """
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(array))
+    except (TypeError, ValueError):
+        return array.ctypes.data
+
+
+def _release(tracker, engine) -> None:
+    tracker.close()
+    engine.close()
+
+
+class _ThreadState:
+    """One thread's arguments for tf_run: pointer arrays for inputs and outputs, and a workspace arena."""
+
+    def __init__(self, n_inputs: int, n_outputs: int, workspace_bytes: int):
+        self.inputs = (ctypes.c_void_p * max(n_inputs, 1))()
+        self.outputs = (ctypes.c_void_p * max(n_outputs, 1))()
+        self.inputs_address = ctypes.addressof(self.inputs)
+        self.outputs_address = ctypes.addressof(self.outputs)
+        self.workspace = aligned_empty(workspace_bytes)
+        self.workspace_address = self.workspace.ctypes.data
+
+
+class HostExecutor:
+    """Runs an artifact's tf_run in this process, JIT-compiled from its LLVM IR."""
+
+    def __init__(self, artifact):
+        initialize_llvm()
+        self.entry = getattr(artifact, "entry", "tf_run")
+        llvm.parse_assembly(artifact.llvm_ir).verify()  # a clear error for bad IR, before the JIT sees it
+        engine = llvm.create_lljit_compiler(artifact.target.target_machine())
+        library = llvm.JITLibraryBuilder().add_ir(artifact.llvm_ir).add_current_process().export_symbol(self.entry)
+        tracker = library.link(engine, "tensorforge_model")
+        self._function = ENTRY_TYPE(tracker[self.entry])
+        weakref.finalize(self, _release, tracker, engine)
+        self.weights = aligned_copy(artifact.weights)
+        self._weights_address = self.weights.ctypes.data
+        self._counts = (len(artifact.input_types), len(artifact.output_types), int(artifact.workspace_bytes))
+        self._local = threading.local()
+
+    def _thread_state(self) -> _ThreadState:
+        state = _ThreadState(*self._counts)
+        self._local.state = state
+        return state
+
+    def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> None:
+        """Call tf_run on checked C-contiguous `inputs`, writing into the preallocated `outputs`."""
+        try:
+            state = self._local.state
+        except AttributeError:
+            state = self._thread_state()
+        pointers = state.inputs
+        for i, array in enumerate(inputs):
+            pointers[i] = data_address(array)
+        pointers = state.outputs
+        for i, array in enumerate(outputs):
+            pointers[i] = data_address(array)
+        status = self._function(state.inputs_address, state.outputs_address, self._weights_address,
+                                state.workspace_address)
+        if status != 0:
+            raise NativeError(f"{self.entry} returned status {status} (0 means success)", status)
