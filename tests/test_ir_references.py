@@ -43,6 +43,26 @@ def test_cast_saturates_and_maps_nan_to_zero():
     assert evaluate("cast", [np.array([300, -1], np.int32)], {"dtype": DType.u8}).tolist() == [44, 255]
 
 
+def test_cast_saturates_at_the_top_of_wide_int_ranges():
+    """float32(2**31 - 1) rounds to 2**31: the clip must not wrap to the minimum."""
+    x = np.array([2.0**31, 2.0**40, -2.0**40, 2.0**63, np.inf], dtype=np.float32)
+    assert evaluate("cast", [x], {"dtype": "i32"}).tolist() == [2**31 - 1, 2**31 - 1, -2**31, 2**31 - 1, 2**31 - 1]
+    assert evaluate("cast", [x], {"dtype": "i64"}).tolist()[3:] == [2**63 - 1, 2**63 - 1]
+
+
+def test_zero_dimensional_values_keep_their_shape():
+    scalar = np.array(2.5, np.float32)
+    assert evaluate("transpose", [scalar], {"perm": ()}).shape == ()
+    assert ir.interpret(_identity_graph(), scalar).shape == ()
+
+
+def _identity_graph():
+    graph = ir.Graph()
+    x = graph.add_input("x", ir.TensorType((), DType.f32))
+    graph.outputs = [graph.call("relu", [x])]
+    return graph
+
+
 def test_conv2d_matches_direct_loops():
     x, w, b = rand(2, 4, 7, 6), rand(6, 2, 3, 2), rand(6)
     attrs = {"stride": (2, 1), "padding": (1, 0), "dilation": (1, 2), "groups": 2}

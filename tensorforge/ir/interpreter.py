@@ -41,7 +41,7 @@ def coerce_input(name: str, expected: TensorType, value) -> np.ndarray:
         array = _convert(name, expected, array, from_python=not isinstance(value, np.ndarray))
     if array.shape != expected.shape:
         raise InputError(f"input '{name}' has shape {array.shape}, expected {expected.shape} ({expected})")
-    return np.ascontiguousarray(array)
+    return np.require(array, requirements="C")
 
 
 def _convert(name: str, expected: TensorType, array: np.ndarray, from_python: bool) -> np.ndarray:

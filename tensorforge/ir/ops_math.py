@@ -39,6 +39,8 @@ def _infer_binary(op):
         dtype = same_dtype(op, types)
         if op == "div":
             need_float(op, types[0])
+        if op == "sub" and dtype is DType.bool:
+            raise OpError(f"op 'sub' is not defined on bool operands ({types[0]}, {types[1]})")
         try:
             shape = broadcast_shapes(types[0].shape, types[1].shape)
         except ValueError as err:
@@ -62,6 +64,8 @@ def _infer_unary(op, float_only):
     def infer(types, attrs):
         if float_only:
             need_float(op, types[0])
+        if op == "neg" and types[0].dtype is DType.bool:
+            raise OpError(f"op 'neg' is not defined on a bool operand ({types[0]})")
         return types[0]
 
     return infer
@@ -130,8 +134,12 @@ def cast(x, *, dtype):
         return x != 0
     if x.dtype.kind == "f" and target.kind in "iu":
         info = np.iinfo(target)
-        clipped = np.clip(np.nan_to_num(x, nan=0.0), info.min, info.max)
-        return np.trunc(clipped.astype(np.float64)).astype(target)
+        # Clip in float64: float32(2**31 - 1) rounds up to 2**31, which would wrap around.
+        wide = np.trunc(np.nan_to_num(x.astype(np.float64), nan=0.0))
+        top = wide >= float(info.max)
+        out = np.where(top, 0.0, np.clip(wide, info.min, info.max)).astype(target)
+        out[top] = info.max
+        return out
     return x.astype(target)
 
 

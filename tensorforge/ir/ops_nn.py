@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .registry import OpError, int_pair, need_float, normalize_axis, register_op, same_dtype
-from .types import TensorType, broadcast_shapes
+from .types import DType, TensorType, broadcast_shapes
 
 F32 = np.float32
 
@@ -149,6 +149,8 @@ def _infer_pool(op):
             raise OpError(f"op '{op}' needs x[N,C,H,W], got {x}")
         if op == "avg_pool2d":
             need_float(op, x)
+        if x.dtype is DType.bool:
+            raise OpError(f"op '{op}' is not defined on a bool operand ({x})")
         (kh, kw), (sh, sw), (ph, pw) = attrs["kernel"], attrs["stride"], attrs["padding"]
         if ph * 2 > kh or pw * 2 > kw:
             raise OpError(f"op '{op}': padding {attrs['padding']} must be at most half the kernel {attrs['kernel']}")

@@ -73,7 +73,7 @@ def _infer_transpose(types, attrs):
 
 @register_op("transpose", infer=_infer_transpose, attrs={"perm": None}, normalize=_normalize_transpose)
 def transpose(x, *, perm):
-    return np.ascontiguousarray(np.transpose(x, perm))
+    return np.require(np.transpose(x, perm), requirements="C")
 
 
 def _normalize_concat(types, attrs):
@@ -127,4 +127,4 @@ def _infer_slice(types, attrs):
 @register_op("slice", infer=_infer_slice, attrs={"starts": None, "stops": None, "steps": None},
              normalize=_normalize_slice)
 def slice_(x, *, starts, stops, steps):
-    return np.ascontiguousarray(x[tuple(slice(a, b, c) for a, b, c in zip(starts, stops, steps))])
+    return np.require(x[tuple(slice(a, b, c) for a, b, c in zip(starts, stops, steps))], requirements="C")

@@ -1,0 +1,53 @@
+"""Artifact: what codegen produces for one graph, and what the runtime loads.
+
+    artifact = build(graph, "armv8")
+    artifact.llvm_ir            # optimized LLVM IR defining `i32 @tf_run(ptr, ptr, ptr, ptr)`
+    artifact.object_code()      # a PIC ELF object for the target (the armv8 runner links it)
+    artifact.weights            # every constant at artifact.weight_offsets[name], 64-byte aligned
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import llvmlite.binding as llvm
+import numpy as np
+
+from ..ir import Graph, TensorType
+from .target import Target
+
+
+@dataclass
+class Artifact:
+    """Native code for one graph: `tf_run(inputs, outputs, weights, workspace)` in LLVM IR.
+
+    `inputs`/`outputs` are arrays of pointers to C-contiguous buffers of `input_types` and
+    `output_types`; `weights` must be passed 64-byte aligned (a copy of `self.weights`), and
+    `workspace` is a 64-byte aligned arena of `workspace_bytes`.
+    """
+
+    target: Target
+    graph: Graph = field(repr=False)
+    llvm_ir: str = field(repr=False)
+    input_types: list[TensorType]
+    output_types: list[TensorType]
+    weights: np.ndarray = field(repr=False)
+    weight_offsets: dict[str, int] = field(repr=False)
+    workspace_bytes: int
+    compile_seconds: float
+    opt_level: int = 3
+    entry: str = "tf_run"
+
+    def module(self) -> llvm.ModuleRef:
+        """The optimized module, parsed and verified."""
+        module = llvm.parse_assembly(self.llvm_ir)
+        module.verify()
+        return module
+
+    def assembly(self) -> str:
+        """The target's assembly text for the module."""
+        return self.target.target_machine(self.opt_level).emit_assembly(self.module())
+
+    def object_code(self) -> bytes:
+        """The module as a relocatable, position-independent ELF object for the target."""
+        return self.target.target_machine(self.opt_level).emit_object(self.module())

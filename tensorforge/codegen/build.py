@@ -1,0 +1,74 @@
+"""build: compile a graph to native code for a target, as one `tf_run` entry.
+
+    artifact = build(graph, "host")           # -> Artifact (optimized LLVM IR, weights, sizes)
+
+The steps, in order:
+  1. verify the graph and keep the nodes the outputs need;
+  2. look up each op node's lowering (CodegenError for an op or dtype that has none);
+  3. lay out the weights buffer and the workspace arena (memory.py);
+  4. emit the module: one function per op node, called from tf_run (entry.py);
+  5. optimize it with LLVM's new pass manager for the target machine.
+"""
+
+from __future__ import annotations
+
+import time
+
+import llvmlite.binding as llvm
+
+from ..ir import Graph, Node, verify
+from .artifact import Artifact
+from .entry import ENTRY, emit_module
+from .lowering import lowering_for
+from .memory import pack_weights, plan_workspace
+from .target import Target, initialize_llvm
+
+
+def live_nodes(graph: Graph) -> list[Node]:
+    """The nodes the graph's outputs depend on, in graph order (graph inputs always included)."""
+    needed: set[Node] = set(graph.inputs)
+    pending = list(graph.outputs)
+    while pending:
+        node = pending.pop()
+        if node not in needed:
+            needed.add(node)
+            pending.extend(node.inputs)
+    return [node for node in graph.nodes if node in needed]
+
+
+def optimize(llvm_ir: str, target: Target, opt_level: int) -> str:
+    """Verify the module text and run LLVM's O`opt_level` pipeline on it for the target machine."""
+    machine = target.target_machine(opt_level)
+    module = llvm.parse_assembly(llvm_ir)
+    module.triple = target.triple
+    module.data_layout = str(machine.target_data)
+    module.verify()
+    tuning = llvm.create_pipeline_tuning_options(speed_level=opt_level)
+    tuning.loop_vectorization = opt_level >= 2  # as clang does; LLVM's own default leaves SLP off
+    tuning.slp_vectorization = opt_level >= 2
+    passes = llvm.create_pass_builder(machine, tuning)
+    passes.getModulePassManager().run(module, passes)
+    module.verify()
+    return str(module)
+
+
+def build(graph: Graph, target: Target | str = "host", opt_level: int = 3) -> Artifact:
+    """Compile `graph` for `target` into an Artifact holding `tf_run` (docs/architecture.md)."""
+    start = time.perf_counter()
+    initialize_llvm()
+    target = Target.parse(target)
+    verify(graph)
+    nodes = live_nodes(graph)
+    lowerings = {node: lowering_for(node, target) for node in nodes if node.op not in ("input", "constant")}
+
+    weights, weight_offsets = pack_weights([node for node in nodes if node.op == "constant"])
+    computed = [node for node, lowering in lowerings.items() if not lowering.is_view]
+    scratch = {node: lowerings[node].scratch_bytes(node) for node in computed if lowerings[node].scratch_bytes}
+    plan = plan_workspace(computed, {node: nbytes for node, nbytes in scratch.items() if nbytes})
+
+    module = emit_module(graph, nodes, lowerings, plan, weight_offsets, target)
+    llvm_ir = optimize(str(module), target, opt_level)
+    return Artifact(target=target, graph=graph, llvm_ir=llvm_ir, input_types=[node.type for node in graph.inputs],
+                    output_types=[node.type for node in graph.outputs], weights=weights,
+                    weight_offsets=weight_offsets, workspace_bytes=plan.size,
+                    compile_seconds=time.perf_counter() - start, opt_level=opt_level, entry=ENTRY)

@@ -1,0 +1,150 @@
+"""Emission of the NCHW ops: conv2d, max_pool2d, avg_pool2d and batch_norm (inference).
+
+Padding is done as the numpy reference does it: the input is first copied into a padded buffer
+(the node's scratch), filled with 0 for conv2d and avg_pool2d and with the lowest value for
+max_pool2d; the window loops then need no bounds checks. Each kernel tap (i, j) is one loop nest
+over the output plane whose inner loop runs along a row (contiguous when the stride is 1):
+
+    for n, o:  out[n, o] = 0
+      for c in o's group, i < kh, j < kw:
+        for y, x:  out[n, o, y, x] += w[o, c, i, j] * padded[n, c, y*sh + i*dh, x*sw + j*dw]
+"""
+
+from __future__ import annotations
+
+import math
+
+from llvmlite import ir
+
+from ..ir import Node
+from . import float_math, scalar
+from .emit_shape import copy_elements
+from .kernel import Kernel
+from .layout import coalesce, contiguous_strides
+from .llvm_utils import (
+    affine_offset,
+    element_pointer,
+    fill_elements,
+    for_range,
+    load_element,
+    store_element,
+    strided_loops,
+)
+
+CONTRACT = ("contract",)
+
+
+def padded_bytes(node: Node) -> int:
+    """The scratch a conv2d or pooling node needs for its padded input (0 without padding)."""
+    n, c, h, w = node.inputs[0].shape
+    ph, pw = node.attrs["padding"]
+    if ph == 0 and pw == 0:
+        return 0
+    return n * c * (h + 2 * ph) * (w + 2 * pw) * node.inputs[0].dtype.itemsize
+
+
+def padded_input(kernel: Kernel, fill: ir.Value) -> tuple[ir.Value, int, int]:
+    """The input with `fill` around each plane (in the scratch buffer), and its padded height and width."""
+    n, c, h, w = kernel.operand_type(0).shape
+    ph, pw = kernel.node.attrs["padding"]
+    if ph == 0 and pw == 0:
+        return kernel.inputs[0], h, w
+    hp, wp = h + 2 * ph, w + 2 * pw
+    fill_elements(kernel.builder, kernel.scratch, n * c * hp * wp, fill, "pad")
+    copy_elements(kernel, kernel.inputs[0], (contiguous_strides((n * c, h, w)), 0), kernel.scratch,
+                  ((hp * wp, wp, 1), ph * wp + pw), (n * c, h, w), "interior")
+    return kernel.scratch, hp, wp
+
+
+def emit_conv2d(kernel: Kernel) -> None:
+    """conv2d with stride, padding, dilation, groups and an optional bias."""
+    node, builder, dtype, element = kernel.node, kernel.builder, kernel.dtype, kernel.element
+    batch, channels = kernel.operand_type(0).shape[:2]
+    out_channels, group_channels, kh, kw = kernel.operand_type(1).shape
+    groups = node.attrs["groups"]
+    group_outputs = out_channels // groups
+    (sh, sw), (dh, dw) = node.attrs["stride"], node.attrs["dilation"]
+    oh, ow = node.shape[2:]
+    plane = oh * ow
+    if node.type.size == 0:
+        return
+    source, hp, wp = padded_input(kernel, scalar.constant(dtype, 0))
+
+    with (for_range(builder, batch, "n") as b, for_range(builder, groups, "g") as g,
+          for_range(builder, group_outputs, "oc") as oc):
+        o = affine_offset(builder, [(g, group_outputs)], oc, "o")
+        out_plane = element_pointer(builder, kernel.output, affine_offset(builder, [(b, out_channels * plane),
+                                                                                    (o, plane)]), element, "out_plane")
+        fill_elements(builder, out_plane, plane, scalar.constant(dtype, 0), "zero")
+        with (for_range(builder, group_channels, "c") as c, for_range(builder, kh, "kh") as i,
+              for_range(builder, kw, "kw") as j):
+            weight_at = affine_offset(builder, [(o, group_channels * kh * kw), (c, kh * kw), (i, kw), (j, 1)])
+            weight = load_element(builder, kernel.inputs[1], weight_at, element, "weight")
+            window = affine_offset(builder, [(b, channels * hp * wp), (g, group_channels * hp * wp), (c, hp * wp),
+                                             (i, dh * wp), (j, dw)], name="window")
+            accesses = [((ow, 1), 0), ((sh * wp, sw), window)]
+            with strided_loops(builder, (oh, ow), accesses, "y") as (write_at, read_at):
+                product = scalar.mul(builder, dtype, weight, load_element(builder, source, read_at, element, "x"),
+                                     name="product", flags=CONTRACT)
+                total = scalar.add(builder, dtype, load_element(builder, out_plane, write_at, element, "acc"),
+                                   product, name="acc", flags=CONTRACT)
+                store_element(builder, total, out_plane, write_at)
+        if len(kernel.inputs) == 3:
+            bias = load_element(builder, kernel.inputs[2], o, element, "bias")
+            with for_range(builder, plane, "bias") as p:
+                total = scalar.add(builder, dtype, load_element(builder, out_plane, p, element, "acc"), bias,
+                                   name="biased")
+                store_element(builder, total, out_plane, p)
+
+
+def emit_pool(kernel: Kernel) -> None:
+    """max_pool2d (padding is the lowest value) and avg_pool2d (padding counts as zeros)."""
+    node, builder, dtype, element = kernel.node, kernel.builder, kernel.dtype, kernel.element
+    is_max = node.op == "max_pool2d"
+    n, c = node.shape[:2]
+    oh, ow = node.shape[2:]
+    (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
+    if node.type.size == 0:
+        return
+    identity = scalar.lowest(dtype) if is_max else scalar.constant(dtype, 0)
+    source, hp, wp = padded_input(kernel, identity)
+    fill_elements(builder, kernel.output, node.type.size, identity, "init")
+
+    shape, (write_strides, read_strides) = coalesce((n * c, oh, ow), [(oh * ow, ow, 1), (hp * wp, sh * wp, sw)])
+    with for_range(builder, kh, "kh") as i, for_range(builder, kw, "kw") as j:
+        tap = affine_offset(builder, [(i, wp), (j, 1)], name="tap")
+        with strided_loops(builder, shape, [(write_strides, 0), (read_strides, tap)], "y") as (write_at, read_at):
+            accumulated = load_element(builder, kernel.output, write_at, element, "acc")
+            value = load_element(builder, source, read_at, element, "x")
+            if is_max:
+                combined = scalar.maximum(builder, dtype, accumulated, value, "max")
+            else:
+                combined = scalar.add(builder, dtype, accumulated, value, "sum")
+            store_element(builder, combined, kernel.output, write_at)
+
+    if not is_max:
+        count = scalar.constant(dtype, kh * kw)
+        with for_range(builder, node.type.size, "average") as index:
+            total = load_element(builder, kernel.output, index, element, "total")
+            store_element(builder, builder.fdiv(total, count, name="average"), kernel.output, index)
+
+
+def emit_batch_norm(kernel: Kernel) -> None:
+    """y = (x - mean) * scale + beta with scale = gamma / sqrt(var + eps), per channel (axis 1)."""
+    node, builder, element = kernel.node, kernel.builder, kernel.element
+    batch, channels = node.shape[:2]
+    spatial = math.prod(node.shape[2:])
+    if node.type.size == 0:
+        return
+    x, gamma, beta, mean, var = kernel.inputs
+    eps = float_math.f32(node.attrs["eps"])
+    with for_range(builder, channels, "c") as c:
+        deviation = float_math.sqrt(builder, builder.fadd(load_element(builder, var, c, element, "var"), eps), "std")
+        scale = builder.fdiv(load_element(builder, gamma, c, element, "gamma"), deviation, name="scale")
+        shift = load_element(builder, beta, c, element, "beta")
+        centre = load_element(builder, mean, c, element, "mean")
+        with for_range(builder, batch, "n") as b, for_range(builder, spatial, "p") as p:
+            at = affine_offset(builder, [(b, channels * spatial), (c, spatial)], p, "at")
+            centred = builder.fsub(load_element(builder, x, at, element, "x"), centre, name="centred")
+            y = builder.fadd(builder.fmul(centred, scale, name="scaled"), shift, name="y")
+            store_element(builder, y, kernel.output, at)

@@ -1,0 +1,43 @@
+"""Kernel: what an emission function receives for one node.
+
+Each op node becomes one internal LLVM function `void @"<op>.<name>"(operands..., output[, scratch])`;
+the emission function for its op (lowering.EMIT) fills in the body through `kernel.builder`:
+
+    def emit_relu(kernel: Kernel) -> None:
+        ... loops that read kernel.inputs[0] and write kernel.output ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from ..ir import DType, Node, TensorType
+from .llvm_utils import llvm_type
+from .target import Target
+
+
+@dataclass
+class Kernel:
+    """One node being emitted: the node, the builder inside its function, and its buffers."""
+
+    node: Node
+    builder: ir.IRBuilder
+    inputs: list[ir.Value]  # one pointer per operand, C-contiguous
+    output: ir.Value  # the node's result buffer, C-contiguous, written by the kernel
+    scratch: ir.Value | None  # a private buffer of the size the op's lowering asked for
+    target: Target
+
+    @property
+    def dtype(self) -> DType:
+        """The element type the op computes in: its first operand's (for cast, the source)."""
+        return self.node.inputs[0].dtype
+
+    @property
+    def element(self) -> ir.Type:
+        """The LLVM type of one element of the first operand."""
+        return llvm_type(self.dtype)
+
+    def operand_type(self, index: int) -> TensorType:
+        return self.node.inputs[index].type

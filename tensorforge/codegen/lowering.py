@@ -1,0 +1,97 @@
+"""The lowering table: for every op in ir.OPS, its emission function and the dtypes it supports.
+
+    EMIT["add"]      -> Lowering(emit_binary, every dtype)
+    EMIT["reshape"]  -> VIEW: no code, the result is the operand's buffer
+
+`lowering_for(node, target)` is the one place that decides whether a node can be compiled; it
+raises CodegenError naming the node, op, dtype and target otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..ir import DType, Node
+from .emit_conv import emit_batch_norm, emit_conv2d, emit_pool, padded_bytes
+from .emit_elementwise import emit_binary, emit_cast, emit_float_unary, emit_gelu, emit_neg, emit_relu
+from .emit_matmul import emit_linear, emit_matmul
+from .emit_reduce import emit_reduce, emit_softmax
+from .emit_shape import emit_concat, emit_slice, emit_transpose
+from .errors import CodegenError
+from .kernel import Kernel
+from .target import Target
+
+ALL = frozenset(DType)
+NUMERIC = ALL - {DType.bool}  # numpy refuses bool for -, unary -, and the padding of pools
+FLOAT = frozenset({DType.f32})
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """How one op is compiled: `emit` fills a Kernel, for operands of one of `dtypes`.
+
+    `scratch_bytes(node)` is the private workspace the kernel needs besides its output. A view
+    (`emit` None) has no code: its result is its first operand's buffer.
+    """
+
+    emit: Callable[[Kernel], None] | None
+    dtypes: frozenset[DType]
+    scratch_bytes: Callable[[Node], int] | None = None
+
+    @property
+    def is_view(self) -> bool:
+        return self.emit is None
+
+
+VIEW = Lowering(None, ALL)
+
+EMIT: dict[str, Lowering] = {
+    # elementwise (emit_elementwise.py)
+    "add": Lowering(emit_binary, ALL),
+    "sub": Lowering(emit_binary, NUMERIC),
+    "mul": Lowering(emit_binary, ALL),
+    "div": Lowering(emit_binary, FLOAT),
+    "neg": Lowering(emit_neg, NUMERIC),
+    "relu": Lowering(emit_relu, ALL),
+    "exp": Lowering(emit_float_unary, FLOAT),
+    "log": Lowering(emit_float_unary, FLOAT),
+    "sqrt": Lowering(emit_float_unary, FLOAT),
+    "tanh": Lowering(emit_float_unary, FLOAT),
+    "sigmoid": Lowering(emit_float_unary, FLOAT),
+    "gelu": Lowering(emit_gelu, FLOAT),
+    "cast": Lowering(emit_cast, ALL),
+    # reductions (emit_reduce.py)
+    "reduce_sum": Lowering(emit_reduce, ALL),
+    "reduce_mean": Lowering(emit_reduce, FLOAT),
+    "reduce_max": Lowering(emit_reduce, ALL),
+    "softmax": Lowering(emit_softmax, FLOAT),
+    # data movement (emit_shape.py)
+    "reshape": VIEW,
+    "flatten": VIEW,
+    "transpose": Lowering(emit_transpose, ALL),
+    "concat": Lowering(emit_concat, ALL),
+    "slice": Lowering(emit_slice, ALL),
+    # contractions (emit_matmul.py)
+    "matmul": Lowering(emit_matmul, ALL),
+    "linear": Lowering(emit_linear, ALL),
+    # NCHW (emit_conv.py)
+    "conv2d": Lowering(emit_conv2d, ALL, padded_bytes),
+    "max_pool2d": Lowering(emit_pool, NUMERIC, padded_bytes),
+    "avg_pool2d": Lowering(emit_pool, FLOAT, padded_bytes),
+    "batch_norm": Lowering(emit_batch_norm, FLOAT),
+}
+
+
+def lowering_for(node: Node, target: Target) -> Lowering:
+    """The lowering of an op node; CodegenError if its op or dtype cannot be compiled."""
+    dtype = node.inputs[0].dtype if node.inputs else node.dtype
+    lowering = EMIT.get(node.op)
+    if lowering is None:
+        raise CodegenError(f"cannot compile %{node.name} = {node.op}(...) : {node.type} for target {target.name}: "
+                           f"op '{node.op}' has no lowering (ops with one: {', '.join(sorted(EMIT))})")
+    if dtype not in lowering.dtypes:
+        supported = ", ".join(sorted(d.name for d in lowering.dtypes))
+        raise CodegenError(f"cannot compile %{node.name} = {node.op}(...) : {node.type} for target {target.name}: "
+                           f"op '{node.op}' does not support dtype {dtype.name} (supported: {supported})")
+    return lowering

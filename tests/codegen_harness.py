@@ -1,0 +1,64 @@
+"""A minimal private harness for codegen tests: JIT an Artifact on the host and call tf_run.
+
+    outputs = run_artifact(build(graph, "host"), x, w)     # a list of arrays, one per graph output
+    outputs = compile_and_run(graph, x, w)                 # the same, building for the host first
+
+The real runtime (tensorforge/runtime) adds input checks, per-thread workspaces and the qemu path;
+this file only needs to be right for well-formed test inputs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import llvmlite.binding as llvm
+import numpy as np
+
+from tensorforge.codegen import Artifact, build
+from tensorforge.codegen.target import initialize_llvm
+from tensorforge.ir import Graph
+
+ALIGNMENT = 64
+ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def aligned_buffer(nbytes: int) -> np.ndarray:
+    """A zeroed uint8 buffer of at least one alignment unit, starting at a 64-byte aligned address."""
+    size = max(nbytes, ALIGNMENT)
+    raw = np.zeros(size + ALIGNMENT, dtype=np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start:start + size]
+
+
+def pointer_array(arrays: list[np.ndarray]) -> ctypes.Array:
+    return (ctypes.c_void_p * max(len(arrays), 1))(*[array.ctypes.data for array in arrays])
+
+
+def run_artifact(artifact: Artifact, *inputs: np.ndarray) -> list[np.ndarray]:
+    """Call the artifact's tf_run once on `inputs` (converted to the input types) and return its outputs."""
+    initialize_llvm()
+    arrays = [np.ascontiguousarray(np.asarray(value, dtype=t.dtype.numpy).reshape(t.shape))
+              for value, t in zip(inputs, artifact.input_types, strict=True)]
+    outputs = [np.full(t.shape, 0x5A, dtype=np.uint8).view(t.dtype.numpy) if t.dtype.itemsize == 1
+               else np.full(t.shape, np.nan if t.dtype.is_float else 0x5A5A, dtype=t.dtype.numpy)
+               for t in artifact.output_types]
+    weights = aligned_buffer(artifact.weights.size)
+    weights[:artifact.weights.size] = artifact.weights
+    workspace = aligned_buffer(artifact.workspace_bytes)
+
+    engine = llvm.create_mcjit_compiler(artifact.module(), artifact.target.target_machine(artifact.opt_level))
+    try:
+        engine.finalize_object()
+        entry = ENTRY_TYPE(engine.get_function_address(artifact.entry))
+        input_pointers, output_pointers = pointer_array(arrays), pointer_array(outputs)
+        status = entry(ctypes.addressof(input_pointers), ctypes.addressof(output_pointers),
+                       weights.ctypes.data, workspace.ctypes.data)
+    finally:
+        engine.close()
+    assert status == 0, f"tf_run returned {status}"
+    return outputs
+
+
+def compile_and_run(graph: Graph, *inputs: np.ndarray, opt_level: int = 3) -> list[np.ndarray]:
+    """Build `graph` for the host and run it once."""
+    return run_artifact(build(graph, "host", opt_level), *inputs)

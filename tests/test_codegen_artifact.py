@@ -1,0 +1,177 @@
+"""The Artifact codegen produces: entry signature, weights layout, outputs, errors, armv8 objects."""
+
+from __future__ import annotations
+
+import re
+import struct
+
+import numpy as np
+import pytest
+from codegen_harness import compile_and_run, run_artifact
+
+from tensorforge import ir
+from tensorforge.codegen import Artifact, build
+from tensorforge.ir import DType, TensorType
+
+RNG = np.random.default_rng(1)
+EM_AARCH64, EM_X86_64, ET_REL = 183, 62, 1
+
+
+def mlp_graph(batch: int = 3) -> ir.Graph:
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((batch, 20), DType.f32))
+    w1 = graph.constant(RNG.standard_normal((20, 17)).astype(np.float32), "fc1.weight")
+    b1 = graph.constant(RNG.standard_normal(17).astype(np.float32), "fc1.bias")
+    w2 = graph.constant(RNG.standard_normal((17, 5)).astype(np.float32), "fc2.weight")
+    hidden = graph.call("relu", [graph.call("linear", [x, w1, b1])])
+    graph.outputs = [graph.call("softmax", [graph.call("linear", [hidden, w2])])]
+    return graph
+
+
+def elf_header(data: bytes) -> tuple[int, int, int]:
+    """(ELF class, object type, machine) of an ELF file."""
+    assert data[:4] == b"\x7fELF"
+    object_type, machine = struct.unpack_from("<HH", data, 16)
+    return data[4], object_type, machine
+
+
+def test_artifact_fields_and_mlp_result():
+    graph = mlp_graph()
+    artifact = build(graph, "host")
+    assert isinstance(artifact, Artifact) and artifact.graph is graph and artifact.entry == "tf_run"
+    assert artifact.input_types == [TensorType((3, 20), DType.f32)]
+    assert artifact.output_types == [TensorType((3, 5), DType.f32)]
+    assert artifact.compile_seconds > 0 and artifact.workspace_bytes % 64 == 0
+    assert re.search(r"define .*i32 @tf_run\(ptr [^,]*%inputs, ptr [^,]*%outputs, ptr [^,]*%weights, "
+                     r"ptr [^,]*%workspace\)", artifact.llvm_ir)
+    x = RNG.standard_normal((3, 20)).astype(np.float32)
+    (y,) = run_artifact(artifact, x)
+    np.testing.assert_allclose(y, ir.interpret(graph, x), rtol=1e-4, atol=1e-5)
+
+
+def test_weights_are_packed_at_aligned_offsets_not_in_the_ir():
+    graph = mlp_graph()
+    artifact = build(graph, "host")
+    assert artifact.weights.dtype == np.uint8
+    assert set(artifact.weight_offsets) == {"fc1.weight", "fc1.bias", "fc2.weight"}
+    for name, offset in artifact.weight_offsets.items():
+        value = graph.node(name).value
+        assert offset % 64 == 0
+        stored = artifact.weights[offset:offset + value.nbytes].view(value.dtype).reshape(value.shape)
+        np.testing.assert_array_equal(stored, value)
+    assert "x float]" not in artifact.llvm_ir and "x float] [" not in artifact.llvm_ir
+
+
+def test_workspace_holds_every_intermediate():
+    artifact = build(mlp_graph(batch=4), "host")
+    assert artifact.workspace_bytes >= (4 * 17 * 4) * 2 + 4 * 5 * 4 * 2
+
+
+def test_outputs_that_are_inputs_constants_or_repeated():
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((3, 4), DType.f32))
+    c = graph.constant(np.arange(6, dtype=np.int32).reshape(2, 3), "c")
+    y = graph.call("exp", [x])
+    flat = graph.call("reshape", [x], {"shape": (12,)})
+    graph.outputs = [y, x, c, y, flat, graph.call("flatten", [y], {"start_axis": 0})]
+    value = RNG.standard_normal((3, 4)).astype(np.float32)
+    outputs = compile_and_run(graph, value)
+    for actual, expected in zip(outputs, ir.interpret(graph, value), strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-6)
+
+
+def test_dead_nodes_are_not_compiled():
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((3,), DType.f32))
+    graph.call("mul", [graph.constant(np.ones(3, np.int64), "unused"), graph.constant(np.ones(3, np.int64))])
+    graph.outputs = [graph.call("neg", [x])]
+    artifact = build(graph, "host")
+    assert artifact.weight_offsets == {}
+    (y,) = run_artifact(artifact, np.arange(3, dtype=np.float32))
+    np.testing.assert_array_equal(y, -np.arange(3, dtype=np.float32))
+
+
+def test_zero_sized_values():
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((0, 4), DType.f32))
+    total = graph.call("reduce_sum", [x], {"axes": (0,)})
+    graph.outputs = [graph.call("relu", [x]), total, graph.call("matmul", [graph.call("transpose", [x]), x])]
+    value = np.zeros((0, 4), np.float32)
+    for actual, expected in zip(compile_and_run(graph, value), ir.interpret(graph, value), strict=True):
+        np.testing.assert_array_equal(actual, expected)
+
+
+@pytest.mark.parametrize("opt_level", [0, 1, 2])
+def test_every_opt_level(opt_level):
+    graph = mlp_graph()
+    x = RNG.standard_normal((3, 20)).astype(np.float32)
+    (y,) = compile_and_run(graph, x, opt_level=opt_level)
+    np.testing.assert_allclose(y, ir.interpret(graph, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["sub", "neg", "max_pool2d"])
+def test_ops_undefined_on_bool_are_refused_at_graph_build(op):
+    """numpy refuses these ops on bool; type inference says so, naming the op, before codegen sees them."""
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((1, 1, 4, 4), DType.bool))
+    operands = [x, x] if op == "sub" else [x]
+    attrs = {"kernel": 2} if op == "max_pool2d" else {}
+    with pytest.raises(ir.OpError, match=f"op '{op}' is not defined on (a )?bool"):
+        graph.call(op, operands, attrs, name="bad")
+
+
+def test_armv8_object_is_an_aarch64_elf_relocatable():
+    artifact = build(mlp_graph(), "armv8")
+    assert artifact.target.triple.startswith("aarch64")
+    assert elf_header(artifact.object_code()) == (2, ET_REL, EM_AARCH64)
+    assert elf_header(build(mlp_graph(), "x86-64").object_code()) == (2, ET_REL, EM_X86_64)
+
+
+def add_graph(n: int) -> ir.Graph:
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((n,), DType.f32))
+    y = graph.add_input("y", TensorType((n,), DType.f32))
+    graph.outputs = [graph.call("add", [x, y])]
+    return graph
+
+
+def test_armv8_add_uses_neon_vectors():
+    assembly = build(add_graph(1000), "armv8").assembly()
+    assert re.search(r"fadd\s+v\d+\.4s", assembly), "expected NEON vector adds in the armv8 assembly"
+
+
+def test_host_add_is_vectorized():
+    assembly = build(add_graph(1000), "x86-64-v3").assembly()
+    assert re.search(r"vaddps\s+.*%ymm", assembly), "expected AVX2 vector adds for x86-64-v3"
+
+
+def _aarch64_tools_missing() -> bool:
+    from tensorforge.runtime import ToolMissingError, find_cross_tools
+
+    try:
+        find_cross_tools("aarch64")
+    except ToolMissingError:
+        return True
+    return False
+
+
+@pytest.mark.skipif(_aarch64_tools_missing(), reason="needs gcc-aarch64-linux-gnu and qemu-user")
+def test_armv8_code_runs_under_qemu():
+    """libm calls (expf, logf), NEON loops and saturating casts also agree on AArch64."""
+    from tensorforge.runtime import CompiledModel
+
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((2, 3, 9, 9), DType.f32))
+    w = graph.constant(RNG.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    features = graph.call("flatten", [graph.call("max_pool2d", [graph.call("conv2d", [x, w], {"padding": 1})],
+                                                 {"kernel": 2, "padding": 1})])
+    gelu = graph.call("gelu", [features], {"approximation": "exact"})
+    saturated = graph.call("cast", [graph.call("mul", [features, graph.constant(np.float32(1e9))])],
+                           {"dtype": DType.i8})
+    graph.outputs = [graph.call("softmax", [graph.call("tanh", [gelu])]), saturated,
+                     graph.call("log", [graph.call("sigmoid", [features])])]
+    value = RNG.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    with CompiledModel(build(graph, "armv8")) as model:
+        outputs = model(value)
+    for actual, expected in zip(outputs, ir.interpret(graph, value), strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
