@@ -2,6 +2,7 @@
 
     outputs = run_artifact(build(graph, "host"), x, w)     # a list of arrays, one per graph output
     outputs = compile_and_run(graph, x, w)                 # the same, building for the host first
+    outputs = compile_and_run(graph, x, w, target="armv8") # built for AArch64, run under qemu-user
 
 The real runtime (tensorforge/runtime) adds input checks, per-thread workspaces and the qemu path;
 this file only needs to be right for well-formed test inputs.
@@ -59,6 +60,12 @@ def run_artifact(artifact: Artifact, *inputs: np.ndarray) -> list[np.ndarray]:
     return outputs
 
 
-def compile_and_run(graph: Graph, *inputs: np.ndarray, opt_level: int = 3) -> list[np.ndarray]:
-    """Build `graph` for the host and run it once."""
-    return run_artifact(build(graph, "host", opt_level), *inputs)
+def compile_and_run(graph: Graph, *inputs: np.ndarray, opt_level: int = 3, target: str = "host") -> list[np.ndarray]:
+    """Build `graph` for `target` and run it once: the host by JIT here, armv8 through the runtime (qemu-user)."""
+    if target == "host":
+        return run_artifact(build(graph, "host", opt_level), *inputs)
+    from tensorforge.runtime import CompiledModel
+
+    with CompiledModel(build(graph, target, opt_level)) as compiled:
+        outputs = compiled(*inputs)
+    return list(outputs) if isinstance(outputs, tuple) else [outputs]

@@ -74,11 +74,22 @@ def random_graphs(draw) -> ir.Graph:
     return graph
 
 
+def _check_against_interpreter(graph: ir.Graph, seed: int, target: str) -> None:
+    note(str(graph))
+    x = np.random.default_rng(seed).standard_normal(graph.inputs[0].shape).astype(np.float32)
+    outputs = compile_and_run(graph, x, target=target)
+    for actual, expected in zip(outputs, ir.interpret(graph, x), strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+
 @settings(suppress_health_check=[HealthCheck.too_slow])
 @given(graph=random_graphs(), seed=st.integers(0, 2**16))
 def test_random_compositions_match_the_interpreter(graph, seed):
-    note(str(graph))
-    x = np.random.default_rng(seed).standard_normal(graph.inputs[0].shape).astype(np.float32)
-    outputs = compile_and_run(graph, x)
-    for actual, expected in zip(outputs, ir.interpret(graph, x), strict=True):
-        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+    _check_against_interpreter(graph, seed, "host")
+
+
+@settings(max_examples=min(10, settings.default.max_examples), suppress_health_check=[HealthCheck.too_slow])
+@given(graph=random_graphs(), seed=st.integers(0, 2**16))
+def test_random_compositions_match_the_interpreter_on_armv8(graph, seed):
+    """The same property for the AArch64 build under qemu-user: fewer examples, each costs a link and a run."""
+    _check_against_interpreter(graph, seed, "armv8")

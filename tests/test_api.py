@@ -1,0 +1,85 @@
+"""End to end through the public API: the issue's usage snippet, MLP and CNN on both targets, check()."""
+
+import numpy as np
+import pytest
+
+import tensorforge as tf
+from tensorforge import models, nn
+from tensorforge.check import CheckError
+
+TARGETS = ["host", "armv8"]
+
+
+def test_usage_snippet(tmp_path):
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10), nn.Softmax())
+    x = np.random.default_rng(0).standard_normal((4, 64), dtype=np.float32)
+
+    graph = tf.trace(model, x)
+    assert "linear" in str(graph) and "softmax" in str(graph)
+    ref = tf.interpret(graph, x)
+    np.testing.assert_allclose(ref, model(x), rtol=1e-6)
+    cm = tf.compile(model, x, target="armv8")
+    y = cm(x)
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+    result = tf.check(model, x, target="armv8")
+    assert result.stages[-1][0].startswith("codegen")
+    out = cm.save_pictures(tmp_path / "out")
+    assert (out / "index.html").exists()
+    assert len(list(out.glob("*.svg"))) == len(cm.snapshots)
+    assert "fold-constants" in str(cm.report())
+    cm.close()
+
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((3, 5), dtype=np.float32)
+    b = rng.standard_normal((5, 2), dtype=np.float32)
+    mm = tf.compile(lambda a, b: a @ b + 1.0, (a, b), target="host")
+    np.testing.assert_allclose(mm(a, b), a @ b + np.float32(1.0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_mlp_end_to_end(target, batch):
+    model = models.mlp((20, 17, 9, 4))
+    x = np.random.default_rng(batch).standard_normal((batch, 20), dtype=np.float32)
+    with tf.compile(model, x, target=target) as cm:
+        np.testing.assert_allclose(cm(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_cnn_end_to_end(target):
+    model = models.small_cnn(channels=3, size=12)
+    x = np.random.default_rng(2).standard_normal((2, 3, 12, 12), dtype=np.float32)
+    with tf.compile(model, x, target=target) as cm:
+        assert "batch_norm" not in str(cm.snapshots[-1][1]), "fold-batch-norm should remove the batch norm"
+        np.testing.assert_allclose(cm(x), model(x), rtol=1e-4, atol=1e-5)
+    tf.check(model, x, target=target)
+
+
+def test_check_names_the_pass_that_diverges(monkeypatch):
+    """A deliberately broken pass is caught and named, with the node and the error."""
+    from tensorforge.passes import registry as pass_registry
+
+    def broken_simplify(graph, ctx):
+        for node in graph.op_nodes():
+            if node.op == "relu":
+                with graph.inserting_before(node):
+                    wrong = graph.call("relu", [graph.call("neg", [node.inputs[0]])])
+                node.replace_all_uses_with(wrong)
+        return graph
+
+    monkeypatch.setitem(pass_registry.PASSES, "simplify", pass_registry.PASSES["simplify"].replace(
+        function=broken_simplify))
+    model = models.mlp((8, 6, 3))
+    x = np.random.default_rng(0).standard_normal((2, 8), dtype=np.float32)
+    with pytest.raises(CheckError, match=r"simplify changes output 0.*\n.*first diverging node: %"):
+        tf.check(model, x, target="host")
+
+
+def test_unknown_target_lists_known_ones():
+    with pytest.raises(ValueError, match="known targets: host, x86-64"):
+        tf.compile(models.mlp((4, 2)), np.zeros((1, 4), np.float32), target="riscv-mystery")
+
+
+def test_compile_needs_example_inputs():
+    with pytest.raises(TypeError, match="example_inputs"):
+        tf.compile(models.mlp((4, 2)))
