@@ -3,10 +3,14 @@
 Both are laid out at compile time with every buffer at a 64-byte aligned offset:
 
     pack_weights([fc.weight f32[64,32], fc.bias f32[32]])  -> 8320-byte buffer, {fc.weight: 0, fc.bias: 8192}
-    plan_workspace([%1 f32[4,32], %2 f32[4,32]], {})        -> offsets {%1: 0, %2: 512}, 1024 bytes
+    plan_workspace([%1 f32[4,32], %2 f32[4,32], %3 f32[4,32]], {})
+        %1 dies when %2 is computed, so %3 takes its bytes: {%1: 0, %2: 512, %3: 0}, 1024 bytes
 
-`plan_workspace` is a bump allocator (every value gets its own bytes); memory planning with
-liveness replaces that one function.
+`plan_workspace` is memory planning by liveness: a value lives from the step that computes it to
+the last step that reads it (through views such as reshape, which share their operand's bytes);
+graph outputs live to the end, since tf_run copies them out last. Values whose lives overlap get
+disjoint bytes; the others may share. Offsets are found greedily, biggest value first, at the
+lowest aligned offset that is free during the value's whole life.
 """
 
 from __future__ import annotations
@@ -41,22 +45,70 @@ def pack_weights(constants: Sequence[Node]) -> tuple[np.ndarray, dict[str, int]]
 
 @dataclass
 class WorkspacePlan:
-    """Byte offsets in the workspace arena: each computed value's, and each kernel's scratch."""
+    """Byte offsets in the workspace arena: each computed value's, and each kernel's scratch.
+
+    `size` is the arena (the peak of live bytes, up to fragmentation); `unshared_bytes` is what
+    the arena would be if every value and scratch buffer had bytes of its own.
+    """
 
     values: dict[Node, int]
     scratch: dict[Node, int]
     size: int
+    unshared_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class _Life:
+    key: tuple[str, Node]  # ("value" | "scratch", node)
+    nbytes: int
+    first: int  # step that writes it
+    last: int  # last step that reads it
+
+
+def _lives(values: Sequence[Node], scratch_bytes: dict[Node, int]) -> list[_Life]:
+    step = {node: index for index, node in enumerate(values)}
+
+    def storage(node: Node) -> Node | None:
+        """The computed value whose bytes `node` is: itself, or the base of a chain of views."""
+        while node not in step:
+            if node.op in ("input", "constant") or not node.inputs:
+                return None
+            node = node.inputs[0]
+        return node
+
+    last = dict(step)
+    for node in values:
+        for operand in node.inputs:
+            base = storage(operand)
+            if base is not None:
+                last[base] = max(last[base], step[node])
+    if values:
+        for output in values[0].graph.outputs:
+            base = storage(output)
+            if base is not None:
+                last[base] = len(values)
+    lives = [_Life(("value", node), align_up(max(node.type.nbytes, 1)), step[node], last[node]) for node in values]
+    lives += [_Life(("scratch", node), align_up(nbytes), step[node], step[node])
+              for node, nbytes in scratch_bytes.items()]
+    return lives
 
 
 def plan_workspace(values: Sequence[Node], scratch_bytes: dict[Node, int]) -> WorkspacePlan:
-    """Bump allocation: each value, then each scratch buffer, at the next aligned offset."""
-    size = 0
-    value_offsets: dict[Node, int] = {}
-    for node in values:
-        value_offsets[node] = size
-        size = align_up(size + node.type.nbytes)
-    scratch_offsets: dict[Node, int] = {}
-    for node, nbytes in scratch_bytes.items():
-        scratch_offsets[node] = size
-        size = align_up(size + nbytes)
-    return WorkspacePlan(value_offsets, scratch_offsets, size)
+    """Offsets for `values` (computed nodes in execution order) and each kernel's scratch, by liveness."""
+    placed: list[tuple[_Life, int]] = []
+    offsets: dict[tuple[str, Node], int] = {}
+    lives = _lives(values, scratch_bytes)
+    for life in sorted(lives, key=lambda life: (-life.nbytes, life.first)):
+        busy = sorted((offset, offset + other.nbytes) for other, offset in placed
+                      if other.first <= life.last and life.first <= other.last)
+        offset = 0
+        for start, end in busy:
+            if offset + life.nbytes <= start:
+                break
+            offset = max(offset, end)
+        placed.append((life, offset))
+        offsets[life.key] = offset
+    size = max((offset + life.nbytes for life, offset in placed), default=0)
+    return WorkspacePlan({node: offsets[("value", node)] for node in values},
+                         {node: offsets[("scratch", node)] for node in scratch_bytes}, size,
+                         sum(life.nbytes for life in lives))

@@ -1,0 +1,100 @@
+"""Memory planning by liveness (codegen/memory.py): values whose lives overlap never share bytes,
+the others do, and compiled code stays right when buffers are reused."""
+
+from __future__ import annotations
+
+import numpy as np
+from codegen_harness import compile_and_run
+from hypothesis import given
+from hypothesis import strategies as st
+from test_codegen_random import random_graphs
+
+from tensorforge import ir
+from tensorforge.codegen.build import live_nodes
+from tensorforge.codegen.lowering import lowering_for
+from tensorforge.codegen.memory import plan_workspace
+from tensorforge.codegen.target import Target
+from tensorforge.ir import DType, TensorType
+
+
+def chain(length: int, shape=(64, 64)) -> ir.Graph:
+    graph = ir.Graph()
+    value = graph.add_input("x", TensorType(shape, DType.f32))
+    for index in range(length):
+        value = graph.call("tanh" if index % 2 else "relu", [value], name=f"v{index}")
+    graph.outputs = [value]
+    return graph
+
+
+def plan_for(graph: ir.Graph):
+    nodes = live_nodes(graph)
+    host = Target.parse("host")
+    computed = [node for node in nodes if node.op not in ("input", "constant") and not lowering_for(node, host).is_view]
+    return computed, plan_workspace(computed, {})
+
+
+def test_a_chain_needs_two_buffers_whatever_its_length():
+    computed, plan = plan_for(chain(10))
+    value_bytes = 64 * 64 * 4
+    assert plan.unshared_bytes == 10 * value_bytes
+    assert plan.size == 2 * value_bytes
+    assert {plan.values[node] for node in computed} == {0, value_bytes}
+
+
+def test_a_value_read_later_keeps_its_bytes():
+    """%a is read by the last step, so nothing computed between may take its bytes."""
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((16,), DType.f32))
+    a = graph.call("exp", [x], name="a")
+    b = graph.call("relu", [a], name="b")
+    c = graph.call("tanh", [b], name="c")
+    d = graph.call("neg", [c], name="d")
+    graph.outputs = [graph.call("add", [a, d], name="e")]
+    _, plan = plan_for(graph)
+    for other in ("b", "c", "d"):
+        assert plan.values[graph.node(other)] != plan.values[a]
+    value = np.linspace(-2, 2, 16, dtype=np.float32)
+    (actual,) = compile_and_run(graph, value)
+    np.testing.assert_allclose(actual, ir.interpret(graph, value), rtol=1e-5, atol=1e-6)
+
+
+def test_a_view_keeps_its_base_alive():
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((4, 4), DType.f32))
+    a = graph.call("exp", [x], name="a")
+    flat = graph.call("reshape", [a], {"shape": (16,)}, name="flat")
+    b = graph.call("tanh", [graph.call("relu", [x])], name="b")
+    graph.outputs = [graph.call("add", [flat, graph.call("reshape", [b], {"shape": (16,)})])]
+    _, plan = plan_for(graph)
+    assert plan.values[a] != plan.values[b]
+
+
+def _life(node: ir.Node, step: dict[ir.Node, int], end: int) -> tuple[int, int]:
+    """From the step computing `node` to the last step reading it, directly or through views."""
+    last, pending, outputs = step[node], list(node.users), set(node.graph.outputs)
+    if node in outputs:
+        last = end
+    while pending:
+        user = pending.pop()
+        if user in step:
+            last = max(last, step[user])
+        elif user.users or user in outputs:  # a view: its readers read `node`'s bytes
+            last = end if user in outputs else last
+            pending.extend(user.users)
+    return step[node], last
+
+
+@given(graph=random_graphs(), seed=st.integers(0, 2**16))
+def test_values_alive_at_the_same_step_never_overlap(graph, seed):
+    computed, plan = plan_for(graph)
+    step = {node: index for index, node in enumerate(computed)}
+    lives = {node: _life(node, step, len(computed)) for node in computed}
+    for first in computed:
+        for second in computed:
+            (a0, a1), (b0, b1) = lives[first], lives[second]
+            if first is not second and a0 <= b1 and b0 <= a1:
+                start_a, start_b = plan.values[first], plan.values[second]
+                assert start_a + first.type.nbytes <= start_b or start_b + second.type.nbytes <= start_a
+    x = np.random.default_rng(seed).standard_normal(graph.inputs[0].shape).astype(np.float32)
+    for actual, expected in zip(compile_and_run(graph, x), ir.interpret(graph, x), strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
