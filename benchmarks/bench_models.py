@@ -1,0 +1,121 @@
+"""Time the benchmark models on every engine, interleaved in one run, and print medians and ratios.
+
+    python benchmarks/bench_models.py [--rounds 15] [--out out/bench] [--quiet]
+
+Engines: tensorforge's reference interpreter, hand-written numpy, PyTorch eager (if installed) and
+tensorforge compiled for the host. Models: MLP 784-256-128-10 and the CIFAR-style CNN, at batch 1
+and 64. Also reports compile time (trace + passes + LLVM) per model. Writes results.json and a bar
+chart (if matplotlib is installed) into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy_models  # noqa: E402
+from harness import format_time, measure  # noqa: E402
+
+import tensorforge as tf  # noqa: E402
+from tensorforge import models  # noqa: E402
+
+
+def torch_engine(model, x):
+    try:
+        import torch
+    except ImportError:
+        return None
+    from torch_models import to_torch
+
+    net = to_torch(model)
+    xt = torch.from_numpy(x)
+
+    def run():
+        with torch.inference_mode():
+            return net(xt).numpy()
+
+    return run
+
+
+def workloads():
+    rng = np.random.default_rng(0)
+    mlp, cnn = models.mlp(), models.cifar_cnn()
+    for batch in (1, 64):
+        yield f"MLP 784-256-128-10, batch {batch}", mlp, numpy_models.mlp_forward(mlp), \
+            rng.standard_normal((batch, 784), dtype=np.float32)
+    for batch in (1, 64):
+        yield f"CNN 3x32x32, batch {batch}", cnn, numpy_models.cnn_forward(cnn), \
+            rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--out", type=Path, default=Path("out/bench"))
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args()
+    results = []
+    for name, model, numpy_forward, x in workloads():
+        start = time.perf_counter()
+        cm = tf.compile(model, x, target="host")
+        compile_seconds = time.perf_counter() - start
+        graph = tf.trace(model, x)
+        expected = tf.interpret(graph, x)
+        np.testing.assert_allclose(cm(x), expected, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(numpy_forward(x), expected, rtol=1e-3, atol=1e-4)
+        engines = {
+            "reference interpreter": lambda g=graph, x=x: tf.interpret(g, x),
+            "numpy hand-written": lambda f=numpy_forward, x=x: f(x),
+            "tensorforge host": lambda cm=cm, x=x: cm(x),
+        }
+        torch_run = torch_engine(model, x)
+        if torch_run is not None:
+            np.testing.assert_allclose(torch_run(), expected, rtol=1e-3, atol=1e-4)
+            engines["pytorch eager"] = torch_run
+        medians = measure(engines, rounds=args.rounds, verbose=not args.quiet, desc=name)
+        ours = medians["tensorforge host"]
+        print(f"\n{name}  (compile {compile_seconds * 1000:.0f} ms: "
+              + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in cm.compile_seconds.items()) + ")")
+        for engine, seconds in sorted(medians.items(), key=lambda kv: kv[1]):
+            print(f"  {engine:<24} {format_time(seconds):>10}   {seconds / ours:6.2f}x tensorforge's time")
+        results.append({"workload": name, "medians_s": medians, "compile_s": compile_seconds,
+                        "compile_breakdown_s": cm.compile_seconds})
+        cm.close()
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "numpy": np.__version__, "rounds": args.rounds}
+    (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    chart(results, args.out / "models.png")
+
+
+def chart(results, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no chart)")
+        return
+    fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 4))
+    for ax, result in zip(axes, results, strict=True):
+        names = sorted(result["medians_s"], key=result["medians_s"].get)
+        ax.barh(names, [result["medians_s"][n] * 1e6 for n in names], color="#4c72b0")
+        ax.set_xscale("log")
+        ax.set_xlabel("median time per call (us, log)")
+        ax.set_title(result["workload"], fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"chart: {path}")
+
+
+if __name__ == "__main__":
+    main()

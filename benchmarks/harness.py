@@ -1,0 +1,52 @@
+"""Interleaved timing of several engines on one workload, robust to a shared, noisy machine.
+
+Each round runs every engine once, in a fresh random order, after a short sleep (spinning thread
+pools of the previous engine would otherwise steal a core). A sample is the mean of a block of
+calls long enough to be timed well; the result is the median sample per engine.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable
+
+from tqdm import tqdm
+
+SLEEP_BEFORE_SAMPLE = 0.05  # seconds; lets other engines' spinning threads go idle
+
+
+def block_size(fn: Callable[[], object], min_seconds: float = 0.02) -> int:
+    """How many calls make one sample of at least `min_seconds`."""
+    fn()
+    start = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-7)
+    return max(1, int(min_seconds / once))
+
+
+def measure(engines: dict[str, Callable[[], object]], rounds: int = 15, verbose: bool = True,
+            desc: str = "timing") -> dict[str, float]:
+    """Median seconds per call of each engine, sampled interleaved over `rounds` rounds."""
+    blocks = {name: block_size(fn) for name, fn in engines.items()}
+    samples: dict[str, list[float]] = {name: [] for name in engines}
+    order = list(engines)
+    for _ in tqdm(range(rounds), desc=desc, disable=not verbose, leave=False):
+        random.shuffle(order)
+        for name in order:
+            fn, count = engines[name], blocks[name]
+            time.sleep(SLEEP_BEFORE_SAMPLE)
+            start = time.perf_counter()
+            for _ in range(count):
+                fn()
+            samples[name].append((time.perf_counter() - start) / count)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def format_time(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh) and run the whole test suite. HYPOTHESIS_PROFILE=thorough for more examples.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}
+.venv/bin/python -m ruff check tensorforge tests examples benchmarks
+.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=600 "$@"

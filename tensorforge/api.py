@@ -1,0 +1,75 @@
+"""The public entry points: trace, compile and check a model.
+
+    cm = tf.compile(model, x, target="armv8")   # trace -> passes -> LLVM -> CompiledModel
+    y = cm(x)
+    tf.check(model, x, target="armv8")          # raises CheckError naming the first diverging pass
+"""
+
+from __future__ import annotations
+
+import time
+
+from .check import FLOAT_TOLERANCE, CheckResult, compare_stages
+from .codegen import build
+from .codegen.target import Target
+from .frontend.tracer import trace as _trace
+from .ir import Graph, coerce_inputs
+from .passes import PassContext, SnapshotInstrument, TimingInstrument, VerifyInstrument, run_pipeline
+from .runtime import CompiledModel
+
+
+def _as_tuple(example_inputs) -> tuple:
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs)
+    return (example_inputs,)
+
+
+def trace(model, example_inputs) -> Graph:
+    """Record `model(*example_inputs)` as a graph. A Graph is returned as it is."""
+    if isinstance(model, Graph):
+        return model
+    return _trace(model, example_inputs)
+
+
+def compile(model, example_inputs=None, target: str | Target = "host", opt_level: int = 2, *,
+            disabled: tuple[str, ...] = (), config: dict | None = None, verbose: bool = False) -> CompiledModel:
+    """Trace `model` on `example_inputs`, optimize the graph and build native code for `target`.
+
+    `model` is a tensorforge.nn Module, a plain function of arrays, or an ir.Graph (then
+    `example_inputs` may be omitted). Several inputs go in a tuple. `disabled` names passes to skip.
+    """
+    target = Target.parse(target)
+    if not isinstance(model, Graph) and example_inputs is None:
+        raise TypeError("compile() needs example_inputs to trace the model (one array or a tuple of arrays)")
+    start = time.perf_counter()
+    graph = trace(model, example_inputs)
+    trace_seconds = time.perf_counter() - start
+    ctx = PassContext(opt_level=opt_level, target=target, disabled=tuple(disabled), config=dict(config or {}),
+                      instruments=[VerifyInstrument(), TimingInstrument(), SnapshotInstrument()])
+    result = run_pipeline(graph, ctx)
+    artifact = build(result.graph, target)
+    compiled = CompiledModel(artifact, source_graph=graph, snapshots=result.snapshots, report=result.report)
+    compiled.compile_seconds = {"trace": trace_seconds, "passes": sum(r.seconds for r in result.report.rows),
+                                "llvm": artifact.compile_seconds}
+    if verbose:
+        print(result.report)
+    return compiled
+
+
+def check(model, inputs, target: str | Target = "host", opt_level: int = 2, *, rtol: float | None = None,
+          atol: float | None = None, disabled: tuple[str, ...] = ()) -> CheckResult:
+    """Differential test: every pass and the compiled code against the reference interpreter.
+
+    Raises CheckError naming the first pass (or the codegen) whose outputs differ, the node and the
+    max abs/rel error. Float tolerances default to rtol 1e-4, atol 1e-5; integer outputs are exact.
+    """
+    inputs = _as_tuple(inputs)
+    compiled = compile(model, inputs, target, opt_level, disabled=disabled)
+    with compiled:
+        arrays = tuple(coerce_inputs(compiled.source_graph, inputs))
+        outputs = compiled(*arrays)
+        outputs = list(outputs) if isinstance(outputs, tuple) else [outputs]
+        stages = [("traced graph", compiled.source_graph)] + list(compiled.snapshots[1:])
+        return compare_stages(stages, arrays, outputs, compiled.target.name,
+                              FLOAT_TOLERANCE["rtol"] if rtol is None else rtol,
+                              FLOAT_TOLERANCE["atol"] if atol is None else atol)

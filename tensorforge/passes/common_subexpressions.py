@@ -1,0 +1,52 @@
+"""eliminate-common-subexpressions: nodes computing the same thing become one.
+
+    %1 = exp(%x)                         %1 = exp(%x)
+    %2 = exp(%x)                  ->     %3 = add(%1, %1)
+    %3 = add(%1, %2)
+
+Two op nodes are the same when op, operands and attributes are equal (operands in either order for
+commutative ops); two constants when dtype, shape and bytes are equal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import ir
+from .registry import register_pass
+
+
+def _attr_key(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return (value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, (list, tuple)):
+        return tuple(_attr_key(v) for v in value)
+    return (type(value).__name__, value)
+
+
+def _key(node: ir.Node) -> tuple:
+    if node.op == "constant":
+        return ("constant", _attr_key(node.value))
+    operands = tuple(id(operand) for operand in node.inputs)
+    if "commutative" in ir.get_op(node.op).traits:
+        operands = tuple(sorted(operands))
+    return (node.op, operands, tuple(sorted((k, _attr_key(v)) for k, v in node.attrs.items())))
+
+
+@register_pass("eliminate-common-subexpressions", opt_level=2,
+               description="merge nodes with equal op, operands and attributes, and equal constants")
+def eliminate_common_subexpressions(graph: ir.Graph, ctx=None) -> ir.Graph:
+    seen: dict[tuple, ir.Node] = {}
+    for node in list(graph.nodes):
+        if node.op == "input":
+            continue
+        key = _key(node)
+        first = seen.get(key)
+        if first is None or first.type != node.type:
+            seen.setdefault(key, node)
+            continue
+        node.replace_all_uses_with(first)
+        graph.erase(node)
+    return graph

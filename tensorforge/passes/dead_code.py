@@ -1,0 +1,27 @@
+"""eliminate-dead-code: erase every node (constants included) that no graph output depends on.
+
+    %1 = exp(%x)          (unused)            ->    (erased)
+    %2 = relu(%x)                                   %2 = relu(%x)
+    return %2                                       return %2
+Graph inputs always stay: they are the graph's signature.
+"""
+
+from __future__ import annotations
+
+from .. import ir
+from .registry import register_pass
+
+
+@register_pass("eliminate-dead-code", opt_level=1, description="erase nodes no output depends on")
+def eliminate_dead_code(graph: ir.Graph, ctx=None) -> ir.Graph:
+    live: set[ir.Node] = set()
+    pending = list(graph.outputs)
+    while pending:
+        node = pending.pop()
+        if node not in live:
+            live.add(node)
+            pending.extend(node.inputs)
+    for node in reversed(list(graph.nodes)):
+        if node not in live and node.op != "input":
+            graph.erase(node)
+    return graph
