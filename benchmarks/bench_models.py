@@ -23,12 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy_models  # noqa: E402
 from harness import format_time, measure  # noqa: E402
+from onnx_models import onnx_engine  # noqa: E402
 
 import tensorforge as tf  # noqa: E402
 from tensorforge import models  # noqa: E402
 
 
-def torch_engine(model, x):
+def torch_engine(model, x, compiled: bool = False):
+    """PyTorch eager (or torch.compile'd) on the same weights; None if torch is not installed."""
     try:
         import torch
     except ImportError:
@@ -36,6 +38,8 @@ def torch_engine(model, x):
     from torch_models import to_torch
 
     net = to_torch(model)
+    if compiled:
+        net = torch.compile(net)
     xt = torch.from_numpy(x)
 
     def run():
@@ -61,6 +65,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (slow to compile)")
     args = parser.parse_args()
     results = []
     for name, model, numpy_forward, x in workloads():
@@ -76,10 +81,13 @@ def main() -> None:
             "numpy hand-written": lambda f=numpy_forward, x=x: f(x),
             "tensorforge host": lambda cm=cm, x=x: cm(x),
         }
-        torch_run = torch_engine(model, x)
-        if torch_run is not None:
-            np.testing.assert_allclose(torch_run(), expected, rtol=1e-3, atol=1e-4)
-            engines["pytorch eager"] = torch_run
+        peers = {"pytorch eager": torch_engine(model, x), "onnxruntime": onnx_engine(graph, x)}
+        if not args.no_torch_compile:
+            peers["torch.compile"] = torch_engine(model, x, compiled=True)
+        for engine, run in peers.items():
+            if run is not None:
+                np.testing.assert_allclose(run(), expected, rtol=1e-3, atol=1e-4)
+                engines[engine] = run
         medians = measure(engines, rounds=args.rounds, verbose=not args.quiet, desc=name)
         ours = medians["tensorforge host"]
         print(f"\n{name}  (compile {compile_seconds * 1000:.0f} ms: "

@@ -48,9 +48,11 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
                       instruments=[VerifyInstrument(), TimingInstrument(), SnapshotInstrument()])
     result = run_pipeline(graph, ctx)
     artifact = build(result.graph, target)
+    loading = time.perf_counter()
     compiled = CompiledModel(artifact, source_graph=graph, snapshots=result.snapshots, report=result.report)
+    done = time.perf_counter()
     compiled.compile_seconds = {"trace": trace_seconds, "passes": sum(r.seconds for r in result.report.rows),
-                                "llvm": artifact.compile_seconds}
+                                "llvm": artifact.compile_seconds, "load": done - loading, "total": done - start}
     if verbose:
         print(result.report)
     return compiled
