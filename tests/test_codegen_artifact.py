@@ -11,6 +11,8 @@ from codegen_harness import compile_and_run, run_artifact
 
 from tensorforge import ir
 from tensorforge.codegen import Artifact, build
+from tensorforge.codegen.packing import pack_b_panels
+from tensorforge.codegen.tiling import gemm_tiling
 from tensorforge.ir import DType, TensorType
 
 RNG = np.random.default_rng(1)
@@ -42,23 +44,27 @@ def test_artifact_fields_and_mlp_result():
     assert artifact.input_types == [TensorType((3, 20), DType.f32)]
     assert artifact.output_types == [TensorType((3, 5), DType.f32)]
     assert artifact.compile_seconds > 0 and artifact.workspace_bytes % 64 == 0
-    assert re.search(r"define .*i32 @tf_run\(ptr [^,]*%inputs, ptr [^,]*%outputs, ptr [^,]*%weights, "
-                     r"ptr [^,]*%workspace\)", artifact.llvm_ir)
+    assert re.search(r"define .*i32 @tf_run\(ptr [^%]*%inputs, ptr [^%]*%outputs, ptr [^%]*%weights, "
+                     r"ptr [^%]*%workspace\)", artifact.llvm_ir)
     x = RNG.standard_normal((3, 20)).astype(np.float32)
     (y,) = run_artifact(artifact, x)
     np.testing.assert_allclose(y, ir.interpret(graph, x), rtol=1e-4, atol=1e-5)
 
 
-def test_weights_are_packed_at_aligned_offsets_not_in_the_ir():
+def test_weights_are_stored_at_aligned_offsets_not_in_the_ir():
+    """Linear weights are stored once, already in GEMM panels (`<name>@<layout>`); the bias as it is."""
     graph = mlp_graph()
     artifact = build(graph, "host")
+    columns = gemm_tiling(artifact.target).columns
     assert artifact.weights.dtype == np.uint8
-    assert set(artifact.weight_offsets) == {"fc1.weight", "fc1.bias", "fc2.weight"}
+    assert set(artifact.weight_offsets) == {f"fc1.weight@gemm.b{columns}", "fc1.bias", f"fc2.weight@gemm.b{columns}"}
     for name, offset in artifact.weight_offsets.items():
-        value = graph.node(name).value
+        constant, _, layout = name.partition("@")
+        value = graph.node(constant).value
+        expected = pack_b_panels(value, columns) if layout else value
         assert offset % 64 == 0
-        stored = artifact.weights[offset:offset + value.nbytes].view(value.dtype).reshape(value.shape)
-        np.testing.assert_array_equal(stored, value)
+        stored = artifact.weights[offset:offset + expected.nbytes].view(value.dtype).reshape(expected.shape)
+        np.testing.assert_array_equal(stored, expected)
     assert "x float]" not in artifact.llvm_ir and "x float] [" not in artifact.llvm_ir
 
 

@@ -5,7 +5,8 @@
 The steps, in order:
   1. verify the graph and keep the nodes the outputs need;
   2. look up each op node's lowering (CodegenError for an op or dtype that has none);
-  3. lay out the weights buffer and the workspace arena (memory.py);
+  3. lay out the weights buffer (constants, some packed once into a kernel's layout) and the
+     workspace arena (memory.py);
   4. emit the module: one function per op node, called from tf_run (entry.py);
   5. optimize it with LLVM's new pass manager for the target machine.
 """
@@ -13,14 +14,16 @@ The steps, in order:
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import llvmlite.binding as llvm
+import numpy as np
 
 from ..ir import Graph, Node, verify
 from .artifact import Artifact
 from .entry import ENTRY, emit_module
-from .lowering import lowering_for
-from .memory import pack_weights, plan_workspace
+from .lowering import Lowering, lowering_for
+from .memory import ConstantLayout, pack_weights, plan_workspace
 from .target import Target, initialize_llvm
 
 
@@ -34,6 +37,31 @@ def live_nodes(graph: Graph) -> list[Node]:
             needed.add(node)
             pending.extend(node.inputs)
     return [node for node in graph.nodes if node in needed]
+
+
+def layout_constants(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, Lowering],
+                     target: Target) -> ConstantLayout:
+    """Ask each lowering for its constant operands in its own layout (`pack_constant`).
+
+    A packed copy is stored once per (constant, layout); the row-major original only if some user
+    reads it as it is (another op, a view, or a graph output).
+    """
+    copies: dict[str, np.ndarray] = {}
+    packed: dict[Node, dict[int, str]] = {}
+    read_as_is: set[Node] = {node for node in graph.outputs if node.op == "constant"}
+    for node, lowering in lowerings.items():
+        for index, operand in enumerate(node.inputs):
+            if operand.op != "constant":
+                continue
+            copy = lowering.pack_constant(node, index, target) if lowering.pack_constant else None
+            if copy is None:
+                read_as_is.add(operand)
+                continue
+            key = copy.key(operand.name)
+            copies.setdefault(key, copy.value)
+            packed.setdefault(node, {})[index] = key
+    originals = [(node.name, node.value) for node in nodes if node.op == "constant" and node in read_as_is]
+    return ConstantLayout(originals + list(copies.items()), packed)
 
 
 def optimize(llvm_ir: str, target: Target, opt_level: int) -> str:
@@ -61,12 +89,14 @@ def build(graph: Graph, target: Target | str = "host", opt_level: int = 3) -> Ar
     nodes = live_nodes(graph)
     lowerings = {node: lowering_for(node, target) for node in nodes if node.op not in ("input", "constant")}
 
-    weights, weight_offsets = pack_weights([node for node in nodes if node.op == "constant"])
+    constants = layout_constants(graph, nodes, lowerings, target)
+    weights, weight_offsets = pack_weights(constants.entries)
     computed = [node for node, lowering in lowerings.items() if not lowering.is_view]
-    scratch = {node: lowerings[node].scratch_bytes(node) for node in computed if lowerings[node].scratch_bytes}
-    plan = plan_workspace(computed, {node: nbytes for node, nbytes in scratch.items() if nbytes})
+    scratch = {node: lowerings[node].scratch_bytes(node, target) for node in computed if lowerings[node].scratch_bytes}
+    scratch = {node: nbytes for node, nbytes in scratch.items() if nbytes}
+    plan = plan_workspace(computed, scratch)
 
-    module = emit_module(graph, nodes, lowerings, plan, weight_offsets, target)
+    module = emit_module(graph, nodes, lowerings, plan, scratch, constants, weight_offsets, target)
     llvm_ir = optimize(str(module), target, opt_level)
     return Artifact(target=target, graph=graph, llvm_ir=llvm_ir, input_types=[node.type for node in graph.inputs],
                     output_types=[node.type for node in graph.outputs], weights=weights,

@@ -1,5 +1,8 @@
 """Emission of the NCHW ops: conv2d, max_pool2d, avg_pool2d and batch_norm (inference).
 
+f32 conv2d runs on the GEMM micro-kernel (emit_conv_gemm.py); the loop nests here compute integer
+and bool convolutions exactly, the pools and batch norm.
+
 Padding is done as the numpy reference does it: the input is first copied into a padded buffer
 (the node's scratch), filled with 0 for conv2d and avg_pool2d and with the lowest value for
 max_pool2d; the window loops then need no bounds checks. Each kernel tap (i, j) is one loop nest
@@ -18,6 +21,8 @@ from llvmlite import ir
 
 from ..ir import Node
 from . import float_math, scalar
+from .emit_conv_gemm import emit_conv2d_tiled, tiled_conv_scratch_bytes, uses_tiled_conv
+from .emit_matmul import activate_output
 from .emit_shape import copy_elements
 from .kernel import Kernel
 from .layout import coalesce, contiguous_strides
@@ -30,17 +35,23 @@ from .llvm_utils import (
     store_element,
     strided_loops,
 )
+from .target import Target
 
 CONTRACT = ("contract",)
 
 
-def padded_bytes(node: Node) -> int:
-    """The scratch a conv2d or pooling node needs for its padded input (0 without padding)."""
+def padded_bytes(node: Node, target: Target) -> int:
+    """The scratch a conv2d or pooling node needs for its padded input (0 without padding), on any target."""
     n, c, h, w = node.inputs[0].shape
     ph, pw = node.attrs["padding"]
     if ph == 0 and pw == 0:
         return 0
     return n * c * (h + 2 * ph) * (w + 2 * pw) * node.inputs[0].dtype.itemsize
+
+
+def conv2d_scratch_bytes(node: Node, target: Target) -> int:
+    """The tiled f32 convolution's scratch (emit_conv_gemm.py), or the padded input of the exact one."""
+    return tiled_conv_scratch_bytes(node, target) if uses_tiled_conv(node) else padded_bytes(node, target)
 
 
 def padded_input(kernel: Kernel, fill: ir.Value) -> tuple[ir.Value, int, int]:
@@ -57,7 +68,11 @@ def padded_input(kernel: Kernel, fill: ir.Value) -> tuple[ir.Value, int, int]:
 
 
 def emit_conv2d(kernel: Kernel) -> None:
-    """conv2d with stride, padding, dilation, groups and an optional bias."""
+    """conv2d with stride, padding, dilation, groups, an optional bias and the fused activation: f32
+    through the GEMM micro-kernel (emit_conv_gemm.py), other dtypes exactly by the loop nest below."""
+    if uses_tiled_conv(kernel.node):
+        emit_conv2d_tiled(kernel)
+        return
     node, builder, dtype, element = kernel.node, kernel.builder, kernel.dtype, kernel.element
     batch, channels = kernel.operand_type(0).shape[:2]
     out_channels, group_channels, kh, kw = kernel.operand_type(1).shape
@@ -95,6 +110,7 @@ def emit_conv2d(kernel: Kernel) -> None:
                 total = scalar.add(builder, dtype, load_element(builder, out_plane, p, element, "acc"), bias,
                                    name="biased")
                 store_element(builder, total, out_plane, p)
+    activate_output(kernel)
 
 
 def emit_pool(kernel: Kernel) -> None:

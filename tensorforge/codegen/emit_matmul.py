@@ -1,10 +1,13 @@
-"""Emission of matmul and linear: one plain GEMM loop nest in i-k-j order.
+"""Emission of matmul and linear: the tiled f32 GEMM (emit_gemm.py), or an exact loop nest for integers.
 
-    c[i, :] = 0;  for k: c[i, :] += a[i, k] * b[k, :]     the inner loop is contiguous in b and c
+    %y = linear(%x, %w, %b) : f32[64,256]   ->  emit_gemm(x, w packed at compile time, bias per column)
+    %y = matmul(%a, %b) : i32[..., M, N]    ->  c[i, :] += a[i, k] * b[k, :] in i-k-j order, wrapping
 
-so LLVM vectorizes the j loop (and fuses multiply and add into FMA where the target has it, via
-the `contract` flag). Integers accumulate in their own width and wrap, exactly as numpy's matmul;
-bool matmul is or-of-ands. Tiled kernels replace this in a later issue.
+f32 goes through the GEMM, whose epilogue adds linear's bias and applies a fused `activation`
+attribute (set by the fuse-activation pass); a constant operand (linear's weight, either matmul operand) is packed
+into micro-kernel panels once, at compile time (`pack_gemm_constant`), so a call never repacks
+it; other operands are packed block by block into the node's scratch at run time. Integers
+accumulate in their own width and wrap, exactly as numpy's matmul; bool matmul is or-of-ands.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ import math
 
 from llvmlite import ir
 
+from ..ir import DType, Node
 from . import scalar
+from .emit_gemm import GemmOperand, emit_gemm, gemm_scratch_bytes
+from .emit_micro_kernel import Epilogue
 from .kernel import Kernel
 from .layout import broadcast_strides, coalesce, contiguous_strides
 from .llvm_utils import (
@@ -25,13 +31,16 @@ from .llvm_utils import (
     store_element,
     strided_loops,
 )
+from .packing import PackedConstant, pack_a_panels, pack_b_panels
+from .target import Target
+from .tiling import gemm_tiling
 
 CONTRACT = ("contract",)
 
 
-def gemm(kernel: Kernel, a: ir.Value, b: ir.Value, c: ir.Value, rows: int, depth: int, columns: int,
-         bias: ir.Value | None = None) -> None:
-    """c[rows, columns] = a[rows, depth] @ b[depth, columns] (+ bias[columns]); all row-major."""
+def exact_gemm(kernel: Kernel, a: ir.Value, b: ir.Value, c: ir.Value, rows: int, depth: int, columns: int,
+               bias: ir.Value | None = None) -> None:
+    """c[rows, columns] = a[rows, depth] @ b[depth, columns] (+ bias[columns]); all row-major, any dtype."""
     builder, dtype, element = kernel.builder, kernel.dtype, kernel.element
     with for_range(builder, rows, "i") as i:
         a_row = element_pointer(builder, a, add_offsets(builder, 0, i, depth), element, "a_row")
@@ -53,32 +62,108 @@ def gemm(kernel: Kernel, a: ir.Value, b: ir.Value, c: ir.Value, rows: int, depth
                 store_element(builder, total, c_row, j)
 
 
+def activate_output(kernel: Kernel) -> None:
+    """Apply the node's fused `activation` attribute (fuse-activation) to its whole output, in place.
+
+    The tiled kernels apply it in the GEMM epilogue instead; this is for the exact loop nests.
+    """
+    if kernel.node.attrs.get("activation") != "relu":
+        return
+    builder, dtype = kernel.builder, kernel.node.dtype
+    with for_range(builder, kernel.node.type.size, "activate") as index:
+        value = load_element(builder, kernel.output, index, kernel.element, "value")
+        store_element(builder, scalar.relu(builder, dtype, value, "relu"), kernel.output, index)
+
+
+def gemm_epilogue(node: Node, bias: str | None) -> Epilogue:
+    """The GEMM epilogue of a node: its bias (per "row" or "column", if it has one) and fused activation."""
+    return Epilogue(bias=bias if len(node.inputs) == 3 else None, activation=node.attrs.get("activation"))
+
+
+def gemm_shape(node: Node) -> tuple[int, int, int]:
+    """(M, K, N) of one GEMM of a matmul or linear node (linear folds leading axes of x into M)."""
+    a_type, b_type = node.inputs[0].type, node.inputs[1].type
+    if node.op == "linear":
+        return math.prod(a_type.shape[:-1]), b_type.shape[0], b_type.shape[1]
+    return a_type.shape[-2], a_type.shape[-1], b_type.shape[-1]
+
+
+def uses_tiled_gemm(node: Node) -> bool:
+    """f32 with a non-empty result and depth: the tiled GEMM. Everything else: the exact loop nest."""
+    rows, depth, columns = gemm_shape(node)
+    return node.inputs[0].dtype is DType.f32 and rows * depth * columns > 0
+
+
+def _prepacked(node: Node, index: int) -> bool:
+    """Operand `index` arrives packed exactly when it is a constant the GEMM operand packing applies to."""
+    return uses_tiled_gemm(node) and index < 2 and node.inputs[index].op == "constant"
+
+
+def pack_gemm_constant(node: Node, index: int, target: Target) -> PackedConstant | None:
+    """The compile-time panels of a constant GEMM operand: A panels for operand 0, B panels for operand 1."""
+    if not _prepacked(node, index):
+        return None
+    tiling = gemm_tiling(target)
+    value = node.inputs[index].value
+    if index == 0:
+        if node.op == "linear":  # every leading axis of x is a row of the one GEMM
+            value = value.reshape(gemm_shape(node)[:2])
+        return PackedConstant(f"gemm.a{tiling.rows}", pack_a_panels(value, tiling.rows))
+    return PackedConstant(f"gemm.b{tiling.columns}", pack_b_panels(value, tiling.columns))
+
+
+def gemm_node_scratch_bytes(node: Node, target: Target) -> int:
+    """Scratch for the run-time packing of a matmul's or linear's non-constant operands."""
+    if not uses_tiled_gemm(node):
+        return 0
+    return gemm_scratch_bytes(gemm_tiling(target), gemm_shape(node), _prepacked(node, 0), _prepacked(node, 1))
+
+
+def _panel_elements(tiling_extent: int, outer: int, depth: int) -> int:
+    """Elements of one matrix in packed panels: ceil(outer / tiling_extent) panels of depth x tiling_extent."""
+    return -(-outer // tiling_extent) * depth * tiling_extent
+
+
 def emit_matmul(kernel: Kernel) -> None:
     """a[..., M, K] @ b[..., K, N]: one GEMM per element of the broadcast batch shape."""
     node, builder = kernel.node, kernel.builder
     a_type, b_type = kernel.operand_type(0), kernel.operand_type(1)
-    rows, depth = a_type.shape[-2:]
-    columns = b_type.shape[-1]
+    rows, depth, columns = gemm_shape(node)
     batch = node.shape[:-2]
     if node.type.size == 0:
         return
-    a_strides = tuple(s * rows * depth for s in broadcast_strides(a_type.shape[:-2], batch))
-    b_strides = tuple(s * depth * columns for s in broadcast_strides(b_type.shape[:-2], batch))
+    tiled = uses_tiled_gemm(node)
+    tiling = gemm_tiling(kernel.target)
+    a_size = _panel_elements(tiling.rows, rows, depth) if 0 in kernel.packed else rows * depth
+    b_size = _panel_elements(tiling.columns, columns, depth) if 1 in kernel.packed else depth * columns
+    a_strides = tuple(s * a_size for s in broadcast_strides(a_type.shape[:-2], batch))
+    b_strides = tuple(s * b_size for s in broadcast_strides(b_type.shape[:-2], batch))
     c_strides = tuple(s * rows * columns for s in contiguous_strides(batch))
     shape, strides = coalesce(batch, [a_strides, b_strides, c_strides])
     with strided_loops(builder, shape, [(s, 0) for s in strides], "batch") as (a_at, b_at, c_at):
         a = element_pointer(builder, kernel.inputs[0], a_at, kernel.element, "a")
         b = element_pointer(builder, kernel.inputs[1], b_at, kernel.element, "b")
         c = element_pointer(builder, kernel.output, c_at, kernel.element, "c")
-        gemm(kernel, a, b, c, rows, depth, columns)
+        if tiled:
+            emit_gemm(builder, tiling, GemmOperand(a, 0 in kernel.packed), GemmOperand(b, 1 in kernel.packed), c,
+                      (rows, depth, columns), kernel.scratch, None, gemm_epilogue(node, None))
+        else:
+            exact_gemm(kernel, a, b, c, rows, depth, columns)
+    if not tiled:
+        activate_output(kernel)
 
 
 def emit_linear(kernel: Kernel) -> None:
-    """x[..., in] @ w[in, out] (+ b[out]): one GEMM with all leading axes of x as rows."""
-    x_type, w_type = kernel.operand_type(0), kernel.operand_type(1)
-    rows = math.prod(x_type.shape[:-1])
-    depth, columns = w_type.shape
+    """x[..., in] @ w[in, out] (+ b[out]), then the fused activation: one GEMM with all leading axes of x as rows."""
+    rows, depth, columns = gemm_shape(kernel.node)
     bias = kernel.inputs[2] if len(kernel.inputs) == 3 else None
     if kernel.node.type.size == 0:
         return
-    gemm(kernel, kernel.inputs[0], kernel.inputs[1], kernel.output, rows, depth, columns, bias)
+    if not uses_tiled_gemm(kernel.node):
+        exact_gemm(kernel, kernel.inputs[0], kernel.inputs[1], kernel.output, rows, depth, columns, bias)
+        activate_output(kernel)
+        return
+    emit_gemm(kernel.builder, gemm_tiling(kernel.target), GemmOperand(kernel.inputs[0], 0 in kernel.packed),
+              GemmOperand(kernel.inputs[1], 1 in kernel.packed), kernel.output, (rows, depth, columns),
+              kernel.scratch, bias, gemm_epilogue(kernel.node, "column"))
+

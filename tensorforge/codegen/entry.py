@@ -33,7 +33,7 @@ from ..ir import Graph, Node
 from .kernel import Kernel
 from .llvm_utils import I32, I64, PTR, VOID, byte_pointer, copy_bytes
 from .lowering import Lowering
-from .memory import ALIGNMENT, WorkspacePlan
+from .memory import ALIGNMENT, ConstantLayout, WorkspacePlan
 from .target import Target
 
 ENTRY = "tf_run"
@@ -41,10 +41,11 @@ ENTRY = "tf_run"
 
 @dataclass(frozen=True)
 class Buffer:
-    """Where a value lives inside tf_run: a pointer, its known alignment (0: unknown), its origin."""
+    """Where a value lives inside tf_run: a pointer, its known alignment (0: unknown), its size, its origin."""
 
     pointer: ir.Value
     align: int
+    nbytes: int
     is_graph_input: bool
 
 
@@ -59,8 +60,11 @@ def _mark_pointer(argument: ir.Argument, align: int, nbytes: int) -> None:
 
 
 def emit_node_function(module: ir.Module, node: Node, lowering: Lowering, operands: Sequence[Buffer],
-                       scratch_bytes: int, target: Target) -> ir.Function:
-    """`void @"<op>.<name>"(operands..., output[, scratch])` holding the node's loops."""
+                       scratch_bytes: int, target: Target, packed: frozenset[int] = frozenset()) -> ir.Function:
+    """`void @"<op>.<name>"(operands..., output[, scratch])` holding the node's loops.
+
+    Operands whose index is in `packed` point at a copy in the lowering's own layout.
+    """
     argument_count = len(operands) + 1 + (1 if scratch_bytes else 0)
     function = ir.Function(module, ir.FunctionType(VOID, [PTR] * argument_count), f"{node.op}.{node.name}")
     function.linkage = "internal"
@@ -69,7 +73,7 @@ def emit_node_function(module: ir.Module, node: Node, lowering: Lowering, operan
     arguments = list(function.args)
     for argument, operand, buffer in zip(arguments, node.inputs, operands):
         argument.name = f"x.{operand.name}"
-        _mark_pointer(argument, buffer.align, operand.type.nbytes)
+        _mark_pointer(argument, buffer.align, buffer.nbytes)
     output = arguments[len(operands)]
     output.name = "out"
     _mark_pointer(output, ALIGNMENT, node.type.nbytes)
@@ -80,7 +84,7 @@ def emit_node_function(module: ir.Module, node: Node, lowering: Lowering, operan
         _mark_pointer(scratch, ALIGNMENT, scratch_bytes)
 
     builder = ir.IRBuilder(function.append_basic_block("entry"))
-    lowering.emit(Kernel(node, builder, arguments[:len(operands)], output, scratch, target))
+    lowering.emit(Kernel(node, builder, arguments[:len(operands)], output, scratch, target, packed))
     builder.ret_void()
     return function
 
@@ -104,8 +108,13 @@ def _entry_function(module: ir.Module) -> ir.Function:
 
 
 def emit_module(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, Lowering], plan: WorkspacePlan,
-                weight_offsets: dict[str, int], target: Target) -> ir.Module:
-    """The whole module for `graph`: tf_run calls each node's function in order, then copies the outputs."""
+                scratch_bytes: dict[Node, int], constants: ConstantLayout, weight_offsets: dict[str, int],
+                target: Target) -> ir.Module:
+    """The whole module for `graph`: tf_run calls each node's function in order, then copies the outputs.
+
+    `weight_offsets` places every stored constant; `constants.packed[node][index]` names the stored
+    copy a node reads instead of its constant operand `index`.
+    """
     module = ir.Module(name="tensorforge")
     module.triple = target.triple
     function = _entry_function(module)
@@ -114,25 +123,31 @@ def emit_module(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, Lower
 
     buffers: dict[Node, Buffer] = {}
     for index, node in enumerate(graph.inputs):
-        buffers[node] = Buffer(_load_pointer(builder, inputs, index, f"input.{node.name}"), 0, True)
+        buffers[node] = Buffer(_load_pointer(builder, inputs, index, f"input.{node.name}"), 0, node.type.nbytes, True)
     for node in nodes:
         if node.op == "input":
             continue
         if node.op == "constant":
-            pointer = byte_pointer(builder, weights, weight_offsets[node.name], node.name)
-            buffers[node] = Buffer(pointer, ALIGNMENT, False)
+            if node.name in weight_offsets:  # not when every user reads a packed copy
+                pointer = byte_pointer(builder, weights, weight_offsets[node.name], node.name)
+                buffers[node] = Buffer(pointer, ALIGNMENT, node.type.nbytes, False)
             continue
         lowering = lowerings[node]
         if lowering.is_view:
             buffers[node] = buffers[node.inputs[0]]
             continue
-        output = Buffer(byte_pointer(builder, workspace, plan.values[node], f"value.{node.name}"), ALIGNMENT, False)
-        operands = [buffers[operand] for operand in node.inputs]
+        output = Buffer(byte_pointer(builder, workspace, plan.values[node], f"value.{node.name}"), ALIGNMENT,
+                        node.type.nbytes, False)
+        copies = constants.packed.get(node, {})
+        operands = [Buffer(byte_pointer(builder, weights, weight_offsets[copies[index]], copies[index]), ALIGNMENT,
+                           constants.nbytes(copies[index]), False) if index in copies else buffers[operand]
+                    for index, operand in enumerate(node.inputs)]
         arguments = [operand.pointer for operand in operands] + [output.pointer]
-        scratch_bytes = lowering.scratch_bytes(node) if lowering.scratch_bytes else 0
-        if scratch_bytes:
+        scratch = scratch_bytes.get(node, 0)
+        if scratch:
             arguments.append(byte_pointer(builder, workspace, plan.scratch[node], f"scratch.{node.name}"))
-        builder.call(emit_node_function(module, node, lowering, operands, scratch_bytes, target), arguments)
+        function = emit_node_function(module, node, lowering, operands, scratch, target, frozenset(copies))
+        builder.call(function, arguments)
         buffers[node] = output
 
     # Outputs that are graph inputs are copied first: a later copy may write into an input's buffer.

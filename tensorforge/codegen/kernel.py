@@ -5,11 +5,14 @@ the emission function for its op (lowering.EMIT) fills in the body through `kern
 
     def emit_relu(kernel: Kernel) -> None:
         ... loops that read kernel.inputs[0] and write kernel.output ...
+
+An operand whose index is in `kernel.packed` is a constant stored in the layout the lowering's
+`pack_constant` made for it (packing.py: GEMM panels, for example), not row-major.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llvmlite import ir
 
@@ -28,6 +31,7 @@ class Kernel:
     output: ir.Value  # the node's result buffer, C-contiguous, written by the kernel
     scratch: ir.Value | None  # a private buffer of the size the op's lowering asked for
     target: Target
+    packed: frozenset[int] = field(default=frozenset())  # operands received in the lowering's packed layout
 
     @property
     def dtype(self) -> DType:

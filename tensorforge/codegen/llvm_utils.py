@@ -4,6 +4,8 @@
         x = load_element(builder, src, i, F32)
         store_element(builder, builder.fadd(x, x), dst, i)
 
+    [total] = carried_loop(builder, i64(0), i64(17), [zero], lambda i, acc: [builder.fadd(acc[0], x_at(i))])
+
     with strided_loops(builder, (4, 8), [((8, 1), 0), ((1, 4), 0)], "t") as (src_at, dst_at):
         ...                                            # one element offset per access
 
@@ -14,7 +16,7 @@ Loops are counted with i64 indices from 0; blocks are named `<name>.header`, `<n
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from llvmlite import ir
 
@@ -47,9 +49,24 @@ def as_i64(value: Offset) -> ir.Value:
     return i64(value) if isinstance(value, int) else value
 
 
+def keep_rolled(branch: ir.Instruction) -> None:
+    """Mark the loop whose latch is `branch` as not to be unrolled (`llvm.loop.unroll.disable`).
+
+    For loops whose full unrolling would make one huge basic block: the machine schedulers' time
+    grows with the square of a block's memory operations, and compile time matters.
+    """
+    module = branch.module
+    disable = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
+    loop_id = ir.values.MDValue(module, [], name=str(len(module.metadata)))
+    loop_id.operands = (loop_id, disable)  # a loop id refers to itself, so each loop's is distinct
+    branch.set_metadata("llvm.loop", loop_id)
+
+
 @contextlib.contextmanager
-def for_range(builder: ir.IRBuilder, count: Offset, name: str = "i") -> Iterator[ir.Value]:
-    """A counted loop `for index in range(count)`; yields the i64 index inside the loop body."""
+def for_range(builder: ir.IRBuilder, count: Offset, name: str = "i", unroll: bool = True) -> Iterator[ir.Value]:
+    """A counted loop `for index in range(count)`; yields the i64 index inside the loop body.
+
+    `unroll=False` asks LLVM to keep the loop rolled (keep_rolled)."""
     count = as_i64(count)
     preheader = builder.block
     header = builder.append_basic_block(f"{name}.header")
@@ -67,9 +84,40 @@ def for_range(builder: ir.IRBuilder, count: Offset, name: str = "i") -> Iterator
     latch = builder.block
     following = builder.add(index, i64(1), name=f"{name}.next", flags=("nuw", "nsw"))
     index.add_incoming(following, latch)
-    builder.branch(header)
+    branch = builder.branch(header)
+    if not unroll:
+        keep_rolled(branch)
 
     builder.position_at_end(end)
+
+
+def carried_loop(builder: ir.IRBuilder, start: ir.Value, stop: ir.Value, values: list[ir.Value],
+                 body: Callable[[ir.Value, list[ir.Value]], list[ir.Value]], name: str = "i") -> list[ir.Value]:
+    """`for index in range(start, stop): values = body(index, values)`, the values carried in registers
+    (phi nodes); returns them after the loop. A reduction's accumulators, for example."""
+    preheader = builder.block
+    header = builder.append_basic_block(f"{name}.header")
+    loop = builder.append_basic_block(f"{name}.body")
+    end = builder.append_basic_block(f"{name}.end")
+    builder.branch(header)
+    builder.position_at_end(header)
+    index = builder.phi(I64, name=name)
+    index.add_incoming(start, preheader)
+    carried = []
+    for value in values:
+        phi = builder.phi(value.type)
+        phi.add_incoming(value, preheader)
+        carried.append(phi)
+    builder.cbranch(builder.icmp_signed("<", index, stop), loop, end)
+    builder.position_at_end(loop)
+    updated = body(index, carried)
+    latch = builder.block
+    index.add_incoming(builder.add(index, i64(1), flags=("nuw", "nsw")), latch)
+    for phi, value in zip(carried, updated):
+        phi.add_incoming(value, latch)
+    builder.branch(header)
+    builder.position_at_end(end)
+    return carried
 
 
 def add_offsets(builder: ir.IRBuilder, base: Offset, index: ir.Value, stride: int, name: str = "") -> Offset:

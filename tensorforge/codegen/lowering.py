@@ -2,6 +2,7 @@
 
     EMIT["add"]      -> Lowering(emit_binary, every dtype)
     EMIT["reshape"]  -> VIEW: no code, the result is the operand's buffer
+    EMIT["linear"]   -> Lowering(emit_linear, every dtype, scratch for packing, weight packed at compile time)
 
 `lowering_for(node, target)` is the one place that decides whether a node can be compiled; it
 raises CodegenError naming the node, op, dtype and target otherwise.
@@ -13,13 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..ir import DType, Node
-from .emit_conv import emit_batch_norm, emit_conv2d, emit_pool, padded_bytes
+from .emit_conv import conv2d_scratch_bytes, emit_batch_norm, emit_conv2d, emit_pool, padded_bytes
+from .emit_conv_gemm import pack_conv_weight
 from .emit_elementwise import emit_binary, emit_cast, emit_float_unary, emit_gelu, emit_neg, emit_relu
-from .emit_matmul import emit_linear, emit_matmul
+from .emit_matmul import emit_linear, emit_matmul, gemm_node_scratch_bytes, pack_gemm_constant
 from .emit_reduce import emit_reduce, emit_softmax
 from .emit_shape import emit_concat, emit_slice, emit_transpose
 from .errors import CodegenError
 from .kernel import Kernel
+from .packing import PackedConstant
 from .target import Target
 
 ALL = frozenset(DType)
@@ -31,13 +34,16 @@ FLOAT = frozenset({DType.f32})
 class Lowering:
     """How one op is compiled: `emit` fills a Kernel, for operands of one of `dtypes`.
 
-    `scratch_bytes(node)` is the private workspace the kernel needs besides its output. A view
-    (`emit` None) has no code: its result is its first operand's buffer.
+    `scratch_bytes(node, target)` is the private workspace the kernel needs besides its output.
+    `pack_constant(node, operand_index, target)` may return a constant operand in the kernel's own
+    layout (packing.py), stored once at compile time; the kernel then finds that operand's index
+    in `kernel.packed`. A view (`emit` None) has no code: its result is its first operand's buffer.
     """
 
     emit: Callable[[Kernel], None] | None
     dtypes: frozenset[DType]
-    scratch_bytes: Callable[[Node], int] | None = None
+    scratch_bytes: Callable[[Node, Target], int] | None = None
+    pack_constant: Callable[[Node, int, Target], PackedConstant | None] | None = None
 
     @property
     def is_view(self) -> bool:
@@ -73,10 +79,10 @@ EMIT: dict[str, Lowering] = {
     "concat": Lowering(emit_concat, ALL),
     "slice": Lowering(emit_slice, ALL),
     # contractions (emit_matmul.py)
-    "matmul": Lowering(emit_matmul, ALL),
-    "linear": Lowering(emit_linear, ALL),
+    "matmul": Lowering(emit_matmul, ALL, gemm_node_scratch_bytes, pack_gemm_constant),
+    "linear": Lowering(emit_linear, ALL, gemm_node_scratch_bytes, pack_gemm_constant),
     # NCHW (emit_conv.py)
-    "conv2d": Lowering(emit_conv2d, ALL, padded_bytes),
+    "conv2d": Lowering(emit_conv2d, ALL, conv2d_scratch_bytes, pack_conv_weight),
     "max_pool2d": Lowering(emit_pool, NUMERIC, padded_bytes),
     "avg_pool2d": Lowering(emit_pool, FLOAT, padded_bytes),
     "batch_norm": Lowering(emit_batch_norm, FLOAT),

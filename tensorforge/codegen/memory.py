@@ -2,7 +2,8 @@
 
 Both are laid out at compile time with every buffer at a 64-byte aligned offset:
 
-    pack_weights([fc.weight f32[64,32], fc.bias f32[32]])  -> 8320-byte buffer, {fc.weight: 0, fc.bias: 8192}
+    pack_weights([("fc.weight", f32[64,32]), ("fc.bias", f32[32])])
+        -> 8320-byte buffer, {"fc.weight": 0, "fc.bias": 8192}
     plan_workspace([%1 f32[4,32], %2 f32[4,32], %3 f32[4,32]], {})
         %1 dies when %2 is computed, so %3 takes its bytes: {%1: 0, %2: 512, %3: 0}, 1024 bytes
 
@@ -29,17 +30,33 @@ def align_up(nbytes: int, alignment: int = ALIGNMENT) -> int:
     return -(-nbytes // alignment) * alignment
 
 
-def pack_weights(constants: Sequence[Node]) -> tuple[np.ndarray, dict[str, int]]:
-    """One uint8 buffer holding every constant's bytes; and the byte offset of each, by node name."""
+@dataclass
+class ConstantLayout:
+    """What the weights buffer holds: `entries` (name, array), and per node the operands it reads
+    in a packed copy, as {operand index: entry name}."""
+
+    entries: list[tuple[str, np.ndarray]]
+    packed: dict[Node, dict[int, str]]
+
+    def nbytes(self, name: str) -> int:
+        return next(value.nbytes for entry, value in self.entries if entry == name)
+
+
+def pack_weights(entries: Sequence[tuple[str, np.ndarray]]) -> tuple[np.ndarray, dict[str, int]]:
+    """One uint8 buffer holding every entry's bytes; and the byte offset of each, by name.
+
+    The names are the constants' node names, or `<name>@<layout>` for a copy a kernel asked for
+    in its own layout (packing.py).
+    """
     offsets: dict[str, int] = {}
     size = 0
-    for node in constants:
-        offsets[node.name] = size
-        size = align_up(size + node.type.nbytes)
+    for name, value in entries:
+        offsets[name] = size
+        size = align_up(size + value.nbytes)
     buffer = np.zeros(size, dtype=np.uint8)
-    for node in constants:
-        data = np.ascontiguousarray(node.value).reshape(-1).view(np.uint8)
-        buffer[offsets[node.name]:offsets[node.name] + data.size] = data
+    for name, value in entries:
+        data = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
+        buffer[offsets[name]:offsets[name] + data.size] = data
     return buffer, offsets
 
 

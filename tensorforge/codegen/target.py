@@ -27,13 +27,19 @@ def initialize_llvm() -> None:
 
 @dataclass(frozen=True)
 class Target:
-    """A code generation target. `vector_width` is the number of f32 lanes in one vector register."""
+    """A code generation target.
+
+    `vector_width` is the number of f32 lanes in one vector register and `vector_registers` the
+    number of those registers (16 ymm with AVX2, 32 zmm with AVX-512, 32 v registers on AArch64);
+    the GEMM micro-kernel is sized from both (tiling.py).
+    """
 
     name: str
     triple: str
     cpu: str
     features: str
     vector_width: int
+    vector_registers: int = 16
 
     @property
     def arch(self) -> str:
@@ -81,9 +87,9 @@ X86_V4 = X86_V3 + ",+avx512f,+avx512bw,+avx512cd,+avx512dq,+avx512vl"
 KNOWN_TARGETS = {
     "x86-64": Target("x86-64", X86, "x86-64", "", 4),
     "x86-64-v3": Target("x86-64-v3", X86, "x86-64-v3", X86_V3, 8),
-    "x86-64-v4": Target("x86-64-v4", X86, "x86-64-v4", X86_V4, 16),
-    "armv8": Target("armv8", AARCH64, "generic", "+neon", 4),
-    "armv8.2-a+dotprod": Target("armv8.2-a+dotprod", AARCH64, "generic", "+v8.2a,+neon,+dotprod", 4),
+    "x86-64-v4": Target("x86-64-v4", X86, "x86-64-v4", X86_V4, 16, 32),
+    "armv8": Target("armv8", AARCH64, "generic", "+neon", 4, 32),
+    "armv8.2-a+dotprod": Target("armv8.2-a+dotprod", AARCH64, "generic", "+v8.2a,+neon,+dotprod", 4, 32),
 }
 
 
@@ -97,12 +103,12 @@ def _host_target() -> Target:
     features = llvm.get_host_cpu_features().flatten()
     enabled = {f[1:] for f in features.split(",") if f.startswith("+")}
     if "avx512f" in enabled:
-        width = 16
+        width, registers = 16, 32
     elif "avx2" in enabled:
-        width = 8
+        width, registers = 8, 16
     else:
-        width = 4
+        width, registers = 4, 16
     triple = llvm.get_process_triple()
     if platform.machine() in ("aarch64", "arm64"):
-        width = 4
-    return Target("host", triple, llvm.get_host_cpu_name(), features, width)
+        width, registers = 4, 32
+    return Target("host", triple, llvm.get_host_cpu_name(), features, width, registers)

@@ -46,10 +46,29 @@ def _infer_linear(types, attrs):
     return TensorType(x.shape[:-1] + (w.shape[1],), dtype)
 
 
-@register_op("linear", infer=_infer_linear, operands=(2, 3), traits={"contraction"})
-def linear(x, weight, bias=None):
+ACTIVATIONS = (None, "relu")  # what a contraction may apply to its result (filled in by fuse-activation)
+
+
+def _check_activation(op: str, activation):
+    if activation not in ACTIVATIONS:
+        raise OpError(f"op '{op}': activation must be one of {ACTIVATIONS}, got {activation!r}")
+    return activation
+
+
+def _activate(y: np.ndarray, activation) -> np.ndarray:
+    return np.maximum(y, np.zeros((), y.dtype)) if activation == "relu" else y
+
+
+def _normalize_linear(types, attrs):
+    return {"activation": _check_activation("linear", attrs["activation"])}
+
+
+@register_op("linear", infer=_infer_linear, operands=(2, 3), traits={"contraction"}, attrs={"activation": None},
+             normalize=_normalize_linear)
+def linear(x, weight, bias=None, *, activation=None):
+    """x @ weight (+ bias), then the activation (relu or none)."""
     y = np.matmul(x, weight)
-    return y if bias is None else y + bias
+    return _activate(y if bias is None else y + bias, activation)
 
 
 # --- softmax ----------------------------------------------------------------------------------
@@ -81,9 +100,11 @@ def _out_size(op, size, kernel, stride, pad, dilation=1):
 
 def _normalize_window(op):
     def normalize(types, attrs):
-        full = {k: int_pair(op, k, v) for k, v in attrs.items() if k != "groups"}
+        full = {k: int_pair(op, k, v) for k, v in attrs.items() if k not in ("groups", "activation")}
         if "groups" in attrs:
             full["groups"] = int(attrs["groups"])
+        if "activation" in attrs:
+            full["activation"] = _check_activation(op, attrs["activation"])
         if any(s <= 0 for s in full.get("stride", (1, 1))) or any(p < 0 for p in full["padding"]):
             raise OpError(f"op '{op}': stride must be positive and padding non-negative, got {full}")
         return full
@@ -123,8 +144,9 @@ def _windows(x, kh, kw, stride, dilation, out_h, out_w):
 
 
 @register_op("conv2d", infer=_infer_conv2d, operands=(2, 3), traits={"contraction"},
-             attrs={"stride": 1, "padding": 0, "dilation": 1, "groups": 1}, normalize=_normalize_window("conv2d"))
-def conv2d(x, weight, bias=None, *, stride, padding, dilation, groups):
+             attrs={"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "activation": None},
+             normalize=_normalize_window("conv2d"))
+def conv2d(x, weight, bias=None, *, stride, padding, dilation, groups, activation=None):
     n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
     og = o // groups
@@ -139,7 +161,7 @@ def conv2d(x, weight, bias=None, *, stride, padding, dilation, groups):
             out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", view[:, g * cg:(g + 1) * cg], tap)
     if bias is not None:
         out += bias.reshape(1, o, 1, 1)
-    return out
+    return _activate(out, activation)
 
 
 def _infer_pool(op):

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from .registry import OPS
 from .types import DType
 
 INLINE_CONSTANT_LIMIT = 16  # constants with at most this many elements are printed inline
@@ -50,6 +51,8 @@ def format_attr(value) -> str:
 
 def format_node(node) -> str:
     attrs = dict(node.attrs)
+    if node.op in OPS:  # an unset optional attribute (None, its default) is left out
+        attrs = {k: v for k, v in attrs.items() if v is not None or OPS[node.op].attrs.get(k, 0) is not None}
     if node.op == "constant" and attrs["value"].size > INLINE_CONSTANT_LIMIT:
         del attrs["value"]
     operands = ", ".join(f"%{n.name}" for n in node.inputs)

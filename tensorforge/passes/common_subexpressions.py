@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import ir
+from .manager import PassContext
 from .registry import register_pass
 
 
@@ -37,7 +38,8 @@ def _key(node: ir.Node) -> tuple:
 
 @register_pass("eliminate-common-subexpressions", opt_level=2,
                description="merge nodes with equal op, operands and attributes, and equal constants")
-def eliminate_common_subexpressions(graph: ir.Graph, ctx=None) -> ir.Graph:
+def eliminate_common_subexpressions(graph: ir.Graph, ctx: PassContext | None = None) -> ir.Graph:
+    """Replace each node by the first earlier node with the same key (see `_key`), in one sweep."""
     seen: dict[tuple, ir.Node] = {}
     for node in list(graph.nodes):
         if node.op == "input":

@@ -9,11 +9,13 @@ Graph inputs always stay: they are the graph's signature.
 from __future__ import annotations
 
 from .. import ir
+from .manager import PassContext
 from .registry import register_pass
 
 
 @register_pass("eliminate-dead-code", opt_level=1, description="erase nodes no output depends on")
-def eliminate_dead_code(graph: ir.Graph, ctx=None) -> ir.Graph:
+def eliminate_dead_code(graph: ir.Graph, ctx: PassContext | None = None) -> ir.Graph:
+    """Erase every node but the inputs that no output depends on, users before their operands."""
     live: set[ir.Node] = set()
     pending = list(graph.outputs)
     while pending:

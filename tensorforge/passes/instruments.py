@@ -3,6 +3,12 @@
     VerifyInstrument()    ir.verify after each pass; PassVerifyError names the pass that broke the IR
     TimingInstrument()    seconds per pass, in `.seconds[name]`
     SnapshotInstrument()  a copy of the graph after each pass, in `.snapshots` (the first is "input")
+
+An instrument is any object with `run_before_pass(name, graph, ctx)` and `run_after_pass(name, graph,
+ctx)`, and optionally `run_before_pipeline(graph)`; subclass `Instrument` to get no-op defaults.
+
+    %1 = exp(%x) : f32[4]      -- pass 'simplify' -->      %1 = exp(%x) : f32[8]   (stale type)
+    PassVerifyError: pass 'simplify' left an invalid graph: %1 = exp(...) is typed f32[8] but ...
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from .. import ir
 
 
 class Instrument:
-    """Base class: override the hooks you need."""
+    """Base class with hooks that do nothing: override the ones you need."""
 
     def run_before_pipeline(self, graph: ir.Graph) -> None:
         pass
@@ -26,12 +32,17 @@ class Instrument:
 
 
 class PassVerifyError(ir.VerifyError):
-    """A pass left an invalid graph."""
+    """A pass left an invalid graph; the message names the pass, then the verifier's complaint."""
 
 
 class VerifyInstrument(Instrument):
+    """Verifies the input graph, then the graph after every pass."""
+
     def run_before_pipeline(self, graph: ir.Graph) -> None:
-        ir.verify(graph)
+        try:
+            ir.verify(graph)
+        except ir.VerifyError as error:
+            raise PassVerifyError(f"the input graph is invalid (before any pass ran): {error}") from None
 
     def run_after_pass(self, name: str, graph: ir.Graph, ctx) -> None:
         try:
@@ -41,6 +52,8 @@ class VerifyInstrument(Instrument):
 
 
 class TimingInstrument(Instrument):
+    """Wall-clock seconds of each pass, in `.seconds[name]` (in pipeline order)."""
+
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self._start = 0.0
@@ -53,6 +66,8 @@ class TimingInstrument(Instrument):
 
 
 class SnapshotInstrument(Instrument):
+    """`(name, graph.copy())` after each pass, after `("input", copy)`; copies share constant arrays."""
+
     def __init__(self) -> None:
         self.snapshots: list[tuple[str, ir.Graph]] = []
 

@@ -1,7 +1,14 @@
 """Helpers shared by the passes: names for new values, constant tests, and the local-rewrite driver.
 
-    rewrite_to_fixpoint(graph, RULES)   applies `(op, rule)` rules until none fires; a rule returns the
-                                        node that replaces its match, or None when it does not apply
+    rewrite_to_fixpoint(graph, [("neg", double_negation)])
+
+    %1 = neg(%x) : f32[4]
+    %2 = neg(%1) : f32[4]          ->     %3 = relu(%x) : f32[4]
+    %3 = relu(%2) : f32[4]
+
+A rule is `(op, function)`: the function gets a node of that op and returns the node that replaces
+it (an existing one, or one it creates with graph.call; new nodes go right before the matched one),
+or None when it does not apply.
 """
 
 from __future__ import annotations
@@ -15,9 +22,12 @@ from .. import ir
 Rule = Callable[[ir.Node], "ir.Node | None"]
 
 
-def derived_name(node: ir.Node, suffix: str) -> str | None:
-    """`fc.weight` -> `fc.weight_bn`; numbered values get a fresh number instead (None)."""
-    return f"{node.name}_{suffix}" if not node.name[0].isdigit() else None
+def derived_name(node: ir.Node, suffix: str) -> str:
+    """The name of a value computed from `node`: `fc.weight` -> `fc.weight_bn`, `7` -> `bn_7`.
+
+    The graph adds a number if the name is taken.
+    """
+    return f"{suffix}_{node.name}" if node.name[0].isdigit() else f"{node.name}_{suffix}"
 
 
 def is_filled_with(node: ir.Node, value: float) -> bool:
@@ -25,8 +35,30 @@ def is_filled_with(node: ir.Node, value: float) -> bool:
     return node.op == "constant" and node.value.size > 0 and bool(np.all(node.value == value))
 
 
-def rewrite_to_fixpoint(graph: ir.Graph, rules: list[tuple[str, Rule]], max_rounds: int = 100) -> ir.Graph:
-    """Apply `rules` (each for one op) to every node, repeatedly, until a round changes nothing."""
+def is_live(node: ir.Node) -> bool:
+    """Something still reads the node: another node, or the graph's outputs."""
+    return bool(node.users) or node in node.graph.outputs
+
+
+def erase_if_unused(graph: ir.Graph, node: ir.Node, erased: set[ir.Node]) -> None:
+    """Erase `node`, and then its operands, for as long as they are op nodes or constants nobody reads."""
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        if current in erased or current.op == "input" or is_live(current):
+            continue
+        operands = current.inputs
+        graph.erase(current)
+        erased.add(current)
+        pending.extend(operands)
+
+
+def rewrite_to_fixpoint(graph: ir.Graph, rules: list[tuple[str, Rule]], max_rounds: int = 1000) -> ir.Graph:
+    """Apply `rules` to every live node, round after round, until a round changes nothing.
+
+    A matched node is replaced (all its uses) and erased, with whatever only it kept alive. Nodes
+    that were dead before are not touched: they are eliminate-dead-code's.
+    """
     by_op: dict[str, list[Rule]] = {}
     for op, rule in rules:
         by_op.setdefault(op, []).append(rule)
@@ -34,7 +66,7 @@ def rewrite_to_fixpoint(graph: ir.Graph, rules: list[tuple[str, Rule]], max_roun
     for _ in range(max_rounds):
         changed = False
         for node in list(graph.nodes):
-            if node in erased:
+            if node in erased or not is_live(node):
                 continue
             for rule in by_op.get(node.op, ()):
                 with graph.inserting_before(node):
@@ -42,11 +74,9 @@ def rewrite_to_fixpoint(graph: ir.Graph, rules: list[tuple[str, Rule]], max_roun
                 if replacement is None or replacement is node:
                     continue
                 node.replace_all_uses_with(replacement)
-                if not node.users and node not in graph.outputs:
-                    graph.erase(node)
-                    erased.add(node)
+                erase_if_unused(graph, node, erased)
                 changed = True
                 break
         if not changed:
             return graph
-    return graph
+    raise RuntimeError(f"the rewrite rules did not reach a fixpoint in {max_rounds} rounds; two rules undo each other")

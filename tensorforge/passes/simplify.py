@@ -4,16 +4,19 @@
     %2 = reshape(%1) {shape=[32]} : f32[32]    ->   %3 = reshape(%x) {shape=[8,4]} : f32[8,4]
     %3 = reshape(%2) {shape=[8,4]} : f32[8,4]
 
-A rule only fires when the replacement has the node's exact type: `x * ones` where the ones
-broadcast `x` to a bigger shape stays. Note x + 0 -> x keeps -0.0 where IEEE addition gives +0.0;
-the values compare equal.
+"1" and "0" are constants whose every element is 1 (or 0), of any shape. A rule only fires when
+the replacement has the node's exact type: `x * ones` where the ones broadcast `x` to a bigger
+shape stays. Every rewrite is exact (x*1, x/1, -(-x) give x bit for bit, NaN included), except
+that x + 0 -> x keeps a -0.0 where IEEE addition gives +0.0; the two compare equal.
+Nodes a rewrite leaves unused are erased; nodes that were dead before are left to eliminate-dead-code.
 """
 
 from __future__ import annotations
 
 from .. import ir
+from .manager import PassContext
 from .registry import register_pass
-from .rewrite import is_filled_with, rewrite_to_fixpoint
+from .rewrite import Rule, is_filled_with, rewrite_to_fixpoint
 
 
 def _same(node: ir.Node, candidate: ir.Node) -> ir.Node | None:
@@ -21,7 +24,7 @@ def _same(node: ir.Node, candidate: ir.Node) -> ir.Node | None:
     return candidate if candidate.type == node.type else None
 
 
-def _identity_operand(value: float):
+def _identity_operand(value: float) -> Rule:
     """x op c -> x for a constant c filled with `value` (the right operand)."""
     def rule(node: ir.Node) -> ir.Node | None:
         x, c = node.inputs
@@ -30,7 +33,7 @@ def _identity_operand(value: float):
     return rule
 
 
-def _identity_left(value: float):
+def _identity_left(value: float) -> Rule:
     """c op x -> x for a constant c filled with `value` (the left operand)."""
     def rule(node: ir.Node) -> ir.Node | None:
         c, x = node.inputs
@@ -51,8 +54,8 @@ def _idempotent(node: ir.Node) -> ir.Node | None:
     return inner if inner.op == node.op else None
 
 
-def _reshape_chain(node: ir.Node) -> ir.Node | None:
-    """reshape(reshape|flatten(y)) -> reshape(y); a reshape to the operand's own shape -> operand."""
+def _view_chain(node: ir.Node) -> ir.Node | None:
+    """A reshape/flatten to the operand's own shape -> operand; of a reshape/flatten(y) -> reshape(y)."""
     inner = node.inputs[0]
     if inner.shape == node.shape:
         return inner
@@ -62,7 +65,7 @@ def _reshape_chain(node: ir.Node) -> ir.Node | None:
 
 
 def _no_op(node: ir.Node) -> ir.Node | None:
-    """flatten / cast / transpose that leaves shape, dtype and element order unchanged -> operand."""
+    """cast to the operand's own dtype, transpose by the identity permutation -> operand."""
     x = node.inputs[0]
     if node.op == "transpose" and node.attrs["perm"] != tuple(range(len(x.shape))):
         return None
@@ -89,8 +92,8 @@ RULES = [
     ("div", _identity_operand(1)),      # x / 1 -> x
     ("neg", _involution),               # -(-x) -> x
     ("relu", _idempotent),              # relu(relu(x)) -> relu(x)
-    ("reshape", _reshape_chain),        # reshape(reshape(x)) -> reshape(x); reshape to same shape -> x
-    ("flatten", _no_op),                # flatten that changes nothing -> x
+    ("reshape", _view_chain),           # reshape(reshape(x)) -> reshape(x); reshape to x's own shape -> x
+    ("flatten", _view_chain),           # flatten(reshape(x)) -> reshape(x); flatten that changes nothing -> x
     ("cast", _no_op),                   # cast to the same dtype -> x
     ("transpose", _no_op),              # transpose by the identity -> x
     ("transpose", _transpose_chain),    # transpose(transpose(x)) -> one transpose (or x)
@@ -98,5 +101,6 @@ RULES = [
 
 
 @register_pass("simplify", opt_level=1, description="algebraic identities: x*1, x+0, reshape/transpose chains")
-def simplify(graph: ir.Graph, ctx=None) -> ir.Graph:
+def simplify(graph: ir.Graph, ctx: PassContext | None = None) -> ir.Graph:
+    """Apply RULES to every live node until none fires."""
     return rewrite_to_fixpoint(graph, RULES)

@@ -1,0 +1,209 @@
+"""The f32 GEMM: the cache-blocked loops around the micro-kernel (emit_micro_kernel.py), and run-time packing.
+
+    c[M, N] = epilogue(a[M, K] @ b[K, N])        epilogue: + bias (per row or per column), then relu
+
+The BLIS loop nest: blocks of nc columns, kc depth and mc rows (tiling.py). A is packed per
+(mc, kc) block into scratch, B per (kc, nc) block, unless the operand was packed into panels at
+compile time (a constant, packing.py); then for each column panel (a kc x NR sliver, in L1) the
+micro-kernel runs on every row panel of the block (in L2):
+
+    for jc < N step nc:  for pc < K step kc:  [pack B block]
+        for ic < M step mc:  [pack A block]
+            for jr < nc step NR:  for ir < mc step MR:  micro_kernel(A panel ir, B panel jr, c tile)
+
+The first depth block stores c, later ones add to it, the last applies the epilogue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from .emit_micro_kernel import Epilogue, load_lanes, micro_kernel, vector_type
+from .llvm_utils import F32, PTR, element_pointer, for_range, i64, load_element, store_element
+from .tiling import FLOAT_BYTES, GemmTiling
+
+
+@dataclass(frozen=True)
+class GemmOperand:
+    """An operand as the kernel receives it: row-major (packed at run time) or already in panels."""
+
+    pointer: ir.Value
+    prepacked: bool
+
+
+def minimum(builder: ir.IRBuilder, x: ir.Value, y: ir.Value | int, name: str = "") -> ir.Value:
+    y = i64(y) if isinstance(y, int) else y
+    return builder.select(builder.icmp_signed("<", x, y), x, y, name=name)
+
+
+def pack_a_rows(builder: ir.IRBuilder, tiling: GemmTiling, source: ir.Value, lda: int, rows: ir.Value,
+                depth: ir.Value, destination: ir.Value) -> None:
+    """destination = A panels of source[rows, depth] (row-major, lda): element (row, k) at
+    ((row // MR) * depth + k) * MR + row % MR. Rows past `rows` of the last panel are left as they are."""
+    with for_range(builder, rows, "pack_a.row") as row:
+        panel = builder.udiv(row, i64(tiling.rows))
+        start = builder.add(builder.mul(builder.mul(panel, depth), i64(tiling.rows)),
+                            builder.urem(row, i64(tiling.rows)))
+        target = element_pointer(builder, destination, start, F32, "pack_a.to")
+        origin = element_pointer(builder, source, builder.mul(row, i64(lda)), F32, "pack_a.from")
+        with for_range(builder, depth, "pack_a.k") as k:
+            value = load_element(builder, origin, k, F32)
+            store_element(builder, value, target, builder.mul(k, i64(tiling.rows)))
+
+
+def pack_b_rows(builder: ir.IRBuilder, tiling: GemmTiling, source: ir.Value, ldb: int, depth: ir.Value,
+                columns: ir.Value, tail: int, destination: ir.Value) -> None:
+    """destination = B panels of source[depth, columns] (row-major, ldb): element (k, j) at
+    ((j // NR) * depth + k) * NR + j % NR. A last panel of `tail` (static) columns is zero-padded."""
+    width, vector = tiling.vector_width, vector_type(tiling)
+    full = builder.udiv(columns, i64(tiling.columns), name="pack_b.panels")
+
+    def copy_panel(panel: ir.Value, valid: int) -> None:
+        with for_range(builder, depth, "pack_b.k") as k:
+            origin = element_pointer(builder, source, builder.add(builder.mul(k, i64(ldb)),
+                                                                  builder.mul(panel, i64(tiling.columns))), F32)
+            start = builder.mul(builder.add(builder.mul(panel, depth), k), i64(tiling.columns))
+            target = element_pointer(builder, destination, start, F32)
+            for v in range(tiling.vectors):
+                lanes = max(0, min(width, valid - v * width))
+                value = load_lanes(builder, element_pointer(builder, origin, v * width, F32), lanes, vector)
+                builder.store(value, element_pointer(builder, target, v * width, F32), align=FLOAT_BYTES)
+
+    with for_range(builder, full, "pack_b.panel") as panel:
+        copy_panel(panel, tiling.columns)
+    if tail:
+        with builder.if_then(builder.icmp_unsigned("!=", builder.urem(columns, i64(tiling.columns)), i64(0))):
+            copy_panel(full, tail)
+
+
+@dataclass
+class BlockStep:
+    """One (depth block, row block) of a GEMM: what its micro-kernel calls share.
+
+    `a_panel(t)` is the packed A panel of row panel t of the block, `rows` the block's row count
+    (the last row panel has `row_tail` rows when that is not 0), `depth` its kc.
+    """
+
+    builder: ir.IRBuilder
+    tiling: GemmTiling
+    epilogue: Epilogue
+    depth: ir.Value
+    accumulate: ir.Value
+    finish: ir.Value
+    rows: ir.Value
+    row_tail: int
+    a_panel: object  # Callable[[ir.Value], ir.Value]
+
+    def row_panels(self, b_panel: ir.Value, columns: int, c_tile, ldc: int, bias_at=None) -> None:
+        """Call the micro-kernel for every row panel of the block against one B panel of `columns` columns.
+
+        `c_tile(t)` and `bias_at(t)` give the tile's first element of c and of the bias.
+        """
+        builder, tiling = self.builder, self.tiling
+        module = builder.module
+        null = ir.Constant(PTR, None)
+
+        def call(rows: int, t: ir.Value) -> None:
+            kernel = micro_kernel(module, tiling, rows, columns, self.epilogue)
+            bias = bias_at(t) if bias_at is not None else null
+            builder.call(kernel, [self.depth, self.a_panel(t), b_panel, c_tile(t), i64(ldc), self.accumulate,
+                                  self.finish, bias])
+
+        full = builder.udiv(self.rows, i64(tiling.rows), name="row_panels")
+        with for_range(builder, full, "ir") as t:
+            call(tiling.rows, t)
+        if self.row_tail:
+            with builder.if_then(builder.icmp_unsigned("!=", builder.urem(self.rows, i64(tiling.rows)), i64(0))):
+                call(self.row_tail, full)
+
+
+def gemm_scratch_bytes(tiling: GemmTiling, shape: tuple[int, int, int], a_prepacked: bool, b_prepacked: bool) -> int:
+    """Scratch for emit_gemm: a packed A block (unless prepacked), then a packed B block (unless prepacked)."""
+    rows, depth, columns = shape
+    kc = tiling.depth_blocks(depth)[1]
+    a_bytes = 0 if a_prepacked else _round_up(min(tiling.mc, _round_up(rows, tiling.rows)) * kc * FLOAT_BYTES, 64)
+    b_bytes = 0 if b_prepacked else min(tiling.nc, _round_up(columns, tiling.columns)) * kc * FLOAT_BYTES
+    return a_bytes + b_bytes
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: GemmOperand, c: ir.Value,
+              shape: tuple[int, int, int], scratch: ir.Value | None, bias: ir.Value | None = None,
+              epilogue: Epilogue | None = None) -> None:
+    """c[M, N] = epilogue(a[M, K] @ b[K, N]) with M, N, K > 0; c row-major, `bias` as the epilogue says.
+
+    A row-major operand is packed block by block into `scratch` (gemm_scratch_bytes); a prepacked
+    one is read in place (packing.py layouts).
+    """
+    rows, depth, columns = shape
+    epilogue = epilogue or Epilogue()
+    mr, nr = tiling.rows, tiling.columns
+    depth_count, kc = tiling.depth_blocks(depth)
+    a_pack = scratch
+    b_pack = None
+    if not b.prepacked:
+        offset = gemm_scratch_bytes(tiling, shape, a.prepacked, True)
+        b_pack = builder.gep(scratch, [i64(offset)], inbounds=True, source_etype=ir.IntType(8)) if offset else scratch
+
+    with for_range(builder, -(-columns // tiling.nc), "jc") as column_block:
+        jc = builder.mul(column_block, i64(tiling.nc), name="jc")
+        nc = minimum(builder, builder.sub(i64(columns), jc), tiling.nc, "nc")
+        with for_range(builder, depth_count, "pc") as depth_block:
+            pc = builder.mul(depth_block, i64(kc), name="pc")
+            kc_here = minimum(builder, builder.sub(i64(depth), pc), kc, "kc")
+            if not b.prepacked:
+                origin = element_pointer(builder, b.pointer, builder.add(builder.mul(pc, i64(columns)), jc), F32)
+                pack_b_rows(builder, tiling, origin, columns, kc_here, nc, columns % nr, b_pack)
+
+            def b_panel(u: ir.Value) -> ir.Value:
+                if b.prepacked:
+                    panel = builder.add(builder.udiv(jc, i64(nr)), u)
+                    return element_pointer(builder, b.pointer, builder.mul(builder.add(builder.mul(panel, i64(depth)),
+                                                                                       pc), i64(nr)), F32, "b_panel")
+                return element_pointer(builder, b_pack, builder.mul(builder.mul(u, kc_here), i64(nr)), F32, "b_panel")
+
+            with for_range(builder, -(-rows // tiling.mc), "ic") as row_block:
+                ic = builder.mul(row_block, i64(tiling.mc), name="ic")
+                mc = minimum(builder, builder.sub(i64(rows), ic), tiling.mc, "mc")
+                if not a.prepacked:
+                    origin = element_pointer(builder, a.pointer, builder.add(builder.mul(ic, i64(depth)), pc), F32)
+                    pack_a_rows(builder, tiling, origin, depth, mc, kc_here, a_pack)
+
+                def a_panel(t: ir.Value, ic=ic) -> ir.Value:
+                    if a.prepacked:
+                        panel = builder.add(builder.udiv(ic, i64(mr)), t)
+                        return element_pointer(builder, a.pointer, builder.mul(builder.add(
+                            builder.mul(panel, i64(depth)), pc), i64(mr)), F32, "a_panel")
+                    return element_pointer(builder, a_pack, builder.mul(builder.mul(t, kc_here), i64(mr)), F32,
+                                           "a_panel")
+
+                step = BlockStep(builder, tiling, epilogue, kc_here,
+                                 builder.icmp_unsigned("!=", depth_block, i64(0)),
+                                 builder.icmp_unsigned("==", depth_block, i64(depth_count - 1)),
+                                 mc, rows % mr, a_panel)
+
+                def column_panel(u: ir.Value, count: int, ic=ic, step=step) -> None:
+                    first_column = builder.add(jc, builder.mul(u, i64(nr)))
+
+                    def c_tile(t: ir.Value) -> ir.Value:
+                        first_row = builder.add(ic, builder.mul(t, i64(mr)))
+                        return element_pointer(builder, c, builder.add(builder.mul(first_row, i64(columns)),
+                                                                       first_column), F32, "c_tile")
+
+                    def bias_at(t: ir.Value) -> ir.Value:
+                        first = first_column if epilogue.bias == "column" else builder.add(ic, builder.mul(t, i64(mr)))
+                        return element_pointer(builder, bias, first, F32, "bias_at")
+
+                    step.row_panels(b_panel(u), count, c_tile, columns, bias_at if epilogue.bias else None)
+
+                full = builder.udiv(nc, i64(nr), name="column_panels")
+                with for_range(builder, full, "jr") as u:
+                    column_panel(u, nr)
+                if columns % nr:
+                    with builder.if_then(builder.icmp_unsigned("!=", builder.urem(nc, i64(nr)), i64(0))):
+                        column_panel(full, columns % nr)

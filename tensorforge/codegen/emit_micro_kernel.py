@@ -1,0 +1,224 @@
+"""The f32 GEMM micro-kernel: one register-blocked tile, emitted in LLVM vector types.
+
+    call @"tf.gemm.f32.6x16.6x16.columnbias"(kc, a_panel, b_panel, c, ldc, accumulate, finish, bias)
+
+It computes one rows x columns tile of c from a packed A panel (k-major: the tile's `rows` A
+elements of one k step together) and a packed B panel (the tile's columns of one k step together),
+with the accumulators in vector registers across the k loop (tiling.py sizes it: 6 x 16 on AVX2,
+14 x 32 on AVX-512, 8 x 12 on NEON):
+
+    for k < kc:  b0, b1 = b[k, 0:8], b[k, 8:16]                         whole-vector loads
+                 for r < 6:  acc[r] = fmuladd(splat(a[k, r]), (b0, b1), acc[r])
+    then, once:  acc += c (a later depth block); + bias; relu (the last depth block); store
+
+Each (rows, columns, epilogue) variant is one small function, defined once per module and shared
+by every GEMM in it. Tails need no loop of their own: the last row panel calls a variant with
+fewer rows, the last column panel one with fewer columns, which loads and stores only its valid
+lanes of c (packed panels are zero-padded, so every load of a and b is whole).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from .llvm_utils import (
+    F32,
+    I1,
+    I32,
+    I64,
+    PTR,
+    VOID,
+    call_intrinsic,
+    carried_loop,
+    element_pointer,
+    i64,
+    load_element,
+    store_element,
+)
+from .tiling import FLOAT_BYTES, INDEPENDENT_CHAINS, GemmTiling
+
+ACTIVATIONS = ("relu",)
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """What happens to a finished tile before it is stored: `bias` per "row" or "column", then `activation`."""
+
+    bias: str | None = None
+    activation: str | None = None
+
+    def __post_init__(self):
+        if self.bias not in (None, "row", "column") or self.activation not in (None, *ACTIVATIONS):
+            raise ValueError(f"unsupported GEMM epilogue {self}")
+
+    @property
+    def suffix(self) -> str:
+        return "".join(f".{part}" for part in (self.bias and f"{self.bias}bias", self.activation) if part)
+
+
+def vector_type(tiling: GemmTiling) -> ir.VectorType:
+    return ir.VectorType(F32, tiling.vector_width)
+
+
+def _splat(builder: ir.IRBuilder, value: ir.Value, vector: ir.VectorType) -> ir.Value:
+    lane = builder.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(I64, 0))
+    return builder.shuffle_vector(lane, ir.Constant(vector, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count))
+
+
+def load_lanes(builder: ir.IRBuilder, pointer: ir.Value, lanes: int, vector: ir.VectorType) -> ir.Value:
+    """A vector of `lanes` valid elements from `pointer` (the others zero): whole-vector load when full."""
+    if lanes == vector.count:
+        return builder.load(pointer, typ=vector, align=FLOAT_BYTES)
+    value = ir.Constant(vector, None)
+    for lane in range(lanes):
+        value = builder.insert_element(value, load_element(builder, pointer, lane, F32), i64(lane))
+    return value
+
+
+def _store_lanes(builder: ir.IRBuilder, value: ir.Value, pointer: ir.Value, lanes: int) -> None:
+    if lanes == value.type.count:
+        builder.store(value, pointer, align=FLOAT_BYTES)
+        return
+    for lane in range(lanes):
+        store_element(builder, builder.extract_element(value, i64(lane)), pointer, lane)
+
+
+def _update(builder: ir.IRBuilder, condition: ir.Value, tile: list[ir.Value], compute, name: str) -> list[ir.Value]:
+    """`compute(tile)` if `condition` else `tile`, as a branch (the loads it does are skipped otherwise)."""
+    before = builder.block
+    with builder.if_then(condition, likely=False):
+        updated = compute(tile)
+        after = builder.block
+    merged = []
+    for old, new in zip(tile, updated):
+        phi = builder.phi(old.type, name=name)
+        phi.add_incoming(new, after)
+        phi.add_incoming(old, before)
+        merged.append(phi)
+    return merged
+
+
+@dataclass(frozen=True)
+class _Tile:
+    """The shape of one micro-kernel variant: `rows` x (`lanes` per vector, the last may be partial)."""
+
+    tiling: GemmTiling
+    rows: int
+    columns: int
+
+    @property
+    def lanes(self) -> list[int]:
+        width = self.tiling.vector_width
+        return [min(width, self.columns - v * width) for v in range(-(-self.columns // width))]
+
+    @property
+    def vector(self) -> ir.VectorType:
+        return vector_type(self.tiling)
+
+
+def _accumulate(builder: ir.IRBuilder, tile: _Tile, depth: ir.Value, a: ir.Value, b: ir.Value) -> list[ir.Value]:
+    """The k loop: sum over k < depth of a[k, :rows] (outer product) b[k, :columns], row-major list of vectors.
+
+    A small tile has too few accumulators to hide the FMA latency: it keeps `split` independent
+    partial tiles (k steps taken in turn) and adds them up after the loop.
+    """
+    tiling, vector, lanes = tile.tiling, tile.vector, tile.lanes
+    width = tiling.vector_width
+
+    def step(k: ir.Value, values: list[ir.Value]) -> list[ir.Value]:
+        a_k = element_pointer(builder, a, builder.mul(k, i64(tiling.rows)), F32, "a_k")
+        b_k = element_pointer(builder, b, builder.mul(k, i64(tiling.columns)), F32, "b_k")
+        b_vectors = [builder.load(element_pointer(builder, b_k, v * width, F32), typ=vector, align=FLOAT_BYTES,
+                                  name=f"b{v}") for v in range(len(lanes))]
+        updated = []
+        for r in range(tile.rows):
+            a_element = _splat(builder, load_element(builder, a_k, r, F32, f"a{r}"), vector)
+            for v, b_vector in enumerate(b_vectors):
+                updated.append(call_intrinsic(builder, f"llvm.fmuladd.v{width}f32", vector,
+                                              [a_element, b_vector, values[r * len(lanes) + v]]))
+        return updated
+
+    size = tile.rows * len(lanes)
+    split = max(1, min(4, -(-INDEPENDENT_CHAINS // size)))
+    zero = [ir.Constant(vector, None)] * size
+    if split == 1:
+        return carried_loop(builder, i64(0), depth, zero, step, "k")
+
+    def steps(k: ir.Value, values: list[ir.Value]) -> list[ir.Value]:
+        return [value for s in range(split)
+                for value in step(builder.add(builder.mul(k, i64(split)), i64(s)), values[s * size:(s + 1) * size])]
+
+    rounds = builder.udiv(depth, i64(split), name="k.rounds")
+    partial = carried_loop(builder, i64(0), rounds, zero * split, steps, "k.split")
+    total = carried_loop(builder, builder.mul(rounds, i64(split)), depth, partial[:size], step, "k.rest")
+    for s in range(1, split):
+        total = [builder.fadd(x, y) for x, y in zip(total, partial[s * size:(s + 1) * size])]
+    return total
+
+
+def _apply_epilogue(builder: ir.IRBuilder, tile: _Tile, epilogue: Epilogue, bias: ir.Value,
+                    values: list[ir.Value]) -> list[ir.Value]:
+    """values + bias (a row vector per column, or a splat per row), then the activation."""
+    vector, lanes, width = tile.vector, tile.lanes, tile.tiling.vector_width
+    if epilogue.bias == "column":
+        row = [load_lanes(builder, element_pointer(builder, bias, v * width, F32), count, vector)
+               for v, count in enumerate(lanes)]
+        values = [builder.fadd(value, row[index % len(lanes)]) for index, value in enumerate(values)]
+    elif epilogue.bias == "row":
+        column = [_splat(builder, load_element(builder, bias, r, F32), vector) for r in range(tile.rows)]
+        values = [builder.fadd(value, column[index // len(lanes)]) for index, value in enumerate(values)]
+    if epilogue.activation == "relu":  # np.maximum(x, 0): NaN stays NaN
+        zero = ir.Constant(vector, None)
+        values = [builder.select(builder.fcmp_unordered(">=", value, zero), value, zero) for value in values]
+    return values
+
+
+def micro_kernel(module: ir.Module, tiling: GemmTiling, rows: int, columns: int, epilogue: Epilogue) -> ir.Function:
+    """`void(i64 kc, ptr a, ptr b, ptr c, i64 ldc, i1 accumulate, i1 finish, ptr bias)` for one tile shape.
+
+    c[r, j] (+)= sum over k < kc of a[k * MR + r] * b[k * NR + j], for r < rows and j < columns;
+    `accumulate` adds the tile to what c holds, `finish` applies the epilogue (bias at the tile's
+    first row or column). Defined once per module and variant.
+    """
+    name = f"tf.gemm.f32.{tiling.rows}x{tiling.columns}.{rows}x{columns}{epilogue.suffix}"
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    function = ir.Function(module, ir.FunctionType(VOID, [I64, PTR, PTR, PTR, I64, I1, I1, PTR]), name)
+    function.linkage = "internal"
+    for attribute in ("nounwind", "norecurse", "noinline"):
+        function.attributes.add(attribute)
+    depth, a, b, c, ldc, accumulate, finish, bias = function.args
+    for argument, label in zip(function.args, ("kc", "a", "b", "c", "ldc", "accumulate", "finish", "bias")):
+        argument.name = label
+    for pointer in (a, b, c):
+        pointer.add_attribute("noalias")
+
+    tile = _Tile(tiling, rows, columns)
+    lanes, width = tile.lanes, tiling.vector_width
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
+    c_rows = [element_pointer(builder, c, builder.mul(ldc, i64(r)), F32, f"c{r}") for r in range(rows)]
+    for row in c_rows:  # the tile of c is read or written only after the k loop: fetch it meanwhile
+        for offset in sorted({0, columns - 1}):
+            write, keep, data = (ir.Constant(I32, flag) for flag in (1, 3, 1))
+            call_intrinsic(builder, "llvm.prefetch.p0", VOID, [element_pointer(builder, row, offset, F32), write,
+                                                               keep, data])
+    values = _accumulate(builder, tile, depth, a, b)
+    places = [(element_pointer(builder, c_rows[r], v * width, F32), count) for r in range(rows)
+              for v, count in enumerate(lanes)]
+
+    def add_c(values: list[ir.Value]) -> list[ir.Value]:
+        return [builder.fadd(value, load_lanes(builder, pointer, count, tile.vector))
+                for value, (pointer, count) in zip(values, places)]
+
+    values = _update(builder, accumulate, values, add_c, "summed")
+    if epilogue.bias or epilogue.activation:
+        values = _update(builder, finish, values, lambda v: _apply_epilogue(builder, tile, epilogue, bias, v),
+                         "finished")
+    for value, (pointer, count) in zip(values, places):
+        _store_lanes(builder, value, pointer, count)
+    builder.ret_void()
+    return function

@@ -1,0 +1,51 @@
+"""Constants stored in a kernel's own layout, packed once at compile time.
+
+A lowering may ask for a constant operand in another layout (its `pack_constant` hook); build.py
+stores the result in the weights buffer under `<constant name>@<layout>`, and the kernel receives
+a pointer to that copy instead of the row-major original. The original is stored only if some
+other user still reads it.
+
+The GEMM layouts (tiling.py gives `rows` MR and `columns` NR):
+
+    pack_b_panels(w f32[K, N], NR) -> f32[ceil(N/NR), K, NR]   panel p holds columns p*NR.. of w
+    pack_a_panels(a f32[M, K], MR) -> f32[ceil(M/MR), K, MR]   panel p holds rows p*MR.. of a,
+                                                               one k step's MR elements together
+Missing columns or rows of the last panel are zeros. Leading (batch) axes are kept:
+f32[2, K, N] packs to f32[2, panels, K, NR].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PackedConstant:
+    """A constant operand transformed for one kernel: its layout name and the transformed array.
+
+    Two users asking for the same layout of the same constant share one stored copy.
+    """
+
+    layout: str
+    value: np.ndarray
+
+    def key(self, constant_name: str) -> str:
+        """The name of this copy in the weights buffer (Artifact.weight_offsets)."""
+        return f"{constant_name}@{self.layout}"
+
+
+def pack_b_panels(array: np.ndarray, columns: int) -> np.ndarray:
+    """[..., K, N] -> [..., ceil(N / columns), K, columns], zero-padded: B panels for the micro-kernel."""
+    *batch, depth, width = array.shape
+    panels = -(-width // columns)
+    padded = np.zeros((*batch, depth, panels * columns), dtype=array.dtype)
+    padded[..., :width] = array
+    packed = padded.reshape(*batch, depth, panels, columns)
+    return np.ascontiguousarray(np.moveaxis(packed, -2, -3))
+
+
+def pack_a_panels(array: np.ndarray, rows: int) -> np.ndarray:
+    """[..., M, K] -> [..., ceil(M / rows), K, rows], zero-padded: A panels for the micro-kernel."""
+    return pack_b_panels(np.swapaxes(array, -1, -2), rows)

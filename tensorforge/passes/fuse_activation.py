@@ -1,0 +1,31 @@
+"""fuse-activation: a relu right after a linear or conv2d becomes the contraction's epilogue.
+
+    %1 = linear(%x, %w, %b) : f32[4,32]                 %2 = linear(%x, %w, %b) {activation="relu"} : f32[4,32]
+    %2 = relu(%1) : f32[4,32]                     ->
+
+The codegen applies the activation while the GEMM tile is still in registers, so the result is
+written once instead of written, read back and written again. Fires only when the contraction has
+no other user (else its un-activated value is still needed), is f32, and has no activation yet.
+"""
+
+from __future__ import annotations
+
+from .. import ir
+from .registry import register_pass
+
+
+@register_pass("fuse-activation", opt_level=2, description="fold a relu into the preceding linear/conv2d")
+def fuse_activation(graph: ir.Graph, ctx=None) -> ir.Graph:
+    for node in list(graph.nodes):
+        if node.op != "relu":
+            continue
+        producer = node.inputs[0]
+        if (producer.op not in ("linear", "conv2d") or producer.attrs["activation"] is not None
+                or len(producer.users) != 1 or producer in graph.outputs or producer.dtype is not ir.DType.f32):
+            continue
+        with graph.inserting_before(node):
+            fused = graph.call(producer.op, list(producer.inputs), {**producer.attrs, "activation": "relu"})
+        node.replace_all_uses_with(fused)
+        graph.erase(node)
+        graph.erase(producer)
+    return graph
