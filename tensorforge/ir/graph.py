@@ -111,7 +111,7 @@ class Graph:
                 raise ValueError(f"{hint!r} is not a valid value name (letters, digits, '_' and '.')")
             if hint not in self._names:
                 return hint
-            base = hint
+            base = None if hint.isdigit() else hint  # "0_1" would not be a valid name
         else:
             base = None
         while True:
