@@ -1,63 +1,51 @@
-"""tensorforge.frontend.functional: one function per op, usable on numpy arrays and on traced values.
+"""Functional ops: one function per IR op, run eagerly on numpy arrays or recorded on traced values.
 
     relu(np.array([-1.0, 2.0], np.float32))     -> array([0., 2.], dtype=float32)   (eager)
     relu(proxy)                                 -> Proxy of `%3 = relu(%x)`          (traced)
 
-Every function goes through `apply(op, operands, attrs)`: when any operand is a tracer `Proxy` it
+Every function goes through `apply(op, operands, attrs)`: when an operand is a tracer `Proxy` it
 records `graph.call(op, ...)`; otherwise it runs the op's numpy reference (`ir.evaluate`). So eager
-results ARE the reference semantics, and a model behaves the same before and after compiling.
-Python scalars take the dtype of the tensor they meet (f32 array + 1.0 -> f32, as numpy's NEP 50).
+results ARE the reference semantics, and a model computes the same before and after tracing.
+Python scalars take the dtype of the tensor they meet (f32 array + 1.0 -> f32, as numpy's NEP 50);
+float64 arrays become float32; shapes broadcast as in numpy (see `tracer.operand_array`).
+
+`getitem`, `power`, `stack` and `expand_dims` are compositions of ops. `NUMPY_UFUNCS` and
+`NUMPY_FUNCTIONS` say which numpy functions a traced value accepts, and what they record.
 """
 
 from __future__ import annotations
 
+import builtins
+import operator
 from collections.abc import Sequence
 
 import numpy as np
 
 from .. import ir
-from .tracer import Proxy, TraceError
-
-
-def _tensor_dtype(operands: Sequence) -> np.dtype | None:
-    for value in operands:
-        if isinstance(value, Proxy):
-            return value.dtype
-        if isinstance(value, np.ndarray):
-            return value.dtype
-    return None
-
-
-def _as_array(value, dtype: np.dtype | None) -> np.ndarray:
-    if isinstance(value, (bool, int, float, np.generic)) and dtype is not None:
-        return np.asarray(value, dtype=dtype)
-    array = np.asarray(value)
-    return array.astype(np.float32) if array.dtype == np.float64 else array
+from .tracer import Proxy, TraceError, operand_array, tensor_dtype
 
 
 def apply(op: str, operands: Sequence, attrs: dict | None = None):
     """Run `op` eagerly with its numpy reference, or record it when an operand is traced."""
     attrs = dict(attrs or {})
     tracer = next((value.tracer for value in operands if isinstance(value, Proxy)), None)
-    dtype = _tensor_dtype(operands)
-    if tracer is None:
-        return ir.evaluate(op, [_as_array(value, dtype) for value in operands], attrs)
-    nodes = [value.node if isinstance(value, Proxy) else tracer.constant(_as_array(value, dtype))
-             for value in operands]
-    if any(isinstance(value, Proxy) and value.tracer is not tracer for value in operands):
-        raise TraceError(f"'{op}' mixes values of two different traces")
-    try:
-        node = tracer.graph.call(op, nodes, attrs)
-    except ir.OpError as error:
-        raise TraceError(f"while tracing: {error}") from None
-    return Proxy(tracer, node)
+    if tracer is not None:
+        return tracer.record(op, operands, attrs)
+    dtype = tensor_dtype(operands)
+    return ir.evaluate(op, [operand_array(value, dtype, op) for value in operands], attrs)
 
+
+def _shape(x) -> tuple[int, ...]:
+    return x.shape if isinstance(x, (Proxy, np.ndarray)) else np.shape(x)
+
+
+# --- elementwise: generated from the op names ----------------------------------------------------
 
 def _unary(op: str):
     def function(x):
         return apply(op, [x])
 
-    function.__name__ = op
+    function.__name__ = function.__qualname__ = op
     function.__doc__ = f"Elementwise `{op}` (the `{op}` op)."
     return function
 
@@ -66,7 +54,7 @@ def _binary(op: str):
     def function(a, b):
         return apply(op, [a, b])
 
-    function.__name__ = op
+    function.__name__ = function.__qualname__ = op
     function.__doc__ = f"Elementwise `{op}` with numpy broadcasting (the `{op}` op)."
     return function
 
@@ -76,12 +64,24 @@ neg, exp, log, sqrt, tanh, sigmoid, relu = (_unary(op) for op in ("neg", "exp", 
                                                                   "relu"))
 
 
-def gelu(x, approximation: str = "tanh"):
-    """GELU: `approximation` is "tanh", "sigmoid" (x * sigmoid(1.702 x), TinyTorch's) or "exact" (erf)."""
-    return apply("gelu", [x], {"approximation": approximation})
+def gelu(x, approximate: str = "tanh"):
+    """GELU; `approximate` is "tanh", "sigmoid" (x * sigmoid(1.702 x), TinyTorch's) or "exact" (erf)."""
+    return apply("gelu", [x], {"approximation": approximate})
 
+
+def cast(x, dtype):
+    """x.astype(dtype) by the cast op's rules: float -> int truncates and saturates, NaN -> 0.
+
+    `dtype` is a numpy dtype (np.int8, "float32") or an ir.DType (or its name, "i8")."""
+    if isinstance(dtype, str) and dtype in ir.DType.__members__:
+        dtype = ir.DType[dtype]
+    return apply("cast", [x], {"dtype": dtype if isinstance(dtype, ir.DType) else ir.DType.from_numpy(dtype)})
+
+
+# --- contractions and normalizations ------------------------------------------------------------
 
 def matmul(a, b):
+    """a @ b for operands of rank >= 2; batch axes broadcast."""
     return apply("matmul", [a, b])
 
 
@@ -91,70 +91,206 @@ def linear(x, weight, bias=None):
 
 
 def softmax(x, axis: int = -1):
+    """exp(x - max) / sum(exp(x - max)) along `axis`."""
     return apply("softmax", [x], {"axis": axis})
 
 
-def _axes(axis) -> tuple[int, ...] | None:
-    if axis is None:
-        return None
-    return tuple(axis) if isinstance(axis, (tuple, list)) else (int(axis),)
-
-
-def sum(x, axis=None, keepdims: bool = False):
-    return apply("reduce_sum", [x], {"axes": _axes(axis), "keepdims": keepdims})
-
-
-def mean(x, axis=None, keepdims: bool = False):
-    return apply("reduce_mean", [x], {"axes": _axes(axis), "keepdims": keepdims})
-
-
-def max(x, axis=None, keepdims: bool = False):
-    return apply("reduce_max", [x], {"axes": _axes(axis), "keepdims": keepdims})
-
-
-def reshape(x, *shape):
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return apply("reshape", [x], {"shape": tuple(int(d) for d in shape)})
-
-
-def transpose(x, *perm):
-    perm = tuple(perm[0]) if len(perm) == 1 and isinstance(perm[0], (tuple, list)) else perm
-    rank = len(x.shape) if hasattr(x, "shape") else np.ndim(x)
-    return apply("transpose", [x], {"perm": tuple(perm) if perm else tuple(reversed(range(rank)))})
-
-
-def flatten(x, start_axis: int = 1):
-    return apply("flatten", [x], {"start_axis": start_axis})
-
-
-def concat(values: Sequence, axis: int = 0):
-    return apply("concat", list(values), {"axis": axis})
-
-
-def slice(x, starts, stops, steps=None):
-    return apply("slice", [x], {"starts": tuple(starts), "stops": tuple(stops),
-                                "steps": None if steps is None else tuple(steps)})
-
-
-def cast(x, dtype):
-    dtype = dtype if isinstance(dtype, ir.DType) else ir.DType.from_numpy(np.dtype(dtype))
-    return apply("cast", [x], {"dtype": dtype})
-
-
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1):
-    """NCHW convolution with weight (O, I/groups, kh, kw)."""
+    """NCHW convolution with weight (out, in / groups, kh, kw); stride, padding, dilation: int or (h, w)."""
     operands = [x, weight] if bias is None else [x, weight, bias]
     return apply("conv2d", operands, {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups})
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """NCHW max pooling; `stride` defaults to the kernel size, padding never wins the max."""
     return apply("max_pool2d", [x], {"kernel": kernel_size, "stride": stride, "padding": padding})
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """NCHW average pooling; `stride` defaults to the kernel size, padding counts as zeros."""
     return apply("avg_pool2d", [x], {"kernel": kernel_size, "stride": stride, "padding": padding})
 
 
 def batch_norm(x, gamma, beta, mean, var, eps: float = 1e-5):
     """Inference batch norm over axis 1: (x - mean) / sqrt(var + eps) * gamma + beta."""
     return apply("batch_norm", [x, gamma, beta, mean, var], {"eps": eps})
+
+
+# --- reductions ----------------------------------------------------------------------------------
+
+def _axes(axis) -> tuple[int, ...] | None:
+    if axis is None:
+        return None
+    if isinstance(axis, (tuple, list)):
+        return tuple(operator.index(a) for a in axis)
+    return (operator.index(axis),)
+
+
+def sum(x, axis=None, keepdims: bool = False):
+    """Sum over `axis` (None: all axes; an int or a tuple)."""
+    return apply("reduce_sum", [x], {"axes": _axes(axis), "keepdims": keepdims})
+
+
+def mean(x, axis=None, keepdims: bool = False):
+    """Mean over `axis` (None: all axes; an int or a tuple)."""
+    return apply("reduce_mean", [x], {"axes": _axes(axis), "keepdims": keepdims})
+
+
+def max(x, axis=None, keepdims: bool = False):
+    """Maximum over `axis` (None: all axes; an int or a tuple)."""
+    return apply("reduce_max", [x], {"axes": _axes(axis), "keepdims": keepdims})
+
+
+# --- data movement -------------------------------------------------------------------------------
+
+def reshape(x, *shape):
+    """x.reshape(shape): the shape as one tuple or as ints; one entry may be -1."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return apply("reshape", [x], {"shape": tuple(operator.index(d) for d in shape)})
+
+
+def transpose(x, *perm):
+    """Permute the axes: the permutation as one tuple or as ints; none reverses the axes (numpy's rule)."""
+    if len(perm) == 1 and (perm[0] is None or isinstance(perm[0], (tuple, list))):
+        perm = perm[0] or ()
+    rank = len(_shape(x))
+    perm = tuple(operator.index(p) + rank if operator.index(p) < 0 else operator.index(p) for p in perm)
+    return apply("transpose", [x], {"perm": perm or None})
+
+
+def flatten(x, start_axis: int = 1):
+    """Merge the axes from `start_axis` on into one (x.reshape(x.shape[:start_axis] + (-1,)))."""
+    return apply("flatten", [x], {"start_axis": start_axis})
+
+
+def concat(values: Sequence, axis: int = 0):
+    """Join values along an existing axis."""
+    return apply("concat", list(values), {"axis": axis})
+
+
+def slice(x, starts: Sequence[int], stops: Sequence[int], steps: Sequence[int] | None = None):
+    """x[starts[0]:stops[0]:steps[0], ...] for the leading len(starts) axes; steps are positive."""
+    return apply("slice", [x], {"starts": tuple(starts), "stops": tuple(stops),
+                                "steps": None if steps is None else tuple(steps)})
+
+
+def _index_bounds(item, axis: int, size: int) -> tuple[int, int, int]:
+    """(start, stop, step) of one int or slice index on an axis of `size`, checked as numpy checks it."""
+    if isinstance(item, builtins.slice):
+        start, stop, step = item.indices(size)
+        if step <= 0:
+            raise TraceError(f"index {item} on axis {axis}: slices with a negative step are not supported "
+                             "(the slice op steps forward)")
+        return start, stop, step
+    index = operator.index(item)
+    if not -size <= index < size:
+        raise IndexError(f"index {index} is out of bounds for axis {axis} with size {size}")
+    index %= size
+    return index, index + 1, 1
+
+
+def _check_index(item) -> None:
+    if isinstance(item, Proxy):
+        raise TraceError(f"indexing with the traced value {item!r} (a gather) is not supported; index with "
+                         "Python ints and slices, whose values are static")
+    if isinstance(item, (bool, np.bool_)) or not (item is None or item is Ellipsis or isinstance(
+            item, (int, np.integer, builtins.slice))):
+        raise TraceError(f"index {item!r} is not supported on traced values: use ints, slices with a positive "
+                         "step, None and '...'")
+
+
+def getitem(x, key):
+    """x[key] for ints, slices with a positive step, None and '...', as numpy indexes: one slice op,
+    then one reshape that drops the int axes and inserts the None axes."""
+    if not isinstance(x, Proxy):
+        x = operand_array(x, None, "slice")
+    shape = _shape(x)
+    items = key if isinstance(key, tuple) else (key,)
+    for item in items:
+        _check_index(item)
+    ellipses = [i for i, item in enumerate(items) if item is Ellipsis]
+    explicit = len([item for item in items if item is not None and item is not Ellipsis])
+    if len(ellipses) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if explicit > len(shape):
+        raise IndexError(f"too many indices: {explicit} for a value of shape {shape}")
+    rest = (builtins.slice(None),) * (len(shape) - explicit)
+    items = items[:ellipses[0]] + rest + items[ellipses[0] + 1:] if ellipses else items + rest
+    bounds, result_shape, axis = [], [], 0
+    for item in items:
+        if item is None:
+            result_shape.append(1)
+            continue
+        start, stop, step = _index_bounds(item, axis, shape[axis])
+        bounds.append((start, stop, step))
+        if isinstance(item, builtins.slice):
+            result_shape.append(len(range(start, stop, step)))
+        axis += 1
+    result = x
+    if any(bound != (0, size, 1) for bound, size in zip(bounds, shape)):
+        starts, stops, steps = zip(*bounds)
+        result = slice(x, starts, stops, steps)
+    if tuple(result_shape) != _shape(result):
+        result = reshape(result, tuple(result_shape))
+    return result
+
+
+def expand_dims(x, axis: int):
+    """Insert an axis of size 1 at `axis` (a reshape)."""
+    shape = list(_shape(x))
+    if not -len(shape) - 1 <= axis <= len(shape):
+        raise ir.OpError(f"expand_dims: axis {axis} is out of range for a value of rank {len(shape)}")
+    axis = axis % (len(shape) + 1)
+    return reshape(x, tuple(shape[:axis] + [1] + shape[axis:]))
+
+
+def stack(values: Sequence, axis: int = 0):
+    """Join values along a new axis (expand_dims, then concat)."""
+    return concat([expand_dims(value, axis) for value in values], axis)
+
+
+def power(x, exponent):
+    """x ** exponent for the exponents numpy computes exactly: 1, 2 (x * x), 0.5 (sqrt), -1 (1 / x)."""
+    if isinstance(exponent, Proxy) or not isinstance(exponent, (int, float, np.number)):
+        raise TraceError(f"x ** {exponent!r}: only a constant exponent 1, 2, 0.5 or -1 is supported (no pow op)")
+    if exponent == 1:
+        return x
+    if exponent == 2:
+        return mul(x, x)
+    if exponent == 0.5:
+        return sqrt(x)
+    if exponent == -1:
+        return div(1, x)
+    raise TraceError(f"x ** {exponent!r}: only the exponents 1, 2, 0.5 and -1 are supported (no pow op); "
+                     "write other powers as products")
+
+
+def _maximum(a, b):
+    """np.maximum(x, 0) is relu; other maxima have no op."""
+    for tensor, other in ((a, b), (b, a)):
+        if isinstance(other, (int, float, np.number)) and other == 0:
+            return relu(tensor)
+    raise TraceError("np.maximum is supported on traced values only as np.maximum(x, 0) (relu)")
+
+
+# numpy ufunc -> function; Proxy.__array_ufunc__ refuses every other ufunc by name
+NUMPY_UFUNCS = {np.add: add, np.subtract: sub, np.multiply: mul, np.divide: div, np.matmul: matmul, np.negative: neg,
+                np.exp: exp, np.log: log, np.sqrt: sqrt, np.tanh: tanh, np.maximum: _maximum, np.power: power,
+                np.square: lambda x: mul(x, x)}
+# numpy function -> the same computation, with numpy's argument names; Proxy.__array_function__ refuses the rest
+NUMPY_FUNCTIONS = {
+    np.concatenate: lambda arrays, axis=0: concat(arrays, axis),
+    np.stack: lambda arrays, axis=0: stack(arrays, axis),
+    np.reshape: lambda a, shape: reshape(a, shape),
+    np.ravel: lambda a: reshape(a, -1),
+    np.transpose: lambda a, axes=None: transpose(a, axes),
+    np.expand_dims: lambda a, axis: expand_dims(a, axis),
+    np.sum: lambda a, axis=None, keepdims=False: sum(a, axis, keepdims),
+    np.mean: lambda a, axis=None, keepdims=False: mean(a, axis, keepdims),
+    np.max: lambda a, axis=None, keepdims=False: max(a, axis, keepdims),
+    np.amax: lambda a, axis=None, keepdims=False: max(a, axis, keepdims),
+    np.shape: lambda a: a.shape,
+    np.ndim: lambda a: a.ndim,
+    np.size: lambda a: a.size,
+}
