@@ -69,3 +69,20 @@ def compile_and_run(graph: Graph, *inputs: np.ndarray, opt_level: int = 3, targe
     with CompiledModel(build(graph, target, opt_level)) as compiled:
         outputs = compiled(*inputs)
     return list(outputs) if isinstance(outputs, tuple) else [outputs]
+
+
+def single_op_graph(op: str, operands: list[np.ndarray], attrs: dict | None = None,
+                    constants: tuple[int, ...] = ()) -> tuple[Graph, list[np.ndarray]]:
+    """The graph `op(operands) {attrs}` (operands at positions `constants` become weights) and its inputs."""
+    from tensorforge.ir import TensorType
+
+    graph = Graph()
+    nodes, inputs = [], []
+    for position, array in enumerate(operands):
+        if position in constants:
+            nodes.append(graph.constant(array, f"w{position}"))
+        else:
+            nodes.append(graph.add_input(f"x{position}", TensorType.of(array)))
+            inputs.append(array)
+    graph.outputs = [graph.call(op, nodes, attrs or {})]
+    return graph, inputs

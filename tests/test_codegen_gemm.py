@@ -16,7 +16,7 @@ import time
 import llvmlite.binding as llvm
 import numpy as np
 import pytest
-from codegen_harness import aligned_buffer, compile_and_run
+from codegen_harness import aligned_buffer, compile_and_run, single_op_graph
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from llvmlite import ir as llvm_ir
@@ -46,15 +46,7 @@ def sample(rng: np.random.Generator, shape, scale: float = 1.0) -> np.ndarray:
 
 def run_op(target: str, op: str, operands: list[np.ndarray], constants, attrs=None) -> None:
     """Compile op(operands) for `target` (operands at `constants` become weights) and compare with the reference."""
-    graph = ir.Graph()
-    nodes, inputs = [], []
-    for position, array in enumerate(operands):
-        if position in constants:
-            nodes.append(graph.constant(array, f"w{position}"))
-        else:
-            nodes.append(graph.add_input(f"x{position}", TensorType.of(array)))
-            inputs.append(array)
-    graph.outputs = [graph.call(op, nodes, attrs or {})]
+    graph, inputs = single_op_graph(op, operands, attrs, constants)
     (actual,) = compile_and_run(graph, *inputs, target=target)
     expected = ir.interpret(graph, *inputs)
     assert actual.dtype == expected.dtype == np.float32 and actual.shape == expected.shape

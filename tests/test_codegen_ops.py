@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from codegen_harness import compile_and_run
+from codegen_harness import compile_and_run, single_op_graph
 
 from tensorforge import ir
 from tensorforge.codegen.lowering import EMIT
@@ -49,15 +49,7 @@ def check_op(arch: str, op: str, operands: list[np.ndarray], attrs: dict | None 
              constants: tuple[int, ...] = ()) -> None:
     """Build `op(operands) {attrs}` (operands at positions `constants` become weights), compile for `arch`,
     run and compare with the reference."""
-    graph = ir.Graph()
-    nodes, inputs = [], []
-    for position, array in enumerate(operands):
-        if position in constants:
-            nodes.append(graph.constant(array, f"w{position}"))
-        else:
-            nodes.append(graph.add_input(f"x{position}", TensorType.of(array)))
-            inputs.append(array)
-    graph.outputs = [graph.call(op, nodes, attrs or {})]
+    graph, inputs = single_op_graph(op, operands, attrs, constants)
     (actual,) = compile_and_run(graph, *inputs, target=arch)
     assert_matches(actual, ir.interpret(graph, *inputs))
 
