@@ -1,11 +1,12 @@
-"""GFLOP/s of tensorforge's f32 GEMM against numpy's matmul (OpenBLAS), single-threaded, interleaved in one run.
+"""GFLOP/s of tensorforge's f32 GEMM against numpy's matmul (OpenBLAS), interleaved in one run, per thread count.
 
-    python benchmarks/bench_gemm.py [--sizes 256 512 1024 2048] [--rounds 9] [--quiet]
+    python benchmarks/bench_gemm.py [--sizes 256 512 1024 2048] [--threads 1 2] [--rounds 9] [--quiet]
 
 For each size n, the graph `matmul(a, b)` with a f32[n, n] input and b a constant (packed into
-panels at compile time) is compiled for the host (codegen.build + runtime.CompiledModel); numpy
-runs `a @ b` limited to one thread with threadpoolctl, since tensorforge's code is single-threaded
-for now. Engines alternate in random order with a short sleep before each sample (harness.py);
+panels at compile time) is compiled for the host (codegen.build + runtime.CompiledModel) once per
+thread count T; numpy runs `a @ b` with OpenBLAS limited to T threads by threadpoolctl. The
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE variables are removed before numpy loads, so OpenBLAS picks
+its kernel for this CPU itself. Engines alternate in random order with a short sleep before each sample (harness.py);
 a sample is a block of calls of at least 20 ms; the table shows the median sample. Also prints
 which BLAS numpy runs (threadpoolctl.threadpool_info) and the compile time of each GEMM.
 """
@@ -18,8 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+for _variable in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):  # read by OpenBLAS when numpy loads it
+    os.environ.pop(_variable, None)
+
+import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -50,6 +54,7 @@ def blas_description() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, len(os.sched_getaffinity(0))])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
@@ -65,33 +70,35 @@ def main() -> None:
     print(f"load average before the run: {os.getloadavg()[0]:.2f} (other processes share these 2 cores)\n")
 
     rng = np.random.default_rng(0)
-    engines, compile_seconds, models = {}, {}, []
-    for n in args.sizes:
-        a = rng.standard_normal((n, n), dtype=np.float32)
-        b = rng.standard_normal((n, n), dtype=np.float32)
-        start = time.perf_counter()
-        artifact = build(matmul_graph((n, n), b), "host")
-        compiled = CompiledModel(artifact)
-        compile_seconds[n] = (artifact.compile_seconds, time.perf_counter() - start)
-        models.append(compiled)
-        np.testing.assert_allclose(compiled(a), a @ b, rtol=1e-3, atol=1e-3 * np.sqrt(n))
-        engines[("tensorforge", n)] = lambda compiled=compiled, a=a: compiled(a)
-        engines[("numpy", n)] = lambda a=a, b=b: a @ b
+    operands = {n: (rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32))
+                for n in args.sizes}
+    rows = []
+    for threads in dict.fromkeys(args.threads):
+        engines, compile_seconds, models = {}, {}, []
+        for n, (a, b) in operands.items():
+            start = time.perf_counter()
+            artifact = build(matmul_graph((n, n), b), "host", threads=threads)
+            compiled = CompiledModel(artifact)
+            compile_seconds[n] = (artifact.compile_seconds, time.perf_counter() - start)
+            models.append(compiled)
+            np.testing.assert_allclose(compiled(a), a @ b, rtol=1e-3, atol=1e-3 * np.sqrt(n))
+            engines[f"tensorforge {n}"] = lambda compiled=compiled, a=a: compiled(a)
+            engines[f"numpy {n}"] = lambda a=a, b=b: a @ b
+        with threadpool_limits(threads):
+            seconds = measure(engines, rounds=args.rounds, verbose=not args.quiet, desc=f"gemm, {threads} threads")
+        for compiled in models:
+            compiled.close()
+        for n in args.sizes:
+            flops = 2.0 * n ** 3
+            ours, theirs = flops / seconds[f"tensorforge {n}"] / 1e9, flops / seconds[f"numpy {n}"] / 1e9
+            rows.append((threads, n, ours, theirs, *compile_seconds[n]))
 
-    with threadpool_limits(1):
-        seconds = measure({f"{engine} {n}": fn for (engine, n), fn in engines.items()}, rounds=args.rounds,
-                          verbose=not args.quiet, desc="gemm")
-    for compiled in models:
-        compiled.close()
-
-    print(f"{'M=N=K':>6} | {'tensorforge GFLOP/s':>19} | {'numpy 1 thread GFLOP/s':>22} | {'ratio':>6} | "
+    print(f"{'threads':>7} | {'M=N=K':>6} | {'tensorforge GFLOP/s':>19} | {'numpy GFLOP/s':>13} | {'ratio':>6} | "
           f"{'build s':>7} | {'build+load s':>12}")
-    print("-" * 88)
-    for n in args.sizes:
-        flops = 2.0 * n ** 3
-        ours, theirs = flops / seconds[f"tensorforge {n}"] / 1e9, flops / seconds[f"numpy {n}"] / 1e9
-        built, loaded = compile_seconds[n]
-        print(f"{n:>6} | {ours:>19.1f} | {theirs:>22.1f} | {ours / theirs:>6.2f} | {built:>7.3f} | {loaded:>12.3f}")
+    print("-" * 91)
+    for threads, n, ours, theirs, built, loaded in rows:
+        print(f"{threads:>7} | {n:>6} | {ours:>19.1f} | {theirs:>13.1f} | {ours / theirs:>6.2f} | {built:>7.3f} | "
+              f"{loaded:>12.3f}")
     print(f"\nmedian of {args.rounds} interleaved samples per engine; load average after: {os.getloadavg()[0]:.2f}")
 
 

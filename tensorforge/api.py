@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from .check import FLOAT_TOLERANCE, CheckResult, compare_stages
@@ -31,14 +32,28 @@ def trace(model, example_inputs) -> Graph:
     return _trace(model, example_inputs)
 
 
+def default_threads(target: Target) -> int:
+    """The cores this process may run on, for the host; 1 for another machine (say `threads=`)."""
+    if not target.runs_in_process:
+        return 1
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def compile(model, example_inputs=None, target: str | Target = "host", opt_level: int = 2, *,
-            disabled: tuple[str, ...] = (), config: dict | None = None, verbose: bool = False) -> CompiledModel:
+            threads: int | None = None, disabled: tuple[str, ...] = (), config: dict | None = None,
+            verbose: bool = False) -> CompiledModel:
     """Trace `model` on `example_inputs`, optimize the graph and build native code for `target`.
 
     `model` is a tensorforge.nn Module, a plain function of arrays, or an ir.Graph (then
     `example_inputs` may be omitted). Several inputs go in a tuple. `disabled` names passes to skip.
+    `threads` is the most threads a kernel may use (default: every core of the host; 1 for other
+    targets); small kernels always run on one.
     """
     target = Target.parse(target)
+    threads = default_threads(target) if threads is None else threads
     if not isinstance(model, Graph) and example_inputs is None:
         raise TypeError("compile() needs example_inputs to trace the model (one array or a tuple of arrays)")
     start = time.perf_counter()
@@ -47,7 +62,7 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     ctx = PassContext(opt_level=opt_level, target=target, disabled=tuple(disabled), config=dict(config or {}),
                       instruments=[VerifyInstrument(), TimingInstrument(), SnapshotInstrument()])
     result = run_pipeline(graph, ctx)
-    artifact = build(result.graph, target)
+    artifact = build(result.graph, target, threads=threads)
     loading = time.perf_counter()
     compiled = CompiledModel(artifact, source_graph=graph, snapshots=result.snapshots, report=result.report)
     done = time.perf_counter()
@@ -59,14 +74,14 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
 
 
 def check(model, inputs, target: str | Target = "host", opt_level: int = 2, *, rtol: float | None = None,
-          atol: float | None = None, disabled: tuple[str, ...] = ()) -> CheckResult:
+          atol: float | None = None, disabled: tuple[str, ...] = (), threads: int | None = None) -> CheckResult:
     """Differential test: every pass and the compiled code against the reference interpreter.
 
     Raises CheckError naming the first pass (or the codegen) whose outputs differ, the node and the
     max abs/rel error. Float tolerances default to rtol 1e-4, atol 1e-5; integer outputs are exact.
     """
     inputs = _as_tuple(inputs)
-    compiled = compile(model, inputs, target, opt_level, disabled=disabled)
+    compiled = compile(model, inputs, target, opt_level, threads=threads, disabled=disabled)
     with compiled:
         arrays = tuple(coerce_inputs(compiled.source_graph, inputs))
         outputs = compiled(*arrays)

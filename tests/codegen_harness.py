@@ -3,6 +3,7 @@
     outputs = run_artifact(build(graph, "host"), x, w)     # a list of arrays, one per graph output
     outputs = compile_and_run(graph, x, w)                 # the same, building for the host first
     outputs = compile_and_run(graph, x, w, target="armv8") # built for AArch64, run under qemu-user
+    outputs = compile_and_run(graph, x, w, threads=3)      # every splittable kernel split for 3 threads
 
 The real runtime (tensorforge/runtime) adds input checks, per-thread workspaces and the qemu path;
 this file only needs to be right for well-formed test inputs.
@@ -11,11 +12,12 @@ this file only needs to be right for well-formed test inputs.
 from __future__ import annotations
 
 import ctypes
+from unittest import mock
 
 import llvmlite.binding as llvm
 import numpy as np
 
-from tensorforge.codegen import Artifact, build
+from tensorforge.codegen import Artifact, build, parallel
 from tensorforge.codegen.target import initialize_llvm
 from tensorforge.ir import Graph
 
@@ -60,13 +62,20 @@ def run_artifact(artifact: Artifact, *inputs: np.ndarray) -> list[np.ndarray]:
     return outputs
 
 
-def compile_and_run(graph: Graph, *inputs: np.ndarray, opt_level: int = 3, target: str = "host") -> list[np.ndarray]:
-    """Build `graph` for `target` and run it once: the host by JIT here, armv8 through the runtime (qemu-user)."""
-    if target == "host":
+def compile_and_run(graph: Graph, *inputs: np.ndarray, opt_level: int = 3, target: str = "host",
+                    threads: int = 1) -> list[np.ndarray]:
+    """Build `graph` for `target` and run it once: the host by JIT here, armv8 through the runtime (qemu-user).
+
+    With `threads` > 1 every kernel that can split its work does, however small (parallel.py's
+    size threshold is lifted), and the host runs through the runtime too (it brings libgomp).
+    """
+    if target == "host" and threads == 1:
         return run_artifact(build(graph, "host", opt_level), *inputs)
     from tensorforge.runtime import CompiledModel
 
-    with CompiledModel(build(graph, target, opt_level)) as compiled:
+    with mock.patch.object(parallel, "MIN_PARALLEL_FLOPS", 0):
+        artifact = build(graph, target, opt_level, threads=threads)
+    with CompiledModel(artifact) as compiled:
         outputs = compiled(*inputs)
     return list(outputs) if isinstance(outputs, tuple) else [outputs]
 

@@ -44,10 +44,12 @@ def sample(rng: np.random.Generator, shape, scale: float = 1.0) -> np.ndarray:
     return values
 
 
-def run_op(target: str, op: str, operands: list[np.ndarray], constants, attrs=None) -> None:
-    """Compile op(operands) for `target` (operands at `constants` become weights) and compare with the reference."""
+def run_op(target: str, op: str, operands: list[np.ndarray], constants, attrs=None, threads: int = 1) -> None:
+    """Compile op(operands) for `target` (operands at `constants` become weights) and compare with the reference.
+
+    With `threads` > 1 the kernel's work is split for that many threads whatever its size."""
     graph, inputs = single_op_graph(op, operands, attrs, constants)
-    (actual,) = compile_and_run(graph, *inputs, target=target)
+    (actual,) = compile_and_run(graph, *inputs, target=target, threads=threads)
     expected = ir.interpret(graph, *inputs)
     assert actual.dtype == expected.dtype == np.float32 and actual.shape == expected.shape
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
@@ -62,11 +64,12 @@ def matmul_cases(draw):
     return (*batch_a, m, k), (*batch_b, k, n), constants, seed
 
 
-def check_matmul(target: str, case) -> None:
+def check_matmul(target: str, case, threads: int = 1) -> None:
     a_shape, b_shape, constants, seed = case
     rng = np.random.default_rng(seed)
     depth = a_shape[-1]
-    run_op(target, "matmul", [sample(rng, a_shape), sample(rng, b_shape, 1 / np.sqrt(depth))], constants)
+    run_op(target, "matmul", [sample(rng, a_shape), sample(rng, b_shape, 1 / np.sqrt(depth))], constants,
+           threads=threads)
 
 
 @given(matmul_cases())
@@ -89,11 +92,11 @@ def linear_cases(draw):
     return lead, k, n, draw(st.booleans()), constants, attrs, draw(st.integers(0, 2**16))
 
 
-def check_linear(target: str, case) -> None:
+def check_linear(target: str, case, threads: int = 1) -> None:
     lead, k, n, bias, constants, attrs, seed = case
     rng = np.random.default_rng(seed)
     operands = [sample(rng, (*lead, k)), sample(rng, (k, n), 1 / np.sqrt(k))] + ([sample(rng, (n,))] if bias else [])
-    run_op(target, "linear", operands, constants, attrs)
+    run_op(target, "linear", operands, constants, attrs, threads)
 
 
 @given(linear_cases())
@@ -134,13 +137,13 @@ def conv_cases(draw):
         st.integers(0, 2**16))
 
 
-def check_conv(target: str, case) -> None:
+def check_conv(target: str, case, threads: int = 1) -> None:
     x_shape, w_shape, attrs, bias, constants, seed = case
     rng = np.random.default_rng(seed)
     taps = int(np.prod(w_shape[1:]))
     operands = [sample(rng, x_shape), sample(rng, w_shape, 1 / np.sqrt(taps))]
     operands += [sample(rng, (w_shape[0],))] if bias else []
-    run_op(target, "conv2d", operands, constants, attrs)
+    run_op(target, "conv2d", operands, constants, attrs, threads)
 
 
 @given(conv_cases())
@@ -152,6 +155,36 @@ def test_conv2d_host(case):
 @given(conv_cases())
 def test_conv2d_armv8(case):
     check_conv("armv8", case)
+
+
+THREADS = st.integers(2, 4)
+THREADED_ARMV8_EXAMPLES = min(4, settings.default.max_examples)
+
+
+@given(matmul_cases(), THREADS)
+def test_matmul_split_for_threads_host(case, threads):
+    """Each GEMM cut in parts by columns or rows (parallel.py, emit_gemm_part), any size, 2-4 threads."""
+    check_matmul("host", case, threads)
+
+
+@given(linear_cases(), THREADS)
+def test_linear_split_for_threads_host(case, threads):
+    check_linear("host", case, threads)
+
+
+@given(conv_cases(), THREADS)
+def test_conv2d_split_for_threads_host(case, threads):
+    """Convolutions cut by images (batch 2) or by output rows (batch 1)."""
+    check_conv("host", case, threads)
+
+
+@settings(max_examples=THREADED_ARMV8_EXAMPLES)
+@given(matmul_cases(), linear_cases(), conv_cases(), THREADS)
+def test_split_for_threads_armv8(matmul, linear, conv, threads):
+    """The same, linked with the cross gcc's libgomp and run under qemu-user."""
+    check_matmul("armv8", matmul, threads)
+    check_linear("armv8", linear, threads)
+    check_conv("armv8", conv, threads)
 
 
 @pytest.mark.parametrize("x, w", [((2, 32, 16, 16), (64, 32, 3, 3)), ((1, 300, 6, 5), (7, 300, 3, 3))], ids=str)

@@ -37,6 +37,7 @@ class Artifact:
     compile_seconds: float
     opt_level: int = 3
     entry: str = "tf_run"
+    threads: int = 1  # the largest team a node of tf_run runs with; > 1 means it calls libgomp
 
     def module(self) -> llvm.ModuleRef:
         """The optimized module, parsed and verified."""

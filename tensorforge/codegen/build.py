@@ -23,7 +23,7 @@ from ..ir import Graph, Node, verify
 from .artifact import Artifact
 from .entry import ENTRY, emit_module
 from .lowering import Lowering, lowering_for
-from .memory import ConstantLayout, pack_weights, plan_workspace
+from .memory import ConstantLayout, align_up, pack_weights, plan_workspace
 from .target import Target, initialize_llvm
 
 
@@ -80,11 +80,17 @@ def optimize(llvm_ir: str, target: Target, opt_level: int) -> str:
     return str(module)
 
 
-def build(graph: Graph, target: Target | str = "host", opt_level: int = 3) -> Artifact:
-    """Compile `graph` for `target` into an Artifact holding `tf_run` (docs/architecture.md)."""
+def build(graph: Graph, target: Target | str = "host", opt_level: int = 3, threads: int = 1) -> Artifact:
+    """Compile `graph` for `target` into an Artifact holding `tf_run` (docs/architecture.md).
+
+    `threads` > 1 lets the kernels that support it (parallel.py) split work big enough to share
+    among that many threads.
+    """
     start = time.perf_counter()
     initialize_llvm()
     target = Target.parse(target)
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
     verify(graph)
     nodes = live_nodes(graph)
     lowerings = {node: lowering_for(node, target) for node in nodes if node.op not in ("input", "constant")}
@@ -93,12 +99,18 @@ def build(graph: Graph, target: Target | str = "host", opt_level: int = 3) -> Ar
     weights, weight_offsets = pack_weights(constants.entries)
     computed = [node for node, lowering in lowerings.items() if not lowering.is_view]
     scratch = {node: lowerings[node].scratch_bytes(node, target) for node in computed if lowerings[node].scratch_bytes}
-    scratch = {node: nbytes for node, nbytes in scratch.items() if nbytes}
-    plan = plan_workspace(computed, scratch)
+    scratch = {node: align_up(nbytes) for node, nbytes in scratch.items() if nbytes}
+    parts = {node: lowerings[node].parts(node, target, threads) for node in computed
+             if threads > 1 and lowerings[node].parts}
+    parts = {node: count for node, count in parts.items() if count > 1}
+    team_scratch = {node: nbytes * (min(parts[node], threads) if node in parts else 1)
+                    for node, nbytes in scratch.items()}
+    plan = plan_workspace(computed, team_scratch)
 
-    module = emit_module(graph, nodes, lowerings, plan, scratch, constants, weight_offsets, target)
+    module = emit_module(graph, nodes, lowerings, plan, scratch, constants, weight_offsets, target, parts, threads)
     llvm_ir = optimize(str(module), target, opt_level)
     return Artifact(target=target, graph=graph, llvm_ir=llvm_ir, input_types=[node.type for node in graph.inputs],
                     output_types=[node.type for node in graph.outputs], weights=weights,
                     weight_offsets=weight_offsets, workspace_bytes=plan.size,
-                    compile_seconds=time.perf_counter() - start, opt_level=opt_level, entry=ENTRY)
+                    compile_seconds=time.perf_counter() - start, opt_level=opt_level, entry=ENTRY,
+                    threads=threads if parts else 1)

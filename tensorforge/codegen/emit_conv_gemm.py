@@ -16,11 +16,13 @@ exists beyond that one L1-sized sliver; a padded input needs one padded image in
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from llvmlite import ir
 
 from ..ir import DType, Node
+from . import parallel
 from .emit_gemm import BlockStep, pack_a_rows
 from .emit_micro_kernel import Epilogue, vector_type
 from .kernel import Kernel
@@ -38,6 +40,7 @@ from .llvm_utils import (
 )
 from .memory import align_up
 from .packing import PackedConstant, pack_a_panels
+from .parallel import split_parts
 from .target import Target
 from .tiling import FLOAT_BYTES, GemmTiling, gemm_tiling
 
@@ -131,6 +134,34 @@ def pack_conv_weight(node: Node, index: int, target: Target) -> PackedConstant |
     return PackedConstant(f"conv.a{rows}", pack_a_panels(grouped, rows))
 
 
+def conv_parts(node: Node, target: Target, threads: int) -> int:
+    """Parts of a tiled conv2d for a team of `threads`: blocks of images, or of output rows for one image."""
+    if not uses_tiled_conv(node):
+        return 1
+    shape = ConvGeometry.of(node)
+    flops = 2 * shape.batch * shape.outputs * shape.taps * shape.out_height * shape.out_width
+    if flops < parallel.MIN_PARALLEL_FLOPS:
+        return 1
+    return split_parts(shape.batch if shape.batch > 1 else shape.out_height, threads)[0]
+
+
+def _part_range(builder: ir.IRBuilder, kernel: Kernel, units: int, name: str):
+    """for_range over this part's share of `units` (all of them unless the kernel is split); yields the unit."""
+    if kernel.parts == 1:
+        return _offset_range(builder, i64(0), units, name)
+    per_part = split_parts(units, kernel.parts)[1]
+    first = builder.mul(kernel.part, i64(per_part), name=f"{name}.first")
+    count = builder.sub(i64(units), first)
+    count = builder.select(builder.icmp_signed("<", count, i64(per_part)), count, i64(per_part), name=f"{name}.count")
+    return _offset_range(builder, first, count, name)
+
+
+@contextmanager
+def _offset_range(builder: ir.IRBuilder, first: ir.Value, count, name: str):
+    with for_range(builder, count, f"{name}.i") as index:
+        yield builder.add(first, index, name=name)
+
+
 def _gather_sliver(builder: ir.IRBuilder, tiling: GemmTiling, shape: ConvGeometry, image: ir.Value,
                    sliver: ir.Value, channels: ir.Value, origin: ir.Value, valid: int) -> None:
     """sliver[q, t] = image[origin + c*plane + i*dh*WP + j*dw + t*sw] for q = (c, i, j), c < channels, t < valid.
@@ -191,7 +222,8 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
     if shape.is_padded:
         fill_elements(builder, kernel.scratch, shape.channels * shape.padded_plane, ir.Constant(F32, 0.0), "pad")
 
-    with for_range(builder, shape.batch, "n") as n:
+    by_images = shape.batch > 1
+    with (_part_range(builder, kernel, shape.batch, "n") if by_images else for_range(builder, 1, "n")) as n:
         image = _image(kernel, shape, n)
         with for_range(builder, shape.groups, "g") as g, for_range(builder, depth_count, "pc") as block:
             first_channel = builder.mul(block, i64(kc // shape.window), name="c0")
@@ -214,7 +246,8 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
             step = BlockStep(builder, tiling, epilogue, depth, builder.icmp_unsigned("!=", block, i64(0)),
                              builder.icmp_unsigned("==", block, i64(depth_count - 1)), i64(og), og % mr, a_panel)
             channel = affine_offset(builder, [(g, shape.group_channels)], first_channel)
-            with for_range(builder, shape.out_height, "y") as y:
+            with (for_range(builder, shape.out_height, "y") if by_images
+                  else _part_range(builder, kernel, shape.out_height, "y")) as y:
 
                 def column_panel(x0: ir.Value, valid: int, n=n, y=y, channel=channel, group_row=group_row,
                                  step=step) -> None:

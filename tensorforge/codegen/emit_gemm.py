@@ -22,6 +22,7 @@ from llvmlite import ir
 
 from .emit_micro_kernel import Epilogue, load_lanes, micro_kernel, vector_type
 from .llvm_utils import F32, PTR, element_pointer, for_range, i64, load_element, store_element
+from .parallel import split_parts
 from .tiling import FLOAT_BYTES, GemmTiling
 
 
@@ -134,13 +135,16 @@ def _round_up(value: int, multiple: int) -> int:
 
 def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: GemmOperand, c: ir.Value,
               shape: tuple[int, int, int], scratch: ir.Value | None, bias: ir.Value | None = None,
-              epilogue: Epilogue | None = None) -> None:
+              epilogue: Epilogue | None = None, ldb: int | None = None, ldc: int | None = None) -> None:
     """c[M, N] = epilogue(a[M, K] @ b[K, N]) with M, N, K > 0; c row-major, `bias` as the epilogue says.
 
     A row-major operand is packed block by block into `scratch` (gemm_scratch_bytes); a prepacked
-    one is read in place (packing.py layouts).
+    one is read in place (packing.py layouts). `ldb` and `ldc` are the row strides of a row-major
+    b and of c (default N: a block of columns of a wider matrix has its matrix's).
     """
     rows, depth, columns = shape
+    ldb = columns if ldb is None else ldb
+    ldc = columns if ldc is None else ldc
     epilogue = epilogue or Epilogue()
     mr, nr = tiling.rows, tiling.columns
     depth_count, kc = tiling.depth_blocks(depth)
@@ -157,8 +161,8 @@ def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: Gemm
             pc = builder.mul(depth_block, i64(kc), name="pc")
             kc_here = minimum(builder, builder.sub(i64(depth), pc), kc, "kc")
             if not b.prepacked:
-                origin = element_pointer(builder, b.pointer, builder.add(builder.mul(pc, i64(columns)), jc), F32)
-                pack_b_rows(builder, tiling, origin, columns, kc_here, nc, columns % nr, b_pack)
+                origin = element_pointer(builder, b.pointer, builder.add(builder.mul(pc, i64(ldb)), jc), F32)
+                pack_b_rows(builder, tiling, origin, ldb, kc_here, nc, columns % nr, b_pack)
 
             def b_panel(u: ir.Value) -> ir.Value:
                 if b.prepacked:
@@ -192,14 +196,14 @@ def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: Gemm
 
                     def c_tile(t: ir.Value) -> ir.Value:
                         first_row = builder.add(ic, builder.mul(t, i64(mr)))
-                        return element_pointer(builder, c, builder.add(builder.mul(first_row, i64(columns)),
+                        return element_pointer(builder, c, builder.add(builder.mul(first_row, i64(ldc)),
                                                                        first_column), F32, "c_tile")
 
                     def bias_at(t: ir.Value) -> ir.Value:
                         first = first_column if epilogue.bias == "column" else builder.add(ic, builder.mul(t, i64(mr)))
                         return element_pointer(builder, bias, first, F32, "bias_at")
 
-                    step.row_panels(b_panel(u), count, c_tile, columns, bias_at if epilogue.bias else None)
+                    step.row_panels(b_panel(u), count, c_tile, ldc, bias_at if epilogue.bias else None)
 
                 full = builder.udiv(nc, i64(nr), name="column_panels")
                 with for_range(builder, full, "jr") as u:
@@ -207,3 +211,62 @@ def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: Gemm
                 if columns % nr:
                     with builder.if_then(builder.icmp_unsigned("!=", builder.urem(nc, i64(nr)), i64(0))):
                         column_panel(full, columns % nr)
+
+
+@dataclass(frozen=True)
+class GemmSplit:
+    """How a GEMM's work is cut into parts for threads: along "columns" (panels of NR columns of b
+    and c: a weight is read once in all) or "rows" (panels of MR rows of a and c); every part
+    but the last has `per_part` panels."""
+
+    axis: str
+    parts: int
+    per_part: int
+
+    @classmethod
+    def of(cls, tiling: GemmTiling, shape: tuple[int, int, int], threads: int) -> GemmSplit:
+        rows, _, columns = shape
+        column_panels, row_panels = -(-columns // tiling.columns), -(-rows // tiling.rows)
+        axis, units = ("columns", column_panels) if column_panels >= min(threads, row_panels) else ("rows", row_panels)
+        parts, per_part = split_parts(units, threads)
+        return cls(axis, parts, per_part)
+
+
+def emit_gemm_part(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: GemmOperand, c: ir.Value,
+                   shape: tuple[int, int, int], scratch: ir.Value | None, bias: ir.Value | None,
+                   epilogue: Epilogue, part: ir.Value | None, parts: int) -> None:
+    """emit_gemm for part `part` of `parts` (GemmSplit.of(..., threads=parts)); all of it when parts is 1.
+
+    A part is the GEMM of a block of columns (or rows): the operands' pointers move to the block,
+    and the last part, which may be narrower, gets code of its own (sizes are static in emit_gemm).
+    """
+    if parts == 1 or part is None:
+        emit_gemm(builder, tiling, a, b, c, shape, scratch, bias, epilogue)
+        return
+    rows, depth, columns = shape
+    split = GemmSplit.of(tiling, shape, parts)
+    assert split.parts == parts, (split, parts)
+    by_columns = split.axis == "columns"
+    panel = tiling.columns if by_columns else tiling.rows
+    first = builder.mul(part, i64(split.per_part * panel), name="part.first")  # first column (row) of the part
+    packed_offset = builder.mul(part, i64(split.per_part * depth * panel))  # in a prepacked operand
+    if by_columns:
+        b = GemmOperand(element_pointer(builder, b.pointer, packed_offset if b.prepacked else first, F32), b.prepacked)
+        c_part = element_pointer(builder, c, first, F32, "c.part")
+        if epilogue.bias == "column":
+            bias = element_pointer(builder, bias, first, F32, "bias.part")
+    else:
+        a_at = packed_offset if a.prepacked else builder.mul(first, i64(depth))
+        a = GemmOperand(element_pointer(builder, a.pointer, a_at, F32), a.prepacked)
+        c_part = element_pointer(builder, c, builder.mul(first, i64(columns)), F32, "c.part")
+        if epilogue.bias == "row":
+            bias = element_pointer(builder, bias, first, F32, "bias.part")
+    extent = columns if by_columns else rows
+    sizes = (split.per_part * panel, extent - split.per_part * panel * (parts - 1))
+    is_last = builder.icmp_unsigned("==", part, i64(parts - 1), name="part.last")
+    with builder.if_else(is_last) as (last, other):
+        for block, size in ((other, sizes[0]), (last, sizes[1])):
+            with block:
+                part_shape = (rows, depth, size) if by_columns else (size, depth, columns)
+                emit_gemm(builder, tiling, a, b, c_part, part_shape, scratch, bias, epilogue, ldb=columns,
+                          ldc=columns)

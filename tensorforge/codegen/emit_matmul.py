@@ -17,8 +17,8 @@ import math
 from llvmlite import ir
 
 from ..ir import DType, Node
-from . import scalar
-from .emit_gemm import GemmOperand, emit_gemm, gemm_scratch_bytes
+from . import parallel, scalar
+from .emit_gemm import GemmOperand, GemmSplit, emit_gemm_part, gemm_scratch_bytes
 from .emit_micro_kernel import Epilogue
 from .kernel import Kernel
 from .layout import broadcast_strides, coalesce, contiguous_strides
@@ -145,8 +145,9 @@ def emit_matmul(kernel: Kernel) -> None:
         b = element_pointer(builder, kernel.inputs[1], b_at, kernel.element, "b")
         c = element_pointer(builder, kernel.output, c_at, kernel.element, "c")
         if tiled:
-            emit_gemm(builder, tiling, GemmOperand(a, 0 in kernel.packed), GemmOperand(b, 1 in kernel.packed), c,
-                      (rows, depth, columns), kernel.scratch, None, gemm_epilogue(node, None))
+            emit_gemm_part(builder, tiling, GemmOperand(a, 0 in kernel.packed), GemmOperand(b, 1 in kernel.packed),
+                           c, (rows, depth, columns), kernel.scratch, None, gemm_epilogue(node, None), kernel.part,
+                           kernel.parts)
         else:
             exact_gemm(kernel, a, b, c, rows, depth, columns)
     if not tiled:
@@ -163,7 +164,18 @@ def emit_linear(kernel: Kernel) -> None:
         exact_gemm(kernel, kernel.inputs[0], kernel.inputs[1], kernel.output, rows, depth, columns, bias)
         activate_output(kernel)
         return
-    emit_gemm(kernel.builder, gemm_tiling(kernel.target), GemmOperand(kernel.inputs[0], 0 in kernel.packed),
-              GemmOperand(kernel.inputs[1], 1 in kernel.packed), kernel.output, (rows, depth, columns),
-              kernel.scratch, bias, gemm_epilogue(kernel.node, "column"))
+    emit_gemm_part(kernel.builder, gemm_tiling(kernel.target), GemmOperand(kernel.inputs[0], 0 in kernel.packed),
+                   GemmOperand(kernel.inputs[1], 1 in kernel.packed), kernel.output, (rows, depth, columns),
+                   kernel.scratch, bias, gemm_epilogue(kernel.node, "column"), kernel.part, kernel.parts)
+
+
+def gemm_parts(node: Node, target: Target, threads: int) -> int:
+    """Parts of each GEMM of a matmul or linear for a team of `threads` (1: too small to share)."""
+    if not uses_tiled_gemm(node):
+        return 1
+    rows, depth, columns = gemm_shape(node)
+    batch = math.prod(node.shape[:-2]) if node.op == "matmul" else 1
+    if 2 * batch * rows * depth * columns < parallel.MIN_PARALLEL_FLOPS:
+        return 1
+    return GemmSplit.of(gemm_tiling(target), (rows, depth, columns), threads).parts
 

@@ -34,6 +34,7 @@ from .kernel import Kernel
 from .llvm_utils import I32, I64, PTR, VOID, byte_pointer, copy_bytes
 from .lowering import Lowering
 from .memory import ALIGNMENT, ConstantLayout, WorkspacePlan
+from .parallel import emit_team_call
 from .target import Target
 
 ENTRY = "tf_run"
@@ -60,16 +61,39 @@ def _mark_pointer(argument: ir.Argument, align: int, nbytes: int) -> None:
 
 
 def emit_node_function(module: ir.Module, node: Node, lowering: Lowering, operands: Sequence[Buffer],
-                       scratch_bytes: int, target: Target, packed: frozenset[int] = frozenset()) -> ir.Function:
+                       scratch_bytes: int, target: Target, packed: frozenset[int] = frozenset(),
+                       threads: int = 1, parts: int = 1) -> ir.Function:
     """`void @"<op>.<name>"(operands..., output[, scratch])` holding the node's loops.
 
-    Operands whose index is in `packed` point at a copy in the lowering's own layout.
+    Operands whose index is in `packed` point at a copy in the lowering's own layout. With
+    `parts` > 1 the loops go into `@"<op>.<name>.part"(..., i64 part)`, which a team of `threads`
+    runs for every part (parallel.py); `scratch_bytes` is then one thread's share of the scratch.
     """
+    name = f"{node.op}.{node.name}"
     argument_count = len(operands) + 1 + (1 if scratch_bytes else 0)
-    function = ir.Function(module, ir.FunctionType(VOID, [PTR] * argument_count), f"{node.op}.{node.name}")
+    function = ir.Function(module, ir.FunctionType(VOID, [PTR] * argument_count), name)
     function.linkage = "internal"
     function.attributes.add("nounwind")
+    if parts > 1:
+        body = ir.Function(module, ir.FunctionType(VOID, [PTR] * argument_count + [I64]), f"{name}.part")
+        body.linkage = "internal"
+        body.attributes.add("nounwind")
+        body.attributes.add("norecurse")
+        _mark_arguments(body, node, operands, scratch_bytes)
+        part = body.args[-1]
+        part.name = "part"
+        _emit_kernel(body, node, lowering, operands, scratch_bytes, target, packed, part, parts)
+        for argument, source in zip(function.args, body.args):
+            argument.name = source.name
+        emit_team_call(function, body, threads, parts, scratch_bytes)
+        return function
     function.attributes.add("norecurse")
+    _mark_arguments(function, node, operands, scratch_bytes)
+    _emit_kernel(function, node, lowering, operands, scratch_bytes, target, packed, None, 1)
+    return function
+
+
+def _mark_arguments(function: ir.Function, node: Node, operands: Sequence[Buffer], scratch_bytes: int) -> None:
     arguments = list(function.args)
     for argument, operand, buffer in zip(arguments, node.inputs, operands):
         argument.name = f"x.{operand.name}"
@@ -77,16 +101,21 @@ def emit_node_function(module: ir.Module, node: Node, lowering: Lowering, operan
     output = arguments[len(operands)]
     output.name = "out"
     _mark_pointer(output, ALIGNMENT, node.type.nbytes)
-    scratch = None
     if scratch_bytes:
-        scratch = arguments[-1]
+        scratch = arguments[len(operands) + 1]
         scratch.name = "scratch"
         _mark_pointer(scratch, ALIGNMENT, scratch_bytes)
 
+
+def _emit_kernel(function: ir.Function, node: Node, lowering: Lowering, operands: Sequence[Buffer],
+                 scratch_bytes: int, target: Target, packed: frozenset[int], part: ir.Value | None,
+                 parts: int) -> None:
+    arguments = list(function.args)
+    scratch = arguments[len(operands) + 1] if scratch_bytes else None
     builder = ir.IRBuilder(function.append_basic_block("entry"))
-    lowering.emit(Kernel(node, builder, arguments[:len(operands)], output, scratch, target, packed))
+    lowering.emit(Kernel(node, builder, arguments[:len(operands)], arguments[len(operands)], scratch, target, packed,
+                         part, parts))
     builder.ret_void()
-    return function
 
 
 def _load_pointer(builder: ir.IRBuilder, array: ir.Value, index: int, name: str) -> ir.Value:
@@ -109,11 +138,12 @@ def _entry_function(module: ir.Module) -> ir.Function:
 
 def emit_module(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, Lowering], plan: WorkspacePlan,
                 scratch_bytes: dict[Node, int], constants: ConstantLayout, weight_offsets: dict[str, int],
-                target: Target) -> ir.Module:
+                target: Target, parts: dict[Node, int] | None = None, threads: int = 1) -> ir.Module:
     """The whole module for `graph`: tf_run calls each node's function in order, then copies the outputs.
 
     `weight_offsets` places every stored constant; `constants.packed[node][index]` names the stored
-    copy a node reads instead of its constant operand `index`.
+    copy a node reads instead of its constant operand `index`. `parts[node]` > 1 splits a node's
+    work among a team of `threads` (then its scratch holds one `scratch_bytes[node]` per thread).
     """
     module = ir.Module(name="tensorforge")
     module.triple = target.triple
@@ -146,7 +176,9 @@ def emit_module(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, Lower
         scratch = scratch_bytes.get(node, 0)
         if scratch:
             arguments.append(byte_pointer(builder, workspace, plan.scratch[node], f"scratch.{node.name}"))
-        function = emit_node_function(module, node, lowering, operands, scratch, target, frozenset(copies))
+        node_parts = (parts or {}).get(node, 1)
+        function = emit_node_function(module, node, lowering, operands, scratch, target, frozenset(copies),
+                                      threads, node_parts)
         builder.call(function, arguments)
         buffers[node] = output
 

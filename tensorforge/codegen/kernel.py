@@ -32,6 +32,8 @@ class Kernel:
     scratch: ir.Value | None  # a private buffer of the size the op's lowering asked for
     target: Target
     packed: frozenset[int] = field(default=frozenset())  # operands received in the lowering's packed layout
+    part: ir.Value | None = None  # i64: which part of the node's work to do, when it is split (parallel.py)
+    parts: int = 1  # how many parts the work is split into (1: all of it, `part` is None)
 
     @property
     def dtype(self) -> DType:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from ..ir import DType, Node
 from .emit_conv import conv2d_scratch_bytes, emit_batch_norm, emit_conv2d, emit_pool, padded_bytes
-from .emit_conv_gemm import pack_conv_weight
+from .emit_conv_gemm import conv_parts, pack_conv_weight
 from .emit_elementwise import emit_binary, emit_cast, emit_float_unary, emit_gelu, emit_neg, emit_relu
-from .emit_matmul import emit_linear, emit_matmul, gemm_node_scratch_bytes, pack_gemm_constant
+from .emit_matmul import emit_linear, emit_matmul, gemm_node_scratch_bytes, gemm_parts, pack_gemm_constant
 from .emit_reduce import emit_reduce, emit_softmax
 from .emit_shape import emit_concat, emit_slice, emit_transpose
 from .errors import CodegenError
@@ -37,13 +37,16 @@ class Lowering:
     `scratch_bytes(node, target)` is the private workspace the kernel needs besides its output.
     `pack_constant(node, operand_index, target)` may return a constant operand in the kernel's own
     layout (packing.py), stored once at compile time; the kernel then finds that operand's index
-    in `kernel.packed`. A view (`emit` None) has no code: its result is its first operand's buffer.
+    in `kernel.packed`. `parts(node, target, threads)` says into how many parts the kernel splits
+    its work for a team of `threads` (parallel.py); without it a node runs on one thread. A view
+    (`emit` None) has no code: its result is its first operand's buffer.
     """
 
     emit: Callable[[Kernel], None] | None
     dtypes: frozenset[DType]
     scratch_bytes: Callable[[Node, Target], int] | None = None
     pack_constant: Callable[[Node, int, Target], PackedConstant | None] | None = None
+    parts: Callable[[Node, Target, int], int] | None = None
 
     @property
     def is_view(self) -> bool:
@@ -79,10 +82,10 @@ EMIT: dict[str, Lowering] = {
     "concat": Lowering(emit_concat, ALL),
     "slice": Lowering(emit_slice, ALL),
     # contractions (emit_matmul.py)
-    "matmul": Lowering(emit_matmul, ALL, gemm_node_scratch_bytes, pack_gemm_constant),
-    "linear": Lowering(emit_linear, ALL, gemm_node_scratch_bytes, pack_gemm_constant),
+    "matmul": Lowering(emit_matmul, ALL, gemm_node_scratch_bytes, pack_gemm_constant, gemm_parts),
+    "linear": Lowering(emit_linear, ALL, gemm_node_scratch_bytes, pack_gemm_constant, gemm_parts),
     # NCHW (emit_conv.py)
-    "conv2d": Lowering(emit_conv2d, ALL, conv2d_scratch_bytes, pack_conv_weight),
+    "conv2d": Lowering(emit_conv2d, ALL, conv2d_scratch_bytes, pack_conv_weight, conv_parts),
     "max_pool2d": Lowering(emit_pool, NUMERIC, padded_bytes),
     "avg_pool2d": Lowering(emit_pool, FLOAT, padded_bytes),
     "batch_norm": Lowering(emit_batch_norm, FLOAT),

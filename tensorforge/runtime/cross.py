@@ -130,6 +130,7 @@ class CrossExecutor:
     def __init__(self, artifact, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS):
         self.target = artifact.target
         self.timeout_seconds = timeout_seconds
+        self._threads = getattr(artifact, "threads", 1)
         self.tools = find_cross_tools(self.target.arch)
         entry = getattr(artifact, "entry", "tf_run")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", entry):
@@ -156,11 +157,15 @@ class CrossExecutor:
                            str(len(sizes[0])), *map(str, sizes[0]), str(len(sizes[1])), *map(str, sizes[1])]
 
     def _link(self, entry: str) -> None:
-        """Link libmodel.so and the (static) runner from model.o, both compilers at once."""
+        """Link libmodel.so and the (static) runner from model.o, both compilers at once.
+
+        Threaded code (artifact.threads > 1) calls libgomp, which the cross gcc brings.
+        """
+        libraries = ["-lm", *(["-lgomp", "-lpthread"] if self._threads > 1 else [])]
         commands = {
-            "the shared library": [self.tools.compiler, "-shared", "-o", "libmodel.so", "model.o", "-lm"],
+            "the shared library": [self.tools.compiler, "-shared", "-o", "libmodel.so", "model.o", *libraries],
             "the runner": [self.tools.compiler, "-O2", "-static", f"-DTF_ENTRY={entry}", "-o", "runner",
-                           "runner.c", "model.o", "-lm"],
+                           "runner.c", "model.o", *libraries],
         }
         jobs = {what: subprocess.Popen(command, cwd=self.directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        text=True) for what, command in commands.items()}

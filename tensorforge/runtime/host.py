@@ -57,6 +57,24 @@ def data_address(array: np.ndarray) -> int:
         return array.ctypes.data
 
 
+OPENMP_LIBRARY = "libgomp.so.1"
+OPENMP_SYMBOLS = ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
+
+
+def openmp_symbols() -> dict[str, int]:
+    """The addresses of the libgomp functions threaded code calls (codegen/parallel.py).
+
+    libgomp comes with gcc (Debian's libgomp1); NativeError says so when it cannot be loaded.
+    """
+    try:
+        library = ctypes.CDLL(OPENMP_LIBRARY, mode=ctypes.RTLD_GLOBAL)
+    except OSError as error:
+        raise NativeError(f"this model was compiled with threads > 1, which needs the OpenMP runtime "
+                          f"{OPENMP_LIBRARY} (Debian package libgomp1, installed with gcc): {error}; "
+                          f"compile with threads=1 to run without it", -1) from error
+    return {name: ctypes.cast(getattr(library, name), ctypes.c_void_p).value for name in OPENMP_SYMBOLS}
+
+
 def _release(tracker, engine) -> None:
     tracker.close()
     engine.close()
@@ -83,6 +101,9 @@ class HostExecutor:
         llvm.parse_assembly(artifact.llvm_ir).verify()  # a clear error for bad IR, before the JIT sees it
         engine = llvm.create_lljit_compiler(artifact.target.target_machine())
         library = llvm.JITLibraryBuilder().add_ir(artifact.llvm_ir).add_current_process().export_symbol(self.entry)
+        if getattr(artifact, "threads", 1) > 1:
+            for name, address in openmp_symbols().items():
+                library.import_symbol(name, address)
         tracker = library.link(engine, "tensorforge_model")
         self._function = ENTRY_TYPE(tracker[self.entry])
         weakref.finalize(self, _release, tracker, engine)

@@ -1,0 +1,102 @@
+"""Threads (codegen/parallel.py): which kernels split, what a split covers, and the team runtime.
+
+The numerics of split GEMMs and convolutions are property-tested in test_codegen_gemm.py; here:
+the partition arithmetic, the size threshold, the thread count option, and that a team smaller
+than asked for (OMP_THREAD_LIMIT=1) still computes every part.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tensorforge as tf
+from tensorforge import ir
+from tensorforge.codegen import build
+from tensorforge.codegen.emit_gemm import GemmSplit
+from tensorforge.codegen.parallel import MIN_PARALLEL_FLOPS, split_parts, uses_threads
+from tensorforge.codegen.target import Target
+from tensorforge.codegen.tiling import gemm_tiling
+from tensorforge.models import cifar_cnn, mlp
+
+
+@given(st.integers(0, 10_000), st.integers(1, 64))
+def test_parts_cover_every_unit_once(units, threads):
+    parts, per_part = split_parts(units, threads)
+    assert 1 <= parts <= max(1, min(threads, units))
+    last = units - per_part * (parts - 1)
+    assert (parts == 1 and per_part == max(units, 1)) or 1 <= last <= per_part
+
+
+@given(st.integers(1, 5000), st.integers(1, 5000), st.integers(2, 8))
+def test_gemm_split_cuts_along_whole_panels(rows, columns, threads):
+    tiling = gemm_tiling(Target.parse("host"))
+    split = GemmSplit.of(tiling, (rows, 1, columns), threads)
+    panel = tiling.columns if split.axis == "columns" else tiling.rows
+    extent = columns if split.axis == "columns" else rows
+    assert split.parts <= threads
+    assert 0 < extent - split.per_part * panel * (split.parts - 1) <= split.per_part * panel
+
+
+def linear_graph(rows: int, depth: int, columns: int) -> ir.Graph:
+    rng = np.random.default_rng(0)
+    graph = ir.Graph()
+    x = graph.add_input("x", ir.TensorType((rows, depth), ir.DType.f32))
+    w = graph.constant(rng.standard_normal((depth, columns)).astype(np.float32), "w")
+    graph.outputs = [graph.call("linear", [x, w])]
+    return graph
+
+
+def test_small_work_stays_on_one_thread():
+    graph = linear_graph(4, 32, 16)
+    assert 2 * 4 * 32 * 16 < MIN_PARALLEL_FLOPS
+    artifact = build(graph, "host", threads=2)
+    assert artifact.threads == 1 and not uses_threads(artifact.llvm_ir)
+
+
+def test_big_work_is_shared_and_one_thread_means_none():
+    graph = linear_graph(64, 784, 256)
+    assert 2 * 64 * 784 * 256 >= MIN_PARALLEL_FLOPS
+    threaded = build(graph, "host", threads=2)
+    assert threaded.threads == 2 and uses_threads(threaded.llvm_ir)
+    serial = build(graph, "host", threads=1)
+    assert serial.threads == 1 and not uses_threads(serial.llvm_ir)
+    assert threaded.workspace_bytes >= serial.workspace_bytes  # a scratch per thread
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True])
+def test_thread_count_must_be_a_positive_int(threads):
+    with pytest.raises(ValueError, match="threads"):
+        build(linear_graph(2, 2, 2), "host", threads=threads)
+
+
+@pytest.mark.parametrize("model, shape", [(mlp, (64, 784)), (cifar_cnn, (8, 3, 32, 32)), (cifar_cnn, (1, 3, 32, 32))],
+                         ids=["mlp-b64", "cnn-b8", "cnn-b1"])
+def test_models_with_two_threads_match_the_reference(model, shape):
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    result = tf.check(model(), x, threads=2)  # raises CheckError beyond rtol 1e-4, atol 1e-5
+    stage, max_abs, _ = result.stages[-1]
+    assert "codegen" in stage or "host" in stage, result
+    assert max_abs < 1e-3
+
+
+def test_a_smaller_team_still_does_every_part():
+    """OMP_THREAD_LIMIT=1 gives a team of one: the parts loop must run them all on that thread."""
+    script = """
+import numpy as np, tensorforge as tf
+from tensorforge.models import cifar_cnn
+x = np.random.default_rng(2).standard_normal((4, 3, 32, 32)).astype(np.float32)
+model = cifar_cnn()
+cm = tf.compile(model, x, threads=3)
+assert cm.artifact.threads == 3, cm.artifact.threads
+np.testing.assert_allclose(cm(x), tf.interpret(tf.trace(model, x), x), rtol=1e-4, atol=1e-5)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={"OMP_THREAD_LIMIT": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
