@@ -14,6 +14,7 @@ import llvmlite.binding as llvm
 import numpy as np
 
 from ..ir import Graph, TensorType
+from .memory import WorkspacePlan
 from .target import Target
 
 
@@ -38,6 +39,10 @@ class Artifact:
     opt_level: int = 3
     entry: str = "tf_run"
     threads: int = 1  # the largest team a node of tf_run runs with; > 1 means it calls libgomp
+    memory: WorkspacePlan | None = field(default=None, repr=False)  # where each value lives in the workspace
+    parts: dict[str, int] = field(default_factory=dict, repr=False)  # node name -> parts, for split kernels
+    profile_offset: int | None = field(default=None, repr=False)  # profiling build: ns per kernel at this offset
+    profile_kernels: list[str] = field(default_factory=list, repr=False)  # ... for these nodes, in order
 
     def module(self) -> llvm.ModuleRef:
         """The optimized module, parsed and verified."""

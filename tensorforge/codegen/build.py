@@ -23,7 +23,7 @@ from ..ir import Graph, Node, verify
 from .artifact import Artifact
 from .entry import ENTRY, emit_module
 from .lowering import Lowering, lowering_for
-from .memory import ConstantLayout, align_up, pack_weights, plan_workspace
+from .memory import ALIGNMENT, ConstantLayout, align_up, pack_weights, plan_workspace
 from .target import Target, initialize_llvm
 
 
@@ -80,11 +80,12 @@ def optimize(llvm_ir: str, target: Target, opt_level: int) -> str:
     return str(module)
 
 
-def build(graph: Graph, target: Target | str = "host", opt_level: int = 3, threads: int = 1) -> Artifact:
+def build(graph: Graph, target: Target | str = "host", opt_level: int = 3, threads: int = 1,
+          profile: bool = False) -> Artifact:
     """Compile `graph` for `target` into an Artifact holding `tf_run` (docs/architecture.md).
 
     `threads` > 1 lets the kernels that support it (parallel.py) split work big enough to share
-    among that many threads.
+    among that many threads. `profile` times every kernel call (`Artifact.profile_kernels`).
     """
     start = time.perf_counter()
     initialize_llvm()
@@ -106,11 +107,15 @@ def build(graph: Graph, target: Target | str = "host", opt_level: int = 3, threa
     team_scratch = {node: nbytes * (min(parts[node], threads) if node in parts else 1)
                     for node, nbytes in scratch.items()}
     plan = plan_workspace(computed, team_scratch)
+    profile_offset = align_up(plan.size) if profile else None
+    workspace_bytes = plan.size + (8 * len(computed) + ALIGNMENT if profile else 0)
 
-    module = emit_module(graph, nodes, lowerings, plan, scratch, constants, weight_offsets, target, parts, threads)
+    module = emit_module(graph, nodes, lowerings, plan, scratch, constants, weight_offsets, target, parts, threads,
+                         profile_offset)
     llvm_ir = optimize(str(module), target, opt_level)
     return Artifact(target=target, graph=graph, llvm_ir=llvm_ir, input_types=[node.type for node in graph.inputs],
                     output_types=[node.type for node in graph.outputs], weights=weights,
-                    weight_offsets=weight_offsets, workspace_bytes=plan.size,
+                    weight_offsets=weight_offsets, workspace_bytes=workspace_bytes,
                     compile_seconds=time.perf_counter() - start, opt_level=opt_level, entry=ENTRY,
-                    threads=threads if parts else 1)
+                    threads=threads if parts else 1, memory=plan, parts={node.name: n for node, n in parts.items()},
+                    profile_offset=profile_offset, profile_kernels=[node.name for node in computed] if profile else [])

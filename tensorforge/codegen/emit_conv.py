@@ -20,21 +20,24 @@ import math
 from llvmlite import ir
 
 from ..ir import Node
-from . import float_math, scalar
+from . import float_math, parallel, scalar
 from .emit_conv_gemm import emit_conv2d_tiled, tiled_conv_scratch_bytes, uses_tiled_conv
 from .emit_matmul import activate_output
 from .emit_shape import copy_elements
 from .kernel import Kernel
-from .layout import coalesce, contiguous_strides
+from .layout import contiguous_strides
 from .llvm_utils import (
     affine_offset,
+    alloca_once,
     element_pointer,
     fill_elements,
     for_range,
+    i64,
     load_element,
     store_element,
     strided_loops,
 )
+from .parallel import split_parts
 from .target import Target
 
 CONTRACT = ("contract",)
@@ -113,8 +116,27 @@ def emit_conv2d(kernel: Kernel) -> None:
     activate_output(kernel)
 
 
+UNROLLED_TAPS = 16  # pool windows up to 4x4 are unrolled into straight-line code
+
+
+def pool_parts(node: Node, target: Target, threads: int) -> int:
+    """Parts of a pool for a team of `threads`: blocks of output rows; one part when it pads (the padded
+    copy is shared) or when the work is small."""
+    if node.attrs["padding"] != (0, 0) or node.type.size == 0:
+        return 1
+    kh, kw = node.attrs["kernel"]
+    if node.type.size * kh * kw < parallel.MIN_PARALLEL_FLOPS // 4:  # a compare or add per tap, memory-bound
+        return 1
+    n, c, oh, _ = node.shape
+    return split_parts(n * c * oh, threads)[0]
+
+
 def emit_pool(kernel: Kernel) -> None:
-    """max_pool2d (padding is the lowest value) and avg_pool2d (padding counts as zeros)."""
+    """max_pool2d (padding is the lowest value) and avg_pool2d (padding counts as zeros).
+
+    One pass over the output: for each output row, for each x, the kh x kw taps (unrolled) combined
+    in a register; LLVM vectorizes along x (strided loads for stride > 1).
+    """
     node, builder, dtype, element = kernel.node, kernel.builder, kernel.dtype, kernel.element
     is_max = node.op == "max_pool2d"
     n, c = node.shape[:2]
@@ -124,25 +146,44 @@ def emit_pool(kernel: Kernel) -> None:
         return
     identity = scalar.lowest(dtype) if is_max else scalar.constant(dtype, 0)
     source, hp, wp = padded_input(kernel, identity)
-    fill_elements(builder, kernel.output, node.type.size, identity, "init")
+    rows = n * c * oh
+    if kernel.parts > 1:
+        per_part = split_parts(rows, kernel.parts)[1]
+        first = builder.mul(kernel.part, i64(per_part), name="row.first")
+        count = builder.sub(i64(rows), first)
+        count = builder.select(builder.icmp_signed("<", count, i64(per_part)), count, i64(per_part), name="rows")
+    else:
+        first, count = i64(0), i64(rows)
+    with for_range(builder, count, "row", unroll=False) as index:
+        row = builder.add(first, index, name="row")
+        plane, y = builder.udiv(row, i64(oh), name="plane"), builder.urem(row, i64(oh), name="y")
+        source_row = affine_offset(builder, [(plane, hp * wp), (y, sh * wp)], name="source_row")
+        with for_range(builder, ow, "x") as x:
+            start = affine_offset(builder, [(x, sw)], source_row, "start")
 
-    shape, (write_strides, read_strides) = coalesce((n * c, oh, ow), [(oh * ow, ow, 1), (hp * wp, sh * wp, sw)])
-    with for_range(builder, kh, "kh") as i, for_range(builder, kw, "kw") as j:
-        tap = affine_offset(builder, [(i, wp), (j, 1)], name="tap")
-        with strided_loops(builder, shape, [(write_strides, 0), (read_strides, tap)], "y") as (write_at, read_at):
-            accumulated = load_element(builder, kernel.output, write_at, element, "acc")
-            value = load_element(builder, source, read_at, element, "x")
-            if is_max:
-                combined = scalar.maximum(builder, dtype, accumulated, value, "max")
-            else:
-                combined = scalar.add(builder, dtype, accumulated, value, "sum")
-            store_element(builder, combined, kernel.output, write_at)
+            def combine(combined: ir.Value | None, value: ir.Value) -> ir.Value:
+                if combined is None:
+                    return value
+                if is_max:
+                    return scalar.maximum(builder, dtype, combined, value, "max")
+                return scalar.add(builder, dtype, combined, value, "sum")
 
-    if not is_max:
-        count = scalar.constant(dtype, kh * kw)
-        with for_range(builder, node.type.size, "average") as index:
-            total = load_element(builder, kernel.output, index, element, "total")
-            store_element(builder, builder.fdiv(total, count, name="average"), kernel.output, index)
+            if kh * kw <= UNROLLED_TAPS:
+                combined = None
+                for i in range(kh):
+                    for j in range(kw):
+                        combined = combine(combined, load_element(builder, source, builder.add(start, i64(i * wp + j)),
+                                                                  element, "x"))
+            else:  # a big window (a global pool): loops, the running value in a stack slot
+                slot = alloca_once(builder, element, "combined")
+                builder.store(identity, slot)
+                with for_range(builder, kh, "i") as i, for_range(builder, kw, "j") as j:
+                    at = affine_offset(builder, [(i, wp), (j, 1)], start)
+                    builder.store(combine(builder.load(slot), load_element(builder, source, at, element, "x")), slot)
+                combined = builder.load(slot)
+            if not is_max:
+                combined = builder.fdiv(combined, scalar.constant(dtype, kh * kw), name="average")
+            store_element(builder, combined, kernel.output, affine_offset(builder, [(row, ow)], x))
 
 
 def emit_batch_norm(kernel: Kernel) -> None:

@@ -31,7 +31,7 @@ from llvmlite import ir
 
 from ..ir import Graph, Node
 from .kernel import Kernel
-from .llvm_utils import I32, I64, PTR, VOID, byte_pointer, copy_bytes
+from .llvm_utils import I32, I64, PTR, VOID, byte_pointer, copy_bytes, declare
 from .lowering import Lowering
 from .memory import ALIGNMENT, ConstantLayout, WorkspacePlan
 from .parallel import emit_team_call
@@ -123,6 +123,20 @@ def _load_pointer(builder: ir.IRBuilder, array: ir.Value, index: int, name: str)
     return builder.load(slot, name=name, typ=PTR)
 
 
+CLOCK_MONOTONIC = 1  # Linux, every architecture
+
+
+def _clock_ns(builder: ir.IRBuilder) -> ir.Value:
+    """clock_gettime(CLOCK_MONOTONIC) in nanoseconds (struct timespec is two 64-bit fields on 64-bit Linux)."""
+    timespec = ir.LiteralStructType([I64, I64])
+    slot = builder.alloca(timespec, name="timespec")
+    clock_gettime = declare(builder.module, "clock_gettime", I32, [I32, PTR])
+    builder.call(clock_gettime, [ir.Constant(I32, CLOCK_MONOTONIC), slot])
+    seconds = builder.load(builder.gep(slot, [ir.Constant(I32, 0), ir.Constant(I32, 0)], inbounds=True), typ=I64)
+    nanoseconds = builder.load(builder.gep(slot, [ir.Constant(I32, 0), ir.Constant(I32, 1)], inbounds=True), typ=I64)
+    return builder.add(builder.mul(seconds, ir.Constant(I64, 1_000_000_000)), nanoseconds)
+
+
 def _entry_function(module: ir.Module) -> ir.Function:
     function = ir.Function(module, ir.FunctionType(I32, [PTR] * 4), ENTRY)
     function.attributes.add("nounwind")
@@ -138,12 +152,15 @@ def _entry_function(module: ir.Module) -> ir.Function:
 
 def emit_module(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, Lowering], plan: WorkspacePlan,
                 scratch_bytes: dict[Node, int], constants: ConstantLayout, weight_offsets: dict[str, int],
-                target: Target, parts: dict[Node, int] | None = None, threads: int = 1) -> ir.Module:
+                target: Target, parts: dict[Node, int] | None = None, threads: int = 1,
+                profile_offset: int | None = None) -> ir.Module:
     """The whole module for `graph`: tf_run calls each node's function in order, then copies the outputs.
 
     `weight_offsets` places every stored constant; `constants.packed[node][index]` names the stored
     copy a node reads instead of its constant operand `index`. `parts[node]` > 1 splits a node's
     work among a team of `threads` (then its scratch holds one `scratch_bytes[node]` per thread).
+    With `profile_offset`, tf_run stores each node call's wall time in nanoseconds (i64, in node
+    order) at that byte offset of the workspace: the profiler's build (runtime/profile.py).
     """
     module = ir.Module(name="tensorforge")
     module.triple = target.triple
@@ -152,6 +169,7 @@ def emit_module(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, Lower
     builder = ir.IRBuilder(function.append_basic_block("entry"))
 
     buffers: dict[Node, Buffer] = {}
+    timed = 0
     for index, node in enumerate(graph.inputs):
         buffers[node] = Buffer(_load_pointer(builder, inputs, index, f"input.{node.name}"), 0, node.type.nbytes, True)
     for node in nodes:
@@ -179,7 +197,15 @@ def emit_module(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, Lower
         node_parts = (parts or {}).get(node, 1)
         function = emit_node_function(module, node, lowering, operands, scratch, target, frozenset(copies),
                                       threads, node_parts)
-        builder.call(function, arguments)
+        if profile_offset is None:
+            builder.call(function, arguments)
+        else:
+            started = _clock_ns(builder)
+            builder.call(function, arguments)
+            elapsed = builder.sub(_clock_ns(builder), started, name=f"ns.{node.name}")
+            slot = byte_pointer(builder, workspace, profile_offset + 8 * timed, f"time.{node.name}")
+            builder.store(elapsed, slot)
+            timed += 1
         buffers[node] = output
 
     # Outputs that are graph inputs are copied first: a later copy may write into an input's buffer.

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..ir import DType, Node
-from .emit_conv import conv2d_scratch_bytes, emit_batch_norm, emit_conv2d, emit_pool, padded_bytes
+from .emit_conv import conv2d_scratch_bytes, emit_batch_norm, emit_conv2d, emit_pool, padded_bytes, pool_parts
 from .emit_conv_gemm import conv_parts, pack_conv_weight
 from .emit_elementwise import emit_binary, emit_cast, emit_float_unary, emit_gelu, emit_neg, emit_relu
 from .emit_matmul import emit_linear, emit_matmul, gemm_node_scratch_bytes, gemm_parts, pack_gemm_constant
@@ -86,8 +86,8 @@ EMIT: dict[str, Lowering] = {
     "linear": Lowering(emit_linear, ALL, gemm_node_scratch_bytes, pack_gemm_constant, gemm_parts),
     # NCHW (emit_conv.py)
     "conv2d": Lowering(emit_conv2d, ALL, conv2d_scratch_bytes, pack_conv_weight, conv_parts),
-    "max_pool2d": Lowering(emit_pool, NUMERIC, padded_bytes),
-    "avg_pool2d": Lowering(emit_pool, FLOAT, padded_bytes),
+    "max_pool2d": Lowering(emit_pool, NUMERIC, padded_bytes, parts=pool_parts),
+    "avg_pool2d": Lowering(emit_pool, FLOAT, padded_bytes, parts=pool_parts),
     "batch_norm": Lowering(emit_batch_norm, FLOAT),
 }
 

@@ -129,3 +129,40 @@ def plan_workspace(values: Sequence[Node], scratch_bytes: dict[Node, int]) -> Wo
     return WorkspacePlan({node: offsets[("value", node)] for node in values},
                          {node: offsets[("scratch", node)] for node in scratch_bytes}, size,
                          sum(life.nbytes for life in lives))
+
+
+@dataclass
+class MemoryReport:
+    """Peak activation memory of a compiled model (its workspace arena) against the sum of every
+    intermediate tensor and scratch buffer, and where each value lives."""
+
+    arena_bytes: int
+    intermediate_bytes: int  # every computed value, each in bytes of its own
+    scratch_bytes: int  # the kernels' private buffers (packing, padded images), each in bytes of its own
+    weight_bytes: int
+    values: list[tuple[str, str, int, int]]  # (node, op, bytes, offset) in execution order
+
+    @property
+    def saving(self) -> float:
+        """How many times smaller the arena is than giving every buffer bytes of its own."""
+        return (self.intermediate_bytes + self.scratch_bytes) / self.arena_bytes if self.arena_bytes else 1.0
+
+    def __str__(self) -> str:
+        kib = 1024
+        lines = [f"workspace arena {self.arena_bytes / kib:.1f} KiB (peak of live activations and scratch); "
+                 f"without sharing {(self.intermediate_bytes + self.scratch_bytes) / kib:.1f} KiB "
+                 f"(intermediates {self.intermediate_bytes / kib:.1f} KiB + scratch {self.scratch_bytes / kib:.1f} KiB)"
+                 f": {self.saving:.2f}x smaller; weights {self.weight_bytes / kib:.1f} KiB",
+                 f"{'value':<24} {'op':<18} {'KiB':>9} {'offset':>10}"]
+        lines += [f"{'%' + name:<24} {op:<18} {nbytes / kib:>9.1f} {offset:>10}"
+                  for name, op, nbytes, offset in self.values]
+        return "\n".join(lines)
+
+
+def memory_report(plan: WorkspacePlan, weight_bytes: int) -> MemoryReport:
+    """The MemoryReport of a workspace plan (Artifact.memory)."""
+    values = [(node.name, node.op, node.type.nbytes, offset) for node, offset in plan.values.items()]
+    intermediates = sum(nbytes for _, _, nbytes, _ in values)
+    return MemoryReport(plan.size, intermediates, plan.unshared_bytes - sum(align_up(max(node.type.nbytes, 1))
+                                                                            for node in plan.values),
+                        weight_bytes, values)

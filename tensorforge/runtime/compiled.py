@@ -3,6 +3,7 @@
     cm = CompiledModel(artifact)          # host targets: JIT in process; armv8 on x86: qemu runner
     y = cm(x)                             # one output: an array; several: a tuple
     cm.llvm_ir(), cm.assembly()           # what was generated
+    cm.memory_report(), cm.profile(x)     # peak activation memory; time per kernel on the roofline
     cm.close()                            # or `with CompiledModel(artifact) as cm: ...`
 
 Every argument is checked (count, shape, dtype, C-contiguity, alignment) before native code runs.
@@ -13,6 +14,7 @@ the input. Calls from several threads at once are safe.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +123,50 @@ class CompiledModel:
         if not self.snapshots:
             raise ValueError("this CompiledModel has no pass snapshots to draw (it was built without them)")
         return save_pictures(self.snapshots, self.pass_report, directory, fmt)
+
+    def memory_report(self):
+        """Peak activation memory (the workspace arena) against the sum of all intermediate tensors."""
+        from ..codegen.memory import memory_report
+
+        if getattr(self.artifact, "memory", None) is None:
+            raise ValueError("this artifact carries no memory plan")
+        return memory_report(self.artifact.memory, int(self.artifact.weights.size))
+
+    def profile(self, *arrays, repeat: int = 30, warmup: int = 3, verbose: bool = False):
+        """Time every kernel on `arrays` in an instrumented build of the same graph (host targets only).
+
+        Returns a runtime.profile.Profile: print it for the table, `.rows` for the data, `.plot(path)`
+        for the roofline picture. The kernels' peaks are measured once per process (about a second).
+        """
+        from tqdm.auto import tqdm
+
+        from ..codegen import build
+        from .machine import machine_peaks
+        from .profile import Profile, profile_rows
+
+        if not self.target.runs_in_process:
+            raise ValueError(f"profile() times code on this machine; target {self.target.name} runs under qemu, "
+                             f"whose times say nothing about the device: profile a host build instead")
+        if self._executor is None:
+            raise RuntimeError("this CompiledModel is closed")
+        artifact = self.artifact
+        if getattr(self, "_profiled", None) is None:
+            self._profiled = CompiledModel(build(artifact.graph, self.target, artifact.opt_level, artifact.threads,
+                                                 profile=True))
+        instrumented = self._profiled
+        runs, calls = [], []
+        for index in tqdm(range(warmup + repeat), desc="profile", disable=not verbose):
+            instrumented(*arrays)
+            if index >= warmup:
+                runs.append(instrumented._executor.kernel_nanoseconds())
+                start = time.perf_counter()
+                self(*arrays)
+                calls.append(time.perf_counter() - start)
+        nodes = {node.name: node for node in artifact.graph.nodes}
+        peaks = machine_peaks(artifact.threads)
+        rows = profile_rows(nodes, instrumented.artifact.profile_kernels, np.stack(runs),
+                            instrumented.artifact.parts, peaks)
+        return Profile(rows, peaks, float(np.median(calls)), repeat)
 
     # --- lifetime -------------------------------------------------------------------------
 

@@ -111,6 +111,14 @@ class HostExecutor:
         self._weights_address = self.weights.ctypes.data
         self._counts = (len(artifact.input_types), len(artifact.output_types), int(artifact.workspace_bytes))
         self._local = threading.local()
+        self._profile = (getattr(artifact, "profile_offset", None), len(getattr(artifact, "profile_kernels", ())))
+
+    def kernel_nanoseconds(self) -> np.ndarray:
+        """A profiling build's kernel times (int64 ns, Artifact.profile_kernels order) of this thread's last run."""
+        offset, count = self._profile
+        if offset is None:
+            raise ValueError("this artifact was not built with profile=True")
+        return self._local.state.workspace[offset:offset + 8 * count].view(np.int64).copy()
 
     def _thread_state(self) -> _ThreadState:
         state = _ThreadState(*self._counts)
