@@ -32,6 +32,9 @@ def trace(model, example_inputs) -> Graph:
     return _trace(model, example_inputs)
 
 
+LLVM_OPT_LEVEL = {0: 0, 1: 1, 2: 3}  # compile's opt_level -> LLVM's
+
+
 def default_threads(target: Target) -> int:
     """The cores this process may run on, for the host; 1 for another machine (say `threads=`)."""
     if not target.runs_in_process:
@@ -44,13 +47,15 @@ def default_threads(target: Target) -> int:
 
 def compile(model, example_inputs=None, target: str | Target = "host", opt_level: int = 2, *,
             threads: int | None = None, disabled: tuple[str, ...] = (), config: dict | None = None,
-            verbose: bool = False) -> CompiledModel:
+            pack: bool = True, share_memory: bool = True, verbose: bool = False) -> CompiledModel:
     """Trace `model` on `example_inputs`, optimize the graph and build native code for `target`.
 
     `model` is a tensorforge.nn Module, a plain function of arrays, or an ir.Graph (then
     `example_inputs` may be omitted). Several inputs go in a tuple. `disabled` names passes to skip.
     `threads` is the most threads a kernel may use (default: every core of the host; 1 for other
-    targets); small kernels always run on one.
+    targets); small kernels always run on one. `opt_level` picks the passes (0: none, 1: clean-ups
+    and folding, 2: fusion too) and LLVM's level (O0, O1, O3 for 2 and above). `pack=False` and
+    `share_memory=False` turn off weight packing and memory planning, to measure what they buy.
     """
     target = Target.parse(target)
     threads = default_threads(target) if threads is None else threads
@@ -62,7 +67,8 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     ctx = PassContext(opt_level=opt_level, target=target, disabled=tuple(disabled), config=dict(config or {}),
                       instruments=[VerifyInstrument(), TimingInstrument(), SnapshotInstrument()])
     result = run_pipeline(graph, ctx)
-    artifact = build(result.graph, target, threads=threads)
+    artifact = build(result.graph, target, LLVM_OPT_LEVEL[min(opt_level, 2)], threads=threads, pack=pack,
+                     share_memory=share_memory)
     loading = time.perf_counter()
     compiled = CompiledModel(artifact, source_graph=graph, snapshots=result.snapshots, report=result.report)
     done = time.perf_counter()

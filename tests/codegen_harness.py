@@ -63,18 +63,19 @@ def run_artifact(artifact: Artifact, *inputs: np.ndarray) -> list[np.ndarray]:
 
 
 def compile_and_run(graph: Graph, *inputs: np.ndarray, opt_level: int = 3, target: str = "host",
-                    threads: int = 1) -> list[np.ndarray]:
+                    threads: int = 1, **build_options) -> list[np.ndarray]:
     """Build `graph` for `target` and run it once: the host by JIT here, armv8 through the runtime (qemu-user).
 
     With `threads` > 1 every kernel that can split its work does, however small (parallel.py's
     size threshold is lifted), and the host runs through the runtime too (it brings libgomp).
+    `build_options` go to codegen.build (pack=False, share_memory=False).
     """
-    if target == "host" and threads == 1:
+    if target == "host" and threads == 1 and not build_options:
         return run_artifact(build(graph, "host", opt_level), *inputs)
     from tensorforge.runtime import CompiledModel
 
     with mock.patch.object(parallel, "MIN_PARALLEL_FLOPS", 0):
-        artifact = build(graph, target, opt_level, threads=threads)
+        artifact = build(graph, target, opt_level, threads=threads, **build_options)
     with CompiledModel(artifact) as compiled:
         outputs = compiled(*inputs)
     return list(outputs) if isinstance(outputs, tuple) else [outputs]

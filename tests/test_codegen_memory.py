@@ -98,3 +98,17 @@ def test_values_alive_at_the_same_step_never_overlap(graph, seed):
     x = np.random.default_rng(seed).standard_normal(graph.inputs[0].shape).astype(np.float32)
     for actual, expected in zip(compile_and_run(graph, x), ir.interpret(graph, x), strict=True):
         np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_without_sharing_every_buffer_has_bytes_of_its_own():
+    """share_memory=False (the ablation's "no memory planning"): the arena is the sum of all buffers."""
+    import tensorforge as tf
+    from tensorforge.codegen import build
+    from tensorforge.models import small_cnn
+
+    x = np.zeros((2, 3, 12, 12), np.float32)
+    graph = tf.compile(small_cnn(), x).graph
+    shared, unshared = build(graph, "host"), build(graph, "host", share_memory=False)
+    assert unshared.memory.size == unshared.memory.unshared_bytes > shared.memory.size
+    spans = sorted((offset, offset + node.type.nbytes) for node, offset in unshared.memory.values.items())
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))

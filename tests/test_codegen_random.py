@@ -74,10 +74,10 @@ def random_graphs(draw) -> ir.Graph:
     return graph
 
 
-def _check_against_interpreter(graph: ir.Graph, seed: int, target: str) -> None:
+def _check_against_interpreter(graph: ir.Graph, seed: int, target: str, **options) -> None:
     note(str(graph))
     x = np.random.default_rng(seed).standard_normal(graph.inputs[0].shape).astype(np.float32)
-    outputs = compile_and_run(graph, x, target=target)
+    outputs = compile_and_run(graph, x, target=target, **options)
     for actual, expected in zip(outputs, ir.interpret(graph, x), strict=True):
         np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
 
@@ -93,3 +93,11 @@ def test_random_compositions_match_the_interpreter(graph, seed):
 def test_random_compositions_match_the_interpreter_on_armv8(graph, seed):
     """The same property for the AArch64 build under qemu-user: fewer examples, each costs a link and a run."""
     _check_against_interpreter(graph, seed, "armv8")
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(graph=random_graphs(), seed=st.integers(0, 2**16), threads=st.sampled_from([1, 3]),
+       pack=st.booleans(), share_memory=st.booleans())
+def test_random_compositions_with_the_ablation_options(graph, seed, threads, pack, share_memory):
+    """Threads (every kernel split, however small), weights not packed, no memory sharing: same results."""
+    _check_against_interpreter(graph, seed, "host", threads=threads, pack=pack, share_memory=share_memory)

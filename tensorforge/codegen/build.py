@@ -40,11 +40,12 @@ def live_nodes(graph: Graph) -> list[Node]:
 
 
 def layout_constants(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, Lowering],
-                     target: Target) -> ConstantLayout:
+                     target: Target, pack: bool = True) -> ConstantLayout:
     """Ask each lowering for its constant operands in its own layout (`pack_constant`).
 
     A packed copy is stored once per (constant, layout); the row-major original only if some user
-    reads it as it is (another op, a view, or a graph output).
+    reads it as it is (another op, a view, or a graph output). `pack=False` stores every constant
+    as it is (the kernels then pack at run time, on every call).
     """
     copies: dict[str, np.ndarray] = {}
     packed: dict[Node, dict[int, str]] = {}
@@ -53,7 +54,7 @@ def layout_constants(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, 
         for index, operand in enumerate(node.inputs):
             if operand.op != "constant":
                 continue
-            copy = lowering.pack_constant(node, index, target) if lowering.pack_constant else None
+            copy = lowering.pack_constant(node, index, target) if pack and lowering.pack_constant else None
             if copy is None:
                 read_as_is.add(operand)
                 continue
@@ -81,11 +82,13 @@ def optimize(llvm_ir: str, target: Target, opt_level: int) -> str:
 
 
 def build(graph: Graph, target: Target | str = "host", opt_level: int = 3, threads: int = 1,
-          profile: bool = False) -> Artifact:
+          profile: bool = False, *, pack: bool = True, share_memory: bool = True) -> Artifact:
     """Compile `graph` for `target` into an Artifact holding `tf_run` (docs/architecture.md).
 
     `threads` > 1 lets the kernels that support it (parallel.py) split work big enough to share
     among that many threads. `profile` times every kernel call (`Artifact.profile_kernels`).
+    `pack=False` (no weight packing at compile time) and `share_memory=False` (every intermediate
+    in bytes of its own) exist to measure what those two buy (benchmarks/bench_ablation.py).
     """
     start = time.perf_counter()
     initialize_llvm()
@@ -96,17 +99,18 @@ def build(graph: Graph, target: Target | str = "host", opt_level: int = 3, threa
     nodes = live_nodes(graph)
     lowerings = {node: lowering_for(node, target) for node in nodes if node.op not in ("input", "constant")}
 
-    constants = layout_constants(graph, nodes, lowerings, target)
+    constants = layout_constants(graph, nodes, lowerings, target, pack)
     weights, weight_offsets = pack_weights(constants.entries)
     computed = [node for node, lowering in lowerings.items() if not lowering.is_view]
-    scratch = {node: lowerings[node].scratch_bytes(node, target) for node in computed if lowerings[node].scratch_bytes}
+    scratch = {node: lowerings[node].scratch_bytes(node, target, frozenset(constants.packed.get(node, {})))
+               for node in computed if lowerings[node].scratch_bytes}
     scratch = {node: align_up(nbytes) for node, nbytes in scratch.items() if nbytes}
     parts = {node: lowerings[node].parts(node, target, threads) for node in computed
              if threads > 1 and lowerings[node].parts}
     parts = {node: count for node, count in parts.items() if count > 1}
     team_scratch = {node: nbytes * (min(parts[node], threads) if node in parts else 1)
                     for node, nbytes in scratch.items()}
-    plan = plan_workspace(computed, team_scratch)
+    plan = plan_workspace(computed, team_scratch, share=share_memory)
     profile_offset = align_up(plan.size) if profile else None
     workspace_bytes = plan.size + (8 * len(computed) + ALIGNMENT if profile else 0)
 

@@ -43,7 +43,7 @@ from .target import Target
 CONTRACT = ("contract",)
 
 
-def padded_bytes(node: Node, target: Target) -> int:
+def padded_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
     """The scratch a conv2d or pooling node needs for its padded input (0 without padding), on any target."""
     n, c, h, w = node.inputs[0].shape
     ph, pw = node.attrs["padding"]
@@ -52,9 +52,9 @@ def padded_bytes(node: Node, target: Target) -> int:
     return n * c * (h + 2 * ph) * (w + 2 * pw) * node.inputs[0].dtype.itemsize
 
 
-def conv2d_scratch_bytes(node: Node, target: Target) -> int:
+def conv2d_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
     """The tiled f32 convolution's scratch (emit_conv_gemm.py), or the padded input of the exact one."""
-    return tiled_conv_scratch_bytes(node, target) if uses_tiled_conv(node) else padded_bytes(node, target)
+    return tiled_conv_scratch_bytes(node, target, packed) if uses_tiled_conv(node) else padded_bytes(node, target)
 
 
 def padded_input(kernel: Kernel, fill: ir.Value) -> tuple[ir.Value, int, int]:

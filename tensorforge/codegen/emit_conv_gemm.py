@@ -120,9 +120,9 @@ def _scratch_layout(shape: ConvGeometry, tiling: GemmTiling, weight_packed: bool
     return sliver_at, weight_at, weight_at + (0 if weight_packed else rows * kc * FLOAT_BYTES)
 
 
-def tiled_conv_scratch_bytes(node: Node, target: Target) -> int:
+def tiled_conv_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
     """One padded image, one im2col sliver, and a block of packed weight unless it is a constant."""
-    return _scratch_layout(ConvGeometry.of(node), gemm_tiling(target), _weight_prepacked(node))[2]
+    return _scratch_layout(ConvGeometry.of(node), gemm_tiling(target), 1 in packed)[2]
 
 
 def pack_conv_weight(node: Node, index: int, target: Target) -> PackedConstant | None:

@@ -112,11 +112,11 @@ def pack_gemm_constant(node: Node, index: int, target: Target) -> PackedConstant
     return PackedConstant(f"gemm.b{tiling.columns}", pack_b_panels(value, tiling.columns))
 
 
-def gemm_node_scratch_bytes(node: Node, target: Target) -> int:
+def gemm_node_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
     """Scratch for the run-time packing of a matmul's or linear's non-constant operands."""
     if not uses_tiled_gemm(node):
         return 0
-    return gemm_scratch_bytes(gemm_tiling(target), gemm_shape(node), _prepacked(node, 0), _prepacked(node, 1))
+    return gemm_scratch_bytes(gemm_tiling(target), gemm_shape(node), 0 in packed, 1 in packed)
 
 
 def _panel_elements(tiling_extent: int, outer: int, depth: int) -> int:

@@ -34,7 +34,8 @@ FLOAT = frozenset({DType.f32})
 class Lowering:
     """How one op is compiled: `emit` fills a Kernel, for operands of one of `dtypes`.
 
-    `scratch_bytes(node, target)` is the private workspace the kernel needs besides its output.
+    `scratch_bytes(node, target, packed)` is the private workspace the kernel needs besides its
+    output, given the operands it receives packed.
     `pack_constant(node, operand_index, target)` may return a constant operand in the kernel's own
     layout (packing.py), stored once at compile time; the kernel then finds that operand's index
     in `kernel.packed`. `parts(node, target, threads)` says into how many parts the kernel splits
@@ -44,7 +45,7 @@ class Lowering:
 
     emit: Callable[[Kernel], None] | None
     dtypes: frozenset[DType]
-    scratch_bytes: Callable[[Node, Target], int] | None = None
+    scratch_bytes: Callable[[Node, Target, frozenset[int]], int] | None = None
     pack_constant: Callable[[Node, int, Target], PackedConstant | None] | None = None
     parts: Callable[[Node, Target, int], int] | None = None
 

@@ -110,11 +110,16 @@ def _lives(values: Sequence[Node], scratch_bytes: dict[Node, int]) -> list[_Life
     return lives
 
 
-def plan_workspace(values: Sequence[Node], scratch_bytes: dict[Node, int]) -> WorkspacePlan:
-    """Offsets for `values` (computed nodes in execution order) and each kernel's scratch, by liveness."""
+def plan_workspace(values: Sequence[Node], scratch_bytes: dict[Node, int], share: bool = True) -> WorkspacePlan:
+    """Offsets for `values` (computed nodes in execution order) and each kernel's scratch, by liveness.
+
+    `share=False` gives every buffer bytes of its own (as if all lived throughout): no planning.
+    """
     placed: list[tuple[_Life, int]] = []
     offsets: dict[tuple[str, Node], int] = {}
     lives = _lives(values, scratch_bytes)
+    if not share:
+        lives = [_Life(life.key, life.nbytes, 0, len(values)) for life in lives]
     for life in sorted(lives, key=lambda life: (-life.nbytes, life.first)):
         busy = sorted((offset, offset + other.nbytes) for other, offset in placed
                       if other.first <= life.last and life.first <= other.last)

@@ -1,0 +1,113 @@
+"""Ablation: what each optimization buys, per model. Each one turned off in turn, all timed interleaved.
+
+    python benchmarks/bench_ablation.py [--rounds 9] [--quiet] [--out out/bench]
+
+Configurations (tf.compile options), for the MLP 784-256-128-10 and the CIFAR CNN at batch 1 and 64:
+  final              everything on (opt_level 2, packing, memory planning, every core)
+  no fusion          without the fusion passes (fuse-activation, fuse-elementwise)
+  no memory planning every intermediate in bytes of its own (share_memory=False)
+  no packing         weights packed into GEMM panels on every call, not once (pack=False)
+  1 thread           threads=1
+  opt_level 0        no graph passes, LLVM at O0
+  baseline           all of the above off at once
+Prints a table per model (median time, and time relative to final), writes ablation.json and
+ablation.png into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import format_time, measure  # noqa: E402
+
+import tensorforge as tf  # noqa: E402
+from tensorforge.models import cifar_cnn, mlp  # noqa: E402
+
+FUSION_PASSES = ("fuse-activation", "fuse-elementwise")
+CONFIGURATIONS = {
+    "final": {},
+    "no fusion": {"disabled": FUSION_PASSES},
+    "no memory planning": {"share_memory": False},
+    "no packing": {"pack": False},
+    "1 thread": {"threads": 1},
+    "opt_level 0": {"opt_level": 0},
+    "baseline": {"opt_level": 0, "pack": False, "share_memory": False, "threads": 1},
+}
+
+
+def workloads():
+    rng = np.random.default_rng(0)
+    for batch in (1, 64):
+        yield f"MLP batch {batch}", mlp(), rng.standard_normal((batch, 784), dtype=np.float32)
+    for batch in (1, 64):
+        yield f"CNN batch {batch}", cifar_cnn(), rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--out", type=Path, default=Path("out/bench"))
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args()
+    print(f"{len(os.sched_getaffinity(0))} cores; load average before: {os.getloadavg()[0]:.2f}")
+    results = []
+    for name, model, x in workloads():
+        expected = tf.interpret(tf.trace(model, x), x)
+        models, engines = {}, {}
+        for configuration, options in CONFIGURATIONS.items():
+            cm = tf.compile(model, x, **options)
+            np.testing.assert_allclose(cm(x), expected, rtol=1e-3, atol=1e-4)
+            models[configuration] = cm
+            engines[configuration] = lambda cm=cm, x=x: cm(x)
+        medians = measure(engines, rounds=args.rounds, verbose=not args.quiet, desc=name)
+        final = medians["final"]
+        print(f"\n{name}")
+        print(f"  {'configuration':<20} {'median':>10} {'vs final':>9} {'workspace KiB':>14}")
+        for configuration in CONFIGURATIONS:
+            seconds = medians[configuration]
+            arena = models[configuration].artifact.workspace_bytes / 1024
+            print(f"  {configuration:<20} {format_time(seconds):>10} {seconds / final:>8.2f}x {arena:>14.0f}")
+        results.append({"workload": name, "medians_s": medians,
+                        "workspace_bytes": {c: m.artifact.workspace_bytes for c, m in models.items()}})
+        for cm in models.values():
+            cm.close()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ablation.json").write_text(json.dumps({"rounds": args.rounds, "results": results}, indent=2))
+    chart(results, args.out / "ablation.png")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+def chart(results, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no chart)")
+        return
+    figure, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.6))
+    for ax, result in zip(axes, results, strict=True):
+        names = list(CONFIGURATIONS)[::-1]
+        final = result["medians_s"]["final"]
+        ax.barh(names, [result["medians_s"][n] / final for n in names],
+                color=["#dd8452" if n == "final" else "#4c72b0" for n in names])
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("time relative to final (log)")
+        ax.set_title(f"{result['workload']} (final {format_time(final)})", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    print(f"chart: {path}")
+
+
+if __name__ == "__main__":
+    main()
