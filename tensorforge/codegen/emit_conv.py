@@ -128,7 +128,7 @@ def pool_parts(node: Node, target: Target, threads: int) -> int:
     if node.type.size * kh * kw < parallel.MIN_PARALLEL_FLOPS // 4:  # a compare or add per tap, memory-bound
         return 1
     n, c, oh, _ = node.shape
-    return split_parts(n * c * oh, threads)[0]
+    return split_parts(n * c * oh, threads * parallel.PARTS_PER_THREAD)[0]
 
 
 def emit_pool(kernel: Kernel) -> None:

@@ -142,7 +142,9 @@ def conv_parts(node: Node, target: Target, threads: int) -> int:
     flops = 2 * shape.batch * shape.outputs * shape.taps * shape.out_height * shape.out_width
     if flops < parallel.MIN_PARALLEL_FLOPS:
         return 1
-    return split_parts(shape.batch if shape.batch > 1 else shape.out_height, threads)[0]
+    if shape.batch > 1:  # whole images: cut finer, a late thread takes fewer
+        return split_parts(shape.batch, threads * parallel.PARTS_PER_THREAD)[0]
+    return split_parts(shape.out_height, threads)[0]  # rows of one image: every part pads its own copy
 
 
 def _part_range(builder: ir.IRBuilder, kernel: Kernel, units: int, name: str):

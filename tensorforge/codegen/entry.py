@@ -85,7 +85,7 @@ def emit_node_function(module: ir.Module, node: Node, lowering: Lowering, operan
         _emit_kernel(body, node, lowering, operands, scratch_bytes, target, packed, part, parts)
         for argument, source in zip(function.args, body.args):
             argument.name = source.name
-        emit_team_call(function, body, threads, parts, scratch_bytes)
+        emit_team_call(function, body, min(threads, parts), parts, scratch_bytes)  # scratch for this many threads
         return function
     function.attributes.add("norecurse")
     _mark_arguments(function, node, operands, scratch_bytes)

@@ -8,13 +8,14 @@ waits for it:
       store the arguments in %context (an array of pointers on the stack)
       call @GOMP_parallel(ptr @"conv2d.x.team", ptr %context, i32 threads, i32 0)   ; returns when all are done
     void @"conv2d.x.team"(ptr %context)                                              ; every thread of the team
-      tid, team = omp_get_thread_num(), omp_get_num_threads()
-      for part = tid; part < parts; part += team:
+      tid = omp_get_thread_num()
+      while (part = atomic next_part++) < parts:                                     ; claimed, not assigned
           call @"conv2d.x.part"(x, w, out, scratch + tid * scratch_bytes, part)     ; the kernel's loops
 
-Parts are fixed at compile time (the kernel splits its loops by `kernel.part` of `kernel.parts`),
-and a team smaller than asked for (a call from inside another parallel region gets a team of one)
-still does every part. Each thread has its own slice of the node's scratch. libgomp keeps its
+Parts are fixed at compile time (the kernel splits its loops by `kernel.part` of `kernel.parts`);
+threads claim them one at a time from a counter, so a team smaller than asked for (a call from
+inside another parallel region gets a team of one) still does every part, and a thread whose core
+is busy elsewhere does fewer. Each thread has its own slice of the node's scratch. libgomp keeps its
 threads between calls, so a call costs a wake-up, not a thread creation; no Python runs in the loop.
 """
 
@@ -27,6 +28,10 @@ from .llvm_utils import I32, I64, PTR, VOID, declare, i64
 # Work below this many flops (or element reads and writes) stays on one thread: waking a team
 # costs a few microseconds. Chosen with benchmarks/bench_models.py (docs/architecture.md).
 MIN_PARALLEL_FLOPS = 1 << 21
+
+# Independent pieces of work (images, rows of a pool) are cut into up to this many parts per
+# thread, so that a thread that starts late or runs slower (a busy core) can be made up for.
+PARTS_PER_THREAD = 4
 
 
 def split_parts(units: int, threads: int) -> tuple[int, int]:
@@ -50,6 +55,8 @@ def emit_team_call(function: ir.Function, part_function: ir.Function, threads: i
     """Fill `function` (a node's function: pointer arguments, the scratch last when `scratch_bytes`)
     with a GOMP_parallel call whose team calls `part_function(arguments..., part)` for every part.
 
+    Threads claim parts from a shared counter (an atomic add), so a thread that starts late (its
+    core busy with another process) leaves its parts to the others instead of making them wait.
     Each thread passes its own `scratch_bytes` slice of the scratch (the node's scratch holds one
     per thread of the team).
     """
@@ -60,10 +67,16 @@ def emit_team_call(function: ir.Function, part_function: ir.Function, threads: i
     team.attributes.add("nounwind")
 
     caller = ir.IRBuilder(function.append_basic_block("entry"))
-    context = caller.alloca(ir.ArrayType(PTR, count), name="context")
+    fields = ir.LiteralStructType([PTR] * count + [I64])  # the arguments, then the part counter
+    context = caller.alloca(fields, name="context")
+
+    def field(index: int) -> ir.Value:
+        return caller.gep(context, [ir.Constant(I32, 0), ir.Constant(I32, index)], inbounds=True)
+
     for index, argument in enumerate(function.args):
-        slot = caller.gep(context, [ir.Constant(I32, 0), ir.Constant(I32, index)], inbounds=True)
-        caller.store(argument, slot)
+        caller.store(argument, field(index))
+    counter = field(count)
+    caller.store(i64(0), counter)
     gomp = declare(module, "GOMP_parallel", VOID, [PTR, PTR, I32, I32])
     caller.call(gomp, [team, context, ir.Constant(I32, threads), ir.Constant(I32, 0)])
     caller.ret_void()
@@ -75,25 +88,21 @@ def emit_team_call(function: ir.Function, part_function: ir.Function, threads: i
     for index, argument in enumerate(function.args):
         slot = builder.gep(pointer, [i64(index)], inbounds=True, source_etype=PTR)
         arguments.append(builder.load(slot, name=argument.name, typ=PTR))
+    counter = builder.gep(pointer, [i64(count)], inbounds=True, source_etype=I64, name="next_part")
     thread = builder.sext(builder.call(declare(module, "omp_get_thread_num", I32, []), [], name="tid"), I64)
-    size = builder.sext(builder.call(declare(module, "omp_get_num_threads", I32, []), [], name="team"), I64)
     if scratch_bytes:
         arguments[-1] = builder.gep(arguments[-1], [builder.mul(thread, i64(scratch_bytes))], inbounds=True,
                                     source_etype=ir.IntType(8), name="thread.scratch")
 
-    preheader = builder.block
-    header = team.append_basic_block("part.header")
+    header = team.append_basic_block("part.claim")
     body = team.append_basic_block("part.body")
     end = team.append_basic_block("part.end")
     builder.branch(header)
     builder.position_at_end(header)
-    part = builder.phi(I64, name="part")
-    part.add_incoming(thread, preheader)
+    part = builder.atomic_rmw("add", counter, i64(1), "monotonic", name="part")
     builder.cbranch(builder.icmp_signed("<", part, i64(parts), name="part.more"), body, end)
     builder.position_at_end(body)
     builder.call(part_function, [*arguments, part])
-    following = builder.add(part, size, name="part.next", flags=("nsw",))
-    part.add_incoming(following, builder.block)
     builder.branch(header)
     builder.position_at_end(end)
     builder.ret_void()

@@ -58,7 +58,7 @@ def data_address(array: np.ndarray) -> int:
 
 
 OPENMP_LIBRARY = "libgomp.so.1"
-OPENMP_SYMBOLS = ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
+OPENMP_SYMBOLS = ("GOMP_parallel", "omp_get_thread_num")
 
 
 def openmp_symbols() -> dict[str, int]:
