@@ -197,7 +197,7 @@ def test_fold_constants_does_not_blow_up_a_broadcast():
           %col = constant() : f32[512,1]
           %row = constant() : f32[1024]
           %big = add(%col, %row) : f32[512,1024]
-          %s = reduce_sum(%big) {axes=[0, 1], keepdims=false} : f32[]
+          %s = reduce_sum(%big) {axes=[0, 1]} : f32[]
           %y = mul(%x, %s) : f32[1]
           return %y
         }"""
@@ -232,8 +232,8 @@ def test_cse_merges_equal_nodes_commuted_operands_and_equal_constants():
 def test_cse_keeps_nodes_that_differ():
     assert_unchanged(eliminate_common_subexpressions, """
         graph(%x: f32[2,2]) {
-          %r0 = reduce_sum(%x) {axes=[0], keepdims=false} : f32[2]
-          %r1 = reduce_sum(%x) {axes=[1], keepdims=false} : f32[2]
+          %r0 = reduce_sum(%x) {axes=[0]} : f32[2]
+          %r1 = reduce_sum(%x) {axes=[1]} : f32[2]
           %n = neg(%x) : f32[2,2]
           %d1 = sub(%x, %n) : f32[2,2]
           %d2 = sub(%n, %x) : f32[2,2]

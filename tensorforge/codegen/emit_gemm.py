@@ -32,6 +32,7 @@ class GemmOperand:
 
     pointer: ir.Value
     prepacked: bool
+    transposed: bool = False  # row-major storage of the transpose ([K, M] for A, [N, K] for B)
 
 
 def minimum(builder: ir.IRBuilder, x: ir.Value, y: ir.Value | int, name: str = "") -> ir.Value:
@@ -40,36 +41,50 @@ def minimum(builder: ir.IRBuilder, x: ir.Value, y: ir.Value | int, name: str = "
 
 
 def pack_a_rows(builder: ir.IRBuilder, tiling: GemmTiling, source: ir.Value, lda: int, rows: ir.Value,
-                depth: ir.Value, destination: ir.Value) -> None:
+                depth: ir.Value, destination: ir.Value, transposed: bool = False) -> None:
     """destination = A panels of source[rows, depth] (row-major, lda): element (row, k) at
-    ((row // MR) * depth + k) * MR + row % MR. Rows past `rows` of the last panel are left as they are."""
+    ((row // MR) * depth + k) * MR + row % MR. Rows past `rows` of the last panel are left as they are.
+
+    `transposed`: source holds A^T (element (row, k) at k * lda + row)."""
     with for_range(builder, rows, "pack_a.row") as row:
         panel = builder.udiv(row, i64(tiling.rows))
         start = builder.add(builder.mul(builder.mul(panel, depth), i64(tiling.rows)),
                             builder.urem(row, i64(tiling.rows)))
         target = element_pointer(builder, destination, start, F32, "pack_a.to")
-        origin = element_pointer(builder, source, builder.mul(row, i64(lda)), F32, "pack_a.from")
+        origin = element_pointer(builder, source, row if transposed else builder.mul(row, i64(lda)), F32,
+                                 "pack_a.from")
         with for_range(builder, depth, "pack_a.k") as k:
-            value = load_element(builder, origin, k, F32)
+            value = load_element(builder, origin, builder.mul(k, i64(lda)) if transposed else k, F32)
             store_element(builder, value, target, builder.mul(k, i64(tiling.rows)))
 
 
 def pack_b_rows(builder: ir.IRBuilder, tiling: GemmTiling, source: ir.Value, ldb: int, depth: ir.Value,
-                columns: ir.Value, tail: int, destination: ir.Value) -> None:
+                columns: ir.Value, tail: int, destination: ir.Value, transposed: bool = False) -> None:
     """destination = B panels of source[depth, columns] (row-major, ldb): element (k, j) at
-    ((j // NR) * depth + k) * NR + j % NR. A last panel of `tail` (static) columns is zero-padded."""
+    ((j // NR) * depth + k) * NR + j % NR. A last panel of `tail` (static) columns is zero-padded.
+
+    `transposed`: source holds B^T (element (k, j) at j * ldb + k), gathered lane by lane."""
     width, vector = tiling.vector_width, vector_type(tiling)
     full = builder.udiv(columns, i64(tiling.columns), name="pack_b.panels")
 
     def copy_panel(panel: ir.Value, valid: int) -> None:
         with for_range(builder, depth, "pack_b.k") as k:
-            origin = element_pointer(builder, source, builder.add(builder.mul(k, i64(ldb)),
-                                                                  builder.mul(panel, i64(tiling.columns))), F32)
+            first_column = builder.mul(panel, i64(tiling.columns))
             start = builder.mul(builder.add(builder.mul(panel, depth), k), i64(tiling.columns))
             target = element_pointer(builder, destination, start, F32)
+            if transposed:
+                origin = element_pointer(builder, source, builder.add(builder.mul(first_column, i64(ldb)), k), F32)
+            else:
+                origin = element_pointer(builder, source, builder.add(builder.mul(k, i64(ldb)), first_column), F32)
             for v in range(tiling.vectors):
                 lanes = max(0, min(width, valid - v * width))
-                value = load_lanes(builder, element_pointer(builder, origin, v * width, F32), lanes, vector)
+                if transposed:
+                    value = ir.Constant(vector, [0.0] * width)
+                    for lane in range(lanes):
+                        element = load_element(builder, origin, (v * width + lane) * ldb, F32)
+                        value = builder.insert_element(value, element, i64(lane))
+                else:
+                    value = load_lanes(builder, element_pointer(builder, origin, v * width, F32), lanes, vector)
                 builder.store(value, element_pointer(builder, target, v * width, F32), align=FLOAT_BYTES)
 
     with for_range(builder, full, "pack_b.panel") as panel:
@@ -135,15 +150,18 @@ def _round_up(value: int, multiple: int) -> int:
 
 def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: GemmOperand, c: ir.Value,
               shape: tuple[int, int, int], scratch: ir.Value | None, bias: ir.Value | None = None,
-              epilogue: Epilogue | None = None, ldb: int | None = None, ldc: int | None = None) -> None:
+              epilogue: Epilogue | None = None, lda: int | None = None, ldb: int | None = None,
+              ldc: int | None = None) -> None:
     """c[M, N] = epilogue(a[M, K] @ b[K, N]) with M, N, K > 0; c row-major, `bias` as the epilogue says.
 
     A row-major operand is packed block by block into `scratch` (gemm_scratch_bytes); a prepacked
-    one is read in place (packing.py layouts). `ldb` and `ldc` are the row strides of a row-major
-    b and of c (default N: a block of columns of a wider matrix has its matrix's).
+    one is read in place (packing.py layouts). `lda`, `ldb` and `ldc` are the row strides of a
+    row-major a, b and c as stored (default: the shape's; a block of a wider matrix has its
+    matrix's); a transposed operand is stored as its transpose (GemmOperand.transposed).
     """
     rows, depth, columns = shape
-    ldb = columns if ldb is None else ldb
+    lda = (rows if a.transposed else depth) if lda is None else lda
+    ldb = (depth if b.transposed else columns) if ldb is None else ldb
     ldc = columns if ldc is None else ldc
     epilogue = epilogue or Epilogue()
     mr, nr = tiling.rows, tiling.columns
@@ -161,8 +179,10 @@ def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: Gemm
             pc = builder.mul(depth_block, i64(kc), name="pc")
             kc_here = minimum(builder, builder.sub(i64(depth), pc), kc, "kc")
             if not b.prepacked:
-                origin = element_pointer(builder, b.pointer, builder.add(builder.mul(pc, i64(ldb)), jc), F32)
-                pack_b_rows(builder, tiling, origin, ldb, kc_here, nc, columns % nr, b_pack)
+                at = builder.add(builder.mul(jc, i64(ldb)), pc) if b.transposed else builder.add(
+                    builder.mul(pc, i64(ldb)), jc)
+                pack_b_rows(builder, tiling, element_pointer(builder, b.pointer, at, F32), ldb, kc_here, nc,
+                            columns % nr, b_pack, b.transposed)
 
             def b_panel(u: ir.Value) -> ir.Value:
                 if b.prepacked:
@@ -175,8 +195,10 @@ def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: Gemm
                 ic = builder.mul(row_block, i64(tiling.mc), name="ic")
                 mc = minimum(builder, builder.sub(i64(rows), ic), tiling.mc, "mc")
                 if not a.prepacked:
-                    origin = element_pointer(builder, a.pointer, builder.add(builder.mul(ic, i64(depth)), pc), F32)
-                    pack_a_rows(builder, tiling, origin, depth, mc, kc_here, a_pack)
+                    at = builder.add(builder.mul(pc, i64(lda)), ic) if a.transposed else builder.add(
+                        builder.mul(ic, i64(lda)), pc)
+                    pack_a_rows(builder, tiling, element_pointer(builder, a.pointer, at, F32), lda, mc, kc_here,
+                                a_pack, a.transposed)
 
                 def a_panel(t: ir.Value, ic=ic) -> ir.Value:
                     if a.prepacked:
@@ -251,13 +273,14 @@ def emit_gemm_part(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b:
     first = builder.mul(part, i64(split.per_part * panel), name="part.first")  # first column (row) of the part
     packed_offset = builder.mul(part, i64(split.per_part * depth * panel))  # in a prepacked operand
     if by_columns:
-        b = GemmOperand(element_pointer(builder, b.pointer, packed_offset if b.prepacked else first, F32), b.prepacked)
+        b_at = packed_offset if b.prepacked else (builder.mul(first, i64(depth)) if b.transposed else first)
+        b = GemmOperand(element_pointer(builder, b.pointer, b_at, F32), b.prepacked, b.transposed)
         c_part = element_pointer(builder, c, first, F32, "c.part")
         if epilogue.bias == "column":
             bias = element_pointer(builder, bias, first, F32, "bias.part")
     else:
-        a_at = packed_offset if a.prepacked else builder.mul(first, i64(depth))
-        a = GemmOperand(element_pointer(builder, a.pointer, a_at, F32), a.prepacked)
+        a_at = packed_offset if a.prepacked else (first if a.transposed else builder.mul(first, i64(depth)))
+        a = GemmOperand(element_pointer(builder, a.pointer, a_at, F32), a.prepacked, a.transposed)
         c_part = element_pointer(builder, c, builder.mul(first, i64(columns)), F32, "c.part")
         if epilogue.bias == "row":
             bias = element_pointer(builder, bias, first, F32, "bias.part")
@@ -268,5 +291,5 @@ def emit_gemm_part(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b:
         for block, size in ((other, sizes[0]), (last, sizes[1])):
             with block:
                 part_shape = (rows, depth, size) if by_columns else (size, depth, columns)
-                emit_gemm(builder, tiling, a, b, c_part, part_shape, scratch, bias, epilogue, ldb=columns,
-                          ldc=columns)
+                emit_gemm(builder, tiling, a, b, c_part, part_shape, scratch, bias, epilogue,
+                          lda=rows if a.transposed else depth, ldb=depth if b.transposed else columns, ldc=columns)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from llvmlite import ir
 
 from ..ir import DType, Node
+from ..ir.ops_nn import matrix_dims
 from . import parallel, scalar
 from .emit_gemm import GemmOperand, GemmSplit, emit_gemm_part, gemm_scratch_bytes
 from .emit_micro_kernel import Epilogue
@@ -24,6 +26,7 @@ from .kernel import Kernel
 from .layout import broadcast_strides, coalesce, contiguous_strides
 from .llvm_utils import (
     add_offsets,
+    affine_offset,
     element_pointer,
     fill_elements,
     for_range,
@@ -39,18 +42,23 @@ CONTRACT = ("contract",)
 
 
 def exact_gemm(kernel: Kernel, a: ir.Value, b: ir.Value, c: ir.Value, rows: int, depth: int, columns: int,
-               bias: ir.Value | None = None) -> None:
-    """c[rows, columns] = a[rows, depth] @ b[depth, columns] (+ bias[columns]); all row-major, any dtype."""
+               bias: ir.Value | None = None, transposed: tuple[bool, bool] = (False, False)) -> None:
+    """c[rows, columns] = a[rows, depth] @ b[depth, columns] (+ bias[columns]); all row-major, any dtype.
+
+    `transposed[0]` / `[1]`: a / b are stored as their transposes ([depth, rows] / [columns, depth])."""
     builder, dtype, element = kernel.builder, kernel.dtype, kernel.element
+    a_strides = (1, rows) if transposed[0] else (depth, 1)  # of (i, k)
+    b_strides = (1, depth) if transposed[1] else (columns, 1)  # of (k, j)
     with for_range(builder, rows, "i") as i:
-        a_row = element_pointer(builder, a, add_offsets(builder, 0, i, depth), element, "a_row")
         c_row = element_pointer(builder, c, add_offsets(builder, 0, i, columns), element, "c_row")
         fill_elements(builder, c_row, columns, scalar.constant(dtype, 0), "zero")
         with for_range(builder, depth, "k") as k:
-            a_ik = load_element(builder, a_row, k, element, "a_ik")
-            b_row = element_pointer(builder, b, add_offsets(builder, 0, k, columns), element, "b_row")
+            a_ik = load_element(builder, a, affine_offset(builder, [(i, a_strides[0]), (k, a_strides[1])]), element,
+                                "a_ik")
+            b_row = element_pointer(builder, b, add_offsets(builder, 0, k, b_strides[0]), element, "b_row")
             with for_range(builder, columns, "j") as j:
-                product = scalar.mul(builder, dtype, a_ik, load_element(builder, b_row, j, element, "b_kj"),
+                b_kj = load_element(builder, b_row, add_offsets(builder, 0, j, b_strides[1]), element, "b_kj")
+                product = scalar.mul(builder, dtype, a_ik, b_kj,
                                      name="product", flags=CONTRACT)
                 total = scalar.add(builder, dtype, load_element(builder, c_row, j, element, "c_ij"), product,
                                    name="c_ij", flags=CONTRACT)
@@ -85,7 +93,15 @@ def gemm_shape(node: Node) -> tuple[int, int, int]:
     a_type, b_type = node.inputs[0].type, node.inputs[1].type
     if node.op == "linear":
         return math.prod(a_type.shape[:-1]), b_type.shape[0], b_type.shape[1]
-    return a_type.shape[-2], a_type.shape[-1], b_type.shape[-1]
+    (rows, depth), columns = matrix_dims(a_type.shape, node.attrs["transpose_a"]), node.shape[-1]
+    return rows, depth, columns
+
+
+def transposed(node: Node) -> tuple[bool, bool]:
+    """Whether a matmul reads a and b transposed (absorb-transpose); linear never does."""
+    if node.op != "matmul":
+        return False, False
+    return node.attrs["transpose_a"], node.attrs["transpose_b"]
 
 
 def uses_tiled_gemm(node: Node) -> bool:
@@ -105,6 +121,8 @@ def pack_gemm_constant(node: Node, index: int, target: Target) -> PackedConstant
         return None
     tiling = gemm_tiling(target)
     value = node.inputs[index].value
+    if transposed(node)[index]:
+        value = np.ascontiguousarray(np.swapaxes(value, -1, -2))
     if index == 0:
         if node.op == "linear":  # every leading axis of x is a row of the one GEMM
             value = value.reshape(gemm_shape(node)[:2])
@@ -140,16 +158,18 @@ def emit_matmul(kernel: Kernel) -> None:
     b_strides = tuple(s * b_size for s in broadcast_strides(b_type.shape[:-2], batch))
     c_strides = tuple(s * rows * columns for s in contiguous_strides(batch))
     shape, strides = coalesce(batch, [a_strides, b_strides, c_strides])
+    flags = transposed(node)
     with strided_loops(builder, shape, [(s, 0) for s in strides], "batch") as (a_at, b_at, c_at):
         a = element_pointer(builder, kernel.inputs[0], a_at, kernel.element, "a")
         b = element_pointer(builder, kernel.inputs[1], b_at, kernel.element, "b")
         c = element_pointer(builder, kernel.output, c_at, kernel.element, "c")
-        if tiled:
-            emit_gemm_part(builder, tiling, GemmOperand(a, 0 in kernel.packed), GemmOperand(b, 1 in kernel.packed),
-                           c, (rows, depth, columns), kernel.scratch, None, gemm_epilogue(node, None), kernel.part,
-                           kernel.parts)
+        if tiled:  # a prepacked operand was transposed before packing
+            operands = [GemmOperand(pointer, index in kernel.packed, flags[index] and index not in kernel.packed)
+                        for index, pointer in enumerate((a, b))]
+            emit_gemm_part(builder, tiling, *operands, c, (rows, depth, columns), kernel.scratch, None,
+                           gemm_epilogue(node, None), kernel.part, kernel.parts)
         else:
-            exact_gemm(kernel, a, b, c, rows, depth, columns)
+            exact_gemm(kernel, a, b, c, rows, depth, columns, transposed=flags)
     if not tiled:
         activate_output(kernel)
 

@@ -1,5 +1,7 @@
 """Neural-network ops: matmul, linear, softmax, conv2d, pooling and batch norm (inference).
 
+    %2 = matmul(%q, %k) {transpose_b=true} : f32[8,8]   q @ k^T (the last two axes of k swapped)
+
     %3 = linear(%x, %w, %b) : f32[4,32]          x @ w + b, w stored (in, out) as in TinyTorch
     %5 = conv2d(%x, %w, %b) {stride=[1,1], padding=[1,1], dilation=[1,1], groups=1} : f32[1,32,32,32]
     %6 = max_pool2d(%5) {kernel=[2,2], stride=[2,2], padding=[0,0]} : f32[1,32,16,16]
@@ -17,23 +19,39 @@ F32 = np.float32
 
 # --- matmul and linear ------------------------------------------------------------------------
 
+def matrix_dims(shape: tuple[int, ...], transposed: bool) -> tuple[int, int]:
+    """(rows, columns) of the matrices of an operand of rank >= 2, read transposed or not."""
+    return (shape[-1], shape[-2]) if transposed else (shape[-2], shape[-1])
+
+
 def _infer_matmul(types, attrs):
     a, b = types
     dtype = same_dtype("matmul", types)
     if a.rank < 2 or b.rank < 2:
         raise OpError(f"op 'matmul' needs operands of rank >= 2, got {a} and {b}")
-    if a.shape[-1] != b.shape[-2]:
-        raise OpError(f"op 'matmul': inner dimensions differ: {a} @ {b} ({a.shape[-1]} != {b.shape[-2]})")
+    (m, k), (k2, n) = matrix_dims(a.shape, attrs["transpose_a"]), matrix_dims(b.shape, attrs["transpose_b"])
+    if k != k2:
+        flags = "".join(f" {name}" for name in ("transpose_a", "transpose_b") if attrs[name])
+        raise OpError(f"op 'matmul'{flags}: inner dimensions differ: {a} @ {b} ({k} != {k2})")
     try:
         batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
     except ValueError as err:
         raise OpError(f"op 'matmul': batch {err}") from None
-    return TensorType(batch + (a.shape[-2], b.shape[-1]), dtype)
+    return TensorType(batch + (m, n), dtype)
 
 
-@register_op("matmul", infer=_infer_matmul, operands=2, traits={"contraction"})
-def matmul(a, b):
-    return np.matmul(a, b)
+def _normalize_matmul(types, attrs):
+    for name in ("transpose_a", "transpose_b"):
+        if not isinstance(attrs[name], (bool, np.bool_)):
+            raise OpError(f"op 'matmul': {name} must be a bool, got {attrs[name]!r}")
+    return {name: bool(value) for name, value in attrs.items()}
+
+
+@register_op("matmul", infer=_infer_matmul, operands=2, traits={"contraction"},
+             attrs={"transpose_a": False, "transpose_b": False}, normalize=_normalize_matmul)
+def matmul(a, b, *, transpose_a=False, transpose_b=False):
+    """a @ b over the last two axes (batch axes broadcast); either read transposed (absorb-transpose)."""
+    return np.matmul(np.swapaxes(a, -1, -2) if transpose_a else a, np.swapaxes(b, -1, -2) if transpose_b else b)
 
 
 def _infer_linear(types, attrs):

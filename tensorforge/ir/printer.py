@@ -51,8 +51,10 @@ def format_attr(value) -> str:
 
 def format_node(node) -> str:
     attrs = dict(node.attrs)
-    if node.op in OPS:  # an unset optional attribute (None, its default) is left out
-        attrs = {k: v for k, v in attrs.items() if v is not None or OPS[node.op].attrs.get(k, 0) is not None}
+    if node.op in OPS:  # an unset optional attribute (None or False, its default) is left out
+        defaults = OPS[node.op].attrs
+        attrs = {k: v for k, v in attrs.items()
+                 if not ((v is None and defaults.get(k, 0) is None) or (v is False and defaults.get(k) is False))}
     if node.op == "constant" and attrs["value"].size > INLINE_CONSTANT_LIMIT:
         del attrs["value"]
     operands = ", ".join(f"%{n.name}" for n in node.inputs)

@@ -12,6 +12,7 @@ Every pass module is imported here (which registers it) and PIPELINE below is th
 their order. A pass runs when `ctx.opt_level >= PASSES[name].opt_level` (see `pipeline_for`).
 """
 
+from .absorb_transpose import absorb_transpose
 from .common_subexpressions import eliminate_common_subexpressions
 from .dead_code import eliminate_dead_code
 from .fold_batch_norm import fold_batch_norm
@@ -32,12 +33,13 @@ PIPELINE = [
     "fold-constants",                    # level 1. weight-only subgraphs (transposes, scalings) become constants
     "fold-batch-norm",                   # level 2. needs conv/linear weights as constants: after folding
     "eliminate-common-subexpressions",   # level 2. after folding, equal constants and equal ops are visible
+    "absorb-transpose",                  # level 2. after fold-constants: a weight's transpose is folded already
     "fuse-activation",                   # level 2. after fold-batch-norm, so conv -> batch norm -> relu is one conv
 ]
 
 __all__ = [
     "PASSES", "PIPELINE", "Instrument", "PassContext", "PassInfo", "PassReport", "PassRow", "PassVerifyError",
-    "PipelineResult", "SnapshotInstrument", "TimingInstrument", "VerifyInstrument", "eliminate_common_subexpressions",
-    "eliminate_dead_code", "fold_batch_norm", "fold_constants", "fuse_activation", "pipeline_for", "register_pass",
-    "run_pipeline", "simplify",
+    "PipelineResult", "SnapshotInstrument", "TimingInstrument", "VerifyInstrument", "absorb_transpose",
+    "eliminate_common_subexpressions", "eliminate_dead_code", "fold_batch_norm", "fold_constants", "fuse_activation",
+    "pipeline_for", "register_pass", "run_pipeline", "simplify",
 ]
