@@ -19,7 +19,8 @@ cycle over their own buffers would need a temporary, and that is not supported.
 
 Writing only workspace bytes is also what makes `noalias` on the node functions' arguments true:
 a node writes its own output (and scratch) bytes, which no other pointer it receives can reach;
-its operands may share a buffer, but they are only read.
+its operands may share a buffer, but they are only read. The exception is an elementwise node the
+memory plan computes in place of a dying operand: that operand and the output are not `noalias`.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ class Buffer:
     is_graph_input: bool
 
 
-def _mark_pointer(argument: ir.Argument, align: int, nbytes: int) -> None:
-    argument.add_attribute("noalias")
+def _mark_pointer(argument: ir.Argument, align: int, nbytes: int, alias_free: bool = True) -> None:
+    if alias_free:
+        argument.add_attribute("noalias")
     argument.add_attribute("captures(none)")
     argument.add_attribute("noundef")
     if align:
@@ -62,12 +64,14 @@ def _mark_pointer(argument: ir.Argument, align: int, nbytes: int) -> None:
 
 def emit_node_function(module: ir.Module, node: Node, lowering: Lowering, operands: Sequence[Buffer],
                        scratch_bytes: int, target: Target, packed: frozenset[int] = frozenset(),
-                       threads: int = 1, parts: int = 1) -> ir.Function:
+                       threads: int = 1, parts: int = 1, in_place_of: Node | None = None) -> ir.Function:
     """`void @"<op>.<name>"(operands..., output[, scratch])` holding the node's loops.
 
     Operands whose index is in `packed` point at a copy in the lowering's own layout. With
     `parts` > 1 the loops go into `@"<op>.<name>.part"(..., i64 part)`, which a team of `threads`
     runs for every part (parallel.py); `scratch_bytes` is then one thread's share of the scratch.
+    A node computed `in_place_of` an operand (memory.py) writes that operand's bytes: neither that
+    argument nor the output is `noalias` then.
     """
     name = f"{node.op}.{node.name}"
     argument_count = len(operands) + 1 + (1 if scratch_bytes else 0)
@@ -79,7 +83,7 @@ def emit_node_function(module: ir.Module, node: Node, lowering: Lowering, operan
         body.linkage = "internal"
         body.attributes.add("nounwind")
         body.attributes.add("norecurse")
-        _mark_arguments(body, node, operands, scratch_bytes)
+        _mark_arguments(body, node, operands, scratch_bytes, in_place_of)
         part = body.args[-1]
         part.name = "part"
         _emit_kernel(body, node, lowering, operands, scratch_bytes, target, packed, part, parts)
@@ -88,19 +92,20 @@ def emit_node_function(module: ir.Module, node: Node, lowering: Lowering, operan
         emit_team_call(function, body, min(threads, parts), parts, scratch_bytes)  # scratch for this many threads
         return function
     function.attributes.add("norecurse")
-    _mark_arguments(function, node, operands, scratch_bytes)
+    _mark_arguments(function, node, operands, scratch_bytes, in_place_of)
     _emit_kernel(function, node, lowering, operands, scratch_bytes, target, packed, None, 1)
     return function
 
 
-def _mark_arguments(function: ir.Function, node: Node, operands: Sequence[Buffer], scratch_bytes: int) -> None:
+def _mark_arguments(function: ir.Function, node: Node, operands: Sequence[Buffer], scratch_bytes: int,
+                    in_place_of: Node | None = None) -> None:
     arguments = list(function.args)
     for argument, operand, buffer in zip(arguments, node.inputs, operands):
         argument.name = f"x.{operand.name}"
-        _mark_pointer(argument, buffer.align, buffer.nbytes)
+        _mark_pointer(argument, buffer.align, buffer.nbytes, alias_free=operand is not in_place_of)
     output = arguments[len(operands)]
     output.name = "out"
-    _mark_pointer(output, ALIGNMENT, node.type.nbytes)
+    _mark_pointer(output, ALIGNMENT, node.type.nbytes, alias_free=in_place_of is None)
     if scratch_bytes:
         scratch = arguments[len(operands) + 1]
         scratch.name = "scratch"
@@ -196,7 +201,7 @@ def emit_module(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, Lower
             arguments.append(byte_pointer(builder, workspace, plan.scratch[node], f"scratch.{node.name}"))
         node_parts = (parts or {}).get(node, 1)
         function = emit_node_function(module, node, lowering, operands, scratch, target, frozenset(copies),
-                                      threads, node_parts)
+                                      threads, node_parts, plan.in_place.get(node))
         if profile_offset is None:
             builder.call(function, arguments)
         else:

@@ -17,11 +17,11 @@ lowest aligned offset that is free during the value's whole life.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ir import Node
+from ..ir import OPS, Node
 
 ALIGNMENT = 64  # bytes, docs/architecture.md
 
@@ -72,6 +72,7 @@ class WorkspacePlan:
     scratch: dict[Node, int]
     size: int
     unshared_bytes: int = 0
+    in_place: dict[Node, Node] = field(default_factory=dict)  # value -> the operand whose bytes it overwrites
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,10 @@ class _Life:
     last: int  # last step that reads it
 
 
-def _lives(values: Sequence[Node], scratch_bytes: dict[Node, int]) -> list[_Life]:
+def _lives(values: Sequence[Node], scratch_bytes: dict[Node, int],
+           in_place: dict[Node, Node] | None = None) -> list[_Life]:
+    """The lives of every value and scratch buffer; a value computed in place of an operand
+    (`in_place`) has no life of its own: its operand's lasts until the value's last reader."""
     step = {node: index for index, node in enumerate(values)}
 
     def storage(node: Node) -> Node | None:
@@ -104,20 +108,54 @@ def _lives(values: Sequence[Node], scratch_bytes: dict[Node, int]) -> list[_Life
             base = storage(output)
             if base is not None:
                 last[base] = len(values)
-    lives = [_Life(("value", node), align_up(max(node.type.nbytes, 1)), step[node], last[node]) for node in values]
+    in_place = in_place or {}
+    for node in reversed(values):  # a chain x -> relu -> neg in place: x lives until neg's last reader
+        if node in in_place:
+            last[in_place[node]] = max(last[in_place[node]], last[node])
+    lives = [_Life(("value", node), align_up(max(node.type.nbytes, 1)), step[node], last[node]) for node in values
+             if node not in in_place]
     lives += [_Life(("scratch", node), align_up(nbytes), step[node], step[node])
               for node, nbytes in scratch_bytes.items()]
     return lives
 
 
+def _in_place_pairs(values: Sequence[Node], last: dict[Node, int]) -> dict[Node, Node]:
+    """Elementwise values that may overwrite an operand: one of the same bytes and shape, computed
+    here (not an input, a constant or a view), read for the last time by this value. Each element
+    is read before the same element is written, so the loop stays correct."""
+    step = {node: index for index, node in enumerate(values)}
+    in_place: dict[Node, Node] = {}
+    taken: set[Node] = set()
+    for node in values:
+        if "elementwise" not in getattr(OPS.get(node.op), "traits", ()):
+            continue
+        for operand in node.inputs:
+            if (operand in step and operand not in taken and last[operand] == step[node]
+                    and operand.type.shape == node.type.shape and operand.type.nbytes == node.type.nbytes):
+                in_place[node] = operand
+                taken.add(operand)
+                break
+    return in_place
+
+
+def _root(node: Node, in_place: dict[Node, Node]) -> Node:
+    while node in in_place:
+        node = in_place[node]
+    return node
+
+
 def plan_workspace(values: Sequence[Node], scratch_bytes: dict[Node, int], share: bool = True) -> WorkspacePlan:
     """Offsets for `values` (computed nodes in execution order) and each kernel's scratch, by liveness.
 
+    An elementwise value whose operand dies at its step takes that operand's bytes (`in_place`).
     `share=False` gives every buffer bytes of its own (as if all lived throughout): no planning.
     """
     placed: list[tuple[_Life, int]] = []
     offsets: dict[tuple[str, Node], int] = {}
-    lives = _lives(values, scratch_bytes)
+    in_place: dict[Node, Node] = {}
+    if share:  # the lives without in-place reuse tell which operands die where
+        in_place = _in_place_pairs(values, {life.key[1]: life.last for life in _lives(values, {})})
+    lives = _lives(values, scratch_bytes, in_place)
     if not share:
         lives = [_Life(life.key, life.nbytes, 0, len(values)) for life in lives]
     for life in sorted(lives, key=lambda life: (-life.nbytes, life.first)):
@@ -131,9 +169,10 @@ def plan_workspace(values: Sequence[Node], scratch_bytes: dict[Node, int], share
         placed.append((life, offset))
         offsets[life.key] = offset
     size = max((offset + life.nbytes for life, offset in placed), default=0)
-    return WorkspacePlan({node: offsets[("value", node)] for node in values},
+    return WorkspacePlan({node: offsets[("value", _root(node, in_place))] for node in values},
                          {node: offsets[("scratch", node)] for node in scratch_bytes}, size,
-                         sum(life.nbytes for life in lives))
+                         sum(align_up(max(node.type.nbytes, 1)) for node in values)
+                         + sum(align_up(nbytes) for nbytes in scratch_bytes.values()), in_place)
 
 
 @dataclass
