@@ -22,7 +22,7 @@ from llvmlite import ir
 from ..ir import Node
 from . import float_math, parallel, scalar
 from .emit_conv_gemm import emit_conv2d_tiled, tiled_conv_scratch_bytes, uses_tiled_conv
-from .emit_matmul import activate_output
+from .emit_matmul import activate_output, contraction_operands
 from .emit_shape import copy_elements
 from .kernel import Kernel
 from .layout import contiguous_strides
@@ -107,8 +107,9 @@ def emit_conv2d(kernel: Kernel) -> None:
                 total = scalar.add(builder, dtype, load_element(builder, out_plane, write_at, element, "acc"),
                                    product, name="acc", flags=CONTRACT)
                 store_element(builder, total, out_plane, write_at)
-        if len(kernel.inputs) == 3:
-            bias = load_element(builder, kernel.inputs[2], o, element, "bias")
+        bias_pointer = contraction_operands(kernel)[0]
+        if bias_pointer is not None:
+            bias = load_element(builder, bias_pointer, o, element, "bias")
             with for_range(builder, plane, "bias") as p:
                 total = scalar.add(builder, dtype, load_element(builder, out_plane, p, element, "acc"), bias,
                                    name="biased")

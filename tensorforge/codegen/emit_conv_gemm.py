@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from ..ir import DType, Node
+from ..ir.ops_nn import split_contraction
 from . import parallel
 from .emit_gemm import BlockStep, pack_a_rows
 from .emit_micro_kernel import Epilogue, vector_type
@@ -219,8 +220,9 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
     sliver_at, weight_at, _ = _scratch_layout(shape, tiling, weight_packed)
     sliver, weight_block = (builder.gep(kernel.scratch, [i64(offset)], inbounds=True, source_etype=I8)
                             for offset in (sliver_at, weight_at))
-    bias = kernel.inputs[2] if len(kernel.inputs) == 3 else None
-    epilogue = Epilogue(bias="row" if bias is not None else None, activation=node.attrs.get("activation"))
+    _, _, bias, residual = split_contraction(list(kernel.inputs), node.attrs["residual"])
+    epilogue = Epilogue(bias="row" if bias is not None else None, activation=node.attrs.get("activation"),
+                        residual=residual is not None)
     if shape.is_padded:
         fill_elements(builder, kernel.scratch, shape.channels * shape.padded_plane, ir.Constant(F32, 0.0), "pad")
 
@@ -263,15 +265,21 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
                     pixel = affine_offset(builder, [(y, shape.out_width)], x0)
                     first_row = affine_offset(builder, [(n, shape.outputs)], group_row)
 
-                    def c_tile(t: ir.Value) -> ir.Value:
+                    def tile_offset(t: ir.Value):
                         row = affine_offset(builder, [(t, mr)], first_row)
-                        return element_pointer(builder, kernel.output, affine_offset(builder, [(row, out_plane)],
-                                                                                     pixel), F32, "c_tile")
+                        return affine_offset(builder, [(row, out_plane)], pixel)
+
+                    def c_tile(t: ir.Value) -> ir.Value:
+                        return element_pointer(builder, kernel.output, tile_offset(t), F32, "c_tile")
+
+                    def residual_tile(t: ir.Value) -> ir.Value:
+                        return element_pointer(builder, residual, tile_offset(t), F32, "residual_tile")
 
                     def bias_at(t: ir.Value) -> ir.Value:
                         return element_pointer(builder, bias, affine_offset(builder, [(t, mr)], group_row), F32)
 
-                    step.row_panels(sliver, valid, c_tile, out_plane, bias_at if bias is not None else None)
+                    step.row_panels(sliver, valid, c_tile, out_plane, bias_at if bias is not None else None,
+                                    residual_tile if residual is not None else None)
 
                 with for_range(builder, shape.out_width // nr, "xp") as panel:
                     column_panel(builder.mul(panel, i64(nr)), nr)

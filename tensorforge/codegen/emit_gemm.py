@@ -112,10 +112,11 @@ class BlockStep:
     row_tail: int
     a_panel: object  # Callable[[ir.Value], ir.Value]
 
-    def row_panels(self, b_panel: ir.Value, columns: int, c_tile, ldc: int, bias_at=None) -> None:
+    def row_panels(self, b_panel: ir.Value, columns: int, c_tile, ldc: int, bias_at=None, residual_tile=None) -> None:
         """Call the micro-kernel for every row panel of the block against one B panel of `columns` columns.
 
-        `c_tile(t)` and `bias_at(t)` give the tile's first element of c and of the bias.
+        `c_tile(t)`, `bias_at(t)` and `residual_tile(t)` give the tile's first element of c, of the
+        bias and of the residual (laid out like c).
         """
         builder, tiling = self.builder, self.tiling
         module = builder.module
@@ -124,8 +125,9 @@ class BlockStep:
         def call(rows: int, t: ir.Value) -> None:
             kernel = micro_kernel(module, tiling, rows, columns, self.epilogue)
             bias = bias_at(t) if bias_at is not None else null
+            residual = residual_tile(t) if residual_tile is not None else null
             builder.call(kernel, [self.depth, self.a_panel(t), b_panel, c_tile(t), i64(ldc), self.accumulate,
-                                  self.finish, bias])
+                                  self.finish, bias, residual])
 
         full = builder.udiv(self.rows, i64(tiling.rows), name="row_panels")
         with for_range(builder, full, "ir") as t:
@@ -151,13 +153,14 @@ def _round_up(value: int, multiple: int) -> int:
 def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: GemmOperand, c: ir.Value,
               shape: tuple[int, int, int], scratch: ir.Value | None, bias: ir.Value | None = None,
               epilogue: Epilogue | None = None, lda: int | None = None, ldb: int | None = None,
-              ldc: int | None = None) -> None:
+              ldc: int | None = None, residual: ir.Value | None = None) -> None:
     """c[M, N] = epilogue(a[M, K] @ b[K, N]) with M, N, K > 0; c row-major, `bias` as the epilogue says.
 
     A row-major operand is packed block by block into `scratch` (gemm_scratch_bytes); a prepacked
     one is read in place (packing.py layouts). `lda`, `ldb` and `ldc` are the row strides of a
     row-major a, b and c as stored (default: the shape's; a block of a wider matrix has its
-    matrix's); a transposed operand is stored as its transpose (GemmOperand.transposed).
+    matrix's); a transposed operand is stored as its transpose (GemmOperand.transposed). With
+    `epilogue.residual`, `residual` is added: a matrix laid out like c (same ldc).
     """
     rows, depth, columns = shape
     lda = (rows if a.transposed else depth) if lda is None else lda
@@ -216,16 +219,22 @@ def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: Gemm
                 def column_panel(u: ir.Value, count: int, ic=ic, step=step) -> None:
                     first_column = builder.add(jc, builder.mul(u, i64(nr)))
 
-                    def c_tile(t: ir.Value) -> ir.Value:
+                    def tile_offset(t: ir.Value) -> ir.Value:
                         first_row = builder.add(ic, builder.mul(t, i64(mr)))
-                        return element_pointer(builder, c, builder.add(builder.mul(first_row, i64(ldc)),
-                                                                       first_column), F32, "c_tile")
+                        return builder.add(builder.mul(first_row, i64(ldc)), first_column)
+
+                    def c_tile(t: ir.Value) -> ir.Value:
+                        return element_pointer(builder, c, tile_offset(t), F32, "c_tile")
+
+                    def residual_tile(t: ir.Value) -> ir.Value:
+                        return element_pointer(builder, residual, tile_offset(t), F32, "residual_tile")
 
                     def bias_at(t: ir.Value) -> ir.Value:
                         first = first_column if epilogue.bias == "column" else builder.add(ic, builder.mul(t, i64(mr)))
                         return element_pointer(builder, bias, first, F32, "bias_at")
 
-                    step.row_panels(b_panel(u), count, c_tile, ldc, bias_at if epilogue.bias else None)
+                    step.row_panels(b_panel(u), count, c_tile, ldc, bias_at if epilogue.bias else None,
+                                    residual_tile if epilogue.residual else None)
 
                 full = builder.udiv(nc, i64(nr), name="column_panels")
                 with for_range(builder, full, "jr") as u:
@@ -256,14 +265,14 @@ class GemmSplit:
 
 def emit_gemm_part(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: GemmOperand, c: ir.Value,
                    shape: tuple[int, int, int], scratch: ir.Value | None, bias: ir.Value | None,
-                   epilogue: Epilogue, part: ir.Value | None, parts: int) -> None:
+                   epilogue: Epilogue, part: ir.Value | None, parts: int, residual: ir.Value | None = None) -> None:
     """emit_gemm for part `part` of `parts` (GemmSplit.of(..., threads=parts)); all of it when parts is 1.
 
     A part is the GEMM of a block of columns (or rows): the operands' pointers move to the block,
     and the last part, which may be narrower, gets code of its own (sizes are static in emit_gemm).
     """
     if parts == 1 or part is None:
-        emit_gemm(builder, tiling, a, b, c, shape, scratch, bias, epilogue)
+        emit_gemm(builder, tiling, a, b, c, shape, scratch, bias, epilogue, residual=residual)
         return
     rows, depth, columns = shape
     split = GemmSplit.of(tiling, shape, parts)
@@ -276,12 +285,15 @@ def emit_gemm_part(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b:
         b_at = packed_offset if b.prepacked else (builder.mul(first, i64(depth)) if b.transposed else first)
         b = GemmOperand(element_pointer(builder, b.pointer, b_at, F32), b.prepacked, b.transposed)
         c_part = element_pointer(builder, c, first, F32, "c.part")
+        residual_part = element_pointer(builder, residual, first, F32, "residual.part") if residual else None
         if epilogue.bias == "column":
             bias = element_pointer(builder, bias, first, F32, "bias.part")
     else:
         a_at = packed_offset if a.prepacked else (first if a.transposed else builder.mul(first, i64(depth)))
         a = GemmOperand(element_pointer(builder, a.pointer, a_at, F32), a.prepacked, a.transposed)
         c_part = element_pointer(builder, c, builder.mul(first, i64(columns)), F32, "c.part")
+        residual_part = (element_pointer(builder, residual, builder.mul(first, i64(columns)), F32, "residual.part")
+                         if residual else None)
         if epilogue.bias == "row":
             bias = element_pointer(builder, bias, first, F32, "bias.part")
     extent = columns if by_columns else rows
@@ -292,4 +304,5 @@ def emit_gemm_part(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b:
             with block:
                 part_shape = (rows, depth, size) if by_columns else (size, depth, columns)
                 emit_gemm(builder, tiling, a, b, c_part, part_shape, scratch, bias, epilogue,
-                          lda=rows if a.transposed else depth, ldb=depth if b.transposed else columns, ldc=columns)
+                          lda=rows if a.transposed else depth, ldb=depth if b.transposed else columns, ldc=columns,
+                          residual=residual_part)

@@ -18,7 +18,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..ir import DType, Node
-from ..ir.ops_nn import matrix_dims
+from ..ir.ops_nn import matrix_dims, split_contraction
 from . import parallel, scalar
 from .emit_gemm import GemmOperand, GemmSplit, emit_gemm_part, gemm_scratch_bytes
 from .emit_micro_kernel import Epilogue
@@ -70,22 +70,39 @@ def exact_gemm(kernel: Kernel, a: ir.Value, b: ir.Value, c: ir.Value, rows: int,
                 store_element(builder, total, c_row, j)
 
 
-def activate_output(kernel: Kernel) -> None:
-    """Apply the node's fused `activation` attribute (fuse-activation) to its whole output, in place.
+def contraction_operands(kernel: Kernel) -> tuple[ir.Value | None, ir.Value | None]:
+    """The (bias, residual) pointers of a linear's or conv2d's kernel, None where absent."""
+    _, _, bias, residual = split_contraction(list(kernel.inputs), kernel.node.attrs.get("residual", False))
+    return bias, residual
 
-    The tiled kernels apply it in the GEMM epilogue instead; this is for the exact loop nests.
+
+def activate_output(kernel: Kernel) -> None:
+    """Add the node's fused residual (fuse-residual) and apply its fused `activation` (fuse-activation)
+    to its whole output, in place.
+
+    The tiled kernels do both in the GEMM epilogue instead; this is for the exact loop nests.
     """
-    if kernel.node.attrs.get("activation") != "relu":
+    residual = contraction_operands(kernel)[1] if kernel.node.op in ("linear", "conv2d") else None
+    relu = kernel.node.attrs.get("activation") == "relu"
+    if residual is None and not relu:
         return
     builder, dtype = kernel.builder, kernel.node.dtype
     with for_range(builder, kernel.node.type.size, "activate") as index:
         value = load_element(builder, kernel.output, index, kernel.element, "value")
-        store_element(builder, scalar.relu(builder, dtype, value, "relu"), kernel.output, index)
+        if residual is not None:
+            value = scalar.add(builder, dtype, value, load_element(builder, residual, index, kernel.element, "skip"),
+                               name="residual")
+        if relu:
+            value = scalar.relu(builder, dtype, value, "relu")
+        store_element(builder, value, kernel.output, index)
 
 
 def gemm_epilogue(node: Node, bias: str | None) -> Epilogue:
-    """The GEMM epilogue of a node: its bias (per "row" or "column", if it has one) and fused activation."""
-    return Epilogue(bias=bias if len(node.inputs) == 3 else None, activation=node.attrs.get("activation"))
+    """The GEMM epilogue of a node: its bias (per "row" or "column", if it has one), fused residual
+    and fused activation."""
+    residual = node.attrs.get("residual", False)
+    has_bias = node.op != "matmul" and split_contraction(node.inputs, residual)[2] is not None
+    return Epilogue(bias=bias if has_bias else None, activation=node.attrs.get("activation"), residual=residual)
 
 
 def gemm_shape(node: Node) -> tuple[int, int, int]:
@@ -177,7 +194,7 @@ def emit_matmul(kernel: Kernel) -> None:
 def emit_linear(kernel: Kernel) -> None:
     """x[..., in] @ w[in, out] (+ b[out]), then the fused activation: one GEMM with all leading axes of x as rows."""
     rows, depth, columns = gemm_shape(kernel.node)
-    bias = kernel.inputs[2] if len(kernel.inputs) == 3 else None
+    bias, residual = contraction_operands(kernel)
     if kernel.node.type.size == 0:
         return
     if not uses_tiled_gemm(kernel.node):
@@ -186,7 +203,7 @@ def emit_linear(kernel: Kernel) -> None:
         return
     emit_gemm_part(kernel.builder, gemm_tiling(kernel.target), GemmOperand(kernel.inputs[0], 0 in kernel.packed),
                    GemmOperand(kernel.inputs[1], 1 in kernel.packed), kernel.output, (rows, depth, columns),
-                   kernel.scratch, bias, gemm_epilogue(kernel.node, "column"), kernel.part, kernel.parts)
+                   kernel.scratch, bias, gemm_epilogue(kernel.node, "column"), kernel.part, kernel.parts, residual)
 
 
 def gemm_parts(node: Node, target: Target, threads: int) -> int:

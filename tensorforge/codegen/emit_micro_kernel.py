@@ -44,10 +44,12 @@ ACTIVATIONS = ("relu",)
 
 @dataclass(frozen=True)
 class Epilogue:
-    """What happens to a finished tile before it is stored: `bias` per "row" or "column", then `activation`."""
+    """What happens to a finished tile before it is stored: `bias` per "row" or "column", `residual`
+    (a tensor like c, added tile by tile), then `activation`."""
 
     bias: str | None = None
     activation: str | None = None
+    residual: bool = False
 
     def __post_init__(self):
         if self.bias not in (None, "row", "column") or self.activation not in (None, *ACTIVATIONS):
@@ -55,7 +57,8 @@ class Epilogue:
 
     @property
     def suffix(self) -> str:
-        return "".join(f".{part}" for part in (self.bias and f"{self.bias}bias", self.activation) if part)
+        parts = (self.bias and f"{self.bias}bias", self.residual and "residual", self.activation)
+        return "".join(f".{part}" for part in parts if part)
 
 
 def vector_type(tiling: GemmTiling) -> ir.VectorType:
@@ -160,8 +163,8 @@ def _accumulate(builder: ir.IRBuilder, tile: _Tile, depth: ir.Value, a: ir.Value
 
 
 def _apply_epilogue(builder: ir.IRBuilder, tile: _Tile, epilogue: Epilogue, bias: ir.Value,
-                    values: list[ir.Value]) -> list[ir.Value]:
-    """values + bias (a row vector per column, or a splat per row), then the activation."""
+                    values: list[ir.Value], residual_places: list[tuple[ir.Value, int]]) -> list[ir.Value]:
+    """values + bias (a row vector per column, or a splat per row) + the residual tile, then the activation."""
     vector, lanes, width = tile.vector, tile.lanes, tile.tiling.vector_width
     if epilogue.bias == "column":
         row = [load_lanes(builder, element_pointer(builder, bias, v * width, F32), count, vector)
@@ -170,6 +173,9 @@ def _apply_epilogue(builder: ir.IRBuilder, tile: _Tile, epilogue: Epilogue, bias
     elif epilogue.bias == "row":
         column = [_splat(builder, load_element(builder, bias, r, F32), vector) for r in range(tile.rows)]
         values = [builder.fadd(value, column[index // len(lanes)]) for index, value in enumerate(values)]
+    if epilogue.residual:
+        values = [builder.fadd(value, load_lanes(builder, pointer, count, vector))
+                  for value, (pointer, count) in zip(values, residual_places)]
     if epilogue.activation == "relu":  # np.maximum(x, 0): NaN stays NaN
         zero = ir.Constant(vector, None)
         values = [builder.select(builder.fcmp_unordered(">=", value, zero), value, zero) for value in values]
@@ -177,22 +183,25 @@ def _apply_epilogue(builder: ir.IRBuilder, tile: _Tile, epilogue: Epilogue, bias
 
 
 def micro_kernel(module: ir.Module, tiling: GemmTiling, rows: int, columns: int, epilogue: Epilogue) -> ir.Function:
-    """`void(i64 kc, ptr a, ptr b, ptr c, i64 ldc, i1 accumulate, i1 finish, ptr bias)` for one tile shape.
+    """`void(i64 kc, ptr a, ptr b, ptr c, i64 ldc, i1 accumulate, i1 finish, ptr bias, ptr residual)`
+    for one tile shape.
 
     c[r, j] (+)= sum over k < kc of a[k * MR + r] * b[k * NR + j], for r < rows and j < columns;
     `accumulate` adds the tile to what c holds, `finish` applies the epilogue (bias at the tile's
-    first row or column). Defined once per module and variant.
+    first row or column; the residual's tile, with c's row stride ldc). Defined once per module and
+    variant.
     """
     name = f"tf.gemm.f32.{tiling.rows}x{tiling.columns}.{rows}x{columns}{epilogue.suffix}"
     existing = module.globals.get(name)
     if existing is not None:
         return existing
-    function = ir.Function(module, ir.FunctionType(VOID, [I64, PTR, PTR, PTR, I64, I1, I1, PTR]), name)
+    function = ir.Function(module, ir.FunctionType(VOID, [I64, PTR, PTR, PTR, I64, I1, I1, PTR, PTR]), name)
     function.linkage = "internal"
     for attribute in ("nounwind", "norecurse", "noinline"):
         function.attributes.add(attribute)
-    depth, a, b, c, ldc, accumulate, finish, bias = function.args
-    for argument, label in zip(function.args, ("kc", "a", "b", "c", "ldc", "accumulate", "finish", "bias")):
+    depth, a, b, c, ldc, accumulate, finish, bias, residual = function.args
+    for argument, label in zip(function.args, ("kc", "a", "b", "c", "ldc", "accumulate", "finish", "bias",
+                                               "residual")):
         argument.name = label
     for pointer in (a, b, c):
         pointer.add_attribute("noalias")
@@ -215,9 +224,15 @@ def micro_kernel(module: ir.Module, tiling: GemmTiling, rows: int, columns: int,
                 for value, (pointer, count) in zip(values, places)]
 
     values = _update(builder, accumulate, values, add_c, "summed")
-    if epilogue.bias or epilogue.activation:
-        values = _update(builder, finish, values, lambda v: _apply_epilogue(builder, tile, epilogue, bias, v),
-                         "finished")
+    if epilogue.bias or epilogue.activation or epilogue.residual:
+        def finish_tile(tile_values: list[ir.Value]) -> list[ir.Value]:
+            residual_rows = [element_pointer(builder, residual, builder.mul(ldc, i64(r)), F32) for r in range(rows)]
+            residual_places = [(element_pointer(builder, residual_rows[r], v * width, F32), count)
+                               for r in range(rows) for v, count in enumerate(lanes)]
+            return _apply_epilogue(builder, tile, epilogue, bias, tile_values,
+                                   residual_places if epilogue.residual else [])
+
+        values = _update(builder, finish, values, finish_tile, "finished")
     for value, (pointer, count) in zip(values, places):
         _store_lanes(builder, value, pointer, count)
     builder.ret_void()

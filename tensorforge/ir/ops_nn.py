@@ -54,14 +54,33 @@ def matmul(a, b, *, transpose_a=False, transpose_b=False):
     return np.matmul(np.swapaxes(a, -1, -2) if transpose_a else a, np.swapaxes(b, -1, -2) if transpose_b else b)
 
 
+def split_contraction(operands: list, residual: bool) -> tuple:
+    """(x, weight, bias or None, residual or None) of a linear's or conv2d's operands."""
+    rest = list(operands[2:])
+    extra = rest.pop() if residual and rest else None
+    if residual and extra is None:
+        raise OpError("a contraction with residual=true needs the residual as its last operand")
+    if len(rest) > 1:
+        raise OpError(f"a contraction takes x, weight, an optional bias and (with residual) a residual; "
+                      f"got {len(operands)} operands")
+    return operands[0], operands[1], rest[0] if rest else None, extra
+
+
+def _check_residual(op: str, residual, result: TensorType) -> None:
+    if residual is not None and (residual.shape != result.shape or residual.dtype != result.dtype):
+        raise OpError(f"op '{op}': the residual must be {result} like the result, got {residual}")
+
+
 def _infer_linear(types, attrs):
-    x, w = types[0], types[1]
+    x, w, bias, residual = split_contraction(types, attrs["residual"])
     dtype = same_dtype("linear", types)
     if w.rank != 2 or x.rank < 1 or x.shape[-1] != w.shape[0]:
         raise OpError(f"op 'linear' needs x[..., in] and weight[in, out], got {x} and {w}")
-    if len(types) == 3 and types[2].shape != (w.shape[1],):
-        raise OpError(f"op 'linear': bias must be [{w.shape[1]}], got {types[2]}")
-    return TensorType(x.shape[:-1] + (w.shape[1],), dtype)
+    if bias is not None and bias.shape != (w.shape[1],):
+        raise OpError(f"op 'linear': bias must be [{w.shape[1]}], got {bias}")
+    result = TensorType(x.shape[:-1] + (w.shape[1],), dtype)
+    _check_residual("linear", residual, result)
+    return result
 
 
 ACTIVATIONS = (None, "relu")  # what a contraction may apply to its result (filled in by fuse-activation)
@@ -77,16 +96,27 @@ def _activate(y: np.ndarray, activation) -> np.ndarray:
     return np.maximum(y, np.zeros((), y.dtype)) if activation == "relu" else y
 
 
+def _check_residual_flag(op: str, residual) -> bool:
+    if not isinstance(residual, (bool, np.bool_)):
+        raise OpError(f"op '{op}': residual must be a bool, got {residual!r}")
+    return bool(residual)
+
+
 def _normalize_linear(types, attrs):
-    return {"activation": _check_activation("linear", attrs["activation"])}
+    return {"activation": _check_activation("linear", attrs["activation"]),
+            "residual": _check_residual_flag("linear", attrs["residual"])}
 
 
-@register_op("linear", infer=_infer_linear, operands=(2, 3), traits={"contraction"}, attrs={"activation": None},
-             normalize=_normalize_linear)
-def linear(x, weight, bias=None, *, activation=None):
-    """x @ weight (+ bias), then the activation (relu or none)."""
+@register_op("linear", infer=_infer_linear, operands=(2, 4), traits={"contraction"},
+             attrs={"activation": None, "residual": False}, normalize=_normalize_linear)
+def linear(x, weight, *rest, activation=None, residual=False):
+    """x @ weight (+ bias) (+ residual), then the activation (relu or none).
+
+    The residual (fuse-residual: a skip connection added to the result) is the last operand."""
+    _, _, bias, skip = split_contraction([x, weight, *rest], residual)
     y = np.matmul(x, weight)
-    return _activate(y if bias is None else y + bias, activation)
+    y = y if bias is None else y + bias
+    return _activate(y if skip is None else y + skip, activation)
 
 
 # --- softmax ----------------------------------------------------------------------------------
@@ -118,9 +148,11 @@ def _out_size(op, size, kernel, stride, pad, dilation=1):
 
 def _normalize_window(op):
     def normalize(types, attrs):
-        full = {k: int_pair(op, k, v) for k, v in attrs.items() if k not in ("groups", "activation")}
+        full = {k: int_pair(op, k, v) for k, v in attrs.items() if k not in ("groups", "activation", "residual")}
         if "groups" in attrs:
             full["groups"] = int(attrs["groups"])
+        if "residual" in attrs:
+            full["residual"] = _check_residual_flag(op, attrs["residual"])
         if "activation" in attrs:
             full["activation"] = _check_activation(op, attrs["activation"])
         if any(s <= 0 for s in full.get("stride", (1, 1))) or any(p < 0 for p in full["padding"]):
@@ -138,7 +170,7 @@ def _normalize_pool(types, attrs):
 
 
 def _infer_conv2d(types, attrs):
-    x, w = types[0], types[1]
+    x, w, bias, residual = split_contraction(types, attrs["residual"])
     dtype = same_dtype("conv2d", types)
     groups = attrs["groups"]
     if x.rank != 4 or w.rank != 4:
@@ -147,10 +179,13 @@ def _infer_conv2d(types, attrs):
     o, ci, kh, kw = w.shape
     if groups < 1 or c % groups or o % groups or ci != c // groups:
         raise OpError(f"op 'conv2d': {c} input channels, weight {w} and groups={groups} do not fit")
-    if len(types) == 3 and types[2].shape != (o,):
-        raise OpError(f"op 'conv2d': bias must be [{o}], got {types[2]}")
+    if bias is not None and bias.shape != (o,):
+        raise OpError(f"op 'conv2d': bias must be [{o}], got {bias}")
     (sh, sw), (ph, pw), (dh, dw) = attrs["stride"], attrs["padding"], attrs["dilation"]
-    return TensorType((n, o, _out_size("conv2d", h, kh, sh, ph, dh), _out_size("conv2d", wd, kw, sw, pw, dw)), dtype)
+    result = TensorType((n, o, _out_size("conv2d", h, kh, sh, ph, dh), _out_size("conv2d", wd, kw, sw, pw, dw)),
+                        dtype)
+    _check_residual("conv2d", residual, result)
+    return result
 
 
 def _windows(x, kh, kw, stride, dilation, out_h, out_w):
@@ -161,10 +196,12 @@ def _windows(x, kh, kw, stride, dilation, out_h, out_w):
             yield i, j, x[:, :, i * dh: i * dh + sh * (out_h - 1) + 1: sh, j * dw: j * dw + sw * (out_w - 1) + 1: sw]
 
 
-@register_op("conv2d", infer=_infer_conv2d, operands=(2, 3), traits={"contraction"},
-             attrs={"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "activation": None},
+@register_op("conv2d", infer=_infer_conv2d, operands=(2, 4), traits={"contraction"},
+             attrs={"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "activation": None, "residual": False},
              normalize=_normalize_window("conv2d"))
-def conv2d(x, weight, bias=None, *, stride, padding, dilation, groups, activation=None):
+def conv2d(x, weight, *rest, stride, padding, dilation, groups, activation=None, residual=False):
+    """The convolution (+ bias per output channel) (+ residual, the last operand), then the activation."""
+    _, _, bias, skip = split_contraction([x, weight, *rest], residual)
     n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
     og = o // groups
@@ -179,6 +216,8 @@ def conv2d(x, weight, bias=None, *, stride, padding, dilation, groups, activatio
             out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", view[:, g * cg:(g + 1) * cg], tap)
     if bias is not None:
         out += bias.reshape(1, o, 1, 1)
+    if skip is not None:
+        out += skip
     return _activate(out, activation)
 
 

@@ -18,6 +18,7 @@ from .dead_code import eliminate_dead_code
 from .fold_batch_norm import fold_batch_norm
 from .fold_constants import fold_constants
 from .fuse_activation import fuse_activation
+from .fuse_residual import fuse_residual
 from .instruments import Instrument, PassVerifyError, SnapshotInstrument, TimingInstrument, VerifyInstrument
 from .manager import PassContext, PassReport, PassRow, PipelineResult, pipeline_for, run_pipeline
 from .registry import PASSES, PassInfo, register_pass
@@ -34,6 +35,7 @@ PIPELINE = [
     "fold-batch-norm",                   # level 2. needs conv/linear weights as constants: after folding
     "eliminate-common-subexpressions",   # level 2. after folding, equal constants and equal ops are visible
     "absorb-transpose",                  # level 2. after fold-constants: a weight's transpose is folded already
+    "fuse-residual",                     # level 2. before fuse-activation: relu(conv + x) becomes one conv
     "fuse-activation",                   # level 2. after fold-batch-norm, so conv -> batch norm -> relu is one conv
 ]
 
@@ -41,5 +43,5 @@ __all__ = [
     "PASSES", "PIPELINE", "Instrument", "PassContext", "PassInfo", "PassReport", "PassRow", "PassVerifyError",
     "PipelineResult", "SnapshotInstrument", "TimingInstrument", "VerifyInstrument", "absorb_transpose",
     "eliminate_common_subexpressions", "eliminate_dead_code", "fold_batch_norm", "fold_constants", "fuse_activation",
-    "pipeline_for", "register_pass", "run_pipeline", "simplify",
+    "fuse_residual", "pipeline_for", "register_pass", "run_pipeline", "simplify",
 ]

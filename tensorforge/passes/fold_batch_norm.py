@@ -37,7 +37,8 @@ def _folded(producer: ir.Node, norm: ir.Node) -> tuple[np.ndarray, np.ndarray]:
 
 def _can_fold(norm: ir.Node) -> bool:
     producer = norm.inputs[0]
-    if producer.op not in ("conv2d", "linear") or producer.attrs.get("activation") is not None:
+    if (producer.op not in ("conv2d", "linear") or producer.attrs.get("activation") is not None
+            or producer.attrs.get("residual")):  # a residual is added after the bias: scaling would reach it
         return False
     if len(producer.users) != 1 or producer in producer.graph.outputs or producer.dtype is not ir.DType.f32:
         return False

@@ -32,12 +32,14 @@ ELEMENT_FLOPS = {"add": 1, "sub": 1, "mul": 1, "div": 1, "neg": 1, "relu": 1, "c
 def kernel_flops(node: Node) -> int:
     """Floating-point operations of one node (multiply-add = 2)."""
     op, size = node.op, node.type.size
-    if op in ("linear", "matmul"):
-        depth = node.inputs[0].shape[-1]
-        return 2 * size * depth + (size if len(node.inputs) == 3 else 0) + (size if node.attrs.get("activation") else 0)
+    epilogue = size * (len(node.inputs) - 2 + (1 if node.attrs.get("activation") else 0))  # bias, residual, relu
+    if op == "linear":
+        return 2 * size * node.inputs[0].shape[-1] + epilogue
+    if op == "matmul":
+        return 2 * size * node.inputs[0].shape[-2 if node.attrs["transpose_a"] else -1] + epilogue
     if op == "conv2d":
         out_channels, group_channels, kh, kw = node.inputs[1].shape
-        return 2 * size * group_channels * kh * kw + (size if len(node.inputs) == 3 else 0)
+        return 2 * size * group_channels * kh * kw + epilogue
     if op in ("max_pool2d", "avg_pool2d"):
         kh, kw = node.attrs["kernel"]
         return size * kh * kw
