@@ -212,7 +212,10 @@ def gemm_parts(node: Node, target: Target, threads: int) -> int:
         return 1
     rows, depth, columns = gemm_shape(node)
     batch = math.prod(node.shape[:-2]) if node.op == "matmul" else 1
-    if 2 * batch * rows * depth * columns < parallel.MIN_PARALLEL_FLOPS:
+    weight = node.inputs[1]
+    weight_bytes = weight.type.nbytes if weight.op == "constant" else 0
+    if (2 * batch * rows * depth * columns < parallel.MIN_PARALLEL_FLOPS
+            and weight_bytes < parallel.MIN_PARALLEL_WEIGHT_BYTES):
         return 1
     return GemmSplit.of(gemm_tiling(target), (rows, depth, columns), threads).parts
 
