@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import measure  # noqa: E402
+from harness import SLEEP_AFTER_THREAD_POOLS, measure  # noqa: E402
 
 from tensorforge import ir  # noqa: E402
 from tensorforge.codegen import Target, build  # noqa: E402
@@ -85,7 +85,8 @@ def main() -> None:
             engines[f"tensorforge {n}"] = lambda compiled=compiled, a=a: compiled(a)
             engines[f"numpy {n}"] = lambda a=a, b=b: a @ b
         with threadpool_limits(threads):
-            seconds = measure(engines, rounds=args.rounds, verbose=not args.quiet, desc=f"gemm, {threads} threads")
+            seconds = measure(engines, rounds=args.rounds, verbose=not args.quiet, desc=f"gemm, {threads} threads",
+                              sleep=SLEEP_AFTER_THREAD_POOLS)
         for compiled in models:
             compiled.close()
         for n in args.sizes:

@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy_models  # noqa: E402
-from harness import format_time, measure  # noqa: E402
+from harness import SLEEP_AFTER_THREAD_POOLS, format_time, measure  # noqa: E402
 from onnx_models import onnx_engine  # noqa: E402
 
 import tensorforge as tf  # noqa: E402
@@ -88,7 +88,8 @@ def main() -> None:
             if run is not None:
                 np.testing.assert_allclose(run(), expected, rtol=1e-3, atol=1e-4)
                 engines[engine] = run
-        medians = measure(engines, rounds=args.rounds, verbose=not args.quiet, desc=name)
+        medians = measure(engines, rounds=args.rounds, verbose=not args.quiet, desc=name,
+                          sleep=SLEEP_AFTER_THREAD_POOLS)
         ours = medians["tensorforge host"]
         print(f"\n{name}  (compile {compile_seconds * 1000:.0f} ms: "
               + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in cm.compile_seconds.items()) + ")")

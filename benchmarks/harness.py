@@ -14,7 +14,10 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
-SLEEP_BEFORE_SAMPLE = 0.05  # seconds; lets other engines' spinning threads go idle
+# Seconds of sleep before each sample, so the previous engine's spinning threads go idle. OpenBLAS's
+# workers spin for about 2^28 cycles (~0.1 s) after a call: multi-threaded comparisons need more.
+SLEEP_BEFORE_SAMPLE = 0.05
+SLEEP_AFTER_THREAD_POOLS = 0.25
 
 
 def block_size(fn: Callable[[], object], min_seconds: float = 0.02) -> int:
@@ -27,7 +30,7 @@ def block_size(fn: Callable[[], object], min_seconds: float = 0.02) -> int:
 
 
 def measure(engines: dict[str, Callable[[], object]], rounds: int = 15, verbose: bool = True,
-            desc: str = "timing") -> dict[str, float]:
+            desc: str = "timing", sleep: float = SLEEP_BEFORE_SAMPLE) -> dict[str, float]:
     """Median seconds per call of each engine, sampled interleaved over `rounds` rounds."""
     blocks = {name: block_size(fn) for name, fn in engines.items()}
     samples: dict[str, list[float]] = {name: [] for name in engines}
@@ -36,7 +39,7 @@ def measure(engines: dict[str, Callable[[], object]], rounds: int = 15, verbose:
         random.shuffle(order)
         for name in order:
             fn, count = engines[name], blocks[name]
-            time.sleep(SLEEP_BEFORE_SAMPLE)
+            time.sleep(sleep)
             start = time.perf_counter()
             for _ in range(count):
                 fn()
