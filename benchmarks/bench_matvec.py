@@ -3,39 +3,29 @@
     python benchmarks/bench_matvec.py [--rounds 15] [--quiet]
 
 The weight matrix (9.4 MB) is read once per call, so the achievable speed is the machine's memory
-bandwidth. The bandwidth is measured here, in the same run: the best of numpy summing a 256 MB
-array (read-only streaming, one thread; numpy's sum does not use threads). Our figure is the
-weight bytes over the median time of a call; numpy's (OpenBLAS sgemv) is measured beside it.
-Several weight matrices are cycled through so the 9.4 MB does not sit in the cache.
+bandwidth. The bandwidth is measured here, in the same run, before and after the timings, with as
+many threads as the compiled model uses: tensorforge.runtime.machine_peaks (vector loads summing a
+256 MiB buffer, one slice per thread; the best of the two). Our figure is the weight bytes over the
+median time of a call; numpy's (OpenBLAS sgemv, all cores) is measured beside it. Several weight
+matrices are cycled through so the 9.4 MB does not sit in the cache.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import format_time, measure  # noqa: E402
+from harness import SLEEP_AFTER_THREAD_POOLS, format_time, measure  # noqa: E402
 
 import tensorforge as tf  # noqa: E402
+from tensorforge.runtime.machine import machine_peaks  # noqa: E402
 
 COPIES = 8  # distinct weight matrices, 75 MB together: more than the caches
-
-
-def read_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> float:
-    """Bytes per second of one thread streaming through `nbytes` of float32 (best of `repeats`)."""
-    data = np.ones(nbytes // 4, np.float32)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        data.sum()
-        best = min(best, time.perf_counter() - start)
-    return nbytes / best
 
 
 def main() -> None:
@@ -59,12 +49,15 @@ def main() -> None:
         state["numpy"] = (state["numpy"] + 1) % COPIES
         return x @ weights[state["numpy"]]
 
-    bandwidth = read_bandwidth()
+    threads = models[0].artifact.threads
+    before = machine_peaks(threads).gbytes_per_second
     medians = measure({"tensorforge host": ours, "numpy (OpenBLAS)": numpy_matvec}, rounds=args.rounds,
-                      verbose=not args.quiet, desc="matvec")
-    bandwidth = max(bandwidth, read_bandwidth())
+                      verbose=not args.quiet, desc="matvec", sleep=SLEEP_AFTER_THREAD_POOLS)
+    machine_peaks.cache_clear()
+    bandwidth = max(before, machine_peaks(threads).gbytes_per_second) * 1e9
     weight_bytes = 768 * 3072 * 4
-    print(f"memory read bandwidth (numpy sum over 256 MB, best): {bandwidth / 1e9:.1f} GB/s")
+    print(f"tensorforge uses {threads} thread(s); memory read bandwidth with {threads} thread(s) "
+          f"(machine_peaks, best of before and after): {bandwidth / 1e9:.1f} GB/s")
     for engine, seconds in medians.items():
         rate = weight_bytes / seconds
         print(f"  {engine:<20} {format_time(seconds):>10}  {rate / 1e9:6.1f} GB/s  {rate / bandwidth:5.0%} of it")

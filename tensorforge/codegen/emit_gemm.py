@@ -137,10 +137,16 @@ class BlockStep:
                 call(self.row_tail, full)
 
 
+def gemm_depth_blocks(tiling: GemmTiling, rows: int, depth: int, b_prepacked: bool) -> tuple[int, int]:
+    """The depth blocks of a GEMM of `rows` rows (the whole GEMM's, also for a part of it): one block
+    for a matrix-vector-like product against a prepacked weight (tiling.depth_blocks)."""
+    return tiling.depth_blocks(depth, rows=rows if b_prepacked else None)
+
+
 def gemm_scratch_bytes(tiling: GemmTiling, shape: tuple[int, int, int], a_prepacked: bool, b_prepacked: bool) -> int:
     """Scratch for emit_gemm: a packed A block (unless prepacked), then a packed B block (unless prepacked)."""
     rows, depth, columns = shape
-    kc = tiling.depth_blocks(depth)[1]
+    kc = gemm_depth_blocks(tiling, rows, depth, b_prepacked)[1]
     a_bytes = 0 if a_prepacked else _round_up(min(tiling.mc, _round_up(rows, tiling.rows)) * kc * FLOAT_BYTES, 64)
     b_bytes = 0 if b_prepacked else min(tiling.nc, _round_up(columns, tiling.columns)) * kc * FLOAT_BYTES
     return a_bytes + b_bytes
@@ -153,14 +159,15 @@ def _round_up(value: int, multiple: int) -> int:
 def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: GemmOperand, c: ir.Value,
               shape: tuple[int, int, int], scratch: ir.Value | None, bias: ir.Value | None = None,
               epilogue: Epilogue | None = None, lda: int | None = None, ldb: int | None = None,
-              ldc: int | None = None, residual: ir.Value | None = None) -> None:
+              ldc: int | None = None, residual: ir.Value | None = None, whole_rows: int | None = None) -> None:
     """c[M, N] = epilogue(a[M, K] @ b[K, N]) with M, N, K > 0; c row-major, `bias` as the epilogue says.
 
     A row-major operand is packed block by block into `scratch` (gemm_scratch_bytes); a prepacked
     one is read in place (packing.py layouts). `lda`, `ldb` and `ldc` are the row strides of a
     row-major a, b and c as stored (default: the shape's; a block of a wider matrix has its
     matrix's); a transposed operand is stored as its transpose (GemmOperand.transposed). With
-    `epilogue.residual`, `residual` is added: a matrix laid out like c (same ldc).
+    `epilogue.residual`, `residual` is added: a matrix laid out like c (same ldc). `whole_rows`: the
+    rows of the whole GEMM when this is a part of it (its depth blocks, hence its scratch, follow those).
     """
     rows, depth, columns = shape
     lda = (rows if a.transposed else depth) if lda is None else lda
@@ -168,7 +175,7 @@ def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: Gemm
     ldc = columns if ldc is None else ldc
     epilogue = epilogue or Epilogue()
     mr, nr = tiling.rows, tiling.columns
-    depth_count, kc = tiling.depth_blocks(depth)
+    depth_count, kc = gemm_depth_blocks(tiling, rows if whole_rows is None else whole_rows, depth, b.prepacked)
     a_pack = scratch
     b_pack = None
     if not b.prepacked:
@@ -305,4 +312,4 @@ def emit_gemm_part(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b:
                 part_shape = (rows, depth, size) if by_columns else (size, depth, columns)
                 emit_gemm(builder, tiling, a, b, c_part, part_shape, scratch, bias, epilogue,
                           lda=rows if a.transposed else depth, ldb=depth if b.transposed else columns, ldc=columns,
-                          residual=residual_part)
+                          residual=residual_part, whole_rows=rows)

@@ -217,5 +217,8 @@ def gemm_parts(node: Node, target: Target, threads: int) -> int:
     if (2 * batch * rows * depth * columns < parallel.MIN_PARALLEL_FLOPS
             and weight_bytes < parallel.MIN_PARALLEL_WEIGHT_BYTES):
         return 1
-    return GemmSplit.of(gemm_tiling(target), (rows, depth, columns), threads).parts
+    tiling = gemm_tiling(target)
+    if rows <= tiling.rows and weight_bytes:  # a weight stream: finer parts, a late thread takes fewer
+        threads *= parallel.PARTS_PER_THREAD
+    return GemmSplit.of(tiling, (rows, depth, columns), threads).parts
 

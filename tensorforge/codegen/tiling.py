@@ -42,13 +42,17 @@ class GemmTiling:
         """NR: columns of the micro-tile, `vectors` whole vectors."""
         return self.vectors * self.vector_width
 
-    def depth_blocks(self, depth: int, granule: int = 1) -> tuple[int, int]:
+    def depth_blocks(self, depth: int, granule: int = 1, rows: int | None = None) -> tuple[int, int]:
         """(block count, block depth) covering `depth` in near-equal blocks of at most about 1.25 kc.
 
         Block depths are multiples of `granule` (a convolution's kh * kw taps), except the last.
         A depth a little over kc stays one block: a second pass over c costs more than the
-        slightly larger sliver.
+        slightly larger sliver. A GEMM of at most one row panel (`rows` <= MR: a matrix-vector
+        product) takes the whole depth at once: no B sliver is reused from L1 anyway, and each
+        weight panel is then read in one sequential stream.
         """
+        if rows is not None and rows <= self.rows:
+            return 1, depth
         granules = -(-depth // granule)
         per_block = max(1, self.kc // granule)
         count = max(1, round(granules / per_block), -(-granules * 4 // (per_block * 5)))
