@@ -219,6 +219,6 @@ def gemm_parts(node: Node, target: Target, threads: int) -> int:
         return 1
     tiling = gemm_tiling(target)
     if rows <= tiling.rows and weight_bytes:  # a weight stream: finer parts, a late thread takes fewer
-        threads *= parallel.PARTS_PER_THREAD
+        threads *= parallel.GEMM_PARTS_PER_THREAD
     return GemmSplit.of(tiling, (rows, depth, columns), threads).parts
 
