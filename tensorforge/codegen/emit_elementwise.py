@@ -5,14 +5,18 @@ a single loop LLVM vectorizes); operands are read through broadcast strides:
 
     %2 = add(%0, %1) : f32[4,8]    with %0 : f32[4,8], %1 : f32[8]
       for i0 in 0..4: for i1 in 0..8:  out[8*i0 + i1] = x0[8*i0 + i1] + x1[i1]
+
+`ELEMENT` computes one element of each op; emit_fused.py uses the same table for fused chains.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from llvmlite import ir
 
+from ..ir import DType
 from . import float_math, scalar
 from .kernel import Kernel
 from .layout import broadcast_strides, coalesce, contiguous_strides
@@ -36,68 +40,85 @@ def map_elements(kernel: Kernel, compute: Compute) -> None:
 
 
 BINARY = {"add": scalar.add, "sub": scalar.sub, "mul": scalar.mul, "div": scalar.divide}
+FLOAT_UNARY = {"exp": float_math.exp, "log": float_math.log, "sqrt": float_math.sqrt,
+               "tanh": float_math.tanh, "sigmoid": float_math.sigmoid}
+
+# One element of an op: (builder, op, dtype it computes in (its first operand's), loaded operands, attrs) -> value
+ElementFunction = Callable[[ir.IRBuilder, str, DType, list[ir.Value], dict[str, Any]], ir.Value]
+
+
+def binary_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
+    """add, sub, mul, div: integers wrap, bool + is `or` and bool * is `and`."""
+    return BINARY[op](builder, dtype, values[0], values[1], name=op)
+
+
+def float_unary_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
+    """exp, log, sqrt, tanh, sigmoid on f32."""
+    return FLOAT_UNARY[op](builder, values[0], name=op)
+
+
+def gelu_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
+    """gelu with the node's approximation: "tanh", "sigmoid" or "exact" (erf)."""
+    return float_math.GELU[attrs["approximation"]](builder, values[0])
+
+
+def neg_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
+    """-x; unsigned integers wrap around."""
+    return scalar.negate(builder, dtype, values[0], name=op)
+
+
+def relu_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
+    """max(x, 0); NaN stays NaN."""
+    return scalar.relu(builder, dtype, values[0], name=op)
+
+
+def cast_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
+    """Convert to the node's dtype (see scalar.convert for the rules)."""
+    return scalar.convert(builder, values[0], dtype, attrs["dtype"], name=op)
+
+
+ELEMENT: dict[str, ElementFunction] = {
+    **dict.fromkeys(BINARY, binary_element), **dict.fromkeys(FLOAT_UNARY, float_unary_element),
+    "gelu": gelu_element, "neg": neg_element, "relu": relu_element, "cast": cast_element,
+}
+
+
+def map_op_elements(kernel: Kernel) -> None:
+    """The node's own op (an ELEMENT key) at every index of its output."""
+    node, dtype = kernel.node, kernel.dtype
+    element = ELEMENT[node.op]
+
+    def compute(builder: ir.IRBuilder, values: list[ir.Value]) -> ir.Value:
+        return element(builder, node.op, dtype, values, node.attrs)
+
+    map_elements(kernel, compute)
 
 
 def emit_binary(kernel: Kernel) -> None:
     """add, sub, mul, div: numpy broadcasting, integers wrap, bool + is `or` and bool * is `and`."""
-    operation = BINARY[kernel.node.op]
-    dtype = kernel.dtype
-
-    def compute(builder: ir.IRBuilder, values: list[ir.Value]) -> ir.Value:
-        return operation(builder, dtype, values[0], values[1], name=kernel.node.op)
-
-    map_elements(kernel, compute)
-
-
-FLOAT_UNARY = {"exp": float_math.exp, "log": float_math.log, "sqrt": float_math.sqrt,
-               "tanh": float_math.tanh, "sigmoid": float_math.sigmoid}
+    map_op_elements(kernel)
 
 
 def emit_float_unary(kernel: Kernel) -> None:
     """exp, log, sqrt, tanh, sigmoid on f32."""
-    function = FLOAT_UNARY[kernel.node.op]
-
-    def compute(builder: ir.IRBuilder, values: list[ir.Value]) -> ir.Value:
-        return function(builder, values[0], name=kernel.node.op)
-
-    map_elements(kernel, compute)
+    map_op_elements(kernel)
 
 
 def emit_gelu(kernel: Kernel) -> None:
     """gelu with the node's approximation: "tanh", "sigmoid" or "exact" (erf)."""
-    function = float_math.GELU[kernel.node.attrs["approximation"]]
-
-    def compute(builder: ir.IRBuilder, values: list[ir.Value]) -> ir.Value:
-        return function(builder, values[0])
-
-    map_elements(kernel, compute)
+    map_op_elements(kernel)
 
 
 def emit_neg(kernel: Kernel) -> None:
     """-x; unsigned integers wrap around."""
-    dtype = kernel.dtype
-
-    def compute(builder: ir.IRBuilder, values: list[ir.Value]) -> ir.Value:
-        return scalar.negate(builder, dtype, values[0], name="neg")
-
-    map_elements(kernel, compute)
+    map_op_elements(kernel)
 
 
 def emit_relu(kernel: Kernel) -> None:
     """max(x, 0); NaN stays NaN."""
-    dtype = kernel.dtype
-
-    def compute(builder: ir.IRBuilder, values: list[ir.Value]) -> ir.Value:
-        return scalar.relu(builder, dtype, values[0], name="relu")
-
-    map_elements(kernel, compute)
+    map_op_elements(kernel)
 
 
 def emit_cast(kernel: Kernel) -> None:
     """Convert each element to the node's dtype (see scalar.convert for the rules)."""
-    source, target = kernel.dtype, kernel.node.dtype
-
-    def compute(builder: ir.IRBuilder, values: list[ir.Value]) -> ir.Value:
-        return scalar.convert(builder, values[0], source, target, name="cast")
-
-    map_elements(kernel, compute)
+    map_op_elements(kernel)

@@ -17,6 +17,7 @@ from ..ir import DType, Node
 from .emit_conv import conv2d_scratch_bytes, emit_batch_norm, emit_conv2d, emit_pool, padded_bytes, pool_parts
 from .emit_conv_gemm import conv_parts, pack_conv_weight
 from .emit_elementwise import emit_binary, emit_cast, emit_float_unary, emit_gelu, emit_neg, emit_relu
+from .emit_fused import emit_fused_elementwise
 from .emit_matmul import emit_linear, emit_matmul, gemm_node_scratch_bytes, gemm_parts, pack_gemm_constant
 from .emit_reduce import emit_reduce, emit_softmax
 from .emit_shape import emit_concat, emit_slice, emit_transpose
@@ -71,6 +72,7 @@ EMIT: dict[str, Lowering] = {
     "sigmoid": Lowering(emit_float_unary, FLOAT),
     "gelu": Lowering(emit_gelu, FLOAT),
     "cast": Lowering(emit_cast, ALL),
+    "fused_elementwise": Lowering(emit_fused_elementwise, ALL),  # emit_fused.py: a chain in one loop
     # reductions (emit_reduce.py)
     "reduce_sum": Lowering(emit_reduce, ALL),
     "reduce_mean": Lowering(emit_reduce, FLOAT),

@@ -114,7 +114,8 @@ def gelu(x, *, approximation):
         return F32(0.5) * x * (F32(1) + np.tanh(inner))
     if approximation == "sigmoid":  # x sigmoid(1.702 x), TinyTorch's GELU
         return x * sigmoid(F32(1.702) * x)
-    return (F32(0.5) * x * (F32(1) + _erf(x.astype(np.float64) / math.sqrt(2)).astype(F32))).astype(F32)
+    erf = np.asarray(_erf(x.astype(np.float64) / math.sqrt(2)), dtype=np.float64)  # a 0-d x gives a Python float
+    return (F32(0.5) * x * (F32(1) + erf.astype(F32))).astype(F32)
 
 
 # --- cast -------------------------------------------------------------------------------------

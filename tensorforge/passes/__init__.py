@@ -18,6 +18,7 @@ from .dead_code import eliminate_dead_code
 from .fold_batch_norm import fold_batch_norm
 from .fold_constants import fold_constants
 from .fuse_activation import fuse_activation
+from .fuse_elementwise import fuse_elementwise
 from .fuse_residual import fuse_residual
 from .instruments import Instrument, PassVerifyError, SnapshotInstrument, TimingInstrument, VerifyInstrument
 from .manager import PassContext, PassReport, PassRow, PipelineResult, pipeline_for, run_pipeline
@@ -37,11 +38,13 @@ PIPELINE = [
     "absorb-transpose",                  # level 2. after fold-constants: a weight's transpose is folded already
     "fuse-residual",                     # level 2. before fuse-activation: relu(conv + x) becomes one conv
     "fuse-activation",                   # level 2. after fold-batch-norm, so conv -> batch norm -> relu is one conv
+    "fuse-elementwise",                  # level 2. last: a relu after a linear/conv goes to its epilogue first,
+                                         #   and chains are only fused once nothing else rewrites their ops
 ]
 
 __all__ = [
     "PASSES", "PIPELINE", "Instrument", "PassContext", "PassInfo", "PassReport", "PassRow", "PassVerifyError",
     "PipelineResult", "SnapshotInstrument", "TimingInstrument", "VerifyInstrument", "absorb_transpose",
     "eliminate_common_subexpressions", "eliminate_dead_code", "fold_batch_norm", "fold_constants", "fuse_activation",
-    "fuse_residual", "pipeline_for", "register_pass", "run_pipeline", "simplify",
+    "fuse_elementwise", "fuse_residual", "pipeline_for", "register_pass", "run_pipeline", "simplify",
 ]

@@ -11,18 +11,13 @@ from __future__ import annotations
 from .. import ir
 from .manager import PassContext
 from .registry import register_pass
+from .rewrite import needed_by_outputs
 
 
 @register_pass("eliminate-dead-code", opt_level=1, description="erase nodes no output depends on")
 def eliminate_dead_code(graph: ir.Graph, ctx: PassContext | None = None) -> ir.Graph:
     """Erase every node but the inputs that no output depends on, users before their operands."""
-    live: set[ir.Node] = set()
-    pending = list(graph.outputs)
-    while pending:
-        node = pending.pop()
-        if node not in live:
-            live.add(node)
-            pending.extend(node.inputs)
+    live = needed_by_outputs(graph)
     for node in reversed(list(graph.nodes)):
         if node not in live and node.op != "input":
             graph.erase(node)
