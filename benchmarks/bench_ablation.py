@@ -4,14 +4,14 @@
 
 Configurations (tf.compile options), for the MLP 784-256-128-10 and the CIFAR CNN at batch 1 and 64:
   final              everything on (opt_level 2, packing, memory planning, every core)
-  no fusion          without the fusion passes (fuse-activation, fuse-elementwise)
+  no fusion          without the fusion passes (fuse-activation, fuse-residual, fuse-elementwise)
   no memory planning every intermediate in bytes of its own (share_memory=False)
   no packing         weights packed into GEMM panels on every call, not once (pack=False)
   1 thread           threads=1
   opt_level 0        no graph passes, LLVM at O0
   baseline           all of the above off at once
-Prints a table per model (median time, and time relative to final), writes ablation.json and
-ablation.png into --out.
+Prints a table per model (median time, and time relative to final: the median over rounds of the
+ratio within a round), writes ablation.json and ablation.png into --out.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -26,12 +27,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import format_time, measure  # noqa: E402
+from harness import format_time, measure_samples, paired_ratio  # noqa: E402
 
 import tensorforge as tf  # noqa: E402
 from tensorforge.models import cifar_cnn, mlp  # noqa: E402
 
-FUSION_PASSES = ("fuse-activation", "fuse-elementwise")
+FUSION_PASSES = ("fuse-activation", "fuse-residual", "fuse-elementwise")
 CONFIGURATIONS = {
     "final": {},
     "no fusion": {"disabled": FUSION_PASSES},
@@ -67,15 +68,15 @@ def main() -> None:
             np.testing.assert_allclose(cm(x), expected, rtol=1e-3, atol=1e-4)
             models[configuration] = cm
             engines[configuration] = lambda cm=cm, x=x: cm(x)
-        medians = measure(engines, rounds=args.rounds, verbose=not args.quiet, desc=name)
-        final = medians["final"]
+        samples = measure_samples(engines, rounds=args.rounds, verbose=not args.quiet, desc=name)
+        medians = {configuration: statistics.median(values) for configuration, values in samples.items()}
         print(f"\n{name}")
         print(f"  {'configuration':<20} {'median':>10} {'vs final':>9} {'workspace KiB':>14}")
         for configuration in CONFIGURATIONS:
-            seconds = medians[configuration]
             arena = models[configuration].artifact.workspace_bytes / 1024
-            print(f"  {configuration:<20} {format_time(seconds):>10} {seconds / final:>8.2f}x {arena:>14.0f}")
-        results.append({"workload": name, "medians_s": medians,
+            print(f"  {configuration:<20} {format_time(medians[configuration]):>10} "
+                  f"{paired_ratio(samples, configuration, 'final'):>8.2f}x {arena:>14.0f}")
+        results.append({"workload": name, "medians_s": medians, "samples_s": samples,
                         "workspace_bytes": {c: m.artifact.workspace_bytes for c, m in models.items()}})
         for cm in models.values():
             cm.close()

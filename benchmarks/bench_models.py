@@ -4,7 +4,8 @@
 
 Engines: tensorforge's reference interpreter, hand-written numpy, PyTorch eager and torch.compile
 and ONNX Runtime (if installed), and tensorforge compiled for the host. Models: MLP 784-256-128-10
-and the CIFAR-style CNN, at batch 1 and 64. Also reports compile time (trace + passes + LLVM) per
+and the CIFAR-style CNN, at batch 1 and 64. Ratios are the median over rounds of each engine's time
+over tensorforge's time in the same round. Also reports compile time (trace + passes + LLVM) per
 model. Writes results.json and a bar chart (if matplotlib is installed) into --out.
 
 torch.compile compiles in this process (TORCHINDUCTOR_COMPILE_THREADS=1): its default pool of
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy_models  # noqa: E402
-from harness import SLEEP_AFTER_THREAD_POOLS, format_time, measure  # noqa: E402
+from harness import SLEEP_AFTER_THREAD_POOLS, format_time, measure_samples, paired_ratio  # noqa: E402
 from onnx_models import onnx_engine  # noqa: E402
 
 import tensorforge as tf  # noqa: E402
@@ -94,14 +96,16 @@ def main() -> None:
             if run is not None:
                 np.testing.assert_allclose(run(), expected, rtol=1e-3, atol=1e-4)
                 engines[engine] = run
-        medians = measure(engines, rounds=args.rounds, verbose=not args.quiet, desc=name,
-                          sleep=SLEEP_AFTER_THREAD_POOLS)
-        ours = medians["tensorforge host"]
+        samples = measure_samples(engines, rounds=args.rounds, verbose=not args.quiet, desc=name,
+                                  sleep=SLEEP_AFTER_THREAD_POOLS)
+        medians = {engine: statistics.median(values) for engine, values in samples.items()}
+        ratios = {engine: paired_ratio(samples, engine, "tensorforge host") for engine in samples}
         print(f"\n{name}  (compile {compile_seconds * 1000:.0f} ms: "
               + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in cm.compile_seconds.items()) + ")")
         for engine, seconds in sorted(medians.items(), key=lambda kv: kv[1]):
-            print(f"  {engine:<24} {format_time(seconds):>10}   {seconds / ours:6.2f}x tensorforge's time")
-        results.append({"workload": name, "medians_s": medians, "compile_s": compile_seconds,
+            print(f"  {engine:<24} {format_time(seconds):>10}   {ratios[engine]:6.2f}x tensorforge's time")
+        results.append({"workload": name, "medians_s": medians, "ratio_to_tensorforge": ratios,
+                        "samples_s": samples, "compile_s": compile_seconds,
                         "compile_breakdown_s": cm.compile_seconds})
         cm.close()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,19 @@ def block_size(fn: Callable[[], object], min_seconds: float = 0.02) -> int:
 def measure(engines: dict[str, Callable[[], object]], rounds: int = 15, verbose: bool = True,
             desc: str = "timing", sleep: float = SLEEP_BEFORE_SAMPLE) -> dict[str, float]:
     """Median seconds per call of each engine, sampled interleaved over `rounds` rounds."""
+    samples = measure_samples(engines, rounds, verbose, desc, sleep)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def paired_ratio(samples: dict[str, list[float]], engine: str, reference: str) -> float:
+    """The median over rounds of engine's time / reference's time in the same round: steadier than
+    the ratio of medians when the machine's speed drifts between rounds."""
+    return statistics.median(a / b for a, b in zip(samples[engine], samples[reference], strict=True))
+
+
+def measure_samples(engines: dict[str, Callable[[], object]], rounds: int = 15, verbose: bool = True,
+                    desc: str = "timing", sleep: float = SLEEP_BEFORE_SAMPLE) -> dict[str, list[float]]:
+    """Seconds per call of each engine, one sample per round, interleaved in a random order."""
     blocks = {name: block_size(fn) for name, fn in engines.items()}
     samples: dict[str, list[float]] = {name: [] for name in engines}
     order = list(engines)
@@ -44,7 +57,7 @@ def measure(engines: dict[str, Callable[[], object]], rounds: int = 15, verbose:
             for _ in range(count):
                 fn()
             samples[name].append((time.perf_counter() - start) / count)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples
 
 
 def format_time(seconds: float) -> str:
