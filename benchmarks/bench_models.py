@@ -5,11 +5,13 @@
 Engines: tensorforge's reference interpreter, hand-written numpy, PyTorch eager and torch.compile
 and ONNX Runtime (if installed), and tensorforge compiled for the host. Models: MLP 784-256-128-10
 and the CIFAR-style CNN, at batch 1 and 64. Ratios are the median over rounds of each engine's time
-over tensorforge's time in the same round. Also reports compile time (trace + passes + LLVM) per
-model. Writes results.json and a bar chart (if matplotlib is installed) into --out.
+over tensorforge's time in the same round. Each engine runs in a process of its own (harness.py:
+runtimes sharing a process disturbed each other's threads), sampled in the same interleaved rounds.
+Also reports compile time (trace + passes + LLVM) per model. Writes results.json and a bar chart
+(if matplotlib is installed) into --out.
 
-torch.compile compiles in this process (TORCHINDUCTOR_COMPILE_THREADS=1): its default pool of
-compile worker processes starts in the background and takes the cores from the timings that follow.
+torch.compile compiles in its engine's process (TORCHINDUCTOR_COMPILE_THREADS=1): its default pool
+of compile worker processes starts in the background and takes the cores from the timings.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy_models  # noqa: E402
-from harness import SLEEP_AFTER_THREAD_POOLS, format_time, measure_samples, paired_ratio  # noqa: E402
+from harness import format_time, measure_isolated, paired_ratio  # noqa: E402
 from onnx_models import onnx_engine  # noqa: E402
 
 import tensorforge as tf  # noqa: E402
@@ -68,6 +70,32 @@ def workloads():
             rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)
 
 
+ENGINES = ("reference interpreter", "numpy hand-written", "pytorch eager", "torch.compile", "onnxruntime",
+           "tensorforge host")
+
+
+def make_engine(engine: str, workload: int):
+    """Build `engine` on workload number `workload` (in its own process, see harness.measure_isolated),
+    check it against the reference interpreter, and return the callable to time (None if unavailable)."""
+    name, model, numpy_forward, x = list(workloads())[workload]
+    graph = tf.trace(model, x)
+    expected = tf.interpret(graph, x)
+    if engine == "reference interpreter":
+        run = lambda: tf.interpret(graph, x)  # noqa: E731
+    elif engine == "numpy hand-written":
+        run = lambda: numpy_forward(x)  # noqa: E731
+    elif engine == "tensorforge host":
+        cm = tf.compile(model, x, target="host")
+        run = lambda: cm(x)  # noqa: E731
+    elif engine == "onnxruntime":
+        run = onnx_engine(graph, x)
+    else:
+        run = torch_engine(model, x, compiled=engine == "torch.compile")
+    if run is not None:
+        np.testing.assert_allclose(run(), expected, rtol=1e-3, atol=1e-4)
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -76,28 +104,13 @@ def main() -> None:
     parser.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (slow to compile)")
     args = parser.parse_args()
     results = []
-    for name, model, numpy_forward, x in workloads():
+    for index, (name, model, _, x) in enumerate(workloads()):
         start = time.perf_counter()
-        cm = tf.compile(model, x, target="host")
+        cm = tf.compile(model, x, target="host")  # here only for the compile time; each engine runs in its own process
         compile_seconds = time.perf_counter() - start
-        graph = tf.trace(model, x)
-        expected = tf.interpret(graph, x)
-        np.testing.assert_allclose(cm(x), expected, rtol=1e-3, atol=1e-4)
-        np.testing.assert_allclose(numpy_forward(x), expected, rtol=1e-3, atol=1e-4)
-        engines = {
-            "reference interpreter": lambda g=graph, x=x: tf.interpret(g, x),
-            "numpy hand-written": lambda f=numpy_forward, x=x: f(x),
-            "tensorforge host": lambda cm=cm, x=x: cm(x),
-        }
-        peers = {"pytorch eager": torch_engine(model, x), "onnxruntime": onnx_engine(graph, x)}
-        if not args.no_torch_compile:
-            peers["torch.compile"] = torch_engine(model, x, compiled=True)
-        for engine, run in peers.items():
-            if run is not None:
-                np.testing.assert_allclose(run(), expected, rtol=1e-3, atol=1e-4)
-                engines[engine] = run
-        samples = measure_samples(engines, rounds=args.rounds, verbose=not args.quiet, desc=name,
-                                  sleep=SLEEP_AFTER_THREAD_POOLS)
+        engines = [engine for engine in ENGINES if not (args.no_torch_compile and engine == "torch.compile")]
+        samples = measure_isolated({engine: (make_engine, (engine, index)) for engine in engines},
+                                   rounds=args.rounds, verbose=not args.quiet, desc=name)
         medians = {engine: statistics.median(values) for engine, values in samples.items()}
         ratios = {engine: paired_ratio(samples, engine, "tensorforge host") for engine in samples}
         print(f"\n{name}  (compile {compile_seconds * 1000:.0f} ms: "
@@ -110,7 +123,7 @@ def main() -> None:
         cm.close()
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "numpy": np.__version__, "rounds": args.rounds}
+            "numpy": np.__version__, "rounds": args.rounds, "isolation": "one process per engine"}
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     chart(results, args.out / "models.png")
 

@@ -66,3 +66,82 @@ def format_time(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1e3:.2f} ms"
     return f"{seconds:.2f} s"
+
+
+# --- engines in processes of their own -------------------------------------------------------------
+#
+# Two runtimes in one process disturb each other: ours and PyTorch's both run OpenMP teams, and in
+# one process some samples of either took 10-20x their usual time (a team waiting for a thread of
+# the other runtime to give up a core). A user runs one of them; so does each engine here, in its
+# own process, still sampled in the same interleaved rounds.
+
+def _engine_worker(connection, factory, arguments) -> None:
+    """In the child: build the engine, size its block, then time one block per request."""
+    try:
+        fn = factory(*arguments)
+        if fn is None:
+            raise EngineUnavailable(f"{factory.__name__}{arguments}")
+        count = block_size(fn)
+        connection.send(("ready", count))
+        while connection.recv() == "sample":
+            start = time.perf_counter()
+            for _ in range(count):
+                fn()
+            connection.send(("sample", (time.perf_counter() - start) / count))
+    except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises it
+        connection.send(("error", f"{type(error).__name__}: {error}"))
+    finally:
+        connection.close()
+
+
+def measure_isolated(factories: dict[str, tuple[Callable, tuple]], rounds: int = 15, verbose: bool = True,
+                     desc: str = "timing", sleep: float = SLEEP_AFTER_THREAD_POOLS) -> dict[str, list[float]]:
+    """Like measure_samples, each engine built by `factory(*arguments)` in a spawned process of its own.
+
+    A factory returns the no-argument callable to time (None: the engine is not available, dropped);
+    it must be a module-level function, and it checks its engine's results itself.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    workers = {}
+    try:
+        for name, (factory, arguments) in factories.items():
+            parent, child = context.Pipe()
+            process = context.Process(target=_engine_worker, args=(child, factory, arguments), daemon=True)
+            process.start()
+            child.close()
+            workers[name] = (process, parent)
+        for name, (_, connection) in list(workers.items()):
+            kind, value = connection.recv()
+            if kind == "error":
+                if value.startswith("EngineUnavailable"):
+                    del workers[name]
+                    continue
+                raise RuntimeError(f"engine {name!r} failed to start: {value}")
+        samples: dict[str, list[float]] = {name: [] for name in workers}
+        order = list(workers)
+        for _ in tqdm(range(rounds), desc=desc, disable=not verbose, leave=False):
+            random.shuffle(order)
+            for name in order:
+                time.sleep(sleep)
+                connection = workers[name][1]
+                connection.send("sample")
+                kind, value = connection.recv()
+                if kind == "error":
+                    raise RuntimeError(f"engine {name!r} failed: {value}")
+                samples[name].append(value)
+        return samples
+    finally:
+        for process, connection in workers.values():
+            try:
+                connection.send("stop")
+            except (BrokenPipeError, OSError):
+                pass
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+
+
+class EngineUnavailable(Exception):
+    """Raised by a factory whose engine is not installed here (the engine is left out)."""
