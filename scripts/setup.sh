@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything tensorforge needs on a fresh Debian machine; safe to run again.
-#   - system tools: gcc-aarch64-linux-gnu (cross linker), qemu-user (runs armv8 code), graphviz (dot),
-#     libgomp1 (the OpenMP runtime threaded kernels call; it comes with gcc)
+#   - system tools: gcc-aarch64-linux-gnu (cross linker), qemu-user (runs armv8 code), graphviz (dot)
 #   - a virtualenv in .venv with tensorforge installed in editable mode with its dev extras
 # Usage: bash scripts/setup.sh [extra ...]     e.g. bash scripts/setup.sh bench
 set -euo pipefail
@@ -11,7 +10,6 @@ missing=()
 command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu)
 command -v qemu-aarch64 >/dev/null || command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user)
 command -v dot >/dev/null || missing+=(graphviz)
-/sbin/ldconfig -p 2>/dev/null | grep -q 'libgomp.so.1 ' || missing+=(libgomp1)  # OpenMP runtime for threads
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     if [ "$(id -u)" = 0 ]; then sudo_cmd=(); else sudo_cmd=(sudo); fi

@@ -67,7 +67,7 @@ def compile_and_run(graph: Graph, *inputs: np.ndarray, opt_level: int = 3, targe
     """Build `graph` for `target` and run it once: the host by JIT here, armv8 through the runtime (qemu-user).
 
     With `threads` > 1 every kernel that can split its work does, however small (parallel.py's
-    size threshold is lifted), and the host runs through the runtime too (it brings libgomp).
+    size threshold is lifted), and the host runs through the runtime too (it joins the pool's threads).
     `build_options` go to codegen.build (pack=False, share_memory=False).
     """
     if target == "host" and threads == 1 and not build_options:

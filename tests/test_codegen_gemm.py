@@ -181,7 +181,7 @@ def test_conv2d_split_for_threads_host(case, threads):
 @settings(max_examples=THREADED_ARMV8_EXAMPLES)
 @given(matmul_cases(), linear_cases(), conv_cases(), THREADS)
 def test_split_for_threads_armv8(matmul, linear, conv, threads):
-    """The same, linked with the cross gcc's libgomp and run under qemu-user."""
+    """The same, the pool's pthreads running under qemu-user."""
     check_matmul("armv8", matmul, threads)
     check_linear("armv8", linear, threads)
     check_conv("armv8", conv, threads)

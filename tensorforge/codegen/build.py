@@ -108,8 +108,7 @@ def build(graph: Graph, target: Target | str = "host", opt_level: int = 3, threa
     parts = {node: lowerings[node].parts(node, target, threads) for node in computed
              if threads > 1 and lowerings[node].parts}
     parts = {node: count for node, count in parts.items() if count > 1}
-    team_scratch = {node: nbytes * (min(parts[node], threads) if node in parts else 1)
-                    for node, nbytes in scratch.items()}
+    team_scratch = {node: nbytes * (threads if node in parts else 1) for node, nbytes in scratch.items()}
     plan = plan_workspace(computed, team_scratch, share=share_memory)
     profile_offset = align_up(plan.size) if profile else None
     workspace_bytes = plan.size + (8 * len(computed) + ALIGNMENT if profile else 0)

@@ -37,6 +37,7 @@ from .lowering import Lowering
 from .memory import ALIGNMENT, ConstantLayout, WorkspacePlan
 from .parallel import emit_team_call
 from .target import Target
+from .thread_pool import finish_pool
 
 ENTRY = "tf_run"
 
@@ -89,7 +90,7 @@ def emit_node_function(module: ir.Module, node: Node, lowering: Lowering, operan
         _emit_kernel(body, node, lowering, operands, scratch_bytes, target, packed, part, parts)
         for argument, source in zip(function.args, body.args):
             argument.name = source.name
-        emit_team_call(function, body, min(threads, parts), parts, scratch_bytes)  # scratch for this many threads
+        emit_team_call(function, body, threads, parts, scratch_bytes, target)
         return function
     function.attributes.add("norecurse")
     _mark_arguments(function, node, operands, scratch_bytes, in_place_of)
@@ -221,4 +222,5 @@ def emit_module(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, Lower
         destination = _load_pointer(builder, outputs, index, f"output.{index}")
         copy_bytes(builder, destination, source.pointer, node.type.nbytes, may_overlap=source.is_graph_input)
     builder.ret(ir.Constant(I32, 0))
+    finish_pool(module)
     return module

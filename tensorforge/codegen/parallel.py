@@ -1,29 +1,29 @@
-"""Threads: a node's work cut into parts, run by an OpenMP team through libgomp's `GOMP_parallel`.
+"""Threads: a node's work cut into parts, run on the module's thread pool (thread_pool.py).
 
 A node big enough to share (its lowering's `parts`, with MIN_PARALLEL_FLOPS) keeps its usual
-function, which tf_run calls as for any node; that function hands its arguments to a team and
-waits for it:
+function, which tf_run calls as for any node; that function hands its arguments to the pool and
+returns when every part is done:
 
     void @"conv2d.x"(ptr %x, ptr %w, ptr %out, ptr %scratch)
-      store the arguments in %context (an array of pointers on the stack)
-      call @GOMP_parallel(ptr @"conv2d.x.team", ptr %context, i32 threads, i32 0)   ; returns when all are done
-    void @"conv2d.x.team"(ptr %context)                                              ; every thread of the team
-      tid = omp_get_thread_num()
-      while (part = atomic next_part++) < parts:                                     ; claimed, not assigned
-          call @"conv2d.x.part"(x, w, out, scratch + tid * scratch_bytes, part)     ; the kernel's loops
+      store the arguments in %context (a struct on the stack)
+      call @tf.pool.run(i64 <task number>, ptr %context, i64 parts, i64 threads)
+    void @"conv2d.x.task"(ptr %context, i64 part, i64 thread)                 ; run for every part
+      call @"conv2d.x.part"(x, w, out, scratch + thread * scratch_bytes, part)    ; the kernel's loops
 
 Parts are fixed at compile time (the kernel splits its loops by `kernel.part` of `kernel.parts`);
-threads claim them one at a time from a counter, so a team smaller than asked for (a call from
-inside another parallel region gets a team of one) still does every part, and a thread whose core
-is busy elsewhere does fewer. Each thread has its own slice of the node's scratch. libgomp keeps its
-threads between calls, so a call costs a wake-up, not a thread creation; no Python runs in the loop.
+the calling thread and the pool's workers claim them one at a time from a counter, so a worker
+whose core is busy elsewhere does fewer, and none is waited for unless it holds a part. Each
+thread has its own slice of the node's scratch (one per thread of the pool). No Python runs in the
+loop; the workers are created on the first call and sleep on a futex between calls.
 """
 
 from __future__ import annotations
 
 from llvmlite import ir
 
-from .llvm_utils import I32, I64, PTR, VOID, declare, i64
+from .llvm_utils import I32, PTR, i64
+from .target import Target
+from .thread_pool import SHUTDOWN, TASK_TYPE, pool_run, register_task
 
 # Work below this many flops (or element reads and writes) stays on one thread: waking a team
 # costs a few microseconds. Chosen with benchmarks/bench_models.py (docs/architecture.md).
@@ -52,63 +52,41 @@ def split_parts(units: int, threads: int) -> tuple[int, int]:
 
 
 def uses_threads(module_ir: str) -> bool:
-    """Whether an LLVM module calls into the OpenMP runtime (its loader must provide libgomp)."""
-    return "@GOMP_parallel(" in module_ir
+    """Whether an LLVM module runs work on its thread pool (then it exports tf_pool_shutdown)."""
+    return f"@{SHUTDOWN}(" in module_ir
 
 
 def emit_team_call(function: ir.Function, part_function: ir.Function, threads: int, parts: int,
-                   scratch_bytes: int) -> None:
+                   scratch_bytes: int, target: Target) -> None:
     """Fill `function` (a node's function: pointer arguments, the scratch last when `scratch_bytes`)
-    with a GOMP_parallel call whose team calls `part_function(arguments..., part)` for every part.
+    with a call of the module's thread pool running `part_function(arguments..., part)` for every part.
 
-    Threads claim parts from a shared counter (an atomic add), so a thread that starts late (its
-    core busy with another process) leaves its parts to the others instead of making them wait.
-    Each thread passes its own `scratch_bytes` slice of the scratch (the node's scratch holds one
-    per thread of the team).
+    The arguments travel in a struct on the caller's stack; the pool's task unpacks them, and
+    gives each thread its own `scratch_bytes` slice of the scratch (the node's scratch holds one
+    per thread).
     """
     module = function.module
     count = len(function.args)
-    team = ir.Function(module, ir.FunctionType(VOID, [PTR]), f"{function.name}.team")
-    team.linkage = "internal"
-    team.attributes.add("nounwind")
+    fields = ir.LiteralStructType([PTR] * count)
 
-    caller = ir.IRBuilder(function.append_basic_block("entry"))
-    fields = ir.LiteralStructType([PTR] * count + [I64])  # the arguments, then the part counter
-    context = caller.alloca(fields, name="context")
-
-    def field(index: int) -> ir.Value:
-        return caller.gep(context, [ir.Constant(I32, 0), ir.Constant(I32, index)], inbounds=True)
-
-    for index, argument in enumerate(function.args):
-        caller.store(argument, field(index))
-    counter = field(count)
-    caller.store(i64(0), counter)
-    gomp = declare(module, "GOMP_parallel", VOID, [PTR, PTR, I32, I32])
-    caller.call(gomp, [team, context, ir.Constant(I32, threads), ir.Constant(I32, 0)])
-    caller.ret_void()
-
-    builder = ir.IRBuilder(team.append_basic_block("entry"))
-    (pointer,) = team.args
-    pointer.name = "context"
-    arguments = []
-    for index, argument in enumerate(function.args):
-        slot = builder.gep(pointer, [i64(index)], inbounds=True, source_etype=PTR)
-        arguments.append(builder.load(slot, name=argument.name, typ=PTR))
-    counter = builder.gep(pointer, [i64(count)], inbounds=True, source_etype=I64, name="next_part")
-    thread = builder.sext(builder.call(declare(module, "omp_get_thread_num", I32, []), [], name="tid"), I64)
+    task = ir.Function(module, TASK_TYPE, f"{function.name}.task")
+    task.linkage = "internal"
+    task.attributes.add("nounwind")
+    pointer, part, thread = task.args
+    pointer.name, part.name, thread.name = "context", "part", "thread"
+    builder = ir.IRBuilder(task.append_basic_block("entry"))
+    arguments = [builder.load(builder.gep(pointer, [i64(index)], inbounds=True, source_etype=PTR), typ=PTR,
+                              name=argument.name) for index, argument in enumerate(function.args)]
     if scratch_bytes:
         arguments[-1] = builder.gep(arguments[-1], [builder.mul(thread, i64(scratch_bytes))], inbounds=True,
                                     source_etype=ir.IntType(8), name="thread.scratch")
-
-    header = team.append_basic_block("part.claim")
-    body = team.append_basic_block("part.body")
-    end = team.append_basic_block("part.end")
-    builder.branch(header)
-    builder.position_at_end(header)
-    part = builder.atomic_rmw("add", counter, i64(1), "monotonic", name="part")
-    builder.cbranch(builder.icmp_signed("<", part, i64(parts), name="part.more"), body, end)
-    builder.position_at_end(body)
     builder.call(part_function, [*arguments, part])
-    builder.branch(header)
-    builder.position_at_end(end)
     builder.ret_void()
+
+    caller = ir.IRBuilder(function.append_basic_block("entry"))
+    context = caller.alloca(fields, name="context")
+    for index, argument in enumerate(function.args):
+        caller.store(argument, caller.gep(context, [ir.Constant(I32, 0), ir.Constant(I32, index)], inbounds=True))
+    run = pool_run(module, target)
+    caller.call(run, [i64(register_task(module, task)), context, i64(parts), i64(threads)])
+    caller.ret_void()

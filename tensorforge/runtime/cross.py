@@ -159,9 +159,9 @@ class CrossExecutor:
     def _link(self, entry: str) -> None:
         """Link libmodel.so and the (static) runner from model.o, both compilers at once.
 
-        Threaded code (artifact.threads > 1) calls libgomp, which the cross gcc brings.
+        Threaded code (artifact.threads > 1) runs its own pthreads (codegen/thread_pool.py).
         """
-        libraries = ["-lm", *(["-lgomp", "-lpthread"] if self._threads > 1 else [])]
+        libraries = ["-lm", *(["-lpthread"] if self._threads > 1 else [])]
         commands = {
             "the shared library": [self.tools.compiler, "-shared", "-o", "libmodel.so", "model.o", *libraries],
             "the runner": [self.tools.compiler, "-O2", "-static", f"-DTF_ENTRY={entry}", "-o", "runner",

@@ -12,7 +12,6 @@ safely: ctypes releases the GIL for the native call. The JIT engine lives as lon
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 import weakref
 from collections.abc import Sequence
@@ -20,7 +19,9 @@ from collections.abc import Sequence
 import llvmlite.binding as llvm
 import numpy as np
 
+from ..codegen.parallel import uses_threads
 from ..codegen.target import initialize_llvm
+from ..codegen.thread_pool import SHUTDOWN
 from .errors import NativeError
 
 ALIGNMENT = 64  # bytes: the weights buffer and workspace arena (docs/architecture.md)
@@ -58,33 +59,12 @@ def data_address(array: np.ndarray) -> int:
         return array.ctypes.data
 
 
-OPENMP_LIBRARY = "libgomp.so.1"
-OPENMP_SYMBOLS = ("GOMP_parallel", "omp_get_thread_num")
-# How long libgomp's threads spin before they sleep, waiting for work or at a team's end (its
-# default is 300000). On this 2-core VM, with another process around, the scheduler sometimes put
-# both threads of a team on one core; a thread spinning for long then held up the other for a
-# whole time slice (CNN batch 1: median 485 us a call; 201 us with 30000; 283 us never spinning).
-GOMP_SPINCOUNT = "30000"
+SHUTDOWN_TYPE = ctypes.CFUNCTYPE(None)
 
 
-def openmp_symbols() -> dict[str, int]:
-    """The addresses of the libgomp functions threaded code calls (codegen/parallel.py).
-
-    libgomp comes with gcc (Debian's libgomp1); NativeError says so when it cannot be loaded.
-    GOMP_SPINCOUNT is set (unless the user has) before libgomp reads its environment, which it does
-    when this process loads it first.
-    """
-    os.environ.setdefault("GOMP_SPINCOUNT", GOMP_SPINCOUNT)
-    try:
-        library = ctypes.CDLL(OPENMP_LIBRARY, mode=ctypes.RTLD_GLOBAL)
-    except OSError as error:
-        raise NativeError(f"this model was compiled with threads > 1, which needs the OpenMP runtime "
-                          f"{OPENMP_LIBRARY} (Debian package libgomp1, installed with gcc): {error}; "
-                          f"compile with threads=1 to run without it", -1) from error
-    return {name: ctypes.cast(getattr(library, name), ctypes.c_void_p).value for name in OPENMP_SYMBOLS}
-
-
-def _release(tracker, engine) -> None:
+def _release(tracker, engine, shutdown) -> None:
+    if shutdown is not None:  # join the model's pool threads before their code is freed
+        shutdown()
     tracker.close()
     engine.close()
 
@@ -110,12 +90,13 @@ class HostExecutor:
         llvm.parse_assembly(artifact.llvm_ir).verify()  # a clear error for bad IR, before the JIT sees it
         engine = llvm.create_lljit_compiler(artifact.target.target_machine())
         library = llvm.JITLibraryBuilder().add_ir(artifact.llvm_ir).add_current_process().export_symbol(self.entry)
-        if getattr(artifact, "threads", 1) > 1:
-            for name, address in openmp_symbols().items():
-                library.import_symbol(name, address)
+        threaded = uses_threads(artifact.llvm_ir)
+        if threaded:
+            library.export_symbol(SHUTDOWN)
         tracker = library.link(engine, "tensorforge_model")
         self._function = ENTRY_TYPE(tracker[self.entry])
-        weakref.finalize(self, _release, tracker, engine)
+        shutdown = SHUTDOWN_TYPE(tracker[SHUTDOWN]) if threaded else None
+        weakref.finalize(self, _release, tracker, engine, shutdown)
         self.weights = aligned_copy(artifact.weights)
         self._weights_address = self.weights.ctypes.data
         self._counts = (len(artifact.input_types), len(artifact.output_types), int(artifact.workspace_bytes))
