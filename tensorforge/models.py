@@ -3,6 +3,8 @@
     mlp()        784-256-128-10 MLP with ReLU (the benchmark MLP)
     cifar_cnn()  3x32x32 -> conv 3->32, relu, pool, conv 32->64, relu, pool, fc 4096->128, fc 128->10
     small_cnn()  conv, batch norm, relu, pool, flatten, linear: every CNN op on a small input
+    digits_mlp() 64-128-64-10 MLP for scikit-learn's 8x8 digits (examples/digits)
+    digits_cnn() 1x8x8 -> conv 1->16, relu, pool, conv 16->32, relu, pool, fc 128->10 (examples/digits)
 """
 
 from __future__ import annotations
@@ -43,3 +45,17 @@ def small_cnn(channels: int = 3, size: int = 12, classes: int = 10, seed: int = 
         nn.Conv2d(channels, 8, 3, padding=1, rng=rng), bn, nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(8, 16, 3, padding=1, rng=rng), nn.ReLU(), nn.AvgPool2d(2),
         nn.Flatten(), nn.Linear(16 * side * side, classes, rng=rng), nn.Softmax())
+
+
+def digits_mlp(seed: int = 0) -> nn.Sequential:
+    """The digits MLP, 64-128-64-10 with ReLU (inputs: the 8x8 images flattened, scaled to [0, 1])."""
+    return mlp((64, 128, 64, 10), seed)
+
+
+def digits_cnn(seed: int = 0) -> nn.Sequential:
+    """The digits CNN on 1x8x8 images scaled to [0, 1]."""
+    rng = np.random.default_rng(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 2 * 2, 10, rng=rng))
