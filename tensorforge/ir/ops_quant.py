@@ -1,0 +1,74 @@
+"""Quantization ops (issue 4): f32 <-> int8/uint8 with a scale and a zero point, numpy-broadcast.
+
+    %q = quantize(%x, %scale, %zero_point) {dtype=i8} : i8[4,8]      scale f32, zero_point i32
+    %y = dequantize(%q, %scale, %zero_point) : f32[4,8]
+
+    quantize:    q = clip(round(x / scale) + zero_point, qmin, qmax)   round half to even, in f32;
+                 NaN becomes zero_point (the code of 0.0)
+    dequantize:  y = float32(q - zero_point) * scale                    the difference in int32
+
+`scale` and `zero_point` broadcast against x as in numpy: shape [] per tensor; per channel, the
+channel axis kept and the others 1 (a conv weight's [O,1,1,1], a linear weight's [out] on its
+last axis). Both are usually constants computed by calibration.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import OpError, register_op
+from .types import DType, TensorType, broadcast_shapes
+
+F32 = np.float32
+QUANTIZED = (DType.i8, DType.u8)
+
+
+def _check_parameters(op: str, value: TensorType, scale: TensorType, zero_point: TensorType) -> tuple[int, ...]:
+    if scale.dtype is not DType.f32 or zero_point.dtype is not DType.i32:
+        raise OpError(f"op '{op}' needs an f32 scale and an i32 zero point, got {scale} and {zero_point}")
+    try:
+        shape = broadcast_shapes(value.shape, scale.shape, zero_point.shape)
+    except ValueError as err:
+        raise OpError(f"op '{op}': scale {scale} and zero point {zero_point} do not broadcast to {value}: {err}") \
+            from None
+    if shape != value.shape:
+        raise OpError(f"op '{op}': scale {scale} and zero point {zero_point} must broadcast to {value}, not widen it")
+    return shape
+
+
+def _normalize_quantize(types, attrs):
+    dtype = attrs["dtype"]
+    dtype = dtype if isinstance(dtype, DType) else DType.parse(str(dtype))
+    if dtype not in QUANTIZED:
+        raise OpError(f"op 'quantize': dtype must be i8 or u8, got {dtype.name}")
+    return {"dtype": dtype}
+
+
+def _infer_quantize(types, attrs):
+    x, scale, zero_point = types
+    if x.dtype is not DType.f32:
+        raise OpError(f"op 'quantize' needs an f32 operand, got {x}")
+    return TensorType(_check_parameters("quantize", x, scale, zero_point), attrs["dtype"])
+
+
+@register_op("quantize", infer=_infer_quantize, operands=3, attrs={"dtype": DType.i8},
+             traits={"elementwise"}, normalize=_normalize_quantize)
+def quantize(x, scale, zero_point, *, dtype):
+    info = np.iinfo(dtype.numpy)
+    with np.errstate(all="ignore"):
+        shifted = np.round(x / scale) + zero_point.astype(F32)  # f32 throughout, as the compiled code
+        clipped = np.clip(shifted, F32(info.min), F32(info.max))
+    codes = np.where(np.isnan(clipped), zero_point.astype(F32), clipped)
+    return codes.astype(dtype.numpy)
+
+
+def _infer_dequantize(types, attrs):
+    q, scale, zero_point = types
+    if q.dtype not in (*QUANTIZED, DType.i32):
+        raise OpError(f"op 'dequantize' needs an i8, u8 or i32 operand, got {q}")
+    return TensorType(_check_parameters("dequantize", q, scale, zero_point), DType.f32)
+
+
+@register_op("dequantize", infer=_infer_dequantize, operands=3, traits={"elementwise"})
+def dequantize(q, scale, zero_point):
+    return (q.astype(np.int32) - zero_point).astype(F32) * scale

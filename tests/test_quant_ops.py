@@ -1,0 +1,96 @@
+"""quantize / dequantize (ir/ops_quant.py, codegen/emit_quant.py): compiled code equals the numpy
+reference bit for bit on host and armv8, over random shapes, per-tensor and per-channel scales and
+zero points, saturation, NaN and rounding ties; the round trip error is at most scale / 2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from codegen_harness import compile_and_run, single_op_graph
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tensorforge import ir
+from tensorforge.ir import DType, OpError, TensorType
+
+RANGES = {"i8": (-128, 127), "u8": (0, 255)}
+
+
+@st.composite
+def quantization_cases(draw):
+    """(x, scale, zero_point, dtype): x with saturating values, ties and a NaN; scale/zero point per
+    tensor ([]), per last axis ([C]) or per first axis ([C, 1, ...])."""
+    rank = draw(st.integers(1, 3))
+    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=rank, max_size=rank)))
+    dtype = draw(st.sampled_from(["i8", "u8"]))
+    low, high = RANGES[dtype]
+    per = draw(st.sampled_from(["tensor", "last", "first"]))
+    parameter_shape = {"tensor": (), "last": shape[-1:], "first": (shape[0],) + (1,) * (rank - 1)}[per]
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    scale = np.exp(rng.uniform(np.log(1e-3), np.log(10.0), parameter_shape)).astype(np.float32)
+    edges = np.array([low, high, (low + high) // 2, 0 if low < 0 else low], np.int32)
+    zero_point = np.where(rng.random(parameter_shape) < 0.3, rng.choice(edges, parameter_shape),
+                          rng.integers(low, high + 1, parameter_shape)).astype(np.int32)
+    codes = rng.integers(low - 40, high + 40, shape)  # some beyond the range: saturation
+    ties = rng.random(shape) < 0.3
+    x = ((codes - zero_point + np.where(ties, 0.5, rng.uniform(-0.49, 0.49, shape))) * scale).astype(np.float32)
+    if x.size > 1 and draw(st.booleans()):
+        x.reshape(-1)[0] = np.nan
+    return x, scale, zero_point, dtype
+
+
+def run_both(op: str, operands, attrs, target: str):
+    graph, inputs = single_op_graph(op, list(operands), attrs, constants=(1, 2))
+    (actual,) = compile_and_run(graph, *inputs, target=target)
+    return actual, ir.interpret(graph, *inputs)
+
+
+def check_exact(case, target: str) -> None:
+    x, scale, zero_point, dtype = case
+    quantized, expected = run_both("quantize", (x, scale, zero_point), {"dtype": dtype}, target)
+    assert quantized.dtype == expected.dtype == DType[dtype].numpy
+    np.testing.assert_array_equal(quantized, expected)
+    restored, expected = run_both("dequantize", (expected, scale, zero_point), {}, target)
+    np.testing.assert_array_equal(restored, expected)
+
+
+@given(quantization_cases())
+def test_compiled_quantization_is_bit_exact_on_the_host(case):
+    check_exact(case, "host")
+
+
+@settings(max_examples=min(8, settings.default.max_examples))
+@given(quantization_cases())
+def test_compiled_quantization_is_bit_exact_on_armv8(case):
+    check_exact(case, "armv8")
+
+
+@given(quantization_cases())
+def test_round_trip_error_is_at_most_half_a_step_inside_the_range(case):
+    x, scale, zero_point, dtype = case
+    low, high = RANGES[dtype]
+    q = ir.evaluate("quantize", [x, scale, zero_point], {"dtype": dtype})
+    y = ir.evaluate("dequantize", [q, scale, zero_point], {})
+    inside = (x >= (low - zero_point) * scale) & (x <= (high - zero_point) * scale)
+    error = np.abs(y - x)
+    bound = np.broadcast_to(scale, x.shape) * np.float32(0.5 + 1e-3) + 1e-6
+    assert np.all(error[inside] <= bound[inside])
+    assert np.all((q == low) | (q == high) | inside | np.isnan(x))  # outside the range: saturated
+
+
+def test_rounding_is_half_to_even_and_nan_is_the_zero_point():
+    x = np.array([0.5, 1.5, 2.5, -0.5, -1.5, np.nan, 1e9, -1e9], np.float32)
+    q = ir.evaluate("quantize", [x, np.float32(1.0), np.int32(3)], {"dtype": "i8"})
+    np.testing.assert_array_equal(q, np.array([3, 5, 5, 3, 1, 3, 127, -128], np.int8))
+
+
+@pytest.mark.parametrize("operands, attrs, message", [
+    ((TensorType((4,), DType.i32), TensorType((), DType.f32), TensorType((), DType.i32)), {}, "f32 operand"),
+    ((TensorType((4,), DType.f32), TensorType((), DType.i32), TensorType((), DType.i32)), {}, "f32 scale"),
+    ((TensorType((4,), DType.f32), TensorType((3,), DType.f32), TensorType((), DType.i32)), {}, "broadcast"),
+    ((TensorType((4,), DType.f32), TensorType((2, 4), DType.f32), TensorType((), DType.i32)), {}, "widen"),
+    ((TensorType((4,), DType.f32), TensorType((), DType.f32), TensorType((), DType.i32)), {"dtype": "i32"}, "i8 or u8"),
+])
+def test_bad_quantize_operands_are_refused_by_name(operands, attrs, message):
+    with pytest.raises(OpError, match=message):
+        ir.infer_type("quantize", list(operands), attrs)
