@@ -1,0 +1,84 @@
+"""Calibration (passes/calibration.py): the parameters each method gives, checked against what the
+quantize op then does with them, and TinyTorch's formula reproduced."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tensorforge import ir
+from tensorforge.ir import DType
+from tensorforge.passes.calibration import activation_params, tinytorch_params, weight_params
+
+
+def quantize(x, params):
+    return ir.evaluate("quantize", [np.asarray(x, np.float32), params.scale, params.zero_point],
+                       {"dtype": params.dtype})
+
+
+@given(st.integers(0, 2**16), st.sampled_from([None, 0, 1]))
+def test_symmetric_weights_use_plus_minus_127_per_channel(seed, axis):
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((6, 5)) * rng.uniform(0.01, 3, (1, 5))).astype(np.float32)
+    w[:, 2] = 0.0  # an all-zero channel gets scale 1, not a division by zero
+    params = weight_params(w, axis=axis)
+    assert np.all(params.zero_point == 0) and np.all(params.scale > 0)
+    q = quantize(w, params)
+    assert q.min() >= -127
+    peaks = np.abs(q).max(axis=None if axis is None else 1 - axis)
+    if axis == 1:
+        assert np.all((peaks == 127) | (np.abs(w).max(axis=0) == 0))
+    elif axis is None:
+        assert peaks == 127
+
+
+@pytest.mark.parametrize("dtype", [DType.i8, DType.u8])
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
+def test_activation_ranges_hold_zero_exactly_and_cover_the_data(method, dtype):
+    rng = np.random.default_rng(1)
+    samples = np.maximum(rng.standard_normal(50_000), 0).astype(np.float32) * 3  # a ReLU output
+    params = activation_params(samples, method, dtype=dtype)
+    assert quantize(np.float32(0.0), params) == params.zero_point  # 0.0 is exact
+    q = quantize(samples, params)
+    low, high = (-128, 127) if dtype is DType.i8 else (0, 255)
+    saturated = np.mean(q == high)
+    assert saturated <= (1e-3 if method == "percentile" else 0.05)  # only outliers clip (entropy: a tail)
+    if method == "minmax":
+        assert saturated <= 1 / samples.size + 1e-9 and q.min() >= low
+
+
+def test_percentile_ignores_an_outlier_that_minmax_follows():
+    rng = np.random.default_rng(2)
+    samples = rng.standard_normal(100_000).astype(np.float32)
+    samples[0] = 1000.0
+    wide, narrow = activation_params(samples, "minmax"), activation_params(samples, "percentile")
+    assert float(wide.scale) > 50 * float(narrow.scale)
+
+
+def test_entropy_picks_a_threshold_below_a_long_tail():
+    rng = np.random.default_rng(3)
+    samples = rng.laplace(0, 1, 200_000).astype(np.float32)
+    threshold = float(activation_params(samples, "entropy").scale) * 127
+    assert 2.0 < threshold < np.abs(samples).max()
+
+
+@given(st.integers(0, 2**16))
+def test_tinytorch_formula_is_reproduced_exactly(seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(50) * rng.uniform(0.1, 5) + rng.uniform(-3, 3)).astype(np.float32)
+    params = tinytorch_params(x)
+    low, high = float(x.min()), float(x.max())
+    scale = np.float32((high - low) / 255)  # the formula written out again, independently
+    assert params.scale == scale
+    assert params.zero_point == int(np.clip(round(-128 - low / scale), -128, 127))
+
+
+def test_tinytorch_constant_tensor_and_bad_methods():
+    params = tinytorch_params(np.full(4, 2.5, np.float32))
+    assert params.scale == 1.0 and params.zero_point == 0
+    with pytest.raises(ValueError, match="calibration method"):
+        activation_params(np.ones(3, np.float32), "median")
+    with pytest.raises(ValueError, match="i8 or u8"):
+        activation_params(np.ones(3, np.float32), dtype=DType.i32)
