@@ -16,9 +16,11 @@ from .codegen import CodegenError, Target
 from .frontend import TraceError
 from .ir import Graph, interpret
 from .passes import PassContext
+from .prune import PruneConfig
 from .runtime import CompiledModel
 
 __all__ = [
-    "CheckError", "CheckResult", "CodegenError", "CompiledModel", "Graph", "PassContext", "Target", "TraceError",
+    "CheckError", "CheckResult", "CodegenError", "CompiledModel", "Graph", "PassContext", "PruneConfig", "Target",
+    "TraceError",
     "check", "compile", "interpret", "ir", "nn", "trace",
 ]

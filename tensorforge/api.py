@@ -16,6 +16,7 @@ from .codegen.target import Target
 from .frontend.tracer import trace as _trace
 from .ir import Graph, coerce_inputs
 from .passes import PassContext, SnapshotInstrument, TimingInstrument, VerifyInstrument, run_pipeline
+from .prune import apply_pruning
 from .runtime import CompiledModel
 
 
@@ -47,7 +48,7 @@ def default_threads(target: Target) -> int:
 
 def compile(model, example_inputs=None, target: str | Target = "host", opt_level: int = 2, *,
             threads: int | None = None, disabled: tuple[str, ...] = (), config: dict | None = None,
-            pack: bool = True, share_memory: bool = True, verbose: bool = False) -> CompiledModel:
+            pack: bool = True, share_memory: bool = True, prune=None, verbose: bool = False) -> CompiledModel:
     """Trace `model` on `example_inputs`, optimize the graph and build native code for `target`.
 
     `model` is a tensorforge.nn Module, a plain function of arrays, or an ir.Graph (then
@@ -56,6 +57,7 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     targets); small kernels always run on one. `opt_level` picks the passes (0: none, 1: clean-ups
     and folding, 2: fusion too) and LLVM's level (O0, O1, O3 for 2 and above). `pack=False` and
     `share_memory=False` turn off weight packing and memory planning, to measure what they buy.
+    `prune=tf.PruneConfig(...)` prunes the traced graph first (tensorforge/prune.py).
     """
     target = Target.parse(target)
     threads = default_threads(target) if threads is None else threads
@@ -63,6 +65,9 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
         raise TypeError("compile() needs example_inputs to trace the model (one array or a tuple of arrays)")
     start = time.perf_counter()
     graph = trace(model, example_inputs)
+    prune_report = None
+    if prune is not None:
+        graph, prune_report = apply_pruning(graph, prune)
     trace_seconds = time.perf_counter() - start
     ctx = PassContext(opt_level=opt_level, target=target, disabled=tuple(disabled), config=dict(config or {}),
                       instruments=[VerifyInstrument(), TimingInstrument(), SnapshotInstrument()])
@@ -71,6 +76,7 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
                      share_memory=share_memory)
     loading = time.perf_counter()
     compiled = CompiledModel(artifact, source_graph=graph, snapshots=result.snapshots, report=result.report)
+    compiled.pruning = prune_report
     done = time.perf_counter()
     compiled.compile_seconds = {"trace": trace_seconds, "passes": sum(r.seconds for r in result.report.rows),
                                 "llvm": artifact.compile_seconds, "load": done - loading, "total": done - start}

@@ -124,6 +124,13 @@ class CompiledModel:
             raise ValueError("this CompiledModel has no pass snapshots to draw (it was built without them)")
         return save_pictures(self.snapshots, self.pass_report, directory, fmt)
 
+    def prune_report(self):
+        """What tf.compile(prune=...) did, per layer (tensorforge/prune.py): sparsity, shapes, kernel."""
+        report = getattr(self, "pruning", None)
+        if report is None:
+            raise ValueError("this model was compiled without prune=tf.PruneConfig(...)")
+        return report
+
     def memory_report(self):
         """Peak activation memory (the workspace arena) against the sum of all intermediate tensors."""
         from ..codegen.memory import memory_report
