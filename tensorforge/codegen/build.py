@@ -29,13 +29,7 @@ from .target import Target, initialize_llvm
 
 def live_nodes(graph: Graph) -> list[Node]:
     """The nodes the graph's outputs depend on, in graph order (graph inputs always included)."""
-    needed: set[Node] = set(graph.inputs)
-    pending = list(graph.outputs)
-    while pending:
-        node = pending.pop()
-        if node not in needed:
-            needed.add(node)
-            pending.extend(node.inputs)
+    needed = graph.needed_by_outputs() | set(graph.inputs)
     return [node for node in graph.nodes if node in needed]
 
 

@@ -196,6 +196,17 @@ class Graph:
         """The arrays of all constant nodes, by node name (what `parse` needs to read text back)."""
         return {n.name: n.value for n in self.nodes if n.op == "constant"}
 
+    def needed_by_outputs(self) -> set[Node]:
+        """The nodes some graph output depends on (outputs included); every other node is dead."""
+        needed: set[Node] = set()
+        pending = list(self.outputs)
+        while pending:
+            node = pending.pop()
+            if node not in needed:
+                needed.add(node)
+                pending.extend(node.inputs)
+        return needed
+
     def copy(self) -> Graph:
         """A structural copy; constant arrays are shared (they are never written to)."""
         new = Graph()

@@ -42,14 +42,7 @@ def is_live(node: ir.Node) -> bool:
 
 def needed_by_outputs(graph: ir.Graph) -> set[ir.Node]:
     """The nodes some graph output depends on (itself included); every other node is dead."""
-    needed: set[ir.Node] = set()
-    pending = list(graph.outputs)
-    while pending:
-        node = pending.pop()
-        if node not in needed:
-            needed.add(node)
-            pending.extend(node.inputs)
-    return needed
+    return graph.needed_by_outputs()
 
 
 def erase_if_unused(graph: ir.Graph, node: ir.Node, erased: set[ir.Node]) -> None:
