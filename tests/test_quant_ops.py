@@ -94,3 +94,51 @@ def test_rounding_is_half_to_even_and_nan_is_the_zero_point():
 def test_bad_quantize_operands_are_refused_by_name(operands, attrs, message):
     with pytest.raises(OpError, match=message):
         ir.infer_type("quantize", list(operands), attrs)
+
+
+@st.composite
+def integer_matmuls(draw):
+    """(a, b, zero points) for matmul_integer: i8/u8 operands, batch axes on a, prime and tiny sizes."""
+    sizes = st.integers(1, 40) | st.sampled_from([1, 2, 3, 7, 13, 31, 67])
+    lead = draw(st.sampled_from([(), (2,), (3, 1)]))
+    m, k, n = draw(sizes), draw(st.integers(1, 300)), draw(sizes)
+    a_dtype, b_dtype = draw(st.sampled_from(["int8", "uint8"])), draw(st.sampled_from(["int8", "uint8"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+
+    def values(dtype, shape):
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max + 1, shape).astype(dtype)
+
+    zero_points = [np.int32(draw(st.sampled_from([0, 1, -128, 127, 255, -7]))) for _ in range(draw(st.integers(0, 2)))]
+    return values(a_dtype, (*lead, m, k)), values(b_dtype, (k, n)), zero_points
+
+
+def check_integer_matmul(case, target: str) -> None:
+    a, b, zero_points = case
+    graph, inputs = single_op_graph("matmul_integer", [a, b, *zero_points], {}, constants=(1, 2, 3))
+    (actual,) = compile_and_run(graph, *inputs, target=target)
+    expected = ir.interpret(graph, *inputs)
+    independent = (a.astype(np.int64) - (int(zero_points[0]) if zero_points else 0)) @ \
+        (b.astype(np.int64) - (int(zero_points[1]) if len(zero_points) > 1 else 0))
+    np.testing.assert_array_equal(expected, independent.astype(np.int32))
+    assert actual.dtype == np.int32
+    np.testing.assert_array_equal(actual, expected)  # integers: exactly
+
+
+@given(integer_matmuls())
+def test_integer_matmul_is_exact_on_the_host(case):
+    check_integer_matmul(case, "host")
+
+
+@settings(max_examples=min(8, settings.default.max_examples))
+@given(integer_matmuls())
+def test_integer_matmul_is_exact_on_armv8(case):
+    check_integer_matmul(case, "armv8")
+
+
+def test_integer_matmul_refuses_float_operands_and_vector_zero_points():
+    with pytest.raises(OpError, match="i8 or u8"):
+        ir.infer_type("matmul_integer", [TensorType((2, 3), DType.f32), TensorType((3, 4), DType.i8)], {})
+    with pytest.raises(OpError, match="i32 scalar"):
+        ir.infer_type("matmul_integer", [TensorType((2, 3), DType.u8), TensorType((3, 4), DType.i8),
+                                         TensorType((3,), DType.i32)], {})

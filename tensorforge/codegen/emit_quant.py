@@ -3,6 +3,7 @@
     quantize:    t = rint(x / scale) + float(zero_point); t = min(max(t, qmin), qmax); q = int(t)
                  (NaN -> zero_point), bit for bit what ir/ops_quant.py computes
     dequantize:  y = float(int32(q) - zero_point) * scale
+    matmul_integer: (a - za) @ (b - zb) in int32, a widening loop nest
 """
 
 from __future__ import annotations
@@ -14,7 +15,18 @@ from ..ir import DType
 from . import scalar
 from .emit_elementwise import map_elements
 from .kernel import Kernel
-from .llvm_utils import F32, call_intrinsic
+from .llvm_utils import (
+    F32,
+    I32,
+    call_intrinsic,
+    element_pointer,
+    fill_elements,
+    for_range,
+    i64,
+    llvm_type,
+    load_element,
+    store_element,
+)
 
 
 def emit_quantize(kernel: Kernel) -> None:
@@ -46,3 +58,32 @@ def emit_dequantize(kernel: Kernel) -> None:
 
     map_elements(kernel, compute)
 
+
+
+def emit_matmul_integer(kernel: Kernel) -> None:
+    """The widening integer GEMM (every target): c[i, :] += (int32(a[i, k]) - za) * (int32(b[k, :]) - zb)
+    in i-k-j order, so the j loop is a vector of widening multiply-adds (pmaddwd-like on x86, smlal on
+    NEON, as LLVM picks them). The int8 dot-product instructions (sdot, vpdpbusd) are not used yet."""
+    node, builder = kernel.node, kernel.builder
+    a_type, b_type = kernel.operand_type(0), kernel.operand_type(1)
+    depth, columns = b_type.shape
+    rows = int(np.prod(a_type.shape[:-1]))
+    if node.type.size == 0:
+        return
+    zero = ir.Constant(I32, 0)
+    a_zero = load_element(builder, kernel.inputs[2], 0, I32, "za") if len(kernel.inputs) > 2 else zero
+    b_zero = load_element(builder, kernel.inputs[3], 0, I32, "zb") if len(kernel.inputs) > 3 else zero
+    a_element, b_element = llvm_type(a_type.dtype), llvm_type(b_type.dtype)
+    with for_range(builder, rows, "i") as i:
+        c_row = element_pointer(builder, kernel.output, builder.mul(i, i64(columns)), I32, "c_row")
+        fill_elements(builder, c_row, columns, zero, "zero")
+        a_row = element_pointer(builder, kernel.inputs[0], builder.mul(i, i64(depth)), a_element, "a_row")
+        with for_range(builder, depth, "k") as k:
+            a_ik = builder.sub(scalar.convert(builder, load_element(builder, a_row, k, a_element), a_type.dtype,
+                                              DType.i32), a_zero, name="a_ik")
+            b_row = element_pointer(builder, kernel.inputs[1], builder.mul(k, i64(columns)), b_element, "b_row")
+            with for_range(builder, columns, "j") as j:
+                b_kj = builder.sub(scalar.convert(builder, load_element(builder, b_row, j, b_element), b_type.dtype,
+                                                  DType.i32), b_zero, name="b_kj")
+                total = builder.add(load_element(builder, c_row, j, I32), builder.mul(a_ik, b_kj), name="c_ij")
+                store_element(builder, total, c_row, j)

@@ -19,7 +19,7 @@ from .emit_conv_gemm import conv_parts, pack_conv_weight
 from .emit_elementwise import emit_binary, emit_cast, emit_float_unary, emit_gelu, emit_neg, emit_relu
 from .emit_fused import emit_fused_elementwise
 from .emit_matmul import emit_linear, emit_matmul, gemm_node_scratch_bytes, gemm_parts, pack_gemm_constant
-from .emit_quant import emit_dequantize, emit_quantize
+from .emit_quant import emit_dequantize, emit_matmul_integer, emit_quantize
 from .emit_reduce import emit_reduce, emit_softmax
 from .emit_shape import emit_concat, emit_slice, emit_transpose
 from .errors import CodegenError
@@ -96,6 +96,7 @@ EMIT: dict[str, Lowering] = {
     # quantization (emit_quant.py)
     "quantize": Lowering(emit_quantize, FLOAT),
     "dequantize": Lowering(emit_dequantize, frozenset({DType.i8, DType.u8, DType.i32})),
+    "matmul_integer": Lowering(emit_matmul_integer, frozenset({DType.i8, DType.u8})),
 }
 
 

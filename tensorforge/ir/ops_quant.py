@@ -2,6 +2,7 @@
 
     %q = quantize(%x, %scale, %zero_point) {dtype=i8} : i8[4,8]      scale f32, zero_point i32
     %y = dequantize(%q, %scale, %zero_point) : f32[4,8]
+    %c = matmul_integer(%a, %b, %za, %zb) : i32[4,16]                 (a - za) @ (b - zb), exact in int32
 
     quantize:    q = clip(round(x / scale) + zero_point, qmin, qmax)   round half to even, in f32;
                  NaN becomes zero_point (the code of 0.0)
@@ -72,3 +73,27 @@ def _infer_dequantize(types, attrs):
 @register_op("dequantize", infer=_infer_dequantize, operands=3, traits={"elementwise"})
 def dequantize(q, scale, zero_point):
     return (q.astype(np.int32) - zero_point).astype(F32) * scale
+
+
+# --- integer matrix product -------------------------------------------------------------------
+
+def _infer_matmul_integer(types, attrs):
+    a, b = types[0], types[1]
+    if a.dtype not in QUANTIZED or b.dtype not in QUANTIZED:
+        raise OpError(f"op 'matmul_integer' needs i8 or u8 operands, got {a} and {b}")
+    if a.rank < 2 or b.rank != 2 or a.shape[-1] != b.shape[0]:
+        raise OpError(f"op 'matmul_integer' needs a[..., M, K] and b[K, N], got {a} and {b}")
+    for name, zero_point in zip(("a", "b"), types[2:]):
+        if zero_point.dtype is not DType.i32 or zero_point.shape != ():
+            raise OpError(f"op 'matmul_integer': the zero point of {name} must be an i32 scalar, got {zero_point}")
+    return TensorType(a.shape[:-1] + (b.shape[1],), DType.i32)
+
+
+@register_op("matmul_integer", infer=_infer_matmul_integer, operands=(2, 4), traits={"contraction"})
+def matmul_integer(a, b, a_zero_point=None, b_zero_point=None):
+    """(a - a_zero_point) @ (b - b_zero_point) accumulated exactly in int32 (ONNX's MatMulInteger):
+    int8/uint8 operands, per-tensor zero points (0 when absent). Sums of up to 2^15 products of
+    8-bit values fit in int32; the result wraps beyond that, as int32 arithmetic does."""
+    wide_a = a.astype(np.int64) - (0 if a_zero_point is None else int(a_zero_point))
+    wide_b = b.astype(np.int64) - (0 if b_zero_point is None else int(b_zero_point))
+    return np.matmul(wide_a, wide_b).astype(np.int32)
