@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import format_time, measure_samples, paired_ratio  # noqa: E402
+from harness import bar_charts, format_time, measure_samples, paired_ratio  # noqa: E402
 
 import tensorforge as tf  # noqa: E402
 from tensorforge.models import cifar_cnn, mlp  # noqa: E402
@@ -87,28 +87,12 @@ def main() -> None:
 
 
 def chart(results, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib not installed: no chart)")
-        return
-    figure, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.6))
-    for ax, result in zip(axes, results, strict=True):
-        names = list(CONFIGURATIONS)[::-1]
-        final = result["medians_s"]["final"]
-        ax.barh(names, [result["medians_s"][n] / final for n in names],
-                color=["#dd8452" if n == "final" else "#4c72b0" for n in names])
-        ax.axvline(1.0, color="black", linewidth=0.8)
-        ax.set_xscale("log")
-        ax.set_xlabel("time relative to final (log)")
-        ax.set_title(f"{result['workload']} (final {format_time(final)})", fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    print(f"chart: {path}")
-
+    names = list(CONFIGURATIONS)[::-1]
+    bar_charts(path, [{
+        "title": f"{result['workload']} (final {format_time(result['medians_s']['final'])})", "names": names,
+        "values": [result["medians_s"][n] / result["medians_s"]["final"] for n in names],
+        "colors": ["#dd8452" if n == "final" else "#4c72b0" for n in names], "mark": 1.0,
+        "xlabel": "time relative to final (log)"} for result in results])
 
 if __name__ == "__main__":
     main()

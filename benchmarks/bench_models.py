@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy_models  # noqa: E402
-from harness import format_time, measure_isolated, paired_ratio  # noqa: E402
+from harness import bar_charts, format_time, measure_isolated, paired_ratio  # noqa: E402
 from onnx_models import onnx_engine  # noqa: E402
 
 import tensorforge as tf  # noqa: E402
@@ -129,25 +129,13 @@ def main() -> None:
 
 
 def chart(results, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib not installed: no chart)")
-        return
-    fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 4))
-    for ax, result in zip(axes, results, strict=True):
+    panels = []
+    for result in results:
         names = sorted(result["medians_s"], key=result["medians_s"].get)
-        ax.barh(names, [result["medians_s"][n] * 1e6 for n in names], color="#4c72b0")
-        ax.set_xscale("log")
-        ax.set_xlabel("median time per call (us, log)")
-        ax.set_title(result["workload"], fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    print(f"chart: {path}")
-
+        panels.append({"title": result["workload"], "names": names,
+                       "values": [result["medians_s"][n] * 1e6 for n in names],
+                       "xlabel": "median time per call (us, log)"})
+    bar_charts(path, panels)
 
 if __name__ == "__main__":
     main()

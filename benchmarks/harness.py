@@ -68,6 +68,33 @@ def format_time(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
+def bar_charts(path, panels: list[dict]) -> None:
+    """One horizontal bar chart per panel, side by side, saved to `path` (nothing without matplotlib).
+
+    A panel: title, names, values, xlabel, and optionally colors and a vertical reference line at `mark`.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no chart)")
+        return
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.8))
+    for ax, panel in zip(axes, panels, strict=True):
+        ax.barh(panel["names"], panel["values"], color=panel.get("colors", "#4c72b0"))
+        if "mark" in panel:
+            ax.axvline(panel["mark"], color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_title(panel["title"], fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    print(f"chart: {path}")
+
+
 # --- engines in processes of their own -------------------------------------------------------------
 #
 # Two runtimes in one process disturb each other: ours and PyTorch's both run OpenMP teams, and in

@@ -147,14 +147,7 @@ def emit_pool(kernel: Kernel) -> None:
         return
     identity = scalar.lowest(dtype) if is_max else scalar.constant(dtype, 0)
     source, hp, wp = padded_input(kernel, identity)
-    rows = n * c * oh
-    if kernel.parts > 1:
-        per_part = split_parts(rows, kernel.parts)[1]
-        first = builder.mul(kernel.part, i64(per_part), name="row.first")
-        count = builder.sub(i64(rows), first)
-        count = builder.select(builder.icmp_signed("<", count, i64(per_part)), count, i64(per_part), name="rows")
-    else:
-        first, count = i64(0), i64(rows)
+    first, count = parallel.part_bounds(builder, kernel.part, kernel.parts, n * c * oh, "row")
     with for_range(builder, count, "row", unroll=False) as index:
         row = builder.add(first, index, name="row")
         plane, y = builder.udiv(row, i64(oh), name="plane"), builder.urem(row, i64(oh), name="y")

@@ -150,13 +150,7 @@ def conv_parts(node: Node, target: Target, threads: int) -> int:
 
 def _part_range(builder: ir.IRBuilder, kernel: Kernel, units: int, name: str):
     """for_range over this part's share of `units` (all of them unless the kernel is split); yields the unit."""
-    if kernel.parts == 1:
-        return _offset_range(builder, i64(0), units, name)
-    per_part = split_parts(units, kernel.parts)[1]
-    first = builder.mul(kernel.part, i64(per_part), name=f"{name}.first")
-    count = builder.sub(i64(units), first)
-    count = builder.select(builder.icmp_signed("<", count, i64(per_part)), count, i64(per_part), name=f"{name}.count")
-    return _offset_range(builder, first, count, name)
+    return _offset_range(builder, *parallel.part_bounds(builder, kernel.part, kernel.parts, units, name), name)
 
 
 @contextmanager

@@ -51,6 +51,18 @@ def split_parts(units: int, threads: int) -> tuple[int, int]:
     return -(-units // per_part), per_part
 
 
+def part_bounds(builder: ir.IRBuilder, part: ir.Value | None, parts: int, units: int,
+                name: str) -> tuple[ir.Value, ir.Value]:
+    """(first unit, unit count) of part `part` of `parts` over `units` (split_parts), or all of them."""
+    if parts == 1 or part is None:
+        return i64(0), i64(units)
+    per_part = split_parts(units, parts)[1]
+    first = builder.mul(part, i64(per_part), name=f"{name}.first")
+    count = builder.sub(i64(units), first)
+    count = builder.select(builder.icmp_signed("<", count, i64(per_part)), count, i64(per_part), name=f"{name}.count")
+    return first, count
+
+
 def uses_threads(module_ir: str) -> bool:
     """Whether an LLVM module runs work on its thread pool (then it exports tf_pool_shutdown)."""
     return f"@{SHUTDOWN}(" in module_ir

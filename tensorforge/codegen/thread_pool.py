@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from .llvm_utils import I32, I64, PTR, VOID, declare, i64
+from .llvm_utils import I32, I64, PTR, VOID, declare, for_range, i64
 from .target import Target
 
 MAX_WORKERS = 63
@@ -63,6 +63,22 @@ def _pause(builder: ir.IRBuilder, target: Target) -> None:
         builder.call(declare(builder.module, "llvm.x86.sse2.pause", VOID, []), [])
     elif target.arch == "aarch64":
         builder.call(declare(builder.module, "llvm.aarch64.hint", VOID, [I32]), [ir.Constant(I32, 1)])
+
+
+def _spin_then(builder: ir.IRBuilder, target: Target, spins: ir.Value, limit: int, retry: ir.Block,
+               back_off) -> None:
+    """One more round of a wait loop: a pause while the counter in `spins` is under `limit`, then
+    `back_off()` (sleep on the futex, or yield the core) every round; both go back to `retry`."""
+    count = builder.load(spins, typ=I64)
+    builder.store(builder.add(count, i64(1)), spins)
+    spin, slow = builder.append_basic_block("spin"), builder.append_basic_block("back_off")
+    builder.cbranch(builder.icmp_unsigned("<", count, i64(limit)), spin, slow)
+    builder.position_at_end(spin)
+    _pause(builder, target)
+    builder.branch(retry)
+    builder.position_at_end(slow)
+    back_off()
+    builder.branch(retry)
 
 
 def _futex(builder: ir.IRBuilder, target: Target, word: ir.Value, operation: int, value: ir.Value) -> None:
@@ -158,16 +174,8 @@ def _worker(module: ir.Module, state: dict, target: Target) -> ir.Function:
     waiting = builder.append_basic_block("poll.same")
     builder.cbranch(same, waiting, poll.exit)
     builder.position_at_end(waiting)
-    count = builder.load(spins, typ=I64)
-    builder.store(builder.add(count, i64(1)), spins)
-    spin, sleep = builder.append_basic_block("poll.spin"), builder.append_basic_block("poll.sleep")
-    builder.cbranch(builder.icmp_unsigned("<", count, i64(WORKER_SPINS)), spin, sleep)
-    builder.position_at_end(spin)
-    _pause(builder, target)
-    builder.branch(poll.head)
-    builder.position_at_end(sleep)
-    _futex(builder, target, state["word"], FUTEX_WAIT_PRIVATE, builder.zext(seen, I64))
-    builder.branch(poll.head)
+    _spin_then(builder, target, spins, WORKER_SPINS, poll.head,
+               lambda: _futex(builder, target, state["word"], FUTEX_WAIT_PRIVATE, builder.zext(seen, I64)))
 
     builder.position_at_end(poll.exit)
     builder.store(word, seen_slot)
@@ -187,19 +195,10 @@ def _start_workers(builder: ir.IRBuilder, state: dict, worker: ir.Function, work
     builder.cbranch(builder.icmp_unsigned("==", started, ir.Constant(I32, 0)), create, after)
     builder.position_at_end(create)
     pthread_create = declare(module, "pthread_create", I32, [PTR, PTR, PTR, PTR])
-    index_slot = builder.alloca(I64)
-    builder.store(i64(0), index_slot)
-    loop = _Loop(builder, "start")
-    index = builder.load(index_slot, typ=I64)
-    body = builder.append_basic_block("start.body")
-    builder.cbranch(builder.icmp_unsigned("<", index, workers), body, loop.exit)
-    builder.position_at_end(body)
-    handle = builder.gep(state["handles"], [ir.Constant(I32, 0), index], inbounds=True)
-    builder.call(pthread_create, [handle, ir.Constant(PTR, None), worker,
-                                  builder.inttoptr(builder.add(index, i64(1)), PTR)])
-    builder.store(builder.add(index, i64(1)), index_slot)
-    builder.branch(loop.head)
-    builder.position_at_end(loop.exit)
+    with for_range(builder, workers, "start", unroll=False) as index:
+        handle = builder.gep(state["handles"], [ir.Constant(I32, 0), index], inbounds=True)
+        builder.call(pthread_create, [handle, ir.Constant(PTR, None), worker,
+                                      builder.inttoptr(builder.add(index, i64(1)), PTR)])
     builder.store(builder.trunc(workers, I32), state["threads"])
     builder.store(ir.Constant(I32, 1), state["started"])
     builder.branch(after)
@@ -228,17 +227,8 @@ def pool_run(module: ir.Module, target: Target) -> ir.Function:
     builder.cbranch(builder.extract_value(exchanged, 1), shared, alone)
 
     builder.position_at_end(alone)  # another caller has the workers: every part on this thread
-    index_slot = builder.alloca(I64)
-    builder.store(i64(0), index_slot)
-    loop = _Loop(builder, "alone")
-    index = builder.load(index_slot, typ=I64)
-    body = builder.append_basic_block("alone.body")
-    builder.cbranch(builder.icmp_unsigned("<", index, parts), body, loop.exit)
-    builder.position_at_end(body)
-    builder.call(state["dispatch"], [task, context, index, i64(0)])
-    builder.store(builder.add(index, i64(1)), index_slot)
-    builder.branch(loop.head)
-    builder.position_at_end(loop.exit)
+    with for_range(builder, parts, "alone", unroll=False) as index:
+        builder.call(state["dispatch"], [task, context, index, i64(0)])
     builder.ret_void()
 
     builder.position_at_end(shared)
@@ -262,16 +252,8 @@ def pool_run(module: ir.Module, target: Target) -> ir.Function:
     pending = builder.append_basic_block("finish.pending")
     builder.cbranch(builder.icmp_unsigned("<", done, parts), pending, wait.exit)
     builder.position_at_end(pending)
-    count = builder.load(spins, typ=I64)
-    builder.store(builder.add(count, i64(1)), spins)
-    spin, give = builder.append_basic_block("finish.spin"), builder.append_basic_block("finish.yield")
-    builder.cbranch(builder.icmp_unsigned("<", count, i64(CALLER_SPINS)), spin, give)
-    builder.position_at_end(spin)
-    _pause(builder, target)
-    builder.branch(wait.head)
-    builder.position_at_end(give)
-    builder.call(declare(module, "sched_yield", I32, []), [])
-    builder.branch(wait.head)
+    _spin_then(builder, target, spins, CALLER_SPINS, wait.head,
+               lambda: builder.call(declare(module, "sched_yield", I32, []), []))
     builder.position_at_end(wait.exit)
     builder.store_atomic(ir.Constant(I32, 0), state["busy"], "release", 4)
     builder.ret_void()
@@ -293,19 +275,9 @@ def _shutdown(module: ir.Module, state: dict, target: Target) -> None:
     builder.store_atomic(generation, state["word"], "release", 4)
     _futex(builder, target, state["word"], FUTEX_WAKE_PRIVATE, i64(MAX_WORKERS))
     pthread_join = declare(module, "pthread_join", I32, [I64, PTR])
-    index_slot = builder.alloca(I64)
-    builder.store(i64(0), index_slot)
-    loop = _Loop(builder, "join")
-    index = builder.load(index_slot, typ=I64)
-    body = builder.append_basic_block("join.body")
-    builder.cbranch(builder.icmp_unsigned("<", index, builder.zext(_load(builder, state, "threads"), I64)), body,
-                    loop.exit)
-    builder.position_at_end(body)
-    handle = builder.load(builder.gep(state["handles"], [ir.Constant(I32, 0), index], inbounds=True), typ=I64)
-    builder.call(pthread_join, [handle, ir.Constant(PTR, None)])
-    builder.store(builder.add(index, i64(1)), index_slot)
-    builder.branch(loop.head)
-    builder.position_at_end(loop.exit)
+    with for_range(builder, builder.zext(_load(builder, state, "threads"), I64), "join", unroll=False) as index:
+        handle = builder.load(builder.gep(state["handles"], [ir.Constant(I32, 0), index], inbounds=True), typ=I64)
+        builder.call(pthread_join, [handle, ir.Constant(PTR, None)])
     builder.store(ir.Constant(I32, 0), state["started"])
     builder.store_atomic(ir.Constant(I32, 0), state["stop"], "release", 4)
     builder.branch(done)

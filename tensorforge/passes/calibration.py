@@ -57,7 +57,7 @@ def _affine(low: float, high: float, dtype: DType) -> QuantParams:
     qmin, qmax = LIMITS[dtype]
     low, high = min(float(low), 0.0), max(float(high), 0.0)
     if high - low <= 0:
-        return _params(np.float32(1.0), np.int32(qmin if low >= 0 and qmin == 0 else 0), dtype)
+        return _params(np.float32(1.0), np.int32(0), dtype)  # all zeros: 0 is in every range
     scale = np.float32((high - low) / (qmax - qmin))
     zero_point = int(np.clip(np.round(qmin - low / scale), qmin, qmax))
     return _params(scale, np.int32(zero_point), dtype)

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 import llvmlite.binding as llvm
 import numpy as np
 
-from ..codegen.parallel import uses_threads
 from ..codegen.target import initialize_llvm
 from ..codegen.thread_pool import SHUTDOWN
 from .errors import NativeError
@@ -90,7 +89,7 @@ class HostExecutor:
         llvm.parse_assembly(artifact.llvm_ir).verify()  # a clear error for bad IR, before the JIT sees it
         engine = llvm.create_lljit_compiler(artifact.target.target_machine())
         library = llvm.JITLibraryBuilder().add_ir(artifact.llvm_ir).add_current_process().export_symbol(self.entry)
-        threaded = uses_threads(artifact.llvm_ir)
+        threaded = getattr(artifact, "threads", 1) > 1
         if threaded:
             library.export_symbol(SHUTDOWN)
         tracker = library.link(engine, "tensorforge_model")

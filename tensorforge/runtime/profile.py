@@ -14,7 +14,6 @@ above it compute-bound; `of_roof` is its speed as a fraction of the roof at its 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,15 +49,8 @@ def kernel_flops(node: Node) -> int:
     if op == "batch_norm":
         return 2 * size
     if op == "fused_elementwise":
-        return size * sum(ELEMENT_FLOPS.get(step[0], 1) for step in _program(node))
+        return size * sum(ELEMENT_FLOPS.get(step[0], 1) for step in node.attrs["program"])
     return size * ELEMENT_FLOPS.get(op, 0)
-
-
-def _program(node: Node) -> list:
-    program = node.attrs.get("program", ())
-    if isinstance(program, str):
-        return [(step.split("(")[0],) for step in program.split(";") if step]
-    return list(program)
 
 
 def kernel_bytes(node: Node) -> int:
@@ -190,7 +182,3 @@ def profile_rows(graph_nodes: dict[str, Node], names: list[str], nanoseconds: np
         rows.append(KernelTime(name, node.op, node.shape, float(seconds), kernel_flops(node), kernel_bytes(node),
                                parts.get(name, 1), peaks))
     return rows
-
-
-def median_seconds(samples: list[float]) -> float:
-    return float(np.median(samples)) if samples else math.nan
