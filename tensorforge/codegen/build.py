@@ -39,7 +39,8 @@ def layout_constants(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, 
 
     A packed copy is stored once per (constant, layout); the row-major original only if some user
     reads it as it is (another op, a view, or a graph output). `pack=False` stores every constant
-    as it is (the kernels then pack at run time, on every call).
+    as it is (the kernels then pack at run time, on every call), except for kernels that only read
+    packed constants (Lowering.always_pack).
     """
     copies: dict[str, np.ndarray] = {}
     packed: dict[Node, dict[int, str]] = {}
@@ -48,7 +49,8 @@ def layout_constants(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, 
         for index, operand in enumerate(node.inputs):
             if operand.op != "constant":
                 continue
-            copy = lowering.pack_constant(node, index, target) if pack and lowering.pack_constant else None
+            packs = lowering.pack_constant and (pack or lowering.always_pack)
+            copy = lowering.pack_constant(node, index, target) if packs else None
             if copy is None:
                 read_as_is.add(operand)
                 continue

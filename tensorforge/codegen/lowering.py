@@ -19,6 +19,7 @@ from .emit_conv_gemm import conv_parts, pack_conv_weight
 from .emit_elementwise import emit_binary, emit_cast, emit_float_unary, emit_gelu, emit_neg, emit_relu
 from .emit_fused import emit_fused_elementwise
 from .emit_matmul import emit_linear, emit_matmul, gemm_node_scratch_bytes, gemm_parts, pack_gemm_constant
+from .emit_qgemm import emit_qlinear, pack_qlinear_constant, qlinear_parts, qlinear_scratch_bytes
 from .emit_quant import emit_dequantize, emit_matmul_integer, emit_quantize
 from .emit_reduce import emit_reduce, emit_softmax
 from .emit_shape import emit_concat, emit_slice, emit_transpose
@@ -40,8 +41,9 @@ class Lowering:
     output, given the operands it receives packed.
     `pack_constant(node, operand_index, target)` may return a constant operand in the kernel's own
     layout (packing.py), stored once at compile time; the kernel then finds that operand's index
-    in `kernel.packed`. `parts(node, target, threads)` says into how many parts the kernel splits
-    its work for a team of `threads` (parallel.py); without it a node runs on one thread. A view
+    in `kernel.packed` (always, with `always_pack`). `parts(node, target, threads)` says into how
+    many parts the kernel splits its work for a team of `threads` (parallel.py); without it a node
+    runs on one thread. A view
     (`emit` None) has no code: its result is its first operand's buffer.
     """
 
@@ -50,6 +52,7 @@ class Lowering:
     scratch_bytes: Callable[[Node, Target, frozenset[int]], int] | None = None
     pack_constant: Callable[[Node, int, Target], PackedConstant | None] | None = None
     parts: Callable[[Node, Target, int], int] | None = None
+    always_pack: bool = False  # the kernel reads its constants only packed (also with build's pack=False)
 
     @property
     def is_view(self) -> bool:
@@ -97,6 +100,8 @@ EMIT: dict[str, Lowering] = {
     "quantize": Lowering(emit_quantize, FLOAT),
     "dequantize": Lowering(emit_dequantize, frozenset({DType.i8, DType.u8, DType.i32})),
     "matmul_integer": Lowering(emit_matmul_integer, frozenset({DType.i8, DType.u8})),
+    "qlinear": Lowering(emit_qlinear, frozenset({DType.i8, DType.u8}), qlinear_scratch_bytes, pack_qlinear_constant,
+                        qlinear_parts, always_pack=True),  # emit_qgemm.py: the int8 GEMM
 }
 
 

@@ -3,10 +3,20 @@
     %q = quantize(%x, %scale, %zero_point) {dtype=i8} : i8[4,8]      scale f32, zero_point i32
     %y = dequantize(%q, %scale, %zero_point) : f32[4,8]
     %c = matmul_integer(%a, %b, %za, %zb) : i32[4,16]                 (a - za) @ (b - zb), exact in int32
+    %y = qlinear(%xq, %wq, %bias, %m, %zx, %zy) {dtype=i8, activation=relu} : i8[4,16]
 
     quantize:    q = clip(round(x / scale) + zero_point, qmin, qmax)   round half to even, in f32;
                  NaN becomes zero_point (the code of 0.0)
     dequantize:  y = float32(q - zero_point) * scale                    the difference in int32
+
+qlinear is an int8 linear layer (what passes/lower_quant.py makes of dequantize -> linear ->
+quantize): an exact int32 accumulator, then requantization in f32 (the scheme of ONNX's
+QLinearMatMul; a float multiply and a rint cost the same as gemmlowp's fixed-point multiply and
+shift here, and match the reference bit for bit):
+
+    acc = (x - zx) @ w + bias                        int32, wrapping; w i8 [in, out], bias i32 [out]
+    i8/u8 out:  y = clip(rint(f32(acc) * m) + zy, lo, hi)     lo = max(qmin, zy) with relu
+    f32 out:    y = f32(acc) * m   (then relu)                m f32 [out] or []: sx * sw / sy
 
 `scale` and `zero_point` broadcast against x as in numpy: shape [] per tensor; per channel, the
 channel axis kept and the others 1 (a conv weight's [O,1,1,1], a linear weight's [out] on its
@@ -97,3 +107,55 @@ def matmul_integer(a, b, a_zero_point=None, b_zero_point=None):
     wide_a = a.astype(np.int64) - (0 if a_zero_point is None else int(a_zero_point))
     wide_b = b.astype(np.int64) - (0 if b_zero_point is None else int(b_zero_point))
     return np.matmul(wide_a, wide_b).astype(np.int32)
+
+
+# --- quantized linear layer -------------------------------------------------------------------
+
+QLINEAR_OUTPUTS = (DType.i8, DType.u8, DType.f32)
+
+
+def _normalize_qlinear(types, attrs):
+    dtype = attrs["dtype"]
+    dtype = dtype if isinstance(dtype, DType) else DType.parse(str(dtype))
+    if dtype not in QLINEAR_OUTPUTS:
+        raise OpError(f"op 'qlinear': dtype must be i8, u8 or f32, got {dtype.name}")
+    if attrs["activation"] not in (None, "relu"):
+        raise OpError(f"op 'qlinear': activation must be None or 'relu', got {attrs['activation']!r}")
+    return {"dtype": dtype, "activation": attrs["activation"]}
+
+
+def _infer_qlinear(types, attrs):
+    x, w, bias, multiplier, x_zero, y_zero = types
+    if x.dtype not in QUANTIZED or w.dtype is not DType.i8:
+        raise OpError(f"op 'qlinear' needs an i8 or u8 x and an i8 weight, got {x} and {w}")
+    if w.rank != 2 or x.rank < 1 or x.shape[-1] != w.shape[0]:
+        raise OpError(f"op 'qlinear' needs x[..., in] and weight[in, out], got {x} and {w}")
+    out = w.shape[1]
+    if bias.dtype is not DType.i32 or bias.shape != (out,):
+        raise OpError(f"op 'qlinear': bias must be i32[{out}], got {bias}")
+    if multiplier.dtype is not DType.f32 or multiplier.shape not in ((), (out,)):
+        raise OpError(f"op 'qlinear': the multiplier must be f32[] or f32[{out}], got {multiplier}")
+    for name, zero in (("x", x_zero), ("y", y_zero)):
+        if zero.dtype is not DType.i32 or zero.shape != ():
+            raise OpError(f"op 'qlinear': the zero point of {name} must be an i32 scalar, got {zero}")
+    return TensorType(x.shape[:-1] + (out,), attrs["dtype"])
+
+
+@register_op("qlinear", infer=_infer_qlinear, operands=6, traits={"contraction"},
+             attrs={"dtype": DType.i8, "activation": None}, normalize=_normalize_qlinear)
+def qlinear(x, weight, bias, multiplier, x_zero_point, y_zero_point, *, dtype, activation):
+    """(x - zx) @ weight + bias in int32, requantized with the f32 multiplier (module docstring)."""
+    accumulator = (np.matmul(x.astype(np.int64) - int(x_zero_point), weight.astype(np.int64)) + bias).astype(np.int32)
+    scaled = accumulator.astype(F32) * multiplier
+    if dtype is DType.f32:
+        return np.maximum(scaled, F32(0)) if activation == "relu" else scaled
+    low, high = requantize_limits(dtype, int(y_zero_point), activation)
+    codes = np.clip(np.rint(scaled) + F32(y_zero_point), F32(low), F32(high))
+    return codes.astype(dtype.numpy)
+
+
+def requantize_limits(dtype: DType, zero_point: int, activation) -> tuple[int, int]:
+    """The codes a requantized result may take: the dtype's range, from the zero point up with relu."""
+    info = np.iinfo(dtype.numpy)
+    low = max(int(info.min), min(zero_point, int(info.max))) if activation == "relu" else int(info.min)
+    return low, int(info.max)

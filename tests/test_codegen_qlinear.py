@@ -1,0 +1,145 @@
+"""qlinear (ir/ops_quant.py) on the int8 GEMM (codegen/emit_qgemm.py): the compiled kernel equals the
+numpy reference exactly on the host (pmaddwd or VNNI), on plain armv8 (widening) and on armv8.2-a
+with dotprod (sdot, run under qemu), over random shapes (primes, sizes below one vector), i8 and
+u8 inputs, i8 / u8 / f32 results, relu, per-channel and per-tensor multipliers, saturating
+requantization and zero points at the edges of their ranges; threads split it the same."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from codegen_harness import compile_and_run, single_op_graph
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tensorforge import ir
+from tensorforge.codegen import Target, build
+from tensorforge.codegen.emit_qgemm import int8_scheme, pack_qweight, qgemm_tiling
+from tensorforge.codegen.errors import CodegenError
+from tensorforge.ir import DType, OpError, TensorType
+
+ARMV8_EXAMPLES = min(6, settings.default.max_examples)
+LIMITS = {"i8": (-128, 127), "u8": (0, 255)}
+
+
+@st.composite
+def qlinear_cases(draw, max_size: int = 40):
+    rows = draw(st.integers(1, 2 * max_size))
+    depth = draw(st.integers(1, 3 * max_size))
+    columns = draw(st.integers(1, max_size))
+    x_dtype = draw(st.sampled_from(["i8", "u8"]))
+    out = draw(st.sampled_from(["i8", "u8", "f32"]))
+    relu = draw(st.sampled_from([None, "relu"]))
+    per_column = draw(st.booleans())
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    low, high = LIMITS[x_dtype]
+    x = rng.integers(low, high + 1, (rows, depth)).astype(DType[x_dtype].numpy)
+    weight = rng.integers(-127, 128, (depth, columns)).astype(np.int8)
+    if draw(st.booleans()):  # extreme weights: -128 and 127 everywhere
+        weight = np.where(rng.random(weight.shape) < 0.5, -128, 127).astype(np.int8)
+    bias = rng.integers(-2**16, 2**16, columns).astype(np.int32)
+    # multipliers from "everything saturates" down to "a few codes wide"
+    typical = 1.0 / (depth * 128.0)
+    shape = (columns,) if per_column else ()
+    multiplier = (typical * np.exp(rng.uniform(np.log(0.1), np.log(1000.0), shape))).astype(np.float32)
+    edge_zero = draw(st.sampled_from(["random", "low", "high"]))
+    x_zero = {"random": rng.integers(low, high + 1), "low": low, "high": high}[edge_zero]
+    y_limits = LIMITS.get(out, (-128, 127))
+    y_zero = draw(st.sampled_from([y_limits[0], y_limits[1], int(rng.integers(*y_limits))]))
+    operands = [x, weight, bias, multiplier, np.int32(x_zero), np.int32(y_zero)]
+    return operands, {"dtype": out, "activation": relu}
+
+
+def check(case, target: str, threads: int = 1) -> None:
+    operands, attrs = case
+    graph, inputs = single_op_graph("qlinear", operands, attrs, constants=(1, 2, 3, 4, 5))
+    (actual,) = compile_and_run(graph, *inputs, target=target, threads=threads)
+    expected = ir.interpret(graph, *inputs)
+    assert actual.dtype == expected.dtype
+    np.testing.assert_array_equal(actual, expected)
+
+
+@given(qlinear_cases())
+def test_qlinear_is_exact_on_the_host(case):
+    check(case, "host")
+
+
+@given(qlinear_cases(max_size=24))
+@settings(max_examples=ARMV8_EXAMPLES)
+def test_qlinear_is_exact_on_the_host_in_parts(case):
+    check(case, "host", threads=3)
+
+
+@pytest.mark.parametrize("target", ["armv8", "armv8.2-a+dotprod"])
+@given(case=qlinear_cases(max_size=24))
+@settings(max_examples=ARMV8_EXAMPLES, deadline=None)
+def test_qlinear_is_exact_on_armv8(target, case):
+    check(case, target)
+
+
+def test_the_reference_saturates_and_clips_at_the_zero_point_with_relu():
+    x = np.array([[100, -100]], np.int8)
+    weight = np.array([[127, -127, 1], [-127, 127, 1]], np.int8)
+    bias = np.zeros(3, np.int32)
+    multiplier = np.float32(1.0)
+    y = ir.evaluate("qlinear", [x, weight, bias, multiplier, np.int32(0), np.int32(5)],
+                    {"dtype": DType.i8, "activation": "relu"})
+    np.testing.assert_array_equal(y, [[127, 5, 5]])  # 25400 saturates; -25400 and 0 clip to the zero point
+    y = ir.evaluate("qlinear", [x, weight, bias, multiplier, np.int32(0), np.int32(5)], {"dtype": DType.i8})
+    np.testing.assert_array_equal(y, [[127, -128, 5]])
+
+
+def test_packed_weight_holds_panels_and_column_sums():
+    tiling = qgemm_tiling(Target.parse("armv8.2-a+dotprod"))  # G = 4, NR = 12
+    weight = np.arange(-30, 30).reshape(6, 10).astype(np.int8)
+    packed = pack_qweight(weight, tiling)
+    panels = packed[:2 * 12 * 1 * 4 * 1].reshape(1, 2, 12, 4)  # Kp = 8: two groups
+    np.testing.assert_array_equal(panels[0, 0, 3], weight[0:4, 3])
+    np.testing.assert_array_equal(panels[0, 1, 3], [weight[4, 3], weight[5, 3], 0, 0])
+    np.testing.assert_array_equal(panels[0, :, 10:], 0)
+    sums = packed[2 * 12 * 4:].view(np.int32)
+    np.testing.assert_array_equal(sums[:10], weight.astype(np.int32).sum(axis=0))
+
+
+VNNI = Target("x86-64-vnni", "x86_64-unknown-linux-gnu", "x86-64-v3", "+avx,+avx2,+fma,+avxvnni", 8)
+
+
+def qlinear_graph(columns: int = 64) -> ir.Graph:
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((8, 64), DType.u8))
+    constants = [np.ones((64, columns), np.int8), np.zeros(columns, np.int32), np.float32(0.01), np.int32(128),
+                 np.int32(0)]
+    graph.outputs = [graph.call("qlinear", [x, *[graph.constant(c, f"c{i}") for i, c in enumerate(constants)]],
+                                {"dtype": "i8"})]
+    return graph
+
+
+@pytest.mark.parametrize("target, scheme, pattern", [
+    ("armv8.2-a+dotprod", "sdot", r"sdot\s+v\d+\.4s"),
+    ("armv8", "widen", r"s(ml|mu)al\d?\s+v\d+\.4s|mla\s+v\d+\.4s"),
+    ("x86-64-v3", "pmaddwd", r"vpmaddwd\s.*ymm"),
+    (VNNI, "vnni", r"vpdpbusd\s.*ymm"),
+])
+def test_the_int8_instructions_are_in_the_machine_code(target, scheme, pattern):
+    assert int8_scheme(Target.parse(target)).name == scheme
+    assembly = build(qlinear_graph(), target).assembly()
+    assert len(re.findall(pattern, assembly)) >= qgemm_tiling(Target.parse(target)).rows
+
+
+def test_bad_operands_are_named():
+    x, weight = np.zeros((2, 4), np.int8), np.zeros((4, 3), np.int8)
+    good = [x, weight, np.zeros(3, np.int32), np.float32(1), np.int32(0), np.int32(0)]
+    with pytest.raises(OpError, match="bias must be i32\\[3\\]"):
+        ir.evaluate("qlinear", [*good[:2], np.zeros(4, np.int32), *good[3:]], {"dtype": DType.i8})
+    with pytest.raises(OpError, match="i8 weight"):
+        ir.evaluate("qlinear", [x, weight.astype(np.uint8), *good[2:]], {"dtype": DType.i8})
+    with pytest.raises(OpError, match="dtype must be i8, u8 or f32"):
+        ir.evaluate("qlinear", good, {"dtype": DType.i32})
+    graph = ir.Graph()  # a weight that is not a constant cannot be packed
+    nodes = [graph.add_input(name, TensorType.of(value)) for name, value in zip(("x", "w"), good)]
+    nodes += [graph.constant(value, f"c{i}") for i, value in enumerate(good[2:])]
+    graph.outputs = [graph.call("qlinear", nodes, {"dtype": "i8"})]
+    with pytest.raises(CodegenError, match="must be a constant"):
+        build(graph, "host")
