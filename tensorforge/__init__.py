@@ -17,10 +17,11 @@ from .frontend import TraceError
 from .ir import Graph, interpret
 from .passes import PassContext
 from .prune import PruneConfig
+from .quantize import QuantConfig, quantize
 from .runtime import CompiledModel
 
 __all__ = [
-    "CheckError", "CheckResult", "CodegenError", "CompiledModel", "Graph", "PassContext", "PruneConfig", "Target",
-    "TraceError",
-    "check", "compile", "interpret", "ir", "nn", "trace",
+    "CheckError", "CheckResult", "CodegenError", "CompiledModel", "Graph", "PassContext", "PruneConfig", "QuantConfig",
+    "Target", "TraceError",
+    "check", "compile", "interpret", "ir", "nn", "quantize", "trace",
 ]

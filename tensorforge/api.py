@@ -17,6 +17,8 @@ from .frontend.tracer import trace as _trace
 from .ir import Graph, coerce_inputs
 from .passes import PassContext, SnapshotInstrument, TimingInstrument, VerifyInstrument, run_pipeline
 from .prune import apply_pruning
+from .quantize import QuantConfig
+from .quantize import quantize as quantize_graph
 from .runtime import CompiledModel
 
 
@@ -48,7 +50,8 @@ def default_threads(target: Target) -> int:
 
 def compile(model, example_inputs=None, target: str | Target = "host", opt_level: int = 2, *,
             threads: int | None = None, disabled: tuple[str, ...] = (), config: dict | None = None,
-            pack: bool = True, share_memory: bool = True, prune=None, verbose: bool = False) -> CompiledModel:
+            pack: bool = True, share_memory: bool = True, prune=None, quantize=None, calibration=None,
+            verbose: bool = False) -> CompiledModel:
     """Trace `model` on `example_inputs`, optimize the graph and build native code for `target`.
 
     `model` is a tensorforge.nn Module, a plain function of arrays, or an ir.Graph (then
@@ -58,6 +61,8 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     and folding, 2: fusion too) and LLVM's level (O0, O1, O3 for 2 and above). `pack=False` and
     `share_memory=False` turn off weight packing and memory planning, to measure what they buy.
     `prune=tf.PruneConfig(...)` prunes the traced graph first (tensorforge/prune.py).
+    `quantize="int8"` (or a tf.QuantConfig) with `calibration` (an array of samples, batched like
+    example_inputs) quantizes its linear layers to int8 (tensorforge/quantize.py): cm.quant_report().
     """
     target = Target.parse(target)
     threads = default_threads(target) if threads is None else threads
@@ -68,6 +73,11 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     prune_report = None
     if prune is not None:
         graph, prune_report = apply_pruning(graph, prune)
+    quant_report = None
+    if quantize is not None:
+        if calibration is None:
+            raise TypeError("compile(quantize=...) needs calibration=<samples> to choose the int8 scales")
+        graph, quant_report = quantize_graph(graph, calibration, QuantConfig.of(quantize))
     trace_seconds = time.perf_counter() - start
     ctx = PassContext(opt_level=opt_level, target=target, disabled=tuple(disabled), config=dict(config or {}),
                       instruments=[VerifyInstrument(), TimingInstrument(), SnapshotInstrument()])
@@ -77,6 +87,7 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     loading = time.perf_counter()
     compiled = CompiledModel(artifact, source_graph=graph, snapshots=result.snapshots, report=result.report)
     compiled.pruning = prune_report
+    compiled.quantization = quant_report
     done = time.perf_counter()
     compiled.compile_seconds = {"trace": trace_seconds, "passes": sum(r.seconds for r in result.report.rows),
                                 "llvm": artifact.compile_seconds, "load": done - loading, "total": done - start}

@@ -23,7 +23,7 @@ from tensorforge.passes import (
 )
 from tensorforge.passes.rewrite import rewrite_to_fixpoint
 
-LEVEL_1 = ["eliminate-dead-code", "simplify", "fold-constants"]
+LEVEL_1 = ["eliminate-dead-code", "lower-quant", "simplify", "fold-constants"]
 
 
 def small_cnn_graph() -> ir.Graph:

@@ -20,7 +20,9 @@ from .fold_constants import fold_constants
 from .fuse_activation import fuse_activation
 from .fuse_elementwise import fuse_elementwise
 from .fuse_residual import fuse_residual
+from .insert_quant import LayerQuant, insert_quant
 from .instruments import Instrument, PassVerifyError, SnapshotInstrument, TimingInstrument, VerifyInstrument
+from .lower_quant import lower_quant
 from .manager import PassContext, PassReport, PassRow, PipelineResult, pipeline_for, run_pipeline
 from .registry import PASSES, PassInfo, register_pass
 from .simplify import simplify
@@ -31,6 +33,8 @@ from .simplify import simplify
 PIPELINE = [
     "eliminate-dead-code",               # level 1. first: a dead user would make fold-batch-norm and
                                          #   fuse-activation believe a conv's own value is still needed
+    "lower-quant",                       # level 1. QDQ around linear -> int8 qlinear; before fold-constants,
+                                         #   which would fold a weight's dequantize back into f32
     "simplify",                          # level 1. x*1, x+0, reshape/transpose chains: cheap, fewer nodes after it
     "fold-constants",                    # level 1. weight-only subgraphs (transposes, scalings) become constants
     "fold-batch-norm",                   # level 2. needs conv/linear weights as constants: after folding
@@ -46,5 +50,6 @@ __all__ = [
     "PASSES", "PIPELINE", "Instrument", "PassContext", "PassInfo", "PassReport", "PassRow", "PassVerifyError",
     "PipelineResult", "SnapshotInstrument", "TimingInstrument", "VerifyInstrument", "absorb_transpose",
     "eliminate_common_subexpressions", "eliminate_dead_code", "fold_batch_norm", "fold_constants", "fuse_activation",
-    "fuse_elementwise", "fuse_residual", "pipeline_for", "register_pass", "run_pipeline", "simplify",
+    "fuse_elementwise", "fuse_residual", "LayerQuant", "insert_quant", "lower_quant", "pipeline_for", "register_pass",
+    "run_pipeline", "simplify",
 ]

@@ -131,6 +131,13 @@ class CompiledModel:
             raise ValueError("this model was compiled without prune=tf.PruneConfig(...)")
         return report
 
+    def quant_report(self):
+        """What tf.compile(quantize=...) did, per linear layer (tensorforge/quantize.py): scheme, SQNR, decision."""
+        report = getattr(self, "quantization", None)
+        if report is None:
+            raise ValueError("this model was compiled without quantize='int8' (or a tf.QuantConfig)")
+        return report
+
     def memory_report(self):
         """Peak activation memory (the workspace arena) against the sum of all intermediate tensors."""
         from ..codegen.memory import memory_report

@@ -1,0 +1,115 @@
+"""lower-quant: QDQ patterns (passes/insert_quant.py) become integer `qlinear` layers.
+
+    %xd = dequantize(%xq, %sx, %zx)                     %y = qlinear(%xq, %wq, %bias_i32, %m, %zx, %zy)
+    %wd = dequantize(%wq, %sw, 0)               ->                {dtype=i8, activation="relu"} : i8[64,10]
+    %y = linear(%xd, %wd, %b)                           m = sx * sw / sy      bias_i32 = rint(b / (sx * sw))
+    %r = relu(%y)
+    %q = quantize(%r, %sy, %zy) {dtype=i8}
+
+A result that is quantized again (the next layer's input, possibly through a relu) stays int8: the
+qlinear takes the place of that quantize, and the next layer's dequantize reads its codes, so a
+chain of quantized layers runs int8 between layers. Otherwise the qlinear returns f32
+(m = sx * sw) to its f32 users. The integer form rounds once, where the QDQ form rounds the f32
+sum: codes differ by at most one.
+
+Fires when x's scale and zero point are constant scalars, the weight's codes are an i8 constant
+with a zero point of 0 (symmetric; an asymmetric weight, TinyTorch's scheme, stays in QDQ form and
+runs in f32 after fold-constants, as TinyTorch itself does), the bias (if any) is a constant and
+there is no fused residual. Runs before fold-constants, which would fold the weight's dequantize.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ir
+from .registry import register_pass
+from .rewrite import derived_name
+
+F32 = np.float32
+INT32 = np.iinfo(np.int32)
+
+
+def _constant(node: ir.Node) -> np.ndarray | None:
+    return node.value if node.op == "constant" else None
+
+
+def _scalar_parameters(dequantize: ir.Node) -> tuple[float, int] | None:
+    scale, zero = (_constant(n) for n in dequantize.inputs[1:])
+    if scale is None or zero is None or scale.size != 1 or zero.size != 1:
+        return None
+    return float(scale.reshape(())), int(zero.reshape(()))
+
+
+def _weight_parameters(dequantize: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
+    """(i8 codes [in, out], scale [out]) of a symmetric per-column (or per-tensor) weight."""
+    codes, scale, zero = (_constant(n) for n in dequantize.inputs)
+    if codes is None or scale is None or zero is None or codes.dtype != np.int8 or codes.ndim != 2 or np.any(zero):
+        return None
+    columns = codes.shape[1]
+    if scale.size == 1:
+        return codes, np.full(columns, float(scale.reshape(())), np.float64)
+    if scale.shape in ((columns,), (1, columns)):
+        return codes, scale.reshape(columns).astype(np.float64)
+    return None
+
+
+def _requantized_user(node: ir.Node) -> tuple[ir.Node, bool] | None:
+    """(the quantize of node's result, whether a relu lies between) when that is node's only use."""
+    if len(node.users) != 1 or node in node.graph.outputs:
+        return None
+    (user,), relu = node.users, node.attrs.get("activation") == "relu"
+    if user.op == "relu" and not relu:
+        if len(user.users) != 1 or user in user.graph.outputs:
+            return None
+        (user,), relu = user.users, True
+    if user.op != "quantize" or _scalar_parameters(user) is None:
+        return None
+    return user, relu
+
+
+def lower_linear(graph: ir.Graph, node: ir.Node) -> bool:
+    x, weight, *rest = node.inputs
+    if (node.op != "linear" or node.dtype is not ir.DType.f32 or node.attrs.get("residual")
+            or x.op != "dequantize" or weight.op != "dequantize"
+            or x.inputs[0].dtype not in (ir.DType.i8, ir.DType.u8)):
+        return False
+    activation, weights = _scalar_parameters(x), _weight_parameters(weight)
+    bias = _constant(rest[0]) if rest else np.zeros(node.shape[-1], F32)
+    if activation is None or weights is None or bias is None:
+        return False
+    (x_scale, x_zero), (codes, w_scale) = activation, weights
+    accumulator_scale = x_scale * w_scale  # of one unit of the int32 accumulator, per column
+    bias_codes = np.clip(np.rint(bias.astype(np.float64) / accumulator_scale), INT32.min, INT32.max).astype(np.int32)
+    requantized = _requantized_user(node)
+    if requantized is not None:
+        quantize, relu = requantized
+        y_scale, y_zero = _scalar_parameters(quantize)
+        multiplier, dtype, replaced = accumulator_scale / y_scale, quantize.attrs["dtype"], quantize
+    else:
+        relu = node.attrs.get("activation") == "relu"
+        multiplier, dtype, y_zero, replaced = accumulator_scale, ir.DType.f32, 0, node
+    with graph.inserting_before(node):
+        operands = [x.inputs[0], graph.constant(codes, derived_name(weight, "codes")),
+                    graph.constant(bias_codes, derived_name(node, "bias_i32")),
+                    graph.constant(multiplier.astype(F32), derived_name(node, "multiplier")),
+                    x.inputs[2] if x.inputs[2].shape == () else graph.constant(np.int32(x_zero)),
+                    graph.constant(np.int32(y_zero), derived_name(node, "y_zero_point"))]
+        lowered = graph.call("qlinear", operands, {"dtype": dtype, "activation": "relu" if relu else None},
+                             name=derived_name(node, "int8"))
+    replaced.replace_all_uses_with(lowered)
+    return True
+
+
+@register_pass("lower-quant", opt_level=1, description="fold quantize/dequantize around linear into int8 qlinear")
+def lower_quant(graph: ir.Graph, ctx=None) -> ir.Graph:
+    changed = False
+    for node in list(graph.nodes):
+        if node.graph is graph and node in graph.nodes and node.op == "linear":
+            changed |= lower_linear(graph, node)
+    if changed:  # the f32 linears, relus, quantizes and weight dequantizes nobody reads any more
+        live = graph.needed_by_outputs()
+        for node in reversed(list(graph.nodes)):
+            if node not in live and node.op != "input":
+                graph.erase(node)
+    return graph

@@ -1,0 +1,160 @@
+"""Post-training INT8 (tensorforge/quantize.py, passes/insert_quant.py, passes/lower_quant.py).
+
+The QDQ graph stays close to f32; lower-quant's integer graph is within one code of the QDQ graph
+it came from; the compiled integer graph equals the interpreted one exactly (host, armv8, armv8.2
+with dotprod); chains of layers stay int8; the guard keeps bad layers in f32; bad calls are named.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tensorforge as tf
+from tensorforge import ir, nn
+from tensorforge.models import mlp
+from tensorforge.passes import PassContext, run_pipeline
+from tensorforge.passes.lower_quant import lower_quant
+
+ARMV8_EXAMPLES = min(4, settings.default.max_examples)
+
+
+def random_mlp(seed: int, widths: tuple[int, ...], batch: int):
+    rng = np.random.default_rng(seed)
+    model = mlp(widths, seed=seed)
+    x = rng.standard_normal((batch, widths[0])).astype(np.float32)
+    calibration = rng.standard_normal((4 * batch, widths[0])).astype(np.float32)
+    return model, x, calibration
+
+
+def lowered(graph: ir.Graph) -> ir.Graph:
+    graph = graph.copy()
+    lower_quant(graph)
+    ir.verify(graph)
+    return graph
+
+
+def ops(graph: ir.Graph) -> list[str]:
+    return [node.op for node in graph.nodes if node.op not in ("input", "constant")]
+
+
+widths_strategy = st.lists(st.integers(1, 40), min_size=2, max_size=4).map(tuple)
+
+
+@given(st.integers(0, 2**16), widths_strategy, st.integers(1, 9),
+       st.sampled_from(["minmax", "percentile", "entropy"]), st.booleans(), st.sampled_from(["i8", "u8"]))
+def test_lowered_graph_is_within_one_code_of_the_qdq_graph(seed, widths, batch, method, per_channel, dtype):
+    model, x, calibration = random_mlp(seed, widths, batch)
+    config = tf.QuantConfig(method=method, per_channel=per_channel, activation_dtype=dtype, sqnr_budget=None)
+    qdq, report = tf.quantize(tf.trace(model, x), calibration, config)
+    assert len(report.quantized) == len(widths) - 1
+    integer = lowered(qdq)
+    assert ops(integer).count("qlinear") == len(widths) - 1 and "linear" not in ops(integer)
+    expected, actual = ir.interpret(qdq, x), ir.interpret(integer, x)
+    # the last layer returns f32: acc * sx * sw; the QDQ graph rounds its inputs the same way but the
+    # int8 path rounds every hidden value once (to its code) where QDQ rounds the f32 sum: one code
+    # of the hidden layers' scale, carried through the next layer's weights.
+    tolerance = 2.5 * np.abs(expected).max() / 127 + 1e-6 if len(widths) > 2 else 1e-4 * np.abs(expected).max() + 1e-5
+    np.testing.assert_allclose(actual, expected, atol=tolerance, rtol=0)
+
+
+def test_an_int8_chain_has_no_f32_between_its_layers():
+    model, x, calibration = random_mlp(0, (16, 32, 24, 8), 4)
+    integer = lowered(tf.quantize(tf.trace(model, x), calibration)[0])
+    assert ops(integer) == ["quantize", "qlinear", "qlinear", "qlinear"]
+    layers = [node for node in integer.nodes if node.op == "qlinear"]
+    assert [node.dtype for node in layers] == [ir.DType.i8, ir.DType.i8, ir.DType.f32]
+    assert [node.attrs["activation"] for node in layers] == ["relu", "relu", None]
+
+
+def test_a_hidden_value_with_another_user_is_not_requantized_away():
+    rng = np.random.default_rng(1)
+    first, second, relu = nn.Linear(8, 8, rng=rng), nn.Linear(8, 4, rng=rng), nn.ReLU()
+
+    def model(x):
+        hidden = relu(first(x))
+        return second(hidden), hidden  # the relu's value is also an output
+
+    x = rng.standard_normal((3, 8)).astype(np.float32)
+    qdq, _ = tf.quantize(tf.trace(model, x), rng.standard_normal((12, 8)).astype(np.float32),
+                         tf.QuantConfig(sqnr_budget=None))
+    integer = lowered(qdq)
+    layers = [node for node in integer.nodes if node.op == "qlinear"]
+    assert [node.dtype for node in layers] == [ir.DType.f32, ir.DType.f32]  # the first feeds an f32 relu
+    assert "relu" in ops(integer) and "quantize" in ops(integer)
+    for actual, expected in zip(ir.interpret(integer, x), ir.interpret(qdq, x)):
+        np.testing.assert_allclose(actual, expected, atol=0.05 * np.abs(expected).max() + 1e-6)
+
+
+def compiled_equals_interpreted(graph: ir.Graph, x: np.ndarray, target: str, threads: int = 1) -> None:
+    with tf.compile(graph, target=target, threads=threads) as compiled:
+        actual = compiled(x)
+        final = compiled.snapshots[-1][1]
+    assert "qlinear" in ops(final)
+    np.testing.assert_array_equal(actual, ir.interpret(final, x))  # integer path: bit for bit, f32 end too
+
+
+@given(st.integers(0, 2**16), widths_strategy, st.integers(1, 9))
+def test_compiled_int8_model_equals_its_interpreted_graph_on_the_host(seed, widths, batch):
+    model, x, calibration = random_mlp(seed, widths, batch)
+    qdq, _ = tf.quantize(tf.trace(model, x), calibration, tf.QuantConfig(sqnr_budget=None))
+    compiled_equals_interpreted(qdq, x, "host", threads=2)
+
+
+@pytest.mark.parametrize("target", ["armv8", "armv8.2-a+dotprod"])
+@given(seed=st.integers(0, 2**16), widths=widths_strategy, batch=st.integers(1, 5))
+@settings(max_examples=ARMV8_EXAMPLES, deadline=None)
+def test_compiled_int8_model_equals_its_interpreted_graph_on_armv8(target, seed, widths, batch):
+    model, x, calibration = random_mlp(seed, widths, batch)
+    qdq, _ = tf.quantize(tf.trace(model, x), calibration, tf.QuantConfig(sqnr_budget=None))
+    compiled_equals_interpreted(qdq, x, target)
+
+
+def test_the_guard_keeps_a_layer_with_an_outlier_input_in_f32():
+    rng = np.random.default_rng(3)
+    model = mlp((32, 32, 8), seed=3)
+    calibration = rng.standard_normal((256, 32)).astype(np.float32)
+    calibration[:, 0] *= 1000.0  # one input a thousand times the others, which the layer ignores:
+    model.layers[0].weight[0] = 0.0  # its range sets the per-tensor scale, and the signal drowns in its steps
+    x = calibration[:4]
+    config = tf.QuantConfig(method="minmax")
+    _, report = tf.quantize(tf.trace(model, x), calibration, config)
+    (first, sqnr, decision), (_, sqnr_2, decision_2) = [(row[0], row[2], row[3]) for row in report.rows]
+    assert sqnr < 30.0 and decision.startswith("fp32")
+    assert sqnr_2 >= 30.0 and decision_2 == "int8"
+    assert report.weight_bytes == (32 * 32 * 4 + 32 * 8 * 4, 32 * 32 * 4 + 32 * 8)
+    _, everything = tf.quantize(tf.trace(model, x), calibration, tf.QuantConfig(method="minmax", sqnr_budget=None))
+    assert len(everything.quantized) == 2
+    assert "fp32 (below 30 dB)" in str(report) and "SQNR" in str(report)
+
+
+def test_tinytorch_scheme_keeps_asymmetric_weights_in_qdq_form():
+    model, x, calibration = random_mlp(4, (12, 10, 6), 2)
+    qdq, report = tf.quantize(tf.trace(model, x), calibration, tf.QuantConfig(method="tinytorch", sqnr_budget=None))
+    codes = [node for node in qdq.nodes if node.op == "constant" and node.dtype is ir.DType.i8]
+    weight = model.layers[0].weight
+    low, high = float(weight.min()), float(weight.max())
+    scale = np.float32((high - low) / 255.0)
+    zero_point = int(np.clip(np.round(-128.0 - low / scale), -128, 127))
+    expected = np.clip(np.round(weight / scale) + zero_point, -128, 127)  # TinyTorch's formula, ties aside
+    assert np.mean(codes[0].value == expected) > 0.99
+    assert "qlinear" not in ops(lowered(qdq))
+    assert all(row[3] == "int8 weights, f32 compute" for row in report.rows)
+    result = run_pipeline(qdq.copy(), PassContext(opt_level=2))
+    np.testing.assert_allclose(ir.interpret(result.graph, x), ir.interpret(qdq, x), rtol=1e-4, atol=1e-5)
+
+
+def test_bad_quantize_calls_are_named():
+    model, x, calibration = random_mlp(5, (6, 4), 2)
+    with pytest.raises(TypeError, match="needs calibration"):
+        tf.compile(model, x, quantize="int8")
+    with pytest.raises(ValueError, match="must be 'int8' or a tf.QuantConfig"):
+        tf.compile(model, x, quantize="int4", calibration=calibration)
+    with pytest.raises(ValueError, match=r"samples of shape \[5\], the model takes \[6\]"):
+        tf.compile(model, x, quantize="int8", calibration=calibration[:, :5])
+    with pytest.raises(ValueError, match="QuantConfig.method"):
+        tf.QuantConfig(method="kmeans")
+    with tf.compile(model, x) as compiled, pytest.raises(ValueError, match="without quantize"):
+        compiled.quant_report()
