@@ -75,9 +75,11 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
         graph, prune_report = apply_pruning(graph, prune)
     quant_report = None
     if quantize is not None:
-        if calibration is None:
-            raise TypeError("compile(quantize=...) needs calibration=<samples> to choose the int8 scales")
-        graph, quant_report = quantize_graph(graph, calibration, QuantConfig.of(quantize))
+        quant_config = QuantConfig.of(quantize)
+        if calibration is None and not quant_config.dynamic:
+            raise TypeError("compile(quantize=...) needs calibration=<samples> to choose the int8 scales "
+                            "(or quantize=tf.QuantConfig(dynamic=True))")
+        graph, quant_report = quantize_graph(graph, calibration, quant_config)
     trace_seconds = time.perf_counter() - start
     ctx = PassContext(opt_level=opt_level, target=target, disabled=tuple(disabled), config=dict(config or {}),
                       instruments=[VerifyInstrument(), TimingInstrument(), SnapshotInstrument()])

@@ -47,6 +47,7 @@ class QuantConfig:
     per_channel: bool = True  # weights: one scale per output column, else one per tensor
     activation_dtype: str = "i8"  # i8 or u8
     sqnr_budget: float | None = DEFAULT_SQNR_BUDGET  # dB; layers below stay f32; None quantizes all
+    dynamic: bool = False  # x's scale and zero point computed at run time (no calibration needed)
     verbose: bool = False  # a progress bar over the calibration samples
 
     def __post_init__(self):
@@ -67,6 +68,8 @@ class QuantConfig:
 
     @property
     def scheme(self) -> str:
+        if self.dynamic:
+            return "dynamic i8, w " + ("per-channel" if self.per_channel else "per-tensor")
         if self.method == "tinytorch":
             return "tinytorch (asym. per-tensor)"
         weights = "per-channel" if self.per_channel else "per-tensor"
@@ -145,9 +148,17 @@ def _layer_output(x: np.ndarray, weight: np.ndarray, rest: list[np.ndarray]) -> 
     return y + rest[0] if rest else y
 
 
-def quantize(graph: Graph, calibration, config: QuantConfig | str = "int8") -> tuple[Graph, QuantReport]:
-    """A QDQ copy of `graph` (its linear layers quantized, as `config` says) and the report."""
+def quantize(graph: Graph, calibration=None, config: QuantConfig | str = "int8") -> tuple[Graph, QuantReport]:
+    """A QDQ copy of `graph` (its linear layers quantized, as `config` says) and the report.
+
+    With `config.dynamic`, the linear layers become dynamic_qlinear instead (calibration, if
+    given, only measures their SQNR for the guard)."""
     config = QuantConfig.of(config)
+    if calibration is None:
+        if not config.dynamic:
+            raise TypeError("static int8 quantization needs calibration=<samples> to choose the scales "
+                            "(or QuantConfig(dynamic=True))")
+        return _dynamic(graph, config, None)
     candidates = _candidates(graph)
     wanted = {node.inputs[0] for node in candidates}
     samples: dict = {node: [] for node in wanted}
@@ -163,14 +174,17 @@ def quantize(graph: Graph, calibration, config: QuantConfig | str = "int8") -> t
         progress = tqdm(batches, desc="calibration", unit="batch")
     for batch in progress:
         run_graph(graph, batch, record)
-    values = {node: np.concatenate([v.reshape(-1, v.shape[-1]) for v in parts]) for node, parts in samples.items()}
+    values = {node.name: np.concatenate([v.reshape(-1, v.shape[-1]) for v in parts])
+              for node, parts in samples.items()}
+    if config.dynamic:
+        return _dynamic(graph, config, values, len(batches) * int(np.asarray(batches[0][0]).shape[0]))
 
     report = QuantReport(config, calibration_samples=int(np.asarray(batches[0][0]).shape[0] * len(batches)))
     plan: dict[str, LayerQuant] = {}
     dtype = DType[config.activation_dtype]
     f32_bytes = int8_bytes = 0
     for node in candidates:
-        x, weight = values[node.inputs[0]], node.inputs[1].value
+        x, weight = values[node.inputs[0].name], node.inputs[1].value
         rest = [n.value for n in node.inputs[2:]] if all(n.op == "constant" for n in node.inputs[2:]) else []
         if config.method == "tinytorch":
             activation, weight_q = tinytorch_params(x), tinytorch_params(weight)
@@ -191,6 +205,49 @@ def quantize(graph: Graph, calibration, config: QuantConfig | str = "int8") -> t
     report.weight_bytes = (f32_bytes, int8_bytes)
     quantized = insert_quant(graph.copy(), plan)
     return quantized, report
+
+
+def _dynamic(graph: Graph, config: QuantConfig, values: dict | None, samples: int = 0) -> tuple[Graph, QuantReport]:
+    """Every linear with a constant weight becomes dynamic_qlinear (kept in f32 below the SQNR budget,
+    when calibration values are there to measure it)."""
+    from .ir import evaluate
+
+    graph = graph.copy()
+    report = QuantReport(config, calibration_samples=samples)
+    f32_bytes = int8_bytes = 0
+    for node in _candidates(graph):
+        x, weight_node, *rest = node.inputs
+        if any(n.op != "constant" for n in rest):
+            continue
+        weight = weight_node.value
+        params = weight_params(weight, axis=1 if config.per_channel else None)
+        codes = quantized_weight(weight, params)
+        scale = np.broadcast_to(params.scale.reshape(-1), (weight.shape[1],)).astype(np.float32)
+        bias = rest[0].value if rest else np.zeros(weight.shape[1], np.float32)
+        sqnr, keep = float("nan"), False
+        if values is not None:
+            inputs = values[x.name]
+            approximation = evaluate("dynamic_qlinear", [inputs, codes, scale, bias], {})
+            sqnr = sqnr_db(_layer_output(inputs, weight, [bias]), approximation)
+            keep = config.sqnr_budget is not None and sqnr < config.sqnr_budget
+        report.rows.append((layer_name(node), config.scheme, sqnr,
+                            f"fp32 (below {config.sqnr_budget:g} dB)" if keep else "int8"))
+        f32_bytes += weight.nbytes
+        int8_bytes += weight.nbytes if keep else weight.size
+        if keep:
+            continue
+        with graph.inserting_before(node):
+            operands = [x, graph.constant(codes, weight_node.name + "_int8"), graph.constant(scale),
+                        graph.constant(bias.astype(np.float32))]
+            replacement = graph.call("dynamic_qlinear", operands, {"activation": node.attrs.get("activation")},
+                                     name=layer_name(node).replace(".", "_") + "_dynamic")
+        node.replace_all_uses_with(replacement)
+        graph.erase(node)
+        for operand in (weight_node, *rest):
+            if not operand.users and operand not in graph.outputs:
+                graph.erase(operand)
+    report.weight_bytes = (f32_bytes, int8_bytes)
+    return graph, report
 
 
 def layer_name(node) -> str:

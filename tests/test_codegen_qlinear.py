@@ -143,3 +143,47 @@ def test_bad_operands_are_named():
     graph.outputs = [graph.call("qlinear", nodes, {"dtype": "i8"})]
     with pytest.raises(CodegenError, match="must be a constant"):
         build(graph, "host")
+
+
+@st.composite
+def dynamic_cases(draw, max_size: int = 40):
+    rows, depth, columns = (draw(st.integers(1, limit)) for limit in (2 * max_size, 3 * max_size, max_size))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    kind = draw(st.sampled_from(["normal", "positive", "negative", "zeros", "nan"]))
+    x = (rng.standard_normal((rows, depth)) * rng.uniform(0.01, 100)).astype(np.float32)
+    x = {"positive": np.abs(x), "negative": -np.abs(x), "zeros": np.zeros_like(x)}.get(kind, x)
+    if kind == "nan":
+        x.reshape(-1)[rng.integers(x.size)] = np.nan
+    weight = rng.integers(-127, 128, (depth, columns)).astype(np.int8)
+    scale = rng.uniform(1e-4, 1e-1, columns).astype(np.float32)
+    bias = rng.standard_normal(columns).astype(np.float32)
+    return [x, weight, scale, bias], {"activation": draw(st.sampled_from([None, "relu"]))}
+
+
+def check_dynamic(case, target: str) -> None:
+    operands, attrs = case
+    graph, inputs = single_op_graph("dynamic_qlinear", operands, attrs, constants=(1, 2, 3))
+    (actual,) = compile_and_run(graph, *inputs, target=target)
+    np.testing.assert_array_equal(actual, ir.interpret(graph, *inputs))  # the same f32 steps: bit for bit
+
+
+@given(dynamic_cases())
+def test_dynamic_qlinear_is_exact_on_the_host(case):
+    check_dynamic(case, "host")
+
+
+@pytest.mark.parametrize("target", ["armv8", "armv8.2-a+dotprod"])
+@given(case=dynamic_cases(max_size=24))
+@settings(max_examples=ARMV8_EXAMPLES, deadline=None)
+def test_dynamic_qlinear_is_exact_on_armv8(target, case):
+    check_dynamic(case, target)
+
+
+def test_dynamic_parameters_cover_zero_and_the_range():
+    from tensorforge.ir.ops_quant import dynamic_parameters
+
+    scale, zero = dynamic_parameters(np.array([[-1.0, 3.0]], np.float32))
+    assert scale == np.float32(4.0 / 255) and zero == np.int32(np.rint(-128 + 1.0 / scale))
+    scale, zero = dynamic_parameters(np.array([[2.0, 3.0]], np.float32))  # the range widens to include 0
+    assert scale == np.float32(3.0 / 255) and zero == -128
+    assert dynamic_parameters(np.zeros((2, 2), np.float32)) == (np.float32(1), np.int32(-128))

@@ -158,3 +158,19 @@ def test_bad_quantize_calls_are_named():
         tf.QuantConfig(method="kmeans")
     with tf.compile(model, x) as compiled, pytest.raises(ValueError, match="without quantize"):
         compiled.quant_report()
+
+
+def test_dynamic_quantization_needs_no_calibration_and_stays_close_to_f32():
+    model, x, calibration = random_mlp(6, (30, 20, 10), 8)
+    with tf.compile(model, x, quantize=tf.QuantConfig(dynamic=True)) as compiled:
+        final = compiled.snapshots[-1][1]
+        assert ops(final).count("dynamic_qlinear") == 2 and "relu" not in ops(final)  # relu fused into the first
+        actual = compiled(x)
+        np.testing.assert_array_equal(actual, ir.interpret(final, x))
+        assert [row[3] for row in compiled.quant_report().rows] == ["int8", "int8"]
+    expected = ir.interpret(tf.trace(model, x), x)
+    assert np.abs(actual - expected).max() < 0.05 * np.abs(expected).max()
+    _, report = tf.quantize(tf.trace(model, x), calibration, tf.QuantConfig(dynamic=True))
+    assert all(row[2] > 30.0 for row in report.rows)  # measured when calibration is given
+    with pytest.raises(TypeError, match="needs calibration"):
+        tf.quantize(tf.trace(model, x))

@@ -471,3 +471,75 @@ def emit_qlinear(kernel: Kernel) -> None:
                     _emit_block(builder, tiling, q, requant, shape, i64(0), first, rows, size)
                 else:
                     _emit_block(builder, tiling, q, requant, shape, first, i64(0), size, columns)
+
+
+# --- dynamic quantization ---------------------------------------------------------------------
+
+def _round64(nbytes: int) -> int:
+    return -(-nbytes // 64) * 64
+
+
+def dynamic_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
+    """The packed block of x, then x's codes [M, K], the multipliers [N] and a zero int32 bias [N]."""
+    rows, depth, columns = _operands(node)
+    return qlinear_scratch_bytes(node, target) + _round64(rows * depth) + 2 * _round64(4 * columns)
+
+
+def emit_dynamic_qlinear(kernel: Kernel) -> None:
+    """dynamic_qlinear: x's range, scale and zero point (ops_quant.dynamic_parameters), x's codes, then
+    the int8 GEMM with multipliers sx * sw and no bias, then + bias and relu over the f32 result."""
+    node, builder = kernel.node, kernel.builder
+    rows, depth, columns = _operands(node)
+    if node.type.size == 0:
+        return
+    if 1 not in kernel.packed:
+        raise CodegenError(f"cannot compile %{node.name} = dynamic_qlinear(...): its weight %{node.inputs[1].name} "
+                           f"must be a constant (it is packed at compile time), not a {node.inputs[1].op}")
+    tiling = qgemm_tiling(kernel.target)
+    x, weight, weight_scale, bias = kernel.inputs
+    block = qlinear_scratch_bytes(node, kernel.target)
+    codes = element_pointer(builder, kernel.scratch, block, I8, "codes")
+    multipliers = element_pointer(builder, kernel.scratch, block + _round64(rows * depth), I8, "multipliers")
+    zero_bias = element_pointer(builder, multipliers, _round64(4 * columns), I8, "zero_bias")
+    zero = ir.Constant(F32, 0.0)
+
+    def extreme(low: ir.Value, high: ir.Value, index: ir.Value):
+        value = load_element(builder, x, index, F32)
+        low = builder.select(builder.fcmp_ordered("<", value, low), value, low)
+        return [low, builder.select(builder.fcmp_ordered(">", value, high), value, high)]
+
+    low, high = carried_loop(builder, i64(0), i64(rows * depth), [zero, zero],
+                             lambda i, values: extreme(*values, i), "range")
+    scale = builder.fdiv(builder.fsub(high, low), ir.Constant(F32, 255.0), name="sx")
+    scale = builder.select(builder.fcmp_ordered(">", scale, zero), scale, ir.Constant(F32, 1.0), name="sx")
+    shifted = call_intrinsic(builder, "llvm.rint.f32", F32, [builder.fsub(ir.Constant(F32, -128.0),
+                                                                        builder.fdiv(low, scale))])
+    shifted = builder.select(builder.fcmp_ordered("<", shifted, ir.Constant(F32, -128.0)), ir.Constant(F32, -128.0),
+                             shifted)
+    x_zero = builder.select(builder.fcmp_ordered(">", shifted, ir.Constant(F32, 127.0)), ir.Constant(F32, 127.0),
+                            shifted, name="zx")
+    with for_range(builder, rows * depth, "codes") as index:  # ops_quant.quantize, as emit_quantize does it
+        value = builder.fadd(call_intrinsic(builder, "llvm.rint.f32", F32,
+                                            [builder.fdiv(load_element(builder, x, index, F32), scale)]), x_zero)
+        value = builder.select(builder.fcmp_ordered("<", value, ir.Constant(F32, -128.0)), ir.Constant(F32, -128.0),
+                               value)
+        value = builder.select(builder.fcmp_ordered(">", value, ir.Constant(F32, 127.0)), ir.Constant(F32, 127.0),
+                               value)
+        value = builder.select(builder.fcmp_unordered("uno", value, value), x_zero, value)
+        store_element(builder, builder.trunc(builder.fptosi(value, I32), I8), codes, index)
+    with for_range(builder, columns, "multipliers") as n:
+        store_element(builder, builder.fmul(scale, load_element(builder, weight_scale, n, F32)), multipliers, n)
+        store_element(builder, ir.Constant(I32, 0), zero_bias, n)
+    correction = builder.add(builder.fptosi(x_zero, I32), ir.Constant(I32, tiling.scheme.shift(DType.i8)))
+    q = QGemm(codes, DType.i8, weight, zero_bias, multipliers, correction, zero, zero, zero, kernel.output,
+              kernel.scratch)
+    _emit_block(builder, tiling, q, Requant(DType.f32, False, True), (rows, depth, columns), i64(0), i64(0), rows,
+                columns)
+    relu = node.attrs["activation"] == "relu"
+    with for_range(builder, rows, "bias.row") as row:
+        line = element_pointer(builder, kernel.output, builder.mul(row, i64(columns)), F32)
+        with for_range(builder, columns, "bias.column") as n:
+            value = builder.fadd(load_element(builder, line, n, F32), load_element(builder, bias, n, F32))
+            if relu:  # np.maximum(y, 0)
+                value = builder.select(builder.fcmp_unordered(">=", value, zero), value, zero)
+            store_element(builder, value, line, n)

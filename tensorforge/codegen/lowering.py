@@ -19,7 +19,14 @@ from .emit_conv_gemm import conv_parts, pack_conv_weight
 from .emit_elementwise import emit_binary, emit_cast, emit_float_unary, emit_gelu, emit_neg, emit_relu
 from .emit_fused import emit_fused_elementwise
 from .emit_matmul import emit_linear, emit_matmul, gemm_node_scratch_bytes, gemm_parts, pack_gemm_constant
-from .emit_qgemm import emit_qlinear, pack_qlinear_constant, qlinear_parts, qlinear_scratch_bytes
+from .emit_qgemm import (
+    dynamic_scratch_bytes,
+    emit_dynamic_qlinear,
+    emit_qlinear,
+    pack_qlinear_constant,
+    qlinear_parts,
+    qlinear_scratch_bytes,
+)
 from .emit_quant import emit_dequantize, emit_matmul_integer, emit_quantize
 from .emit_reduce import emit_reduce, emit_softmax
 from .emit_shape import emit_concat, emit_slice, emit_transpose
@@ -102,6 +109,8 @@ EMIT: dict[str, Lowering] = {
     "matmul_integer": Lowering(emit_matmul_integer, frozenset({DType.i8, DType.u8})),
     "qlinear": Lowering(emit_qlinear, frozenset({DType.i8, DType.u8}), qlinear_scratch_bytes, pack_qlinear_constant,
                         qlinear_parts, always_pack=True),  # emit_qgemm.py: the int8 GEMM
+    "dynamic_qlinear": Lowering(emit_dynamic_qlinear, FLOAT, dynamic_scratch_bytes, pack_qlinear_constant,
+                                always_pack=True),
 }
 
 

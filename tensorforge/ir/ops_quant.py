@@ -18,6 +18,13 @@ shift here, and match the reference bit for bit):
     i8/u8 out:  y = clip(rint(f32(acc) * m) + zy, lo, hi)     lo = max(qmin, zy) with relu
     f32 out:    y = f32(acc) * m   (then relu)                m f32 [out] or []: sx * sw / sy
 
+dynamic_qlinear is dynamic quantization (ONNX Runtime's and PyTorch's "dynamic"): x's scale and
+zero point come from x itself at run time, per call (asymmetric i8 over [min(x, 0), max(x, 0)]),
+the weight is int8 with a scale per column, and the result is f32:
+
+    sx = (hi - lo) / 255 (1 if 0); zx = clip(rint(-128 - lo / sx)); xq = quantize(x, sx, zx)
+    y = f32((xq - zx) @ w) * (sx * sw) + bias   (then relu)         all in f32, NaN in x ignored
+
 `scale` and `zero_point` broadcast against x as in numpy: shape [] per tensor; per channel, the
 channel axis kept and the others 1 (a conv weight's [O,1,1,1], a linear weight's [out] on its
 last axis). Both are usually constants computed by calibration.
@@ -159,3 +166,47 @@ def requantize_limits(dtype: DType, zero_point: int, activation) -> tuple[int, i
     info = np.iinfo(dtype.numpy)
     low = max(int(info.min), min(zero_point, int(info.max))) if activation == "relu" else int(info.min)
     return low, int(info.max)
+
+
+# --- dynamic quantization ---------------------------------------------------------------------
+
+def dynamic_parameters(x: np.ndarray) -> tuple[np.float32, np.int32]:
+    """(scale, zero point) of x for dynamic quantization, in f32 steps the compiled code repeats."""
+    finite = np.where(np.isnan(x), F32(0), x)
+    low = min(F32(0), F32(finite.min(initial=0)))
+    high = max(F32(0), F32(finite.max(initial=0)))
+    scale = F32((high - low) / F32(255))
+    if not scale > 0:
+        scale = F32(1)
+    zero = np.clip(np.rint(F32(-128) - low / scale), F32(-128), F32(127))
+    return scale, np.int32(zero)
+
+
+def _infer_dynamic_qlinear(types, attrs):
+    x, w, w_scale, bias = types
+    if x.dtype is not DType.f32 or w.dtype is not DType.i8:
+        raise OpError(f"op 'dynamic_qlinear' needs an f32 x and an i8 weight, got {x} and {w}")
+    if w.rank != 2 or x.rank < 1 or x.shape[-1] != w.shape[0]:
+        raise OpError(f"op 'dynamic_qlinear' needs x[..., in] and weight[in, out], got {x} and {w}")
+    out = w.shape[1]
+    for name, value in (("weight scale", w_scale), ("bias", bias)):
+        if value.dtype is not DType.f32 or value.shape != (out,):
+            raise OpError(f"op 'dynamic_qlinear': the {name} must be f32[{out}], got {value}")
+    return TensorType(x.shape[:-1] + (out,), DType.f32)
+
+
+def _normalize_dynamic(types, attrs):
+    if attrs["activation"] not in (None, "relu"):
+        raise OpError(f"op 'dynamic_qlinear': activation must be None or 'relu', got {attrs['activation']!r}")
+    return dict(attrs)
+
+
+@register_op("dynamic_qlinear", infer=_infer_dynamic_qlinear, operands=4, traits={"contraction"},
+             attrs={"activation": None}, normalize=_normalize_dynamic)
+def dynamic_qlinear(x, weight, weight_scale, bias, *, activation):
+    """x quantized with parameters from x itself, the int8 product, back to f32 (module docstring)."""
+    scale, zero = dynamic_parameters(x)
+    codes = quantize(x, scale, zero, dtype=DType.i8)
+    accumulator = np.matmul(codes.astype(np.int64) - int(zero), weight.astype(np.int64)).astype(np.int32)
+    y = accumulator.astype(F32) * (scale * weight_scale) + bias
+    return np.maximum(y, F32(0)) if activation == "relu" else y

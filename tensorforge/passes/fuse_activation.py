@@ -1,4 +1,4 @@
-"""fuse-activation: a relu right after a linear or conv2d becomes the contraction's epilogue.
+"""fuse-activation: a relu right after a linear, conv2d or dynamic_qlinear becomes the contraction's epilogue.
 
     %1 = linear(%x, %w, %b) : f32[4,32]                 %2 = linear(%x, %w, %b) {activation="relu"} : f32[4,32]
     %2 = relu(%1) : f32[4,32]                     ->
@@ -20,7 +20,7 @@ def fuse_activation(graph: ir.Graph, ctx=None) -> ir.Graph:
         if node.op != "relu":
             continue
         producer = node.inputs[0]
-        if (producer.op not in ("linear", "conv2d") or producer.attrs["activation"] is not None
+        if (producer.op not in ("linear", "conv2d", "dynamic_qlinear") or producer.attrs["activation"] is not None
                 or len(producer.users) != 1 or producer in graph.outputs or producer.dtype is not ir.DType.f32):
             continue
         with graph.inserting_before(node):
