@@ -34,6 +34,21 @@ def test_trained_weights_load_without_pickle_and_classify_held_out_digits(kind):
     assert result["host"] >= 0.95, result  # 0.98 / 0.987 when trained (examples/digits/train.py)
 
 
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("config", ["int8", "dynamic"])
+def test_int8_accuracy_is_within_half_a_point_of_fp32(kind, config):
+    import tensorforge as tf
+
+    x_train, _, x_test, y_test = load_split(kind)
+    model = trained(kind)
+    quantize = tf.QuantConfig(dynamic=True) if config == "dynamic" else "int8"
+    with tf.compile(model, x_test) as real, tf.compile(model, x_test, quantize=quantize, calibration=x_train) as q:
+        fp32, int8 = accuracy(real(x_test), y_test), accuracy(q(x_test), y_test)
+        assert q.quant_report().quantized  # some layers really are int8
+        assert any(node.op in ("qlinear", "dynamic_qlinear") for node in q.snapshots[-1][1].nodes)
+    assert int8 >= fp32 - 0.005, (fp32, int8)
+
+
 def test_the_weights_files_hold_no_pickles():
     for path in (EXAMPLE / "weights").glob("*.npz"):
         with np.load(path, allow_pickle=False) as archive:  # raises on an object array
