@@ -5,9 +5,10 @@
 
 method "magnitude" zeroes the smallest weights (passes/prune_magnitude.py; scope "global", one
 threshold for all weights as TinyTorch does, or "layer"); "structured" removes the smallest output
-neurons of linear layers and shrinks their consumers (passes/prune_structured.py; `sparsity` is
-the fraction of neurons removed). The traced graph is pruned before the pass pipeline; the
-compiled model's `source_graph` is the pruned graph.
+neurons of linear layers and output channels of conv2d layers, and shrinks what reads them
+(passes/prune_structured.py; `sparsity` is the fraction of neurons / channels removed per layer).
+The traced graph is pruned before the pass pipeline; the compiled model's `source_graph` is the
+pruned graph.
 """
 
 from __future__ import annotations

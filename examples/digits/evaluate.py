@@ -4,7 +4,9 @@
 
 Loads examples/digits/weights/digits_{mlp,cnn}.npz (np.load with allow_pickle=False, through
 Module.load) into tensorforge.models.digits_mlp / digits_cnn. This is the fp32 baseline that the
-INT8 and pruning results are compared with.
+INT8 and pruning results are compared with; each model is also evaluated with 25% and 50% of its
+hidden neurons (MLP) or conv channels and hidden neurons (CNN) removed by structured pruning
+(tf.PruneConfig(method="structured"), passes/prune_structured.py), without retraining.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tensorforge.models import digits_cnn, digits_mlp  # noqa: E402
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 MODELS = {"mlp": digits_mlp, "cnn": digits_cnn}
+STRUCTURED = (0.25, 0.5)  # fractions of each layer's neurons / channels removed
 
 
 def trained(kind: str, weights: Path = WEIGHTS):
@@ -34,13 +37,16 @@ def trained(kind: str, weights: Path = WEIGHTS):
     return model
 
 
-def evaluate(kind: str, target: str = "host") -> dict[str, float]:
-    """Held-out accuracy of the trained model, by the interpreter and by the code compiled for `target`."""
+def evaluate(kind: str, target: str = "host", structured: float = 0.0) -> dict[str, float]:
+    """Held-out accuracy of the trained model, by the interpreter and by the code compiled for `target`;
+    with `structured` > 0, of the model with that fraction of each prunable layer's neurons / channels
+    removed first (the interpreter runs the same pruned graph)."""
     model = trained(kind)
     _, _, x_test, y_test = load_split(kind)
-    reference = tf.interpret(tf.trace(model, x_test), x_test)
-    with tf.compile(model, x_test, target=target) as compiled:
+    prune = tf.PruneConfig(method="structured", sparsity=structured) if structured else None
+    with tf.compile(model, x_test, target=target, prune=prune) as compiled:
         logits = compiled(x_test)
+        reference = tf.interpret(compiled.source_graph, x_test)
     return {"reference": accuracy(reference, y_test), target: accuracy(logits, y_test), "images": len(y_test)}
 
 
@@ -49,9 +55,11 @@ def main() -> None:
     parser.add_argument("--target", default="host")
     args = parser.parse_args()
     for kind in MODELS:
-        result = evaluate(kind, args.target)
-        print(f"{kind}: held-out accuracy {result[args.target]:.4f} compiled for {args.target}, "
-              f"{result['reference']:.4f} by the reference interpreter ({result['images']} images)")
+        for structured in (0.0, *STRUCTURED):
+            result = evaluate(kind, args.target, structured)
+            label = f"{kind}, {structured:.0%} structured pruning" if structured else kind
+            print(f"{label}: held-out accuracy {result[args.target]:.4f} compiled for {args.target}, "
+                  f"{result['reference']:.4f} by the reference interpreter ({result['images']} images)")
 
 
 if __name__ == "__main__":
