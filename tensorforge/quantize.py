@@ -6,9 +6,9 @@
     print(cm.quant_report())                            # layer, scheme, SQNR, int8 or kept in fp32
 
 1. Calibration: the reference interpreter runs the f32 graph on the calibration set and records
-   the input of every linear layer with a constant weight (passes/calibration.py turns the values
+   the input of every linear and conv2d layer (groups 1) with a constant weight (passes/calibration.py turns the values
    into a scale and zero point: min-max, percentile (99.99 by default) or entropy).
-2. Weights: symmetric int8, per output column (per tensor with per_channel=False).
+2. Weights: symmetric int8, per output channel (per tensor with per_channel=False).
 3. The guard: each layer alone is run in int8 (its input and weight quantized) on the calibration
    set, and its output compared with f32: SQNR = 10 log10(sum y^2 / sum (y - y_q)^2) in dB. Layers
    below `sqnr_budget` stay in f32. 30 dB keeps the error energy under 0.1% of the signal's; on
@@ -16,12 +16,12 @@
    quantized, while a layer fed by a heavy-tailed input (or a weight with one huge outlier
    column, per tensor) falls to 15-25 dB and is kept.
 4. insert-quant (passes/insert_quant.py) writes the QDQ graph; in tf.compile, lower-quant
-   (passes/lower_quant.py) then makes int8 qlinear layers of it.
+   (passes/lower_quant.py) then makes int8 qlinear / qconv2d layers of it.
 
 The "tinytorch" method reproduces TinyTorch's quantize_int8 exactly (asymmetric per-tensor
 min-max, for the weights too): its weights have a zero point, which the int8 kernel does not take,
 so those layers run in f32 on dequantized weights, as TinyTorch does (the report says so).
-Convolutions stay in f32: there is no int8 convolution kernel yet.
+Dynamic quantization (QuantConfig(dynamic=True)) covers linear layers only.
 """
 
 from __future__ import annotations
@@ -138,14 +138,19 @@ def _batches(graph: Graph, calibration) -> list[tuple]:
     return chunks
 
 
-def _candidates(graph: Graph):
-    return [node for node in graph.nodes if node.op == "linear" and node.dtype is DType.f32
-            and node.inputs[1].op == "constant" and not node.attrs.get("residual")]
+def _candidates(graph: Graph, ops: tuple[str, ...] = ("linear", "conv2d")):
+    """The layers int8 can take: linear, and conv2d with groups 1, with a constant weight and no residual."""
+    return [node for node in graph.nodes if node.op in ops and node.dtype is DType.f32
+            and node.inputs[1].op == "constant" and not node.attrs.get("residual")
+            and node.attrs.get("groups", 1) == 1]
 
 
-def _layer_output(x: np.ndarray, weight: np.ndarray, rest: list[np.ndarray]) -> np.ndarray:
-    y = np.matmul(x, weight)
-    return y + rest[0] if rest else y
+def _layer_output(node, x: np.ndarray, weight: np.ndarray, rest: list[np.ndarray]) -> np.ndarray:
+    """The layer's result before its activation, by the reference."""
+    from .ir import evaluate
+
+    attrs = {key: value for key, value in node.attrs.items() if key not in ("activation", "residual")}
+    return evaluate(node.op, [x, weight, *rest], attrs)
 
 
 def quantize(graph: Graph, calibration=None, config: QuantConfig | str = "int8") -> tuple[Graph, QuantReport]:
@@ -174,8 +179,7 @@ def quantize(graph: Graph, calibration=None, config: QuantConfig | str = "int8")
         progress = tqdm(batches, desc="calibration", unit="batch")
     for batch in progress:
         run_graph(graph, batch, record)
-    values = {node.name: np.concatenate([v.reshape(-1, v.shape[-1]) for v in parts])
-              for node, parts in samples.items()}
+    values = {node.name: np.concatenate(parts) for node, parts in samples.items()}
     if config.dynamic:
         return _dynamic(graph, config, values, len(batches) * int(np.asarray(batches[0][0]).shape[0]))
 
@@ -190,9 +194,10 @@ def quantize(graph: Graph, calibration=None, config: QuantConfig | str = "int8")
             activation, weight_q = tinytorch_params(x), tinytorch_params(weight)
         else:
             activation = activation_params(x, config.method, config.percentile, dtype)
-            weight_q = weight_params(weight, axis=1 if config.per_channel else None)
-        sqnr = sqnr_db(_layer_output(x, weight, rest), _layer_output(_fake(x, activation), _fake(weight, weight_q),
-                                                                     rest))
+            channel_axis = 1 if node.op == "linear" else 0
+            weight_q = weight_params(weight, axis=channel_axis if config.per_channel else None)
+        sqnr = sqnr_db(_layer_output(node, x, weight, rest),
+                       _layer_output(node, _fake(x, activation), _fake(weight, weight_q), rest))
         keep = config.sqnr_budget is not None and sqnr < config.sqnr_budget
         decision = f"fp32 (below {config.sqnr_budget:g} dB)" if keep else "int8"
         if not keep and config.method == "tinytorch":
@@ -215,7 +220,7 @@ def _dynamic(graph: Graph, config: QuantConfig, values: dict | None, samples: in
     graph = graph.copy()
     report = QuantReport(config, calibration_samples=samples)
     f32_bytes = int8_bytes = 0
-    for node in _candidates(graph):
+    for node in _candidates(graph, ("linear",)):
         x, weight_node, *rest = node.inputs
         if any(n.op != "constant" for n in rest):
             continue
@@ -228,7 +233,7 @@ def _dynamic(graph: Graph, config: QuantConfig, values: dict | None, samples: in
         if values is not None:
             inputs = values[x.name]
             approximation = evaluate("dynamic_qlinear", [inputs, codes, scale, bias], {})
-            sqnr = sqnr_db(_layer_output(inputs, weight, [bias]), approximation)
+            sqnr = sqnr_db(_layer_output(node, inputs, weight, [bias]), approximation)
             keep = config.sqnr_budget is not None and sqnr < config.sqnr_budget
         report.rows.append((layer_name(node), config.scheme, sqnr,
                             f"fp32 (below {config.sqnr_budget:g} dB)" if keep else "int8"))

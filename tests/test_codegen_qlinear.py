@@ -187,3 +187,52 @@ def test_dynamic_parameters_cover_zero_and_the_range():
     scale, zero = dynamic_parameters(np.array([[2.0, 3.0]], np.float32))  # the range widens to include 0
     assert scale == np.float32(3.0 / 255) and zero == -128
     assert dynamic_parameters(np.zeros((2, 2), np.float32)) == (np.float32(1), np.int32(-128))
+
+
+@st.composite
+def qconv_cases(draw, max_channels: int = 12):
+    images, channels, out = draw(st.integers(1, 3)), draw(st.integers(1, max_channels)), draw(st.integers(1, 20))
+    kernel, stride, dilation = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    padding = draw(st.integers(0, kernel))
+    span = dilation * (kernel - 1) + 1
+    height, width = (draw(st.integers(max(1, span - 2 * padding), 9)) for _ in range(2))
+    x_dtype, dtype = draw(st.sampled_from(["i8", "u8"])), draw(st.sampled_from(["i8", "u8", "f32"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    low, high = LIMITS[x_dtype]
+    x = rng.integers(low, high + 1, (images, channels, height, width)).astype(DType[x_dtype].numpy)
+    weight = rng.integers(-127, 128, (out, channels, kernel, kernel)).astype(np.int8)
+    bias = rng.integers(-2**14, 2**14, out).astype(np.int32)
+    multiplier = (np.exp(rng.uniform(np.log(0.1), np.log(100.0), (out,) if draw(st.booleans()) else ()))
+                  / (channels * kernel * kernel * 128.0)).astype(np.float32)
+    x_zero = draw(st.sampled_from([low, high, int(rng.integers(low, high + 1))]))
+    y_zero = int(rng.integers(*LIMITS.get(dtype, (-128, 127))))
+    attrs = {"stride": stride, "padding": padding, "dilation": dilation, "dtype": dtype,
+             "activation": draw(st.sampled_from([None, "relu"]))}
+    return [x, weight, bias, multiplier, np.int32(x_zero), np.int32(y_zero)], attrs
+
+
+def check_conv(case, target: str, threads: int = 1) -> None:
+    operands, attrs = case
+    graph, inputs = single_op_graph("qconv2d", operands, attrs, constants=(1, 2, 3, 4, 5))
+    (actual,) = compile_and_run(graph, *inputs, target=target, threads=threads)
+    np.testing.assert_array_equal(actual, ir.interpret(graph, *inputs))
+
+
+@given(qconv_cases(), st.sampled_from([1, 2]))
+def test_qconv2d_is_exact_on_the_host(case, threads):
+    check_conv(case, "host", threads)
+
+
+@pytest.mark.parametrize("target", ["armv8", "armv8.2-a+dotprod"])
+@given(case=qconv_cases(max_channels=6))
+@settings(max_examples=ARMV8_EXAMPLES, deadline=None)
+def test_qconv2d_is_exact_on_armv8(target, case):
+    check_conv(case, target)
+
+
+def test_qconv2d_reference_pads_with_the_zero_point():
+    x = np.full((1, 1, 1, 1), 7, np.int8)  # the only pixel is the zero point: everything is 0.0
+    weight = np.ones((1, 1, 3, 3), np.int8)
+    y = ir.evaluate("qconv2d", [x, weight, np.zeros(1, np.int32), np.float32(1), np.int32(7), np.int32(0)],
+                    {"padding": 1, "dtype": DType.f32})
+    np.testing.assert_array_equal(y, [[[[0.0]]]])

@@ -174,3 +174,38 @@ def test_dynamic_quantization_needs_no_calibration_and_stays_close_to_f32():
     assert all(row[2] > 30.0 for row in report.rows)  # measured when calibration is given
     with pytest.raises(TypeError, match="needs calibration"):
         tf.quantize(tf.trace(model, x))
+
+
+def small_cnn(seed: int, channels: int = 6):
+    rng = np.random.default_rng(seed)
+    model = nn.Sequential(nn.Conv2d(2, channels, 3, padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(channels, 5, 3, padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(5 * 2 * 2, 3, rng=rng))
+    x = rng.standard_normal((2, 2, 8, 8)).astype(np.float32)
+    return model, x, rng.standard_normal((16, 2, 8, 8)).astype(np.float32)
+
+
+@given(st.integers(0, 2**16), st.integers(1, 8))
+@settings(max_examples=min(10, settings.default.max_examples))
+def test_a_cnn_runs_int8_through_its_pools_and_flatten(seed, channels):
+    model, x, calibration = small_cnn(seed, channels)
+    qdq, report = tf.quantize(tf.trace(model, x), calibration, tf.QuantConfig(sqnr_budget=None))
+    integer = lowered(qdq)
+    assert ops(integer) == ["quantize", "qconv2d", "max_pool2d", "qconv2d", "max_pool2d", "flatten", "qlinear"]
+    assert [n.dtype for n in integer.nodes if n.op in ("max_pool2d", "flatten")] == [ir.DType.i8] * 3
+    expected, actual = ir.interpret(qdq, x), ir.interpret(integer, x)
+    np.testing.assert_allclose(actual, expected, atol=0.1 * np.abs(expected).max() + 1e-6)
+    compiled_equals_interpreted(qdq, x, "host", threads=2)
+
+
+def test_a_pool_with_another_user_keeps_the_conv_result_in_f32():
+    model, x, calibration = small_cnn(7)
+    graph = tf.trace(model, x)
+    pool = next(node for node in graph.nodes if node.op == "max_pool2d")
+    graph.outputs = [graph.outputs[0], pool]  # the pooled value is also an output: it must stay f32
+    qdq, _ = tf.quantize(graph, calibration, tf.QuantConfig(sqnr_budget=None))
+    integer = lowered(qdq)
+    first = next(node for node in integer.nodes if node.op == "qconv2d")
+    assert first.dtype is ir.DType.f32
+    for actual, expected in zip(ir.interpret(integer, x), ir.interpret(qdq, x)):
+        np.testing.assert_allclose(actual, expected, atol=0.1 * np.abs(expected).max() + 1e-6)

@@ -443,16 +443,7 @@ def emit_qlinear(kernel: Kernel) -> None:
     zx = load_element(builder, x_zero, 0, I32, "zx")
     zy = load_element(builder, y_zero, 0, I32, "zy")
     correction = builder.add(zx, ir.Constant(I32, tiling.scheme.shift(x_dtype)), name="correction")
-    zero, low, high = builder.sitofp(zy, F32, name="zy"), ir.Constant(F32, 0.0), ir.Constant(F32, 0.0)
-    if dtype is not DType.f32:
-        info = np.iinfo(dtype.numpy)
-        low = ir.Constant(F32, float(info.min))
-        if relu:  # ops_quant.requantize_limits: from the zero point up (clipped to the range)
-            clipped = builder.select(builder.icmp_signed(">", zy, ir.Constant(I32, int(info.max))),
-                                     ir.Constant(I32, int(info.max)), zy)
-            low = builder.select(builder.icmp_signed(">", clipped, ir.Constant(I32, int(info.min))),
-                                 builder.sitofp(clipped, F32), low, name="low")
-        high = ir.Constant(F32, float(info.max))
+    low, high, zero = _limits(builder, dtype, relu, zy)
     q = QGemm(x, x_dtype, kernel.inputs[1], bias, multiplier, correction, zero, low, high, kernel.output,
               kernel.scratch)
     shape = (rows, depth, columns)
@@ -543,3 +534,117 @@ def emit_dynamic_qlinear(kernel: Kernel) -> None:
             if relu:  # np.maximum(y, 0)
                 value = builder.select(builder.fcmp_unordered(">=", value, zero), value, zero)
             store_element(builder, value, line, n)
+
+
+# --- the int8 convolution ---------------------------------------------------------------------
+#
+# Per image: the taps of every output pixel are gathered into rows (im2col, padded with x's zero
+# point) in scratch, the int8 GEMM multiplies them by the weight as [C*kh*kw, O] into scratch
+# ([pixels, O]), and a transposing copy writes the image's [O, pixels] result. Images are split
+# among threads.
+
+def _conv_shape(node: Node) -> tuple[int, int, int, int]:
+    """(images, pixels per image, depth C*kh*kw, output channels) of a qconv2d."""
+    n, out, oh, ow = node.shape
+    _, c, kh, kw = node.inputs[1].shape
+    return n, oh * ow, c * kh * kw, out
+
+
+def _conv_gemm_operands(node: Node) -> tuple[int, int, int]:
+    _, pixels, depth, out = _conv_shape(node)
+    return pixels, depth, out
+
+
+def pack_qconv_constant(node: Node, index: int, target: Target) -> PackedConstant | None:
+    if index != 1 or node.inputs[1].op != "constant" or node.type.size == 0:
+        return None
+    tiling = qgemm_tiling(target)
+    weight = node.inputs[1].value
+    matrix = np.ascontiguousarray(weight.reshape(weight.shape[0], -1).T)  # [C*kh*kw, O]
+    return PackedConstant(f"qconv.{tiling.scheme.name}{tiling.columns}", pack_qweight(matrix, tiling))
+
+
+def _block_bytes(tiling: QTiling, rows: int, depth: int) -> int:
+    block = min(_row_block(tiling, depth), -(-rows // tiling.rows) * tiling.rows)
+    return _round64(block * padded_depth(depth, tiling.scheme) * tiling.scheme.a_bits // 8)
+
+
+def qconv_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
+    """The packed block, the image's taps [pixels, depth] and its result [pixels, O]."""
+    _, pixels, depth, out = _conv_shape(node)
+    tiling = qgemm_tiling(target)
+    return _block_bytes(tiling, pixels, depth) + _round64(pixels * depth) + _round64(pixels * out * node.dtype.itemsize)
+
+
+def qconv_parts(node: Node, target: Target, threads: int) -> int:
+    images, pixels, depth, out = _conv_shape(node)
+    if 2 * images * pixels * depth * out < parallel.MIN_PARALLEL_FLOPS:
+        return 1
+    return parallel.split_parts(images, threads)[0]
+
+
+def emit_qconv2d(kernel: Kernel) -> None:
+    node, builder = kernel.node, kernel.builder
+    images, pixels, depth, out = _conv_shape(node)
+    if node.type.size == 0:
+        return
+    if 1 not in kernel.packed:
+        raise CodegenError(f"cannot compile %{node.name} = qconv2d(...): its weight %{node.inputs[1].name} must be a "
+                           f"constant (it is packed at compile time), not a {node.inputs[1].op}")
+    tiling = qgemm_tiling(kernel.target)
+    x_dtype, dtype = node.inputs[0].dtype, node.dtype
+    _, channels, height, width = node.inputs[0].shape
+    _, _, kh, kw = node.inputs[1].shape
+    _, _, oh, ow = node.shape
+    (sh, sw), (ph, pw), (dh, dw) = node.attrs["stride"], node.attrs["padding"], node.attrs["dilation"]
+    x, weight, bias, multiplier, x_zero, y_zero = kernel.inputs
+    block = _block_bytes(tiling, pixels, depth)
+    taps = element_pointer(builder, kernel.scratch, block, I8, "taps")
+    result = element_pointer(builder, taps, _round64(pixels * depth), I8, "result")
+    out_element = F32 if dtype is DType.f32 else I8
+    relu = node.attrs["activation"] == "relu"
+    zx = load_element(builder, x_zero, 0, I32, "zx")
+    zy = load_element(builder, y_zero, 0, I32, "zy")
+    low, high, zero = _limits(builder, dtype, relu, zy)
+    q = QGemm(taps, x_dtype, weight, bias, multiplier, builder.add(zx, ir.Constant(I32, tiling.scheme.shift(x_dtype))),
+              zero, low, high, result, kernel.scratch)
+    requant = Requant(dtype, relu, node.inputs[3].shape != ())
+    padding_code = builder.trunc(zx, I8, name="pad")
+    first, count = parallel.part_bounds(builder, kernel.part, kernel.parts, images, "image")
+    with for_range(builder, count, "image") as local:
+        image = builder.add(first, local, name="n")
+        source = element_pointer(builder, x, builder.mul(image, i64(channels * height * width)), I8, "image.x")
+        with for_range(builder, oh, "oy") as oy, for_range(builder, ow, "ox") as ox:
+            row = element_pointer(builder, taps, builder.mul(builder.add(builder.mul(oy, i64(ow)), ox), i64(depth)),
+                                  I8, "taps.row")
+            for c in range(channels):  # static taps: C * kh * kw of them per pixel
+                for i in range(kh):
+                    iy = builder.add(builder.mul(oy, i64(sh)), i64(i * dh - ph))
+                    inside_y = builder.icmp_unsigned("<", iy, i64(height))
+                    for j in range(kw):
+                        ix = builder.add(builder.mul(ox, i64(sw)), i64(j * dw - pw))
+                        inside = builder.and_(inside_y, builder.icmp_unsigned("<", ix, i64(width)))
+                        at = builder.add(builder.mul(builder.add(i64(c * height), iy), i64(width)), ix)
+                        at = builder.select(inside, at, i64(0))  # never read outside the image
+                        value = builder.select(inside, load_element(builder, source, at, I8), padding_code)
+                        store_element(builder, value, row, (c * kh + i) * kw + j)
+        _emit_block(builder, tiling, q, requant, (pixels, depth, out), i64(0), i64(0), pixels, out)
+        target = element_pointer(builder, kernel.output, builder.mul(image, i64(out * pixels)), out_element, "image.y")
+        with for_range(builder, out, "channel") as o, for_range(builder, pixels, "pixel") as p:
+            value = load_element(builder, result, builder.add(builder.mul(p, i64(out)), o), out_element)
+            store_element(builder, value, target, builder.add(builder.mul(o, i64(pixels)), p))
+
+
+def _limits(builder: ir.IRBuilder, dtype: DType, relu: bool, zy: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """(low, high, zy) as f32 for the requantizing epilogue (ops_quant.requantize_limits)."""
+    zero, low, high = builder.sitofp(zy, F32, name="zy"), ir.Constant(F32, 0.0), ir.Constant(F32, 0.0)
+    if dtype is not DType.f32:
+        info = np.iinfo(dtype.numpy)
+        low = ir.Constant(F32, float(info.min))
+        if relu:
+            clipped = builder.select(builder.icmp_signed(">", zy, ir.Constant(I32, int(info.max))),
+                                     ir.Constant(I32, int(info.max)), zy)
+            low = builder.select(builder.icmp_signed(">", clipped, ir.Constant(I32, int(info.min))),
+                                 builder.sitofp(clipped, F32), low, name="low")
+        high = ir.Constant(F32, float(info.max))
+    return low, high, zero

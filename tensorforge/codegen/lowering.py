@@ -22,8 +22,12 @@ from .emit_matmul import emit_linear, emit_matmul, gemm_node_scratch_bytes, gemm
 from .emit_qgemm import (
     dynamic_scratch_bytes,
     emit_dynamic_qlinear,
+    emit_qconv2d,
     emit_qlinear,
+    pack_qconv_constant,
     pack_qlinear_constant,
+    qconv_parts,
+    qconv_scratch_bytes,
     qlinear_parts,
     qlinear_scratch_bytes,
 )
@@ -109,6 +113,8 @@ EMIT: dict[str, Lowering] = {
     "matmul_integer": Lowering(emit_matmul_integer, frozenset({DType.i8, DType.u8})),
     "qlinear": Lowering(emit_qlinear, frozenset({DType.i8, DType.u8}), qlinear_scratch_bytes, pack_qlinear_constant,
                         qlinear_parts, always_pack=True),  # emit_qgemm.py: the int8 GEMM
+    "qconv2d": Lowering(emit_qconv2d, frozenset({DType.i8, DType.u8}), qconv_scratch_bytes, pack_qconv_constant,
+                        qconv_parts, always_pack=True),
     "dynamic_qlinear": Lowering(emit_dynamic_qlinear, FLOAT, dynamic_scratch_bytes, pack_qlinear_constant,
                                 always_pack=True),
 }

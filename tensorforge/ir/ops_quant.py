@@ -4,6 +4,7 @@
     %y = dequantize(%q, %scale, %zero_point) : f32[4,8]
     %c = matmul_integer(%a, %b, %za, %zb) : i32[4,16]                 (a - za) @ (b - zb), exact in int32
     %y = qlinear(%xq, %wq, %bias, %m, %zx, %zy) {dtype=i8, activation=relu} : i8[4,16]
+    %z = qconv2d(%xq, %wq, %bias, %m, %zx, %zy) {stride=[1,1], padding=[1,1], dtype=i8} : i8[1,32,8,8]
 
     quantize:    q = clip(round(x / scale) + zero_point, qmin, qmax)   round half to even, in f32;
                  NaN becomes zero_point (the code of 0.0)
@@ -24,6 +25,9 @@ the weight is int8 with a scale per column, and the result is f32:
 
     sx = (hi - lo) / 255 (1 if 0); zx = clip(rint(-128 - lo / sx)); xq = quantize(x, sx, zx)
     y = f32((xq - zx) @ w) * (sx * sw) + bias   (then relu)         all in f32, NaN in x ignored
+
+qconv2d is the same for a convolution (NCHW, groups 1; w i8 [O, C, kh, kw], bias and m per output
+channel); padding holds x's zero point, the code of 0.0, so padded taps contribute nothing.
 
 `scale` and `zero_point` broadcast against x as in numpy: shape [] per tensor; per channel, the
 channel axis kept and the others 1 (a conv weight's [O,1,1,1], a linear weight's [out] on its
@@ -153,6 +157,11 @@ def _infer_qlinear(types, attrs):
 def qlinear(x, weight, bias, multiplier, x_zero_point, y_zero_point, *, dtype, activation):
     """(x - zx) @ weight + bias in int32, requantized with the f32 multiplier (module docstring)."""
     accumulator = (np.matmul(x.astype(np.int64) - int(x_zero_point), weight.astype(np.int64)) + bias).astype(np.int32)
+    return requantize(accumulator, multiplier, y_zero_point, dtype, activation)
+
+
+def requantize(accumulator: np.ndarray, multiplier: np.ndarray, y_zero_point, dtype: DType, activation) -> np.ndarray:
+    """The requantization of qlinear and qconv2d: f32(acc) * m (+ zy, rounded and clipped for int results)."""
     scaled = accumulator.astype(F32) * multiplier
     if dtype is DType.f32:
         return np.maximum(scaled, F32(0)) if activation == "relu" else scaled
@@ -210,3 +219,48 @@ def dynamic_qlinear(x, weight, weight_scale, bias, *, activation):
     accumulator = np.matmul(codes.astype(np.int64) - int(zero), weight.astype(np.int64)).astype(np.int32)
     y = accumulator.astype(F32) * (scale * weight_scale) + bias
     return np.maximum(y, F32(0)) if activation == "relu" else y
+
+
+def _infer_qconv2d(types, attrs):
+    from .ops_nn import _out_size
+
+    x, w, bias, multiplier, x_zero, y_zero = types
+    if x.dtype not in QUANTIZED or w.dtype is not DType.i8:
+        raise OpError(f"op 'qconv2d' needs an i8 or u8 x and an i8 weight, got {x} and {w}")
+    if x.rank != 4 or w.rank != 4 or x.shape[1] != w.shape[1]:
+        raise OpError(f"op 'qconv2d' needs x[N,C,H,W] and weight[O,C,kh,kw], got {x} and {w}")
+    out = w.shape[0]
+    if bias.dtype is not DType.i32 or bias.shape != (out,):
+        raise OpError(f"op 'qconv2d': bias must be i32[{out}], got {bias}")
+    if multiplier.dtype is not DType.f32 or multiplier.shape not in ((), (out,)):
+        raise OpError(f"op 'qconv2d': the multiplier must be f32[] or f32[{out}], got {multiplier}")
+    for name, zero in (("x", x_zero), ("y", y_zero)):
+        if zero.dtype is not DType.i32 or zero.shape != ():
+            raise OpError(f"op 'qconv2d': the zero point of {name} must be an i32 scalar, got {zero}")
+    (sh, sw), (ph, pw), (dh, dw) = attrs["stride"], attrs["padding"], attrs["dilation"]
+    n, _, h, width = x.shape
+    kh, kw = w.shape[2:]
+    return TensorType((n, out, _out_size("qconv2d", h, kh, sh, ph, dh), _out_size("qconv2d", width, kw, sw, pw, dw)),
+                      attrs["dtype"])
+
+
+def _normalize_qconv2d(types, attrs):
+    from .ops_nn import _normalize_window
+
+    window = _normalize_window("qconv2d")(types, {k: attrs[k] for k in ("stride", "padding", "dilation")})
+    return {**window, **_normalize_qlinear(types, {"dtype": attrs["dtype"], "activation": attrs["activation"]})}
+
+
+@register_op("qconv2d", infer=_infer_qconv2d, operands=6, traits={"contraction"},
+             attrs={"stride": 1, "padding": 0, "dilation": 1, "dtype": DType.i8, "activation": None},
+             normalize=_normalize_qconv2d)
+def qconv2d(x, weight, bias, multiplier, x_zero_point, y_zero_point, *, stride, padding, dilation, dtype, activation):
+    """The int8 convolution: x padded with its zero point, int32 sums of (x - zx) * w, + bias, requantized."""
+    from .ops_nn import conv2d
+
+    (ph, pw), zero = padding, int(x_zero_point)
+    padded = np.pad(x.astype(np.int64) - zero, ((0, 0), (0, 0), (ph, ph), (pw, pw)))  # (x - zx) pads with 0
+    accumulator = conv2d(padded, weight.astype(np.int64), stride=stride, padding=(0, 0), dilation=dilation, groups=1)
+    accumulator = (accumulator + bias.reshape(1, -1, 1, 1)).astype(np.int32)
+    scale = multiplier.reshape(1, -1, 1, 1) if multiplier.ndim else multiplier
+    return requantize(accumulator, scale, y_zero_point, dtype, activation)

@@ -1,4 +1,4 @@
-"""fuse-activation: a relu right after a linear, conv2d or dynamic_qlinear becomes the contraction's epilogue.
+"""fuse-activation: a relu right after a linear, conv2d or an f32 int8 layer becomes the contraction's epilogue.
 
     %1 = linear(%x, %w, %b) : f32[4,32]                 %2 = linear(%x, %w, %b) {activation="relu"} : f32[4,32]
     %2 = relu(%1) : f32[4,32]                     ->
@@ -13,6 +13,9 @@ from __future__ import annotations
 from .. import ir
 from .registry import register_pass
 
+# f32 results only: an int8 qlinear's relu is its clip at the zero point, which lower-quant sets
+CONTRACTIONS = ("linear", "conv2d", "dynamic_qlinear", "qlinear", "qconv2d")
+
 
 @register_pass("fuse-activation", opt_level=2, description="fold a relu into the preceding linear/conv2d")
 def fuse_activation(graph: ir.Graph, ctx=None) -> ir.Graph:
@@ -20,7 +23,7 @@ def fuse_activation(graph: ir.Graph, ctx=None) -> ir.Graph:
         if node.op != "relu":
             continue
         producer = node.inputs[0]
-        if (producer.op not in ("linear", "conv2d", "dynamic_qlinear") or producer.attrs["activation"] is not None
+        if (producer.op not in CONTRACTIONS or producer.attrs["activation"] is not None
                 or len(producer.users) != 1 or producer in graph.outputs or producer.dtype is not ir.DType.f32):
             continue
         with graph.inserting_before(node):

@@ -1,4 +1,4 @@
-"""insert-quant: quantize/dequantize pairs around the operands of chosen linear layers (QDQ form).
+"""insert-quant: quantize/dequantize pairs around the operands of chosen linear and conv2d layers (QDQ form).
 
     %y = linear(%x, %w, %b) : f32[64,10]
 
@@ -9,7 +9,7 @@
 
 The QDQ graph means, in f32, exactly what the int8 model computes up to rounding, and the reference
 interpreter runs it as it is. lower-quant (passes/lower_quant.py) then folds each pattern into an
-integer `qlinear`. Which layers and which parameters is decided by tensorforge/quantize.py
+integer `qlinear` (or `qconv2d`). Which layers and which parameters is decided by tensorforge/quantize.py
 (calibration, the SQNR guard); this pass only rewrites. Layers sharing an input share its pair.
 """
 
@@ -39,15 +39,15 @@ def quantized_weight(weight: np.ndarray, params: QuantParams) -> np.ndarray:
 
 
 def insert_quant(graph: ir.Graph, plan: dict[str, LayerQuant]) -> ir.Graph:
-    """Rewrite, in place, every linear named in `plan` (constant weight) into the QDQ form above."""
+    """Rewrite, in place, every linear or conv2d named in `plan` (constant weight) into the QDQ form above."""
     pairs: dict[tuple, ir.Node] = {}
     for node in list(graph.nodes):
         layer = plan.get(node.name)
         if layer is None:
             continue
-        if node.op != "linear" or node.inputs[1].op != "constant":
+        if node.op not in ("linear", "conv2d") or node.inputs[1].op != "constant":
             raise ValueError(f"insert-quant: %{node.name} is a {node.op} with a {node.inputs[1].op} weight; "
-                             f"only linear layers with a constant weight are quantized")
+                             f"only linear and conv2d layers with a constant weight are quantized")
         x, weight, *rest = node.inputs
         params = layer.activation
         key = (x, params.dtype, float(params.scale), int(params.zero_point))
@@ -62,7 +62,7 @@ def insert_quant(graph: ir.Graph, plan: dict[str, LayerQuant]) -> ir.Graph:
             restored = graph.call("dequantize", [codes, graph.constant(w.scale, derived_name(weight, "scale")),
                                                  graph.constant(w.zero_point, derived_name(weight, "zero_point"))],
                                   name=derived_name(weight, "dq"))
-            replacement = graph.call("linear", [pairs[key], restored, *rest], dict(node.attrs),
+            replacement = graph.call(node.op, [pairs[key], restored, *rest], dict(node.attrs),
                                      name=derived_name(node, "q"))
         node.replace_all_uses_with(replacement)
         graph.erase(node)
