@@ -160,8 +160,7 @@ def accuracy_table(verbose: bool) -> list[str]:
                 row.append(f"{method} {accuracy(compiled(x_test), y_test):.4f}")
                 if method == "percentile":  # the default
                     quantized = len(compiled.quant_report().quantized)
-        lines.append(f"  {kind}: " + ", ".join(row) + f"  ({quantized} linear layers in int8 by default"
-                     + ("; convolutions stay f32)" if kind == "cnn" else ")"))
+        lines.append(f"  {kind}: " + ", ".join(row) + f"  ({quantized} layers in int8 by default)")
     return lines
 
 

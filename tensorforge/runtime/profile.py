@@ -29,7 +29,8 @@ ELEMENT_FLOPS = {"add": 1, "sub": 1, "mul": 1, "div": 1, "neg": 1, "relu": 1, "c
 
 
 def kernel_flops(node: Node) -> int:
-    """Floating-point operations of one node (multiply-add = 2)."""
+    """Floating-point operations of one node (multiply-add = 2); for the int8 layers, integer
+    operations (an int8 multiply-add = 2), so their GFLOP/s column reads as GOP/s."""
     op, size = node.op, node.type.size
     epilogue = size * (len(node.inputs) - 2 + (1 if node.attrs.get("activation") else 0))  # bias, residual, relu
     if op == "linear":
@@ -39,6 +40,12 @@ def kernel_flops(node: Node) -> int:
     if op == "conv2d":
         out_channels, group_channels, kh, kw = node.inputs[1].shape
         return 2 * size * group_channels * kh * kw + epilogue
+    if op in ("qlinear", "dynamic_qlinear"):
+        return 2 * size * node.inputs[0].shape[-1] + 4 * size  # requantization: convert, scale, round, clip
+    if op == "qconv2d":
+        return 2 * size * int(np.prod(node.inputs[1].shape[1:])) + 4 * size
+    if op in ("quantize", "dequantize"):
+        return 3 * size
     if op in ("max_pool2d", "avg_pool2d"):
         kh, kw = node.attrs["kernel"]
         return size * kh * kw
