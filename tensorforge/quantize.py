@@ -78,7 +78,7 @@ class QuantConfig:
 
 @dataclass
 class QuantReport:
-    """One row per linear layer: (layer, scheme, SQNR in dB, decision), and the weight bytes."""
+    """One row per layer (linear, conv2d): (layer, scheme, SQNR in dB, decision), and the weight bytes."""
 
     config: QuantConfig
     rows: list[tuple[str, str, float, str]] = field(default_factory=list)

@@ -65,25 +65,31 @@ def vector_type(tiling: GemmTiling) -> ir.VectorType:
     return ir.VectorType(F32, tiling.vector_width)
 
 
-def _splat(builder: ir.IRBuilder, value: ir.Value, vector: ir.VectorType) -> ir.Value:
+def splat(builder: ir.IRBuilder, value: ir.Value, vector: ir.VectorType) -> ir.Value:
+    """`value` in every lane of `vector` (its element type)."""
     lane = builder.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(I64, 0))
     return builder.shuffle_vector(lane, ir.Constant(vector, ir.Undefined),
                                   ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count))
 
 
+def _alignment(element: ir.Type) -> int:
+    return FLOAT_BYTES if element == F32 else max(1, element.width // 8)
+
+
 def load_lanes(builder: ir.IRBuilder, pointer: ir.Value, lanes: int, vector: ir.VectorType) -> ir.Value:
     """A vector of `lanes` valid elements from `pointer` (the others zero): whole-vector load when full."""
     if lanes == vector.count:
-        return builder.load(pointer, typ=vector, align=FLOAT_BYTES)
+        return builder.load(pointer, typ=vector, align=_alignment(vector.element))
     value = ir.Constant(vector, None)
     for lane in range(lanes):
-        value = builder.insert_element(value, load_element(builder, pointer, lane, F32), i64(lane))
+        value = builder.insert_element(value, load_element(builder, pointer, lane, vector.element), i64(lane))
     return value
 
 
-def _store_lanes(builder: ir.IRBuilder, value: ir.Value, pointer: ir.Value, lanes: int) -> None:
+def store_lanes(builder: ir.IRBuilder, value: ir.Value, pointer: ir.Value, lanes: int) -> None:
+    """Store the first `lanes` lanes of `value` at `pointer` (a whole-vector store when all)."""
     if lanes == value.type.count:
-        builder.store(value, pointer, align=FLOAT_BYTES)
+        builder.store(value, pointer, align=_alignment(value.type.element))
         return
     for lane in range(lanes):
         store_element(builder, builder.extract_element(value, i64(lane)), pointer, lane)
@@ -138,7 +144,7 @@ def _accumulate(builder: ir.IRBuilder, tile: _Tile, depth: ir.Value, a: ir.Value
                                   name=f"b{v}") for v in range(len(lanes))]
         updated = []
         for r in range(tile.rows):
-            a_element = _splat(builder, load_element(builder, a_k, r, F32, f"a{r}"), vector)
+            a_element = splat(builder, load_element(builder, a_k, r, F32, f"a{r}"), vector)
             for v, b_vector in enumerate(b_vectors):
                 updated.append(call_intrinsic(builder, f"llvm.fmuladd.v{width}f32", vector,
                                               [a_element, b_vector, values[r * len(lanes) + v]]))
@@ -171,7 +177,7 @@ def _apply_epilogue(builder: ir.IRBuilder, tile: _Tile, epilogue: Epilogue, bias
                for v, count in enumerate(lanes)]
         values = [builder.fadd(value, row[index % len(lanes)]) for index, value in enumerate(values)]
     elif epilogue.bias == "row":
-        column = [_splat(builder, load_element(builder, bias, r, F32), vector) for r in range(tile.rows)]
+        column = [splat(builder, load_element(builder, bias, r, F32), vector) for r in range(tile.rows)]
         values = [builder.fadd(value, column[index // len(lanes)]) for index, value in enumerate(values)]
     if epilogue.residual:
         values = [builder.fadd(value, load_lanes(builder, pointer, count, vector))
@@ -234,6 +240,6 @@ def micro_kernel(module: ir.Module, tiling: GemmTiling, rows: int, columns: int,
 
         values = _update(builder, finish, values, finish_tile, "finished")
     for value, (pointer, count) in zip(values, places):
-        _store_lanes(builder, value, pointer, count)
+        store_lanes(builder, value, pointer, count)
     builder.ret_void()
     return function

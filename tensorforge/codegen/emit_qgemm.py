@@ -40,6 +40,7 @@ from llvmlite import ir
 from ..ir import DType, Node
 from . import parallel
 from .emit_gemm import GemmSplit, minimum
+from .emit_micro_kernel import load_lanes, splat, store_lanes
 from .errors import CodegenError
 from .kernel import Kernel
 from .llvm_utils import (
@@ -202,40 +203,14 @@ class Requant:
         return f".{self.dtype.name}{'.relu' if self.relu else ''}{'.mcol' if self.per_column else ''}"
 
 
-def _splat(builder: ir.IRBuilder, value: ir.Value, lanes: int) -> ir.Value:
-    vector = ir.VectorType(value.type, lanes)
-    lane = builder.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(I64, 0))
-    return builder.shuffle_vector(lane, ir.Constant(vector, ir.Undefined),
-                                  ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
-
-
-def _load_lanes(builder: ir.IRBuilder, pointer: ir.Value, element: ir.Type, count: int, lanes: int) -> ir.Value:
-    """A vector of `lanes` elements of which the first `count` are loaded (the others zero)."""
-    vector = ir.VectorType(element, lanes)
-    if count == lanes:
-        return builder.load(pointer, typ=vector, align=1)
-    value = ir.Constant(vector, None)
-    for lane in range(count):
-        value = builder.insert_element(value, load_element(builder, pointer, lane, element), i64(lane))
-    return value
-
-
-def _store_lanes(builder: ir.IRBuilder, value: ir.Value, pointer: ir.Value, count: int) -> None:
-    if count == value.type.count:
-        builder.store(value, pointer, align=1)
-        return
-    for lane in range(count):
-        store_element(builder, builder.extract_element(value, i64(lane)), pointer, lane)
-
-
 def _multiply_add(builder: ir.IRBuilder, scheme: Int8Scheme, accumulator: ir.Value, a_word: ir.Value,
                   b_bytes: ir.Value) -> ir.Value:
     """accumulator + (one k group of a row, broadcast) . (one k group of `lanes` columns)."""
     lanes = scheme.lanes
     if scheme.name == "widen":  # a is one i16, b one i8 per lane
-        a = _splat(builder, builder.sext(a_word, I32), lanes)
+        a = splat(builder, builder.sext(a_word, I32), accumulator.type)
         return builder.add(accumulator, builder.mul(a, builder.sext(b_bytes, ir.VectorType(I32, lanes))))
-    words = _splat(builder, a_word, lanes)  # G values of x in each 32-bit lane
+    words = splat(builder, a_word, accumulator.type)  # G values of x in each 32-bit lane
     if scheme.name == "pmaddwd":
         pairs = ir.VectorType(I16, 2 * lanes)
         name = "llvm.x86.avx2.pmadd.wd" if lanes == 8 else "llvm.x86.avx512.pmaddw.d.512"
@@ -299,16 +274,16 @@ def micro_kernel(module: ir.Module, tiling: QTiling, rows: int, columns: int, re
     vector = ir.VectorType(F32, lanes)
     offsets = []
     for v, count in enumerate(counts):
-        column_bias = _load_lanes(builder, element_pointer(builder, bias, v * lanes, I32), I32, count, lanes)
-        sums = _load_lanes(builder, element_pointer(builder, colsum, v * lanes, I32), I32, count, lanes)
-        offsets.append(builder.sub(column_bias, builder.mul(_splat(builder, correction, lanes), sums)))
+        column_bias = load_lanes(builder, element_pointer(builder, bias, v * lanes, I32), count, accumulator)
+        sums = load_lanes(builder, element_pointer(builder, colsum, v * lanes, I32), count, accumulator)
+        offsets.append(builder.sub(column_bias, builder.mul(splat(builder, correction, accumulator), sums)))
     if requant.per_column:
-        scales = [_load_lanes(builder, element_pointer(builder, multiplier, v * lanes, F32), F32, count, lanes)
+        scales = [load_lanes(builder, element_pointer(builder, multiplier, v * lanes, F32), count, vector)
                   for v, count in enumerate(counts)]
     else:
-        scales = [_splat(builder, builder.load(multiplier, typ=F32), lanes)] * len(counts)
+        scales = [splat(builder, builder.load(multiplier, typ=F32), vector)] * len(counts)
     out_element = F32 if requant.dtype is DType.f32 else I8
-    zero_v, low_v, high_v = (_splat(builder, value, lanes) for value in (zero, low, high))
+    zero_v, low_v, high_v = (splat(builder, value, vector) for value in (zero, low, high))
     for r in range(rows):
         row = element_pointer(builder, c, builder.mul(ldc, i64(r)), out_element, f"c{r}")
         for v, count in enumerate(counts):
@@ -324,7 +299,7 @@ def micro_kernel(module: ir.Module, tiling: QTiling, rows: int, columns: int, re
                 code = builder.select(builder.fcmp_ordered("<", code, low_v), low_v, code)
                 code = builder.select(builder.fcmp_ordered(">", code, high_v), high_v, code)
                 result = builder.trunc(builder.fptosi(code, accumulator), ir.VectorType(I8, lanes))
-            _store_lanes(builder, result, element_pointer(builder, row, v * lanes, out_element), count)
+            store_lanes(builder, result, element_pointer(builder, row, v * lanes, out_element), count)
     builder.ret_void()
     return function
 
@@ -426,15 +401,21 @@ def _emit_block(builder: ir.IRBuilder, tiling: QTiling, q: QGemm, requant: Requa
             column_panel(i64(column_count // nr), column_count % nr)
 
 
+def _require_packed_weight(kernel: Kernel) -> None:
+    """The int8 kernels read their weight only in panels packed at compile time: it must be a constant."""
+    node = kernel.node
+    if 1 not in kernel.packed:
+        raise CodegenError(f"cannot compile %{node.name} = {node.op}(...): its weight %{node.inputs[1].name} must be "
+                           f"a constant (it is packed at compile time), not a {node.inputs[1].op}")
+
+
 def emit_qlinear(kernel: Kernel) -> None:
     """qlinear on the int8 GEMM; its weight must be a constant (packed at compile time)."""
     node, builder = kernel.node, kernel.builder
     rows, depth, columns = _operands(node)
     if node.type.size == 0:
         return
-    if 1 not in kernel.packed:
-        raise CodegenError(f"cannot compile %{node.name} = qlinear(...): its weight %{node.inputs[1].name} must be a "
-                           f"constant (it is packed at compile time), not a {node.inputs[1].op}")
+    _require_packed_weight(kernel)
     tiling = qgemm_tiling(kernel.target)
     x_dtype = node.inputs[0].dtype
     dtype, relu = node.dtype, node.attrs["activation"] == "relu"
@@ -483,9 +464,7 @@ def emit_dynamic_qlinear(kernel: Kernel) -> None:
     rows, depth, columns = _operands(node)
     if node.type.size == 0:
         return
-    if 1 not in kernel.packed:
-        raise CodegenError(f"cannot compile %{node.name} = dynamic_qlinear(...): its weight %{node.inputs[1].name} "
-                           f"must be a constant (it is packed at compile time), not a {node.inputs[1].op}")
+    _require_packed_weight(kernel)
     tiling = qgemm_tiling(kernel.target)
     x, weight, weight_scale, bias = kernel.inputs
     block = qlinear_scratch_bytes(node, kernel.target)
@@ -588,9 +567,7 @@ def emit_qconv2d(kernel: Kernel) -> None:
     images, pixels, depth, out = _conv_shape(node)
     if node.type.size == 0:
         return
-    if 1 not in kernel.packed:
-        raise CodegenError(f"cannot compile %{node.name} = qconv2d(...): its weight %{node.inputs[1].name} must be a "
-                           f"constant (it is packed at compile time), not a {node.inputs[1].op}")
+    _require_packed_weight(kernel)
     tiling = qgemm_tiling(kernel.target)
     x_dtype, dtype = node.inputs[0].dtype, node.dtype
     _, channels, height, width = node.inputs[0].shape
