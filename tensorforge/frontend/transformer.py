@@ -43,6 +43,8 @@ def _check_ids(ids, rows: int, owner: str) -> None:
     array = np.asarray(ids)
     if array.dtype.kind not in "iuf":
         raise TypeError(f"{owner}: token ids must be integers, got dtype {array.dtype}")
+    if array.dtype.kind == "f":
+        array = np.trunc(array)  # what the cast to int64 will make of them
     if array.size and (array.min() < 0 or array.max() >= rows):
         bad = array.flat[np.flatnonzero((array < 0) | (array >= rows))[0]]
         raise IndexError(f"{owner}: token id {bad} is outside [0, {rows}) (a table of {rows} rows)")
