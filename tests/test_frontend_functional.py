@@ -181,7 +181,7 @@ def test_numpy_functions_and_operators_trace_as_they_run(function):
 
 @pytest.mark.parametrize("function, message", [
     (lambda x: np.sort(x), r"np.sort is not supported on traced values: tensorforge has no op for it \(numpy "
-                           r"functions with an op: add, amax, concatenate"),
+                           r"functions with an op: add, amax, argmax, concatenate"),
     (lambda x: np.linalg.norm(x), "np.linalg.norm is not supported on traced values"),
     (lambda x: np.add.reduce(x), "np.add.reduce is not supported on traced values"),
     (lambda x: np.add(x, 1, out=x), r"np.add is supported on traced values only without keyword arguments \(got out\)"),

@@ -34,6 +34,7 @@ from .emit_qgemm import (
 from .emit_quant import emit_dequantize, emit_matmul_integer, emit_quantize
 from .emit_reduce import emit_reduce, emit_softmax
 from .emit_shape import emit_concat, emit_slice, emit_transpose
+from .emit_transformer import emit_argmax, emit_causal_mask, emit_gather, emit_layer_norm
 from .errors import CodegenError
 from .kernel import Kernel
 from .packing import PackedConstant
@@ -117,6 +118,11 @@ EMIT: dict[str, Lowering] = {
                         qconv_parts, always_pack=True),
     "dynamic_qlinear": Lowering(emit_dynamic_qlinear, FLOAT, dynamic_scratch_bytes, pack_qlinear_constant,
                                 always_pack=True),
+    # transformers (emit_transformer.py)
+    "gather": Lowering(emit_gather, ALL),  # any table dtype; the ids are checked by type inference
+    "layer_norm": Lowering(emit_layer_norm, FLOAT),
+    "causal_mask": Lowering(emit_causal_mask, FLOAT),
+    "argmax": Lowering(emit_argmax, NUMERIC),
 }
 
 

@@ -80,9 +80,10 @@ def cast(x, dtype):
 
 # --- contractions and normalizations ------------------------------------------------------------
 
-def matmul(a, b):
-    """a @ b for operands of rank >= 2; batch axes broadcast."""
-    return apply("matmul", [a, b])
+def matmul(a, b, transpose_a: bool = False, transpose_b: bool = False):
+    """a @ b for operands of rank >= 2; batch axes broadcast. `transpose_b=True` reads b's last two
+    axes swapped (q @ k^T without a transpose node)."""
+    return apply("matmul", [a, b], {"transpose_a": transpose_a, "transpose_b": transpose_b})
 
 
 def linear(x, weight, bias=None):
@@ -114,6 +115,54 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
 def batch_norm(x, gamma, beta, mean, var, eps: float = 1e-5):
     """Inference batch norm over axis 1: (x - mean) / sqrt(var + eps) * gamma + beta."""
     return apply("batch_norm", [x, gamma, beta, mean, var], {"eps": eps})
+
+
+# --- transformers -------------------------------------------------------------------------------
+
+def _ids(indices):
+    """Token ids as an integer tensor: lists become int64 arrays, float ids (TinyTorch's) are cast to int64."""
+    if not isinstance(indices, (Proxy, np.ndarray)):
+        indices = np.asarray(indices)
+    if indices.dtype.kind == "f":
+        return cast(indices, ir.DType.i64)
+    return indices
+
+
+def constant_like(value, like, name: str | None = None):
+    """`value` (an array known while tracing, e.g. np.arange(seq) positions) as a constant node of the
+    trace `like` belongs to, named `name`, so that ops applied to it are recorded rather than computed
+    while tracing; the array itself when `like` is not traced."""
+    array = np.array(value)
+    if not isinstance(like, Proxy):
+        return array
+    if not like.tracer.active:
+        raise TraceError("constant_like() was called after trace() returned")
+    return Proxy(like.tracer, like.tracer.graph.constant(operand_array(array, None, "constant"), name))
+
+
+def embedding(indices, weight):
+    """weight[indices]: one row of weight[vocab, dim] per id (the gather op); float ids are truncated
+    to int64 first, as TinyTorch's `astype(int)`. Ids are clamped into the table (see ops_transformer)."""
+    return apply("gather", [weight, _ids(indices)])
+
+
+def layer_norm(x, gamma, beta, eps: float = 1e-5):
+    """(x - mean) / sqrt(var + eps) * gamma + beta over the last axis, with the biased variance."""
+    return apply("layer_norm", [x, gamma, beta], {"eps": eps})
+
+
+def causal_mask(scores):
+    """scores[..., i, j] where key j is not after query i, -inf elsewhere (before softmax)."""
+    return apply("causal_mask", [scores])
+
+
+def argmax(x, axis: int | None = None, keepdims: bool = False, dtype=ir.DType.i64):
+    """The index of the first largest value along `axis` (None: of the flattened value, as numpy),
+    as int64 (or `dtype` i32)."""
+    if axis is None:
+        flat = apply("argmax", [reshape(x, -1)], {"axis": 0, "keepdims": keepdims, "dtype": dtype})
+        return reshape(flat, (1,) * len(_shape(x))) if keepdims else flat
+    return apply("argmax", [x], {"axis": axis, "keepdims": keepdims, "dtype": dtype})
 
 
 # --- reductions ----------------------------------------------------------------------------------
@@ -289,6 +338,7 @@ NUMPY_FUNCTIONS = {
     np.sum: lambda a, axis=None, keepdims=False: sum(a, axis, keepdims),
     np.mean: lambda a, axis=None, keepdims=False: mean(a, axis, keepdims),
     np.max: lambda a, axis=None, keepdims=False: max(a, axis, keepdims),
+    np.argmax: lambda a, axis=None, keepdims=False: argmax(a, axis, keepdims),
     np.amax: lambda a, axis=None, keepdims=False: max(a, axis, keepdims),
     np.shape: lambda a: a.shape,
     np.ndim: lambda a: a.ndim,

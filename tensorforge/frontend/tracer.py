@@ -265,7 +265,7 @@ def _numpy_names() -> str:
 BINARY_OPERATORS = {"add": "add", "sub": "sub", "mul": "mul", "truediv": "div", "matmul": "matmul", "pow": "power"}
 # array methods and unary operators -> functional function, called as function(self, *args, **kwargs)
 METHODS = {"__neg__": "neg", "__getitem__": "getitem", "reshape": "reshape", "transpose": "transpose", "sum": "sum",
-           "mean": "mean", "max": "max", "astype": "cast", "matmul": "matmul"}
+           "mean": "mean", "max": "max", "argmax": "argmax", "astype": "cast", "matmul": "matmul"}
 # what needs the contents of a value -> (what it is, what to do instead)
 REFUSED = {
     "__bool__": ("Python control flow on the truth (if, while, and, or, not)", BRANCH_HINT),

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import registry
 from .graph import Graph, Node
+from .ops_transformer import index_inputs
 from .types import TensorType
 
 
@@ -59,10 +60,16 @@ def _convert(name: str, expected: TensorType, array: np.ndarray, from_python: bo
 
 
 def coerce_inputs(graph: Graph, args: Sequence) -> list[np.ndarray]:
+    """Every argument through coerce_input, then the token ids a gather reads checked against its table."""
     if len(args) != len(graph.inputs):
         names = ", ".join(n.name for n in graph.inputs)
         raise InputError(f"the model takes {len(graph.inputs)} input(s) ({names}), got {len(args)}")
-    return [coerce_input(node.name, node.type, arg) for node, arg in zip(graph.inputs, args)]
+    arrays = [coerce_input(node.name, node.type, arg) for node, arg in zip(graph.inputs, args)]
+    for ids in index_inputs(graph):
+        problem = ids.problem(graph.inputs[ids.position].name, arrays[ids.position])
+        if problem is not None:
+            raise InputError(problem)
+    return arrays
 
 
 def run_graph(graph: Graph, args: Sequence, on_value: Callable[[Node, np.ndarray], None] | None = None

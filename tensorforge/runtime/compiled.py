@@ -6,7 +6,8 @@
     cm.memory_report(), cm.profile(x)     # peak activation memory; time per kernel on the roofline
     cm.close()                            # or `with CompiledModel(artifact) as cm: ...`
 
-Every argument is checked (count, shape, dtype, C-contiguity, alignment) before native code runs.
+Every argument is checked (count, shape, dtype, C-contiguity, alignment, and token ids against the
+table a gather reads them from) before native code runs.
 An exact float32/shape/C-contiguous ndarray is passed without a copy; anything else goes through
 `ir.coerce_input` (lists, float64 -> f32, Fortran order, ...) or raises `ir.InputError` naming
 the input. Calls from several threads at once are safe.
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..codegen.target import Target
 from ..ir import Graph, InputError, TensorType, coerce_input
+from ..ir.ops_transformer import index_inputs
 from .cross import DEFAULT_TIMEOUT_SECONDS, CrossExecutor
 from .host import HostExecutor
 
@@ -58,6 +60,8 @@ class CompiledModel:
         self._input_specs = [(t.shape, t.dtype.numpy) for t in self.input_types]
         self._output_specs = [(t.shape, t.dtype.numpy) for t in self.output_types]
         self._single_output = len(self.output_types) == 1
+        # token ids that index a gather's table straight from an input: checked on every call
+        self._index_inputs = index_inputs(self.graph) if isinstance(self.graph, Graph) else []
         if self.target.runs_in_process:
             self._executor: HostExecutor | CrossExecutor | None = HostExecutor(artifact)
         else:
@@ -74,6 +78,10 @@ class CompiledModel:
             if not _is_ready(array, shape, dtype):
                 arrays = self._coerce(arrays)
                 break
+        for ids in self._index_inputs:
+            problem = ids.problem(self.input_names[ids.position], arrays[ids.position])
+            if problem is not None:
+                raise InputError(problem)
         outputs = [np.empty(shape, dtype) for shape, dtype in self._output_specs]
         executor.run(arrays, outputs)
         return outputs[0] if self._single_output else tuple(outputs)

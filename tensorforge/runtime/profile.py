@@ -55,6 +55,10 @@ def kernel_flops(node: Node) -> int:
         return 14 * node.inputs[0].type.size
     if op == "batch_norm":
         return 2 * size
+    if op == "layer_norm":  # sum, center, square and sum, then center, divide, scale, shift
+        return 8 * size
+    if op == "argmax":
+        return node.inputs[0].type.size
     if op == "fused_elementwise":
         return size * sum(ELEMENT_FLOPS.get(step[0], 1) for step in node.attrs["program"])
     return size * ELEMENT_FLOPS.get(op, 0)
