@@ -1,5 +1,5 @@
-"""Unstructured sparsity (issue 4): the sparse_linear op (ir/ops_sparse.py) and its kernel
-(codegen/emit_sparse.py, sparse_layout.py).
+"""Unstructured sparsity (issue 4): the sparse_linear op (ir/ops_sparse.py), its kernel
+(codegen/emit_sparse.py, sparse_layout.py), the sparsify pass and the prune report's kernel column.
 
 The compiled kernel is checked against the op's reference and against the dense linear it replaces,
 over random shapes (primes, sizes below one vector, few and many rows of x) and random sparsity
@@ -17,12 +17,16 @@ from codegen_harness import compile_and_run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import tensorforge as tf
 from tensorforge import ir
 from tensorforge.codegen import CodegenError, build
-from tensorforge.codegen.emit_sparse import balanced_bounds
+from tensorforge.codegen.emit_sparse import SLICED_MAX_ROWS, balanced_bounds
 from tensorforge.codegen.sparse_layout import sliced
 from tensorforge.ir import DType, OpError, TensorType
 from tensorforge.ir.ops_sparse import densify, to_csr
+from tensorforge.models import mlp
+from tensorforge.passes import PassContext, run_pipeline
+from tensorforge.passes.sparsify import BREAK_EVEN, sparsify
 
 ARMV8_EXAMPLES = min(8, settings.default.max_examples)
 SIZES = st.integers(1, 40) | st.sampled_from([1, 2, 3, 5, 7, 13, 17, 31, 61, 67])
@@ -248,3 +252,79 @@ def test_slices_run_on_vector_fma():
     weight = sparse_weight(np.random.default_rng(0), (64, 64), "random", 0.1)
     for target, pattern in (("armv8", r"fmla\s+v\d+\.4s"), ("x86-64-v3", r"vfmadd\d+ps\s.*ymm")):
         assert re.search(pattern, build(sparse_graph(weight, (1,)), target).assembly())
+
+
+# --- the pass, and tf.compile's prune report --------------------------------------------------------
+
+def linear_graph(weight: np.ndarray, rows: int = 1) -> ir.Graph:
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((rows, weight.shape[0]), DType.f32))
+    bias = graph.constant(np.ones(weight.shape[1], np.float32), "b")
+    hidden = graph.call("linear", [x, graph.constant(weight, "w"), bias])
+    graph.outputs = [graph.call("relu", [hidden])]
+    return graph
+
+
+def optimized(graph: ir.Graph, **config) -> ir.Graph:
+    return run_pipeline(graph, PassContext(opt_level=2, config=config)).graph
+
+
+@pytest.mark.parametrize("rows", [1, 64])
+def test_the_pass_fires_from_the_break_even_up(rows):
+    threshold = BREAK_EVEN["stream" if rows <= SLICED_MAX_ROWS else "batch"]
+    rng = np.random.default_rng(1)
+    for sparsity, fires in ((threshold - 0.05, False), (threshold, True), (0.99, True)):
+        weight = rng.standard_normal((40, 50)).astype(np.float32)
+        weight.reshape(-1)[rng.permutation(weight.size)[:round(sparsity * weight.size)]] = 0
+        ops = [node.op for node in optimized(linear_graph(weight, rows)).op_nodes()]
+        assert ops == (["sparse_linear"] if fires else ["linear"]), (sparsity, ops)
+
+
+def test_the_pass_keeps_bias_and_fused_relu_and_stores_a_shared_weight_once():
+    weight = np.diag(np.arange(1, 5, dtype=np.float32))
+    graph = linear_graph(weight)
+    first = graph.outputs[0]
+    graph.outputs = [graph.call("linear", [first, graph.node("w")], {"activation": "relu"})]
+    result = optimized(graph, sparse_threshold=0.5)
+    text = str(result)
+    assert "sparse_linear(%x, %w_csr_values, %w_csr_columns, %w_csr_row_starts, %b) {activation=\"relu\"" in text
+    assert text.count("csr_values = constant") == 1 and "linear(" not in text.replace("sparse_linear(", "")
+    x = np.arange(4, dtype=np.float32).reshape(1, 4) - 2
+    np.testing.assert_allclose(ir.interpret(result, x), ir.interpret(graph, x))
+    with tf.compile(graph, target="host", config={"sparse_threshold": 0.5}) as compiled:
+        assert "sparse_linear" in str(compiled.snapshots[-1][1])
+        np.testing.assert_allclose(compiled(x), ir.interpret(graph, x), rtol=1e-5)
+
+
+def test_the_pass_leaves_dense_integer_and_computed_weights_alone():
+    assert [n.op for n in optimized(linear_graph(np.ones((8, 8), np.float32))).op_nodes()] == ["linear"]
+    zeros = np.zeros((8, 8), np.float32)
+    assert [n.op for n in optimized(linear_graph(zeros), sparse_threshold=1.1).op_nodes()] == ["linear"]
+    graph = ir.Graph()
+    x, w = (graph.add_input(name, TensorType((8, 8), DType.f32)) for name in ("x", "w"))
+    graph.outputs = [graph.call("linear", [x, w])]
+    assert str(sparsify(graph.copy(), None)) == str(graph)
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((2, 8), DType.i32))
+    graph.outputs = [graph.call("linear", [x, graph.constant(np.zeros((8, 3), np.int32))])]
+    assert str(sparsify(graph.copy(), None)) == str(graph)
+
+
+def test_sparse_threshold_in_the_config_replaces_the_break_even():
+    weight = np.eye(6, dtype=np.float32)  # 83% zeros
+    assert [n.op for n in optimized(linear_graph(weight), sparse_threshold=0.9).op_nodes()] == ["linear"]
+    assert [n.op for n in optimized(linear_graph(weight), sparse_threshold=0.5).op_nodes()] == ["sparse_linear"]
+
+
+def test_prune_report_names_the_kernel_and_sparse_kernel_false_keeps_it_dense():
+    x = np.random.default_rng(2).standard_normal((1, 784)).astype(np.float32)
+    sparse = tf.PruneConfig(sparsity=0.95, scope="layer")
+    dense = tf.PruneConfig(sparsity=0.95, scope="layer", sparse_kernel=False)
+    for config, disabled, kernels in ((sparse, (), {"csr"}), (sparse, ("sparsify",), {"dense"}),
+                                      (dense, (), {"dense"}), (tf.PruneConfig(sparsity=0.3), (), {"dense"})):
+        with tf.compile(mlp(), x, prune=config, disabled=disabled) as compiled:
+            report = compiled.prune_report()
+            assert {row[4] for row in report.rows} == kernels, (config, disabled)
+            np.testing.assert_allclose(compiled(x), ir.interpret(compiled.source_graph, x), rtol=1e-4, atol=1e-5)
+            if kernels == {"csr"}:
+                assert re.search(r"layers\.0\.weight\s+95\.0%\s+\[784, 256\]\s+\[784, 256\]\s+csr", str(report))

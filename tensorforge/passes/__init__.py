@@ -24,6 +24,7 @@ from .instruments import Instrument, PassVerifyError, SnapshotInstrument, Timing
 from .manager import PassContext, PassReport, PassRow, PipelineResult, pipeline_for, run_pipeline
 from .registry import PASSES, PassInfo, register_pass
 from .simplify import simplify
+from .sparsify import sparsify
 
 # The one pipeline, in order. Each name appears once (snapshots and pictures are keyed by pass name);
 # a cleanup that must reach a fixpoint iterates inside its pass. Every pass erases the nodes its own
@@ -38,6 +39,7 @@ PIPELINE = [
     "absorb-transpose",                  # level 2. after fold-constants: a weight's transpose is folded already
     "fuse-residual",                     # level 2. before fuse-activation: relu(conv + x) becomes one conv
     "fuse-activation",                   # level 2. after fold-batch-norm, so conv -> batch norm -> relu is one conv
+    "sparsify",                          # level 2. after the fusions into linear: the sparse op keeps them
     "fuse-elementwise",                  # level 2. last: a relu after a linear/conv goes to its epilogue first,
                                          #   and chains are only fused once nothing else rewrites their ops
 ]
@@ -47,4 +49,5 @@ __all__ = [
     "PipelineResult", "SnapshotInstrument", "TimingInstrument", "VerifyInstrument", "absorb_transpose",
     "eliminate_common_subexpressions", "eliminate_dead_code", "fold_batch_norm", "fold_constants", "fuse_activation",
     "fuse_elementwise", "fuse_residual", "pipeline_for", "register_pass", "run_pipeline", "simplify",
+    "sparsify",
 ]

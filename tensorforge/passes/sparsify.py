@@ -1,0 +1,71 @@
+"""sparsify: a linear whose constant weight is mostly zeros becomes sparse_linear, its weight in CSR.
+
+    %w = constant() : f32[1024,1024]             %v = constant() : f32[104858]      (w's nonzeros)
+    %y = linear(%x, %w, %b) {activation="relu"}  %c = constant() : i32[104858]      (their inputs)
+         : f32[1,1024]                      ->   %r = constant() : i32[1025]        (row starts)
+                                                 %y = sparse_linear(%x, %v, %c, %r, %b) {activation="relu"}
+
+The sparse kernel (codegen/emit_sparse.py) does work in proportion to the nonzeros, the dense GEMM
+in proportion to the whole weight; the pass fires where the weight's fraction of zeros reaches the
+break-even measured with benchmarks/bench_sparse.py (BREAK_EVEN: one for few rows of x, where a
+layer streams its weight, one for batches). `ctx.config["sparse_threshold"]` replaces both (1.0
+or more: never). Runs after fuse-residual and fuse-activation: the sparse op keeps their residual
+and activation. Only f32 linears with a constant, non-empty weight; the new node's
+`meta["dense_weight"]` names the weight it replaced (tf.compile's prune report reads it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import ir
+from ..codegen.emit_sparse import SLICED_MAX_ROWS
+from ..ir.ops_nn import split_contraction
+from ..ir.ops_sparse import to_csr
+from .registry import register_pass
+from .rewrite import derived_name, erase_if_unused
+
+# Fraction of zeros from which the sparse kernel beats the dense GEMM on a 1024 x 1024 linear with
+# bias: "stream" for at most SLICED_MAX_ROWS rows of x (batch 1: the weight is streamed), "batch" for
+# more (batch 64). Measured with `python benchmarks/bench_sparse.py --threads 1` on this project's
+# shared 2-core Zen 3 host, per call (BENCHMARKS.md); between 0.6 and 0.8 in every run seen.
+BREAK_EVEN = {"stream": 0.71, "batch": 0.61}
+
+
+def sparsity_threshold(node: ir.Node, config: dict) -> float:
+    """The fraction of zeros from which this linear goes sparse."""
+    if "sparse_threshold" in config:
+        return float(config["sparse_threshold"])
+    rows = math.prod(node.inputs[0].shape[:-1])
+    return BREAK_EVEN["stream" if rows <= SLICED_MAX_ROWS else "batch"]
+
+
+def _sparse_weight(node: ir.Node) -> ir.Node | None:
+    """The constant weight of an f32 linear, when it has one with at least one element."""
+    if node.op != "linear" or node.dtype is not ir.DType.f32:
+        return None
+    weight = split_contraction(node.inputs, node.attrs["residual"])[1]
+    return weight if weight.op == "constant" and weight.value.size else None
+
+
+@register_pass("sparsify", opt_level=2, description="a linear with a mostly-zero constant weight becomes sparse_linear")
+def sparsify(graph: ir.Graph, ctx=None) -> ir.Graph:
+    config = ctx.config if ctx is not None else {}
+    converted: dict[ir.Node, list[ir.Node]] = {}  # a weight read by several linears is stored once in CSR
+    erased: set[ir.Node] = set()
+    for node in list(graph.nodes):
+        weight = _sparse_weight(node)
+        if weight is None or float(np.mean(weight.value == 0)) < sparsity_threshold(node, config):
+            continue
+        with graph.inserting_before(node):
+            if weight not in converted:
+                converted[weight] = [graph.constant(array, derived_name(weight, f"csr_{part}"))
+                                     for array, part in zip(to_csr(weight.value), ("values", "columns", "row_starts"))]
+            x, _, *rest = node.inputs
+            sparse = graph.call("sparse_linear", [x, *converted[weight], *rest], dict(node.attrs))
+        sparse.meta["dense_weight"] = weight.name
+        node.replace_all_uses_with(sparse)
+        erase_if_unused(graph, node, erased)
+    return graph
