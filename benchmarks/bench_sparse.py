@@ -1,8 +1,9 @@
 """Sparse kernel against the dense GEMM: a 1024 x 1024 linear pruned to sparsities 0.5 .. 0.99.
 
-    python benchmarks/bench_sparse.py [--rounds 9] [--threads 2] [--batches 1 64] [--quiet]
+    python benchmarks/bench_sparse.py [--rounds 9] [--threads 2] [--batches 1 2 4 8 16 64] [--quiet]
 
-For each batch size, the linear (with bias) is pruned by magnitude to each sparsity
+For each batch size (rows of x: batch 1 streams the weight, batch 64 reuses it; the ones between
+fill passes/sparsify.py's BREAK_EVEN table), the linear (with bias) is pruned by magnitude to each sparsity
 (tf.PruneConfig(method="magnitude", scope="layer")) and compiled twice: with the sparse kernel
 forced (`config={"sparse_threshold": 0}`, sparsify switches it at any sparsity) and dense
 (`PruneConfig(sparse_kernel=False)`: the sparsify pass off). The dense GEMM's time does not depend on
@@ -68,7 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 64])
     parser.add_argument("--sparsities", type=float, nargs="+", default=list(SPARSITIES))
     parser.add_argument("--profile-runs", type=int, default=200)
     parser.add_argument("--quiet", action="store_true")
@@ -100,6 +101,8 @@ def main() -> None:
     for batch, even, kernel_even, at_90, kernel_at_90 in summary:
         print(f"batch {batch}: break-even sparsity {even} (kernels alone: {kernel_even}); at 90% the sparse "
               f"kernel is {at_90:.2f}x faster a call ({kernel_at_90:.2f}x the kernel alone)")
+    table = ", ".join(f"{batch}: {even}" for batch, even, *_ in summary)
+    print(f"as passes/sparsify.py's table, per call: BREAK_EVEN = {{{table}}}")
     print(f"median of {args.rounds} interleaved samples per model; load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import tensorforge as tf
 from tensorforge import ir
 from tensorforge.codegen import CodegenError, build
-from tensorforge.codegen.emit_sparse import SLICED_MAX_ROWS, balanced_bounds
+from tensorforge.codegen.emit_sparse import balanced_bounds
 from tensorforge.codegen.sparse_layout import sliced
 from tensorforge.ir import DType, OpError, TensorType
 from tensorforge.ir.ops_sparse import densify, to_csr
@@ -232,6 +232,18 @@ def test_a_big_pruned_layer_and_without_packing(lead):
         np.testing.assert_allclose(actual, ir.interpret(graph, x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("lead, k, n", [((1,), 0, 5), ((4,), 0, 3), ((0,), 6, 4), ((1,), 6, 0), ((2, 0), 3, 3)],
+                         ids=str)
+def test_empty_shapes(lead, k, n):
+    """No inputs (the result is the bias), no rows of x, no outputs."""
+    rng = np.random.default_rng(6)
+    graph = sparse_graph(np.zeros((k, n), np.float32), lead, rng.standard_normal(n).astype(np.float32))
+    x = np.zeros((*lead, k), np.float32)
+    for target in ("host", "armv8"):
+        (actual,) = compile_and_run(graph, x, target=target)
+        np.testing.assert_array_equal(actual, ir.interpret(graph, x))
+
+
 def test_sliced_layout_sorts_rows_and_pads_with_the_zero_column():
     weight = np.zeros((4, 4), np.float32)  # rows (outputs) of lengths 2, 3, 1, 2
     weight[[0, 3], 0], weight[[1, 2, 3], 1], weight[0, 2], weight[[0, 1], 3] = 1, 2, 3, 4
@@ -269,9 +281,9 @@ def optimized(graph: ir.Graph, **config) -> ir.Graph:
     return run_pipeline(graph, PassContext(opt_level=2, config=config)).graph
 
 
-@pytest.mark.parametrize("rows", [1, 64])
-def test_the_pass_fires_from_the_break_even_up(rows):
-    threshold = BREAK_EVEN["stream" if rows <= SLICED_MAX_ROWS else "batch"]
+@pytest.mark.parametrize("rows, measured", [(1, 1), (3, 2), (64, 64), (100, 64)])
+def test_the_pass_fires_from_the_break_even_up(rows, measured):
+    threshold = BREAK_EVEN[measured]
     rng = np.random.default_rng(1)
     for sparsity, fires in ((threshold - 0.05, False), (threshold, True), (0.99, True)):
         weight = rng.standard_normal((40, 50)).astype(np.float32)

@@ -10,6 +10,9 @@ benchmarks/bench_sparse.py:
     batch lanes (more rows)             for each block of B = BATCH_VECTORS * W rows of x:
                                           xt[k, 0:B] = x[block, k]                   transposed into scratch
                                           for j, p in row j:  acc[0:B] += values[p] * xt[columns[p], 0:B]
+                                        (a last block of b < B rows: vectors of the power of two >= b
+                                        lanes, so that its xt stays small; INDEPENDENT_CHAINS accumulators
+                                        in flight, the entries of a row taken in turn)
 then, per output: + bias[j] (+ residual), activation, store.
 
 Slices read the weight in the sliced layout packed at compile time (`pack_sparse_constant`): W rows
@@ -51,8 +54,9 @@ from .llvm_utils import (
 from .packing import PackedConstant
 from .sparse_layout import SlicedWeight, sliced
 from .target import Target
+from .tiling import INDEPENDENT_CHAINS
 
-SLICED_MAX_ROWS = 2  # x rows up to which slices beat batch lanes (bench_sparse.py)
+SLICED_MAX_ROWS = 1  # rows of x up to which slices beat batch lanes (one vector already serves 2)
 BATCH_VECTORS = 4  # vectors of batch lanes in one block (the accumulators of one output)
 OUTPUT_CHUNK = 64  # output rows whose batch lanes wait in scratch before they are stored
 FLOAT_BYTES = 4
@@ -238,14 +242,15 @@ def emit_batch_block(kernel: Kernel, first_row: ir.Value, lanes: int, first: ir.
     time gather in scratch as yt[j, lane] (whole-vector stores), and go to y row by row of x, through the
     epilogue, when the chunk is done: y's rows are `out` floats apart, too far to write lane by lane.
     """
-    builder, width = kernel.builder, kernel.target.vector_width
+    builder = kernel.builder
     _, depth, out, _ = sparse_shape(kernel.node)
     x, values, columns, row_starts = kernel.inputs[:4]
-    stride = block_lanes(kernel.target)
+    width = min(kernel.target.vector_width, 1 << (lanes - 1).bit_length())  # a narrow block: narrow vectors
     vectors = -(-lanes // width)
+    stride = vectors * width  # floats per row of xt and yt: a narrow block keeps its xt small, in L1
     vector = ir.VectorType(F32, width)
     transposed = kernel.scratch
-    outputs = element_pointer(builder, kernel.scratch, depth * stride, F32, "yt")
+    outputs = element_pointer(builder, kernel.scratch, depth * block_lanes(kernel.target), F32, "yt")
     with for_range(builder, lanes, "lane") as lane:
         x_row = element_pointer(builder, x, builder.mul(builder.add(first_row, lane), i64(depth)), F32, "x_row")
         with for_range(builder, depth, "transpose") as k:
@@ -266,9 +271,12 @@ def emit_batch_block(kernel: Kernel, first_row: ir.Value, lanes: int, first: ir.
             element_pointer(builder, x_column, v * width, F32), typ=vector, align=FLOAT_BYTES), accumulator])
             for v, accumulator in enumerate(accumulators)]
 
-    def entry_pair(pair: ir.Value, accumulators: list[ir.Value], start: ir.Value) -> list[ir.Value]:
-        p = builder.add(start, builder.mul(pair, i64(2)))
-        return entry(p, accumulators[:vectors]) + entry(builder.add(p, i64(1)), accumulators[vectors:])
+    sets = max(1, INDEPENDENT_CHAINS // vectors)  # entries taken in turn by as many accumulator sets
+
+    def entry_group(group: ir.Value, accumulators: list[ir.Value], start: ir.Value) -> list[ir.Value]:
+        p = builder.add(start, builder.mul(group, i64(sets)))
+        return [value for index in range(sets)
+                for value in entry(builder.add(p, i64(index)), accumulators[index * vectors:(index + 1) * vectors])]
 
     chunks = builder.udiv(builder.add(builder.sub(end, first), i64(OUTPUT_CHUNK - 1)), i64(OUTPUT_CHUNK))
     with for_range(builder, chunks, "chunk") as chunk:
@@ -278,16 +286,19 @@ def emit_batch_block(kernel: Kernel, first_row: ir.Value, lanes: int, first: ir.
                                     i64(OUTPUT_CHUNK), name="chunk.rows")
         with for_range(builder, chunk_rows, "j") as offset:
             start, stop = _row_bounds(builder, row_starts, builder.add(chunk_first, offset, name="row"))
-            pairs = builder.udiv(builder.sub(stop, start), i64(2), name="pairs")
-            zero = [ir.Constant(vector, None)] * (2 * vectors)
-            both = carried_loop(builder, i64(0), pairs, zero,
-                                lambda pair, accumulators, start=start: entry_pair(pair, accumulators, start), "p")
-            totals = carried_loop(builder, builder.add(start, builder.mul(pairs, i64(2))), stop, both[:vectors],
-                                  entry, "p.rest")
+            groups = builder.udiv(builder.sub(stop, start), i64(sets), name="groups")
+            zero = [ir.Constant(vector, None)] * (sets * vectors)
+            partial = carried_loop(builder, i64(0), groups, zero,
+                                   lambda group, accumulators, start=start: entry_group(group, accumulators, start),
+                                   "p")
+            totals = carried_loop(builder, builder.add(start, builder.mul(groups, i64(sets))), stop,
+                                  partial[:vectors], entry, "p.rest")
+            for index in range(1, sets):
+                totals = [builder.fadd(total, other)
+                          for total, other in zip(totals, partial[index * vectors:(index + 1) * vectors])]
             row_outputs = element_pointer(builder, outputs, builder.mul(offset, i64(stride)), F32, "yt.row")
-            for v, (total, other) in enumerate(zip(totals, both[vectors:])):
-                builder.store(builder.fadd(total, other), element_pointer(builder, row_outputs, v * width, F32),
-                              align=FLOAT_BYTES)
+            for v, total in enumerate(totals):
+                builder.store(total, element_pointer(builder, row_outputs, v * width, F32), align=FLOAT_BYTES)
         with for_range(builder, lanes, "store") as lane:
             y_row = builder.mul(builder.add(first_row, lane), i64(out), name="y_row")
             with for_range(builder, chunk_rows, "j") as offset:

@@ -7,11 +7,11 @@
 
 The sparse kernel (codegen/emit_sparse.py) does work in proportion to the nonzeros, the dense GEMM
 in proportion to the whole weight; the pass fires where the weight's fraction of zeros reaches the
-break-even measured with benchmarks/bench_sparse.py (BREAK_EVEN: one for few rows of x, where a
-layer streams its weight, one for batches). `ctx.config["sparse_threshold"]` replaces both (1.0
-or more: never). Runs after fuse-residual and fuse-activation: the sparse op keeps their residual
-and activation. Only f32 linears with a constant, non-empty weight; the new node's
-`meta["dense_weight"]` names the weight it replaced (tf.compile's prune report reads it).
+break-even measured with benchmarks/bench_sparse.py for the layer's rows of x (BREAK_EVEN);
+`ctx.config["sparse_threshold"]` replaces it (1.0 or more: never). Runs after fuse-residual and
+fuse-activation: the sparse op keeps their residual and activation. Only f32 linears with a
+constant, non-empty weight; the new node's `meta["dense_weight"]` names the weight it replaced
+(tf.compile's prune report reads it).
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ import math
 import numpy as np
 
 from .. import ir
-from ..codegen.emit_sparse import SLICED_MAX_ROWS
 from ..ir.ops_nn import split_contraction
 from ..ir.ops_sparse import to_csr
 from .registry import register_pass
 from .rewrite import derived_name, erase_if_unused
 
 # Fraction of zeros from which the sparse kernel beats the dense GEMM on a 1024 x 1024 linear with
-# bias: "stream" for at most SLICED_MAX_ROWS rows of x (batch 1: the weight is streamed), "batch" for
-# more (batch 64). Measured with `python benchmarks/bench_sparse.py --threads 1` on this project's
-# shared 2-core Zen 3 host, per call (BENCHMARKS.md); between 0.6 and 0.8 in every run seen.
-BREAK_EVEN = {"stream": 0.71, "batch": 0.61}
+# bias, by rows of x (leading axes folded; a count between two entries takes the lower one's), per
+# call. Measured with `python benchmarks/bench_sparse.py --threads 1` on this project's shared
+# 2-core Zen 3 host (BENCHMARKS.md): a few rows stream the weight as batch 1 does, while the sparse
+# kernel's work grows with them, hence the peak at 2-4.
+BREAK_EVEN = {1: 0.76, 2: 0.85, 4: 0.82, 8: 0.67, 16: 0.67, 64: 0.63}
 
 
 def sparsity_threshold(node: ir.Node, config: dict) -> float:
@@ -39,7 +39,7 @@ def sparsity_threshold(node: ir.Node, config: dict) -> float:
     if "sparse_threshold" in config:
         return float(config["sparse_threshold"])
     rows = math.prod(node.inputs[0].shape[:-1])
-    return BREAK_EVEN["stream" if rows <= SLICED_MAX_ROWS else "batch"]
+    return BREAK_EVEN[max((key for key in BREAK_EVEN if key <= rows), default=min(BREAK_EVEN))]
 
 
 def _sparse_weight(node: ir.Node) -> ir.Node | None:
