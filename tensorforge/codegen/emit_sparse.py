@@ -60,6 +60,7 @@ SLICED_MAX_ROWS = 1  # rows of x up to which slices beat batch lanes (one vector
 BATCH_VECTORS = 4  # vectors of batch lanes in one block (the accumulators of one output)
 OUTPUT_CHUNK = 64  # output rows whose batch lanes wait in scratch before they are stored
 FLOAT_BYTES = 4
+INDEX_BYTES = 4
 
 
 def sparse_shape(node: Node) -> tuple[int, int, int, int]:
@@ -69,7 +70,7 @@ def sparse_shape(node: Node) -> tuple[int, int, int, int]:
 
 
 def uses_slices(node: Node, packed: frozenset[int] = frozenset({1, 2, 3})) -> bool:
-    """Whether the node runs on slices: few rows of x, and its CSR arrays packed (not with pack=False)."""
+    """Whether the node runs on slices: one row of x, and its CSR arrays packed (not with pack=False)."""
     return sparse_shape(node)[0] <= SLICED_MAX_ROWS and {1, 2, 3} <= packed
 
 
@@ -119,16 +120,17 @@ def row_splits(node: Node, target: Target, parts: int) -> int:
 
 
 def sparse_parts(node: Node, target: Target, threads: int) -> int:
-    """Parts for a team of `threads`: ranges of slices (several per thread: they stream the weight),
-    or blocks of rows of x times ranges of output rows for batch lanes; 1 when too small to share."""
+    """Parts for a team of `threads`: (block of rows of x, range of output rows) pairs, slices having
+    one block; a single block streams the weight, cut into several ranges per thread (a late thread
+    takes fewer); 1 when too small to share."""
     rows, _, out, nnz = sparse_shape(node)
-    weight_bytes = nnz * (FLOAT_BYTES + 4)
+    weight_bytes = nnz * (FLOAT_BYTES + INDEX_BYTES)
     if threads <= 1 or rows * out == 0 or (2 * rows * nnz < parallel.MIN_PARALLEL_FLOPS
                                            and weight_bytes < parallel.MIN_PARALLEL_WEIGHT_BYTES):
         return 1
-    if rows <= SLICED_MAX_ROWS:  # one block of rows of x: the ranges are the parts, either loop nest
-        return min(-(-out // target.vector_width), threads * parallel.GEMM_PARTS_PER_THREAD)
     blocks = -(-rows // block_lanes(target))
+    if blocks == 1:  # ranges of slices when rows <= SLICED_MAX_ROWS: fewer slices than rows
+        return min(-(-out // target.vector_width), threads * parallel.GEMM_PARTS_PER_THREAD)
     return blocks * min(out, -(-threads // blocks))
 
 
