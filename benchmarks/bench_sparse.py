@@ -11,14 +11,15 @@ the zeros, so one dense model per batch size is timed against all the sparse one
 (harness.py: random order each round, a sleep before each sample, median of per-round ratios).
 Prints per sparsity the times and the speed-up, the break-even sparsity (where the speed-up
 crosses 1, interpolated linearly between the measured sparsities) and the figure at 90%. The
-"kernel" columns are the layer's own time without the Python call around it (cm.profile: median of
---profile-runs instrumented calls per model, run one model after the other, not interleaved).
+"kernel" columns are the layer's own time without the Python call around it (cm.profile: the median
+over rounds of --profile-runs / --rounds instrumented calls, the models in a random order each round).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 from pathlib import Path
@@ -47,10 +48,18 @@ def compiled(x: np.ndarray, sparsity: float, sparse: bool, threads: int):
     return model
 
 
-def layer_seconds(model, x: np.ndarray, runs: int) -> float:
-    """The median time of the model's one layer kernel (cm.profile), without the Python call around it."""
-    (row,) = [row for row in model.profile(x, repeat=runs).rows if row.op in ("linear", "sparse_linear")]
-    return row.seconds
+def layer_seconds(models: dict, x: np.ndarray, rounds: int, runs: int) -> dict:
+    """Per model, the median time of its one layer kernel without the Python call around it
+    (cm.profile: `runs` instrumented calls per round, the models in a random order each round)."""
+    times: dict = {name: [] for name in models}
+    order = list(models)
+    for _ in range(rounds):
+        random.shuffle(order)
+        for name in order:
+            profile = models[name].profile(x, repeat=max(1, runs // rounds))
+            (row,) = [row for row in profile.rows if row.op in ("linear", "sparse_linear")]
+            times[name].append(row.seconds)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def break_even(sparsities: list[float], speedups: list[float]) -> str:
@@ -83,7 +92,7 @@ def main() -> None:
         models |= {sparsity: compiled(x, sparsity, True, args.threads) for sparsity in args.sparsities}
         samples = measure_samples({name: (lambda model=model, x=x: model(x)) for name, model in models.items()},
                                   rounds=args.rounds, verbose=not args.quiet, desc=f"batch {batch}")
-        kernels = {name: layer_seconds(model, x, args.profile_runs) for name, model in models.items()}
+        kernels = layer_seconds(models, x, args.rounds, args.profile_runs)
         for model in models.values():
             model.close()
         speedups = [paired_ratio(samples, "dense", sparsity) for sparsity in args.sparsities]
