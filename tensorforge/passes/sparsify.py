@@ -28,10 +28,10 @@ from .rewrite import derived_name, erase_if_unused
 
 # Fraction of zeros from which the sparse kernel beats the dense GEMM on a 1024 x 1024 linear with
 # bias, by rows of x (leading axes folded; a count between two entries takes the lower one's), per
-# call. Measured with `python benchmarks/bench_sparse.py --threads 1` on this project's shared
-# 2-core Zen 3 host (BENCHMARKS.md): a few rows stream the weight as batch 1 does, while the sparse
-# kernel's work grows with them, hence the peak at 2-4.
-BREAK_EVEN = {1: 0.76, 2: 0.85, 4: 0.82, 8: 0.67, 16: 0.67, 64: 0.63}
+# call on every core. Measured with `python benchmarks/bench_sparse.py` on this project's shared
+# 2-core Zen 3 host (BENCHMARKS.md; runs differ by about 0.05): a few rows still stream the weight
+# as one does, while the sparse kernel's work grows with them, hence the peak at 2-4.
+BREAK_EVEN = {1: 0.64, 2: 0.78, 4: 0.81, 8: 0.70, 16: 0.66, 64: 0.65}
 
 
 def sparsity_threshold(node: ir.Node, config: dict) -> float:
