@@ -73,6 +73,7 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     prune_report = None
     if prune is not None:
         graph, prune_report = apply_pruning(graph, prune)
+        disabled = (*disabled, *prune.disabled_passes)
     quant_report = None
     if quantize is not None:
         quant_config = QuantConfig.of(quantize)
@@ -84,6 +85,8 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     ctx = PassContext(opt_level=opt_level, target=target, disabled=tuple(disabled), config=dict(config or {}),
                       instruments=[VerifyInstrument(), TimingInstrument(), SnapshotInstrument()])
     result = run_pipeline(graph, ctx)
+    if prune_report is not None:
+        prune_report.record_kernels(result.graph)
     artifact = build(result.graph, target, LLVM_OPT_LEVEL[min(opt_level, 2)], threads=threads, pack=pack,
                      share_memory=share_memory)
     loading = time.perf_counter()

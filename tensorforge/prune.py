@@ -9,6 +9,9 @@ neurons of linear layers and output channels of conv2d layers, and shrinks what 
 (passes/prune_structured.py; `sparsity` is the fraction of neurons / channels removed per layer).
 The traced graph is pruned before the pass pipeline; the compiled model's `source_graph` is the
 pruned graph.
+The pipeline's sparsify pass then runs the layers whose weights are sparse enough on the sparse
+kernel (kernel "csr" in the report; "dense" otherwise); `sparse_kernel=False` keeps every layer
+dense.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class PruneConfig:
     method: str = "magnitude"
     sparsity: float = 0.5
     scope: str = "global"
+    sparse_kernel: bool = True  # let the sparsify pass switch sparse enough layers to the CSR kernel
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -38,6 +42,11 @@ class PruneConfig:
         if not 0.0 <= self.sparsity < 1.0:
             raise ValueError(f"PruneConfig.sparsity must be in [0, 1), got {self.sparsity}")
 
+    @property
+    def disabled_passes(self) -> tuple[str, ...]:
+        """The passes tf.compile skips for this config."""
+        return () if self.sparse_kernel else ("sparsify",)
+
 
 @dataclass
 class PruneReport:
@@ -45,6 +54,14 @@ class PruneReport:
 
     config: PruneConfig
     rows: list[tuple[str, float, tuple, tuple, str]] = field(default_factory=list)
+    weights: dict[str, int] = field(default_factory=dict)  # a pruned weight's node name -> its row
+
+    def record_kernels(self, graph: Graph) -> None:
+        """Mark "csr" the layers whose weight the optimized `graph` reads in CSR (passes/sparsify.py)."""
+        for node in graph.nodes:
+            row = self.weights.get(node.meta.get("dense_weight")) if node.op == "sparse_linear" else None
+            if row is not None:
+                self.rows[row] = (*self.rows[row][:4], "csr")
 
     def __str__(self) -> str:
         lines = [f"pruning: {self.config.method}, sparsity {self.config.sparsity:.0%}, scope {self.config.scope}",
@@ -67,6 +84,7 @@ def apply_pruning(graph: Graph, config: PruneConfig) -> tuple[Graph, PruneReport
         origin = weight.name
         while origin.endswith("_pruned"):  # a layer pruned as a producer and then as a consumer
             origin = origin.removesuffix("_pruned")
+        report.weights[weight.name] = len(report.rows)
         report.rows.append((origin, float(np.mean(weight.value == 0)), shapes.get(origin, weight.shape),
                             weight.shape, "dense"))
     return pruned, report

@@ -34,6 +34,7 @@ from .emit_qgemm import (
 from .emit_quant import emit_dequantize, emit_matmul_integer, emit_quantize
 from .emit_reduce import emit_reduce, emit_softmax
 from .emit_shape import emit_concat, emit_slice, emit_transpose
+from .emit_sparse import emit_sparse_linear, pack_sparse_constant, sparse_parts, sparse_scratch_bytes
 from .emit_transformer import emit_argmax, emit_causal_mask, emit_gather, emit_layer_norm
 from .errors import CodegenError
 from .kernel import Kernel
@@ -103,6 +104,8 @@ EMIT: dict[str, Lowering] = {
     # contractions (emit_matmul.py)
     "matmul": Lowering(emit_matmul, ALL, gemm_node_scratch_bytes, pack_gemm_constant, gemm_parts),
     "linear": Lowering(emit_linear, ALL, gemm_node_scratch_bytes, pack_gemm_constant, gemm_parts),
+    # sparse (emit_sparse.py): a linear with a CSR weight
+    "sparse_linear": Lowering(emit_sparse_linear, FLOAT, sparse_scratch_bytes, pack_sparse_constant, sparse_parts),
     # NCHW (emit_conv.py)
     "conv2d": Lowering(emit_conv2d, ALL, conv2d_scratch_bytes, pack_conv_weight, conv_parts),
     "max_pool2d": Lowering(emit_pool, NUMERIC, padded_bytes, parts=pool_parts),

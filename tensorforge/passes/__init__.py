@@ -26,6 +26,7 @@ from .lower_quant import lower_quant
 from .manager import PassContext, PassReport, PassRow, PipelineResult, pipeline_for, run_pipeline
 from .registry import PASSES, PassInfo, register_pass
 from .simplify import simplify
+from .sparsify import sparsify
 
 # The one pipeline, in order. Each name appears once (snapshots and pictures are keyed by pass name);
 # a cleanup that must reach a fixpoint iterates inside its pass. Every pass erases the nodes its own
@@ -42,6 +43,7 @@ PIPELINE = [
     "absorb-transpose",                  # level 2. after fold-constants: a weight's transpose is folded already
     "fuse-residual",                     # level 2. before fuse-activation: relu(conv + x) becomes one conv
     "fuse-activation",                   # level 2. after fold-batch-norm, so conv -> batch norm -> relu is one conv
+    "sparsify",                          # level 2. after the fusions into linear: the sparse op keeps them
     "fuse-elementwise",                  # level 2. last: a relu after a linear/conv goes to its epilogue first,
                                          #   and chains are only fused once nothing else rewrites their ops
 ]
@@ -51,5 +53,5 @@ __all__ = [
     "PipelineResult", "SnapshotInstrument", "TimingInstrument", "VerifyInstrument", "absorb_transpose",
     "eliminate_common_subexpressions", "eliminate_dead_code", "fold_batch_norm", "fold_constants", "fuse_activation",
     "fuse_elementwise", "fuse_residual", "LayerQuant", "insert_quant", "lower_quant", "pipeline_for", "register_pass",
-    "run_pipeline", "simplify",
+    "run_pipeline", "simplify", "sparsify",
 ]

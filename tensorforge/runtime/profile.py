@@ -35,6 +35,9 @@ def kernel_flops(node: Node) -> int:
     epilogue = size * (len(node.inputs) - 2 + (1 if node.attrs.get("activation") else 0))  # bias, residual, relu
     if op == "linear":
         return 2 * size * node.inputs[0].shape[-1] + epilogue
+    if op == "sparse_linear":  # only the stored entries: x, values, columns, row_starts, then bias, residual
+        rows = size // node.shape[-1] if size else 0
+        return 2 * rows * node.inputs[1].shape[0] + epilogue - 2 * size
     if op == "matmul":
         return 2 * size * node.inputs[0].shape[-2 if node.attrs["transpose_a"] else -1] + epilogue
     if op == "conv2d":
