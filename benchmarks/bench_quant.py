@@ -3,7 +3,8 @@
     python benchmarks/bench_quant.py [--rounds 11] [--quiet] [--skip-accuracy]
 
 1. GEMM: qlinear (int8 x int8 -> int32, requantized to int8) against linear (f32) at
-   M = N = K = 256 / 512 / 1024, both ours, both cores, interleaved; GOP/s and the ratio.
+   M = N = K = 256 / 512 / 1024, both ours, both cores, interleaved; GOP/s and the ratio; and the
+   two roofs (runtime/machine.py: the int8 instruction's peak and the f32 FMA peak).
 2. MLP 784-256-128-10 at batch 64: ours in int8 (static, calibrated; and dynamic) and in f32, ONNX Runtime in
    f32 and with its INT8 dynamic quantization (onnxruntime.quantization.quantize_dynamic of the
    same model), each engine in its own process, interleaved (harness.measure_isolated), 2 threads.
@@ -47,6 +48,17 @@ def gemm_models(n: int, rng: np.random.Generator) -> tuple[Graph, Graph]:
     y = real.add_input("x", TensorType((n, n), DType.f32))
     real.outputs = [real.call("linear", [y, real.constant(rng.standard_normal((n, n)).astype(np.float32), "w")])]
     return integer, real
+
+
+def roofs() -> list[str]:
+    """The two instruction roofs on both cores: int8 (the GEMM's own multiply-add) and f32 FMA."""
+    from tensorforge.codegen.emit_qgemm import int8_scheme
+    from tensorforge.codegen.target import Target
+    from tensorforge.runtime.machine import int8_peak, machine_peaks
+
+    int8, real = int8_peak(2), machine_peaks(2).gflops
+    return [f"roofs on 2 threads: int8 ({int8_scheme(Target.parse('host')).name}) {int8:.0f} GOP/s, f32 FMA "
+            f"{real:.0f} GFLOP/s: int8 can be at most {int8 / real:.2f}x f32 on this machine"]
 
 
 def bench_gemm(rounds: int, verbose: bool) -> list[str]:
@@ -171,7 +183,7 @@ def main() -> None:
     parser.add_argument("--skip-accuracy", action="store_true")
     args = parser.parse_args()
     verbose = not args.quiet
-    lines = bench_gemm(args.rounds, verbose) + bench_mlp(args.rounds, verbose) + model_sizes()
+    lines = roofs() + bench_gemm(args.rounds, verbose) + bench_mlp(args.rounds, verbose) + model_sizes()
     if not args.skip_accuracy:
         lines += accuracy_table(verbose)
     print("\n".join(lines))

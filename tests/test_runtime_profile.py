@@ -62,6 +62,13 @@ def test_peaks_are_measured_once_and_positive():
     assert peaks.gflops > 1 and peaks.gbytes_per_second > 0.5 and peaks.ridge > 0
 
 
+def test_int8_roof_is_measured_and_above_a_tenth_of_the_f32_roof():
+    from tensorforge.runtime.machine import int8_peak
+
+    # the int8 multiply-add packs 2-4 products per 32-bit lane: its roof is never far below f32's
+    assert int8_peak(1) > 0.1 * machine_peaks(1).gflops
+
+
 def test_profile_refuses_a_foreign_target():
     x = np.ones((1, 784), np.float32)
     with tf.compile(mlp(), x, target="armv8") as cm, pytest.raises(ValueError, match="qemu"):

@@ -1,4 +1,5 @@
-"""This machine's measured peaks, for the profiler's roofline: f32 FLOP/s and memory read bandwidth.
+"""This machine's measured peaks, for the profiler's roofline: f32 FLOP/s and memory read bandwidth;
+and the int8 GEMM instruction's peak (`int8_peak`), for the INT8 benchmark.
 
     peaks = machine_peaks(threads=2)     # measured once per process and thread count (about 0.5 s)
     peaks.gflops, peaks.gbytes_per_second, peaks.ridge   # ridge: FLOPs per byte where the roofs meet
@@ -7,7 +8,9 @@ Both are measured with small kernels emitted here for the host's vector width, r
 Python threads at once (ctypes releases the GIL):
   - `fma_loop(n)`: 12-16 vector FMA accumulators (all in registers), n iterations: the FMA units' peak;
   - `read_sum(p, n)`: sums n floats with 4 vector accumulators: streaming reads of a 256 MiB
-    buffer, far bigger than any cache.
+    buffer, far bigger than any cache;
+  - `int8_loop(n)`: the same number of accumulators, each step the int8 GEMM's own multiply-add
+    (codegen/emit_qgemm.py's scheme for the host: vpmaddwd + vpaddd on AVX2, vpdpbusd with VNNI).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 
-from ..codegen.llvm_utils import F32, I64, PTR, call_intrinsic, carried_loop, i64
+from ..codegen.emit_qgemm import _multiply_add, int8_scheme
+from ..codegen.llvm_utils import F32, I8, I32, I64, PTR, call_intrinsic, carried_loop, i64
 from ..codegen.target import Target, initialize_llvm
 from ..codegen.tiling import INDEPENDENT_CHAINS
 
@@ -100,6 +104,30 @@ def _kernels_ir(target: Target) -> str:
     zeros = [ir.Constant(vector, [0.0] * lanes)] * 4
     blocks = builder.udiv(count, i64(4 * lanes))
     builder.ret(_lane_sum(builder, carried_loop(builder, i64(0), blocks, zeros, read_step, "block"), lanes))
+
+    scheme = int8_scheme(target)
+    accumulator = ir.VectorType(I32, scheme.lanes)
+    word = I32 if scheme.group * scheme.a_bits == 32 else scheme.a_type
+    loop = ir.Function(module, ir.FunctionType(I32, [I64, I32]), "int8_loop")
+    builder = ir.IRBuilder(loop.append_basic_block("entry"))
+    count, seed = loop.args
+    a_word = builder.trunc(seed, word) if word != I32 else seed
+    b_vector = ir.VectorType(I8, scheme.lanes * scheme.group)
+    start = [ir.Constant(accumulator, [index] * scheme.lanes) for index in range(fma_chains(target))]
+
+    def int8_step(k, values):  # the weights change every step (a broadcast of k), as loads would
+        lanes = builder.insert_element(ir.Constant(accumulator, [7] * scheme.lanes), builder.trunc(k, I32), i64(1))
+        b_bytes = builder.bitcast(lanes, ir.VectorType(I8, 4 * scheme.lanes))
+        if scheme.group != 4:
+            b_bytes = builder.shuffle_vector(b_bytes, b_bytes, ir.Constant(ir.VectorType(I32, b_vector.count),
+                                                                           list(range(b_vector.count))))
+        return [_multiply_add(builder, scheme, value, a_word, b_bytes) for value in values]
+
+    values = carried_loop(builder, i64(0), count, start, int8_step, "k")
+    total = values[0]
+    for value in values[1:]:
+        total = builder.add(total, value)
+    builder.ret(builder.extract_element(total, i64(0)))
     return str(module)
 
 
@@ -116,6 +144,10 @@ class _Kernels:
         self.read_sum = ctypes.CFUNCTYPE(ctypes.c_float, ctypes.c_void_p, ctypes.c_int64)(
             self._engine.get_function_address("read_sum"))
         self.flops_per_iteration = 2 * fma_chains(target) * target.vector_width
+        self.int8_loop = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, ctypes.c_int32)(
+            self._engine.get_function_address("int8_loop"))
+        scheme = int8_scheme(target)
+        self.int8_ops_per_iteration = 2 * fma_chains(target) * scheme.lanes * scheme.group
 
 
 def _concurrently(threads: int, work) -> float:
@@ -155,3 +187,12 @@ def machine_peaks(threads: int = 1) -> MachinePeaks:
     read_seconds = min(_concurrently(threads, lambda index: kernels.read_sum(addresses[index], share))
                        for _ in range(REPEATS))
     return MachinePeaks(threads, gflops, threads * share * 4 / read_seconds / 1e9)
+
+
+@functools.cache
+def int8_peak(threads: int = 1) -> float:
+    """GOP/s (an int8 multiply-add = 2) of the host's int8 GEMM instruction with `threads` threads."""
+    kernels = _Kernels()
+    kernels.int8_loop(FMA_ITERATIONS // 20, 3)
+    seconds = min(_concurrently(threads, lambda _: kernels.int8_loop(FMA_ITERATIONS, 3)) for _ in range(REPEATS))
+    return threads * FMA_ITERATIONS * kernels.int8_ops_per_iteration / seconds / 1e9
