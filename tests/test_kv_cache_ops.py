@@ -1,0 +1,108 @@
+"""cache_write and position_mask (ir/ops_kv_cache.py, codegen/emit_kv_cache.py): references against
+independent formulas, type errors that name the problem, compiled code equal to the reference on
+host and armv8, and the clamp that keeps a bad position inside the cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from codegen_harness import compile_and_run
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tensorforge import ir
+from tensorforge.ir import DType, OpError, TensorType, evaluate
+
+RNG = np.random.default_rng(11)
+
+
+def randn(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def test_cache_write_replaces_the_rows_at_pos_and_leaves_the_rest():
+    cache, new = randn(1, 2, 6, 3), randn(1, 2, 2, 3)
+    got = evaluate("cache_write", [cache, new, np.array([3], np.int64)], {})
+    np.testing.assert_array_equal(got[:, :, 3:5], new)
+    np.testing.assert_array_equal(np.delete(got, [3, 4], axis=2), np.delete(cache, [3, 4], axis=2))
+    assert evaluate("cache_write", [cache, new, np.array(4, np.int32)], {})[0, 0, 5].tolist() == new[0, 0, 1].tolist()
+
+
+@pytest.mark.parametrize("pos", [-1, 5, 100])
+def test_cache_write_reference_refuses_rows_outside_the_cache(pos):
+    with pytest.raises(OpError, match="outside a cache of 6 rows"):
+        evaluate("cache_write", [randn(1, 2, 6, 3), randn(1, 2, 2, 3), np.array([pos], np.int64)], {})
+
+
+def test_position_mask_keeps_keys_up_to_pos_plus_the_query():
+    got = evaluate("position_mask", [np.zeros((2, 6), np.float32), np.array([2], np.int64)], {})
+    np.testing.assert_array_equal(np.isneginf(got), np.arange(6)[None, :] > np.arange(2)[:, None] + 2)
+    square = evaluate("position_mask", [randn(3, 4, 4), np.array(0, np.int32)], {})
+    np.testing.assert_array_equal(square, evaluate("causal_mask", [square], {}))  # pos 0: the causal mask
+
+
+@pytest.mark.parametrize("op, types, message", [
+    ("cache_write", [((1, 2, 6, 3), "f32"), ((1, 2, 1, 3), "f32"), ((1,), "f32")], "one integer"),
+    ("cache_write", [((1, 2, 6, 3), "f32"), ((1, 2, 1, 3), "f32"), ((2,), "i64")], "one integer"),
+    ("cache_write", [((1, 2, 6, 3), "f32"), ((1, 3, 1, 3), "f32"), ((1,), "i64")], "every axis but the rows"),
+    ("cache_write", [((1, 2, 6, 3), "f32"), ((1, 2, 7, 3), "f32"), ((1,), "i64")], "7 new rows do not fit"),
+    ("cache_write", [((1, 2, 6, 3), "f32"), ((1, 2, 1, 3), "i32"), ((1,), "i64")], "dtype"),
+    ("position_mask", [((4,), "f32"), ((1,), "i64")], "queries, keys"),
+    ("position_mask", [((2, 4), "i32"), ((1,), "i64")], "float"),
+])
+def test_type_errors_name_the_problem(op, types, message):
+    with pytest.raises(OpError, match=message):
+        ir.infer_type(op, [TensorType(s, DType[d]) for s, d in types], {})
+
+
+def cache_graph(cache_shape, count: int, pos_dtype: str) -> ir.Graph:
+    """position_mask(new @ cache_write(cache, new, pos)^T, pos) and the written cache, as outputs."""
+    graph = ir.Graph()
+    cache = graph.add_input("cache", TensorType(cache_shape, DType.f32), state=True)
+    new = graph.add_input("new", TensorType((*cache_shape[:-2], count, cache_shape[-1]), DType.f32))
+    pos = graph.add_input("pos", TensorType((1,), DType[pos_dtype]))
+    written = graph.call("cache_write", [cache, new, pos])
+    scores = graph.call("matmul", [new, written], {"transpose_b": True})
+    graph.outputs = [graph.call("position_mask", [scores, pos]), written]
+    return graph
+
+
+@st.composite
+def cache_cases(draw):
+    heads, rows, features = draw(st.integers(1, 3)), draw(st.integers(1, 9)), draw(st.integers(1, 5))
+    count = draw(st.integers(1, rows))
+    pos = draw(st.integers(0, rows - count))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    shape = (1, heads, rows, features)
+    arrays = [rng.standard_normal(shape).astype(np.float32),
+              rng.standard_normal((1, heads, count, features)).astype(np.float32)]
+    dtype = draw(st.sampled_from(["i32", "i64"]))
+    return cache_graph(shape, count, dtype), [*arrays, np.array([pos], DType[dtype].numpy)]
+
+
+def check_compiled(case, target: str) -> None:
+    graph, inputs = case
+    actual = compile_and_run(graph, *inputs, target=target)
+    for got, expected in zip(actual, ir.interpret(graph, *inputs), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@given(cache_cases())
+def test_compiled_ops_equal_the_reference_on_the_host(case):
+    check_compiled(case, "host")
+
+
+@settings(max_examples=min(4, settings.default.max_examples))
+@given(cache_cases())
+def test_compiled_ops_equal_the_reference_on_armv8(case):
+    check_compiled(case, "armv8")
+
+
+@pytest.mark.parametrize("pos, start", [(-7, 0), (5, 4), (2**31 - 1, 4)])
+def test_native_cache_write_clamps_a_bad_position_inside_the_cache(pos, start):
+    graph = cache_graph((1, 2, 6, 3), 2, "i32")
+    cache, new = randn(1, 2, 6, 3), randn(1, 2, 2, 3)
+    _, written = compile_and_run(graph, cache, new, np.array([pos], np.int32))
+    expected = cache.copy()
+    expected[:, :, start:start + 2] = new
+    np.testing.assert_array_equal(written, expected)
