@@ -10,8 +10,10 @@ the caches' first rows; decode(token[1,1], pos, caches...) -> logits[1,1,V] and 
 `pos` written. A prompt of exactly prompt_len tokens is one prefill call; a longer one is a prefill
 of its first prompt_len tokens and one decode step per remaining token; a shorter one is one decode
 step per token (always correct, slower than a prefill). Prompt and new tokens together must fit in
-max_len. The caches are numpy arrays the generator owns; every decode step passes them in and gets
-them back (the step copies them, 2 * layers * H * max_len * D floats: in-place state is the follow-up).
+max_len. The caches are numpy arrays the generator owns, updated in place: each decode step takes
+them as inputs and writes them as outputs (`out=`). Inside the step each cache is still copied twice
+(cache_write builds the new cache in the workspace, the entry copies it out): 4 * layers * H * max_len
+* D floats moved per token; writing only the new row is the follow-up.
 """
 
 from __future__ import annotations
@@ -80,10 +82,11 @@ class Generator:
         """Feed one token at the current position; its logits[V]."""
         if self.position >= self.max_len:
             raise ValueError(f"the cache is full: all max_len={self.max_len} positions are used")
-        outputs = self.decode_model(np.array([[token]], np.int64), np.array([self.position], np.int64), *self.caches)
-        self.caches = list(outputs[1:])
+        logits = np.empty(self.decode_model.output_types[0].shape, np.float32)
+        self.decode_model(np.array([[token]], np.int64), np.array([self.position], np.int64), *self.caches,
+                          out=[logits, *self.caches])
         self.position += 1
-        return outputs[0][0, 0]
+        return logits[0, 0]
 
     def _prefill(self, tokens: list[int]) -> np.ndarray:
         """Reset and feed `tokens`; the logits after each of them, [len(tokens), V]."""
