@@ -1,4 +1,4 @@
-"""Emission of the KV-cache ops: cache_write and position_mask (ir/ops_kv_cache.py).
+"""Emission of the KV-cache ops: cache_write, position_mask, cached_attention (ir/ops_kv_cache.py).
 
     %k2 = cache_write(%cache, %new, %pos) : f32[1,2,16,4]     with %new : f32[1,2,1,4]
       memcpy(out, cache, all of it);  start = clamp(pos, 0, 16 - 1)
@@ -7,7 +7,13 @@
     %m = position_mask(%s, %pos) : f32[1,2,1,16]
       for o, i, j:  out[o, i, j] = j <= i + pos ? s[o, i, j] : -inf
 
-The clamp is what keeps a bad position from writing outside the cache; the reference raises instead.
+    %o = cached_attention(%q, %k, %v, %pos) {scale=0.5} : f32[1,2,1,4]       with %k, %v : f32[1,2,16,4]
+      for o, i:  n = clamp(pos + i + 1, 0, 16)                  only the cache rows a query sees
+                 s[j] = scale * q[o, i, :] . k[o, j, :]  for j < n;  e[j] = exp(s[j] - max(s))   (scratch)
+                 out[o, i, :] = sum(e[j] * v[o, j, :]) / sum(e)
+
+The clamp is what keeps a bad position from writing (cache_write) or reading (cached_attention)
+outside the cache; the reference raises (cache_write) or gives NaN rows (no key to attend to).
 """
 
 from __future__ import annotations
@@ -16,15 +22,18 @@ import math
 
 from llvmlite import ir
 
-from . import scalar
+from . import float_math, scalar
+from .emit_reduce import REASSOCIATE
 from .kernel import Kernel
 from .llvm_utils import (
     F32,
     I64,
     add_offsets,
     call_intrinsic,
+    carried_loop,
     copy_bytes,
     element_pointer,
+    fill_elements,
     for_range,
     i64,
     llvm_type,
@@ -82,3 +91,71 @@ def emit_position_mask(kernel: Kernel) -> None:
             value = load_element(builder, kernel.inputs[0], at, F32, "score")
             allowed = builder.icmp_signed("<=", j, last, name="allowed")
             store_element(builder, builder.select(allowed, value, minus_infinity, name="masked"), kernel.output, at)
+
+
+def cached_attention_scratch_bytes(node, target, packed) -> int:
+    """One score per cache row (reused by every query)."""
+    return node.inputs[1].shape[-2] * 4
+
+
+def emit_cached_attention(kernel: Kernel) -> None:
+    """Per matrix and query: the scaled scores of the rows it sees, their softmax, the weighted sum of v."""
+    node, builder = kernel.node, kernel.builder
+    if node.type.size == 0:
+        return
+    queries, features = node.shape[-2:]
+    rows = kernel.operand_type(1).shape[-2]
+    q, k, v = kernel.inputs[:3]
+    scores, out = kernel.scratch, kernel.output
+    scale = ir.Constant(F32, node.attrs["scale"])
+    position = _load_position(kernel, 3)
+    zero = ir.Constant(F32, 0.0)
+    with for_range(builder, node.type.size // (queries * features), "matrix") as m, \
+            for_range(builder, queries, "query") as i:
+        seen = builder.add(builder.add(position, i, name="last_key"), i64(1), name="seen")
+        at_least_zero = call_intrinsic(builder, "llvm.smax.i64", I64, [seen, i64(0)], "seen.low")
+        count = call_intrinsic(builder, "llvm.smin.i64", I64, [at_least_zero, i64(rows)], "count")
+        q_row = element_pointer(builder, q, add_offsets(builder, add_offsets(builder, 0, m, queries * features), i,
+                                                        features, "q.at"), F32, "q_row")
+        k_matrix = element_pointer(builder, k, add_offsets(builder, 0, m, rows * features), F32, "k_matrix")
+        v_matrix = element_pointer(builder, v, add_offsets(builder, 0, m, rows * features), F32, "v_matrix")
+        out_row = element_pointer(builder, out, add_offsets(builder, add_offsets(builder, 0, m, queries * features),
+                                                            i, features, "out.at"), F32, "out_row")
+
+        def score(j: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
+            k_row = element_pointer(builder, k_matrix, add_offsets(builder, 0, j, features), F32, "k_row")
+
+            def product(d: ir.Value, total: list[ir.Value]) -> list[ir.Value]:
+                term = builder.fmul(load_element(builder, q_row, d, F32, "q"),
+                                    load_element(builder, k_row, d, F32, "k"), name="qk")
+                return [builder.fadd(total[0], term, name="dot", flags=REASSOCIATE)]
+
+            [dot] = carried_loop(builder, i64(0), i64(features), [zero], product, "d")
+            value = builder.fmul(dot, scale, name="score")
+            store_element(builder, value, scores, j)
+            return [scalar.maximum(builder, kernel.dtype, carried[0], value, "largest")]
+
+        [largest] = carried_loop(builder, i64(0), count, [scalar.lowest(kernel.dtype)], score, "key")
+
+        def exponential(j: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
+            shifted = builder.fsub(load_element(builder, scores, j, F32, "s"), largest, name="shifted")
+            e = float_math.exp(builder, shifted, "e")
+            store_element(builder, e, scores, j)
+            return [builder.fadd(carried[0], e, name="total", flags=REASSOCIATE)]
+
+        [total] = carried_loop(builder, i64(0), count, [zero], exponential, "exp")
+        fill_elements(builder, out_row, features, zero, "clear")
+
+        def accumulate(j: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
+            e = load_element(builder, scores, j, F32, "e")
+            v_row = element_pointer(builder, v_matrix, add_offsets(builder, 0, j, features), F32, "v_row")
+            with for_range(builder, features, "feature") as d:
+                weighted = builder.fmul(e, load_element(builder, v_row, d, F32, "v"), name="weighted")
+                store_element(builder, builder.fadd(load_element(builder, out_row, d, F32, "acc"), weighted,
+                                                    name="sum"), out_row, d)
+            return []
+
+        carried_loop(builder, i64(0), count, [], accumulate, "row")
+        with for_range(builder, features, "normalize") as d:
+            store_element(builder, builder.fdiv(load_element(builder, out_row, d, F32, "acc"), total, name="out"),
+                          out_row, d)

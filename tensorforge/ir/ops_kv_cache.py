@@ -1,5 +1,6 @@
-"""KV-cache ops: cache_write (rows of a cache replaced at a run-time position) and position_mask
-(the causal mask of queries that start at a run-time position).
+"""KV-cache ops: cache_write (rows of a cache replaced at a run-time position), position_mask
+(the causal mask of queries that start at a run-time position) and cached_attention (both fused
+with the scaled q @ k^T before and the softmax and @ v after, reading only the keys up to pos + i).
 
     %k2 = cache_write(%k_cache, %k, %pos) : f32[1,2,16,4]     k_cache: f32[1,2,16,4], k: f32[1,2,1,4], pos: i64[1]
     %m = position_mask(%scores, %pos) : f32[1,2,1,16]         -inf where key j > pos + query i
@@ -9,6 +10,7 @@ A decode step of causal attention over a cache of max_len rows (passes/kv_cache.
     %k2 = cache_write(%k_cache, %k, %pos) ; %v2 = cache_write(%v_cache, %v, %pos)
     %s = matmul(%q, %k2) {transpose_b=true} : f32[1,H,1,L] ; %m = position_mask(mul(%s, %scale), %pos)
     %p = softmax(%m) {axis=3} ; %o = matmul(%p, %v2) : f32[1,H,1,D]
+    %o = cached_attention(%q, %k2, %v2, %pos) {scale=0.5} : f32[1,H,1,D]      (the same, fused)
 
 `pos` is one integer (shape [] or [1], any integer dtype). A cache_write whose rows pos..pos+T do
 not fit in the cache is an OpError in the reference; the compiled code clamps the start into
@@ -83,3 +85,35 @@ def position_mask(scores, pos):
     """scores[..., i, j] where j <= pos + i, -inf elsewhere: causal_mask for queries starting at `pos`."""
     allowed = position_allowed(*scores.shape[-2:], _position(pos))
     return np.where(allowed, scores, np.float32(-np.inf))
+
+
+# --- cached_attention -------------------------------------------------------------------------
+
+def _normalize_cached_attention(types, attrs):
+    scale = attrs["scale"]
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, float, np.number)) \
+            or not np.isfinite(scale):
+        raise OpError(f"op 'cached_attention': scale must be a finite number, got {scale!r}")
+    return {"scale": float(scale)}
+
+
+def _infer_cached_attention(types, attrs):
+    q, k, v, pos = types
+    _check_position("cached_attention", pos)
+    for t in (q, k, v):
+        need_float("cached_attention", t)
+    if q.rank < 2 or not q.rank == k.rank == v.rank or k.shape != v.shape or q.shape[:-2] != k.shape[:-2] \
+            or q.shape[-1] != k.shape[-1]:
+        raise OpError(f"op 'cached_attention' needs q[..., queries, D] and k, v caches [..., rows, D] with the same "
+                      f"leading axes, got {q}, {k}, {v}")
+    return q
+
+
+@register_op("cached_attention", infer=_infer_cached_attention, operands=4, attrs={"scale": 1.0},
+             normalize=_normalize_cached_attention)
+def cached_attention(q, k, v, pos, *, scale):
+    """softmax(position_mask(q @ k^T * scale, pos)) @ v: query i sees cache rows 0..pos + i (no rows: NaN)."""
+    scores = np.matmul(q, np.swapaxes(k, -1, -2)) * np.float32(scale)
+    masked = np.where(position_allowed(q.shape[-2], k.shape[-2], _position(pos)), scores, np.float32(-np.inf))
+    shifted = np.exp(masked - masked.max(axis=-1, keepdims=True))
+    return np.matmul(shifted / shifted.sum(axis=-1, keepdims=True), v)
