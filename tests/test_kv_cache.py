@@ -52,10 +52,11 @@ def decode_in_the_interpreter(graphs, ids) -> np.ndarray:
 
 @settings(max_examples=min(12, settings.default.max_examples), deadline=None)
 @given(layers=st.integers(1, 2), heads=st.sampled_from([1, 2, 4]), prompt_len=st.integers(1, 5),
-       seed=st.integers(0, 2**16))
-def test_decode_graph_equals_full_recompute_after_every_prefix(layers, heads, prompt_len, seed):
+       seed=st.integers(0, 2**16), fuse=st.booleans())
+def test_decode_graph_equals_full_recompute_after_every_prefix(layers, heads, prompt_len, seed, fuse):
     model = tiny_gpt(layers, heads, seed)
-    graphs = rewrite_for_kv_cache(tf.trace(model, np.zeros((1, prompt_len), np.int64)), MAX_LEN)
+    graphs = rewrite_for_kv_cache(tf.trace(model, np.zeros((1, prompt_len), np.int64)), MAX_LEN, fuse)
+    assert ("cached_attention" in str(graphs.decode)) == fuse
     graphs.decode.verify()
     assert len(graphs.attentions) == layers and graphs.cache_type.shape == (1, heads, MAX_LEN, DIM // heads)
     ids = np.random.default_rng(seed).integers(0, VOCAB, MAX_LEN).tolist()
@@ -70,7 +71,10 @@ def test_prefill_is_the_traced_graph_with_each_layers_k_and_v():
         ["f32[1,5,13]"] + ["f32[1,2,5,4]"] * 4
     assert len(graph.outputs) == 1  # the traced graph is left as it was
     text = str(graphs.decode)
-    assert "cache_write(%k_cache.0, " in text and "position_mask(" in text and "causal_mask" not in text
+    assert "cache_write(%k_cache.0, " in text and "cached_attention(" in text and "{scale=0.5}" in text
+    assert "causal_mask" not in text and "softmax" not in text
+    unfused = str(rewrite_for_kv_cache(graph, MAX_LEN, fuse_attention=False).decode)
+    assert "position_mask(" in unfused and "cached_attention" not in unfused
 
 
 # --- compiled: tf.compile_generator -------------------------------------------------------------------

@@ -8,6 +8,7 @@ one-token decode graph that reads and writes per-layer K/V caches of `max_len` r
     %13 = matmul(%q, %k) {transpose_b=true}             %k2 = cache_write(%k_cache.0, %k, %pos)
     %16 = causal_mask(%15) : f32[1,H,4,4]               %13 = matmul(%q, %k2) {transpose_b=true} : f32[1,H,1,16]
     %18 = matmul(%17, %v)                               %16 = position_mask(%15, %pos) ; %18 = matmul(%17, %v2)
+                                                        (then fused: %18 = cached_attention(%q, %k2, %v2, %pos))
     return %logits                                      return %logits : f32[1,1,V], %k2, %v2 (the new caches)
 
 Attention is found by its dataflow, not by module names: a softmax over the last axis whose
@@ -18,9 +19,10 @@ each position separately, which the rewrite proves by following the sequence axi
 node (elementwise ops, linear, layer_norm, gather, a softmax over features, reshapes that keep the
 leading axes, transposes); anything else, bidirectional attention or a mask that is not causal
 raises KVCacheError naming the node. Prefill is the traced graph itself with each layer's k and v
-([1,H,S,D]) as extra outputs. Decode attention computes over all max_len cache rows, rows after
-`pos` masked to -inf (a kernel that stops at pos + 1 is the follow-up), and returns the caches as
-outputs, which the caller feeds back in.
+([1,H,S,D]) as extra outputs. Decode attention is then fused into cached_attention(q, k2, v2, pos),
+whose kernel reads only cache rows 0..pos (without the fusion it computes over all max_len rows,
+those after pos masked to -inf). The decode graph returns the caches as outputs, which the caller
+feeds back in (in place: CompiledModel's `out=`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 
 from .. import ir
 from ..ir import DType, Graph, Node, TensorType
+from .dead_code import eliminate_dead_code
 
 SCALE_OPS = ("mul", "div")  # scores scaled by a scalar constant on the way to the mask
 ROW_OPS = ("linear", "layer_norm")  # ops that act on the last axis of each position
@@ -277,8 +280,40 @@ class _Decode:
         return self.call(node, [operands[0], written])
 
 
-def rewrite_for_kv_cache(graph: Graph, max_len: int) -> KVCacheGraphs:
-    """The prefill and decode graphs of a GPT graph traced on tokens[1, S] (see the module docstring)."""
+def _scaling(node: Node) -> tuple[float, Node]:
+    """(s, x) when node = x * s or x / s for a scalar constant s; (1, node) otherwise."""
+    if node.op in SCALE_OPS and _is_scalar_constant(node.inputs[1]):
+        value = float(node.inputs[1].value.reshape(()))
+        return (value if node.op == "mul" else 1.0 / value), node.inputs[0]
+    if node.op == "mul" and _is_scalar_constant(node.inputs[0]):
+        return float(node.inputs[0].value.reshape(())), node.inputs[1]
+    return 1.0, node
+
+
+def fuse_cached_attention(graph: Graph) -> Graph:
+    """matmul(softmax(position_mask(matmul(q, k) {transpose_b} * s, pos)), v), k and v written caches,
+    becomes cached_attention(q, k, v, pos) {scale=s}, whose kernel reads only the rows up to pos."""
+    for node in list(graph.nodes):
+        if node.op != "matmul" or node.attrs["transpose_a"] or node.attrs["transpose_b"]:
+            continue
+        weights, v = node.inputs
+        if weights.op != "softmax" or weights.attrs["axis"] != weights.type.rank - 1 or v.op != "cache_write" \
+                or weights.inputs[0].op != "position_mask":
+            continue
+        scaled, pos = weights.inputs[0].inputs
+        scale, scores = _scaling(scaled)
+        if scores.op != "matmul" or not scores.attrs["transpose_b"] or scores.attrs["transpose_a"] \
+                or scores.inputs[1].op != "cache_write":
+            continue
+        with graph.inserting_before(node):
+            fused = graph.call("cached_attention", [*scores.inputs, v, pos], {"scale": scale})
+        node.replace_all_uses_with(fused)
+    return eliminate_dead_code(graph)
+
+
+def rewrite_for_kv_cache(graph: Graph, max_len: int, fuse_attention: bool = True) -> KVCacheGraphs:
+    """The prefill and decode graphs of a GPT graph traced on tokens[1, S] (see the module docstring);
+    `fuse_attention=False` keeps decode attention as matmul, position_mask, softmax, matmul over max_len rows."""
     tokens = _tokens_input(graph)
     length = tokens.shape[1]
     if not length <= max_len:
@@ -292,7 +327,7 @@ def rewrite_for_kv_cache(graph: Graph, max_len: int) -> KVCacheGraphs:
             raise KVCacheError(f"kv-cache: the position table %{table.name} has {table.shape[0]} rows, "
                                f"fewer than max_len {max_len}")
     decode = _Decode(graph, attentions, max_len)
-    decoded = decode.build()
+    decoded = fuse_cached_attention(decode.build()) if fuse_attention else decode.build()
     prefill = graph.copy()
     prefill.outputs = prefill.outputs + [prefill.node(node.name) for a in attentions for node in (a.k, a.v)]
     return KVCacheGraphs(prefill, decoded, tuple(attentions), length, max_len, decode.caches[0].type)
