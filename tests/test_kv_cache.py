@@ -192,3 +192,30 @@ def test_a_graph_without_attention_or_with_a_short_position_table_is_refused():
         rewrite_for_kv_cache(tf.trace(nn.Embedding(VOCAB, DIM), np.zeros((1, 4), np.int64)), MAX_LEN)
     with pytest.raises(KVCacheError, match="has 12 rows, fewer than max_len 20"):
         rewrite_for_kv_cache(tf.trace(tiny_gpt(), np.zeros((1, 4), np.int64)), 20)
+
+
+class LearnedPositions(nn.Module):
+    """Embedding + nn.PositionalEncoding (its table sliced to [:seq]: a constant, not a gather) + a block."""
+
+    def __init__(self):
+        rng = np.random.default_rng(5)
+        self.embedding = nn.Embedding(VOCAB, DIM, rng=rng)
+        self.positions = nn.PositionalEncoding(MAX_LEN, DIM, rng=rng)
+        self.block = nn.TransformerBlock(DIM, 2, rng=rng)
+
+    def forward(self, tokens):
+        return self.block(self.positions(self.embedding(tokens)), CAUSAL)
+
+
+def test_a_constant_that_varies_along_the_positions_is_refused():
+    with pytest.raises(KVCacheError, match="varies along the sequence axis but is not computed from the tokens"):
+        rewrite_for_kv_cache(tf.trace(LearnedPositions(), np.zeros((1, 4), np.int64)), MAX_LEN)
+
+
+def test_the_decode_graph_prints_and_parses_back_and_quantize_is_not_supported_yet():
+    graphs = rewrite_for_kv_cache(tf.trace(tiny_gpt(), np.zeros((1, 3), np.int64)), MAX_LEN)
+    text = str(graphs.decode)
+    assert "%k_cache.0: f32[1,2,12,4] {state=true}" in text and "%pos: i64[1]" in text
+    assert str(tf.ir.parse(text, graphs.decode.constants())) == text
+    with pytest.raises(NotImplementedError, match="quantize=None only"):
+        tf.compile_generator(tiny_gpt(), MAX_LEN, quantize="int8")
