@@ -7,13 +7,17 @@
 
 Two compiled graphs: prefill(tokens[1, prompt_len]) -> logits and each layer's k and v, copied into
 the caches' first rows; decode(token[1,1], pos, caches...) -> logits[1,1,V] and the caches with row
-`pos` written. A prompt of exactly prompt_len tokens is one prefill call; a longer one is a prefill
-of its first prompt_len tokens and one decode step per remaining token; a shorter one is one decode
-step per token (always correct, slower than a prefill). Prompt and new tokens together must fit in
-max_len. The caches are numpy arrays the generator owns, updated in place: each decode step takes
-them as inputs and writes them as outputs (`out=`). Inside the step each cache is still copied twice
-(cache_write builds the new cache in the workspace, the entry copies it out): 4 * layers * H * max_len
-* D floats moved per token; writing only the new row is the follow-up.
+`pos` written. A prompt of up to prompt_len tokens is one prefill call, padded at the end with
+token 0: the model is causal, so the real positions' logits, k and v do not depend on the padding,
+and the cache rows the padding fills are each overwritten by the decode step at that position
+before any query reads them. A longer prompt is a prefill of its first prompt_len tokens and one
+decode step per remaining token. Prompt and new tokens together must fit in max_len.
+
+The caches are numpy arrays the generator owns, updated in place: each decode step takes them as
+inputs and writes them as outputs (`out=`). Inside the step each cache is still copied twice
+(cache_write builds the new cache in the workspace, the entry copies it out): 4 * layers * H *
+max_len * D floats moved per token; writing only the new row is the follow-up. Attention itself
+reads only the rows up to the position (cached_attention).
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ from .ir import Graph
 from .passes.kv_cache import KVCacheGraphs, rewrite_for_kv_cache
 from .runtime import CompiledModel
 
+PAD_ID = 0  # what a prompt shorter than prompt_len is padded with for the prefill (any valid id would do)
+
 
 @dataclass
 class GenerationStats:
-    """What the last generate/stream call took: prefill time, decode steps and time, cache size."""
+    """What the last generate/stream call took: the prompt's time (the prefill call and, for a prompt
+    longer than prompt_len, its decode steps), decode steps of new tokens and their time, cache size."""
 
     prompt_tokens: int = 0
     prefill_seconds: float = 0.0
@@ -91,15 +98,13 @@ class Generator:
     def _prefill(self, tokens: list[int]) -> np.ndarray:
         """Reset and feed `tokens`; the logits after each of them, [len(tokens), V]."""
         self.reset()
-        logits = []
-        if len(tokens) >= self.prompt_len:
-            outputs = self.prefill_model(np.array([tokens[:self.prompt_len]], np.int64))
-            for cache, written in zip(self.caches, outputs[1:], strict=True):
-                cache[:, :, :self.prompt_len] = written
-            self.position = self.prompt_len
-            logits.extend(outputs[0][0])
-        rest = tokens[self.position:]
-        logits.extend(self._step(token) for token in rest)
+        head = tokens[:self.prompt_len]
+        outputs = self.prefill_model(np.array([head + [PAD_ID] * (self.prompt_len - len(head))], np.int64))
+        for cache, written in zip(self.caches, outputs[1:], strict=True):
+            cache[:, :, :self.prompt_len] = written
+        self.position = len(head)
+        logits = list(outputs[0][0, :len(head)])
+        logits.extend(self._step(token) for token in tokens[len(head):])
         return np.stack(logits)
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:

@@ -88,7 +88,7 @@ def generator():
 @settings(max_examples=min(10, settings.default.max_examples), deadline=None)
 @given(ids=st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=MAX_LEN))
 def test_compiled_cache_logits_equal_full_recompute_for_every_prompt_length(generator, ids):
-    """Shorter than prompt_len: decode steps only; longer: a prefill, then decode steps."""
+    """Up to prompt_len: one padded prefill; longer: a prefill, then decode steps."""
     np.testing.assert_allclose(generator.logits(ids), full_recompute(tiny_gpt(), ids), **TOLERANCE)
 
 
