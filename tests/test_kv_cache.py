@@ -219,3 +219,12 @@ def test_the_decode_graph_prints_and_parses_back_and_quantize_is_not_supported_y
     assert str(tf.ir.parse(text, graphs.decode.constants())) == text
     with pytest.raises(NotImplementedError, match="quantize=None only"):
         tf.compile_generator(tiny_gpt(), MAX_LEN, quantize="int8")
+
+
+def test_the_generator_on_armv8_gives_the_logits_of_full_recompute_and_updates_its_caches_in_place():
+    ids = [5, 0, 12, 3, 9, 1, 7]  # a prefill of 4 tokens, then 3 decode steps; then a padded prefill of 2
+    with tf.compile_generator(tiny_gpt(), MAX_LEN, prompt_len=4, target="armv8") as generator:
+        caches = [id(cache) for cache in generator.caches]
+        np.testing.assert_allclose(generator.logits(ids), full_recompute(tiny_gpt(), ids), **TOLERANCE)
+        np.testing.assert_allclose(generator.logits(ids[:2]), full_recompute(tiny_gpt(), ids[:2]), **TOLERANCE)
+        assert [id(cache) for cache in generator.caches] == caches
