@@ -3,8 +3,9 @@
 
     python benchmarks/bench_kv.py [--rounds 9] [--threads 2] [--positions 15 63 127 255] [--quiet]
 
-"cache" is one decode step of tf.compile_generator at position p (the caches filled by a real
-prefill and decode steps up to p, as in generation); "recompute" is tf.compile of the same GPT
+"cache" is one compiled decode step of tf.compile_generator at position p (the caches filled by a
+real prefill and decode steps up to p, as in generation; the generator's writing of the step's new
+k and v rows into its caches, a few microseconds, is not in it); "recompute" is tf.compile of the same GPT
 traced on tokens[1, p + 1], one full forward for the logits of the last position (what generation
 without a cache pays for that token). Timed interleaved (harness.py: random order each round, a
 sleep before each sample, medians). Then a whole greedy generation (prompt 16, up to the context
@@ -35,13 +36,11 @@ def compare(generator, model: nn.GPT, ids: list[int], position: int, args) -> No
     """Time one decode step at `position` against one full forward on tokens[1, position + 1]; print a row."""
     generator.logits(ids[:position])  # prefill and steps up to position - 1: the caches as in generation
     caches, token = generator.caches, np.array([[ids[position]]], np.int64)
-    pos, logits = np.array([position], np.int64), np.empty((1, 1, VOCAB), np.float32)
-    tokens = np.array([ids[:position + 1]], np.int64)
+    pos, tokens = np.array([position], np.int64), np.array([ids[:position + 1]], np.int64)
     with tf.compile(model, tokens, threads=args.threads) as recompute:
-        generator.decode_model(token, pos, *caches, out=[logits, *caches])  # rewrites row `position` alike
+        logits = generator.decode_model(token, pos, *caches)[0]
         np.testing.assert_allclose(logits[0, 0], recompute(tokens)[0, -1], rtol=1e-3, atol=1e-4)
-        samples = measure_samples({"cache": lambda: generator.decode_model(token, pos, *caches,
-                                                                           out=[logits, *caches]),
+        samples = measure_samples({"cache": lambda: generator.decode_model(token, pos, *caches),
                                    "recompute": lambda: recompute(tokens)}, args.rounds, not args.quiet)
     cache_time, recompute_time = (float(np.median(samples[name])) for name in ("cache", "recompute"))
     print(f"{position:>8} {format_time(cache_time):>10} {format_time(recompute_time):>10} "

@@ -13,11 +13,10 @@ and the cache rows the padding fills are each overwritten by the decode step at 
 before any query reads them. A longer prompt is a prefill of its first prompt_len tokens and one
 decode step per remaining token. Prompt and new tokens together must fit in max_len.
 
-The caches are numpy arrays the generator owns, updated in place: each decode step takes them as
-inputs and writes them as outputs (`out=`). Inside the step each cache is still copied twice
-(cache_write builds the new cache in the workspace, the entry copies it out): 4 * layers * H *
-max_len * D floats moved per token; writing only the new row is the follow-up. Attention itself
-reads only the rows up to the position (cached_attention).
+The caches are numpy arrays the generator owns: the compiled graphs only read them and return
+each layer's new k and v rows, which the generator writes in (prefill: rows 0..prompt_len-1; decode:
+row pos). Attention reads only the rows up to the position (cached_attention), so a decode step's
+cost grows with the position, not with max_len.
 """
 
 from __future__ import annotations
@@ -89,11 +88,11 @@ class Generator:
         """Feed one token at the current position; its logits[V]."""
         if self.position >= self.max_len:
             raise ValueError(f"the cache is full: all max_len={self.max_len} positions are used")
-        logits = np.empty(self.decode_model.output_types[0].shape, np.float32)
-        self.decode_model(np.array([[token]], np.int64), np.array([self.position], np.int64), *self.caches,
-                          out=[logits, *self.caches])
+        outputs = self.decode_model(np.array([[token]], np.int64), np.array([self.position], np.int64), *self.caches)
+        for cache, row in zip(self.caches, outputs[1:], strict=True):
+            cache[:, :, self.position:self.position + 1] = row
         self.position += 1
-        return logits[0, 0]
+        return outputs[0][0, 0]
 
     def _prefill(self, tokens: list[int]) -> np.ndarray:
         """Reset and feed `tokens`; the logits after each of them, [len(tokens), V]."""

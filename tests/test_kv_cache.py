@@ -37,15 +37,21 @@ def full_recompute(model, ids) -> np.ndarray:
     return tf.interpret(tf.trace(model, tokens), tokens)[0]
 
 
-def decode_in_the_interpreter(graphs, ids) -> np.ndarray:
-    """logits[len(ids), V]: one interpreted decode step per token, the caches fed back."""
+def interpreted_steps(graphs, ids) -> tuple[np.ndarray, list[np.ndarray]]:
+    """logits[len(ids), V] and the caches: one interpreted decode step per token, its new k and v
+    rows written into the caches at its position."""
     caches = [np.zeros(graphs.cache_type.shape, np.float32) for _ in range(2 * len(graphs.attentions))]
     logits = []
     for pos, token in enumerate(ids):
         outputs = tf.interpret(graphs.decode, np.array([[token]]), np.array([pos]), *caches)
         logits.append(outputs[0][0, 0])
-        caches = list(outputs[1:])
-    return np.stack(logits)
+        for cache, row in zip(caches, outputs[1:], strict=True):
+            cache[:, :, pos:pos + 1] = row
+    return np.stack(logits), caches
+
+
+def decode_in_the_interpreter(graphs, ids) -> np.ndarray:
+    return interpreted_steps(graphs, ids)[0]
 
 
 # --- the rewrite, in the reference interpreter ------------------------------------------------------
@@ -70,11 +76,13 @@ def test_prefill_is_the_traced_graph_with_each_layers_k_and_v():
     assert [str(t) for t in (node.type for node in graphs.prefill.outputs)] == \
         ["f32[1,5,13]"] + ["f32[1,2,5,4]"] * 4
     assert len(graph.outputs) == 1  # the traced graph is left as it was
+    assert [str(node.type) for node in graphs.decode.outputs] == ["f32[1,1,13]"] + ["f32[1,2,1,4]"] * 4
     text = str(graphs.decode)
-    assert "cache_write(%k_cache.0, " in text and "cached_attention(" in text and "{scale=0.5}" in text
-    assert "causal_mask" not in text and "softmax" not in text
+    assert "cached_attention(%6, %k_cache.0, %v_cache.0, %9, %12, %pos) {scale=0.5}" in text
+    assert "causal_mask" not in text and "softmax" not in text and "cache_write" not in text
     unfused = str(rewrite_for_kv_cache(graph, MAX_LEN, fuse_attention=False).decode)
-    assert "position_mask(" in unfused and "cached_attention" not in unfused
+    assert "cache_write(%k_cache.0, %9, %pos)" in unfused and "position_mask(" in unfused
+    assert "cached_attention" not in unfused
 
 
 # --- compiled: tf.compile_generator -------------------------------------------------------------------
@@ -124,9 +132,7 @@ def test_one_decode_step_compiled_for_armv8_equals_the_reference():
     model = tiny_gpt(seed=4)
     graphs = rewrite_for_kv_cache(tf.trace(model, np.zeros((1, 3), np.int64)), MAX_LEN)
     ids = [4, 9, 1, 0, 11]
-    caches = [np.zeros(graphs.cache_type.shape, np.float32) for _ in range(4)]
-    for pos, token in enumerate(ids[:-1]):
-        caches = list(tf.interpret(graphs.decode, np.array([[token]]), np.array([pos]), *caches)[1:])
+    _, caches = interpreted_steps(graphs, ids[:-1])
     inputs = (np.array([[ids[-1]]]), np.array([len(ids) - 1]), *caches)
     with tf.compile(graphs.decode, target="armv8") as compiled:
         actual = compiled(*inputs)

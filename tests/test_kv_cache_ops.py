@@ -111,19 +111,23 @@ def test_native_cache_write_clamps_a_bad_position_inside_the_cache(pos, start):
 
 # --- cached_attention -----------------------------------------------------------------------------
 
-def test_cached_attention_is_the_masked_softmax_attention_it_fuses():
-    q, k, v, pos = randn(1, 2, 2, 4), randn(1, 2, 7, 4), randn(1, 2, 7, 4), np.array([3], np.int64)
-    scores = evaluate("mul", [evaluate("matmul", [q, k], {"transpose_b": True}), np.float32(0.5)], {})
+def test_cached_attention_is_the_masked_softmax_attention_over_the_written_caches():
+    q, k_cache, v_cache = randn(1, 2, 2, 4), randn(1, 2, 7, 4), randn(1, 2, 7, 4)
+    k, v, pos = randn(1, 2, 2, 4), randn(1, 2, 2, 4), np.array([3], np.int64)
+    keys, values = (evaluate("cache_write", [cache, new, pos], {}) for cache, new in ((k_cache, k), (v_cache, v)))
+    scores = evaluate("mul", [evaluate("matmul", [q, keys], {"transpose_b": True}), np.float32(0.5)], {})
     weights = evaluate("softmax", [evaluate("position_mask", [scores, pos], {})], {"axis": -1})
-    np.testing.assert_allclose(evaluate("cached_attention", [q, k, v, pos], {"scale": 0.5}),
-                               evaluate("matmul", [weights, v], {}), rtol=1e-6, atol=1e-6)
-    assert np.isnan(evaluate("cached_attention", [q, k, v, np.array([-5], np.int64)], {"scale": 1.0})).all()
+    np.testing.assert_allclose(evaluate("cached_attention", [q, k_cache, v_cache, k, v, pos], {"scale": 0.5}),
+                               evaluate("matmul", [weights, values], {}), rtol=1e-6, atol=1e-6)
+    with pytest.raises(OpError, match="outside a cache of 7 rows"):
+        evaluate("cached_attention", [q, k_cache, v_cache, k, v, np.array([6], np.int64)], {"scale": 1.0})
 
 
 @pytest.mark.parametrize("types, attrs, message", [
-    ([(1, 2, 1, 4), (1, 2, 6, 4), (1, 2, 5, 4)], {}, "k, v caches"),
-    ([(1, 2, 1, 3), (1, 2, 6, 4), (1, 2, 6, 4)], {}, "same leading axes"),
-    ([(1, 2, 1, 4), (1, 2, 6, 4), (1, 2, 6, 4)], {"scale": float("inf")}, "finite"),
+    ([(1, 2, 1, 4), (1, 2, 6, 4), (1, 2, 5, 4), (1, 2, 1, 4), (1, 2, 1, 4)], {}, "k, v caches"),
+    ([(1, 2, 1, 3), (1, 2, 6, 4), (1, 2, 6, 4), (1, 2, 1, 3), (1, 2, 1, 3)], {}, "same leading axes"),
+    ([(1, 2, 1, 4), (1, 2, 6, 4), (1, 2, 6, 4), (1, 2, 2, 4), (1, 2, 2, 4)], {}, "queries, D"),
+    ([(1, 2, 1, 4), (1, 2, 6, 4), (1, 2, 6, 4), (1, 2, 1, 4), (1, 2, 1, 4)], {"scale": float("inf")}, "finite"),
 ])
 def test_cached_attention_type_errors_name_the_problem(types, attrs, message):
     operands = [TensorType(shape, DType.f32) for shape in types] + [TensorType((1,), DType.i64)]
@@ -134,15 +138,16 @@ def test_cached_attention_type_errors_name_the_problem(types, attrs, message):
 @st.composite
 def attention_cases(draw):
     heads, rows, features = draw(st.integers(1, 3)), draw(st.integers(1, 20)), draw(st.integers(1, 9))
-    queries = draw(st.integers(1, 3))
-    pos = draw(st.integers(0, rows - 1))
+    queries = draw(st.integers(1, min(3, rows)))
+    pos = draw(st.integers(0, rows - queries))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     graph = ir.Graph()
     nodes = [graph.add_input(name, TensorType((1, heads, length, features), DType.f32))
-             for name, length in (("q", queries), ("k", rows), ("v", rows))]
+             for name, length in (("q", queries), ("k_cache", rows), ("v_cache", rows), ("k", queries),
+                                  ("v", queries))]
     nodes.append(graph.add_input("pos", TensorType((1,), DType.i32)))
     graph.outputs = [graph.call("cached_attention", nodes, {"scale": draw(st.sampled_from([1.0, 0.35]))})]
-    arrays = [(rng.standard_normal(node.shape) * 3).astype(np.float32) for node in nodes[:3]]
+    arrays = [(rng.standard_normal(node.shape) * 3).astype(np.float32) for node in nodes[:5]]
     return graph, [*arrays, np.array([pos], np.int32)]
 
 

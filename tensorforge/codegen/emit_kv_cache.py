@@ -7,13 +7,15 @@
     %m = position_mask(%s, %pos) : f32[1,2,1,16]
       for o, i, j:  out[o, i, j] = j <= i + pos ? s[o, i, j] : -inf
 
-    %o = cached_attention(%q, %k, %v, %pos) {scale=0.5} : f32[1,2,1,4]       with %k, %v : f32[1,2,16,4]
-      for o, i:  n = clamp(pos + i + 1, 0, 16)                  only the cache rows a query sees
-                 s[j] = scale * q[o, i, :] . k[o, j, :]  for j < n;  e[j] = exp(s[j] - max(s))   (scratch)
-                 out[o, i, :] = sum(e[j] * v[o, j, :]) / sum(e)
+    %o = cached_attention(%q, %kc, %vc, %k, %v, %pos) {scale=0.5} : f32[1,2,1,4]    %kc, %vc : f32[1,2,16,4]
+      start = clamp(pos, 0, 16 - 1)                             where cache_write would write %k, %v
+      for o, i:  key j < start: row j of %kc, %vc; start <= j <= start + i: row j - start of %k, %v
+                 s[j] = scale * q[o, i, :] . key[j];  e[j] = exp(s[j] - max(s))      (scratch)
+                 out[o, i, :] = sum(e[j] * value[j]) / sum(e)
 
 The clamp is what keeps a bad position from writing (cache_write) or reading (cached_attention)
-outside the cache; the reference raises (cache_write) or gives NaN rows (no key to attend to).
+outside the cache; the reference raises instead. cached_attention reads the caches (never copies
+or writes them) and only their rows before the position.
 """
 
 from __future__ import annotations
@@ -98,6 +100,15 @@ def cached_attention_scratch_bytes(node, target, packed) -> int:
     return node.inputs[1].shape[-2] * 4
 
 
+def _row(builder: ir.IRBuilder, j: ir.Value, start: ir.Value, cache: ir.Value, new: ir.Value, features: int,
+         name: str) -> ir.Value:
+    """The address of key/value row j: the cache's row j before `start`, the new rows' row j - start after."""
+    before = builder.icmp_signed("<", j, start, name=f"{name}.cached")
+    index = builder.select(before, j, builder.sub(j, start), name=f"{name}.index")
+    base = builder.select(before, cache, new, name=f"{name}.base")
+    return element_pointer(builder, base, add_offsets(builder, 0, index, features), F32, name)
+
+
 def emit_cached_attention(kernel: Kernel) -> None:
     """Per matrix and query: the scaled scores of the rows it sees, their softmax, the weighted sum of v."""
     node, builder = kernel.node, kernel.builder
@@ -105,25 +116,27 @@ def emit_cached_attention(kernel: Kernel) -> None:
         return
     queries, features = node.shape[-2:]
     rows = kernel.operand_type(1).shape[-2]
-    q, k, v = kernel.inputs[:3]
+    q, k_cache, v_cache, k_new, v_new = kernel.inputs[:5]
     scores, out = kernel.scratch, kernel.output
     scale = ir.Constant(F32, node.attrs["scale"])
-    position = _load_position(kernel, 3)
+    position = _load_position(kernel, 5)
+    at_least_zero = call_intrinsic(builder, "llvm.smax.i64", I64, [position, i64(0)], "pos.low")
+    start = call_intrinsic(builder, "llvm.smin.i64", I64, [at_least_zero, i64(rows - queries)], "start")
     zero = ir.Constant(F32, 0.0)
     with for_range(builder, node.type.size // (queries * features), "matrix") as m, \
             for_range(builder, queries, "query") as i:
-        seen = builder.add(builder.add(position, i, name="last_key"), i64(1), name="seen")
-        at_least_zero = call_intrinsic(builder, "llvm.smax.i64", I64, [seen, i64(0)], "seen.low")
-        count = call_intrinsic(builder, "llvm.smin.i64", I64, [at_least_zero, i64(rows)], "count")
-        q_row = element_pointer(builder, q, add_offsets(builder, add_offsets(builder, 0, m, queries * features), i,
-                                                        features, "q.at"), F32, "q_row")
-        k_matrix = element_pointer(builder, k, add_offsets(builder, 0, m, rows * features), F32, "k_matrix")
-        v_matrix = element_pointer(builder, v, add_offsets(builder, 0, m, rows * features), F32, "v_matrix")
-        out_row = element_pointer(builder, out, add_offsets(builder, add_offsets(builder, 0, m, queries * features),
-                                                            i, features, "out.at"), F32, "out_row")
+        count = builder.add(builder.add(start, i, name="last_key"), i64(1), name="count")
+        matrix = add_offsets(builder, 0, m, queries * features, "matrix.at")
+        cache_matrix = add_offsets(builder, 0, m, rows * features, "cache.at")
+        q_row = element_pointer(builder, q, add_offsets(builder, matrix, i, features, "q.at"), F32, "q_row")
+        out_row = element_pointer(builder, out, add_offsets(builder, matrix, i, features, "out.at"), F32, "out_row")
+        k_cached, v_cached = (element_pointer(builder, cache, cache_matrix, F32, name)
+                              for cache, name in ((k_cache, "k_cached"), (v_cache, "v_cached")))
+        k_fresh, v_fresh = (element_pointer(builder, new, matrix, F32, name)
+                            for new, name in ((k_new, "k_fresh"), (v_new, "v_fresh")))
 
         def score(j: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
-            k_row = element_pointer(builder, k_matrix, add_offsets(builder, 0, j, features), F32, "k_row")
+            k_row = _row(builder, j, start, k_cached, k_fresh, features, "k_row")
 
             def product(d: ir.Value, total: list[ir.Value]) -> list[ir.Value]:
                 term = builder.fmul(load_element(builder, q_row, d, F32, "q"),
@@ -148,7 +161,7 @@ def emit_cached_attention(kernel: Kernel) -> None:
 
         def accumulate(j: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
             e = load_element(builder, scores, j, F32, "e")
-            v_row = element_pointer(builder, v_matrix, add_offsets(builder, 0, j, features), F32, "v_row")
+            v_row = _row(builder, j, start, v_cached, v_fresh, features, "v_row")
             with for_range(builder, features, "feature") as d:
                 weighted = builder.fmul(e, load_element(builder, v_row, d, F32, "v"), name="weighted")
                 store_element(builder, builder.fadd(load_element(builder, out_row, d, F32, "acc"), weighted,

@@ -1,6 +1,7 @@
 """KV-cache ops: cache_write (rows of a cache replaced at a run-time position), position_mask
-(the causal mask of queries that start at a run-time position) and cached_attention (both fused
-with the scaled q @ k^T before and the softmax and @ v after, reading only the keys up to pos + i).
+(the causal mask of queries that start at a run-time position) and cached_attention (the two
+cache_writes, the scaled q @ k^T, the mask, the softmax and @ v in one op that reads only the cache
+rows before pos and the new rows, and copies no cache).
 
     %k2 = cache_write(%k_cache, %k, %pos) : f32[1,2,16,4]     k_cache: f32[1,2,16,4], k: f32[1,2,1,4], pos: i64[1]
     %m = position_mask(%scores, %pos) : f32[1,2,1,16]         -inf where key j > pos + query i
@@ -10,7 +11,7 @@ A decode step of causal attention over a cache of max_len rows (passes/kv_cache.
     %k2 = cache_write(%k_cache, %k, %pos) ; %v2 = cache_write(%v_cache, %v, %pos)
     %s = matmul(%q, %k2) {transpose_b=true} : f32[1,H,1,L] ; %m = position_mask(mul(%s, %scale), %pos)
     %p = softmax(%m) {axis=3} ; %o = matmul(%p, %v2) : f32[1,H,1,D]
-    %o = cached_attention(%q, %k2, %v2, %pos) {scale=0.5} : f32[1,H,1,D]      (the same, fused)
+    %o = cached_attention(%q, %k_cache, %v_cache, %k, %v, %pos) {scale=0.5} : f32[1,H,1,D]   (the same)
 
 `pos` is one integer (shape [] or [1], any integer dtype). A cache_write whose rows pos..pos+T do
 not fit in the cache is an OpError in the reference; the compiled code clamps the start into
@@ -98,22 +99,25 @@ def _normalize_cached_attention(types, attrs):
 
 
 def _infer_cached_attention(types, attrs):
-    q, k, v, pos = types
+    q, k_cache, v_cache, k, v, pos = types
     _check_position("cached_attention", pos)
-    for t in (q, k, v):
+    for t in types[:5]:
         need_float("cached_attention", t)
-    if q.rank < 2 or not q.rank == k.rank == v.rank or k.shape != v.shape or q.shape[:-2] != k.shape[:-2] \
-            or q.shape[-1] != k.shape[-1]:
-        raise OpError(f"op 'cached_attention' needs q[..., queries, D] and k, v caches [..., rows, D] with the same "
-                      f"leading axes, got {q}, {k}, {v}")
+    if q.rank < 2 or k_cache.shape != v_cache.shape or k.shape != v.shape or k.shape != q.shape \
+            or any(t.rank != q.rank for t in (k_cache, k)) or k_cache.shape[:-2] != q.shape[:-2] \
+            or k_cache.shape[-1] != q.shape[-1] or k_cache.shape[-2] < q.shape[-2]:
+        raise OpError(f"op 'cached_attention' needs q, k, v [..., queries, D] and k, v caches [..., rows, D] "
+                      f"(rows >= queries) with the same leading axes, got {', '.join(str(t) for t in types[:5])}")
     return q
 
 
-@register_op("cached_attention", infer=_infer_cached_attention, operands=4, attrs={"scale": 1.0},
+@register_op("cached_attention", infer=_infer_cached_attention, operands=6, attrs={"scale": 1.0},
              normalize=_normalize_cached_attention)
-def cached_attention(q, k, v, pos, *, scale):
-    """softmax(position_mask(q @ k^T * scale, pos)) @ v: query i sees cache rows 0..pos + i (no rows: NaN)."""
-    scores = np.matmul(q, np.swapaxes(k, -1, -2)) * np.float32(scale)
-    masked = np.where(position_allowed(q.shape[-2], k.shape[-2], _position(pos)), scores, np.float32(-np.inf))
+def cached_attention(q, k_cache, v_cache, k, v, pos, *, scale):
+    """Attention of q over the caches with k and v written at pos (cache_write's OpError if they do not
+    fit): softmax(position_mask(q @ keys^T * scale, pos)) @ values, query i seeing rows 0..pos + i."""
+    keys, values = cache_write(k_cache, k, pos), cache_write(v_cache, v, pos)
+    scores = np.matmul(q, np.swapaxes(keys, -1, -2)) * np.float32(scale)
+    masked = np.where(position_allowed(q.shape[-2], keys.shape[-2], _position(pos)), scores, np.float32(-np.inf))
     shifted = np.exp(masked - masked.max(axis=-1, keepdims=True))
-    return np.matmul(shifted / shifted.sum(axis=-1, keepdims=True), v)
+    return np.matmul(shifted / shifted.sum(axis=-1, keepdims=True), values)

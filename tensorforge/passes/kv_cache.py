@@ -1,5 +1,5 @@
 """kv-cache: from a GPT graph traced on tokens[1, S] (full recompute), a prefill graph and a
-one-token decode graph that reads and writes per-layer K/V caches of `max_len` rows.
+one-token decode graph that reads per-layer K/V caches of `max_len` rows.
 
     traced (S = 4)                                      decode (max_len = 16)
     %tokens : i64[1,4]                                  %token : i64[1,1]   %pos : i64[1]
@@ -8,8 +8,9 @@ one-token decode graph that reads and writes per-layer K/V caches of `max_len` r
     %13 = matmul(%q, %k) {transpose_b=true}             %k2 = cache_write(%k_cache.0, %k, %pos)
     %16 = causal_mask(%15) : f32[1,H,4,4]               %13 = matmul(%q, %k2) {transpose_b=true} : f32[1,H,1,16]
     %18 = matmul(%17, %v)                               %16 = position_mask(%15, %pos) ; %18 = matmul(%17, %v2)
-                                                        (then fused: %18 = cached_attention(%q, %k2, %v2, %pos))
-    return %logits                                      return %logits : f32[1,1,V], %k2, %v2 (the new caches)
+                                                        then fused (fuse_cached_attention):
+                                                        %18 = cached_attention(%q, %k_cache.0, %v_cache.0, %k, %v, %pos)
+    return %logits                                      return %logits : f32[1,1,V], %k, %v (the new rows)
 
 Attention is found by its dataflow, not by module names: a softmax over the last axis whose
 operand comes from `matmul(q, k) {transpose_b}` through multiplications/divisions by a scalar
@@ -19,10 +20,11 @@ each position separately, which the rewrite proves by following the sequence axi
 node (elementwise ops, linear, layer_norm, gather, a softmax over features, reshapes that keep the
 leading axes, transposes); anything else, bidirectional attention or a mask that is not causal
 raises KVCacheError naming the node. Prefill is the traced graph itself with each layer's k and v
-([1,H,S,D]) as extra outputs. Decode attention is then fused into cached_attention(q, k2, v2, pos),
-whose kernel reads only cache rows 0..pos (without the fusion it computes over all max_len rows,
-those after pos masked to -inf). The decode graph returns the caches as outputs, which the caller
-feeds back in (in place: CompiledModel's `out=`).
+([1,H,S,D]) as extra outputs. Decode attention is then fused into cached_attention, whose kernel
+reads the cache rows before pos and the new row, and copies no cache (without the fusion, decode
+copies each cache in cache_write and computes over all max_len rows, those after pos masked to
+-inf). Both graphs return each layer's new k and v rows; the caller owns the caches and writes the
+rows in at 0 (prefill) or pos (decode), so the caches are only ever read by compiled code.
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ class Attention:
 
 @dataclass(frozen=True)
 class KVCacheGraphs:
-    """What the rewrite produces: prefill(tokens[1,S]) -> logits, k0, v0, k1, v1, ... and
-    decode(token[1,1], pos[1], k_cache0, v_cache0, ...) -> logits[1,1,V], k_cache0, v_cache0, ..."""
+    """What the rewrite produces: prefill(tokens[1,S]) -> logits, k0, v0, k1, v1, ... ([1,H,S,D]) and
+    decode(token[1,1], pos[1], k_cache0, v_cache0, ...) -> logits[1,1,V], k0, v0, ... ([1,H,1,D]):
+    both return each layer's new k and v rows, which the caller writes into its caches at 0 / pos."""
 
     prefill: Graph
     decode: Graph
@@ -174,7 +177,7 @@ class _Decode:
         self.pos = self.graph.add_input("pos", TensorType((1,), DType.i64))
         self.new[self.tokens], self.axis[self.tokens] = token, 1
         self.caches: list[Node] = []
-        self.updated: list[Node] = []
+        self.new_rows: list[Node] = []  # each layer's k and v [1,H,1,D]: decode's outputs after the logits
         for index, attention in enumerate(attentions):
             batch, heads, _, head_dim = attention.k.shape
             cache_type = TensorType((batch, heads, max_len, head_dim), attention.k.dtype)
@@ -198,7 +201,7 @@ class _Decode:
         for output in self.traced.outputs:
             if self.axis.get(output) is None:
                 raise self.fail(output, "a graph output that does not run over the positions")
-        self.graph.outputs = [self.new[node] for node in self.traced.outputs] + self.updated
+        self.graph.outputs = [self.new[node] for node in self.traced.outputs] + self.new_rows
         return self.graph
 
     def call(self, node: Node, inputs: list[Node], op: str | None = None, attrs: dict | None = None) -> Node:
@@ -275,7 +278,7 @@ class _Decode:
         if self.axis[value] != 2 or value.type.rank != 4 or (is_scores and self.axis[node.inputs[0]] != 2):
             raise self.fail(node, "attention needs q, k and v as [1, heads, positions, head_dim]")
         written = self.graph.call("cache_write", [cache, operands[1], self.pos], name=f"{cache.name}.written")
-        self.updated.append(written)
+        self.new_rows.append(operands[1])
         self.axis[node] = None if is_scores else 2
         return self.call(node, [operands[0], written])
 
@@ -291,8 +294,9 @@ def _scaling(node: Node) -> tuple[float, Node]:
 
 
 def fuse_cached_attention(graph: Graph) -> Graph:
-    """matmul(softmax(position_mask(matmul(q, k) {transpose_b} * s, pos)), v), k and v written caches,
-    becomes cached_attention(q, k, v, pos) {scale=s}, whose kernel reads only the rows up to pos."""
+    """matmul(softmax(position_mask(matmul(q, cache_write(kc, k, pos)) {transpose_b} * s, pos)),
+    cache_write(vc, v, pos)) becomes cached_attention(q, kc, vc, k, v, pos) {scale=s}, whose kernel
+    reads the cache rows before pos and the new rows, and copies no cache."""
     for node in list(graph.nodes):
         if node.op != "matmul" or node.attrs["transpose_a"] or node.attrs["transpose_b"]:
             continue
@@ -302,11 +306,14 @@ def fuse_cached_attention(graph: Graph) -> Graph:
             continue
         scaled, pos = weights.inputs[0].inputs
         scale, scores = _scaling(scaled)
-        if scores.op != "matmul" or not scores.attrs["transpose_b"] or scores.attrs["transpose_a"] \
-                or scores.inputs[1].op != "cache_write":
+        if scores.op != "matmul" or not scores.attrs["transpose_b"] or scores.attrs["transpose_a"]:
+            continue
+        q, k = scores.inputs
+        if k.op != "cache_write" or k.inputs[2] is not pos or v.inputs[2] is not pos:
             continue
         with graph.inserting_before(node):
-            fused = graph.call("cached_attention", [*scores.inputs, v, pos], {"scale": scale})
+            fused = graph.call("cached_attention", [q, k.inputs[0], v.inputs[0], k.inputs[1], v.inputs[1], pos],
+                               {"scale": scale})
         node.replace_all_uses_with(fused)
     return eliminate_dead_code(graph)
 
