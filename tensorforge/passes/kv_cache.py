@@ -3,7 +3,7 @@ one-token decode graph that reads per-layer K/V caches of `max_len` rows.
 
     traced (S = 4)                                      decode (max_len = 16)
     %tokens : i64[1,4]                                  %token : i64[1,1]   %pos : i64[1]
-    %positions = constant() {value=[0, 1, 2, 3]}        %k_cache.0, %v_cache.0 : f32[1,H,16,D]  {state}
+    %positions = constant() {value=[0, 1, 2, 3]}        %k_cache.0, %v_cache.0 : f32[1,H,16,D]
     %1 = gather(%wpe, %positions) : f32[4,E]       ->   %1 = gather(%wpe, %pos) : f32[1,E]
     %13 = matmul(%q, %k) {transpose_b=true}             %k2 = cache_write(%k_cache.0, %k, %pos)
     %16 = causal_mask(%15) : f32[1,H,4,4]               %13 = matmul(%q, %k2) {transpose_b=true} : f32[1,H,1,16]
@@ -182,7 +182,7 @@ class _Decode:
             batch, heads, _, head_dim = attention.k.shape
             cache_type = TensorType((batch, heads, max_len, head_dim), attention.k.dtype)
             for name in ("k_cache", "v_cache"):
-                self.caches.append(self.graph.add_input(f"{name}.{index}", cache_type, state=True))
+                self.caches.append(self.graph.add_input(f"{name}.{index}", cache_type))
 
     def fail(self, node: Node, why: str) -> KVCacheError:
         return KVCacheError(f"kv-cache: {node.format()}: {why}")
