@@ -6,6 +6,7 @@
     graph = tf.trace(model, x)                 # ir.Graph (print it to read the IR)
     ref = tf.interpret(graph, x)               # reference interpreter (numpy)
     cm = tf.compile(model, x, target="armv8")  # passes + llvmlite -> CompiledModel
+    gen = tf.compile_generator(gpt, max_len=128)  # prefill + decode with a KV cache: gen.generate(ids, 20)
     tf.check(model, x, target="armv8")         # differential test of every pass and the native code
 """
 
@@ -14,6 +15,7 @@ from .api import check, compile, trace
 from .check import CheckError, CheckResult
 from .codegen import CodegenError, Target
 from .frontend import TraceError
+from .generator import Generator, compile_generator
 from .ir import Graph, interpret
 from .passes import PassContext
 from .prune import PruneConfig
@@ -21,7 +23,7 @@ from .quantize import QuantConfig, quantize
 from .runtime import CompiledModel
 
 __all__ = [
-    "CheckError", "CheckResult", "CodegenError", "CompiledModel", "Graph", "PassContext", "PruneConfig", "QuantConfig",
-    "Target", "TraceError",
-    "check", "compile", "interpret", "ir", "nn", "quantize", "trace",
+    "CheckError", "CheckResult", "CodegenError", "CompiledModel", "Generator", "Graph", "PassContext", "PruneConfig",
+    "QuantConfig", "Target", "TraceError",
+    "check", "compile", "compile_generator", "interpret", "ir", "nn", "quantize", "trace",
 ]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from runtime_standin import FAIL, affine_artifact, affine_reference, pair_artifact
 
+from tensorforge.ir import InputError
 from tensorforge.runtime import CompiledModel, NativeError
 from tensorforge.runtime.host import aligned_copy, aligned_empty, data_address
 
@@ -133,3 +134,21 @@ def test_aligned_buffers(nbytes):
 ], ids=["writable", "read-only", "empty", "0-d", "zero-size"])
 def test_data_address(array):
     assert data_address(array) == array.ctypes.data
+
+
+def test_out_writes_into_given_arrays_and_may_be_an_input(affine, x):
+    expected = affine_reference(x)
+    out = np.empty((4, 8), np.float32)
+    assert affine(x, out=[out]) is out
+    np.testing.assert_array_equal(out, expected)
+    state = x.copy()
+    affine(state, out=[state])  # in place: the input is read before the output is written
+    np.testing.assert_array_equal(state, expected)
+    with pytest.raises(InputError, match=r"out\[0\] must be a writeable C-contiguous aligned ndarray f32\[4,8\]"):
+        affine(x, out=[np.empty((4, 8), np.float64)])
+    read_only = np.empty((4, 8), np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(InputError, match="writeable"):
+        affine(x, out=[read_only])
+    with pytest.raises(InputError, match="one per output"):
+        affine(x, out=[])

@@ -18,6 +18,7 @@ from .emit_conv import conv2d_scratch_bytes, emit_batch_norm, emit_conv2d, emit_
 from .emit_conv_gemm import conv_parts, pack_conv_weight
 from .emit_elementwise import emit_binary, emit_cast, emit_float_unary, emit_gelu, emit_neg, emit_relu
 from .emit_fused import emit_fused_elementwise
+from .emit_kv_cache import cached_attention_scratch_bytes, emit_cache_write, emit_cached_attention, emit_position_mask
 from .emit_matmul import emit_linear, emit_matmul, gemm_node_scratch_bytes, gemm_parts, pack_gemm_constant
 from .emit_qgemm import (
     dynamic_scratch_bytes,
@@ -126,6 +127,10 @@ EMIT: dict[str, Lowering] = {
     "layer_norm": Lowering(emit_layer_norm, FLOAT),
     "causal_mask": Lowering(emit_causal_mask, FLOAT),
     "argmax": Lowering(emit_argmax, NUMERIC),
+    # KV cache (emit_kv_cache.py)
+    "cache_write": Lowering(emit_cache_write, ALL),
+    "position_mask": Lowering(emit_position_mask, FLOAT),
+    "cached_attention": Lowering(emit_cached_attention, FLOAT, cached_attention_scratch_bytes),
 }
 
 

@@ -10,6 +10,8 @@
 
 Every pass module is imported here (which registers it) and PIPELINE below is the one listing of
 their order. A pass runs when `ctx.opt_level >= PASSES[name].opt_level` (see `pipeline_for`).
+kv_cache.py is not in the pipeline: it makes two graphs of one (`rewrite_for_kv_cache`, the prefill
+and the decode step of tf.compile_generator), before the pipeline runs on each.
 """
 
 from .absorb_transpose import absorb_transpose
@@ -22,6 +24,7 @@ from .fuse_elementwise import fuse_elementwise
 from .fuse_residual import fuse_residual
 from .insert_quant import LayerQuant, insert_quant
 from .instruments import Instrument, PassVerifyError, SnapshotInstrument, TimingInstrument, VerifyInstrument
+from .kv_cache import KVCacheError, KVCacheGraphs, find_attentions, rewrite_for_kv_cache
 from .lower_quant import lower_quant
 from .manager import PassContext, PassReport, PassRow, PipelineResult, pipeline_for, run_pipeline
 from .registry import PASSES, PassInfo, register_pass
@@ -49,9 +52,11 @@ PIPELINE = [
 ]
 
 __all__ = [
-    "PASSES", "PIPELINE", "Instrument", "PassContext", "PassInfo", "PassReport", "PassRow", "PassVerifyError",
+    "PASSES", "PIPELINE", "Instrument", "KVCacheError", "KVCacheGraphs", "PassContext", "PassInfo", "PassReport",
+    "PassRow", "PassVerifyError",
     "PipelineResult", "SnapshotInstrument", "TimingInstrument", "VerifyInstrument", "absorb_transpose",
     "eliminate_common_subexpressions", "eliminate_dead_code", "fold_batch_norm", "fold_constants", "fuse_activation",
-    "fuse_elementwise", "fuse_residual", "LayerQuant", "insert_quant", "lower_quant", "pipeline_for", "register_pass",
-    "run_pipeline", "simplify", "sparsify",
+    "find_attentions", "fuse_elementwise", "fuse_residual", "LayerQuant", "insert_quant", "lower_quant",
+    "pipeline_for", "register_pass",
+    "rewrite_for_kv_cache", "run_pipeline", "simplify", "sparsify",
 ]

@@ -2,6 +2,7 @@
 
     cm = CompiledModel(artifact)          # host targets: JIT in process; armv8 on x86: qemu runner
     y = cm(x)                             # one output: an array; several: a tuple
+    cm(x, state, out=[y, state])          # outputs written into given arrays (an input's: in place)
     cm.llvm_ir(), cm.assembly()           # what was generated
     cm.memory_report(), cm.profile(x)     # peak activation memory; time per kernel on the roofline
     cm.close()                            # or `with CompiledModel(artifact) as cm: ...`
@@ -67,7 +68,10 @@ class CompiledModel:
         else:
             self._executor = CrossExecutor(artifact, timeout_seconds)
 
-    def __call__(self, *arrays):
+    def __call__(self, *arrays, out: list[np.ndarray] | tuple[np.ndarray, ...] | None = None):
+        """Run on `arrays`; the outputs are new arrays, or written into `out` (one array per output, of
+        its exact shape and dtype, C-contiguous, writeable) and returned. An `out` array may be an
+        input array: an in-place state update (every input is read before any output is written)."""
         executor = self._executor
         if executor is None:
             raise RuntimeError("this CompiledModel is closed")
@@ -82,9 +86,20 @@ class CompiledModel:
             problem = ids.problem(self.input_names[ids.position], arrays[ids.position])
             if problem is not None:
                 raise InputError(problem)
-        outputs = [np.empty(shape, dtype) for shape, dtype in self._output_specs]
+        outputs = [np.empty(shape, dtype) for shape, dtype in self._output_specs] if out is None \
+            else self._check_out(out)
         executor.run(arrays, outputs)
         return outputs[0] if self._single_output else tuple(outputs)
+
+    def _check_out(self, out) -> list[np.ndarray]:
+        if len(out) != len(self._output_specs):
+            raise InputError(f"out= needs {len(self._output_specs)} array(s), one per output, got {len(out)}")
+        for index, (array, (shape, dtype)) in enumerate(zip(out, self._output_specs)):
+            if not _is_ready(array, shape, dtype) or not array.flags.writeable:
+                got = f"{type(array).__name__} {getattr(array, 'dtype', '?')}{list(getattr(array, 'shape', ()))}"
+                raise InputError(f"out[{index}] must be a writeable C-contiguous aligned ndarray "
+                                 f"{self.output_types[index]}, got {got}")
+        return list(out)
 
     def _coerce(self, arrays: tuple) -> list[np.ndarray]:
         """The slow path: documented safe conversions, then the same check as the fast path."""

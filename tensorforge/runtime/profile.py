@@ -62,6 +62,9 @@ def kernel_flops(node: Node) -> int:
         return 8 * size
     if op == "argmax":
         return node.inputs[0].type.size
+    if op == "cached_attention":  # q . key, softmax, weight * value for every cache row (the most: the last position)
+        rows, features = node.inputs[1].shape[-2:]
+        return size * rows * 4 + 14 * rows * (size // features if features else 0)
     if op == "fused_elementwise":
         return size * sum(ELEMENT_FLOPS.get(step[0], 1) for step in node.attrs["program"])
     return size * ELEMENT_FLOPS.get(op, 0)

@@ -1,0 +1,174 @@
+"""Emission of the KV-cache ops: cache_write, position_mask, cached_attention (ir/ops_kv_cache.py).
+
+    %k2 = cache_write(%cache, %new, %pos) : f32[1,2,16,4]     with %new : f32[1,2,1,4]
+      memcpy(out, cache, all of it);  start = clamp(pos, 0, 16 - 1)
+      for o in 0..2:  memcpy(&out[(16*o + start)*4], &new[1*o*4], 1*4 floats)
+
+    %m = position_mask(%s, %pos) : f32[1,2,1,16]
+      for o, i, j:  out[o, i, j] = j <= i + pos ? s[o, i, j] : -inf
+
+    %o = cached_attention(%q, %kc, %vc, %k, %v, %pos) {scale=0.5} : f32[1,2,1,4]    %kc, %vc : f32[1,2,16,4]
+      start = clamp(pos, 0, 16 - 1)                             where cache_write would write %k, %v
+      for o, i:  key j < start: row j of %kc, %vc; start <= j <= start + i: row j - start of %k, %v
+                 s[j] = scale * q[o, i, :] . key[j];  e[j] = exp(s[j] - max(s))      (scratch)
+                 out[o, i, :] = sum(e[j] * value[j]) / sum(e)
+
+The clamp is what keeps a bad position from writing (cache_write) or reading (cached_attention)
+outside the cache; the reference raises instead. cached_attention reads the caches (never copies
+or writes them) and only their rows before the position.
+"""
+
+from __future__ import annotations
+
+import math
+
+from llvmlite import ir
+
+from . import float_math, scalar
+from .emit_reduce import REASSOCIATE
+from .kernel import Kernel
+from .llvm_utils import (
+    F32,
+    I64,
+    add_offsets,
+    call_intrinsic,
+    carried_loop,
+    copy_bytes,
+    element_pointer,
+    fill_elements,
+    for_range,
+    i64,
+    llvm_type,
+    load_element,
+    store_element,
+)
+
+
+def _load_position(kernel: Kernel, index: int) -> ir.Value:
+    """Operand `index` (one integer) widened to i64."""
+    builder, dtype = kernel.builder, kernel.operand_type(index).dtype
+    value = load_element(builder, kernel.inputs[index], 0, llvm_type(dtype), "pos.raw")
+    if value.type.width < 64:
+        widen = builder.sext if scalar.is_signed(dtype) else builder.zext
+        value = widen(value, I64, name="pos")
+    return value
+
+
+def emit_cache_write(kernel: Kernel) -> None:
+    """Copy the cache, then the new rows over rows clamp(pos, 0, rows - count).. of every matrix."""
+    node, builder = kernel.node, kernel.builder
+    if node.type.size == 0:
+        return
+    cache_type, new_type = kernel.operand_type(0), kernel.operand_type(1)
+    rows, features, count = cache_type.shape[-2], cache_type.shape[-1], new_type.shape[-2]
+    itemsize = cache_type.dtype.itemsize
+    copy_bytes(builder, kernel.output, kernel.inputs[0], cache_type.size * itemsize, may_overlap=False)
+    if new_type.size == 0:
+        return
+    position = _load_position(kernel, 2)
+    at_least_zero = call_intrinsic(builder, "llvm.smax.i64", I64, [position, i64(0)], "pos.low")
+    start = call_intrinsic(builder, "llvm.smin.i64", I64, [at_least_zero, i64(rows - count)], "start")
+    matrices = math.prod(cache_type.shape[:-2])
+    with for_range(builder, matrices, "matrix") as m:
+        first_row = add_offsets(builder, add_offsets(builder, 0, m, rows * features), start, features, "first_row")
+        destination = element_pointer(builder, kernel.output, first_row, kernel.element, "destination")
+        source = element_pointer(builder, kernel.inputs[1], add_offsets(builder, 0, m, count * features),
+                                 kernel.element, "source")
+        copy_bytes(builder, destination, source, count * features * itemsize, may_overlap=False)
+
+
+def emit_position_mask(kernel: Kernel) -> None:
+    """out[..., i, j] = x[..., i, j] if j <= i + pos else -inf."""
+    node, builder = kernel.node, kernel.builder
+    if node.type.size == 0:
+        return
+    queries, keys = node.shape[-2:]
+    position = _load_position(kernel, 1)
+    minus_infinity = ir.Constant(F32, float("-inf"))
+    with for_range(builder, node.type.size // (queries * keys), "matrix") as m, for_range(builder, queries, "i") as i:
+        row = add_offsets(builder, add_offsets(builder, 0, m, queries * keys), i, keys, "row")
+        last = builder.add(i, position, name="last_key")
+        with for_range(builder, keys, "j") as j:
+            at = add_offsets(builder, row, j, 1, "at")
+            value = load_element(builder, kernel.inputs[0], at, F32, "score")
+            allowed = builder.icmp_signed("<=", j, last, name="allowed")
+            store_element(builder, builder.select(allowed, value, minus_infinity, name="masked"), kernel.output, at)
+
+
+def cached_attention_scratch_bytes(node, target, packed) -> int:
+    """One score per cache row (reused by every query)."""
+    return node.inputs[1].shape[-2] * 4
+
+
+def _row(builder: ir.IRBuilder, j: ir.Value, start: ir.Value, cache: ir.Value, new: ir.Value, features: int,
+         name: str) -> ir.Value:
+    """The address of key/value row j: the cache's row j before `start`, the new rows' row j - start after."""
+    before = builder.icmp_signed("<", j, start, name=f"{name}.cached")
+    index = builder.select(before, j, builder.sub(j, start), name=f"{name}.index")
+    base = builder.select(before, cache, new, name=f"{name}.base")
+    return element_pointer(builder, base, add_offsets(builder, 0, index, features), F32, name)
+
+
+def emit_cached_attention(kernel: Kernel) -> None:
+    """Per matrix and query: the scaled scores of the rows it sees, their softmax, the weighted sum of v."""
+    node, builder = kernel.node, kernel.builder
+    if node.type.size == 0:
+        return
+    queries, features = node.shape[-2:]
+    rows = kernel.operand_type(1).shape[-2]
+    q, k_cache, v_cache, k_new, v_new = kernel.inputs[:5]
+    scores, out = kernel.scratch, kernel.output
+    scale = ir.Constant(F32, node.attrs["scale"])
+    position = _load_position(kernel, 5)
+    at_least_zero = call_intrinsic(builder, "llvm.smax.i64", I64, [position, i64(0)], "pos.low")
+    start = call_intrinsic(builder, "llvm.smin.i64", I64, [at_least_zero, i64(rows - queries)], "start")
+    zero = ir.Constant(F32, 0.0)
+    with for_range(builder, node.type.size // (queries * features), "matrix") as m, \
+            for_range(builder, queries, "query") as i:
+        count = builder.add(builder.add(start, i, name="last_key"), i64(1), name="count")
+        matrix = add_offsets(builder, 0, m, queries * features, "matrix.at")
+        cache_matrix = add_offsets(builder, 0, m, rows * features, "cache.at")
+        q_row = element_pointer(builder, q, add_offsets(builder, matrix, i, features, "q.at"), F32, "q_row")
+        out_row = element_pointer(builder, out, add_offsets(builder, matrix, i, features, "out.at"), F32, "out_row")
+        k_cached, v_cached = (element_pointer(builder, cache, cache_matrix, F32, name)
+                              for cache, name in ((k_cache, "k_cached"), (v_cache, "v_cached")))
+        k_fresh, v_fresh = (element_pointer(builder, new, matrix, F32, name)
+                            for new, name in ((k_new, "k_fresh"), (v_new, "v_fresh")))
+
+        def score(j: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
+            k_row = _row(builder, j, start, k_cached, k_fresh, features, "k_row")
+
+            def product(d: ir.Value, total: list[ir.Value]) -> list[ir.Value]:
+                term = builder.fmul(load_element(builder, q_row, d, F32, "q"),
+                                    load_element(builder, k_row, d, F32, "k"), name="qk")
+                return [builder.fadd(total[0], term, name="dot", flags=REASSOCIATE)]
+
+            [dot] = carried_loop(builder, i64(0), i64(features), [zero], product, "d")
+            value = builder.fmul(dot, scale, name="score")
+            store_element(builder, value, scores, j)
+            return [scalar.maximum(builder, kernel.dtype, carried[0], value, "largest")]
+
+        [largest] = carried_loop(builder, i64(0), count, [scalar.lowest(kernel.dtype)], score, "key")
+
+        def exponential(j: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
+            shifted = builder.fsub(load_element(builder, scores, j, F32, "s"), largest, name="shifted")
+            e = float_math.exp(builder, shifted, "e")
+            store_element(builder, e, scores, j)
+            return [builder.fadd(carried[0], e, name="total", flags=REASSOCIATE)]
+
+        [total] = carried_loop(builder, i64(0), count, [zero], exponential, "exp")
+        fill_elements(builder, out_row, features, zero, "clear")
+
+        def accumulate(j: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
+            e = load_element(builder, scores, j, F32, "e")
+            v_row = _row(builder, j, start, v_cached, v_fresh, features, "v_row")
+            with for_range(builder, features, "feature") as d:
+                weighted = builder.fmul(e, load_element(builder, v_row, d, F32, "v"), name="weighted")
+                store_element(builder, builder.fadd(load_element(builder, out_row, d, F32, "acc"), weighted,
+                                                    name="sum"), out_row, d)
+            return []
+
+        carried_loop(builder, i64(0), count, [], accumulate, "row")
+        with for_range(builder, features, "normalize") as d:
+            store_element(builder, builder.fdiv(load_element(builder, out_row, d, F32, "acc"), total, name="out"),
+                          out_row, d)

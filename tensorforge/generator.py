@@ -1,0 +1,182 @@
+"""compile_generator: a GPT compiled for generation with a KV cache (passes/kv_cache.py).
+
+    gen = tf.compile_generator(model, max_len=128, prompt_len=16, target="host")
+    ids = gen.generate([5, 1, 7], max_new_tokens=20, temperature=0)     # prompt + 20 new ids
+    for token in gen.stream([5, 1, 7], 20, temperature=0.8, top_k=10, seed=0): ...
+    print(gen.stats)        # prefill seconds, decode tokens/s, cache bytes
+
+Two compiled graphs: prefill(tokens[1, prompt_len]) -> logits and each layer's k and v, copied into
+the caches' first rows; decode(token[1,1], pos, caches...) -> logits[1,1,V] and the caches with row
+`pos` written. A prompt of up to prompt_len tokens is one prefill call, padded at the end with
+token 0: the model is causal, so the real positions' logits, k and v do not depend on the padding,
+and the cache rows the padding fills are each overwritten by the decode step at that position
+before any query reads them. A longer prompt is a prefill of its first prompt_len tokens and one
+decode step per remaining token. Prompt and new tokens together must fit in max_len.
+
+The caches are numpy arrays the generator owns: the compiled graphs only read them and return
+each layer's new k and v rows, which the generator writes in (prefill: rows 0..prompt_len-1; decode:
+row pos). Attention reads only the rows up to the position (cached_attention), so a decode step's
+cost grows with the position, not with max_len.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .codegen.target import Target
+from .frontend.transformer import sample
+from .ir import Graph
+from .passes.kv_cache import KVCacheGraphs, rewrite_for_kv_cache
+from .runtime import CompiledModel
+
+PAD_ID = 0  # what a prompt shorter than prompt_len is padded with for the prefill (any valid id would do)
+
+
+@dataclass
+class GenerationStats:
+    """What the last generate/stream call took: the prompt's time (the prefill call and, for a prompt
+    longer than prompt_len, its decode steps), decode steps of new tokens and their time, cache size."""
+
+    prompt_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_steps: int = 0
+    decode_seconds: float = 0.0
+    cache_bytes: int = 0
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        return self.decode_steps / self.decode_seconds if self.decode_seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        return (f"prefill {self.prompt_tokens} tokens: {self.prefill_seconds * 1e3:.2f} ms; decode "
+                f"{self.decode_steps} steps: {self.decode_tokens_per_second:.1f} tokens/s; "
+                f"cache {self.cache_bytes / 2**20:.2f} MiB")
+
+
+def _top_k(logits: np.ndarray, top_k: int | None) -> np.ndarray:
+    """The logits with all but the `top_k` largest set to -inf (ties at the boundary are kept)."""
+    if top_k is None or top_k >= logits.size:
+        return logits
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    threshold = np.partition(logits, -top_k)[-top_k]
+    return np.where(logits >= threshold, logits, np.float32(-np.inf))
+
+
+class Generator:
+    """A compiled prefill and decode pair with the caches they share (see the module docstring)."""
+
+    def __init__(self, graphs: KVCacheGraphs, prefill: CompiledModel, decode: CompiledModel):
+        self.graphs, self.prefill_model, self.decode_model = graphs, prefill, decode
+        self.max_len, self.prompt_len = graphs.max_len, graphs.prompt_len
+        self.vocab_size = decode.output_types[0].shape[-1]
+        self.caches = [np.zeros(graphs.cache_type.shape, graphs.cache_type.dtype.numpy)
+                       for _ in range(2 * len(graphs.attentions))]
+        self.cache_bytes = sum(cache.nbytes for cache in self.caches)
+        self.position = 0
+        self.stats = GenerationStats(cache_bytes=self.cache_bytes)
+
+    def reset(self) -> None:
+        """Forget every cached position (the caches need no clearing: rows after `pos` are masked)."""
+        self.position = 0
+
+    def _step(self, token: int) -> np.ndarray:
+        """Feed one token at the current position; its logits[V]."""
+        if self.position >= self.max_len:
+            raise ValueError(f"the cache is full: all max_len={self.max_len} positions are used")
+        outputs = self.decode_model(np.array([[token]], np.int64), np.array([self.position], np.int64), *self.caches)
+        for cache, row in zip(self.caches, outputs[1:], strict=True):
+            cache[:, :, self.position:self.position + 1] = row
+        self.position += 1
+        return outputs[0][0, 0]
+
+    def _prefill(self, tokens: list[int]) -> np.ndarray:
+        """Reset and feed `tokens`; the logits after each of them, [len(tokens), V]."""
+        self.reset()
+        head = tokens[:self.prompt_len]
+        outputs = self.prefill_model(np.array([head + [PAD_ID] * (self.prompt_len - len(head))], np.int64))
+        for cache, written in zip(self.caches, outputs[1:], strict=True):
+            cache[:, :, :self.prompt_len] = written
+        self.position = len(head)
+        logits = list(outputs[0][0, :len(head)])
+        logits.extend(self._step(token) for token in tokens[len(head):])
+        return np.stack(logits)
+
+    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        """The logits after every prefix of `token_ids`, [len, V], through prefill and the cache."""
+        tokens = self._check_tokens(token_ids, 0)
+        return self._prefill(tokens)
+
+    def _check_tokens(self, token_ids: Sequence[int], max_new_tokens: int) -> list[int]:
+        tokens = [int(token) for token in token_ids]
+        if not tokens:
+            raise ValueError("generation needs a prompt of at least one token")
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be non-negative, got {max_new_tokens}")
+        if len(tokens) + max_new_tokens > self.max_len:
+            raise ValueError(f"a prompt of {len(tokens)} tokens and {max_new_tokens} new ones do not fit in "
+                             f"max_len={self.max_len} cache positions")
+        return tokens
+
+    def stream(self, prompt_ids: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
+               top_k: int | None = None, seed: int | None = None) -> Iterator[int]:
+        """Yield `max_new_tokens` new token ids one at a time; temperature 0 is greedy (argmax)."""
+        tokens = self._check_tokens(prompt_ids, max_new_tokens)
+        rng = np.random.default_rng(seed)
+        stats = GenerationStats(prompt_tokens=len(tokens), cache_bytes=self.cache_bytes)
+        self.stats = stats
+        start = time.perf_counter()
+        logits = self._prefill(tokens)[-1]
+        stats.prefill_seconds = time.perf_counter() - start
+        for index in range(max_new_tokens):
+            token = sample(_top_k(logits, top_k), temperature, rng)
+            yield token
+            if index + 1 < max_new_tokens:
+                start = time.perf_counter()
+                logits = self._step(token)
+                stats.decode_seconds += time.perf_counter() - start
+                stats.decode_steps += 1
+
+    def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
+                 top_k: int | None = None, seed: int | None = None) -> list[int]:
+        """The prompt followed by `max_new_tokens` new token ids (see stream)."""
+        return [int(token) for token in prompt_ids] + list(self.stream(prompt_ids, max_new_tokens, temperature,
+                                                                        top_k, seed))
+
+    def close(self) -> None:
+        self.prefill_model.close()
+        self.decode_model.close()
+
+    def __enter__(self) -> Generator:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<Generator {self.decode_model.target.name}: {len(self.graphs.attentions)} layers, "
+                f"prompt_len {self.prompt_len}, max_len {self.max_len}, cache {self.cache_bytes} bytes>")
+
+
+def compile_generator(model, max_len: int, prompt_len: int | None = None, target: str | Target = "host",
+                      opt_level: int = 2, *, threads: int | None = None, quantize=None) -> Generator:
+    """Trace `model` (a GPT, or any model of tokens[1, S] -> logits[1, S, V] with causal attention;
+    or a Graph traced so) on tokens[1, prompt_len], rewrite it for a KV cache of `max_len` positions
+    and compile prefill and decode for `target`. prompt_len defaults to min(16, max_len)."""
+    from .api import compile, trace
+
+    if quantize is not None:
+        raise NotImplementedError("compile_generator(quantize=...) is not supported yet; quantize=None only")
+    if isinstance(model, Graph):
+        graph = model
+    else:
+        prompt_len = min(16, max_len) if prompt_len is None else prompt_len
+        graph = trace(model, np.zeros((1, prompt_len), np.int64))
+    graphs = rewrite_for_kv_cache(graph, max_len)
+    prefill = compile(graphs.prefill, target=target, opt_level=opt_level, threads=threads)
+    decode = compile(graphs.decode, target=target, opt_level=opt_level, threads=threads)
+    return Generator(graphs, prefill, decode)

@@ -1,0 +1,340 @@
+"""kv-cache: from a GPT graph traced on tokens[1, S] (full recompute), a prefill graph and a
+one-token decode graph that reads per-layer K/V caches of `max_len` rows.
+
+    traced (S = 4)                                      decode (max_len = 16)
+    %tokens : i64[1,4]                                  %token : i64[1,1]   %pos : i64[1]
+    %positions = constant() {value=[0, 1, 2, 3]}        %k_cache.0, %v_cache.0 : f32[1,H,16,D]
+    %1 = gather(%wpe, %positions) : f32[4,E]       ->   %1 = gather(%wpe, %pos) : f32[1,E]
+    %13 = matmul(%q, %k) {transpose_b=true}             %k2 = cache_write(%k_cache.0, %k, %pos)
+    %16 = causal_mask(%15) : f32[1,H,4,4]               %13 = matmul(%q, %k2) {transpose_b=true} : f32[1,H,1,16]
+    %18 = matmul(%17, %v)                               %16 = position_mask(%15, %pos) ; %18 = matmul(%17, %v2)
+                                                        then fused (fuse_cached_attention):
+                                                        %18 = cached_attention(%q, %k_cache.0, %v_cache.0, %k, %v, %pos)
+    return %logits                                      return %logits : f32[1,1,V], %k, %v (the new rows)
+
+Attention is found by its dataflow, not by module names: a softmax over the last axis whose
+operand comes from `matmul(q, k) {transpose_b}` through multiplications/divisions by a scalar
+constant and a causal mask (`causal_mask`, or an added constant that is 0 on and below the
+diagonal and -inf above it), and whose only user is `matmul(p, v)`. Everything else must act on
+each position separately, which the rewrite proves by following the sequence axis through every
+node (elementwise ops, linear, layer_norm, gather, a softmax over features, reshapes that keep the
+leading axes, transposes); anything else, bidirectional attention or a mask that is not causal
+raises KVCacheError naming the node. Prefill is the traced graph itself with each layer's k and v
+([1,H,S,D]) as extra outputs. Decode attention is then fused into cached_attention, whose kernel
+reads the cache rows before pos and the new row, and copies no cache (without the fusion, decode
+copies each cache in cache_write and computes over all max_len rows, those after pos masked to
+-inf). Both graphs return each layer's new k and v rows; the caller owns the caches and writes the
+rows in at 0 (prefill) or pos (decode), so the caches are only ever read by compiled code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import ir
+from ..ir import DType, Graph, Node, TensorType
+from .dead_code import eliminate_dead_code
+
+SCALE_OPS = ("mul", "div")  # scores scaled by a scalar constant on the way to the mask
+ROW_OPS = ("linear", "layer_norm")  # ops that act on the last axis of each position
+
+
+class KVCacheError(ValueError):
+    """The graph is not one the kv-cache rewrite can prove causal and position-wise."""
+
+
+@dataclass(frozen=True)
+class Attention:
+    """One causal self-attention found in the traced graph: q @ k^T ... softmax ... @ v."""
+
+    scores: Node  # matmul(q, k) {transpose_b=true}
+    chain: tuple[Node, ...]  # from the scores to the softmax's operand: scalings and the mask
+    softmax: Node
+    output: Node  # matmul(softmax, v)
+
+    @property
+    def k(self) -> Node:
+        return self.scores.inputs[1]
+
+    @property
+    def v(self) -> Node:
+        return self.output.inputs[1]
+
+
+@dataclass(frozen=True)
+class KVCacheGraphs:
+    """What the rewrite produces: prefill(tokens[1,S]) -> logits, k0, v0, k1, v1, ... ([1,H,S,D]) and
+    decode(token[1,1], pos[1], k_cache0, v_cache0, ...) -> logits[1,1,V], k0, v0, ... ([1,H,1,D]):
+    both return each layer's new k and v rows, which the caller writes into its caches at 0 / pos."""
+
+    prefill: Graph
+    decode: Graph
+    attentions: tuple[Attention, ...]
+    prompt_len: int
+    max_len: int
+    cache_type: TensorType  # of each of the 2 * layers caches: [1, H, max_len, D]
+
+
+def _is_scalar_constant(node: Node) -> bool:
+    return node.op == "constant" and node.value.size == 1
+
+
+def _is_causal_additive(mask: Node, queries: int, keys: int) -> bool:
+    """Whether constant `mask` broadcast to [queries, keys] is 0 on and below the diagonal, -inf above."""
+    if mask.op != "constant" or mask.value.ndim < 2 or mask.value.shape[-2:] != (queries, keys):
+        return False
+    if any(size != 1 for size in mask.value.shape[:-2]):
+        return False
+    value = mask.value.reshape(queries, keys)
+    lower = np.tril(np.ones((queries, keys), bool))
+    return bool(np.all(value[lower] == 0) and np.all(np.isneginf(value[~lower])))
+
+
+def _attention_of(softmax: Node) -> Attention | None:
+    """The attention around `softmax`, None when its operand does not come from q @ k^T; KVCacheError
+    when it does but the attention cannot be proven causal."""
+    chain, node, masked = [], softmax.inputs[0], False
+    while not (node.op == "matmul" and node.attrs["transpose_b"] and not node.attrs["transpose_a"]):
+        constants = [i for i, operand in enumerate(node.inputs) if operand.op == "constant"]
+        if node.op == "causal_mask":
+            masked, follow = True, 0
+        elif node.op in SCALE_OPS and constants == [1] and _is_scalar_constant(node.inputs[1]):
+            follow = 0
+        elif node.op == "mul" and constants == [0] and _is_scalar_constant(node.inputs[0]):
+            follow = 1
+        elif node.op == "add" and len(constants) == 1:
+            follow, mask = 1 - constants[0], node.inputs[constants[0]]
+            if not _is_causal_additive(mask, *node.shape[-2:]):
+                raise KVCacheError(f"kv-cache: the mask %{mask.name} added to the attention scores at %{node.name} "
+                                   "is not lower-triangular (0 on and below the diagonal, -inf above): attention "
+                                   "that sees later positions cannot use a KV cache")
+            masked = True
+        else:
+            return None
+        chain.append(node)
+        node = node.inputs[follow]
+    scores = node
+    if not masked:
+        raise KVCacheError(f"kv-cache: the attention at %{softmax.name} has no causal mask between "
+                           f"%{scores.name} = q @ k^T and the softmax: bidirectional attention cannot use a KV cache")
+    if softmax.attrs["axis"] != softmax.type.rank - 1:
+        raise KVCacheError(f"kv-cache: the softmax %{softmax.name} of attention must be over the keys (last axis)")
+    users = list(softmax.users)
+    if len(users) != 1 or users[0].op != "matmul" or users[0].inputs[0] is not softmax \
+            or users[0].attrs["transpose_a"] or users[0].attrs["transpose_b"]:
+        raise KVCacheError(f"kv-cache: the attention weights %{softmax.name} must feed exactly one matmul(weights, v)")
+    for node in (scores, *chain):
+        if len(node.users) != 1:
+            raise KVCacheError(f"kv-cache: the attention scores %{node.name} have other users than the softmax")
+    return Attention(scores, tuple(reversed(chain)), softmax, users[0])
+
+
+def find_attentions(graph: Graph) -> list[Attention]:
+    """Every causal self-attention of `graph`, in graph order (see the module docstring)."""
+    found = []
+    for node in graph.nodes:
+        if node.op == "softmax":
+            attention = _attention_of(node)
+            if attention is not None:
+                found.append(attention)
+    return found
+
+
+def _tokens_input(graph: Graph) -> Node:
+    if len(graph.inputs) != 1 or graph.inputs[0].type.rank != 2 or graph.inputs[0].shape[0] != 1 \
+            or graph.inputs[0].dtype.is_float:
+        types = ", ".join(str(node.type) for node in graph.inputs)
+        raise KVCacheError(f"kv-cache needs a graph of one integer input tokens[1, S], got inputs ({types})")
+    return graph.inputs[0]
+
+
+def _is_positions(node: Node, length: int) -> bool:
+    """The constant arange(S) that a traced GPT gathers its position embeddings with."""
+    return (node.op == "constant" and node.value.dtype.kind in "iu"
+            and np.array_equal(node.value, np.arange(length)))
+
+
+class _Decode:
+    """Builds the decode graph node by node, following the sequence axis of every value.
+
+    `axis[old]` is the axis of the old value that runs over the S positions (None: the value does
+    not depend on the tokens, such as a weight); the new value has 1 there. Attention nodes are
+    rebuilt over the caches."""
+
+    def __init__(self, traced: Graph, attentions: list[Attention], max_len: int):
+        self.traced, self.max_len = traced, max_len
+        self.tokens = _tokens_input(traced)
+        self.length = self.tokens.shape[1]
+        self.graph = Graph()
+        self.new: dict[Node, Node] = {}
+        self.axis: dict[Node, int | None] = {}
+        self.attention_of = {a.scores: a for a in attentions} | {a.output: a for a in attentions}
+        self.layer_of = {a: index for index, a in enumerate(attentions)}
+        self.in_attention = {node for a in attentions for node in (*a.chain, a.softmax)}
+        token = self.graph.add_input("token", TensorType((1, 1), self.tokens.dtype))
+        self.pos = self.graph.add_input("pos", TensorType((1,), DType.i64))
+        self.new[self.tokens], self.axis[self.tokens] = token, 1
+        self.caches: list[Node] = []
+        self.new_rows: list[Node] = []  # each layer's k and v [1,H,1,D]: decode's outputs after the logits
+        for index, attention in enumerate(attentions):
+            batch, heads, _, head_dim = attention.k.shape
+            cache_type = TensorType((batch, heads, max_len, head_dim), attention.k.dtype)
+            for name in ("k_cache", "v_cache"):
+                self.caches.append(self.graph.add_input(f"{name}.{index}", cache_type))
+
+    def fail(self, node: Node, why: str) -> KVCacheError:
+        return KVCacheError(f"kv-cache: {node.format()}: {why}")
+
+    def build(self) -> Graph:
+        for node in self.traced.nodes:
+            if node.op == "input":
+                continue
+            if node.op == "constant":
+                if _is_positions(node, self.length):  # positions 0..S-1 become the run-time position
+                    self.new[node], self.axis[node] = self.pos, 0
+                else:
+                    self.new[node], self.axis[node] = self.graph.constant(node.value, node.name), None
+                continue
+            self.new[node] = self.rewrite(node)
+        for output in self.traced.outputs:
+            if self.axis.get(output) is None:
+                raise self.fail(output, "a graph output that does not run over the positions")
+        self.graph.outputs = [self.new[node] for node in self.traced.outputs] + self.new_rows
+        return self.graph
+
+    def call(self, node: Node, inputs: list[Node], op: str | None = None, attrs: dict | None = None) -> Node:
+        try:
+            return self.graph.call(op or node.op, inputs, node.attrs if attrs is None else attrs, node.name)
+        except ir.OpError as err:
+            raise self.fail(node, f"cannot be rebuilt for one position: {err}") from None
+
+    def rewrite(self, node: Node) -> Node:
+        operands = [self.new[operand] for operand in node.inputs]
+        axes = [self.axis[operand] for operand in node.inputs]
+        if node in self.attention_of:
+            return self.rewrite_attention(node, operands)
+        if node in self.in_attention:
+            self.axis[node] = None
+            if node.op in ("causal_mask", "add"):  # the mask: keys 0..pos
+                value = operands[0] if node.op == "causal_mask" or node.inputs[1].op == "constant" else operands[1]
+                return self.call(node, [value, self.pos], "position_mask", {})
+            return self.call(node, operands)
+        if all(axis is None for axis in axes):
+            self.axis[node] = None
+            return self.call(node, operands)
+        axis = self.sequence_axis(node, axes)
+        attrs = node.attrs
+        if node.op == "reshape":
+            shape = list(attrs["shape"])
+            shape[axis] = 1
+            attrs = {**attrs, "shape": tuple(shape)}
+        new = self.call(node, operands, attrs=attrs)
+        expected = tuple(1 if i == axis else size for i, size in enumerate(node.shape))
+        if new.shape != expected:
+            raise self.fail(node, f"rebuilt for one position it is {new.type}, expected shape {list(expected)}")
+        self.axis[node] = axis
+        return new
+
+    def sequence_axis(self, node: Node, axes: list[int | None]) -> int:
+        """The axis of `node`'s result that runs over the positions; KVCacheError if positions could mix."""
+        rank = node.type.rank
+        if "elementwise" in ir.get_op(node.op).traits:
+            aligned = {rank - operand.type.rank + axis for operand, axis in zip(node.inputs, axes) if axis is not None}
+            if len(aligned) != 1:
+                raise self.fail(node, "its operands run over the positions along different axes")
+            (axis,) = aligned
+            for operand, operand_axis in zip(node.inputs, axes):
+                at = axis - (rank - operand.type.rank)
+                if operand_axis is None and at >= 0 and operand.shape[at] != 1:
+                    raise self.fail(node, f"%{operand.name} varies along the sequence axis but is not computed "
+                                          "from the tokens")
+            return axis
+        if node.op == "gather":
+            if axes[0] is not None:
+                raise self.fail(node, "a table computed from the tokens")
+            return axes[1]
+        axis = axes[0]
+        if any(other is not None for other in axes[1:]):
+            raise self.fail(node, "only its first operand may depend on the tokens")
+        if node.op in ROW_OPS or (node.op == "softmax" and node.attrs["axis"] == rank - 1):
+            if axis == rank - 1:
+                raise self.fail(node, "it reduces over the sequence axis")
+            return axis
+        if node.op == "reshape" and tuple(node.inputs[0].shape[:axis + 1]) == tuple(node.shape[:axis + 1]):
+            return axis
+        if node.op == "transpose":
+            return list(node.attrs["perm"]).index(axis)
+        raise self.fail(node, "the kv-cache rewrite cannot prove that it keeps positions apart (outside an "
+                              "attention it knows ops that act on each position alone)")
+
+    def rewrite_attention(self, node: Node, operands: list[Node]) -> Node:
+        """q @ k^T over the K cache with k written at pos, or weights @ v over the V cache."""
+        attention = self.attention_of[node]
+        is_scores = node is attention.scores
+        cache = self.caches[2 * self.layer_of[attention] + (0 if is_scores else 1)]
+        value = node.inputs[1]
+        if self.axis[value] != 2 or value.type.rank != 4 or (is_scores and self.axis[node.inputs[0]] != 2):
+            raise self.fail(node, "attention needs q, k and v as [1, heads, positions, head_dim]")
+        written = self.graph.call("cache_write", [cache, operands[1], self.pos], name=f"{cache.name}.written")
+        self.new_rows.append(operands[1])
+        self.axis[node] = None if is_scores else 2
+        return self.call(node, [operands[0], written])
+
+
+def _scaling(node: Node) -> tuple[float, Node]:
+    """(s, x) when node = x * s or x / s for a scalar constant s; (1, node) otherwise."""
+    if node.op in SCALE_OPS and _is_scalar_constant(node.inputs[1]):
+        value = float(node.inputs[1].value.reshape(()))
+        return (value if node.op == "mul" else 1.0 / value), node.inputs[0]
+    if node.op == "mul" and _is_scalar_constant(node.inputs[0]):
+        return float(node.inputs[0].value.reshape(())), node.inputs[1]
+    return 1.0, node
+
+
+def fuse_cached_attention(graph: Graph) -> Graph:
+    """matmul(softmax(position_mask(matmul(q, cache_write(kc, k, pos)) {transpose_b} * s, pos)),
+    cache_write(vc, v, pos)) becomes cached_attention(q, kc, vc, k, v, pos) {scale=s}, whose kernel
+    reads the cache rows before pos and the new rows, and copies no cache."""
+    for node in list(graph.nodes):
+        if node.op != "matmul" or node.attrs["transpose_a"] or node.attrs["transpose_b"]:
+            continue
+        weights, v = node.inputs
+        if weights.op != "softmax" or weights.attrs["axis"] != weights.type.rank - 1 or v.op != "cache_write" \
+                or weights.inputs[0].op != "position_mask":
+            continue
+        scaled, pos = weights.inputs[0].inputs
+        scale, scores = _scaling(scaled)
+        if scores.op != "matmul" or not scores.attrs["transpose_b"] or scores.attrs["transpose_a"]:
+            continue
+        q, k = scores.inputs
+        if k.op != "cache_write" or k.inputs[2] is not pos or v.inputs[2] is not pos:
+            continue
+        with graph.inserting_before(node):
+            fused = graph.call("cached_attention", [q, k.inputs[0], v.inputs[0], k.inputs[1], v.inputs[1], pos],
+                               {"scale": scale})
+        node.replace_all_uses_with(fused)
+    return eliminate_dead_code(graph)
+
+
+def rewrite_for_kv_cache(graph: Graph, max_len: int, fuse_attention: bool = True) -> KVCacheGraphs:
+    """The prefill and decode graphs of a GPT graph traced on tokens[1, S] (see the module docstring);
+    `fuse_attention=False` keeps decode attention as matmul, position_mask, softmax, matmul over max_len rows."""
+    tokens = _tokens_input(graph)
+    length = tokens.shape[1]
+    if not length <= max_len:
+        raise KVCacheError(f"kv-cache: max_len {max_len} is shorter than the traced sequence of {length} tokens")
+    attentions = find_attentions(graph)
+    if not attentions:
+        raise KVCacheError("kv-cache: no causal self-attention (q @ k^T -> causal mask -> softmax -> @ v) in the graph")
+    positions = [node for node in graph.nodes if _is_positions(node, length)]
+    for table in (user.inputs[0] for node in positions for user in node.users if user.op == "gather"):
+        if table.shape[0] < max_len:
+            raise KVCacheError(f"kv-cache: the position table %{table.name} has {table.shape[0]} rows, "
+                               f"fewer than max_len {max_len}")
+    decode = _Decode(graph, attentions, max_len)
+    decoded = fuse_cached_attention(decode.build()) if fuse_attention else decode.build()
+    prefill = graph.copy()
+    prefill.outputs = prefill.outputs + [prefill.node(node.name) for a in attentions for node in (a.k, a.v)]
+    return KVCacheGraphs(prefill, decoded, tuple(attentions), length, max_len, decode.caches[0].type)

@@ -1,0 +1,236 @@
+"""The kv-cache rewrite (passes/kv_cache.py) and tf.compile_generator (generator.py): decode logits
+after every prefix equal the reference interpreter's full recompute on the un-rewritten graph, greedy
+generation gives the same tokens, one armv8 decode step equals the reference, and graphs that are
+not provably causal (no mask, a mask that sees later positions) are refused with a clear message."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tensorforge as tf
+from tensorforge import nn
+from tensorforge.frontend import functional as F
+from tensorforge.frontend.transformer import CAUSAL
+from tensorforge.passes import KVCacheError, find_attentions, rewrite_for_kv_cache
+
+VOCAB, DIM, MAX_LEN = 13, 8, 12
+TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
+
+
+def tiny_gpt(layers: int = 2, heads: int = 2, seed: int = 0) -> nn.GPT:
+    """A GPT with non-trivial LayerNorm parameters and biases (init has 1s and 0s)."""
+    rng = np.random.default_rng(seed)
+    model = nn.GPT(VOCAB, DIM, layers, heads, MAX_LEN, rng=rng)
+    for name, array in model.state_dict().items():
+        if name.endswith(("gamma", "beta", "bias")):
+            array[...] = rng.standard_normal(array.shape).astype(np.float32) * np.float32(0.5) \
+                + np.float32(name.endswith("gamma"))
+    return model
+
+
+def full_recompute(model, ids) -> np.ndarray:
+    """logits[len(ids), V] of the reference interpreter on the graph traced on all of `ids` (no cache)."""
+    tokens = np.array([ids], np.int64)
+    return tf.interpret(tf.trace(model, tokens), tokens)[0]
+
+
+def interpreted_steps(graphs, ids) -> tuple[np.ndarray, list[np.ndarray]]:
+    """logits[len(ids), V] and the caches: one interpreted decode step per token, its new k and v
+    rows written into the caches at its position."""
+    caches = [np.zeros(graphs.cache_type.shape, np.float32) for _ in range(2 * len(graphs.attentions))]
+    logits = []
+    for pos, token in enumerate(ids):
+        outputs = tf.interpret(graphs.decode, np.array([[token]]), np.array([pos]), *caches)
+        logits.append(outputs[0][0, 0])
+        for cache, row in zip(caches, outputs[1:], strict=True):
+            cache[:, :, pos:pos + 1] = row
+    return np.stack(logits), caches
+
+
+def decode_in_the_interpreter(graphs, ids) -> np.ndarray:
+    return interpreted_steps(graphs, ids)[0]
+
+
+# --- the rewrite, in the reference interpreter ------------------------------------------------------
+
+@settings(max_examples=min(12, settings.default.max_examples), deadline=None)
+@given(layers=st.integers(1, 2), heads=st.sampled_from([1, 2, 4]), prompt_len=st.integers(1, 5),
+       seed=st.integers(0, 2**16), fuse=st.booleans())
+def test_decode_graph_equals_full_recompute_after_every_prefix(layers, heads, prompt_len, seed, fuse):
+    model = tiny_gpt(layers, heads, seed)
+    graphs = rewrite_for_kv_cache(tf.trace(model, np.zeros((1, prompt_len), np.int64)), MAX_LEN, fuse)
+    assert ("cached_attention" in str(graphs.decode)) == fuse
+    graphs.decode.verify()
+    assert len(graphs.attentions) == layers and graphs.cache_type.shape == (1, heads, MAX_LEN, DIM // heads)
+    ids = np.random.default_rng(seed).integers(0, VOCAB, MAX_LEN).tolist()
+    np.testing.assert_allclose(decode_in_the_interpreter(graphs, ids), full_recompute(model, ids), **TOLERANCE)
+
+
+def test_prefill_is_the_traced_graph_with_each_layers_k_and_v():
+    model = tiny_gpt()
+    graph = tf.trace(model, np.zeros((1, 5), np.int64))
+    graphs = rewrite_for_kv_cache(graph, MAX_LEN)
+    assert [str(t) for t in (node.type for node in graphs.prefill.outputs)] == \
+        ["f32[1,5,13]"] + ["f32[1,2,5,4]"] * 4
+    assert len(graph.outputs) == 1  # the traced graph is left as it was
+    assert [str(node.type) for node in graphs.decode.outputs] == ["f32[1,1,13]"] + ["f32[1,2,1,4]"] * 4
+    text = str(graphs.decode)
+    assert "cached_attention(%6, %k_cache.0, %v_cache.0, %9, %12, %pos) {scale=0.5}" in text
+    assert "causal_mask" not in text and "softmax" not in text and "cache_write" not in text
+    unfused = str(rewrite_for_kv_cache(graph, MAX_LEN, fuse_attention=False).decode)
+    assert "cache_write(%k_cache.0, %9, %pos)" in unfused and "position_mask(" in unfused
+    assert "cached_attention" not in unfused
+
+
+# --- compiled: tf.compile_generator -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def generator():
+    with tf.compile_generator(tiny_gpt(), MAX_LEN, prompt_len=4) as compiled:
+        yield compiled
+
+
+@settings(max_examples=min(10, settings.default.max_examples), deadline=None)
+@given(ids=st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=MAX_LEN))
+def test_compiled_cache_logits_equal_full_recompute_for_every_prompt_length(generator, ids):
+    """Up to prompt_len: one padded prefill; longer: a prefill, then decode steps."""
+    np.testing.assert_allclose(generator.logits(ids), full_recompute(tiny_gpt(), ids), **TOLERANCE)
+
+
+@pytest.mark.parametrize("prompt", [[3], [1, 2, 3, 4], [5, 0, 12, 7, 7, 1]])
+def test_greedy_generation_gives_the_tokens_of_full_recompute(generator, prompt):
+    new = MAX_LEN - len(prompt)
+    expected = list(prompt)
+    for _ in range(new):
+        expected.append(int(np.argmax(full_recompute(tiny_gpt(), expected)[-1])))
+    assert generator.generate(prompt, new) == expected
+    assert list(generator.stream(prompt, new)) == expected[len(prompt):]
+    stats = generator.stats
+    assert stats.prompt_tokens == len(prompt) and stats.decode_steps == new - 1
+    assert stats.cache_bytes == 2 * 2 * 2 * MAX_LEN * 4 * 4 and stats.decode_tokens_per_second > 0
+
+
+def test_sampling_is_reproducible_with_a_seed_and_top_k_1_is_greedy(generator):
+    first = generator.generate([1, 2], 8, temperature=1.0, top_k=4, seed=7)
+    assert generator.generate([1, 2], 8, temperature=1.0, top_k=4, seed=7) == first
+    assert generator.generate([1, 2], 8, temperature=1.0, top_k=1, seed=3) == generator.generate([1, 2], 8)
+
+
+def test_generation_that_does_not_fit_in_the_cache_is_refused(generator):
+    with pytest.raises(ValueError, match="do not fit in max_len=12"):
+        generator.generate([1] * 10, 3)
+    with pytest.raises(ValueError, match="at least one token"):
+        generator.generate([], 3)
+    with pytest.raises(tf.ir.InputError, match="outside"):
+        generator.generate([VOCAB], 1)
+
+
+def test_one_decode_step_compiled_for_armv8_equals_the_reference():
+    model = tiny_gpt(seed=4)
+    graphs = rewrite_for_kv_cache(tf.trace(model, np.zeros((1, 3), np.int64)), MAX_LEN)
+    ids = [4, 9, 1, 0, 11]
+    _, caches = interpreted_steps(graphs, ids[:-1])
+    inputs = (np.array([[ids[-1]]]), np.array([len(ids) - 1]), *caches)
+    with tf.compile(graphs.decode, target="armv8") as compiled:
+        actual = compiled(*inputs)
+    expected = tf.interpret(graphs.decode, *inputs)
+    for got, want in zip(actual, expected, strict=True):
+        np.testing.assert_allclose(got, want, **TOLERANCE)
+    np.testing.assert_allclose(actual[0][0, 0], full_recompute(model, ids)[-1], **TOLERANCE)
+
+
+# --- what the rewrite refuses --------------------------------------------------------------------------
+
+class OneBlock(nn.Module):
+    """Embedding, one TransformerBlock with the given mask, lm_head: no positions."""
+
+    def __init__(self, mask):
+        rng = np.random.default_rng(2)
+        self.mask = mask
+        self.embedding = nn.Embedding(VOCAB, DIM, rng=rng)
+        self.block = nn.TransformerBlock(DIM, 2, rng=rng)
+        self.head = nn.Linear(DIM, VOCAB, rng=rng)
+
+    def forward(self, tokens):
+        return self.head(self.block(self.embedding(tokens), self.mask))
+
+
+def trace_one_block(mask, length: int = 4):
+    return tf.trace(OneBlock(mask), np.zeros((1, length), np.int64))
+
+
+def test_bidirectional_attention_is_refused():
+    with pytest.raises(KVCacheError, match="no causal mask .* bidirectional attention cannot use a KV cache"):
+        rewrite_for_kv_cache(trace_one_block(None), MAX_LEN)
+
+
+@pytest.mark.parametrize("mask", [np.ones((4, 4)), np.triu(np.ones((4, 4))),
+                                  np.tril(np.ones((4, 4)), -1) + np.eye(4)[::-1]])
+def test_a_mask_that_is_not_lower_triangular_is_refused(mask):
+    with pytest.raises(KVCacheError, match="is not lower-triangular"):
+        rewrite_for_kv_cache(trace_one_block(mask), MAX_LEN)
+
+
+def test_a_lower_triangular_one_zero_mask_is_causal_and_rewritten():
+    model = OneBlock(np.tril(np.ones((4, 4))))
+    graphs = rewrite_for_kv_cache(tf.trace(model, np.zeros((1, 4), np.int64)), MAX_LEN)
+    ids = [3, 1, 4, 1]
+    expected = tf.interpret(tf.trace(OneBlock(CAUSAL), np.array([ids])), np.array([ids]))[0]
+    np.testing.assert_allclose(decode_in_the_interpreter(graphs, ids), expected, **TOLERANCE)
+
+
+def test_an_op_that_mixes_positions_is_refused():
+    def model(tokens):
+        x = OneBlock(CAUSAL)(tokens)
+        return F.add(x, F.mean(x, 1, keepdims=True))
+
+    graph = tf.trace(model, np.zeros((1, 4), np.int64))
+    assert len(find_attentions(graph)) == 1
+    with pytest.raises(KVCacheError, match="reduce_mean.*cannot prove that it keeps positions apart"):
+        rewrite_for_kv_cache(graph, MAX_LEN)
+
+
+def test_a_graph_without_attention_or_with_a_short_position_table_is_refused():
+    with pytest.raises(KVCacheError, match="no causal self-attention"):
+        rewrite_for_kv_cache(tf.trace(nn.Embedding(VOCAB, DIM), np.zeros((1, 4), np.int64)), MAX_LEN)
+    with pytest.raises(KVCacheError, match="has 12 rows, fewer than max_len 20"):
+        rewrite_for_kv_cache(tf.trace(tiny_gpt(), np.zeros((1, 4), np.int64)), 20)
+
+
+class LearnedPositions(nn.Module):
+    """Embedding + nn.PositionalEncoding (its table sliced to [:seq]: a constant, not a gather) + a block."""
+
+    def __init__(self):
+        rng = np.random.default_rng(5)
+        self.embedding = nn.Embedding(VOCAB, DIM, rng=rng)
+        self.positions = nn.PositionalEncoding(MAX_LEN, DIM, rng=rng)
+        self.block = nn.TransformerBlock(DIM, 2, rng=rng)
+
+    def forward(self, tokens):
+        return self.block(self.positions(self.embedding(tokens)), CAUSAL)
+
+
+def test_a_constant_that_varies_along_the_positions_is_refused():
+    with pytest.raises(KVCacheError, match="varies along the sequence axis but is not computed from the tokens"):
+        rewrite_for_kv_cache(tf.trace(LearnedPositions(), np.zeros((1, 4), np.int64)), MAX_LEN)
+
+
+def test_the_decode_graph_prints_and_parses_back_and_quantize_is_not_supported_yet():
+    graphs = rewrite_for_kv_cache(tf.trace(tiny_gpt(), np.zeros((1, 3), np.int64)), MAX_LEN)
+    text = str(graphs.decode)
+    assert "%k_cache.0: f32[1,2,12,4], %v_cache.0" in text and "%pos: i64[1]" in text
+    assert str(tf.ir.parse(text, graphs.decode.constants())) == text
+    with pytest.raises(NotImplementedError, match="quantize=None only"):
+        tf.compile_generator(tiny_gpt(), MAX_LEN, quantize="int8")
+
+
+def test_the_generator_on_armv8_gives_the_logits_of_full_recompute_and_updates_its_caches_in_place():
+    ids = [5, 0, 12, 3, 9, 1, 7]  # a prefill of 4 tokens, then 3 decode steps; then a padded prefill of 2
+    with tf.compile_generator(tiny_gpt(), MAX_LEN, prompt_len=4, target="armv8") as generator:
+        caches = [id(cache) for cache in generator.caches]
+        np.testing.assert_allclose(generator.logits(ids), full_recompute(tiny_gpt(), ids), **TOLERANCE)
+        np.testing.assert_allclose(generator.logits(ids[:2]), full_recompute(tiny_gpt(), ids[:2]), **TOLERANCE)
+        assert [id(cache) for cache in generator.caches] == caches
