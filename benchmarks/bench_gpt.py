@@ -1,0 +1,371 @@
+"""Greedy generation of a GPT with random weights on every engine: time to first token (the prefill
+of the prompt) and decode tokens/s, each engine in a process of its own, interleaved, medians.
+
+    python benchmarks/bench_gpt.py [--size tiny|gpt2] [--rounds 5] [--threads 2] [--engines ...] [--quiet]
+
+tiny: 4 layers, d 256, 4 heads, vocab 512, context 256 (issue 5's targets); gpt2: GPT-2 small's shape
+(12 layers, d 768, 12 heads, vocab 50257, context 1024). Batch 1, a prompt of 32 random tokens,
+64 new tokens: the first from the prefill's logits, then 63 decode steps; "decode tokens/s" is
+63 / the time of those 63 steps (each step's argmax included), "prefill" is the time from the prompt
+to the first token's logits and argmax. Engines (all on the same weights, nn.GPT(rng=0)):
+
+- tensorforge fp32: tf.compile_generator (prefill graph + one-token decode graph over its KV cache).
+- pytorch eager fp32 / pytorch int8 dynamic: a torch GPT written here with a KV cache (preallocated
+  [1, H, context, D] per layer, rows written in place, scaled_dot_product_attention over the rows so
+  far), torch.inference_mode, torch.set_num_threads(threads); int8 is
+  torch.ao.quantization.quantize_dynamic of its nn.Linear layers (qint8 weights).
+- onnxruntime fp32 (recompute): the traced GPT exported by onnx_models.to_onnx with a symbolic
+  sequence axis and no cache: each new token is a full forward over the whole context so far (what
+  a cache-less exported model does).
+- onnxruntime fp32 (KV cache): the KV-cache rewrite's prefill graph (logits and every layer's k, v)
+  and decode graph exported with past/present inputs and outputs (to_onnx(past_sequence=True)): each
+  step feeds the previous step's present k, v as past, ORT concatenates the new row.
+- onnxruntime int8 (KV cache): the same two models through onnxruntime.quantization.quantize_dynamic
+  (QInt8 weights).
+
+Before timing, each engine (in its process) checks its prefill logits against tf.interpret on the
+traced graph (relative error: max |diff| / max |reference|; fp32 engines must be under 1e-3) and
+its 64 greedy tokens against the reference's (the eager numpy GPT, the ops' reference
+implementations, recomputing the context for each token): fp32 engines must agree on every token,
+int8 engines report how many agree. Ratios are the median over rounds of the peer's time over
+tensorforge's in the same round (above 1: tensorforge faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import EngineUnavailable, format_time, measure_isolated, paired_ratio  # noqa: E402
+
+import tensorforge as tf  # noqa: E402
+from tensorforge import nn  # noqa: E402
+
+SIZES = {"tiny": dict(vocab=512, dim=256, layers=4, heads=4, context=256),
+         "gpt2": dict(vocab=50257, dim=768, layers=12, heads=12, context=1024)}
+PROMPT, NEW = 32, 64
+DECODE_STEPS = NEW - 1  # the first new token comes from the prefill's logits
+OURS = "tensorforge fp32"
+ENGINES = (OURS, "pytorch eager fp32", "pytorch int8 dynamic", "onnxruntime fp32 (recompute)",
+           "onnxruntime fp32 (KV cache)", "onnxruntime int8 (KV cache)")
+FP32 = {OURS, "pytorch eager fp32", "onnxruntime fp32 (recompute)", "onnxruntime fp32 (KV cache)"}
+
+
+def build_model(size: str) -> nn.GPT:
+    shape = SIZES[size]
+    return nn.GPT(shape["vocab"], shape["dim"], shape["layers"], shape["heads"], shape["context"],
+                  rng=np.random.default_rng(0))
+
+
+def prompt_ids(size: str) -> list[int]:
+    return np.random.default_rng(1).integers(0, SIZES[size]["vocab"], PROMPT).tolist()
+
+
+def reference(size: str) -> tuple[np.ndarray, list[int]]:
+    """tf.interpret's logits after the prompt (last position) and the 64 greedy tokens of the eager
+    numpy GPT (the ops' reference implementations), recomputing the context for each token."""
+    model, prompt = build_model(size), prompt_ids(size)
+    graph = tf.trace(model, np.array([prompt], np.int64))
+    first = tf.interpret(graph, np.array([prompt], np.int64))[0, -1]
+    tokens = [int(np.argmax(first))]
+    for _ in range(DECODE_STEPS):
+        logits = model(np.array([prompt + tokens], np.int64))
+        tokens.append(int(np.argmax(logits[0, -1])))
+    return first, tokens
+
+
+# --- engines: each a prefill(prompt) -> last logits and a step(token) -> logits after prefill ------------
+
+class Ours:
+    def __init__(self, model, threads: int):
+        self.generator = tf.compile_generator(model, model.max_seq_len, prompt_len=PROMPT, threads=threads)
+
+    def prefill(self, prompt: list[int]) -> np.ndarray:
+        return self.generator.logits(prompt)[-1]
+
+    def step(self, token: int) -> np.ndarray:
+        return self.generator._step(token)  # one decode step at the generator's position (its caches updated)
+
+
+def torch_gpt(model, int8: bool):
+    """A torch GPT with nn.GPT's weights and a KV cache (see the module docstring)."""
+    import torch
+    from torch import nn as tnn
+    from torch.nn import functional as F
+
+    def linear(ours) -> tnn.Linear:
+        layer = tnn.Linear(*ours.weight.shape, bias=ours.bias is not None)
+        layer.weight.data = torch.from_numpy(ours.weight.T.copy())
+        if ours.bias is not None:
+            layer.bias.data = torch.from_numpy(ours.bias.copy())
+        return layer
+
+    def layer_norm(ours) -> tnn.LayerNorm:
+        norm = tnn.LayerNorm(ours.gamma.shape[0], eps=ours.eps)
+        norm.weight.data, norm.bias.data = torch.from_numpy(ours.gamma.copy()), torch.from_numpy(ours.beta.copy())
+        return norm
+
+    heads, head_dim, context = model.num_heads, model.embed_dim // model.num_heads, model.max_seq_len
+
+    class Block(tnn.Module):
+        def __init__(self, block):
+            super().__init__()
+            attention = block.attention
+            self.ln1, self.ln2 = layer_norm(block.ln1), layer_norm(block.ln2)
+            self.q, self.k, self.v = linear(attention.q_proj), linear(attention.k_proj), linear(attention.v_proj)
+            self.out = linear(attention.out_proj)
+            self.fc1, self.fc2 = linear(block.mlp.linear1), linear(block.mlp.linear2)
+            self.register_buffer("k_cache", torch.zeros(1, heads, context, head_dim))
+            self.register_buffer("v_cache", torch.zeros(1, heads, context, head_dim))
+
+        def forward(self, x, pos: int):
+            batch, seq, dim = x.shape
+            h = self.ln1(x)
+
+            def split(t):
+                return t.view(batch, seq, heads, head_dim).transpose(1, 2)
+
+            q, k, v = split(self.q(h)), split(self.k(h)), split(self.v(h))
+            self.k_cache[:, :, pos:pos + seq] = k
+            self.v_cache[:, :, pos:pos + seq] = v
+            keys, values = self.k_cache[:, :, :pos + seq], self.v_cache[:, :, :pos + seq]
+            # the prefill (pos 0) is causal; one decode query sees every row so far
+            attended = F.scaled_dot_product_attention(q, keys, values, is_causal=seq > 1)
+            x = x + self.out(attended.transpose(1, 2).reshape(batch, seq, dim))
+            return x + self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="tanh"))
+
+    class TorchGPT(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.token_embedding = tnn.Embedding.from_pretrained(torch.from_numpy(model.token_embedding.weight))
+            self.position_embedding = tnn.Embedding.from_pretrained(
+                torch.from_numpy(model.position_embedding.weight))
+            self.blocks = tnn.ModuleList(Block(block) for block in model.blocks)
+            self.ln_f, self.lm_head = layer_norm(model.ln_f), linear(model.lm_head)
+
+        def forward(self, tokens, pos: int):
+            positions = torch.arange(pos, pos + tokens.shape[1])
+            x = self.token_embedding(tokens) + self.position_embedding(positions)
+            for block in self.blocks:
+                x = block(x, pos)
+            return self.lm_head(self.ln_f(x))
+
+    net = TorchGPT().eval()
+    if int8:
+        from torch.ao.quantization import quantize_dynamic
+
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor")  # deprecated, still what it uses
+        net = quantize_dynamic(net, {tnn.Linear}, dtype=torch.qint8)
+    return net
+
+
+class Torch:
+    def __init__(self, model, threads: int, int8: bool):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.torch, self.net, self.position = torch, torch_gpt(model, int8), 0
+
+    def prefill(self, prompt: list[int]) -> np.ndarray:
+        with self.torch.inference_mode():
+            logits = self.net(self.torch.tensor([prompt]), 0)[0, -1].numpy()
+        self.position = len(prompt)
+        return logits
+
+    def step(self, token: int) -> np.ndarray:
+        with self.torch.inference_mode():
+            logits = self.net(self.torch.tensor([[token]]), self.position)[0, -1].numpy()
+        self.position += 1
+        return logits
+
+
+class OrtRecompute:
+    def __init__(self, model, threads: int):
+        from onnx_models import onnx_session
+
+        graph = tf.trace(model, np.zeros((1, PROMPT), np.int64))
+        self.session = onnx_session(graph, threads, dynamic_sequence=True)
+        self.input = self.session.get_inputs()[0].name
+        self.tokens: list[int] = []
+
+    def _run(self) -> np.ndarray:
+        return self.session.run(None, {self.input: np.array([self.tokens], np.int64)})[0][0, -1]
+
+    def prefill(self, prompt: list[int]) -> np.ndarray:
+        self.tokens = list(prompt)
+        return self._run()
+
+    def step(self, token: int) -> np.ndarray:
+        self.tokens.append(token)
+        return self._run()
+
+
+class OrtCache:
+    def __init__(self, model, threads: int, int8: bool):
+        import onnxruntime as ort
+        from onnx_models import to_onnx
+
+        from tensorforge.passes.kv_cache import rewrite_for_kv_cache
+
+        graphs = rewrite_for_kv_cache(tf.trace(model, np.zeros((1, PROMPT), np.int64)), model.max_seq_len)
+        protos = [to_onnx(graphs.prefill, dynamic_sequence=True), to_onnx(graphs.decode, past_sequence=True)]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sessions = []
+        with tempfile.TemporaryDirectory() as directory:
+            for index, proto in enumerate(protos):
+                data = proto.SerializeToString()
+                if int8:
+                    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                    logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process the model first
+
+                    source, target = Path(directory, f"{index}.onnx"), Path(directory, f"{index}.int8.onnx")
+                    source.write_bytes(data)
+                    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+                    data = target.read_bytes()
+                sessions.append(ort.InferenceSession(data, options, providers=["CPUExecutionProvider"]))
+        self.prefill_session, self.decode_session = sessions
+        self.prefill_input = self.prefill_session.get_inputs()[0].name
+        token, pos, *pasts = (value.name for value in self.decode_session.get_inputs())
+        self.token_input, self.pos_input, self.past_inputs = token, pos, pasts
+        self.past: list[np.ndarray] = []
+        self.position = 0
+
+    def prefill(self, prompt: list[int]) -> np.ndarray:
+        logits, *self.past = self.prefill_session.run(None, {self.prefill_input: np.array([prompt], np.int64)})
+        self.position = len(prompt)
+        return logits[0, -1]
+
+    def step(self, token: int) -> np.ndarray:
+        feed = {self.token_input: np.array([[token]], np.int64), self.pos_input: np.array([self.position], np.int64)}
+        feed.update(zip(self.past_inputs, self.past, strict=True))
+        logits, *self.past = self.decode_session.run(None, feed)
+        self.position += 1
+        return logits[0, 0]
+
+
+def build_engine(engine: str, model, threads: int):
+    try:
+        if engine == OURS:
+            return Ours(model, threads)
+        if engine.startswith("pytorch"):
+            return Torch(model, threads, int8="int8" in engine)
+        if engine == "onnxruntime fp32 (recompute)":
+            return OrtRecompute(model, threads)
+        return OrtCache(model, threads, int8="int8" in engine)
+    except ImportError as error:
+        raise EngineUnavailable(f"{engine}: {error}") from error
+
+
+def generate(engine, prompt: list[int]) -> tuple[np.ndarray, list[int]]:
+    """The prefill's last logits and the 64 greedy tokens."""
+    first = engine.prefill(prompt)
+    tokens = [int(np.argmax(first))]
+    for _ in range(DECODE_STEPS):
+        tokens.append(int(np.argmax(engine.step(tokens[-1]))))
+    return first, tokens
+
+
+def make_engine(engine: str, phase: str, size: str, threads: int, expected_logits: np.ndarray,
+                expected_tokens: list[int], checks: str):
+    """In the engine's process: build it, check it against the reference (written to `checks`), and
+    return the callable to time: the prefill and first token, or the 63 decode steps after the prefill."""
+    model, prompt = build_model(size), prompt_ids(size)
+    built = build_engine(engine, model, threads)
+    logits, tokens = generate(built, prompt)
+    error = float(np.abs(logits - expected_logits).max() / np.abs(expected_logits).max())
+    agree = sum(a == b for a, b in zip(tokens, expected_tokens, strict=True))
+    Path(checks, f"{engine}.{phase}.json").write_text(json.dumps({"error": error, "agree": agree}))
+    if engine in FP32 and (error > 1e-3 or agree != NEW):
+        raise AssertionError(f"{engine}: prefill logits relative error {error:.2e}, {agree}/{NEW} greedy tokens "
+                             f"agree with the reference")
+    if phase == "prefill":
+        return lambda: int(np.argmax(built.prefill(prompt)))
+    first = tokens[0]
+    built.prefill(prompt)
+    past = list(built.past) if isinstance(built, OrtCache) else None
+
+    def decode():
+        # rewind to just after the prompt (the rows past it are overwritten before they are read)
+        if isinstance(built, OrtRecompute):
+            built.tokens = list(prompt)
+        elif isinstance(built, OrtCache):
+            built.past = list(past)
+            built.position = PROMPT
+        elif isinstance(built, Ours):
+            built.generator.position = PROMPT
+        else:
+            built.position = PROMPT
+        token = first
+        for _ in range(DECODE_STEPS):
+            token = int(np.argmax(built.step(token)))
+        return token
+
+    return decode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES),
+                        help=f"which engines (default all; {OURS!r} is always run)")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    engines = [OURS] + [engine for engine in args.engines if engine != OURS]
+    print("$ python " + " ".join(sys.argv))
+    shape = SIZES[args.size]
+    print(f"GPT {args.size}: {shape['layers']} layers, d {shape['dim']}, {shape['heads']} heads, vocab "
+          f"{shape['vocab']}, context {shape['context']}, random weights; batch 1, greedy, prompt {PROMPT}, "
+          f"{NEW} new tokens ({DECODE_STEPS} decode steps); threads {args.threads}; rounds {args.rounds}; "
+          f"cpus {len(os.sched_getaffinity(0))}")
+    start = time.perf_counter()
+    expected_logits, expected_tokens = reference(args.size)
+    print(f"reference (tf.interpret prefill, numpy eager greedy): {time.perf_counter() - start:.1f} s")
+    with tempfile.TemporaryDirectory() as checks:
+        factories = {(engine, phase): (make_engine, (engine, phase, args.size, args.threads, expected_logits,
+                                                     expected_tokens, checks))
+                     for engine in engines for phase in ("prefill", "decode")}
+        start = time.perf_counter()
+        keyed = measure_isolated({f"{engine}|{phase}": factory for (engine, phase), factory in factories.items()},
+                                 args.rounds, not args.quiet, desc="gpt")
+        print(f"timing: {time.perf_counter() - start:.1f} s (engines built, checked and sampled)")
+        samples = {tuple(key.split("|")): values for key, values in keyed.items()}
+        results = {}
+        for engine in engines:
+            path = Path(checks, f"{engine}.decode.json")
+            if (engine, "decode") in samples and path.exists():
+                results[engine] = json.loads(path.read_text())
+    print(f"{'engine':<30} {'logits err':>10} {'tokens':>7} {'prefill':>10} {'decode tok/s':>12} "
+          f"{'ours faster: prefill':>20} {'decode':>7}")
+    for engine in engines:
+        if engine not in results:
+            print(f"{engine:<30} (not available)")
+            continue
+        prefill = statistics.median(samples[engine, "prefill"])
+        decode = statistics.median(samples[engine, "decode"])
+        keys = {phase: f"{engine}|{phase}" for phase in ("prefill", "decode")}
+        ours = {phase: f"{OURS}|{phase}" for phase in ("prefill", "decode")}
+        ratios = [paired_ratio(keyed, keys[phase], ours[phase]) for phase in ("prefill", "decode")]
+        check = results[engine]
+        print(f"{engine:<30} {check['error']:>10.1e} {check['agree']:>3}/{NEW:<3} {format_time(prefill):>10} "
+              f"{DECODE_STEPS / decode:>12.1f} {ratios[0]:>19.2f}x {ratios[1]:>6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
