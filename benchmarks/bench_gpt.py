@@ -1,13 +1,14 @@
 """Greedy generation of a GPT with random weights on every engine: time to first token (the prefill
 of the prompt) and decode tokens/s, each engine in a process of its own, interleaved, medians.
 
-    python benchmarks/bench_gpt.py [--size tiny|gpt2] [--rounds 5] [--threads 2] [--engines ...] [--quiet]
+    python benchmarks/bench_gpt.py [--size tiny|gpt2] [--rounds 7] [--threads 2] [--engines ...] [--quiet]
 
 tiny: 4 layers, d 256, 4 heads, vocab 512, context 256 (issue 5's targets); gpt2: GPT-2 small's shape
 (12 layers, d 768, 12 heads, vocab 50257, context 1024). Batch 1, a prompt of 32 random tokens,
 64 new tokens: the first from the prefill's logits, then 63 decode steps; "decode tokens/s" is
 63 / the time of those 63 steps (each step's argmax included), "prefill" is the time from the prompt
-to the first token's logits and argmax. Engines (all on the same weights, nn.GPT(rng=0)):
+to the first token's logits and argmax, both warm (a sample is a block of at least --block seconds
+of calls after a 0.25 s idle sleep). Engines (all on the same weights, nn.GPT(rng=0)):
 
 - tensorforge fp32: tf.compile_generator (prefill graph + one-token decode graph over its KV cache).
 - pytorch eager fp32 / pytorch int8 dynamic: a torch GPT written here with a KV cache (preallocated
@@ -321,10 +322,12 @@ def make_engine(engine: str, phase: str, size: str, threads: int, expected_logit
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES),
                         help=f"which engines (default all; {OURS!r} is always run)")
+    parser.add_argument("--block", type=float, default=0.2,
+                        help="seconds of calls per sample (amortizes the first, slower call after the sleep)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     engines = [OURS] + [engine for engine in args.engines if engine != OURS]
@@ -343,7 +346,7 @@ def main() -> None:
                      for engine in engines for phase in ("prefill", "decode")}
         start = time.perf_counter()
         keyed = measure_isolated({f"{engine}|{phase}": factory for (engine, phase), factory in factories.items()},
-                                 args.rounds, not args.quiet, desc="gpt")
+                                 args.rounds, not args.quiet, desc="gpt", min_seconds=args.block)
         print(f"timing: {time.perf_counter() - start:.1f} s (engines built, checked and sampled)")
         samples = {tuple(key.split("|")): values for key, values in keyed.items()}
         results = {}

@@ -102,13 +102,13 @@ def bar_charts(path, panels: list[dict]) -> None:
 # the other runtime to give up a core). A user runs one of them; so does each engine here, in its
 # own process, still sampled in the same interleaved rounds.
 
-def _engine_worker(connection, factory, arguments) -> None:
+def _engine_worker(connection, factory, arguments, min_seconds: float = 0.02) -> None:
     """In the child: build the engine, size its block, then time one block per request."""
     try:
         fn = factory(*arguments)
         if fn is None:
             raise EngineUnavailable(f"{factory.__name__}{arguments}")
-        count = block_size(fn)
+        count = block_size(fn, min_seconds)
         connection.send(("ready", count))
         while connection.recv() == "sample":
             start = time.perf_counter()
@@ -122,11 +122,14 @@ def _engine_worker(connection, factory, arguments) -> None:
 
 
 def measure_isolated(factories: dict[str, tuple[Callable, tuple]], rounds: int = 15, verbose: bool = True,
-                     desc: str = "timing", sleep: float = SLEEP_AFTER_THREAD_POOLS) -> dict[str, list[float]]:
+                     desc: str = "timing", sleep: float = SLEEP_AFTER_THREAD_POOLS,
+                     min_seconds: float = 0.02) -> dict[str, list[float]]:
     """Like measure_samples, each engine built by `factory(*arguments)` in a spawned process of its own.
 
     A factory returns the no-argument callable to time (None: the engine is not available, dropped);
-    it must be a module-level function, and it checks its engine's results itself.
+    it must be a module-level function, and it checks its engine's results itself. A sample is a
+    block of calls of at least `min_seconds` (longer blocks amortize the first call after the sleep,
+    slower as the engine's threads and caches wake up).
     """
     import multiprocessing
 
@@ -135,7 +138,8 @@ def measure_isolated(factories: dict[str, tuple[Callable, tuple]], rounds: int =
     try:
         for name, (factory, arguments) in factories.items():
             parent, child = context.Pipe()
-            process = context.Process(target=_engine_worker, args=(child, factory, arguments), daemon=True)
+            process = context.Process(target=_engine_worker, args=(child, factory, arguments, min_seconds),
+                                      daemon=True)
             process.start()
             child.close()
             workers[name] = (process, parent)
