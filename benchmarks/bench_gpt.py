@@ -30,6 +30,11 @@ its 64 greedy tokens against the reference's (the eager numpy GPT, the ops' refe
 implementations, recomputing the context for each token): fp32 engines must agree on every token,
 int8 engines report how many agree. Ratios are the median over rounds of the peer's time over
 tensorforge's in the same round (above 1: tensorforge faster).
+
+Not measured: compile / export / session creation time (tf.compile_generator of the gpt2 size took
+about 270 s on the 2-core VM, once per process: the gpt2 run's start-up takes many minutes), memory,
+a cold first call, torch.compile, sampling other than greedy, batch > 1, int8 accuracy beyond the
+greedy tokens' agreement. The pytorch prefill figure was the noisiest between runs on the 2-core VM.
 """
 
 from __future__ import annotations
