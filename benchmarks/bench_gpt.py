@@ -32,7 +32,9 @@ int8 engines report how many agree. Ratios are the median over rounds of the pee
 tensorforge's in the same round (above 1: tensorforge faster).
 
 Not measured: compile / export / session creation time (tf.compile_generator of the gpt2 size took
-about 270 s on the 2-core VM, once per process: the gpt2 run's start-up takes many minutes), memory,
+about 270 s on the 2-core VM, once per process: the gpt2 run's start-up takes many minutes; every engine
+is two processes of 1.5-4 GB at that size, so all six engines (12 processes) ran out of the VM's 23 GB:
+pick two or three with --engines), memory,
 a cold first call, torch.compile, sampling other than greedy, batch > 1, int8 accuracy beyond the
 greedy tokens' agreement. The pytorch prefill figure was the noisiest between runs on the 2-core VM.
 """
