@@ -29,21 +29,26 @@ from .llvm_utils import (
 )
 
 
-def emit_quantize(kernel: Kernel) -> None:
-    target = kernel.node.dtype
+def quantize_value(builder: ir.IRBuilder, x: ir.Value, scale: ir.Value, zero: ir.Value, target: DType) -> ir.Value:
+    """One f32 value's code in `target` (i8 or u8): clip(rint(x / scale) + zero), NaN -> zero; `zero`
+    is the zero point as f32. The steps of ir/ops_quant.quantize, bit for bit."""
     info = np.iinfo(target.numpy)
     low, high = ir.Constant(F32, float(info.min)), ir.Constant(F32, float(info.max))
+    rounded = call_intrinsic(builder, "llvm.rint.f32", F32, [builder.fdiv(x, scale, name="scaled")], "rounded")
+    shifted = builder.fadd(rounded, zero, name="shifted")
+    clipped = builder.select(builder.fcmp_ordered("<", shifted, low), low, shifted)
+    clipped = builder.select(builder.fcmp_ordered(">", clipped, high), high, clipped, name="clipped")
+    code = builder.select(builder.fcmp_unordered("uno", clipped, clipped), zero, clipped, name="code")
+    # in range and never NaN now: a plain conversion (vectorizes; the saturating one does not here)
+    return builder.trunc(builder.fptosi(code, I32), llvm_type(target), name="q")
+
+
+def emit_quantize(kernel: Kernel) -> None:
+    target = kernel.node.dtype
 
     def compute(builder: ir.IRBuilder, values: list[ir.Value]) -> ir.Value:
         x, scale, zero_point = values
-        zero = builder.sitofp(zero_point, F32, name="zero_point")
-        rounded = call_intrinsic(builder, "llvm.rint.f32", F32, [builder.fdiv(x, scale, name="scaled")], "rounded")
-        shifted = builder.fadd(rounded, zero, name="shifted")
-        clipped = builder.select(builder.fcmp_ordered("<", shifted, low), low, shifted)
-        clipped = builder.select(builder.fcmp_ordered(">", clipped, high), high, clipped, name="clipped")
-        code = builder.select(builder.fcmp_unordered("uno", clipped, clipped), zero, clipped, name="code")
-        # in range and never NaN now: a plain conversion (vectorizes; the saturating one does not here)
-        return builder.trunc(builder.fptosi(code, I32), llvm_type(target), name="q")
+        return quantize_value(builder, x, scale, builder.sitofp(zero_point, F32, name="zero_point"), target)
 
     map_elements(kernel, compute)
 

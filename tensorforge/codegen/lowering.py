@@ -20,7 +20,7 @@ from .emit_elementwise import emit_binary, emit_cast, emit_float_unary, emit_gel
 from .emit_fused import emit_fused_elementwise
 from .emit_kv_cache import cached_attention_scratch_bytes, emit_cache_write, emit_cached_attention, emit_position_mask
 from .emit_matmul import emit_linear, emit_matmul, gemm_node_scratch_bytes, gemm_parts, pack_gemm_constant
-from .emit_qgemm import (
+from .emit_qlayers import (
     dynamic_scratch_bytes,
     emit_dynamic_qlinear,
     emit_qconv2d,

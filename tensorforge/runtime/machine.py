@@ -25,7 +25,7 @@ import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 
-from ..codegen.emit_qgemm import _multiply_add, int8_scheme
+from ..codegen.emit_qgemm import int8_scheme, multiply_add
 from ..codegen.llvm_utils import F32, I8, I32, I64, PTR, call_intrinsic, carried_loop, i64
 from ..codegen.target import Target, initialize_llvm
 from ..codegen.tiling import INDEPENDENT_CHAINS
@@ -121,7 +121,7 @@ def _kernels_ir(target: Target) -> str:
         if scheme.group != 4:
             b_bytes = builder.shuffle_vector(b_bytes, b_bytes, ir.Constant(ir.VectorType(I32, b_vector.count),
                                                                            list(range(b_vector.count))))
-        return [_multiply_add(builder, scheme, value, a_word, b_bytes) for value in values]
+        return [multiply_add(builder, scheme, value, a_word, b_bytes) for value in values]
 
     values = carried_loop(builder, i64(0), count, start, int8_step, "k")
     total = values[0]
