@@ -176,3 +176,38 @@ def test_armv8_code_runs_under_qemu():
         outputs = model(value)
     for actual, expected in zip(outputs, ir.interpret(graph, value), strict=True):
         np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_layers_of_one_shape_share_one_kernel_and_keep_their_own_weights():
+    """relu, then three linears of one shape (different weights) with relus between: the linears
+    share one function, called three times (entry.kernel_key); the first relu reads the graph input,
+    whose alignment is unknown, so it has a function of its own and the other two share one."""
+    graph = ir.Graph()
+    value = graph.call("relu", [graph.add_input("x", TensorType((4, 24), DType.f32))])
+    for index in range(3):
+        weight = graph.constant(RNG.standard_normal((24, 24)).astype(np.float32), f"fc{index}.weight")
+        value = graph.call("linear", [value, weight])
+        if index < 2:
+            value = graph.call("relu", [value])
+    graph.outputs = [value]
+    artifact = build(graph, "host", opt_level=0)
+    assert len(re.findall(r'define internal void @"?linear\.\d+"?\(', artifact.llvm_ir)) == 1
+    assert len(re.findall(r'call void @"?linear\.\d+"?\(', artifact.llvm_ir)) == 3
+    assert len(re.findall(r'define internal void @"?relu\.\d+"?\(', artifact.llvm_ir)) == 2
+    x = RNG.standard_normal((4, 24)).astype(np.float32)
+    (y,) = run_artifact(build(graph, "host"), x)
+    np.testing.assert_allclose(y, ir.interpret(graph, x), rtol=1e-4, atol=1e-5)
+
+
+def test_outer_copy_loops_stay_rolled():
+    """A transpose of many short rows stays a loop: unrolled, it was one block of 384 row copies
+    that took LLVM's schedulers seconds (llvm_utils.strided_loops)."""
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((32, 12, 64), DType.f32))
+    graph.outputs = [graph.call("transpose", [x], {"perm": [1, 0, 2]})]
+    artifact = build(graph, "host")
+    assert artifact.llvm_ir.count("llvm.loop.unroll.disable") >= 1
+    assert artifact.llvm_ir.count("call void @llvm.memcpy") < 12
+    data = RNG.standard_normal((32, 12, 64)).astype(np.float32)
+    (y,) = run_artifact(artifact, data)
+    np.testing.assert_array_equal(y, data.transpose(1, 0, 2))

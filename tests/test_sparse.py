@@ -10,6 +10,7 @@ under qemu-user (fewer examples there).
 from __future__ import annotations
 
 import re
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 import tensorforge as tf
 from tensorforge import ir
-from tensorforge.codegen import CodegenError, build
+from tensorforge.codegen import CodegenError, build, parallel
 from tensorforge.codegen.emit_sparse import balanced_bounds
 from tensorforge.codegen.sparse_layout import sliced
 from tensorforge.ir import DType, OpError, TensorType
@@ -340,3 +341,28 @@ def test_prune_report_names_the_kernel_and_sparse_kernel_false_keeps_it_dense():
             np.testing.assert_allclose(compiled(x), ir.interpret(compiled.source_graph, x), rtol=1e-4, atol=1e-5)
             if kernels == {"csr"}:
                 assert re.search(r"layers\.0\.weight\s+95\.0%\s+\[784, 256\]\s+\[784, 256\]\s+csr", str(report))
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_sparse_layers_of_one_shape_are_not_shared(batch):
+    """Two sparse weights with the same shape and count of nonzeros but mirrored patterns: a split
+    kernel's row ranges (balanced by nonzeros) and the slices follow the pattern, so each layer
+    gets a function of its own (Lowering.reads_values), and both are right."""
+    rng = np.random.default_rng(7)
+    first = rng.standard_normal((32, 32)).astype(np.float32)
+    first *= rng.random((32, 32)) < np.where(np.arange(32) < 8, 0.9, 0.05)  # the first outputs hold most
+    second = first[:, ::-1].copy()
+    graph = ir.Graph()
+    value = graph.call("relu", [graph.add_input("x", TensorType((batch, 32), DType.f32))])  # both read the workspace
+    for index, weight in enumerate((first, second)):
+        arrays = [graph.constant(array, f"{name}{index}") for array, name in zip(to_csr(weight), ("v", "c", "r"))]
+        value = graph.call("sparse_linear", [value, *arrays], {"activation": None, "residual": False})
+    graph.outputs = [value]
+    data = rng.standard_normal((batch, 32)).astype(np.float32)
+    with mock.patch.object(parallel, "MIN_PARALLEL_FLOPS", 0):
+        artifact = build(graph, "host", opt_level=0, threads=2)
+    assert set(artifact.parts) == {value.inputs[0].name, value.name}
+    assert min(artifact.parts.values()) > 1  # split (4 parts with AVX2, 2 with AVX-512)
+    assert len(re.findall(r'define internal void @"?sparse_linear\.\d+"?\(', artifact.llvm_ir)) == 2
+    (y,) = compile_and_run(graph, data, threads=2)
+    np.testing.assert_allclose(y, np.maximum(data, 0) @ first @ second, rtol=1e-4, atol=1e-5)

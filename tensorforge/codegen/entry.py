@@ -17,6 +17,9 @@ input has been read, so an output buffer may be an input buffer (an in-place sta
 that are graph inputs are copied first (with memmove); only outputs that are inputs permuted in a
 cycle over their own buffers would need a temporary, and that is not supported.
 
+Nodes whose kernels would be the same code share one function: the twelve layers of a GPT call
+the same few kernels with different pointers (see `kernel_key`), so LLVM compiles each once.
+
 Writing only workspace bytes is also what makes `noalias` on the node functions' arguments true:
 a node writes its own output (and scratch) bytes, which no other pointer it receives can reach;
 its operands may share a buffer, but they are only read. The exception is an elementwise node the
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from ..ir import Graph, Node
+from ..ir.printer import format_attr
 from .kernel import Kernel
 from .llvm_utils import I32, I64, PTR, VOID, byte_pointer, copy_bytes, declare
 from .lowering import Lowering
@@ -96,6 +100,21 @@ def emit_node_function(module: ir.Module, node: Node, lowering: Lowering, operan
     _mark_arguments(function, node, operands, scratch_bytes, in_place_of)
     _emit_kernel(function, node, lowering, operands, scratch_bytes, target, packed, None, 1)
     return function
+
+
+def kernel_key(node: Node, lowering: Lowering, operands: Sequence[Buffer], scratch_bytes: int,
+               packed: frozenset[int], parts: int, in_place_of: Node | None) -> tuple | None:
+    """Everything emit_node_function's code depends on besides names; None for a kernel that must
+    not be shared (its code reads constant values, or an attribute has no exact text form)."""
+    if lowering.reads_values:
+        return None
+    try:
+        attrs = tuple(sorted((name, format_attr(value)) for name, value in node.attrs.items()))
+    except (TypeError, ValueError):
+        return None
+    inputs = tuple((str(operand.type), operand.op == "constant", node.inputs.index(operand), buffer.align,
+                    buffer.nbytes, operand is in_place_of) for operand, buffer in zip(node.inputs, operands))
+    return node.op, attrs, inputs, str(node.type), scratch_bytes, tuple(sorted(packed)), parts
 
 
 def _mark_arguments(function: ir.Function, node: Node, operands: Sequence[Buffer], scratch_bytes: int,
@@ -175,6 +194,7 @@ def emit_module(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, Lower
     builder = ir.IRBuilder(function.append_basic_block("entry"))
 
     buffers: dict[Node, Buffer] = {}
+    kernels: dict[tuple, ir.Function] = {}  # kernel_key -> the function already emitted for it
     timed = 0
     for index, node in enumerate(graph.inputs):
         buffers[node] = Buffer(_load_pointer(builder, inputs, index, f"input.{node.name}"), 0, node.type.nbytes, True)
@@ -201,8 +221,13 @@ def emit_module(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, Lower
         if scratch:
             arguments.append(byte_pointer(builder, workspace, plan.scratch[node], f"scratch.{node.name}"))
         node_parts = (parts or {}).get(node, 1)
-        function = emit_node_function(module, node, lowering, operands, scratch, target, frozenset(copies),
-                                      threads, node_parts, plan.in_place.get(node))
+        key = kernel_key(node, lowering, operands, scratch, frozenset(copies), node_parts, plan.in_place.get(node))
+        function = kernels.get(key) if key is not None else None
+        if function is None:
+            function = emit_node_function(module, node, lowering, operands, scratch, target, frozenset(copies),
+                                          threads, node_parts, plan.in_place.get(node))
+            if key is not None:
+                kernels[key] = function
         if profile_offset is None:
             builder.call(function, arguments)
         else:

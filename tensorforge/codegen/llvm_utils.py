@@ -136,12 +136,16 @@ def strided_loops(builder: ir.IRBuilder, shape: Sequence[int], accesses: Sequenc
     """A loop nest over `shape` (outermost axis first); yields one i64 element offset per access.
 
     Each access is (strides, base): its offset is base + sum(index[axis] * strides[axis]). Callers
-    pass coalesced shapes (see layout.coalesce) so the innermost loop is long and simple.
+    pass coalesced shapes (see layout.coalesce) so the innermost loop is long and simple. Only the
+    innermost loop may be unrolled: fully unrolled outer loops (a transpose's heads x rows of row
+    copies) made basic blocks of thousands of instructions that took LLVM's schedulers about 19 s
+    per GPT-2-size layer.
     """
     offsets = [base for _, base in accesses]
     with contextlib.ExitStack() as stack:
         for axis, extent in enumerate(shape):
-            index = stack.enter_context(for_range(builder, extent, f"{name}{axis}"))
+            innermost = axis == len(shape) - 1
+            index = stack.enter_context(for_range(builder, extent, f"{name}{axis}", unroll=innermost))
             offsets = [add_offsets(builder, offset, index, strides[axis], f"{name}{axis}.at")
                        for offset, (strides, _) in zip(offsets, accesses)]
         yield [as_i64(offset) for offset in offsets]

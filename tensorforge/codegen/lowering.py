@@ -58,7 +58,9 @@ class Lowering:
     in `kernel.packed` (always, with `always_pack`). `parts(node, target, threads)` says into how
     many parts the kernel splits its work for a team of `threads` (parallel.py); without it a node
     runs on one thread. A view
-    (`emit` None) has no code: its result is its first operand's buffer.
+    (`emit` None) has no code: its result is its first operand's buffer. The code of a kernel may
+    depend on its node's op, attributes, types and which operands are constants and packed, never on
+    constant values (unless `reads_values`): nodes equal in those share one function (entry.py).
     """
 
     emit: Callable[[Kernel], None] | None
@@ -67,6 +69,7 @@ class Lowering:
     pack_constant: Callable[[Node, int, Target], PackedConstant | None] | None = None
     parts: Callable[[Node, Target, int], int] | None = None
     always_pack: bool = False  # the kernel reads its constants only packed (also with build's pack=False)
+    reads_values: bool = False  # the code depends on a constant operand's values (not only its type): never shared
 
     @property
     def is_view(self) -> bool:
@@ -106,7 +109,8 @@ EMIT: dict[str, Lowering] = {
     "matmul": Lowering(emit_matmul, ALL, gemm_node_scratch_bytes, pack_gemm_constant, gemm_parts),
     "linear": Lowering(emit_linear, ALL, gemm_node_scratch_bytes, pack_gemm_constant, gemm_parts),
     # sparse (emit_sparse.py): a linear with a CSR weight
-    "sparse_linear": Lowering(emit_sparse_linear, FLOAT, sparse_scratch_bytes, pack_sparse_constant, sparse_parts),
+    "sparse_linear": Lowering(emit_sparse_linear, FLOAT, sparse_scratch_bytes, pack_sparse_constant, sparse_parts,
+                              reads_values=True),  # its loops follow the weight's sparsity pattern
     # NCHW (emit_conv.py)
     "conv2d": Lowering(emit_conv2d, ALL, conv2d_scratch_bytes, pack_conv_weight, conv_parts),
     "max_pool2d": Lowering(emit_pool, NUMERIC, padded_bytes, parts=pool_parts),
