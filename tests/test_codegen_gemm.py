@@ -110,7 +110,7 @@ def test_linear_armv8(case):
     check_linear("armv8", case)
 
 
-@pytest.mark.parametrize("m, k, n", [(200, 600, 40), (7, 1100, 5000), (150, 300, 4200)], ids=str)
+@pytest.mark.parametrize("m, k, n", [(200, 600, 40), (7, 1100, 5000), (150, 300, 4200), (5, 1100, 700)], ids=str)
 def test_matmul_with_several_cache_blocks(m, k, n):
     """More than one block of mc rows, kc depth (c accumulated across blocks) and nc columns."""
     rng = np.random.default_rng(0)

@@ -147,9 +147,14 @@ def gemm_scratch_bytes(tiling: GemmTiling, shape: tuple[int, int, int], a_prepac
     """Scratch for emit_gemm: a packed A block (unless prepacked), then a packed B block (unless prepacked)."""
     rows, depth, columns = shape
     kc = gemm_depth_blocks(tiling, rows, depth, b_prepacked)[1]
-    a_bytes = 0 if a_prepacked else _round_up(min(tiling.mc, _round_up(rows, tiling.rows)) * kc * FLOAT_BYTES, 64)
     b_bytes = 0 if b_prepacked else min(tiling.nc, _round_up(columns, tiling.columns)) * kc * FLOAT_BYTES
-    return a_bytes + b_bytes
+    return _a_block_bytes(tiling, rows, kc, a_prepacked) + b_bytes
+
+
+def _a_block_bytes(tiling: GemmTiling, rows: int, kc: int, a_prepacked: bool) -> int:
+    """Scratch for one packed (mc, kc) block of A (none if prepacked), rounded to a cache line: the
+    packed B block follows it."""
+    return 0 if a_prepacked else _round_up(min(tiling.mc, _round_up(rows, tiling.rows)) * kc * FLOAT_BYTES, 64)
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -179,7 +184,7 @@ def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: Gemm
     a_pack = scratch
     b_pack = None
     if not b.prepacked:
-        offset = gemm_scratch_bytes(tiling, shape, a.prepacked, True)
+        offset = _a_block_bytes(tiling, rows, kc, a.prepacked)  # the kc in use, not a prepacked B's
         b_pack = builder.gep(scratch, [i64(offset)], inbounds=True, source_etype=ir.IntType(8)) if offset else scratch
 
     with for_range(builder, -(-columns // tiling.nc), "jc") as column_block:
