@@ -17,10 +17,15 @@ The caches are numpy arrays the generator owns: the compiled graphs only read th
 each layer's new k and v rows, which the generator writes in (prefill: rows 0..prompt_len-1; decode:
 row pos). Attention reads only the rows up to the position (cached_attention), so a decode step's
 cost grows with the position, not with max_len.
+
+With quantize="int8" the linear layers are dynamic_qlinear: each call quantizes its activations with
+their own range (per tensor). A padded prefill's range then spans the padding's rows too, so a short
+prompt's int8 logits differ, within int8 error, from those of an unpadded run; f32 is unaffected.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +36,8 @@ from .codegen.target import Target
 from .frontend.transformer import sample
 from .ir import Graph
 from .passes.kv_cache import KVCacheGraphs, rewrite_for_kv_cache
+from .quantize import QuantConfig
+from .quantize import quantize as quantize_graph
 from .runtime import CompiledModel
 
 PAD_ID = 0  # what a prompt shorter than prompt_len is padded with for the prefill (any valid id would do)
@@ -147,6 +154,10 @@ class Generator:
         return [int(token) for token in prompt_ids] + list(self.stream(prompt_ids, max_new_tokens, temperature,
                                                                         top_k, seed))
 
+    def quant_report(self):
+        """The decode graph's int8 layers (compile_generator(quantize="int8")): scheme and weight bytes."""
+        return self.decode_model.quant_report()
+
     def close(self) -> None:
         self.prefill_model.close()
         self.decode_model.close()
@@ -163,20 +174,66 @@ class Generator:
 
 
 def compile_generator(model, max_len: int, prompt_len: int | None = None, target: str | Target = "host",
-                      opt_level: int = 2, *, threads: int | None = None, quantize=None) -> Generator:
+                      opt_level: int = 2, *, threads: int | None = None, quantize=None,
+                      verbose: bool = False) -> Generator:
     """Trace `model` (a GPT, or any model of tokens[1, S] -> logits[1, S, V] with causal attention;
     or a Graph traced so) on tokens[1, prompt_len], rewrite it for a KV cache of `max_len` positions
-    and compile prefill and decode for `target`. prompt_len defaults to min(16, max_len)."""
+    and compile prefill and decode for `target`. prompt_len defaults to min(16, max_len).
+
+    `quantize="int8"` (or a tf.QuantConfig with dynamic=True) turns every linear layer with a
+    constant weight, in both graphs, into dynamic_qlinear: int8 weights (per output channel unless
+    the config says per-tensor), each call's activations quantized with their own range at run
+    time, int32 accumulation (tensorforge/quantize.py). Embeddings, layer norms, attention and the
+    cache stay f32. gen.quant_report() lists the layers. `verbose` shows a progress bar over the
+    stages (a GPT-2-size model takes some 20 s).
+    """
     from .api import compile, trace
 
-    if quantize is not None:
-        raise NotImplementedError("compile_generator(quantize=...) is not supported yet; quantize=None only")
+    config = _generator_quant_config(quantize)
+    stages = ["trace", "kv-cache rewrite", *(["int8"] if config else []), "compile prefill", "compile decode"]
+    progress = None
+    if verbose:
+        from tqdm import tqdm
+        progress = tqdm(total=len(stages), desc="compile_generator", unit="stage")
+
+    def stage(done: str) -> None:
+        if progress is not None:
+            progress.set_postfix_str(done)
+            progress.update()
+
     if isinstance(model, Graph):
         graph = model
     else:
         prompt_len = min(16, max_len) if prompt_len is None else prompt_len
         graph = trace(model, np.zeros((1, prompt_len), np.int64))
+    stage("trace")
     graphs = rewrite_for_kv_cache(graph, max_len)
+    stage("kv-cache rewrite")
+    report = None
+    if config is not None:
+        prefill_graph = quantize_graph(graphs.prefill, None, config)[0]
+        decode_graph, report = quantize_graph(graphs.decode, None, config)
+        graphs = dataclasses.replace(graphs, prefill=prefill_graph, decode=decode_graph)
+        stage("int8")
     prefill = compile(graphs.prefill, target=target, opt_level=opt_level, threads=threads)
+    stage("compile prefill")
     decode = compile(graphs.decode, target=target, opt_level=opt_level, threads=threads)
+    stage("compile decode")
+    if progress is not None:
+        progress.close()
+    decode.quantization = report
     return Generator(graphs, prefill, decode)
+
+
+def _generator_quant_config(quantize) -> QuantConfig | None:
+    """The dynamic int8 config `quantize` asks for (None: f32); static int8 is refused: its activation
+    scales would come from calibration prompts, which compile_generator does not take."""
+    if quantize is None:
+        return None
+    if quantize == "int8":
+        return QuantConfig(dynamic=True, sqnr_budget=None)
+    config = QuantConfig.of(quantize)
+    if not config.dynamic:
+        raise ValueError("compile_generator quantizes dynamically (activation scales at run time): pass "
+                         "quantize='int8' or tf.QuantConfig(dynamic=True, ...), not a static config")
+    return config

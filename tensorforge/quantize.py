@@ -95,7 +95,8 @@ class QuantReport:
         lines = [f"int8 quantization: {self.config.scheme}; SQNR budget {budget}; "
                  f"{self.calibration_samples} calibration samples",
                  f"{'layer':<28} {'scheme':<30} {'SQNR dB':>8}  decision"]
-        lines += [f"{name:<28} {scheme:<30} {sqnr:>8.1f}  {decision}" for name, scheme, sqnr, decision in self.rows]
+        lines += [f"{name:<28} {scheme:<30} {'-' if np.isnan(sqnr) else f'{sqnr:.1f}':>8}  {decision}"
+                  for name, scheme, sqnr, decision in self.rows]  # '-': not measured (no calibration)
         if before:
             lines.append(f"weights of these layers: {before} bytes f32 -> {after} bytes ({before / max(after, 1):.1f}x "
                          f"smaller)")

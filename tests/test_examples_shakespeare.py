@@ -108,3 +108,34 @@ def test_generate_refuses_a_prompt_outside_the_vocabulary(capsys):
     with pytest.raises(SystemExit):
         main(["--prompt", "naïve", "--tokens", "1"])
     assert "--prompt: character 'ï' is not in the vocabulary" in capsys.readouterr().err
+
+
+def test_generate_goes_on_past_the_context_with_int8_layers(capsys):
+    """200 new characters do not fit in the 128-position cache: a fresh prefill of the last 64
+    takes over; --int8 compiles the linear layers to dynamic int8."""
+    main(["--tokens", "200", "--prompt", "KING:", "--seed", "1", "--int8"])
+    text, rate = capsys.readouterr().out.split("\n\n200 tokens at ")
+    assert text.startswith("KING:") and len(text) == len("KING:") + 200 and set(text) <= set(VOCAB)
+    assert "KV cache, int8" in rate
+
+
+def test_the_int8_generator_of_the_trained_model_predicts_as_well_as_f32():
+    """The committed model's next-character cross-entropy on a passage through the int8 generator is
+    within 0.05 nats of f32 (1.560 vs 1.561 seen here) and the two pick the same most likely next
+    character at 90% of positions or more (98% seen here)."""
+    import tensorforge as tf
+
+    ids = encode("ROMEO:\nBut soft, what light through yonder window breaks?\n"
+                 "It is the east, and Juliet is the sun.\n").tolist()
+    model = build_model()
+    model.load(WEIGHTS)
+    losses, choices = [], []
+    for quantize in (None, "int8"):
+        with tf.compile_generator(model, MODEL["max_seq_len"], prompt_len=64, quantize=quantize) as generator:
+            logits = generator.logits(ids).astype(np.float64)
+        logits -= logits.max(axis=-1, keepdims=True)
+        log_probabilities = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+        losses.append(-log_probabilities[np.arange(len(ids) - 1), ids[1:]].mean())
+        choices.append(log_probabilities.argmax(axis=-1))
+    assert losses[0] < 2.5 and abs(losses[1] - losses[0]) < 0.05, losses
+    assert (choices[0] == choices[1]).mean() >= 0.9
