@@ -11,6 +11,8 @@ to the first token's logits and argmax, both warm (a sample is a block of at lea
 of calls after a 0.25 s idle sleep). Engines (all on the same weights, nn.GPT(rng=0)):
 
 - tensorforge fp32: tf.compile_generator (prefill graph + one-token decode graph over its KV cache).
+- tensorforge int8: the same with quantize="int8" (every linear layer dynamic_qlinear: int8 weights
+  per output channel, activations quantized per call, int32 accumulation).
 - pytorch eager fp32 / pytorch int8 dynamic: a torch GPT written here with a KV cache (preallocated
   [1, H, context, D] per layer, rows written in place, scaled_dot_product_attention over the rows so
   far), torch.inference_mode, torch.set_num_threads(threads); int8 is
@@ -29,12 +31,13 @@ traced graph (relative error: max |diff| / max |reference|; fp32 engines must be
 its 64 greedy tokens against the reference's (the eager numpy GPT, the ops' reference
 implementations, recomputing the context for each token): fp32 engines must agree on every token,
 int8 engines report how many agree. Ratios are the median over rounds of the peer's time over
-tensorforge's in the same round (above 1: tensorforge faster).
+tensorforge's of the same precision in the same round ("vs": tensorforge int8 for the int8 peers
+when it runs, else tensorforge fp32; above 1: tensorforge faster). "build s" is the engine's set-up
+in its decode process: for tensorforge, tf.compile_generator (trace, rewrite, passes, LLVM, loading:
+the compile time); for the peers, building the model, export and session creation.
 
-Not measured: compile / export / session creation time (tf.compile_generator of the gpt2 size took
-about 270 s on the 2-core VM, once per process: the gpt2 run's start-up takes many minutes; every engine
-is two processes of 1.5-4 GB at that size, so all six engines (12 processes) ran out of the VM's 23 GB:
-pick two or three with --engines), memory,
+Every engine is two processes of 1.5-4 GB at the gpt2 size, so all engines at once (14 processes)
+run out of the VM's 23 GB: pick two or three with --engines. Not measured: memory,
 a cold first call, torch.compile, sampling other than greedy, batch > 1, int8 accuracy beyond the
 greedy tokens' agreement. The pytorch prefill figure was the noisiest between runs on the 2-core VM.
 """
@@ -66,7 +69,8 @@ SIZES = {"tiny": dict(vocab=512, dim=256, layers=4, heads=4, context=256),
 PROMPT, NEW = 32, 64
 DECODE_STEPS = NEW - 1  # the first new token comes from the prefill's logits
 OURS = "tensorforge fp32"
-ENGINES = (OURS, "pytorch eager fp32", "pytorch int8 dynamic", "onnxruntime fp32 (recompute)",
+OURS_INT8 = "tensorforge int8"
+ENGINES = (OURS, OURS_INT8, "pytorch eager fp32", "pytorch int8 dynamic", "onnxruntime fp32 (recompute)",
            "onnxruntime fp32 (KV cache)", "onnxruntime int8 (KV cache)")
 FP32 = {OURS, "pytorch eager fp32", "onnxruntime fp32 (recompute)", "onnxruntime fp32 (KV cache)"}
 
@@ -97,8 +101,9 @@ def reference(size: str) -> tuple[np.ndarray, list[int]]:
 # --- engines: each a prefill(prompt) -> last logits and a step(token) -> logits after prefill ------------
 
 class Ours:
-    def __init__(self, model, threads: int):
-        self.generator = tf.compile_generator(model, model.max_seq_len, prompt_len=PROMPT, threads=threads)
+    def __init__(self, model, threads: int, int8: bool = False):
+        self.generator = tf.compile_generator(model, model.max_seq_len, prompt_len=PROMPT, threads=threads,
+                                              quantize="int8" if int8 else None)
 
     def prefill(self, prompt: list[int]) -> np.ndarray:
         return self.generator.logits(prompt)[-1]
@@ -268,8 +273,8 @@ class OrtCache:
 
 def build_engine(engine: str, model, threads: int):
     try:
-        if engine == OURS:
-            return Ours(model, threads)
+        if engine in (OURS, OURS_INT8):
+            return Ours(model, threads, int8=engine == OURS_INT8)
         if engine.startswith("pytorch"):
             return Torch(model, threads, int8="int8" in engine)
         if engine == "onnxruntime fp32 (recompute)":
@@ -293,11 +298,14 @@ def make_engine(engine: str, phase: str, size: str, threads: int, expected_logit
     """In the engine's process: build it, check it against the reference (written to `checks`), and
     return the callable to time: the prefill and first token, or the 63 decode steps after the prefill."""
     model, prompt = build_model(size), prompt_ids(size)
+    start = time.perf_counter()
     built = build_engine(engine, model, threads)
+    build_seconds = time.perf_counter() - start
     logits, tokens = generate(built, prompt)
     error = float(np.abs(logits - expected_logits).max() / np.abs(expected_logits).max())
     agree = sum(a == b for a, b in zip(tokens, expected_tokens, strict=True))
-    Path(checks, f"{engine}.{phase}.json").write_text(json.dumps({"error": error, "agree": agree}))
+    Path(checks, f"{engine}.{phase}.json").write_text(json.dumps({"error": error, "agree": agree,
+                                                                           "build": build_seconds}))
     if engine in FP32 and (error > 1e-3 or agree != NEW):
         raise AssertionError(f"{engine}: prefill logits relative error {error:.2e}, {agree}/{NEW} greedy tokens "
                              f"agree with the reference")
@@ -361,8 +369,8 @@ def main() -> None:
             path = Path(checks, f"{engine}.decode.json")
             if (engine, "decode") in samples and path.exists():
                 results[engine] = json.loads(path.read_text())
-    print(f"{'engine':<30} {'logits err':>10} {'tokens':>7} {'prefill':>10} {'decode tok/s':>12} "
-          f"{'ours faster: prefill':>20} {'decode':>7}")
+    print(f"{'engine':<30} {'build s':>7} {'logits err':>10} {'tokens':>7} {'prefill':>10} {'decode tok/s':>12} "
+          f"{'vs':>16} {'ours faster: prefill':>20} {'decode':>7}")
     for engine in engines:
         if engine not in results:
             print(f"{engine:<30} (not available)")
@@ -370,11 +378,13 @@ def main() -> None:
         prefill = statistics.median(samples[engine, "prefill"])
         decode = statistics.median(samples[engine, "decode"])
         keys = {phase: f"{engine}|{phase}" for phase in ("prefill", "decode")}
-        ours = {phase: f"{OURS}|{phase}" for phase in ("prefill", "decode")}
+        base = OURS_INT8 if engine not in FP32 and OURS_INT8 in results else OURS  # same precision
+        ours = {phase: f"{base}|{phase}" for phase in ("prefill", "decode")}
         ratios = [paired_ratio(keyed, keys[phase], ours[phase]) for phase in ("prefill", "decode")]
         check = results[engine]
-        print(f"{engine:<30} {check['error']:>10.1e} {check['agree']:>3}/{NEW:<3} {format_time(prefill):>10} "
-              f"{DECODE_STEPS / decode:>12.1f} {ratios[0]:>19.2f}x {ratios[1]:>6.2f}x")
+        print(f"{engine:<30} {check['build']:>7.1f} {check['error']:>10.1e} {check['agree']:>3}/{NEW:<3} "
+              f"{format_time(prefill):>10} {DECODE_STEPS / decode:>12.1f} {base:>16} {ratios[0]:>19.2f}x "
+              f"{ratios[1]:>6.2f}x")
 
 
 if __name__ == "__main__":
