@@ -34,7 +34,10 @@ int8 engines report how many agree. Ratios are the median over rounds of the pee
 tensorforge's of the same precision in the same round ("vs": tensorforge int8 for the int8 peers
 when it runs, else tensorforge fp32; above 1: tensorforge faster). "build s" is the engine's set-up
 in its decode process: for tensorforge, tf.compile_generator (trace, rewrite, passes, LLVM, loading:
-the compile time); for the peers, building the model, export and session creation.
+the compile time); for the peers, building the model, export and session creation. Last, the
+weight-bandwidth bound: the read bandwidth machine_peaks measures with --threads threads once the
+engines are done, over the bytes of the weights a decode step reads (every matrix but the
+embedding tables; a quarter of it in int8), against tensorforge's decode tokens/s.
 
 Every engine is two processes of 1.5-4 GB at the gpt2 size, so all engines at once (14 processes)
 run out of the VM's 23 GB: pick two or three with --engines. Not measured: memory,
@@ -63,6 +66,7 @@ from harness import EngineUnavailable, format_time, measure_isolated, paired_rat
 
 import tensorforge as tf  # noqa: E402
 from tensorforge import nn  # noqa: E402
+from tensorforge.runtime.machine import machine_peaks  # noqa: E402
 
 SIZES = {"tiny": dict(vocab=512, dim=256, layers=4, heads=4, context=256),
          "gpt2": dict(vocab=50257, dim=768, layers=12, heads=12, context=1024)}
@@ -79,6 +83,13 @@ def build_model(size: str) -> nn.GPT:
     shape = SIZES[size]
     return nn.GPT(shape["vocab"], shape["dim"], shape["layers"], shape["heads"], shape["context"],
                   rng=np.random.default_rng(0))
+
+
+def linear_weight_bytes(size: str) -> int:
+    """f32 bytes of the weights every decode step reads whole: every matrix but the embedding tables
+    (of which a step reads one row each)."""
+    return sum(array.nbytes for name, array in build_model(size).state_dict().items()
+               if array.ndim == 2 and "embedding" not in name)
 
 
 def prompt_ids(size: str) -> list[int]:
@@ -340,12 +351,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES),
-                        help=f"which engines (default all; {OURS!r} is always run)")
+                        help=f"which engines (default all; {OURS!r} is added unless a tensorforge engine is named)")
     parser.add_argument("--block", type=float, default=0.2,
                         help="seconds of calls per sample (amortizes the first, slower call after the sleep)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
-    engines = [OURS] + [engine for engine in args.engines if engine != OURS]
+    engines = list(dict.fromkeys(args.engines))
+    if not {OURS, OURS_INT8} & set(engines):
+        engines.insert(0, OURS)
     print("$ python " + " ".join(sys.argv))
     shape = SIZES[args.size]
     print(f"GPT {args.size}: {shape['layers']} layers, d {shape['dim']}, {shape['heads']} heads, vocab "
@@ -378,13 +391,23 @@ def main() -> None:
         prefill = statistics.median(samples[engine, "prefill"])
         decode = statistics.median(samples[engine, "decode"])
         keys = {phase: f"{engine}|{phase}" for phase in ("prefill", "decode")}
-        base = OURS_INT8 if engine not in FP32 and OURS_INT8 in results else OURS  # same precision
+        ours_run = [name for name in (OURS, OURS_INT8) if name in results]
+        base = (OURS_INT8 if engine not in FP32 else OURS) if len(ours_run) == 2 else ours_run[0]  # same precision
         ours = {phase: f"{base}|{phase}" for phase in ("prefill", "decode")}
         ratios = [paired_ratio(keyed, keys[phase], ours[phase]) for phase in ("prefill", "decode")]
         check = results[engine]
         print(f"{engine:<30} {check['build']:>7.1f} {check['error']:>10.1e} {check['agree']:>3}/{NEW:<3} "
               f"{format_time(prefill):>10} {DECODE_STEPS / decode:>12.1f} {base:>16} {ratios[0]:>19.2f}x "
               f"{ratios[1]:>6.2f}x")
+    bandwidth = machine_peaks(args.threads).gbytes_per_second * 1e9  # measured after the engines exited
+    f32_bytes = linear_weight_bytes(args.size)
+    print(f"\nweight-bandwidth bound: read bandwidth {bandwidth / 1e9:.1f} GB/s with {args.threads} thread(s) "
+          f"(machine_peaks); weights per decode step {f32_bytes / 1e6:.1f} MB f32, {f32_bytes / 4e6:.1f} MB int8")
+    for engine, weight_bytes in ((OURS, f32_bytes), (OURS_INT8, f32_bytes // 4)):
+        if engine in results:
+            bound = bandwidth / weight_bytes
+            rate = DECODE_STEPS / statistics.median(samples[engine, "decode"])
+            print(f"  {engine:<18} bound {bound:8.1f} tokens/s; decode {rate:8.1f} tokens/s = {rate / bound:.0%} of it")
 
 
 if __name__ == "__main__":
