@@ -136,7 +136,9 @@ def emit_pool(kernel: Kernel) -> None:
     """max_pool2d (padding is the lowest value) and avg_pool2d (padding counts as zeros).
 
     One pass over the output: for each output row, for each x, the kh x kw taps (unrolled) combined
-    in a register; LLVM vectorizes along x (strided loads for stride > 1).
+    in a register; LLVM vectorizes along x (strided loads for stride > 1). The x loop stays rolled:
+    fully unrolled (ow is a constant), it left the row loop innermost, which LLVM vectorized with
+    gathers and scatters on AVX-512 (a 2x2 pool of [64,32,32,32] took 943 us instead of 172).
     """
     node, builder, dtype, element = kernel.node, kernel.builder, kernel.dtype, kernel.element
     is_max = node.op == "max_pool2d"
@@ -152,7 +154,7 @@ def emit_pool(kernel: Kernel) -> None:
         row = builder.add(first, index, name="row")
         plane, y = builder.udiv(row, i64(oh), name="plane"), builder.urem(row, i64(oh), name="y")
         source_row = affine_offset(builder, [(plane, hp * wp), (y, sh * wp)], name="source_row")
-        with for_range(builder, ow, "x") as x:
+        with for_range(builder, ow, "x", unroll=False) as x:  # see the docstring
             start = affine_offset(builder, [(x, sw)], source_row, "start")
 
             def combine(combined: ir.Value | None, value: ir.Value) -> ir.Value:
