@@ -160,10 +160,10 @@ def dynamic_cases(draw, max_size: int = 40):
     return [x, weight, scale, bias], {"activation": draw(st.sampled_from([None, "relu"]))}
 
 
-def check_dynamic(case, target: str) -> None:
+def check_dynamic(case, target: str, threads: int = 1) -> None:
     operands, attrs = case
     graph, inputs = single_op_graph("dynamic_qlinear", operands, attrs, constants=(1, 2, 3))
-    (actual,) = compile_and_run(graph, *inputs, target=target)
+    (actual,) = compile_and_run(graph, *inputs, target=target, threads=threads)
     np.testing.assert_array_equal(actual, ir.interpret(graph, *inputs))  # the same f32 steps: bit for bit
 
 
@@ -172,11 +172,29 @@ def test_dynamic_qlinear_is_exact_on_the_host(case):
     check_dynamic(case, "host")
 
 
+@given(dynamic_cases(max_size=24))
+@settings(max_examples=ARMV8_EXAMPLES)
+def test_dynamic_qlinear_is_exact_on_the_host_in_parts(case):
+    """Each part quantizes x with the whole tensor's range, codes its own rows, multiplies its own
+    block (by rows or by columns, as GemmSplit picks) and adds its columns' bias."""
+    check_dynamic(case, "host", threads=3)
+
+
+@pytest.mark.parametrize("rows, depth, columns", [(1, 64, 200), (3, 50, 130), (40, 30, 20)])
+def test_dynamic_qlinear_in_parts_by_rows_and_by_columns(rows, depth, columns):
+    """A matrix-vector product splits by columns (each part its multipliers and bias), tall x by rows."""
+    rng = np.random.default_rng(rows)
+    operands = [rng.standard_normal((rows, depth)).astype(np.float32),
+                rng.integers(-127, 128, (depth, columns)).astype(np.int8),
+                rng.uniform(1e-3, 1e-1, columns).astype(np.float32), rng.standard_normal(columns).astype(np.float32)]
+    check_dynamic((operands, {"activation": "relu"}), "host", threads=2)
+
+
 @pytest.mark.parametrize("target", ["armv8", "armv8.2-a+dotprod"])
 @given(case=dynamic_cases(max_size=24))
 @settings(max_examples=ARMV8_EXAMPLES, deadline=None)
 def test_dynamic_qlinear_is_exact_on_armv8(target, case):
-    check_dynamic(case, target)
+    check_dynamic(case, target, threads=2)
 
 
 def test_dynamic_parameters_cover_zero_and_the_range():

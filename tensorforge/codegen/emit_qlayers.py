@@ -109,11 +109,21 @@ def emit_qlinear(kernel: Kernel) -> None:
     low, high, zero = requant_limits(builder, dtype, relu, zy)
     q = QGemm(x, x_dtype, kernel.inputs[1], bias, multiplier, correction, zero, low, high, kernel.output,
               kernel.scratch)
-    shape = (rows, depth, columns)
+    for_each_block(kernel, (rows, depth, columns), lambda first_row, first_column, row_count, column_count:
+                   emit_block(builder, tiling, q, requant, (rows, depth, columns), first_row, first_column,
+                              row_count, column_count))
+
+
+def for_each_block(kernel: Kernel, shape: tuple[int, int, int], emit) -> None:
+    """emit(first_row, first_column, row_count, column_count) for this part's block of the result
+    (GemmSplit.of over the int8 tiling, as qlinear_parts chose; counts static), or for all of it."""
+    builder, tiling = kernel.builder, qgemm_tiling(kernel.target)
+    rows, _, columns = shape
     if kernel.parts == 1 or kernel.part is None:
-        emit_block(builder, tiling, q, requant, shape, i64(0), i64(0), rows, columns)
+        emit(i64(0), i64(0), rows, columns)
         return
     split = GemmSplit.of(tiling, shape, kernel.parts)
+    assert split.parts == kernel.parts, (split, kernel.parts)
     panel = tiling.columns if split.axis == "columns" else tiling.rows
     extent = columns if split.axis == "columns" else rows
     first = builder.mul(kernel.part, i64(split.per_part * panel), name="part.first")
@@ -122,9 +132,9 @@ def emit_qlinear(kernel: Kernel) -> None:
         for block, size in ((other, sizes[0]), (last, sizes[1])):
             with block:
                 if split.axis == "columns":
-                    emit_block(builder, tiling, q, requant, shape, i64(0), first, rows, size)
+                    emit(i64(0), first, rows, size)
                 else:
-                    emit_block(builder, tiling, q, requant, shape, first, i64(0), size, columns)
+                    emit(first, i64(0), size, columns)
 
 
 # --- dynamic quantization ---------------------------------------------------------------------
@@ -166,25 +176,35 @@ def emit_dynamic_qlinear(kernel: Kernel) -> None:
                              shifted)
     x_zero = builder.select(builder.fcmp_ordered(">", shifted, ir.Constant(F32, 127.0)), ir.Constant(F32, 127.0),
                             shifted, name="zx")
-    with for_range(builder, rows * depth, "codes") as index:
-        value = quantize_value(builder, load_element(builder, x, index, F32), scale, x_zero, DType.i8)
-        store_element(builder, value, codes, index)
-    with for_range(builder, columns, "multipliers") as n:
-        store_element(builder, builder.fmul(scale, load_element(builder, weight_scale, n, F32)), multipliers, n)
-        store_element(builder, ir.Constant(I32, 0), zero_bias, n)
     correction = builder.add(builder.fptosi(x_zero, I32), ir.Constant(I32, tiling.scheme.shift(DType.i8)))
     q = QGemm(codes, DType.i8, weight, zero_bias, multipliers, correction, zero, zero, zero, kernel.output,
               kernel.scratch)
-    emit_block(builder, tiling, q, Requant(DType.f32, False, True), (rows, depth, columns), i64(0), i64(0), rows,
-                columns)
     relu = node.attrs["activation"] == "relu"
-    with for_range(builder, rows, "bias.row") as row:
-        line = element_pointer(builder, kernel.output, builder.mul(row, i64(columns)), F32)
-        with for_range(builder, columns, "bias.column") as n:
-            value = builder.fadd(load_element(builder, line, n, F32), load_element(builder, bias, n, F32))
-            if relu:  # np.maximum(y, 0)
-                value = builder.select(builder.fcmp_unordered(">=", value, zero), value, zero)
-            store_element(builder, value, line, n)
+
+    def block(first_row: ir.Value, first_column: ir.Value, row_count: int, column_count: int) -> None:
+        """A part's rows x columns: the codes of its rows, the multipliers of its columns (in its own
+        scratch), its share of the GEMM, then + bias and relu over it."""
+        with for_range(builder, row_count * depth, "codes") as i:
+            index = builder.add(builder.mul(first_row, i64(depth)), i)
+            store_element(builder, quantize_value(builder, load_element(builder, x, index, F32), scale, x_zero,
+                                                  DType.i8), codes, index)
+        with for_range(builder, column_count, "multipliers") as j:
+            n = builder.add(first_column, j)
+            store_element(builder, builder.fmul(scale, load_element(builder, weight_scale, n, F32)), multipliers, n)
+            store_element(builder, ir.Constant(I32, 0), zero_bias, n)
+        emit_block(builder, tiling, q, Requant(DType.f32, False, True), (rows, depth, columns), first_row,
+                   first_column, row_count, column_count)
+        with for_range(builder, row_count, "bias.row") as r:
+            start = builder.add(builder.mul(builder.add(first_row, r), i64(columns)), first_column)
+            line = element_pointer(builder, kernel.output, start, F32)
+            with for_range(builder, column_count, "bias.column") as j:
+                n = builder.add(first_column, j)
+                value = builder.fadd(load_element(builder, line, j, F32), load_element(builder, bias, n, F32))
+                if relu:  # np.maximum(y, 0)
+                    value = builder.select(builder.fcmp_unordered(">=", value, zero), value, zero)
+                store_element(builder, value, line, j)
+
+    for_each_block(kernel, (rows, depth, columns), block)
 
 
 # --- the int8 convolution ---------------------------------------------------------------------

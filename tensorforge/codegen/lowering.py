@@ -125,7 +125,7 @@ EMIT: dict[str, Lowering] = {
     "qconv2d": Lowering(emit_qconv2d, frozenset({DType.i8, DType.u8}), qconv_scratch_bytes, pack_qconv_constant,
                         qconv_parts, always_pack=True),
     "dynamic_qlinear": Lowering(emit_dynamic_qlinear, FLOAT, dynamic_scratch_bytes, pack_qlinear_constant,
-                                always_pack=True),
+                                qlinear_parts, always_pack=True),  # split like qlinear
     # transformers (emit_transformer.py)
     "gather": Lowering(emit_gather, ALL),  # any table dtype; the ids are checked by type inference
     "layer_norm": Lowering(emit_layer_norm, FLOAT),
