@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from .codegen.target import Target
 from .frontend.transformer import sample
@@ -185,42 +186,31 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
     the config says per-tensor), each call's activations quantized with their own range at run
     time, int32 accumulation (tensorforge/quantize.py). Embeddings, layer norms, attention and the
     cache stay f32. gen.quant_report() lists the layers. `verbose` shows a progress bar over the
-    stages (a GPT-2-size model takes some 20 s).
+    stages (a GPT-2-size model takes some 10 s).
     """
     from .api import compile, trace
 
     config = _generator_quant_config(quantize)
-    stages = ["trace", "kv-cache rewrite", *(["int8"] if config else []), "compile prefill", "compile decode"]
-    progress = None
-    if verbose:
-        from tqdm import tqdm
-        progress = tqdm(total=len(stages), desc="compile_generator", unit="stage")
-
-    def stage(done: str) -> None:
-        if progress is not None:
-            progress.set_postfix_str(done)
+    stages = 4 + (config is not None)  # trace, rewrite, [int8,] compile prefill, compile decode
+    with tqdm(total=stages, desc="compile_generator", unit="stage", disable=not verbose) as progress:
+        if isinstance(model, Graph):
+            graph = model
+        else:
+            prompt_len = min(16, max_len) if prompt_len is None else prompt_len
+            graph = trace(model, np.zeros((1, prompt_len), np.int64))
+        progress.update()
+        graphs = rewrite_for_kv_cache(graph, max_len)
+        progress.update()
+        report = None
+        if config is not None:
+            prefill_graph = quantize_graph(graphs.prefill, None, config)[0]
+            decode_graph, report = quantize_graph(graphs.decode, None, config)
+            graphs = dataclasses.replace(graphs, prefill=prefill_graph, decode=decode_graph)
             progress.update()
-
-    if isinstance(model, Graph):
-        graph = model
-    else:
-        prompt_len = min(16, max_len) if prompt_len is None else prompt_len
-        graph = trace(model, np.zeros((1, prompt_len), np.int64))
-    stage("trace")
-    graphs = rewrite_for_kv_cache(graph, max_len)
-    stage("kv-cache rewrite")
-    report = None
-    if config is not None:
-        prefill_graph = quantize_graph(graphs.prefill, None, config)[0]
-        decode_graph, report = quantize_graph(graphs.decode, None, config)
-        graphs = dataclasses.replace(graphs, prefill=prefill_graph, decode=decode_graph)
-        stage("int8")
-    prefill = compile(graphs.prefill, target=target, opt_level=opt_level, threads=threads)
-    stage("compile prefill")
-    decode = compile(graphs.decode, target=target, opt_level=opt_level, threads=threads)
-    stage("compile decode")
-    if progress is not None:
-        progress.close()
+        prefill = compile(graphs.prefill, target=target, opt_level=opt_level, threads=threads)
+        progress.update()
+        decode = compile(graphs.decode, target=target, opt_level=opt_level, threads=threads)
+        progress.update()
     decode.quantization = report
     return Generator(graphs, prefill, decode)
 

@@ -260,6 +260,14 @@ def test_the_int8_generator_runs_its_int8_graphs_and_stays_near_fp32():
         assert report.count(" int8\n") + report.endswith(" int8") >= 13 and "4.0x smaller" in report
 
 
+def test_verbose_shows_the_stages_and_quiet_shows_nothing(capsys):
+    tf.compile_generator(tiny_gpt(), MAX_LEN, quantize="int8", verbose=True).close()
+    err = capsys.readouterr().err
+    assert "compile_generator" in err and "5/5" in err  # trace, rewrite, int8, prefill, decode
+    tf.compile_generator(tiny_gpt(), MAX_LEN).close()
+    assert "compile_generator" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("quantize, error, match", [
     ("int4", ValueError, "quantize must be 'int8' or a tf.QuantConfig"),
     (tf.QuantConfig(), ValueError, "quantizes dynamically"),

@@ -16,6 +16,7 @@ The first depth block stores c, later ones add to it, the last applies the epilo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from llvmlite import ir
@@ -280,46 +281,59 @@ class GemmSplit:
         return cls(axis, parts, per_part)
 
 
+def for_each_part_block(builder: ir.IRBuilder, tiling, shape: tuple[int, int, int], part: ir.Value | None,
+                        parts: int, emit: Callable[[ir.Value, ir.Value, int, int], None]) -> None:
+    """emit(first_row, first_column, row_count, column_count) for part `part` of `parts` of a GEMM's
+    result (GemmSplit.of(tiling, shape, parts): the split the lowering chose), or for all of it when
+    parts is 1. Counts are static: the last part, which may be smaller, gets code of its own.
+    `tiling` is the f32 GemmTiling or the int8 one (anything with `rows` and `columns` panels)."""
+    rows, _, columns = shape
+    if parts == 1 or part is None:
+        emit(i64(0), i64(0), rows, columns)
+        return
+    split = GemmSplit.of(tiling, shape, parts)
+    assert split.parts == parts, (split, parts)
+    by_columns = split.axis == "columns"
+    panel = tiling.columns if by_columns else tiling.rows
+    extent = columns if by_columns else rows
+    first = builder.mul(part, i64(split.per_part * panel), name="part.first")  # first column (row) of the part
+    sizes = (split.per_part * panel, extent - split.per_part * panel * (parts - 1))
+    with builder.if_else(builder.icmp_unsigned("==", part, i64(parts - 1), name="part.last")) as (last, other):
+        for block, size in ((other, sizes[0]), (last, sizes[1])):
+            with block:
+                if by_columns:
+                    emit(i64(0), first, rows, size)
+                else:
+                    emit(first, i64(0), size, columns)
+
+
 def emit_gemm_part(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: GemmOperand, c: ir.Value,
                    shape: tuple[int, int, int], scratch: ir.Value | None, bias: ir.Value | None,
                    epilogue: Epilogue, part: ir.Value | None, parts: int, residual: ir.Value | None = None) -> None:
-    """emit_gemm for part `part` of `parts` (GemmSplit.of(..., threads=parts)); all of it when parts is 1.
+    """emit_gemm for part `part` of `parts` (for_each_part_block); all of it when parts is 1.
 
-    A part is the GEMM of a block of columns (or rows): the operands' pointers move to the block,
-    and the last part, which may be narrower, gets code of its own (sizes are static in emit_gemm).
+    A part is the GEMM of a block of rows x columns: the operands' pointers move to the block (a
+    prepacked operand by whole panels of depth x panel elements), c keeps its row stride.
     """
     if parts == 1 or part is None:
         emit_gemm(builder, tiling, a, b, c, shape, scratch, bias, epilogue, residual=residual)
         return
     rows, depth, columns = shape
-    split = GemmSplit.of(tiling, shape, parts)
-    assert split.parts == parts, (split, parts)
-    by_columns = split.axis == "columns"
-    panel = tiling.columns if by_columns else tiling.rows
-    first = builder.mul(part, i64(split.per_part * panel), name="part.first")  # first column (row) of the part
-    packed_offset = builder.mul(part, i64(split.per_part * depth * panel))  # in a prepacked operand
-    if by_columns:
-        b_at = packed_offset if b.prepacked else (builder.mul(first, i64(depth)) if b.transposed else first)
-        b = GemmOperand(element_pointer(builder, b.pointer, b_at, F32), b.prepacked, b.transposed)
-        c_part = element_pointer(builder, c, first, F32, "c.part")
-        residual_part = element_pointer(builder, residual, first, F32, "residual.part") if residual else None
-        if epilogue.bias == "column":
-            bias = element_pointer(builder, bias, first, F32, "bias.part")
-    else:
-        a_at = packed_offset if a.prepacked else (first if a.transposed else builder.mul(first, i64(depth)))
-        a = GemmOperand(element_pointer(builder, a.pointer, a_at, F32), a.prepacked, a.transposed)
-        c_part = element_pointer(builder, c, builder.mul(first, i64(columns)), F32, "c.part")
-        residual_part = (element_pointer(builder, residual, builder.mul(first, i64(columns)), F32, "residual.part")
-                         if residual else None)
-        if epilogue.bias == "row":
-            bias = element_pointer(builder, bias, first, F32, "bias.part")
-    extent = columns if by_columns else rows
-    sizes = (split.per_part * panel, extent - split.per_part * panel * (parts - 1))
-    is_last = builder.icmp_unsigned("==", part, i64(parts - 1), name="part.last")
-    with builder.if_else(is_last) as (last, other):
-        for block, size in ((other, sizes[0]), (last, sizes[1])):
-            with block:
-                part_shape = (rows, depth, size) if by_columns else (size, depth, columns)
-                emit_gemm(builder, tiling, a, b, c_part, part_shape, scratch, bias, epilogue,
-                          lda=rows if a.transposed else depth, ldb=depth if b.transposed else columns, ldc=columns,
-                          residual=residual_part, whole_rows=rows)
+
+    def block(first_row: ir.Value, first_column: ir.Value, row_count: int, column_count: int) -> None:
+        a_at = first_row if a.transposed and not a.prepacked else builder.mul(first_row, i64(depth))
+        b_at = first_column if not (b.transposed or b.prepacked) else builder.mul(first_column, i64(depth))
+        c_at = builder.add(builder.mul(first_row, i64(columns)), first_column)
+        a_block = GemmOperand(element_pointer(builder, a.pointer, a_at, F32), a.prepacked, a.transposed)
+        b_block = GemmOperand(element_pointer(builder, b.pointer, b_at, F32), b.prepacked, b.transposed)
+        bias_block = bias
+        if epilogue.bias:
+            bias_block = element_pointer(builder, bias, first_column if epilogue.bias == "column" else first_row, F32,
+                                         "bias.part")
+        residual_block = element_pointer(builder, residual, c_at, F32, "residual.part") if residual else None
+        emit_gemm(builder, tiling, a_block, b_block, element_pointer(builder, c, c_at, F32, "c.part"),
+                  (row_count, depth, column_count), scratch, bias_block, epilogue,
+                  lda=rows if a.transposed else depth, ldb=depth if b.transposed else columns, ldc=columns,
+                  residual=residual_block, whole_rows=rows)
+
+    for_each_part_block(builder, tiling, shape, part, parts, block)

@@ -20,7 +20,7 @@ from llvmlite import ir
 
 from ..ir import DType, Node
 from . import parallel
-from .emit_gemm import GemmSplit
+from .emit_gemm import GemmSplit, for_each_part_block
 from .emit_qgemm import (
     QGemm,
     Requant,
@@ -109,32 +109,10 @@ def emit_qlinear(kernel: Kernel) -> None:
     low, high, zero = requant_limits(builder, dtype, relu, zy)
     q = QGemm(x, x_dtype, kernel.inputs[1], bias, multiplier, correction, zero, low, high, kernel.output,
               kernel.scratch)
-    for_each_block(kernel, (rows, depth, columns), lambda first_row, first_column, row_count, column_count:
-                   emit_block(builder, tiling, q, requant, (rows, depth, columns), first_row, first_column,
-                              row_count, column_count))
-
-
-def for_each_block(kernel: Kernel, shape: tuple[int, int, int], emit) -> None:
-    """emit(first_row, first_column, row_count, column_count) for this part's block of the result
-    (GemmSplit.of over the int8 tiling, as qlinear_parts chose; counts static), or for all of it."""
-    builder, tiling = kernel.builder, qgemm_tiling(kernel.target)
-    rows, _, columns = shape
-    if kernel.parts == 1 or kernel.part is None:
-        emit(i64(0), i64(0), rows, columns)
-        return
-    split = GemmSplit.of(tiling, shape, kernel.parts)
-    assert split.parts == kernel.parts, (split, kernel.parts)
-    panel = tiling.columns if split.axis == "columns" else tiling.rows
-    extent = columns if split.axis == "columns" else rows
-    first = builder.mul(kernel.part, i64(split.per_part * panel), name="part.first")
-    sizes = (split.per_part * panel, extent - split.per_part * panel * (kernel.parts - 1))
-    with builder.if_else(builder.icmp_unsigned("==", kernel.part, i64(kernel.parts - 1))) as (last, other):
-        for block, size in ((other, sizes[0]), (last, sizes[1])):
-            with block:
-                if split.axis == "columns":
-                    emit(i64(0), first, rows, size)
-                else:
-                    emit(first, i64(0), size, columns)
+    shape = (rows, depth, columns)
+    for_each_part_block(builder, tiling, shape, kernel.part, kernel.parts,
+                        lambda first_row, first_column, row_count, column_count: emit_block(
+                            builder, tiling, q, requant, shape, first_row, first_column, row_count, column_count))
 
 
 # --- dynamic quantization ---------------------------------------------------------------------
@@ -204,7 +182,7 @@ def emit_dynamic_qlinear(kernel: Kernel) -> None:
                     value = builder.select(builder.fcmp_unordered(">=", value, zero), value, zero)
                 store_element(builder, value, line, j)
 
-    for_each_block(kernel, (rows, depth, columns), block)
+    for_each_part_block(builder, tiling, (rows, depth, columns), kernel.part, kernel.parts, block)
 
 
 # --- the int8 convolution ---------------------------------------------------------------------
