@@ -296,6 +296,22 @@ def test_a_weight_is_packed_once_and_kept_as_is_only_when_read_as_is():
     assert set(build(graph, "host").weight_offsets) == {"w", f"w@gemm.b{columns}"}
 
 
+@pytest.mark.parametrize("rows", [1, 3, 17])
+def test_a_is_packed_only_as_wide_as_its_rows(rows):
+    """One row of A is read in place (no packing loop); a tail panel of r < MR rows is packed r wide
+    (its k steps r floats apart, micro-kernel variant `.a<r>_1`), full panels MR wide."""
+    mr = gemm_tiling(HOST).rows
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((rows, 300), DType.f32))
+    graph.outputs = [graph.call("linear", [x, graph.constant(np.ones((300, 40), np.float32), "w")])]
+    module = build(graph, "host", opt_level=0).llvm_ir
+    kernels = re.findall(r'define internal void @"?tf\.gemm\.f32\.\d+x\d+\.(\d+)x\d+((?:\.a\d+_\d+)?)', module)
+    assert ("pack_a" in module) == (rows > 1)
+    assert {int(tile_rows) for tile_rows, _ in kernels} == {mr, rows % mr}
+    for tile_rows, layout in kernels:
+        assert layout == ("" if int(tile_rows) == mr else f".a{tile_rows}_1"), (tile_rows, layout)
+
+
 def test_scratch_is_bounded_by_the_cache_blocks():
     tiling = gemm_tiling(HOST)
     biggest = tiling.mc * tiling.kc * 4 + tiling.kc * tiling.nc * 4 + 64

@@ -34,14 +34,18 @@ def test_parts_cover_every_unit_once(units, threads):
     assert (parts == 1 and per_part == max(units, 1)) or 1 <= last <= per_part
 
 
-@given(st.integers(1, 5000), st.integers(1, 5000), st.integers(2, 8))
-def test_gemm_split_cuts_along_whole_panels(rows, columns, threads):
+@given(st.integers(1, 5000), st.integers(1, 5000), st.integers(2, 8), st.booleans())
+def test_gemm_split_cuts_rows_evenly_and_columns_along_whole_panels(rows, columns, threads, a_constant):
     tiling = gemm_tiling(Target.parse("host"))
-    split = GemmSplit.of(tiling, (rows, 1, columns), threads)
-    panel = tiling.columns if split.axis == "columns" else tiling.rows
+    split = GemmSplit.of(tiling, (rows, 1, columns), threads, a_constant)
     extent = columns if split.axis == "columns" else rows
+    # columns in whole NR panels; rows one by one, unless A is packed in MR-row panels at compile time
+    assert split.unit == (tiling.columns if split.axis == "columns" else tiling.rows if a_constant else 1)
     assert split.parts <= threads
-    assert 0 < extent - split.per_part * panel * (split.parts - 1) <= split.per_part * panel
+    last = extent - split.per_part * split.unit * (split.parts - 1)
+    assert 0 < last <= split.per_part * split.unit
+    if split.axis == "rows" and not a_constant:  # even: ceil(rows / parts) rows in every part but the last
+        assert split.per_part == -(-rows // split.parts) and split.per_part - last <= split.parts - 1
 
 
 def linear_graph(rows: int, depth: int, columns: int) -> ir.Graph:

@@ -42,21 +42,26 @@ def minimum(builder: ir.IRBuilder, x: ir.Value, y: ir.Value | int, name: str = "
 
 
 def pack_a_rows(builder: ir.IRBuilder, tiling: GemmTiling, source: ir.Value, lda: int, rows: ir.Value,
-                depth: ir.Value, destination: ir.Value, transposed: bool = False) -> None:
+                depth: ir.Value, destination: ir.Value, transposed: bool = False, tail: int = 0) -> None:
     """destination = A panels of source[rows, depth] (row-major, lda): element (row, k) at
-    ((row // MR) * depth + k) * MR + row % MR. Rows past `rows` of the last panel are left as they are.
+    (row // MR) * depth * MR + k * S + row % MR, S = MR. Rows past `rows` of the last panel are left
+    as they are, unless `tail` (static) is not 0: then a last panel of `tail` rows (when `rows` is not
+    a multiple of MR) is packed `tail` wide, as micro_kernel(a_layout=(tail, 1)) reads it.
 
     `transposed`: source holds A^T (element (row, k) at k * lda + row)."""
+    mr = i64(tiling.rows)
+    tail_panel = builder.udiv(rows, mr, name="pack_a.full") if tail else None
     with for_range(builder, rows, "pack_a.row") as row:
-        panel = builder.udiv(row, i64(tiling.rows))
-        start = builder.add(builder.mul(builder.mul(panel, depth), i64(tiling.rows)),
-                            builder.urem(row, i64(tiling.rows)))
+        panel = builder.udiv(row, mr)
+        stride = mr if not tail else builder.select(builder.icmp_unsigned("==", panel, tail_panel), i64(tail), mr,
+                                                     name="pack_a.stride")
+        start = builder.add(builder.mul(builder.mul(panel, depth), mr), builder.urem(row, mr))
         target = element_pointer(builder, destination, start, F32, "pack_a.to")
         origin = element_pointer(builder, source, row if transposed else builder.mul(row, i64(lda)), F32,
                                  "pack_a.from")
         with for_range(builder, depth, "pack_a.k") as k:
             value = load_element(builder, origin, builder.mul(k, i64(lda)) if transposed else k, F32)
-            store_element(builder, value, target, builder.mul(k, i64(tiling.rows)))
+            store_element(builder, value, target, builder.mul(k, stride))
 
 
 def pack_b_rows(builder: ir.IRBuilder, tiling: GemmTiling, source: ir.Value, ldb: int, depth: ir.Value,
@@ -100,7 +105,9 @@ class BlockStep:
     """One (depth block, row block) of a GEMM: what its micro-kernel calls share.
 
     `a_panel(t)` is the packed A panel of row panel t of the block, `rows` the block's row count
-    (the last row panel has `row_tail` rows when that is not 0), `depth` its kc.
+    (the last row panel has `row_tail` rows when that is not 0), `depth` its kc. `narrow_tail`: the
+    last panel's A is `row_tail` wide (pack_a_rows(tail=...)). `single_row`: A is one row, read in
+    place (a_panel(0) is its first element in the block).
     """
 
     builder: ir.IRBuilder
@@ -112,6 +119,8 @@ class BlockStep:
     rows: ir.Value
     row_tail: int
     a_panel: object  # Callable[[ir.Value], ir.Value]
+    narrow_tail: bool = False
+    single_row: bool = False
 
     def row_panels(self, b_panel: ir.Value, columns: int, c_tile, ldc: int, bias_at=None, residual_tile=None) -> None:
         """Call the micro-kernel for every row panel of the block against one B panel of `columns` columns.
@@ -124,7 +133,8 @@ class BlockStep:
         null = ir.Constant(PTR, None)
 
         def call(rows: int, t: ir.Value) -> None:
-            kernel = micro_kernel(module, tiling, rows, columns, self.epilogue)
+            layout = (rows, 1) if self.single_row or (self.narrow_tail and rows != tiling.rows) else None
+            kernel = micro_kernel(module, tiling, rows, columns, self.epilogue, layout)
             bias = bias_at(t) if bias_at is not None else null
             residual = residual_tile(t) if residual_tile is not None else null
             builder.call(kernel, [self.depth, self.a_panel(t), b_panel, c_tile(t), i64(ldc), self.accumulate,
@@ -174,6 +184,7 @@ def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: Gemm
     matrix's); a transposed operand is stored as its transpose (GemmOperand.transposed). With
     `epilogue.residual`, `residual` is added: a matrix laid out like c (same ldc). `whole_rows`: the
     rows of the whole GEMM when this is a part of it (its depth blocks, hence its scratch, follow those).
+    A single row is read in place, not packed: its k steps are already one contiguous run.
     """
     rows, depth, columns = shape
     lda = (rows if a.transposed else depth) if lda is None else lda
@@ -182,6 +193,9 @@ def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: Gemm
     epilogue = epilogue or Epilogue()
     mr, nr = tiling.rows, tiling.columns
     depth_count, kc = gemm_depth_blocks(tiling, rows if whole_rows is None else whole_rows, depth, b.prepacked)
+    # One row of A (or one column of a transposed A of stride 1) is read in place. (Several rows of
+    # a row-major A read in place, not packed, ran 1.7x slower at lda 1024: rows 4 KiB apart share L1 sets.)
+    in_place = rows == 1 and not a.prepacked and (not a.transposed or lda == 1)
     a_pack = scratch
     b_pack = None
     if not b.prepacked:
@@ -210,13 +224,15 @@ def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: Gemm
             with for_range(builder, -(-rows // tiling.mc), "ic") as row_block:
                 ic = builder.mul(row_block, i64(tiling.mc), name="ic")
                 mc = minimum(builder, builder.sub(i64(rows), ic), tiling.mc, "mc")
-                if not a.prepacked:
+                if not a.prepacked and not in_place:
                     at = builder.add(builder.mul(pc, i64(lda)), ic) if a.transposed else builder.add(
                         builder.mul(ic, i64(lda)), pc)
                     pack_a_rows(builder, tiling, element_pointer(builder, a.pointer, at, F32), lda, mc, kc_here,
-                                a_pack, a.transposed)
+                                a_pack, a.transposed, tail=rows % mr)
 
                 def a_panel(t: ir.Value, ic=ic) -> ir.Value:
+                    if in_place:
+                        return element_pointer(builder, a.pointer, pc, F32, "a_row")
                     if a.prepacked:
                         panel = builder.add(builder.udiv(ic, i64(mr)), t)
                         return element_pointer(builder, a.pointer, builder.mul(builder.add(
@@ -227,7 +243,8 @@ def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: Gemm
                 step = BlockStep(builder, tiling, epilogue, kc_here,
                                  builder.icmp_unsigned("!=", depth_block, i64(0)),
                                  builder.icmp_unsigned("==", depth_block, i64(depth_count - 1)),
-                                 mc, rows % mr, a_panel)
+                                 mc, rows % mr, a_panel, narrow_tail=not a.prepacked,
+                                 single_row=in_place)
 
                 def column_panel(u: ir.Value, count: int, ic=ic, step=step) -> None:
                     first_column = builder.add(jc, builder.mul(u, i64(nr)))
@@ -259,30 +276,38 @@ def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: Gemm
 
 @dataclass(frozen=True)
 class GemmSplit:
-    """How a GEMM's work is cut into parts for threads: along "rows" (panels of MR rows of a and c)
-    when there are at least two for every thread (fewer split unevenly: 32 rows are panels of 14,
-    14 and 4 with AVX-512's 14-row tile: 28 rows on one thread, 4 on the other), else along
-    "columns" (panels of NR columns of b and c); every part but the last has `per_part` panels.
-    By rows, no part repacks another's rows of a (a batch-64 linear 784 -> 256 ran 15% faster than
-    by columns on AVX2); by columns, each part streams only its share of a weight (matrix-vector
-    products)."""
+    """How a GEMM's work is cut into parts for threads: along "rows" (of a and c) when there are at
+    least two row panels (MR rows) for every thread, or more row panels than column panels, else
+    along "columns" (panels of NR columns of b and c); every part but the last has `per_part` units
+    of `unit` rows or columns.
+
+    The f32 GEMM splits rows one by one, evenly: its micro-kernel's time follows the rows it has,
+    full panel or not (784 x 256 with 14 to 42 rows of A: 88-95 GFLOP/s on one Zen 4 core), so 64
+    rows run as 32 and 32 (panels of 14, 14, 4) instead of whole panels 42 and 22. The int8 GEMM,
+    and an f32 GEMM whose A is a constant (`a_constant`: packed in panels at compile time), keep
+    whole row panels. By rows, no part repacks another's rows of a (a batch-64 linear 784 ->
+    256 ran 15% faster than by columns on AVX2); by columns, each part streams only its share of a
+    weight (matrix-vector products; a 32-token prefill, whose 32 rows in whole panels of 14 had
+    split 28:4)."""
 
     axis: str
     parts: int
     per_part: int
+    unit: int
 
     @classmethod
-    def of(cls, tiling: GemmTiling, shape: tuple[int, int, int], threads: int) -> GemmSplit:
+    def of(cls, tiling, shape: tuple[int, int, int], threads: int, a_constant: bool = False) -> GemmSplit:
         rows, _, columns = shape
         column_panels, row_panels = -(-columns // tiling.columns), -(-rows // tiling.rows)
-        by_rows = row_panels >= 2 * threads or row_panels >= max(column_panels, 2)
-        axis, units = ("rows", row_panels) if by_rows else ("columns", column_panels)
-        parts, per_part = split_parts(units, threads)
-        return cls(axis, parts, per_part)
+        if row_panels >= 2 * threads or row_panels >= max(column_panels, 2):
+            unit = 1 if isinstance(tiling, GemmTiling) and not a_constant else tiling.rows
+            return cls("rows", *split_parts(-(-rows // unit), threads), unit)
+        return cls("columns", *split_parts(column_panels, threads), tiling.columns)
 
 
 def for_each_part_block(builder: ir.IRBuilder, tiling, shape: tuple[int, int, int], part: ir.Value | None,
-                        parts: int, emit: Callable[[ir.Value, ir.Value, int, int], None]) -> None:
+                        parts: int, emit: Callable[[ir.Value, ir.Value, int, int], None],
+                        a_constant: bool = False) -> None:
     """emit(first_row, first_column, row_count, column_count) for part `part` of `parts` of a GEMM's
     result (GemmSplit.of(tiling, shape, parts): the split the lowering chose), or for all of it when
     parts is 1. Counts are static: the last part, which may be smaller, gets code of its own.
@@ -291,13 +316,12 @@ def for_each_part_block(builder: ir.IRBuilder, tiling, shape: tuple[int, int, in
     if parts == 1 or part is None:
         emit(i64(0), i64(0), rows, columns)
         return
-    split = GemmSplit.of(tiling, shape, parts)
+    split = GemmSplit.of(tiling, shape, parts, a_constant)
     assert split.parts == parts, (split, parts)
     by_columns = split.axis == "columns"
-    panel = tiling.columns if by_columns else tiling.rows
-    extent = columns if by_columns else rows
-    first = builder.mul(part, i64(split.per_part * panel), name="part.first")  # first column (row) of the part
-    sizes = (split.per_part * panel, extent - split.per_part * panel * (parts - 1))
+    extent, size = (columns if by_columns else rows), split.per_part * split.unit
+    first = builder.mul(part, i64(size), name="part.first")  # first column (row) of the part
+    sizes = (size, extent - size * (parts - 1))
     with builder.if_else(builder.icmp_unsigned("==", part, i64(parts - 1), name="part.last")) as (last, other):
         for block, size in ((other, sizes[0]), (last, sizes[1])):
             with block:
@@ -309,8 +333,10 @@ def for_each_part_block(builder: ir.IRBuilder, tiling, shape: tuple[int, int, in
 
 def emit_gemm_part(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: GemmOperand, c: ir.Value,
                    shape: tuple[int, int, int], scratch: ir.Value | None, bias: ir.Value | None,
-                   epilogue: Epilogue, part: ir.Value | None, parts: int, residual: ir.Value | None = None) -> None:
-    """emit_gemm for part `part` of `parts` (for_each_part_block); all of it when parts is 1.
+                   epilogue: Epilogue, part: ir.Value | None, parts: int, residual: ir.Value | None = None,
+                   a_constant: bool = False) -> None:
+    """emit_gemm for part `part` of `parts` (for_each_part_block, GemmSplit.of(..., a_constant)); all
+    of it when parts is 1.
 
     A part is the GEMM of a block of rows x columns: the operands' pointers move to the block (a
     prepacked operand by whole panels of depth x panel elements), c keeps its row stride.
@@ -336,4 +362,4 @@ def emit_gemm_part(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b:
                   lda=rows if a.transposed else depth, ldb=depth if b.transposed else columns, ldc=columns,
                   residual=residual_block, whole_rows=rows)
 
-    for_each_part_block(builder, tiling, shape, part, parts, block)
+    for_each_part_block(builder, tiling, shape, part, parts, block, a_constant)

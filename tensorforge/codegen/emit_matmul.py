@@ -184,7 +184,7 @@ def emit_matmul(kernel: Kernel) -> None:
             operands = [GemmOperand(pointer, index in kernel.packed, flags[index] and index not in kernel.packed)
                         for index, pointer in enumerate((a, b))]
             emit_gemm_part(builder, tiling, *operands, c, (rows, depth, columns), kernel.scratch, None,
-                           gemm_epilogue(node, None), kernel.part, kernel.parts)
+                           gemm_epilogue(node, None), kernel.part, kernel.parts, a_constant=_a_constant(node))
         else:
             exact_gemm(kernel, a, b, c, rows, depth, columns, transposed=flags)
     if not tiled:
@@ -203,7 +203,8 @@ def emit_linear(kernel: Kernel) -> None:
         return
     emit_gemm_part(kernel.builder, gemm_tiling(kernel.target), GemmOperand(kernel.inputs[0], 0 in kernel.packed),
                    GemmOperand(kernel.inputs[1], 1 in kernel.packed), kernel.output, (rows, depth, columns),
-                   kernel.scratch, bias, gemm_epilogue(kernel.node, "column"), kernel.part, kernel.parts, residual)
+                   kernel.scratch, bias, gemm_epilogue(kernel.node, "column"), kernel.part, kernel.parts, residual,
+                   _a_constant(kernel.node))
 
 
 def gemm_parts(node: Node, target: Target, threads: int) -> int:
@@ -220,5 +221,11 @@ def gemm_parts(node: Node, target: Target, threads: int) -> int:
     tiling = gemm_tiling(target)
     if rows <= tiling.rows and weight_bytes:  # a weight stream: finer parts, a late thread takes fewer
         threads *= parallel.GEMM_PARTS_PER_THREAD
-    return GemmSplit.of(tiling, (rows, depth, columns), threads).parts
+    return GemmSplit.of(tiling, (rows, depth, columns), threads, _a_constant(node)).parts
+
+
+def _a_constant(node: Node) -> bool:
+    """Whether the GEMM's A is a constant (packed in whole row panels unless packing is off): its
+    split keeps whole row panels (GemmSplit)."""
+    return node.inputs[0].op == "constant"
 

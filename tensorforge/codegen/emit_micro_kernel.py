@@ -128,8 +128,10 @@ class _Tile:
         return vector_type(self.tiling)
 
 
-def _accumulate(builder: ir.IRBuilder, tile: _Tile, depth: ir.Value, a: ir.Value, b: ir.Value) -> list[ir.Value]:
-    """The k loop: sum over k < depth of a[k, :rows] (outer product) b[k, :columns], row-major list of vectors.
+def _accumulate(builder: ir.IRBuilder, tile: _Tile, depth: ir.Value, a: ir.Value, b: ir.Value,
+                a_layout: tuple[int, int]) -> list[ir.Value]:
+    """The k loop: sum over k < depth of a[k, :rows] (outer product) b[k, :columns], row-major list of
+    vectors; a's element (r, k) is at k * S + r * R for a_layout (S, R).
 
     A small tile has too few accumulators to hide the FMA latency: it keeps `split` independent
     partial tiles (k steps taken in turn) and adds them up after the loop.
@@ -138,13 +140,13 @@ def _accumulate(builder: ir.IRBuilder, tile: _Tile, depth: ir.Value, a: ir.Value
     width = tiling.vector_width
 
     def step(k: ir.Value, values: list[ir.Value]) -> list[ir.Value]:
-        a_k = element_pointer(builder, a, builder.mul(k, i64(tiling.rows)), F32, "a_k")
+        a_k = element_pointer(builder, a, builder.mul(k, i64(a_layout[0])), F32, "a_k")
         b_k = element_pointer(builder, b, builder.mul(k, i64(tiling.columns)), F32, "b_k")
         b_vectors = [builder.load(element_pointer(builder, b_k, v * width, F32), typ=vector, align=FLOAT_BYTES,
                                   name=f"b{v}") for v in range(len(lanes))]
         updated = []
         for r in range(tile.rows):
-            a_element = splat(builder, load_element(builder, a_k, r, F32, f"a{r}"), vector)
+            a_element = splat(builder, load_element(builder, a_k, r * a_layout[1], F32, f"a{r}"), vector)
             for v, b_vector in enumerate(b_vectors):
                 updated.append(call_intrinsic(builder, f"llvm.fmuladd.v{width}f32", vector,
                                               [a_element, b_vector, values[r * len(lanes) + v]]))
@@ -188,16 +190,21 @@ def _apply_epilogue(builder: ir.IRBuilder, tile: _Tile, epilogue: Epilogue, bias
     return values
 
 
-def micro_kernel(module: ir.Module, tiling: GemmTiling, rows: int, columns: int, epilogue: Epilogue) -> ir.Function:
+def micro_kernel(module: ir.Module, tiling: GemmTiling, rows: int, columns: int, epilogue: Epilogue,
+                 a_layout: tuple[int, int] | None = None) -> ir.Function:
     """`void(i64 kc, ptr a, ptr b, ptr c, i64 ldc, i1 accumulate, i1 finish, ptr bias, ptr residual)`
     for one tile shape.
 
-    c[r, j] (+)= sum over k < kc of a[k * MR + r] * b[k * NR + j], for r < rows and j < columns;
+    c[r, j] (+)= sum over k < kc of a[k * S + r * R] * b[k * NR + j], for r < rows and j < columns,
+    with (S, R) = `a_layout`: (MR, 1) by default, a packed A panel; (rows, 1) a tail panel packed
+    only `rows` wide; (1, lda) rows of a row-major A read in place (emit_gemm's `a_in_place`);
     `accumulate` adds the tile to what c holds, `finish` applies the epilogue (bias at the tile's
     first row or column; the residual's tile, with c's row stride ldc). Defined once per module and
     variant.
     """
-    name = f"tf.gemm.f32.{tiling.rows}x{tiling.columns}.{rows}x{columns}{epilogue.suffix}"
+    a_layout = (tiling.rows, 1) if a_layout is None else a_layout
+    layout_suffix = "" if a_layout == (tiling.rows, 1) else f".a{a_layout[0]}_{a_layout[1]}"
+    name = f"tf.gemm.f32.{tiling.rows}x{tiling.columns}.{rows}x{columns}{layout_suffix}{epilogue.suffix}"
     existing = module.globals.get(name)
     if existing is not None:
         return existing
@@ -221,7 +228,7 @@ def micro_kernel(module: ir.Module, tiling: GemmTiling, rows: int, columns: int,
             write, keep, data = (ir.Constant(I32, flag) for flag in (1, 3, 1))
             call_intrinsic(builder, "llvm.prefetch.p0", VOID, [element_pointer(builder, row, offset, F32), write,
                                                                keep, data])
-    values = _accumulate(builder, tile, depth, a, b)
+    values = _accumulate(builder, tile, depth, a, b, a_layout)
     places = [(element_pointer(builder, c_rows[r], v * width, F32), count) for r in range(rows)
               for v, count in enumerate(lanes)]
 
