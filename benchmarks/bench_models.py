@@ -1,6 +1,6 @@
 """Time the benchmark models on every engine, interleaved in one run, and print medians and ratios.
 
-    python benchmarks/bench_models.py [--rounds 15] [--out out/bench] [--quiet]
+    python benchmarks/bench_models.py [--rounds 15] [--out out/bench] [--quiet] [--only "batch 1"] [--engines ...]
 
 Engines: tensorforge's reference interpreter, hand-written numpy, PyTorch eager and torch.compile
 and ONNX Runtime (if installed), and tensorforge compiled for the host. Models: MLP 784-256-128-10
@@ -102,13 +102,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (slow to compile)")
+    parser.add_argument("--only", nargs="+", default=None, metavar="TEXT",
+                        help="only the workloads whose name contains one of these (e.g. 'batch 1' or 'CNN')")
+    parser.add_argument("--engines", nargs="+", default=None, choices=ENGINES, help="default: all")
     args = parser.parse_args()
     results = []
     for index, (name, model, _, x) in enumerate(workloads()):
+        if args.only and not any(text in name for text in args.only):
+            continue
         start = time.perf_counter()
         cm = tf.compile(model, x, target="host")  # here only for the compile time; each engine runs in its own process
         compile_seconds = time.perf_counter() - start
-        engines = [engine for engine in ENGINES if not (args.no_torch_compile and engine == "torch.compile")]
+        engines = [engine for engine in args.engines or ENGINES
+                   if not (args.no_torch_compile and engine == "torch.compile")]
         samples = measure_isolated({engine: (make_engine, (engine, index)) for engine in engines},
                                    rounds=args.rounds, verbose=not args.quiet, desc=name)
         medians = {engine: statistics.median(values) for engine, values in samples.items()}

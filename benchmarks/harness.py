@@ -81,8 +81,8 @@ def bar_charts(path, panels: list[dict]) -> None:
     except ImportError:
         print("(matplotlib not installed: no chart)")
         return
-    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.8))
-    for ax, panel in zip(axes, panels, strict=True):
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
         ax.barh(panel["names"], panel["values"], color=panel.get("colors", "#4c72b0"))
         if "mark" in panel:
             ax.axvline(panel["mark"], color="black", linewidth=0.8)

@@ -56,6 +56,7 @@ from .llvm_utils import (
     store_element,
 )
 from .target import Target
+from .tiling import INDEPENDENT_CHAINS
 
 I16 = ir.IntType(16)
 A_BLOCK_BYTES = 128 * 1024  # packed rows of x per block: about half of a 512 KiB L2
@@ -191,9 +192,11 @@ def micro_kernel(module: ir.Module, tiling: QTiling, rows: int, columns: int, re
     """`void(i64 groups, ptr a, ptr b, ptr c, i64 ldc, ptr bias, ptr colsum, ptr m, i32 correction,
     float zy, float low, float high)`: one rows x columns tile of the result, requantized.
 
-    a and b are panels (module docstring), `groups` their k groups; bias, colsum and m point at the
-    tile's first column (m at the scalar multiplier when it is not per column); `correction` is
-    shift + zx. Defined once per module and variant.
+    a and b are panels (module docstring), `groups` their k groups; a tail panel of fewer than MR
+    rows is packed only `rows` wide (_pack_rows). bias, colsum and m point at the tile's first
+    column (m at the scalar multiplier when it is not per column); `correction` is shift + zx.
+    A tile of few accumulators (a matrix-vector product's 1 x NR) keeps up to 4 partial tiles, k
+    groups taken in turn, to hide the instruction's latency. Defined once per module and variant.
     """
     scheme = tiling.scheme
     name = f"tf.qgemm.{scheme.name}.{tiling.rows}x{tiling.columns}.{rows}x{columns}{requant.suffix}"
@@ -218,7 +221,7 @@ def micro_kernel(module: ir.Module, tiling: QTiling, rows: int, columns: int, re
     accumulator = ir.VectorType(I32, lanes)
 
     def step(k: ir.Value, values: list[ir.Value]) -> list[ir.Value]:
-        a_k = element_pointer(builder, a, builder.mul(k, i64(tiling.rows * group)), scheme.a_type, "a_k")
+        a_k = element_pointer(builder, a, builder.mul(k, i64(rows * group)), scheme.a_type, "a_k")
         b_k = element_pointer(builder, b, builder.mul(k, i64(tiling.columns * group)), I8, "b_k")
         b_vectors = [builder.load(element_pointer(builder, b_k, v * lanes * group, I8), typ=b_vector, align=1)
                      for v in range(len(counts))]
@@ -230,7 +233,21 @@ def micro_kernel(module: ir.Module, tiling: QTiling, rows: int, columns: int, re
                 updated.append(multiply_add(builder, scheme, values[r * len(counts) + v], a_word, b_bytes))
         return updated
 
-    values = carried_loop(builder, i64(0), groups, [ir.Constant(accumulator, None)] * (rows * len(counts)), step, "k")
+    size = rows * len(counts)
+    split = max(1, min(4, -(-INDEPENDENT_CHAINS // size)))
+    cleared = [ir.Constant(accumulator, None)] * size
+    if split == 1:
+        values = carried_loop(builder, i64(0), groups, cleared, step, "k")
+    else:
+        def steps(k: ir.Value, partial: list[ir.Value]) -> list[ir.Value]:
+            return [value for s in range(split) for value in
+                    step(builder.add(builder.mul(k, i64(split)), i64(s)), partial[s * size:(s + 1) * size])]
+
+        rounds = builder.udiv(groups, i64(split), name="k.rounds")
+        partial = carried_loop(builder, i64(0), rounds, cleared * split, steps, "k.split")
+        values = carried_loop(builder, builder.mul(rounds, i64(split)), groups, partial[:size], step, "k.rest")
+        for s in range(1, split):
+            values = [builder.add(x, y) for x, y in zip(values, partial[s * size:(s + 1) * size])]
 
     # the epilogue: acc + bias - correction * colsum, per column; then requantize
     vector = ir.VectorType(F32, lanes)
@@ -269,13 +286,17 @@ def micro_kernel(module: ir.Module, tiling: QTiling, rows: int, columns: int, re
 # --- the loops --------------------------------------------------------------------------------
 
 def _pack_rows(builder: ir.IRBuilder, tiling: QTiling, x: ir.Value, x_dtype: DType, depth: int, rows: ir.Value,
-               destination: ir.Value) -> None:
-    """destination = panels of x[rows, depth] (row-major), converted for the scheme and k padded with zeros."""
+               destination: ir.Value, tail: int) -> None:
+    """destination = panels of x[rows, depth] (row-major), converted for the scheme and k padded with
+    zeros; when `rows` is not a multiple of MR, its last panel is packed `tail` (static) rows wide."""
     scheme, group = tiling.scheme, tiling.scheme.group
     a_type, shift = scheme.a_type, scheme.shift(x_dtype)
     extend = builder.sext if x_dtype is DType.i8 else builder.zext
+    mr = i64(tiling.rows)
+    tail_panel = builder.udiv(rows, mr, name="pack.full")
     with for_range(builder, rows, "pack.row") as row:
-        panel, within = builder.udiv(row, i64(tiling.rows)), builder.urem(row, i64(tiling.rows))
+        panel, within = builder.udiv(row, mr), builder.urem(row, mr)
+        width = builder.select(builder.icmp_unsigned("==", panel, tail_panel), i64(tail), mr, name="pack.width")
         start = builder.mul(builder.add(builder.mul(panel, i64(padded_depth(depth, scheme) // group * tiling.rows)),
                                         within), i64(group))
         target = element_pointer(builder, destination, start, a_type, "pack.to")
@@ -283,7 +304,7 @@ def _pack_rows(builder: ir.IRBuilder, tiling: QTiling, x: ir.Value, x_dtype: DTy
 
         def place(k) -> ir.Value:  # where element k of the row goes
             k = i64(k) if isinstance(k, int) else k
-            group_start = builder.mul(builder.udiv(k, i64(group)), i64(tiling.rows * group))
+            group_start = builder.mul(builder.udiv(k, i64(group)), builder.mul(width, i64(group)))
             return builder.add(group_start, builder.urem(k, i64(group)))
 
         with for_range(builder, depth, "pack.k") as k:
@@ -330,7 +351,7 @@ def emit_block(builder: ir.IRBuilder, tiling: QTiling, q: QGemm, requant: Requan
         ic = builder.add(first_row, builder.mul(block, i64(mc)), name="ic")
         block_rows = minimum(builder, builder.sub(builder.add(first_row, i64(row_count)), ic), mc, "mc")
         _pack_rows(builder, tiling, element_pointer(builder, q.x, builder.mul(ic, i64(depth)), I8), q.x_dtype, depth,
-                   block_rows, q.scratch)
+                   block_rows, q.scratch, row_count % mr)
 
         def column_panel(u: ir.Value, width: int) -> None:
             column = builder.add(first_column, builder.mul(u, i64(nr)), name="column")
