@@ -213,6 +213,37 @@ def test_outer_copy_loops_stay_rolled():
     np.testing.assert_array_equal(y, data.transpose(1, 0, 2))
 
 
+def _causal_mask_graph() -> ir.Graph:
+    graph = ir.Graph()
+    scores = graph.add_input("scores", TensorType((2, 32, 32), DType.f32))
+    graph.outputs = [graph.call("causal_mask", [scores])]
+    return graph
+
+
+def _dynamic_linear_graph() -> ir.Graph:
+    rng = np.random.default_rng(0)
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((64, 40), DType.f32))
+    weight = graph.constant(rng.integers(-127, 128, (40, 10)).astype(np.int8), "w")
+    operands = [x, weight, graph.constant(np.full(10, 0.01, np.float32), "sw"),
+                graph.constant(rng.standard_normal(10).astype(np.float32), "b")]
+    graph.outputs = [graph.call("dynamic_qlinear", operands)]
+    return graph
+
+
+@pytest.mark.parametrize("make_graph", [_causal_mask_graph, _dynamic_linear_graph])
+def test_short_rows_vectorize_without_gathers(make_graph):
+    """Loops over short rows (a causal mask's 32 keys; dynamic_qlinear's + bias over 10 columns): once
+    LLVM unrolled the row, it vectorized the loop over rows with gathers and scatters on AVX-512;
+    the row loops stay rolled. Built for x86-64-v4 whatever the host, run on the host."""
+    graph = make_graph()
+    llvm_ir = build(graph, "x86-64-v4").llvm_ir
+    assert "masked.gather" not in llvm_ir and "masked.scatter" not in llvm_ir
+    data = np.random.default_rng(1).standard_normal(graph.inputs[0].shape).astype(np.float32)
+    (actual,) = compile_and_run(graph, data)
+    np.testing.assert_allclose(actual, ir.interpret(graph, data), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d"])
 def test_pools_vectorize_along_x_without_gathers(op):
     """With the x loop fully unrolled LLVM vectorized the row loop with gathers and scatters for

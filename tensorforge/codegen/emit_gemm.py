@@ -281,14 +281,13 @@ class GemmSplit:
     along "columns" (panels of NR columns of b and c); every part but the last has `per_part` units
     of `unit` rows or columns.
 
-    The f32 GEMM splits rows one by one, evenly: its micro-kernel's time follows the rows it has,
-    full panel or not (784 x 256 with 14 to 42 rows of A: 88-95 GFLOP/s on one Zen 4 core), so 64
-    rows run as 32 and 32 (panels of 14, 14, 4) instead of whole panels 42 and 22. The int8 GEMM,
-    and an f32 GEMM whose A is a constant (`a_constant`: packed in panels at compile time), keep
-    whole row panels. By rows, no part repacks another's rows of a (a batch-64 linear 784 ->
-    256 ran 15% faster than by columns on AVX2); by columns, each part streams only its share of a
-    weight (matrix-vector products; a 32-token prefill, whose 32 rows in whole panels of 14 had
-    split 28:4)."""
+    Rows are split one by one, evenly: the micro-kernel's time follows the rows it has, full panel
+    or not (f32 784 x 256 with 14 to 42 rows of A: 88-95 GFLOP/s on one Zen 4 core), so 64 rows run
+    as 32 and 32 (panels of 14, 14, 4) instead of whole panels 42 and 22. A GEMM whose A is a
+    constant (`a_constant`: packed in panels at compile time) keeps whole row panels. By rows, no
+    part repacks another's rows of a (a batch-64 linear 784 -> 256 ran 15% faster than by columns on
+    AVX2); by columns, each part streams only its share of a weight (matrix-vector products; a
+    32-token prefill, whose 32 rows in whole panels of 14 had split 28:4)."""
 
     axis: str
     parts: int
@@ -300,7 +299,7 @@ class GemmSplit:
         rows, _, columns = shape
         column_panels, row_panels = -(-columns // tiling.columns), -(-rows // tiling.rows)
         if row_panels >= 2 * threads or row_panels >= max(column_panels, 2):
-            unit = 1 if isinstance(tiling, GemmTiling) and not a_constant else tiling.rows
+            unit = tiling.rows if a_constant else 1
             return cls("rows", *split_parts(-(-rows // unit), threads), unit)
         return cls("columns", *split_parts(column_panels, threads), tiling.columns)
 

@@ -288,13 +288,18 @@ def micro_kernel(module: ir.Module, tiling: QTiling, rows: int, columns: int, re
 def _pack_rows(builder: ir.IRBuilder, tiling: QTiling, x: ir.Value, x_dtype: DType, depth: int, rows: ir.Value,
                destination: ir.Value, tail: int) -> None:
     """destination = panels of x[rows, depth] (row-major), converted for the scheme and k padded with
-    zeros; when `rows` is not a multiple of MR, its last panel is packed `tail` (static) rows wide."""
+    zeros; when `rows` is not a multiple of MR, its last panel is packed `tail` (static) rows wide.
+
+    With 8-bit x in groups of 4 (vnni, sdot), a k group is one 32-bit word, copied whole (the shift
+    to the other signedness is an xor of every byte's top bit); the loops stay scalar (keep_rolled):
+    their stores are strided."""
     scheme, group = tiling.scheme, tiling.scheme.group
     a_type, shift = scheme.a_type, scheme.shift(x_dtype)
     extend = builder.sext if x_dtype is DType.i8 else builder.zext
+    words = depth // group if scheme.a_bits == 8 and group == 4 else 0  # k groups copied as words
     mr = i64(tiling.rows)
     tail_panel = builder.udiv(rows, mr, name="pack.full")
-    with for_range(builder, rows, "pack.row") as row:
+    with for_range(builder, rows, "pack.row", vectorize=False) as row:
         panel, within = builder.udiv(row, mr), builder.urem(row, mr)
         width = builder.select(builder.icmp_unsigned("==", panel, tail_panel), i64(tail), mr, name="pack.width")
         start = builder.mul(builder.add(builder.mul(panel, i64(padded_depth(depth, scheme) // group * tiling.rows)),
@@ -307,7 +312,16 @@ def _pack_rows(builder: ir.IRBuilder, tiling: QTiling, x: ir.Value, x_dtype: DTy
             group_start = builder.mul(builder.udiv(k, i64(group)), builder.mul(width, i64(group)))
             return builder.add(group_start, builder.urem(k, i64(group)))
 
-        with for_range(builder, depth, "pack.k") as k:
+        if words:
+            with for_range(builder, words, "pack.word", vectorize=False) as g:
+                word = builder.load(element_pointer(builder, source, builder.mul(g, i64(group)), I8), typ=I32,
+                                    align=1)
+                if shift:
+                    word = builder.xor(word, ir.Constant(I32, 0x80808080))
+                builder.store(word, element_pointer(builder, target, builder.mul(g, builder.mul(width, i64(group))),
+                                                    I8), align=1)
+        with for_range(builder, depth - words * group, "pack.k") as rest:
+            k = builder.add(rest, i64(words * group))
             value = load_element(builder, source, k, I8)
             if a_type.width == 8:
                 value = builder.xor(value, ir.Constant(I8, 0x80)) if shift else value

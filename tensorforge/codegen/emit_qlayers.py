@@ -175,7 +175,7 @@ def emit_dynamic_qlinear(kernel: Kernel) -> None:
         with for_range(builder, row_count, "bias.row") as r:
             start = builder.add(builder.mul(builder.add(first_row, r), i64(columns)), first_column)
             line = element_pointer(builder, kernel.output, start, F32)
-            with for_range(builder, column_count, "bias.column") as j:
+            with for_range(builder, column_count, "bias.column", unroll=False) as j:  # else rows gathered
                 n = builder.add(first_column, j)
                 value = builder.fadd(load_element(builder, line, j, F32), load_element(builder, bias, n, F32))
                 if relu:  # np.maximum(y, 0)

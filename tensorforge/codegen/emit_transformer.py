@@ -117,7 +117,7 @@ def emit_causal_mask(kernel: Kernel) -> None:
     with for_range(builder, node.type.size // (queries * keys), "matrix") as m, for_range(builder, queries, "i") as i:
         row = add_offsets(builder, add_offsets(builder, 0, m, queries * keys), i, keys, "row")
         last = builder.add(i, i64(keys - queries), name="last_key")
-        with for_range(builder, keys, "j") as j:
+        with for_range(builder, keys, "j", unroll=False) as j:  # unrolled, LLVM vectorized over i with gathers
             at = add_offsets(builder, row, j, 1, "at")
             value = load_element(builder, kernel.inputs[0], at, F32, "score")
             allowed = builder.icmp_signed("<=", j, last, name="allowed")

@@ -49,24 +49,32 @@ def as_i64(value: Offset) -> ir.Value:
     return i64(value) if isinstance(value, int) else value
 
 
-def keep_rolled(branch: ir.Instruction) -> None:
-    """Mark the loop whose latch is `branch` as not to be unrolled (`llvm.loop.unroll.disable`).
+def keep_rolled(branch: ir.Instruction, vectorize: bool = True) -> None:
+    """Mark the loop whose latch is `branch` as not to be unrolled (`llvm.loop.unroll.disable`), and
+    with `vectorize=False` not to be vectorized either (`llvm.loop.vectorize.enable` false).
 
     For loops whose full unrolling would make one huge basic block: the machine schedulers' time
-    grows with the square of a block's memory operations, and compile time matters.
+    grows with the square of a block's memory operations, and compile time matters. Not vectorized:
+    loops of strided stores, which LLVM otherwise "vectorizes" on AVX-512 into one extract and store
+    per lane with 64-bit vector multiplies for the addresses (an int8 GEMM's packing of x ran ~3x
+    slower than its multiply-adds so).
     """
     module = branch.module
-    disable = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
+    hints = [module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])]
+    if not vectorize:
+        hints.append(module.add_metadata([ir.MetaDataString(module, "llvm.loop.vectorize.enable"),
+                                          ir.Constant(ir.IntType(1), 0)]))
     loop_id = ir.values.MDValue(module, [], name=str(len(module.metadata)))
-    loop_id.operands = (loop_id, disable)  # a loop id refers to itself, so each loop's is distinct
+    loop_id.operands = (loop_id, *hints)  # a loop id refers to itself, so each loop's is distinct
     branch.set_metadata("llvm.loop", loop_id)
 
 
 @contextlib.contextmanager
-def for_range(builder: ir.IRBuilder, count: Offset, name: str = "i", unroll: bool = True) -> Iterator[ir.Value]:
+def for_range(builder: ir.IRBuilder, count: Offset, name: str = "i", unroll: bool = True,
+              vectorize: bool = True) -> Iterator[ir.Value]:
     """A counted loop `for index in range(count)`; yields the i64 index inside the loop body.
 
-    `unroll=False` asks LLVM to keep the loop rolled (keep_rolled)."""
+    `unroll=False` asks LLVM to keep the loop rolled, `vectorize=False` also scalar (keep_rolled)."""
     count = as_i64(count)
     preheader = builder.block
     header = builder.append_basic_block(f"{name}.header")
@@ -85,8 +93,8 @@ def for_range(builder: ir.IRBuilder, count: Offset, name: str = "i", unroll: boo
     following = builder.add(index, i64(1), name=f"{name}.next", flags=("nuw", "nsw"))
     index.add_incoming(following, latch)
     branch = builder.branch(header)
-    if not unroll:
-        keep_rolled(branch)
+    if not unroll or not vectorize:
+        keep_rolled(branch, vectorize)
 
     builder.position_at_end(end)
 
