@@ -82,11 +82,20 @@ class Generator:
         self.graphs, self.prefill_model, self.decode_model = graphs, prefill, decode
         self.max_len, self.prompt_len = graphs.max_len, graphs.prompt_len
         self.vocab_size = decode.output_types[0].shape[-1]
-        self.caches = [np.zeros(graphs.cache_type.shape, graphs.cache_type.dtype.numpy)
-                       for _ in range(2 * len(graphs.attentions))]
-        self.cache_bytes = sum(cache.nbytes for cache in self.caches)
+        # every cache is one slice of a block, and so is every new row a decode step returns: a step
+        # writes all its rows into the caches with one assignment
+        count, dtype = 2 * len(graphs.attentions), graphs.cache_type.dtype.numpy
+        self._cache_block = np.zeros((count, *graphs.cache_type.shape), dtype)
+        self.caches = list(self._cache_block)
+        self.cache_bytes = self._cache_block.nbytes
         self.position = 0
         self.stats = GenerationStats(cache_bytes=self.cache_bytes)
+        # a decode step on fixed arrays (CompiledModel.bind: checked once, not per token)
+        self._token, self._position = np.zeros((1, 1), np.int64), np.zeros(1, np.int64)
+        logits_type, row_type = decode.output_types[0], decode.output_types[1]
+        self._rows = np.empty((count, *row_type.shape), dtype)
+        self._logits = np.empty(logits_type.shape, logits_type.dtype.numpy)
+        self._decode = decode.bind(self._token, self._position, *self.caches, out=[self._logits, *self._rows])
 
     def reset(self) -> None:
         """Forget every cached position (the caches need no clearing: rows after `pos` are masked)."""
@@ -96,11 +105,11 @@ class Generator:
         """Feed one token at the current position; its logits[V]."""
         if self.position >= self.max_len:
             raise ValueError(f"the cache is full: all max_len={self.max_len} positions are used")
-        outputs = self.decode_model(np.array([[token]], np.int64), np.array([self.position], np.int64), *self.caches)
-        for cache, row in zip(self.caches, outputs[1:], strict=True):
-            cache[:, :, self.position:self.position + 1] = row
+        self._token[0, 0], self._position[0] = token, self.position
+        self._decode()
+        self._cache_block[:, :, :, self.position:self.position + 1] = self._rows
         self.position += 1
-        return outputs[0][0, 0]
+        return self._logits[0, 0].copy()  # the bound output array is overwritten by the next step
 
     def _prefill(self, tokens: list[int]) -> np.ndarray:
         """Reset and feed `tokens`; the logits after each of them, [len(tokens), V]."""

@@ -126,6 +126,8 @@ def test_generation_that_does_not_fit_in_the_cache_is_refused(generator):
         generator.generate([], 3)
     with pytest.raises(tf.ir.InputError, match="outside"):
         generator.generate([VOCAB], 1)
+    with pytest.raises(tf.ir.InputError, match=f"holds the id {VOCAB} at"):  # past prompt_len: a decode step's
+        generator.generate([1, 2, 3, 4, 5, VOCAB], 1)
 
 
 def test_one_decode_step_compiled_for_armv8_equals_the_reference():

@@ -152,3 +152,36 @@ def test_out_writes_into_given_arrays_and_may_be_an_input(affine, x):
         affine(x, out=[read_only])
     with pytest.raises(InputError, match="one per output"):
         affine(x, out=[])
+
+
+def test_bind_runs_on_the_bound_arrays_and_sees_new_values(affine, x):
+    data = x.copy()
+    call = affine.bind(data)
+    first = call()
+    np.testing.assert_array_equal(first, affine_reference(x))
+    data[:] = x + 1  # new values in the same array
+    assert call() is first  # the bound output array, overwritten
+    np.testing.assert_array_equal(first, affine_reference(x + 1))
+    out = np.empty((4, 8), np.float32)
+    assert affine.bind(data, out=[out])() is out
+    np.testing.assert_array_equal(out, affine_reference(x + 1))
+
+
+@pytest.mark.parametrize("convert", [
+    lambda a: a.astype(np.float64), lambda a: np.asfortranarray(a), lambda a: a.tolist(), lambda a: a[:2]],
+    ids=["float64", "fortran", "list", "shape"])
+def test_bind_refuses_arrays_it_would_have_to_convert(affine, x, convert):
+    with pytest.raises(InputError, match=r"bind: input '\w+' must be an aligned C-contiguous ndarray f32\[4,8\]"):
+        affine.bind(convert(x))
+    with pytest.raises(InputError, match="takes 1 input"):
+        affine.bind(x, x)
+
+
+def test_bound_call_of_a_closed_model_raises(x):
+    cm = CompiledModel(affine_artifact("host", (4, 8)))
+    call = cm.bind(x)
+    cm.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        call()
+    with pytest.raises(RuntimeError, match="closed"):
+        cm.bind(x)

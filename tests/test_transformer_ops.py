@@ -203,3 +203,23 @@ def test_ids_from_an_input_are_checked_before_anything_runs():
             compiled(np.array([[0, 1, 2], [3, 4, -1]]))
         good = np.array([[0, 16, 2], [3, 4, 5]])
         np.testing.assert_array_equal(compiled(good), table[good.reshape(-1)])
+
+
+def test_ids_are_checked_on_every_bound_call():
+    """CompiledModel.bind checks its arrays once, but the ids they hold on every call (a decode
+    step's single token takes a quick path: the same refusal)."""
+    table = randn(17, 4)
+    graph = ir.Graph()
+    token = graph.add_input("token", TensorType((1, 1), DType.i64))
+    graph.outputs = [graph.call("gather", [graph.constant(table, "wte"), graph.call("reshape", [token],
+                                                                                    {"shape": (1,)})])]
+    with tf.compile(graph) as compiled:
+        ids = np.zeros((1, 1), np.int64)
+        step = compiled.bind(ids)
+        for good in (0, 16, 5):
+            ids[0, 0] = good
+            np.testing.assert_array_equal(step(), table[[good]])
+        for bad in (17, -1):
+            ids[0, 0] = bad
+            with pytest.raises(InputError, match=rf"input 'token' holds the id {bad} at \[0, 0\], outside \[0, 17\)"):
+                step()

@@ -43,6 +43,27 @@ def _is_ready(array, shape: tuple[int, ...], dtype: np.dtype) -> bool:
     return flags.c_contiguous and flags.aligned
 
 
+class BoundCall:
+    """CompiledModel.bind's call: runs the model on the arrays it was bound to; returns the outputs."""
+
+    def __init__(self, model: CompiledModel, inputs: list[np.ndarray], outputs: list[np.ndarray]):
+        self.model, self.inputs, self.outputs = model, inputs, outputs
+        executor = model._executor
+        self._run = executor.bound(inputs, outputs) if isinstance(executor, HostExecutor) \
+            else (lambda: executor.run(inputs, outputs))
+        self._checks = [(ids, model.input_names[ids.position], inputs[ids.position]) for ids in model._index_inputs]
+
+    def __call__(self) -> np.ndarray | tuple[np.ndarray, ...]:
+        if self.model._executor is None:
+            raise RuntimeError("this CompiledModel is closed")
+        for ids, name, array in self._checks:
+            problem = ids.problem(name, array)
+            if problem is not None:
+                raise InputError(problem)
+        self._run()
+        return self.outputs[0] if self.model._single_output else tuple(self.outputs)
+
+
 class CompiledModel:
     """A compiled model: checks its arguments, runs the native code, returns new output arrays."""
 
@@ -90,6 +111,29 @@ class CompiledModel:
             else self._check_out(out)
         executor.run(arrays, outputs)
         return outputs[0] if self._single_output else tuple(outputs)
+
+    def bind(self, *arrays: np.ndarray, out: list[np.ndarray] | tuple[np.ndarray, ...] | None = None) -> BoundCall:
+        """The model on fixed arrays: `call = cm.bind(x, out=[y])`, then write new values into x and
+        `call()` writes y, as `cm(x, out=[y])` without the per-call checks and argument handling.
+
+        The arrays are checked once, here: each input must already be what the model takes (an
+        aligned C-contiguous ndarray of its exact shape and dtype: no conversion, as the call
+        reads the array itself each time), and `out` as for __call__ (new arrays if None). The call
+        holds them, so their shape, dtype and memory cannot change. Ids that index a table (token
+        inputs of a gather) are still checked on every call."""
+        if self._executor is None:
+            raise RuntimeError("this CompiledModel is closed")
+        if len(arrays) != len(self._input_specs):
+            raise InputError(f"the model takes {len(self._input_specs)} input(s) ({', '.join(self.input_names)}), "
+                             f"got {len(arrays)}")
+        for name, expected, array, (shape, dtype) in zip(self.input_names, self.input_types, arrays,
+                                                         self._input_specs):
+            if not _is_ready(array, shape, dtype):
+                got = f"{type(array).__name__} {getattr(array, 'dtype', '?')}{list(getattr(array, 'shape', ()))}"
+                raise InputError(f"bind: input '{name}' must be an aligned C-contiguous ndarray {expected}, got {got}")
+        outputs = [np.empty(shape, dtype) for shape, dtype in self._output_specs] if out is None \
+            else self._check_out(out)
+        return BoundCall(self, list(arrays), outputs)
 
     def _check_out(self, out) -> list[np.ndarray]:
         if len(out) != len(self._output_specs):

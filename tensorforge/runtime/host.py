@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -113,6 +113,27 @@ class HostExecutor:
         state = _ThreadState(*self._counts)
         self._local.state = state
         return state
+
+    def bound(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> Callable[[], None]:
+        """run(inputs, outputs) as a call of no arguments: the arrays' addresses are taken once (the
+        call holds the arrays, so their memory stays where it is)."""
+        held = (list(inputs), list(outputs))
+        input_pointers = (ctypes.c_void_p * max(len(inputs), 1))(*map(data_address, inputs))
+        output_pointers = (ctypes.c_void_p * max(len(outputs), 1))(*map(data_address, outputs))
+        addresses = (ctypes.addressof(input_pointers), ctypes.addressof(output_pointers), self._weights_address)
+        function, local = self._function, self._local
+
+        def run() -> None:
+            try:
+                state = local.state
+            except AttributeError:
+                state = self._thread_state()
+            status = function(*addresses, state.workspace_address)
+            if status != 0:
+                raise NativeError(f"{self.entry} returned status {status} (0 means success)", status)
+
+        run.held = (held, input_pointers, output_pointers)
+        return run
 
     def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> None:
         """Call tf_run on checked C-contiguous `inputs`, writing into the preallocated `outputs`."""
