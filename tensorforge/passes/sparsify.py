@@ -28,10 +28,12 @@ from .rewrite import derived_name, erase_if_unused
 
 # Fraction of zeros from which the sparse kernel beats the dense GEMM on a 1024 x 1024 linear with
 # bias, by rows of x (leading axes folded; a count between two entries takes the lower one's), per
-# call on every core. Measured with `python benchmarks/bench_sparse.py` on this project's shared
-# 2-core Zen 3 host (BENCHMARKS.md; runs differ by about 0.05): a few rows still stream the weight
-# as one does, while the sparse kernel's work grows with them, hence the peak at 2-4.
-BREAK_EVEN = {1: 0.64, 2: 0.78, 4: 0.81, 8: 0.70, 16: 0.66, 64: 0.65}
+# call on every core. Measured with `python benchmarks/bench_sparse.py --batches 1 2 4 8 16 64` on
+# this project's shared 2-core host, AMD Zen 4 with AVX-512, on 2026-12-02 (BENCHMARKS.md; runs
+# differ by about 0.05-0.1; on Zen 3 with AVX2 it was {1: 0.64, 2: 0.78, 4: 0.81, 8: 0.70, 16: 0.66,
+# 64: 0.65}, before the dense batch-1 GEMM stopped packing its one row of x): a few rows still
+# stream the weight as one does, while the sparse kernel's work grows with them.
+BREAK_EVEN = {1: 0.73, 2: 0.86, 4: 0.73, 8: 0.75, 16: 0.70, 64: 0.77}
 
 
 def sparsity_threshold(node: ir.Node, config: dict) -> float:
