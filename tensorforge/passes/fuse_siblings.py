@@ -1,0 +1,71 @@
+"""fuse-sibling-linears: linear layers that read the same input become one linear, its result sliced.
+
+    %q = linear(%x, %wq, %bq) : f32[1,1,256]        %qkv = linear(%x, %wqkv, %bqkv) : f32[1,1,768]
+    %k = linear(%x, %wk, %bk) : f32[1,1,256]   ->   %q = slice(%qkv) {starts=[0,0,0], stops=[1,1,256]}
+    %v = linear(%x, %wv, %bv) : f32[1,1,256]        %k = slice(%qkv) {... [256, 512]}, %v = ... [512, 768]
+
+with %wqkv the weights side by side ([in, 256 + 256 + 256], a new constant) and the biases after one
+another (zeros for a layer without one). An attention block's q, k and v projections are the usual
+case: one GEMM instead of three streams the weights once (one team of threads woken, not three) and
+gives the row-split GEMM of a prefill three times the columns. The slices copy only the results.
+
+Fires for two or more f32 `linear`s of one input whose weights (and biases, if any) are constants,
+with the same activation and no residual. Runs after fuse-residual and fuse-activation (those fuse
+into each layer's epilogue first: a fused relu is kept, as all siblings must share it) and after
+sparsify (a sparse layer is a sparse_linear by then, and keeps its own kernel).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ir
+from .registry import register_pass
+from .rewrite import derived_name
+
+
+def _fusable(node: ir.Node) -> bool:
+    operands = node.inputs
+    return (node.op == "linear" and node.dtype is ir.DType.f32 and not node.attrs["residual"]
+            and operands[1].op == "constant" and operands[1].type.rank == 2
+            and all(bias.op == "constant" for bias in operands[2:]))
+
+
+def _groups(graph: ir.Graph) -> list[list[ir.Node]]:
+    """Fusable linears, grouped by input and activation, in graph order; groups of two or more."""
+    groups: dict[tuple[ir.Node, object], list[ir.Node]] = {}
+    for node in graph.nodes:
+        if _fusable(node):
+            groups.setdefault((node.inputs[0], node.attrs["activation"]), []).append(node)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+@register_pass("fuse-sibling-linears", opt_level=2,
+               description="linears reading one input become one linear and slices of its result")
+def fuse_sibling_linears(graph: ir.Graph, ctx=None) -> ir.Graph:
+    for group in _groups(graph):
+        first = group[0]
+        weights = [node.inputs[1].value for node in group]
+        widths = [weight.shape[1] for weight in weights]
+        with graph.inserting_before(first):
+            operands = [first.inputs[0], graph.constant(np.concatenate(weights, axis=1),
+                                                        derived_name(first.inputs[1], "siblings"))]
+            if any(len(node.inputs) > 2 for node in group):
+                biases = [node.inputs[2].value if len(node.inputs) > 2 else np.zeros(width, np.float32)
+                          for node, width in zip(group, widths)]
+                operands.append(graph.constant(np.concatenate(biases), derived_name(first, "siblings_bias")))
+            fused = graph.call("linear", operands, {"activation": first.attrs["activation"]},
+                               name=derived_name(first, "siblings"))
+            slices, start = [], 0
+            for width in widths:
+                starts, stops = (0,) * (fused.type.rank - 1) + (start,), (*fused.shape[:-1], start + width)
+                slices.append(graph.call("slice", [fused], {"starts": starts, "stops": stops}))
+                start += width
+        for node, sliced in zip(group, slices):
+            node.replace_all_uses_with(sliced)
+            operands = node.inputs
+            graph.erase(node)
+            for operand in operands[1:]:
+                if not operand.users and operand not in graph.outputs:
+                    graph.erase(operand)
+    return graph
