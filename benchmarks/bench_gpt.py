@@ -10,7 +10,9 @@ tiny: 4 layers, d 256, 4 heads, vocab 512, context 256 (issue 5's targets); gpt2
 to the first token's logits and argmax, both warm (a sample is a block of at least --block seconds
 of calls after a 0.25 s idle sleep). Engines (all on the same weights, nn.GPT(rng=0)):
 
-- tensorforge fp32: tf.compile_generator (prefill graph + one-token decode graph over its KV cache).
+- tensorforge fp32: tf.compile_generator (prefill graph + one-token decode graph over its KV cache);
+  its prefill computes the output layer at the prompt's last position only (generator.next_logits,
+  generator.first_token_graph), the ONNX Runtime engines' prefill at all 32 (their exported graph's).
 - tensorforge int8: the same with quantize="int8" (every linear layer dynamic_qlinear: int8 weights
   per output channel, activations quantized per call, int32 accumulation).
 - pytorch eager fp32 / pytorch int8 dynamic: a torch GPT written here with a KV cache (preallocated
@@ -117,7 +119,7 @@ class Ours:
                                               quantize="int8" if int8 else None)
 
     def prefill(self, prompt: list[int]) -> np.ndarray:
-        return self.generator.logits(prompt)[-1]
+        return self.generator.next_logits(prompt)  # the first-token prefill: logits of the last position only
 
     def step(self, token: int) -> np.ndarray:
         return self.generator._step(token)  # one decode step at the generator's position (its caches updated)

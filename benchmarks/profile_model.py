@@ -48,10 +48,14 @@ def main() -> None:
     with tf.compile_generator(model, model.max_seq_len, prompt_len=PROMPT, threads=args.threads,
                               quantize="int8" if args.int8 else None, verbose=True) as generator:
         prompt = prompt_ids(args.model)
-        if args.phase == "prefill":
-            print(generator.prefill_model.profile(np.array([prompt], np.int64)))
+        if args.phase == "prefill":  # the first-token prefill generation runs (logits at the last position)
+            tokens = np.array([prompt], np.int64)
+            if generator.first_model is not None:
+                print(generator.first_model.profile(tokens, np.array([len(prompt) - 1], np.int64)))
+            else:
+                print(generator.prefill_model.profile(tokens))
             return
-        generator.logits(prompt)  # fills the caches' first 32 rows
+        generator.next_logits(prompt)  # fills the caches' first 32 rows
         token, position = np.array([[prompt[-1]]], np.int64), np.array([PROMPT], np.int64)
         print(generator.decode_model.profile(token, position, *generator.caches))
 

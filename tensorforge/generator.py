@@ -13,6 +13,11 @@ and the cache rows the padding fills are each overwritten by the decode step at 
 before any query reads them. A longer prompt is a prefill of its first prompt_len tokens and one
 decode step per remaining token. Prompt and new tokens together must fit in max_len.
 
+Generation (generate, stream, next_logits) starts from a third graph, the first-token prefill
+(first_token_graph): the prefill whose output layer reads only the last prompt position's row, so
+it computes logits[1, 1, V] instead of [1, prompt_len, V]. The full prefill, which logits() needs,
+is compiled the first time logits() or prefill_model asks for it.
+
 The caches are numpy arrays the generator owns: the compiled graphs only read them and return
 each layer's new k and v rows, which the generator writes in (prefill: rows 0..prompt_len-1; decode:
 row pos). Attention reads only the rows up to the position (cached_attention), so a decode step's
@@ -27,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +40,7 @@ from tqdm import tqdm
 
 from .codegen.target import Target
 from .frontend.transformer import sample
-from .ir import Graph
+from .ir import DType, Graph, TensorType
 from .passes.kv_cache import KVCacheGraphs, rewrite_for_kv_cache
 from .quantize import QuantConfig
 from .quantize import quantize as quantize_graph
@@ -78,8 +83,12 @@ def _top_k(logits: np.ndarray, top_k: int | None) -> np.ndarray:
 class Generator:
     """A compiled prefill and decode pair with the caches they share (see the module docstring)."""
 
-    def __init__(self, graphs: KVCacheGraphs, prefill: CompiledModel, decode: CompiledModel):
-        self.graphs, self.prefill_model, self.decode_model = graphs, prefill, decode
+    def __init__(self, graphs: KVCacheGraphs, prefill: CompiledModel | Callable[[], CompiledModel],
+                 decode: CompiledModel, first: CompiledModel | None = None):
+        """`prefill` may be a function compiling it, called when it is first needed (logits()); `first`
+        is the prefill that computes the logits of one position (first_token_graph), for generation."""
+        self.graphs, self.decode_model, self.first_model = graphs, decode, first
+        self._prefill_model = prefill
         self.max_len, self.prompt_len = graphs.max_len, graphs.prompt_len
         self.vocab_size = decode.output_types[0].shape[-1]
         # every cache is one slice of a block, and so is every new row a decode step returns: a step
@@ -96,6 +105,14 @@ class Generator:
         self._rows = np.empty((count, *row_type.shape), dtype)
         self._logits = np.empty(logits_type.shape, logits_type.dtype.numpy)
         self._decode = decode.bind(self._token, self._position, *self.caches, out=[self._logits, *self._rows])
+
+    @property
+    def prefill_model(self) -> CompiledModel:
+        """The prefill returning the logits of every position (compiled on first use when the
+        generator has a first-token prefill)."""
+        if not isinstance(self._prefill_model, CompiledModel):
+            self._prefill_model = self._prefill_model()
+        return self._prefill_model
 
     def reset(self) -> None:
         """Forget every cached position (the caches need no clearing: rows after `pos` are masked)."""
@@ -123,6 +140,27 @@ class Generator:
         logits.extend(self._step(token) for token in tokens[len(head):])
         return np.stack(logits)
 
+    def _start(self, tokens: list[int]) -> np.ndarray:
+        """Reset and feed `tokens`; the logits after the last of them, [V]. The first-token prefill
+        computes the vocabulary's logits at that position only."""
+        if self.first_model is None:
+            return self._prefill(tokens)[-1]
+        self.reset()
+        head = tokens[:self.prompt_len]
+        padded = np.array([head + [PAD_ID] * (self.prompt_len - len(head))], np.int64)
+        outputs = self.first_model(padded, np.array([len(head) - 1], np.int64))
+        for cache, written in zip(self.caches, outputs[1:], strict=True):
+            cache[:, :, :self.prompt_len] = written
+        self.position = len(head)
+        logits = outputs[0][0, 0]
+        for token in tokens[len(head):]:
+            logits = self._step(token)
+        return logits
+
+    def next_logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        """The logits after `token_ids` (their last position), [V]: what generation starts from."""
+        return self._start(self._check_tokens(token_ids, 0))
+
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """The logits after every prefix of `token_ids`, [len, V], through prefill and the cache."""
         tokens = self._check_tokens(token_ids, 0)
@@ -147,7 +185,7 @@ class Generator:
         stats = GenerationStats(prompt_tokens=len(tokens), cache_bytes=self.cache_bytes)
         self.stats = stats
         start = time.perf_counter()
-        logits = self._prefill(tokens)[-1]
+        logits = self._start(tokens)
         stats.prefill_seconds = time.perf_counter() - start
         for index in range(max_new_tokens):
             token = sample(_top_k(logits, top_k), temperature, rng)
@@ -169,8 +207,9 @@ class Generator:
         return self.decode_model.quant_report()
 
     def close(self) -> None:
-        self.prefill_model.close()
-        self.decode_model.close()
+        for model in (self._prefill_model, self.first_model, self.decode_model):
+            if isinstance(model, CompiledModel):
+                model.close()
 
     def __enter__(self) -> Generator:
         return self
@@ -216,12 +255,39 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
             decode_graph, report = quantize_graph(graphs.decode, None, config)
             graphs = dataclasses.replace(graphs, prefill=prefill_graph, decode=decode_graph)
             progress.update()
-        prefill = compile(graphs.prefill, target=target, opt_level=opt_level, threads=threads)
+        first_graph = first_token_graph(graphs.prefill)
+        first = None if first_graph is None else compile(first_graph, target=target, opt_level=opt_level,
+                                                         threads=threads)
+
+        def prefill() -> CompiledModel:
+            return compile(graphs.prefill, target=target, opt_level=opt_level, threads=threads)
+
         progress.update()
         decode = compile(graphs.decode, target=target, opt_level=opt_level, threads=threads)
         progress.update()
     decode.quantization = report
-    return Generator(graphs, prefill, decode)
+    return Generator(graphs, prefill if first is not None else prefill(), decode, first)
+
+
+def first_token_graph(prefill: Graph) -> Graph | None:
+    """The prefill graph with its logits computed at one position: a second input `last` (i64[1])
+    picks the row of the hidden states [1, S, D] that the output layer (a linear or dynamic_qlinear
+    on them) reads, so the logits are [1, 1, V] instead of [1, S, V]: for GPT-2's 50257-word
+    vocabulary that is a third of a 32-token prefill's work. None when the logits are not such a
+    layer. (Generation needs only the last prompt position's logits; logits() needs them all.)"""
+    graph = prefill.copy()
+    head = graph.outputs[0]
+    if head.op not in ("linear", "dynamic_qlinear") or head.attrs.get("residual"):
+        return None
+    hidden = head.inputs[0]
+    if hidden.type.rank != 3 or hidden.shape[0] != 1:
+        return None
+    _, length, width = hidden.shape
+    last = graph.add_input("last", TensorType((1,), DType.i64))
+    row = graph.call("gather", [graph.call("reshape", [hidden], {"shape": (length, width)}), last])
+    logits = graph.call(head.op, [row, *head.inputs[1:]], head.attrs)
+    graph.outputs = [graph.call("reshape", [logits], {"shape": (1, 1, logits.shape[-1])}), *graph.outputs[1:]]
+    return graph
 
 
 def _generator_quant_config(quantize) -> QuantConfig | None:

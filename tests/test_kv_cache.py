@@ -14,6 +14,7 @@ import tensorforge as tf
 from tensorforge import nn
 from tensorforge.frontend import functional as F
 from tensorforge.frontend.transformer import CAUSAL
+from tensorforge.generator import first_token_graph
 from tensorforge.passes import KVCacheError, find_attentions, rewrite_for_kv_cache
 
 VOCAB, DIM, MAX_LEN = 13, 8, 12
@@ -286,3 +287,25 @@ def test_the_generator_on_armv8_gives_the_logits_of_full_recompute_and_updates_i
         np.testing.assert_allclose(generator.logits(ids), full_recompute(tiny_gpt(), ids), **TOLERANCE)
         np.testing.assert_allclose(generator.logits(ids[:2]), full_recompute(tiny_gpt(), ids[:2]), **TOLERANCE)
         assert [id(cache) for cache in generator.caches] == caches
+
+
+def test_generation_starts_from_the_logits_of_the_last_prompt_position_only(generator):
+    """The first-token prefill computes the output layer on one row (logits [1, 1, V]) and gives the
+    logits that logits() gives at the prompt's last position, for prompts shorter than, as long as
+    and longer than prompt_len."""
+    assert generator.first_model is not None and generator.first_model.output_types[0].shape == (1, 1, VOCAB)
+    assert generator.first_model.input_names[-1] == "last"
+    for ids in ([3], [3, 1, 4, 1], [3, 1, 4, 1, 5, 9]):
+        np.testing.assert_allclose(generator.next_logits(ids), full_recompute(tiny_gpt(), ids)[-1], **TOLERANCE)
+        np.testing.assert_allclose(generator.next_logits(ids), generator.logits(ids)[-1], rtol=1e-6, atol=1e-6)
+
+
+def test_first_token_graph_needs_an_output_layer_on_hidden_states():
+    graph = tf.trace(tiny_gpt(), np.zeros((1, 4), np.int64))
+    first = first_token_graph(graph)
+    assert [node.name for node in first.inputs][-1] == "last" and first.outputs[0].shape == (1, 1, VOCAB)
+    ids, last = np.array([[5, 2, 7, 1]], np.int64), np.array([2], np.int64)
+    np.testing.assert_allclose(tf.interpret(first, ids, last)[0, 0], tf.interpret(graph, ids)[0, 2], rtol=1e-5,
+                               atol=1e-6)
+    graph.outputs = [graph.call("neg", [graph.outputs[0]])]  # the logits are not a linear layer's any more
+    assert first_token_graph(graph) is None
