@@ -5,8 +5,9 @@
     python benchmarks/profile_model.py gpt2 --phase decode [--int8]      (or tiny; --phase prefill)
 
 mlp and cnn are bench_models.py's models (random input of the batch); tiny and gpt2 are
-bench_gpt.py's random-weight GPTs compiled by tf.compile_generator with prompt_len 32: the prefill
-of a 32-token prompt, or one decode step at position 32 after it. `--threads` as in the other
+bench_gpt.py's random-weight GPTs compiled by tf.compile_generator with prompt_len 32: the
+first-token prefill of a 32-token prompt (generation's: the output layer at the last position only),
+or one decode step at position 32 after it. `--threads` as in the other
 benchmarks (default 2). The table is the median of cm.profile's runs per kernel; the last line
 says how much of a call the kernels take.
 """
