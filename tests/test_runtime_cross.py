@@ -200,3 +200,15 @@ def test_missing_qemu_names_the_debian_package(tmp_path):
 def test_unsupported_foreign_architecture():
     with pytest.raises(NotImplementedError, match="riscv64"):
         find_cross_tools("riscv64")
+
+
+def test_bind_runs_the_runner_on_the_bound_arrays(affine, x):
+    """CompiledModel.bind on armv8: each call sends the arrays' current values to the runner."""
+    data = x.copy()
+    step = affine.bind(data)
+    np.testing.assert_array_equal(step(), affine_reference(x))
+    data[:] = x * 2
+    np.testing.assert_array_equal(step(), affine_reference(x * 2))
+    data[0, 0] = FAIL
+    with pytest.raises(NativeError, match="status 3"):
+        step()

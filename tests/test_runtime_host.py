@@ -165,6 +165,9 @@ def test_bind_runs_on_the_bound_arrays_and_sees_new_values(affine, x):
     out = np.empty((4, 8), np.float32)
     assert affine.bind(data, out=[out])() is out
     np.testing.assert_array_equal(out, affine_reference(x + 1))
+    data[0, 0] = FAIL
+    with pytest.raises(NativeError, match="status 3"):
+        call()
 
 
 @pytest.mark.parametrize("convert", [
