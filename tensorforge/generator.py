@@ -128,32 +128,33 @@ class Generator:
         self.position += 1
         return self._logits[0, 0].copy()  # the bound output array is overwritten by the next step
 
-    def _prefill(self, tokens: list[int]) -> np.ndarray:
-        """Reset and feed `tokens`; the logits after each of them, [len(tokens), V]."""
+    def _fill(self, model: CompiledModel, tokens: list[int], *more: np.ndarray) -> tuple[np.ndarray, int]:
+        """Reset and run `model` (a prefill) on the first prompt_len `tokens`, padded, and `more`
+        inputs; write its k and v into the caches. Its logits output and how many tokens it took."""
         self.reset()
         head = tokens[:self.prompt_len]
-        outputs = self.prefill_model(np.array([head + [PAD_ID] * (self.prompt_len - len(head))], np.int64))
+        outputs = model(np.array([head + [PAD_ID] * (self.prompt_len - len(head))], np.int64), *more)
         for cache, written in zip(self.caches, outputs[1:], strict=True):
             cache[:, :, :self.prompt_len] = written
         self.position = len(head)
-        logits = list(outputs[0][0, :len(head)])
-        logits.extend(self._step(token) for token in tokens[len(head):])
-        return np.stack(logits)
+        return outputs[0], len(head)
+
+    def _prefill(self, tokens: list[int]) -> np.ndarray:
+        """Reset and feed `tokens`; the logits after each of them, [len(tokens), V]."""
+        logits, taken = self._fill(self.prefill_model, tokens)
+        rows = list(logits[0, :taken])
+        rows.extend(self._step(token) for token in tokens[taken:])
+        return np.stack(rows)
 
     def _start(self, tokens: list[int]) -> np.ndarray:
         """Reset and feed `tokens`; the logits after the last of them, [V]. The first-token prefill
         computes the vocabulary's logits at that position only."""
         if self.first_model is None:
             return self._prefill(tokens)[-1]
-        self.reset()
-        head = tokens[:self.prompt_len]
-        padded = np.array([head + [PAD_ID] * (self.prompt_len - len(head))], np.int64)
-        outputs = self.first_model(padded, np.array([len(head) - 1], np.int64))
-        for cache, written in zip(self.caches, outputs[1:], strict=True):
-            cache[:, :, :self.prompt_len] = written
-        self.position = len(head)
-        logits = outputs[0][0, 0]
-        for token in tokens[len(head):]:
+        last = np.array([min(len(tokens), self.prompt_len) - 1], np.int64)
+        logits, taken = self._fill(self.first_model, tokens, last)
+        logits = logits[0, 0]
+        for token in tokens[taken:]:
             logits = self._step(token)
         return logits
 

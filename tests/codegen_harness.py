@@ -4,6 +4,7 @@
     outputs = compile_and_run(graph, x, w)                 # the same, building for the host first
     outputs = compile_and_run(graph, x, w, target="armv8") # built for AArch64, run under qemu-user
     outputs = compile_and_run(graph, x, w, threads=3)      # every splittable kernel split for 3 threads
+    assert_matches_reference(outputs, graph, [x, w], rtol=1e-4, atol=1e-5)   # against ir.interpret(graph, ...)
 
 The real runtime (tensorforge/runtime) adds input checks, per-thread workspaces and the qemu path;
 this file only needs to be right for well-formed test inputs.
@@ -19,7 +20,7 @@ import numpy as np
 
 from tensorforge.codegen import Artifact, build, parallel
 from tensorforge.codegen.target import initialize_llvm
-from tensorforge.ir import Graph
+from tensorforge.ir import Graph, interpret
 
 ALIGNMENT = 64
 ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
@@ -79,6 +80,18 @@ def compile_and_run(graph: Graph, *inputs: np.ndarray, opt_level: int = 3, targe
     with CompiledModel(artifact) as compiled:
         outputs = compiled(*inputs)
     return list(outputs) if isinstance(outputs, tuple) else [outputs]
+
+
+def reference_outputs(graph: Graph, inputs) -> list[np.ndarray]:
+    """The reference interpreter's outputs of `graph` on `inputs`, as a list."""
+    result = interpret(graph, *inputs)
+    return list(result) if isinstance(result, (list, tuple)) else [result]
+
+
+def assert_matches_reference(actual: list[np.ndarray], graph: Graph, inputs, rtol: float, atol: float) -> None:
+    """`actual` (one array per output) equals the reference interpreter's outputs of `graph` on `inputs`."""
+    for value, wanted in zip(actual, reference_outputs(graph, inputs), strict=True):
+        np.testing.assert_allclose(value, wanted, rtol=rtol, atol=atol)
 
 
 def single_op_graph(op: str, operands: list[np.ndarray], attrs: dict | None = None,

@@ -8,7 +8,7 @@ fires exactly for perms that swap the last two axes, and a transpose read elsewh
 from __future__ import annotations
 
 import numpy as np
-from codegen_harness import compile_and_run
+from codegen_harness import assert_matches_reference, compile_and_run, reference_outputs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,10 +24,6 @@ def stored_shape(shape: tuple[int, ...], perm: tuple[int, ...]) -> tuple[int, ..
         stored[source] = shape[axis]
     return tuple(stored)
 
-
-def outputs(graph: ir.Graph, inputs) -> list[np.ndarray]:
-    result = ir.interpret(graph, *inputs)
-    return list(result) if isinstance(result, (list, tuple)) else [result]
 
 
 @st.composite
@@ -65,8 +61,7 @@ def test_absorbing_keeps_the_outputs_and_fires_exactly_on_last_two_axes_swaps(ca
     for operand, swapped, op in zip(matmul.inputs, swaps, original_operands, strict=True):
         assert operand.op == ("input" if swapped else op)  # an absorbed transpose reads the stored input
     ir.verify(absorbed)
-    for actual, wanted in zip(outputs(absorbed, inputs), outputs(graph, inputs), strict=True):
-        np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-6)
+    assert_matches_reference(reference_outputs(absorbed, inputs), graph, inputs, rtol=1e-5, atol=1e-6)
     kept = [node for node in absorbed.nodes if node.op == "transpose"]
     assert all(node.users or node in absorbed.outputs for node in kept)
 
@@ -76,9 +71,7 @@ def test_absorbing_keeps_the_outputs_and_fires_exactly_on_last_two_axes_swaps(ca
 def test_compiled_transposed_reads_match_the_interpreter(case, target):
     graph, inputs, _ = case
     optimized = run_pipeline(graph, PassContext(opt_level=2)).graph
-    for actual, wanted in zip(compile_and_run(optimized, *inputs, target=target), outputs(graph, inputs),
-                              strict=True):
-        np.testing.assert_allclose(actual, wanted, rtol=1e-4, atol=1e-5)
+    assert_matches_reference(compile_and_run(optimized, *inputs, target=target), graph, inputs, rtol=1e-4, atol=1e-5)
 
 
 def test_the_printer_writes_the_flags_only_when_set():

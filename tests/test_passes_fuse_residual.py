@@ -5,18 +5,13 @@ part of the GEMM epilogue, only where that is legal, and the compiled code compu
 from __future__ import annotations
 
 import numpy as np
-from codegen_harness import compile_and_run
+from codegen_harness import assert_matches_reference, compile_and_run, reference_outputs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tensorforge import ir
 from tensorforge.passes import PassContext, run_pipeline
 from tensorforge.passes.fuse_residual import fuse_residual
-
-
-def outputs(graph: ir.Graph, inputs) -> list[np.ndarray]:
-    result = ir.interpret(graph, *inputs)
-    return list(result) if isinstance(result, (list, tuple)) else [result]
 
 
 @st.composite
@@ -63,8 +58,7 @@ def test_fuses_exactly_where_legal_and_keeps_the_outputs(case):
     contractions = [node for node in fused.nodes if node.op in ("linear", "conv2d")]
     assert [node.attrs["residual"] for node in contractions] == [should_fuse]
     assert any(node.op == "add" for node in fused.nodes) != should_fuse
-    for actual, wanted in zip(outputs(fused, inputs), outputs(graph, inputs), strict=True):
-        np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-5)
+    assert_matches_reference(reference_outputs(fused, inputs), graph, inputs, rtol=1e-5, atol=1e-5)
 
 
 @settings(max_examples=min(10, settings.default.max_examples))
@@ -74,9 +68,8 @@ def test_the_fused_epilogue_compiles_to_the_same_values(case, target, threads):
     optimized = run_pipeline(graph, PassContext(opt_level=2)).graph
     if should_fuse:  # relu(contraction + r) is a single node after the whole pipeline
         assert not any(node.op in ("add", "relu") for node in optimized.nodes)
-    for actual, wanted in zip(compile_and_run(optimized, *inputs, target=target, threads=threads),
-                              outputs(graph, inputs), strict=True):
-        np.testing.assert_allclose(actual, wanted, rtol=1e-4, atol=1e-4)
+    assert_matches_reference(compile_and_run(optimized, *inputs, target=target, threads=threads), graph, inputs,
+                             rtol=1e-4, atol=1e-4)
 
 
 def test_printer_and_parser_keep_the_residual():

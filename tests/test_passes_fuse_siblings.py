@@ -5,18 +5,13 @@ slices of its result, only where that is legal, and the compiled code computes t
 from __future__ import annotations
 
 import numpy as np
-from codegen_harness import compile_and_run
+from codegen_harness import assert_matches_reference, compile_and_run, reference_outputs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tensorforge import ir
 from tensorforge.passes import PassContext, run_pipeline
 from tensorforge.passes.fuse_siblings import fuse_sibling_linears
-
-
-def outputs(graph: ir.Graph, inputs) -> list[np.ndarray]:
-    result = ir.interpret(graph, *inputs)
-    return list(result) if isinstance(result, (list, tuple)) else [result]
 
 
 @st.composite
@@ -63,8 +58,7 @@ def test_fuses_exactly_the_sibling_groups_and_keeps_the_outputs(case):
     fused = fuse_sibling_linears(graph.copy())
     ir.verify(fused)
     assert sum(node.op == "linear" for node in fused.nodes) == groups
-    for actual, wanted in zip(outputs(fused, inputs), outputs(graph, inputs), strict=True):
-        np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-5)
+    assert_matches_reference(reference_outputs(fused, inputs), graph, inputs, rtol=1e-5, atol=1e-5)
 
 
 @settings(max_examples=min(10, settings.default.max_examples))
@@ -72,9 +66,8 @@ def test_fuses_exactly_the_sibling_groups_and_keeps_the_outputs(case):
 def test_the_fused_layers_compile_to_the_same_values(case, target, threads):
     graph, inputs, _ = case
     optimized = run_pipeline(graph, PassContext(opt_level=2)).graph
-    for actual, wanted in zip(compile_and_run(optimized, *inputs, target=target, threads=threads),
-                              outputs(graph, inputs), strict=True):
-        np.testing.assert_allclose(actual, wanted, rtol=1e-4, atol=1e-5)
+    assert_matches_reference(compile_and_run(optimized, *inputs, target=target, threads=threads), graph, inputs,
+                             rtol=1e-4, atol=1e-5)
 
 
 def test_attention_projections_become_one_linear():

@@ -106,8 +106,7 @@ class BlockStep:
 
     `a_panel(t)` is the packed A panel of row panel t of the block, `rows` the block's row count
     (the last row panel has `row_tail` rows when that is not 0), `depth` its kc. `narrow_tail`: the
-    last panel's A is `row_tail` wide (pack_a_rows(tail=...)). `single_row`: A is one row, read in
-    place (a_panel(0) is its first element in the block).
+    last panel's A is `row_tail` wide (pack_a_rows(tail=...), or a single row read in place).
     """
 
     builder: ir.IRBuilder
@@ -120,7 +119,6 @@ class BlockStep:
     row_tail: int
     a_panel: object  # Callable[[ir.Value], ir.Value]
     narrow_tail: bool = False
-    single_row: bool = False
 
     def row_panels(self, b_panel: ir.Value, columns: int, c_tile, ldc: int, bias_at=None, residual_tile=None) -> None:
         """Call the micro-kernel for every row panel of the block against one B panel of `columns` columns.
@@ -133,7 +131,7 @@ class BlockStep:
         null = ir.Constant(PTR, None)
 
         def call(rows: int, t: ir.Value) -> None:
-            layout = (rows, 1) if self.single_row or (self.narrow_tail and rows != tiling.rows) else None
+            layout = (rows, 1) if self.narrow_tail and rows != tiling.rows else None
             kernel = micro_kernel(module, tiling, rows, columns, self.epilogue, layout)
             bias = bias_at(t) if bias_at is not None else null
             residual = residual_tile(t) if residual_tile is not None else null
@@ -243,8 +241,7 @@ def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: Gemm
                 step = BlockStep(builder, tiling, epilogue, kc_here,
                                  builder.icmp_unsigned("!=", depth_block, i64(0)),
                                  builder.icmp_unsigned("==", depth_block, i64(depth_count - 1)),
-                                 mc, rows % mr, a_panel, narrow_tail=not a.prepacked,
-                                 single_row=in_place)
+                                 mc, rows % mr, a_panel, narrow_tail=not a.prepacked)
 
                 def column_panel(u: ir.Value, count: int, ic=ic, step=step) -> None:
                     first_column = builder.add(jc, builder.mul(u, i64(nr)))

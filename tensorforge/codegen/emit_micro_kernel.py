@@ -19,6 +19,7 @@ lanes of c (packed panels are zero-padded, so every load of a and b is whole).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from llvmlite import ir
@@ -131,10 +132,7 @@ class _Tile:
 def _accumulate(builder: ir.IRBuilder, tile: _Tile, depth: ir.Value, a: ir.Value, b: ir.Value,
                 a_layout: tuple[int, int]) -> list[ir.Value]:
     """The k loop: sum over k < depth of a[k, :rows] (outer product) b[k, :columns], row-major list of
-    vectors; a's element (r, k) is at k * S + r * R for a_layout (S, R).
-
-    A small tile has too few accumulators to hide the FMA latency: it keeps `split` independent
-    partial tiles (k steps taken in turn) and adds them up after the loop.
+    vectors; a's element (r, k) is at k * S + r * R for a_layout (S, R) (accumulate_in_turns).
     """
     tiling, vector, lanes = tile.tiling, tile.vector, tile.lanes
     width = tiling.vector_width
@@ -152,21 +150,33 @@ def _accumulate(builder: ir.IRBuilder, tile: _Tile, depth: ir.Value, a: ir.Value
                                               [a_element, b_vector, values[r * len(lanes) + v]]))
         return updated
 
-    size = tile.rows * len(lanes)
+    return accumulate_in_turns(builder, depth, [ir.Constant(vector, None)] * (tile.rows * len(lanes)), step,
+                               builder.fadd)
+
+
+def accumulate_in_turns(builder: ir.IRBuilder, depth: ir.Value, cleared: list[ir.Value],
+                        step: Callable[[ir.Value, list[ir.Value]], list[ir.Value]],
+                        add: Callable[[ir.Value, ir.Value], ir.Value]) -> list[ir.Value]:
+    """values = step(k, values) for k < depth from `cleared`, the accumulators of a micro-kernel tile.
+
+    A small tile has too few accumulators to hide its multiply-add's latency: it keeps up to 4
+    independent partial tiles (k steps taken in turn, INDEPENDENT_CHAINS accumulators in all) and
+    `add`s them up after the loop. The f32 and the int8 micro-kernels share it.
+    """
+    size = len(cleared)
     split = max(1, min(4, -(-INDEPENDENT_CHAINS // size)))
-    zero = [ir.Constant(vector, None)] * size
     if split == 1:
-        return carried_loop(builder, i64(0), depth, zero, step, "k")
+        return carried_loop(builder, i64(0), depth, cleared, step, "k")
 
     def steps(k: ir.Value, values: list[ir.Value]) -> list[ir.Value]:
         return [value for s in range(split)
                 for value in step(builder.add(builder.mul(k, i64(split)), i64(s)), values[s * size:(s + 1) * size])]
 
     rounds = builder.udiv(depth, i64(split), name="k.rounds")
-    partial = carried_loop(builder, i64(0), rounds, zero * split, steps, "k.split")
+    partial = carried_loop(builder, i64(0), rounds, cleared * split, steps, "k.split")
     total = carried_loop(builder, builder.mul(rounds, i64(split)), depth, partial[:size], step, "k.rest")
     for s in range(1, split):
-        total = [builder.fadd(x, y) for x, y in zip(total, partial[s * size:(s + 1) * size])]
+        total = [add(x, y) for x, y in zip(total, partial[s * size:(s + 1) * size])]
     return total
 
 

@@ -39,7 +39,7 @@ from llvmlite import ir
 
 from ..ir import DType
 from .emit_gemm import minimum
-from .emit_micro_kernel import load_lanes, splat, store_lanes
+from .emit_micro_kernel import accumulate_in_turns, load_lanes, splat, store_lanes
 from .llvm_utils import (
     F32,
     I8,
@@ -48,7 +48,6 @@ from .llvm_utils import (
     PTR,
     VOID,
     call_intrinsic,
-    carried_loop,
     element_pointer,
     for_range,
     i64,
@@ -56,7 +55,6 @@ from .llvm_utils import (
     store_element,
 )
 from .target import Target
-from .tiling import INDEPENDENT_CHAINS
 
 I16 = ir.IntType(16)
 A_BLOCK_BYTES = 128 * 1024  # packed rows of x per block: about half of a 512 KiB L2
@@ -233,21 +231,8 @@ def micro_kernel(module: ir.Module, tiling: QTiling, rows: int, columns: int, re
                 updated.append(multiply_add(builder, scheme, values[r * len(counts) + v], a_word, b_bytes))
         return updated
 
-    size = rows * len(counts)
-    split = max(1, min(4, -(-INDEPENDENT_CHAINS // size)))
-    cleared = [ir.Constant(accumulator, None)] * size
-    if split == 1:
-        values = carried_loop(builder, i64(0), groups, cleared, step, "k")
-    else:
-        def steps(k: ir.Value, partial: list[ir.Value]) -> list[ir.Value]:
-            return [value for s in range(split) for value in
-                    step(builder.add(builder.mul(k, i64(split)), i64(s)), partial[s * size:(s + 1) * size])]
-
-        rounds = builder.udiv(groups, i64(split), name="k.rounds")
-        partial = carried_loop(builder, i64(0), rounds, cleared * split, steps, "k.split")
-        values = carried_loop(builder, builder.mul(rounds, i64(split)), groups, partial[:size], step, "k.rest")
-        for s in range(1, split):
-            values = [builder.add(x, y) for x, y in zip(values, partial[s * size:(s + 1) * size])]
+    values = accumulate_in_turns(builder, groups, [ir.Constant(accumulator, None)] * (rows * len(counts)), step,
+                                 builder.add)
 
     # the epilogue: acc + bias - correction * colsum, per column; then requantize
     vector = ir.VectorType(F32, lanes)

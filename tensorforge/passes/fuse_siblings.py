@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import ir
 from .registry import register_pass
-from .rewrite import derived_name
+from .rewrite import derived_name, erase_if_unused
 
 
 def _fusable(node: ir.Node) -> bool:
@@ -61,11 +61,8 @@ def fuse_sibling_linears(graph: ir.Graph, ctx=None) -> ir.Graph:
                 starts, stops = (0,) * (fused.type.rank - 1) + (start,), (*fused.shape[:-1], start + width)
                 slices.append(graph.call("slice", [fused], {"starts": starts, "stops": stops}))
                 start += width
+        erased: set[ir.Node] = set()
         for node, sliced in zip(group, slices):
             node.replace_all_uses_with(sliced)
-            operands = node.inputs
-            graph.erase(node)
-            for operand in operands[1:]:
-                if not operand.users and operand not in graph.outputs:
-                    graph.erase(operand)
+            erase_if_unused(graph, node, erased)
     return graph

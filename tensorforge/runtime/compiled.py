@@ -35,6 +35,11 @@ def _input_names(artifact, source_graph: Graph | None) -> list[str]:
     return [f"input{i}" for i in range(len(artifact.input_types))]
 
 
+def _describe(array) -> str:
+    """`array`'s type, dtype and shape for an error message, e.g. `ndarray float64[4, 8]`."""
+    return f"{type(array).__name__} {getattr(array, 'dtype', '?')}{list(getattr(array, 'shape', ()))}"
+
+
 def _is_ready(array, shape: tuple[int, ...], dtype: np.dtype) -> bool:
     """True when `array` can go to native code as it is: an aligned C-contiguous ndarray of the exact type."""
     if type(array) is not np.ndarray or array.dtype != dtype or array.shape != shape:
@@ -48,9 +53,7 @@ class BoundCall:
 
     def __init__(self, model: CompiledModel, inputs: list[np.ndarray], outputs: list[np.ndarray]):
         self.model, self.inputs, self.outputs = model, inputs, outputs
-        executor = model._executor
-        self._run = executor.bound(inputs, outputs) if isinstance(executor, HostExecutor) \
-            else (lambda: executor.run(inputs, outputs))
+        self._run = model._executor.bound(inputs, outputs)
         self._checks = [(ids, model.input_names[ids.position], inputs[ids.position]) for ids in model._index_inputs]
 
     def __call__(self) -> np.ndarray | tuple[np.ndarray, ...]:
@@ -97,8 +100,7 @@ class CompiledModel:
         if executor is None:
             raise RuntimeError("this CompiledModel is closed")
         if len(arrays) != len(self._input_specs):
-            raise InputError(f"the model takes {len(self._input_specs)} input(s) ({', '.join(self.input_names)}), "
-                             f"got {len(arrays)}")
+            raise self._count_error(len(arrays))
         for array, (shape, dtype) in zip(arrays, self._input_specs):
             if not _is_ready(array, shape, dtype):
                 arrays = self._coerce(arrays)
@@ -124,23 +126,26 @@ class CompiledModel:
         if self._executor is None:
             raise RuntimeError("this CompiledModel is closed")
         if len(arrays) != len(self._input_specs):
-            raise InputError(f"the model takes {len(self._input_specs)} input(s) ({', '.join(self.input_names)}), "
-                             f"got {len(arrays)}")
+            raise self._count_error(len(arrays))
         for name, expected, array, (shape, dtype) in zip(self.input_names, self.input_types, arrays,
                                                          self._input_specs):
             if not _is_ready(array, shape, dtype):
-                got = f"{type(array).__name__} {getattr(array, 'dtype', '?')}{list(getattr(array, 'shape', ()))}"
+                got = _describe(array)
                 raise InputError(f"bind: input '{name}' must be an aligned C-contiguous ndarray {expected}, got {got}")
         outputs = [np.empty(shape, dtype) for shape, dtype in self._output_specs] if out is None \
             else self._check_out(out)
         return BoundCall(self, list(arrays), outputs)
+
+    def _count_error(self, count: int) -> InputError:
+        return InputError(f"the model takes {len(self._input_specs)} input(s) ({', '.join(self.input_names)}), "
+                          f"got {count}")
 
     def _check_out(self, out) -> list[np.ndarray]:
         if len(out) != len(self._output_specs):
             raise InputError(f"out= needs {len(self._output_specs)} array(s), one per output, got {len(out)}")
         for index, (array, (shape, dtype)) in enumerate(zip(out, self._output_specs)):
             if not _is_ready(array, shape, dtype) or not array.flags.writeable:
-                got = f"{type(array).__name__} {getattr(array, 'dtype', '?')}{list(getattr(array, 'shape', ()))}"
+                got = _describe(array)
                 raise InputError(f"out[{index}] must be a writeable C-contiguous aligned ndarray "
                                  f"{self.output_types[index]}, got {got}")
         return list(out)
@@ -159,7 +164,7 @@ class CompiledModel:
             if isinstance(array, np.ndarray) and not array.flags.aligned:
                 array = array.copy()
             if not _is_ready(array, shape, dtype):
-                got = f"{type(array).__name__} {getattr(array, 'dtype', '?')}{list(getattr(array, 'shape', ()))}"
+                got = _describe(array)
                 raise InputError(f"input '{name}' was converted to {got}, not a C-contiguous array {expected}")
             ready.append(array)
         return ready

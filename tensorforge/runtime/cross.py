@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -225,6 +225,10 @@ class CrossExecutor:
         if greeting != b"TFOK":
             raise self._fail(f"sent {bytes(greeting)!r} instead of its greeting")
         return process
+
+    def bound(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> Callable[[], None]:
+        """run(inputs, outputs) as a call of no arguments (each call sends the arrays' current values)."""
+        return lambda: self.run(inputs, outputs)
 
     def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> None:
         """One request to the runner: send the checked `inputs`, receive into the preallocated `outputs`."""

@@ -117,13 +117,11 @@ class HostExecutor:
     def bound(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> Callable[[], None]:
         """run(inputs, outputs) as a call of no arguments: the arrays' addresses are taken once (the
         call holds the arrays, so their memory stays where it is)."""
-        held = (list(inputs), list(outputs))
-        input_pointers = (ctypes.c_void_p * max(len(inputs), 1))(*map(data_address, inputs))
-        output_pointers = (ctypes.c_void_p * max(len(outputs), 1))(*map(data_address, outputs))
-        addresses = (ctypes.addressof(input_pointers), ctypes.addressof(output_pointers), self._weights_address)
+        pointers = [(ctypes.c_void_p * max(len(arrays), 1))(*map(data_address, arrays)) for arrays in (inputs, outputs)]
+        addresses = (*map(ctypes.addressof, pointers), self._weights_address)
         function, local = self._function, self._local
 
-        def run() -> None:
+        def run() -> None:  # the same call as run()'s, its pointer arrays filled once
             try:
                 state = local.state
             except AttributeError:
@@ -132,7 +130,7 @@ class HostExecutor:
             if status != 0:
                 raise NativeError(f"{self.entry} returned status {status} (0 means success)", status)
 
-        run.held = (held, input_pointers, output_pointers)
+        run.held = (list(inputs), list(outputs), pointers)  # the memory the addresses point at stays alive
         return run
 
     def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> None:
