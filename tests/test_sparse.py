@@ -22,7 +22,8 @@ import tensorforge as tf
 from tensorforge import ir
 from tensorforge.codegen import CodegenError, build, parallel
 from tensorforge.codegen.emit_sparse import balanced_bounds
-from tensorforge.codegen.sparse_layout import sliced
+from tensorforge.codegen.sparse_layout import WindowedWeight, sliced, windowed
+from tensorforge.codegen.target import Target
 from tensorforge.ir import DType, OpError, TensorType
 from tensorforge.ir.ops_sparse import densify, to_csr
 from tensorforge.models import mlp
@@ -208,6 +209,18 @@ def test_kernel_equals_the_dense_result_armv8(case):
     check_sparse("armv8", case)
 
 
+@pytest.mark.parametrize("target", ["x86-64-v3", "x86-64-v4"])
+@settings(max_examples=min(25, settings.default.max_examples))
+@given(case=sparse_cases())
+def test_both_x86_slice_kernels_equal_the_dense_result(target, case):
+    """AVX2 gathers x lane by lane (sliced layout), AVX-512 permutes windows of x (windowed layout);
+    the host runs one of them, this runs both where the host can."""
+    if not Target.parse(target).runs_in_process:
+        pytest.skip(f"this host cannot run {target} code")
+    check_sparse(target, case)
+    check_sparse(target, case, threads=3)
+
+
 @given(sparse_cases(), st.integers(2, 4))
 def test_kernel_split_for_threads_host(case, threads):
     """Ranges of slices (few rows of x), or blocks of rows of x times ranges of output rows."""
@@ -254,6 +267,53 @@ def test_sliced_layout_sorts_rows_and_pads_with_the_zero_column():
     assert layout.values.reshape(-1, 2).tolist() == [[2, 1], [2, 1], [2, 0], [4, 3], [4, 0]]
 
 
+def decoded(layout: WindowedWeight) -> list:
+    """Per step: (window start, each lane's byte, each lane's weight)."""
+    records = layout.records.reshape(-1, layout.record_bytes)
+    return [(int(record[:4].view("<i4")[0]), record[4:].tolist(), weights.tolist())
+            for record, weights in zip(records, layout.values.reshape(-1, layout.lanes))]
+
+
+def test_windowed_layout_steps_every_lane_through_a_window_of_x():
+    weight = np.zeros((6, 2), np.float32)  # r0: a b . . c .   r1: . f g . . h   (w is [in, out])
+    weight[[0, 1, 4], 0] = 1, 2, 3
+    weight[[1, 2, 5], 1] = 4, 5, 6
+    layout = windowed(*to_csr(weight), lanes=2, window=2, align=1, group=1)
+    assert layout.slice_starts.tolist() == [0, 3]
+    assert decoded(layout) == [(0, [0, 1], [1, 4]), (1, [0, 1], [2, 5]), (4, [0, 1], [3, 6])]
+    pad = WindowedWeight.PAD
+    layout = windowed(*to_csr(weight), lanes=2, window=2, align=2, group=4, per_window=2)
+    assert layout.slice_starts.tolist() == [0, 8]  # 6 steps in windows of 2 steps, padded to a group of 4
+    assert decoded(layout) == [(0, [0, 1], [1, 4]), (0, [1, pad], [2, 0]),  # g (column 2) waits
+                               (2, [pad, 0], [0, 5]), (2, [pad, pad], [0, 0]),
+                               (4, [0, 1], [3, 6]), (4, [pad, pad], [0, 0]),
+                               (0, [pad, pad], [0, 0]), (0, [pad, pad], [0, 0])]
+    with pytest.raises(ValueError, match="whole windows"):
+        windowed(*to_csr(weight), lanes=2, window=2, align=1, group=3, per_window=2)
+
+
+@settings(max_examples=min(20, settings.default.max_examples))
+@given(st.integers(0, 40), st.integers(0, 90), st.sampled_from([0.02, 0.1, 0.5, 1.0]), st.integers(0, 2**16),
+       st.sampled_from([(1, 1), (8, 2), (16, 4)]))
+def test_windowed_layout_holds_every_entry_once(out, depth, density, seed, align_steps):
+    """Adding every lane's weight at window start + byte gives back the dense weight (repeated CSR
+    columns add up); a window's steps share its start, which is aligned."""
+    rng = np.random.default_rng(seed)
+    weight = np.where(rng.random((depth, out)) < density, rng.standard_normal((depth, out)), 0).astype(np.float32)
+    align, per_window = align_steps
+    layout = windowed(*to_csr(weight), lanes=16, window=32, align=align, group=8, per_window=per_window)
+    rebuilt = np.zeros((layout.slices * 16, depth + 32), np.float32)
+    for step, (start, lanes, weights) in enumerate(decoded(layout)):
+        assert start % align == 0 and (step % per_window == 0 or start == decoded(layout)[step - 1][0])
+        for lane, (column, value) in enumerate(zip(lanes, weights)):
+            if column == WindowedWeight.PAD:
+                assert value == 0
+            else:
+                rebuilt[(np.searchsorted(layout.slice_starts, step, side="right") - 1) * 16 + lane,
+                        start + column] += value
+    np.testing.assert_array_equal(rebuilt[:out, :depth], weight.T)
+
+
 def test_parts_have_near_equal_entries_and_at_least_one_row():
     row_starts = np.array([0, 100, 100, 101, 102, 103, 200], np.int32)
     assert balanced_bounds(row_starts, 2) == [0, 1, 6]
@@ -261,9 +321,10 @@ def test_parts_have_near_equal_entries_and_at_least_one_row():
     assert balanced_bounds(np.zeros(4, np.int32), 3) == [0, 1, 2, 3]
 
 
-def test_slices_run_on_vector_fma():
+def test_slices_run_on_vector_fma_and_avx512_permutes_x():
     weight = sparse_weight(np.random.default_rng(0), (64, 64), "random", 0.1)
-    for target, pattern in (("armv8", r"fmla\s+v\d+\.4s"), ("x86-64-v3", r"vfmadd\d+ps\s.*ymm")):
+    for target, pattern in (("armv8", r"fmla\s+v\d+\.4s"), ("x86-64-v3", r"vfmadd\d+ps\s.*ymm"),
+                            ("x86-64-v4", r"vperm[it]2ps\s.*zmm")):
         assert re.search(pattern, build(sparse_graph(weight, (1,)), target).assembly())
 
 

@@ -76,3 +76,111 @@ def sliced(values: np.ndarray, columns: np.ndarray, row_starts: np.ndarray, lane
     rows = np.zeros(slices * lanes, np.int64)
     rows[:out] = order
     return SlicedWeight(sliced_values, sliced_columns, np.concatenate([starts, rows]).astype(np.int32), lanes)
+
+
+@dataclass(frozen=True)
+class WindowedWeight:
+    """A CSR weight in slices of `lanes` consecutive output rows, each slice's entries taken in steps
+    through a window of `window` consecutive columns of x, for kernels that fetch x with a register
+    permute (emit_sparse.emit_windowed_slices).
+
+    Every lane (row) of a slice walks its entries by increasing column. A step's window starts at the
+    smallest column any lane still waits for, rounded down to a multiple of `align` (so that x's two
+    vectors load aligned); every lane whose next entry lies inside the window takes it, the others
+    wait (byte PAD, weight 0). So a step serves up to `lanes` entries from `window` columns, and a
+    slice takes about as many steps as its longest row, not one per chunk per row. A step record is
+    the window's first column (i32) and each lane's column within the window (one byte). A slice's
+    steps are padded to a multiple of `group` (the kernel's accumulators take them in turn):
+
+        lanes=2, window=2, align=1     steps of the slice (r0, r1):
+        r0: a b . . c .                (0; 0 1)    a f     window 0-1: r0 takes a, r1 takes f
+        r1: . f g . . h                (1; 0 1)    b g     window 1-2: r0 takes b, r1 takes g
+                                       (4; 0 1)    c h     window 4-5: c and h
+
+    windowed(values, columns, row_starts, lanes=16, window=32, align=16, group=8)
+      -> WindowedWeight(values f32[steps * lanes], records u8[steps * (4 + lanes)],
+                        slice_starts i32[slices + 1]: the slices' first steps, then the step count)
+    """
+
+    values: np.ndarray
+    records: np.ndarray
+    slice_starts: np.ndarray
+    lanes: int
+    window: int
+    per_window: int
+
+    PAD = 0x80  # a lane's byte for "no entry this step": never inside a window
+
+    @property
+    def slices(self) -> int:
+        return self.slice_starts.size - 1
+
+    @property
+    def record_bytes(self) -> int:
+        return 4 + self.lanes
+
+
+def windowed(values: np.ndarray, columns: np.ndarray, row_starts: np.ndarray, lanes: int, window: int,
+             align: int, group: int, per_window: int = 1) -> WindowedWeight:
+    """The windowed layout of CSR arrays (see WindowedWeight); all slices step together, in numpy."""
+    if group % per_window:
+        raise ValueError(f"groups of {group} steps do not hold whole windows of {per_window} steps")
+    if not 0 < align <= window <= WindowedWeight.PAD:
+        raise ValueError(f"a window of {window} columns aligned to {align} does not fit a byte below "
+                         f"the pad {WindowedWeight.PAD}")
+    out = row_starts.size - 1
+    slices = -(-out // lanes)
+    lengths = np.zeros(slices * lanes, np.int64)
+    lengths[:out] = np.diff(row_starts.astype(np.int64))
+    row = np.repeat(np.arange(out), lengths[:out])
+    order = np.lexsort((columns, row))  # each row's entries by column
+    sorted_columns = np.r_[columns[order].astype(np.int64), 0]  # one more: exhausted lanes read it
+    sorted_values = np.r_[values[order].astype(np.float32), 0]
+    first = (np.cumsum(lengths) - lengths).reshape(slices, lanes)
+    ends = lengths.reshape(slices, lanes)
+    heads = np.zeros((slices, lanes), np.int64)
+    taken_slices, starts, lane_bytes, lane_values = [], [], [], []
+    none = np.iinfo(np.int64).max
+    while True:
+        busy = np.flatnonzero((heads < ends).any(axis=1))
+        if busy.size == 0:
+            break
+        start = None
+        for _ in range(per_window):
+            waiting = heads[busy] < ends[busy]
+            at = np.where(waiting, first[busy] + heads[busy], sorted_columns.size - 1)
+            head_columns = np.where(waiting, sorted_columns[at], none)
+            if start is None:
+                start = head_columns.min(axis=1) // align * align
+            take = head_columns < start[:, None] + window
+            heads[busy] += take
+            taken_slices.append(busy)
+            starts.append(start)
+            lane_bytes.append(np.where(take, head_columns - start[:, None], WindowedWeight.PAD))
+            lane_values.append(np.where(take, sorted_values[at], 0))
+    steps = np.bincount(np.concatenate(taken_slices), minlength=slices) if taken_slices else np.zeros(slices, int)
+    slice_steps = -(-steps // group) * group
+    slice_starts = np.zeros(slices + 1, np.int64)
+    np.cumsum(slice_steps, out=slice_starts[1:])
+    total = int(slice_starts[-1])
+    if total * lanes > INDEX_LIMIT:
+        raise ValueError(f"{total * lanes} windowed entries do not fit i32 offsets")
+    offsets = np.zeros(total, "<i4")  # padding steps: window 0, every lane PAD
+    record_columns = np.full((total, lanes), WindowedWeight.PAD, np.uint8)
+    record_values = np.zeros((total, lanes), np.float32)
+    if taken_slices:
+        slice_of_step = np.concatenate(taken_slices)
+        by_slice = np.argsort(slice_of_step, kind="stable")  # a slice's steps in the order they were taken
+        slot = slice_starts[slice_of_step[by_slice]] + _within(steps[steps > 0])
+        offsets[slot] = np.concatenate(starts)[by_slice]
+        record_columns[slot] = np.concatenate(lane_bytes)[by_slice]
+        record_values[slot] = np.concatenate(lane_values)[by_slice]
+    records = np.concatenate([offsets.view(np.uint8).reshape(total, 4), record_columns], axis=1).reshape(-1)
+    return WindowedWeight(record_values.reshape(-1), np.ascontiguousarray(records),
+                          slice_starts.astype(np.int32), lanes, window, per_window)
+
+
+def _within(lengths: np.ndarray) -> np.ndarray:
+    """Each element's index within its group, for groups of `lengths` elements one after another."""
+    starts = np.cumsum(lengths) - lengths
+    return np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
