@@ -28,7 +28,7 @@ from tensorforge.ir import DType, OpError, TensorType
 from tensorforge.ir.ops_sparse import densify, to_csr
 from tensorforge.models import mlp
 from tensorforge.passes import PassContext, run_pipeline
-from tensorforge.passes.sparsify import BREAK_EVEN, sparsify
+from tensorforge.passes.sparsify import BREAK_EVEN, WINDOWED_BREAK_EVEN, sparsify
 
 ARMV8_EXAMPLES = min(8, settings.default.max_examples)
 SIZES = st.integers(1, 40) | st.sampled_from([1, 2, 3, 5, 7, 13, 17, 31, 61, 67])
@@ -351,6 +351,19 @@ def test_the_pass_fires_from_the_break_even_up(rows, measured):
         weight = rng.standard_normal((40, 50)).astype(np.float32)
         weight.reshape(-1)[rng.permutation(weight.size)[:round(sparsity * weight.size)]] = 0
         ops = [node.op for node in optimized(linear_graph(weight, rows)).op_nodes()]
+        assert ops == (["sparse_linear"] if fires else ["linear"]), (sparsity, ops)
+
+
+@pytest.mark.parametrize("target, rows, threshold", [("x86-64-v4", 1, WINDOWED_BREAK_EVEN),
+                                                     ("x86-64-v4", 2, BREAK_EVEN[2]),
+                                                     ("x86-64-v3", 1, BREAK_EVEN[1]), ("armv8", 1, BREAK_EVEN[1])])
+def test_one_row_goes_sparse_earlier_where_the_kernel_permutes_windows_of_x(target, rows, threshold):
+    rng = np.random.default_rng(2)
+    for sparsity, fires in ((threshold - 0.05, False), (threshold, True)):
+        weight = rng.standard_normal((40, 50)).astype(np.float32)
+        weight.reshape(-1)[rng.permutation(weight.size)[:round(sparsity * weight.size)]] = 0
+        ctx = PassContext(opt_level=2, target=Target.parse(target))
+        ops = [node.op for node in run_pipeline(linear_graph(weight, rows), ctx).graph.op_nodes()]
         assert ops == (["sparse_linear"] if fires else ["linear"]), (sparsity, ops)
 
 

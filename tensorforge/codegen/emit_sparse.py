@@ -106,7 +106,7 @@ def sliced_weight(node: Node, target: Target) -> SlicedWeight:
 
 def permutes(target: Target) -> bool:
     """Whether slices fetch x with a register permute (windowed layout): AVX-512's vpermi2ps."""
-    return target.arch == "x86_64" and target.vector_width == 16 and target.has_feature("avx512f")
+    return target.permutes_two_vectors
 
 
 def windowed_depth(depth: int) -> int:

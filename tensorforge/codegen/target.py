@@ -58,6 +58,12 @@ class Target:
     def has_feature(self, feature: str) -> bool:
         return f"+{feature}" in self.features.split(",")
 
+    @property
+    def permutes_two_vectors(self) -> bool:
+        """Whether one instruction picks a vector of floats from two vectors by index: AVX-512's
+        vpermi2ps (16 of 32). The sparse kernel's windowed slices need it (codegen/emit_sparse.py)."""
+        return self.arch == "x86_64" and self.vector_width == 16 and self.has_feature("avx512f")
+
     def target_machine(self, opt_level: int = 3, reloc: str = "pic"):
         initialize_llvm()
         llvm_target = llvm.Target.from_triple(self.triple)

@@ -34,13 +34,19 @@ from .rewrite import derived_name, erase_if_unused
 # 64: 0.65}, before the dense batch-1 GEMM stopped packing its one row of x): a few rows still
 # stream the weight as one does, while the sparse kernel's work grows with them.
 BREAK_EVEN = {1: 0.73, 2: 0.86, 4: 0.73, 8: 0.75, 16: 0.70, 64: 0.77}
+# One row of x on a target that permutes two vectors (AVX-512: the kernel's windowed slices, from
+# 2026-12-03): the kernels alone cross at 0.30 and whole calls below 0.30 (`bench_sparse.py --batches 1
+# --sparsities 0.3 0.4 0.5 0.6 0.9`, Zen 4); 0.35 leaves the runs' spread of about 0.05.
+WINDOWED_BREAK_EVEN = 0.35
 
 
-def sparsity_threshold(node: ir.Node, config: dict) -> float:
-    """The fraction of zeros from which this linear goes sparse."""
+def sparsity_threshold(node: ir.Node, config: dict, target=None) -> float:
+    """The fraction of zeros from which this linear goes sparse (on `target`, a codegen Target or None)."""
     if "sparse_threshold" in config:
         return float(config["sparse_threshold"])
     rows = math.prod(node.inputs[0].shape[:-1])
+    if rows <= 1 and target is not None and target.permutes_two_vectors:
+        return WINDOWED_BREAK_EVEN
     return BREAK_EVEN[max((key for key in BREAK_EVEN if key <= rows), default=min(BREAK_EVEN))]
 
 
@@ -55,11 +61,12 @@ def _sparse_weight(node: ir.Node) -> ir.Node | None:
 @register_pass("sparsify", opt_level=2, description="a linear with a mostly-zero constant weight becomes sparse_linear")
 def sparsify(graph: ir.Graph, ctx=None) -> ir.Graph:
     config = ctx.config if ctx is not None else {}
+    target = ctx.target if ctx is not None else None
     converted: dict[ir.Node, list[ir.Node]] = {}  # a weight read by several linears is stored once in CSR
     erased: set[ir.Node] = set()
     for node in list(graph.nodes):
         weight = _sparse_weight(node)
-        if weight is None or float(np.mean(weight.value == 0)) < sparsity_threshold(node, config):
+        if weight is None or float(np.mean(weight.value == 0)) < sparsity_threshold(node, config, target):
             continue
         with graph.inserting_before(node):
             if weight not in converted:
