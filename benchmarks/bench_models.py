@@ -103,12 +103,15 @@ def main() -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (slow to compile)")
     parser.add_argument("--only", nargs="+", default=None, metavar="TEXT",
-                        help="only the workloads whose name contains one of these (e.g. 'batch 1' or 'CNN')")
+                        help="only the workloads whose name contains one of these, in any case (e.g. 'batch 1' or 'cnn')")
     parser.add_argument("--engines", nargs="+", default=None, choices=ENGINES, help="default: all")
     args = parser.parse_args()
     results = []
+    names = [name for name, *_ in workloads()]
+    if args.only and not any(text.lower() in name.lower() for name in names for text in args.only):
+        parser.error(f"--only {' '.join(args.only)} matches no workload; the workloads are: {', '.join(names)}")
     for index, (name, model, _, x) in enumerate(workloads()):
-        if args.only and not any(text in name for text in args.only):
+        if args.only and not any(text.lower() in name.lower() for text in args.only):
             continue
         start = time.perf_counter()
         cm = tf.compile(model, x, target="host")  # here only for the compile time; each engine runs in its own process
