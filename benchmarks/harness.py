@@ -136,15 +136,14 @@ def measure_isolated(factories: dict[str, tuple[Callable, tuple]], rounds: int =
     context = multiprocessing.get_context("spawn")
     workers = {}
     try:
-        for name, (factory, arguments) in factories.items():
+        for name, (factory, arguments) in factories.items():  # one at a time: builds peak in memory
             parent, child = context.Pipe()
             process = context.Process(target=_engine_worker, args=(child, factory, arguments, min_seconds),
                                       daemon=True)
             process.start()
             child.close()
             workers[name] = (process, parent)
-        for name, (_, connection) in list(workers.items()):
-            kind, value = connection.recv()
+            kind, value = _receive(name, process, parent)
             if kind == "error":
                 if value.startswith("EngineUnavailable"):
                     del workers[name]
@@ -158,7 +157,7 @@ def measure_isolated(factories: dict[str, tuple[Callable, tuple]], rounds: int =
                 time.sleep(sleep)
                 connection = workers[name][1]
                 connection.send("sample")
-                kind, value = connection.recv()
+                kind, value = _receive(name, *workers[name])
                 if kind == "error":
                     raise RuntimeError(f"engine {name!r} failed: {value}")
                 samples[name].append(value)
@@ -172,6 +171,17 @@ def measure_isolated(factories: dict[str, tuple[Callable, tuple]], rounds: int =
             process.join(timeout=10)
             if process.is_alive():
                 process.kill()
+
+
+def _receive(name: str, process, connection) -> tuple[str, object]:
+    """The next message of an engine's process; a RuntimeError naming the engine if the process died
+    (the kernel's out-of-memory killer, for one: every engine holds its model at once)."""
+    try:
+        return connection.recv()
+    except EOFError:
+        process.join(timeout=10)
+        raise RuntimeError(f"engine {name!r}: its process ended (exit code {process.exitcode}) without an answer; "
+                           f"if it was killed (-9: out of memory?), time fewer engines at once (--engines)") from None
 
 
 class EngineUnavailable(Exception):
