@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (slow to compile)")
     parser.add_argument("--only", nargs="+", default=None, metavar="TEXT",
-                        help="only the workloads whose name contains one of these, in any case (e.g. 'batch 1' or 'cnn')")
+                        help="only the workloads whose name holds one of these, in any case (e.g. 'batch 1', 'cnn')")
     parser.add_argument("--engines", nargs="+", default=None, choices=ENGINES, help="default: all")
     args = parser.parse_args()
     results = []

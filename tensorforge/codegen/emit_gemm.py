@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from .emit_micro_kernel import Epilogue, load_lanes, micro_kernel, vector_type
-from .llvm_utils import F32, PTR, element_pointer, for_range, i64, load_element, store_element
+from .llvm_utils import F32, I32, PTR, element_pointer, for_range, i64, load_element, store_element
 from .parallel import split_parts
 from .tiling import FLOAT_BYTES, GemmTiling
 
@@ -48,7 +48,80 @@ def pack_a_rows(builder: ir.IRBuilder, tiling: GemmTiling, source: ir.Value, lda
     as they are, unless `tail` (static) is not 0: then a last panel of `tail` rows (when `rows` is not
     a multiple of MR) is packed `tail` wide, as micro_kernel(a_layout=(tail, 1)) reads it.
 
-    `transposed`: source holds A^T (element (row, k) at k * lda + row)."""
+    `transposed`: source holds A^T (element (row, k) at k * lda + row).
+
+    Whole panels of a row-major A are packed W x W blocks at a time (W the vector width: W rows'
+    vectors in, transposed in registers, each k's MR elements out; `_pack_panel_blocks`); the
+    depth past the last whole block, the rows of a last partial panel and A^T go element by element.
+    """
+    mr = i64(tiling.rows)
+    first_row = i64(0)
+    if not transposed:
+        panels = builder.udiv(rows, mr, name="pack_a.panels")
+        blocks = builder.udiv(depth, i64(tiling.vector_width), name="pack_a.blocks")
+        with for_range(builder, panels, "pack_a.panel", unroll=False) as panel:
+            _pack_panel_blocks(builder, tiling, element_pointer(builder, source, builder.mul(panel, i64(tiling.rows *
+                               lda)), F32), lda, blocks, element_pointer(builder, destination,
+                               builder.mul(builder.mul(panel, depth), mr), F32, "pack_a.panel_to"))
+        first_row = builder.mul(panels, mr, name="pack_a.partial")
+    _pack_a_elements(builder, tiling, source, lda, first_row, rows, depth, destination, transposed, tail,
+                     builder.mul(blocks, i64(tiling.vector_width)) if not transposed else i64(0))
+
+
+def lane_indices(lanes) -> ir.Constant:
+    """A shufflevector mask: the constant vector of these lane numbers."""
+    lanes = list(lanes)
+    return ir.Constant(ir.VectorType(I32, len(lanes)), lanes)
+
+
+def transpose_square(builder: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
+    """The W vectors of W lanes (W a power of two) transposed: lane j of result i is lane i of rows[j].
+
+    One stage per bit b of the index swaps bit b of the row with bit b of the lane: rows i and
+    i + 2^b (bit b of i clear) exchange the lanes j with bit b set of the one for the lanes j - 2^b
+    of the other: 2W shuffles per stage, W log2 W in all."""
+    width = len(rows)
+    rows = list(rows)
+    bit = 1
+    while bit < width:
+        for i in range(width):
+            if i & bit:
+                continue
+            low = [j if not j & bit else width + (j ^ bit) for j in range(width)]
+            high = [j ^ bit if not j & bit else width + j for j in range(width)]
+            rows[i], rows[i | bit] = (builder.shuffle_vector(rows[i], rows[i | bit], lane_indices(m))
+                                      for m in (low, high))
+        bit *= 2
+    return rows
+
+
+def _pack_panel_blocks(builder: ir.IRBuilder, tiling: GemmTiling, source: ir.Value, lda: int, blocks: ir.Value,
+                       destination: ir.Value) -> None:
+    """The first blocks * W columns of one whole panel of MR rows (source row-major, lda) into its
+    [k][MR] layout: per block of W columns and group of up to W rows, W row vectors transposed into
+    W vectors of one k each, whose first rows-in-group lanes are stored."""
+    width, mr = tiling.vector_width, tiling.rows
+    vector = vector_type(tiling)
+    zero = ir.Constant(vector, None)
+    with for_range(builder, blocks, "pack_a.block", unroll=False) as block:
+        k0 = builder.mul(block, i64(width), name="pack_a.k0")
+        for group in range(0, mr, width):
+            count = min(width, mr - group)
+            loaded = [builder.load(element_pointer(builder, source, builder.add(k0, i64((group + r) * lda)), F32),
+                                   typ=vector, align=FLOAT_BYTES) for r in range(count)]
+            columns = transpose_square(builder, loaded + [zero] * (width - count))
+            for j, column in enumerate(columns):
+                if count < width:
+                    column = builder.shuffle_vector(column, column, lane_indices(range(count)))
+                at = builder.add(builder.mul(builder.add(k0, i64(j)), i64(mr)), i64(group))
+                builder.store(column, element_pointer(builder, destination, at, F32), align=FLOAT_BYTES)
+
+
+def _pack_a_elements(builder: ir.IRBuilder, tiling: GemmTiling, source: ir.Value, lda: int, first_row: ir.Value,
+                     rows: ir.Value, depth: ir.Value, destination: ir.Value, transposed: bool, tail: int,
+                     first_k: ir.Value) -> None:
+    """pack_a_rows element by element: rows [first_row, rows) at depths [0, depth); rows before
+    first_row (whole panels, packed by blocks) only at depths [first_k, depth)."""
     mr = i64(tiling.rows)
     tail_panel = builder.udiv(rows, mr, name="pack_a.full") if tail else None
     with for_range(builder, rows, "pack_a.row") as row:
@@ -59,7 +132,9 @@ def pack_a_rows(builder: ir.IRBuilder, tiling: GemmTiling, source: ir.Value, lda
         target = element_pointer(builder, destination, start, F32, "pack_a.to")
         origin = element_pointer(builder, source, row if transposed else builder.mul(row, i64(lda)), F32,
                                  "pack_a.from")
-        with for_range(builder, depth, "pack_a.k") as k:
+        start_k = builder.select(builder.icmp_unsigned("<", row, first_row), first_k, i64(0), name="pack_a.first_k")
+        with for_range(builder, builder.sub(depth, start_k), "pack_a.k") as offset:
+            k = builder.add(start_k, offset)
             value = load_element(builder, origin, builder.mul(k, i64(lda)) if transposed else k, F32)
             store_element(builder, value, target, builder.mul(k, stride))
 
