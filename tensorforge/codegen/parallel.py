@@ -26,8 +26,10 @@ from .target import Target
 from .thread_pool import SHUTDOWN, TASK_TYPE, pool_run, register_task
 
 # Work below this many flops (or element reads and writes) stays on one thread: waking a team
-# costs a few microseconds. Chosen with benchmarks/bench_models.py (docs/architecture.md).
-MIN_PARALLEL_FLOPS = 1 << 21
+# costs a few microseconds. Chosen with benchmarks/bench_models.py (docs/architecture.md); 2^20
+# since 2026-12-03 (it was 2^21): the CNN's first conv at batch 1 (1.8 MFLOP, 18 us on one Zen 4
+# core) now takes both cores, a bound call 86.9 -> 79-84 us.
+MIN_PARALLEL_FLOPS = 1 << 20
 # ... unless it streams a weight this big: split among the cores, each part of the weight can stay
 # in that core's own L2 cache (a batch-1 linear of 784 x 256 runs 1.3x faster on two cores here).
 MIN_PARALLEL_WEIGHT_BYTES = 256 << 10
