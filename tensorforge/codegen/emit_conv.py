@@ -24,6 +24,7 @@ from . import float_math, parallel, scalar
 from .emit_conv_gemm import emit_conv2d_tiled, tiled_conv_scratch_bytes, uses_tiled_conv
 from .emit_matmul import activate_output, contraction_operands
 from .emit_shape import copy_elements
+from .errors import CodegenError
 from .kernel import Kernel
 from .layout import contiguous_strides
 from .llvm_utils import (
@@ -76,6 +77,9 @@ def emit_conv2d(kernel: Kernel) -> None:
     if uses_tiled_conv(kernel.node):
         emit_conv2d_tiled(kernel)
         return
+    if kernel.node.attrs.get("pool") is not None:  # fuse-pool fuses f32 convolutions only
+        raise CodegenError(f"cannot compile %{kernel.node.name} = conv2d(...) {{pool={kernel.node.attrs['pool']!r}}}: "
+                           f"a fused pool needs the tiled f32 convolution, got {kernel.dtype.name}")
     node, builder, dtype, element = kernel.node, kernel.builder, kernel.dtype, kernel.element
     batch, channels = kernel.operand_type(0).shape[:2]
     out_channels, group_channels, kh, kw = kernel.operand_type(1).shape

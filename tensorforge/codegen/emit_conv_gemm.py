@@ -30,8 +30,10 @@ from .kernel import Kernel
 from .llvm_utils import (
     F32,
     I8,
+    I32,
     affine_offset,
     as_i64,
+    call_intrinsic,
     copy_bytes,
     element_pointer,
     fill_elements,
@@ -62,16 +64,20 @@ class ConvGeometry:
     stride: tuple[int, int]
     padding: tuple[int, int]
     dilation: tuple[int, int]
-    out_height: int
+    out_height: int  # of the convolution (before a fused pool)
     out_width: int
+    pooled: bool = False  # pool="max_2x2": the node's result is the 2 x 2 max pool of the convolution's
 
     @classmethod
     def of(cls, node: Node) -> ConvGeometry:
         n, c, h, w = node.inputs[0].shape
         o, cg, kh, kw = node.inputs[1].shape
         attrs = node.attrs
+        (sh, sw), (ph, pw), (dh, dw) = attrs["stride"], attrs["padding"], attrs["dilation"]
+        out_height = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        out_width = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
         return cls(n, c, h, w, o, attrs["groups"], cg, kh, kw, attrs["stride"], attrs["padding"], attrs["dilation"],
-                   *node.shape[2:])
+                   out_height, out_width, attrs.get("pool") is not None)
 
     @property
     def group_outputs(self) -> int:
@@ -100,6 +106,11 @@ class ConvGeometry:
     def padded_plane(self) -> int:
         return (self.height + 2 * self.padding[0]) * self.padded_width
 
+    @property
+    def pooled_shape(self) -> tuple[int, int]:
+        """(height, width) of the pooled result: floor halves of the convolution's."""
+        return self.out_height // 2, self.out_width // 2
+
 
 def uses_tiled_conv(node: Node) -> bool:
     """f32 convolutions with a non-empty output go through the GEMM; integers keep the exact loop nest."""
@@ -110,20 +121,23 @@ def _weight_prepacked(node: Node) -> bool:
     return uses_tiled_conv(node) and node.inputs[1].op == "constant"
 
 
-def _scratch_layout(shape: ConvGeometry, tiling: GemmTiling, weight_packed: bool) -> tuple[int, int, int]:
-    """Byte offsets in scratch of the im2col sliver and the packed weight block (the padded image is
-    at 0), and the total."""
+def _scratch_layout(shape: ConvGeometry, tiling: GemmTiling, weight_packed: bool) -> tuple[int, int, int, int]:
+    """Byte offsets in scratch of the im2col sliver, the packed weight block and (with a fused pool)
+    the two rows of the convolution's result that one pooled row reads (the padded image is at 0),
+    and the total."""
     kc = tiling.depth_blocks(shape.taps, shape.window)[1]
     image = shape.channels * shape.padded_plane if shape.is_padded else 0
     sliver_at = align_up(image * FLOAT_BYTES)
     weight_at = align_up(sliver_at + kc * tiling.columns * FLOAT_BYTES)
     rows = -(-shape.group_outputs // tiling.rows) * tiling.rows
-    return sliver_at, weight_at, weight_at + (0 if weight_packed else rows * kc * FLOAT_BYTES)
+    pair_at = align_up(weight_at + (0 if weight_packed else rows * kc * FLOAT_BYTES))
+    pair_bytes = shape.group_outputs * 2 * shape.out_width * FLOAT_BYTES if shape.pooled else 0
+    return sliver_at, weight_at, pair_at, pair_at + pair_bytes
 
 
 def tiled_conv_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
     """One padded image, one im2col sliver, and a block of packed weight unless it is a constant."""
-    return _scratch_layout(ConvGeometry.of(node), gemm_tiling(target), 1 in packed)[2]
+    return _scratch_layout(ConvGeometry.of(node), gemm_tiling(target), 1 in packed)[3]
 
 
 def pack_conv_weight(node: Node, index: int, target: Target) -> PackedConstant | None:
@@ -145,7 +159,8 @@ def conv_parts(node: Node, target: Target, threads: int) -> int:
         return 1
     if shape.batch > 1:  # whole images: cut finer, a late thread takes fewer
         return split_parts(shape.batch, threads * parallel.PARTS_PER_THREAD)[0]
-    return split_parts(shape.out_height, threads)[0]  # rows of one image: every part pads its own copy
+    rows = shape.pooled_shape[0] if shape.pooled else shape.out_height
+    return split_parts(rows, threads)[0]  # (pooled) rows of one image: every part pads its own copy
 
 
 def _part_range(builder: ir.IRBuilder, kernel: Kernel, units: int, name: str):
@@ -204,26 +219,34 @@ def _image(kernel: Kernel, shape: ConvGeometry, n: ir.Value) -> ir.Value:
 
 
 def emit_conv2d_tiled(kernel: Kernel) -> None:
-    """conv2d (f32) with stride, padding, dilation, groups, an optional bias and the fused activation,
-    through the GEMM micro-kernel."""
+    """conv2d (f32) with stride, padding, dilation, groups, an optional bias, the fused activation
+    and the fused 2 x 2 max pool, through the GEMM micro-kernel.
+
+    Without a pool: per image, group and depth block, every output row y (column panels of NR
+    pixels, then every row panel of output channels) goes straight to the output. With a pool:
+    per image, group and pooled row p, the depth blocks run over the convolution's rows 2p and
+    2p + 1 into a two-row buffer in scratch (channel stride 2 * OW), and `_pool_pair` writes row p.
+    """
     node, builder, tiling = kernel.node, kernel.builder, gemm_tiling(kernel.target)
     shape = ConvGeometry.of(node)
     depth_count, kc = tiling.depth_blocks(shape.taps, shape.window)
     og, mr, nr = shape.group_outputs, tiling.rows, tiling.columns
     weight_packed = 1 in kernel.packed
-    sliver_at, weight_at, _ = _scratch_layout(shape, tiling, weight_packed)
-    sliver, weight_block = (builder.gep(kernel.scratch, [i64(offset)], inbounds=True, source_etype=I8)
-                            for offset in (sliver_at, weight_at))
+    sliver_at, weight_at, pair_at, _ = _scratch_layout(shape, tiling, weight_packed)
+    sliver, weight_block, pair = (builder.gep(kernel.scratch, [i64(offset)], inbounds=True, source_etype=I8)
+                                  for offset in (sliver_at, weight_at, pair_at))
     _, _, bias, residual = split_contraction(list(kernel.inputs), node.attrs["residual"])
     epilogue = Epilogue(bias="row" if bias is not None else None, activation=node.attrs.get("activation"),
                         residual=residual is not None)
     if shape.is_padded:
         fill_elements(builder, kernel.scratch, shape.channels * shape.padded_plane, ir.Constant(F32, 0.0), "pad")
+    out_plane = shape.out_height * shape.out_width
 
-    by_images = shape.batch > 1
-    with (_part_range(builder, kernel, shape.batch, "n") if by_images else for_range(builder, 1, "n")) as n:
-        image = _image(kernel, shape, n)
-        with for_range(builder, shape.groups, "g") as g, for_range(builder, depth_count, "pc") as block:
+    def blocks(n: ir.Value, image: ir.Value, g: ir.Value, output_rows, c_at, ldc: int) -> None:
+        """Every depth block of group g over the output rows `output_rows()` yields; c_at(y, pixel,
+        row) is the element offset from kernel.output or the pair buffer of the output channel
+        `row` (an i64 within the image) at row y, column `pixel`, with channel stride ldc."""
+        with for_range(builder, depth_count, "pc") as block:
             first_channel = builder.mul(block, i64(kc // shape.window), name="c0")
             block_taps = builder.mul(builder.sub(i64(shape.group_channels), first_channel), i64(shape.window))
             depth = builder.select(builder.icmp_signed("<", block_taps, i64(kc)), block_taps, i64(kc), name="kc")
@@ -244,10 +267,9 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
             step = BlockStep(builder, tiling, epilogue, depth, builder.icmp_unsigned("!=", block, i64(0)),
                              builder.icmp_unsigned("==", block, i64(depth_count - 1)), i64(og), og % mr, a_panel)
             channel = affine_offset(builder, [(g, shape.group_channels)], first_channel)
-            with (for_range(builder, shape.out_height, "y") if by_images
-                  else _part_range(builder, kernel, shape.out_height, "y")) as y:
+            with output_rows() as y:
 
-                def column_panel(x0: ir.Value, valid: int, n=n, y=y, channel=channel, group_row=group_row,
+                def column_panel(x0: ir.Value, valid: int, y=y, channel=channel, group_row=group_row,
                                  step=step) -> None:
                     """Gather the sliver of output pixels (y, x0..x0+valid) and run every row panel on it."""
                     origin = affine_offset(builder, [(channel, shape.padded_plane),
@@ -255,27 +277,88 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
                                                      (x0, shape.stride[1])])
                     channels = builder.udiv(step.depth, i64(shape.window))
                     _gather_sliver(builder, tiling, shape, image, sliver, channels, as_i64(origin), valid)
-                    out_plane = shape.out_height * shape.out_width
-                    pixel = affine_offset(builder, [(y, shape.out_width)], x0)
-                    first_row = affine_offset(builder, [(n, shape.outputs)], group_row)
-
-                    def tile_offset(t: ir.Value):
-                        row = affine_offset(builder, [(t, mr)], first_row)
-                        return affine_offset(builder, [(row, out_plane)], pixel)
 
                     def c_tile(t: ir.Value) -> ir.Value:
-                        return element_pointer(builder, kernel.output, tile_offset(t), F32, "c_tile")
+                        return c_at(y, x0, affine_offset(builder, [(t, mr)], group_row))
 
                     def residual_tile(t: ir.Value) -> ir.Value:
-                        return element_pointer(builder, residual, tile_offset(t), F32, "residual_tile")
+                        row = affine_offset(builder, [(n, shape.outputs), (t, mr)], group_row)
+                        at = affine_offset(builder, [(row, out_plane), (y, shape.out_width)], x0)
+                        return element_pointer(builder, residual, at, F32, "residual_tile")
 
                     def bias_at(t: ir.Value) -> ir.Value:
                         return element_pointer(builder, bias, affine_offset(builder, [(t, mr)], group_row), F32)
 
-                    step.row_panels(sliver, valid, c_tile, out_plane, bias_at if bias is not None else None,
+                    step.row_panels(sliver, valid, c_tile, ldc, bias_at if bias is not None else None,
                                     residual_tile if residual is not None else None)
 
                 with for_range(builder, shape.out_width // nr, "xp") as panel:
                     column_panel(builder.mul(panel, i64(nr)), nr)
                 if shape.out_width % nr:
                     column_panel(i64(shape.out_width - shape.out_width % nr), shape.out_width % nr)
+
+    by_images = shape.batch > 1
+    with (_part_range(builder, kernel, shape.batch, "n") if by_images else for_range(builder, 1, "n")) as n:
+        image = _image(kernel, shape, n)
+        with for_range(builder, shape.groups, "g") as g:
+            if not shape.pooled:
+                def to_output(y: ir.Value, pixel: ir.Value, row: ir.Value, n=n) -> ir.Value:
+                    at = affine_offset(builder, [(affine_offset(builder, [(n, shape.outputs)], row), out_plane),
+                                                 (y, shape.out_width)], pixel)
+                    return element_pointer(builder, kernel.output, at, F32, "c_tile")
+
+                rows = ((lambda: for_range(builder, shape.out_height, "y")) if by_images
+                        else (lambda: _part_range(builder, kernel, shape.out_height, "y")))
+                blocks(n, image, g, rows, to_output, out_plane)
+            else:
+                _pooled_rows(builder, kernel, shape, pair, n, image, g, blocks)
+
+
+def _pooled_rows(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, pair: ir.Value, n: ir.Value,
+                 image: ir.Value, g: ir.Value, blocks) -> None:
+    """For each pooled row p (this part's, for one image): the convolution's rows 2p and 2p + 1 of
+    group g into the pair buffer (`blocks`), then their pool into the output (`_pool_pair`)."""
+    og, pooled_height = shape.group_outputs, shape.pooled_shape[0]
+    with (for_range(builder, pooled_height, "p") if shape.batch > 1
+          else _part_range(builder, kernel, pooled_height, "p")) as p:
+        group_row = builder.mul(g, i64(og), name="group_row")
+
+        def to_pair(y: ir.Value, pixel: ir.Value, row: ir.Value) -> ir.Value:
+            at = affine_offset(builder, [(builder.sub(row, group_row), 2 * shape.out_width),
+                                         (builder.sub(y, builder.mul(p, i64(2))), shape.out_width)], pixel)
+            return element_pointer(builder, pair, at, F32, "pair_tile")
+
+        @contextmanager
+        def two_rows():
+            with for_range(builder, 2, "dy") as dy:
+                yield builder.add(builder.mul(p, i64(2)), dy, name="y")
+
+        blocks(n, image, g, two_rows, to_pair, 2 * shape.out_width)
+        _pool_pair(builder, kernel, shape, pair, n, group_row, p)
+
+
+def _pool_pair(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, pair: ir.Value, n: ir.Value,
+               group_row: ir.Value, p: ir.Value) -> None:
+    """Pooled row p of the group's output channels: out[n, group_row + o, p, j] = the max of pair[o, 0:2,
+    2j:2j+2], whole rows of up to 2W floats a vector at a time (np.maximum's NaN: llvm.maximum)."""
+    pooled_height, pooled_width = shape.pooled_shape
+    chunk = 2 * vector_type(gemm_tiling(kernel.target)).count
+
+    def lanes(count: int, start: int, step: int) -> ir.Constant:
+        return ir.Constant(ir.VectorType(I32, count), [start + step * lane for lane in range(count)])
+
+    with for_range(builder, shape.group_outputs, "pool.o", unroll=False) as o:
+        rows = element_pointer(builder, pair, builder.mul(o, i64(2 * shape.out_width)), F32, "pool.rows")
+        channel = affine_offset(builder, [(n, shape.outputs)], builder.add(group_row, o))
+        target = affine_offset(builder, [(channel, pooled_height * pooled_width), (p, pooled_width)], 0)
+        for start in range(0, 2 * pooled_width, chunk):
+            width = min(chunk, 2 * pooled_width - start)
+            vector = ir.VectorType(F32, width)
+            top, bottom = (builder.load(element_pointer(builder, rows, dy * shape.out_width + start, F32), typ=vector,
+                                        align=FLOAT_BYTES) for dy in (0, 1))
+            both = call_intrinsic(builder, f"llvm.maximum.v{width}f32", vector, [top, bottom])
+            even, odd = (builder.shuffle_vector(both, both, lanes(width // 2, first, 2)) for first in (0, 1))
+            pooled = call_intrinsic(builder, f"llvm.maximum.v{width // 2}f32", ir.VectorType(F32, width // 2),
+                                    [even, odd])
+            builder.store(pooled, element_pointer(builder, kernel.output, builder.add(as_i64(target), i64(start // 2)),
+                                                  F32), align=FLOAT_BYTES)

@@ -146,9 +146,17 @@ def _out_size(op, size, kernel, stride, pad, dilation=1):
     return (size + 2 * pad - span) // stride + 1
 
 
+POOLS = (None, "max_2x2")  # conv2d's fused pool: none, or max_pool2d with kernel 2, stride 2, no padding
+
+
 def _normalize_window(op):
     def normalize(types, attrs):
-        full = {k: int_pair(op, k, v) for k, v in attrs.items() if k not in ("groups", "activation", "residual")}
+        full = {k: int_pair(op, k, v) for k, v in attrs.items()
+                if k not in ("groups", "activation", "residual", "pool")}
+        if "pool" in attrs:
+            if attrs["pool"] not in POOLS:
+                raise OpError(f"op '{op}': pool must be one of {POOLS}, got {attrs['pool']!r}")
+            full["pool"] = attrs["pool"]
         if "groups" in attrs:
             full["groups"] = int(attrs["groups"])
         if "residual" in attrs:
@@ -185,7 +193,17 @@ def _infer_conv2d(types, attrs):
     result = TensorType((n, o, _out_size("conv2d", h, kh, sh, ph, dh), _out_size("conv2d", wd, kw, sw, pw, dw)),
                         dtype)
     _check_residual("conv2d", residual, result)
+    if attrs.get("pool") is not None:
+        if residual is not None:
+            raise OpError("op 'conv2d': a fused pool and a residual do not go together")
+        out_h, out_w = result.shape[2:]
+        result = TensorType((n, o, _out_size("conv2d", out_h, 2, 2, 0), _out_size("conv2d", out_w, 2, 2, 0)), dtype)
     return result
+
+
+def unpooled_conv2d_type(node) -> TensorType:
+    """The type of a conv2d node's convolution before its fused pool (its own type without one)."""
+    return _infer_conv2d([operand.type for operand in node.inputs], {**node.attrs, "pool": None})
 
 
 def _windows(x, kh, kw, stride, dilation, out_h, out_w):
@@ -197,10 +215,12 @@ def _windows(x, kh, kw, stride, dilation, out_h, out_w):
 
 
 @register_op("conv2d", infer=_infer_conv2d, operands=(2, 4), traits={"contraction"},
-             attrs={"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "activation": None, "residual": False},
+             attrs={"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "activation": None, "residual": False,
+                    "pool": None},
              normalize=_normalize_window("conv2d"))
-def conv2d(x, weight, *rest, stride, padding, dilation, groups, activation=None, residual=False):
-    """The convolution (+ bias per output channel) (+ residual, the last operand), then the activation."""
+def conv2d(x, weight, *rest, stride, padding, dilation, groups, activation=None, residual=False, pool=None):
+    """The convolution (+ bias per output channel) (+ residual, the last operand), then the activation,
+    then (pool="max_2x2", made by the fuse-pool pass) max_pool2d with kernel 2 and stride 2."""
     _, _, bias, skip = split_contraction([x, weight, *rest], residual)
     n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
@@ -218,7 +238,8 @@ def conv2d(x, weight, *rest, stride, padding, dilation, groups, activation=None,
         out += bias.reshape(1, o, 1, 1)
     if skip is not None:
         out += skip
-    return _activate(out, activation)
+    out = _activate(out, activation)
+    return out if pool is None else max_pool2d(out, kernel=(2, 2), stride=(2, 2), padding=(0, 0))
 
 
 def _infer_pool(op):

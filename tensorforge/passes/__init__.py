@@ -21,6 +21,7 @@ from .fold_batch_norm import fold_batch_norm
 from .fold_constants import fold_constants
 from .fuse_activation import fuse_activation
 from .fuse_elementwise import fuse_elementwise
+from .fuse_pool import fuse_pool
 from .fuse_residual import fuse_residual
 from .fuse_siblings import fuse_sibling_linears
 from .insert_quant import LayerQuant, insert_quant
@@ -47,6 +48,7 @@ PIPELINE = [
     "absorb-transpose",                  # level 2. after fold-constants: a weight's transpose is folded already
     "fuse-residual",                     # level 2. before fuse-activation: relu(conv + x) becomes one conv
     "fuse-activation",                   # level 2. after fold-batch-norm, so conv -> batch norm -> relu is one conv
+    "fuse-pool",                         # level 2. after fuse-activation: conv -> relu -> 2x2 max pool is one conv
     "sparsify",                          # level 2. after the fusions into linear: the sparse op keeps them
     "fuse-sibling-linears",              # level 2. after the epilogue fusions and sparsify: q, k, v -> one linear
     "fuse-elementwise",                  # level 2. last: a relu after a linear/conv goes to its epilogue first,
@@ -58,8 +60,8 @@ __all__ = [
     "PassRow", "PassVerifyError",
     "PipelineResult", "SnapshotInstrument", "TimingInstrument", "VerifyInstrument", "absorb_transpose",
     "eliminate_common_subexpressions", "eliminate_dead_code", "fold_batch_norm", "fold_constants", "fuse_activation",
-    "find_attentions", "fuse_elementwise", "fuse_residual", "fuse_sibling_linears", "LayerQuant", "insert_quant",
-    "lower_quant",
+    "find_attentions", "fuse_elementwise", "fuse_pool", "fuse_residual", "fuse_sibling_linears", "LayerQuant",
+    "insert_quant", "lower_quant",
     "pipeline_for", "register_pass",
     "rewrite_for_kv_cache", "run_pipeline", "simplify", "sparsify",
 ]
