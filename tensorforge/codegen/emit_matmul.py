@@ -220,7 +220,7 @@ def gemm_parts(node: Node, target: Target, threads: int) -> int:
         return 1
     tiling = gemm_tiling(target)
     if rows <= tiling.rows and weight_bytes:  # a weight stream: finer parts, a late thread takes fewer
-        threads *= parallel.GEMM_PARTS_PER_THREAD
+        threads *= parallel.stream_parts_per_thread(weight_bytes)
     return GemmSplit.of(tiling, (rows, depth, columns), threads, _a_constant(node)).parts
 
 

@@ -79,7 +79,7 @@ def qlinear_parts(node: Node, target: Target, threads: int) -> int:
         return 1
     tiling = qgemm_tiling(target)
     if rows <= tiling.rows:
-        threads *= parallel.GEMM_PARTS_PER_THREAD
+        threads *= parallel.stream_parts_per_thread(weight_bytes)
     return GemmSplit.of(tiling, (rows, depth, columns), threads).parts
 
 
