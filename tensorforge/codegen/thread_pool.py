@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from .llvm_utils import I32, I64, PTR, VOID, declare, for_range, i64
+from .llvm_utils import I32, I64, PTR, VOID, alloca_once, declare, for_range, i64
 from .target import Target
 
 MAX_WORKERS = 63
@@ -157,12 +157,14 @@ def _worker(module: ir.Module, state: dict, target: Target) -> ir.Function:
     worker.linkage = "internal"
     builder = ir.IRBuilder(worker.append_basic_block("entry"))
     thread = builder.ptrtoint(worker.args[0], I64, name="thread")
+    # Stack slots in the entry block only: an alloca inside the wait loop took 16 more bytes of
+    # the worker's stack every generation, and the 8 MiB stack overflowed after ~500,000 runs.
     seen_slot = builder.alloca(I32, name="seen")
+    spins = builder.alloca(I64, name="spins")
     builder.store(builder.load_atomic(state["word"], "acquire", 4, typ=TYPES["word"]), seen_slot)
 
     outer = _Loop(builder, "wait")
     seen = builder.load(seen_slot, typ=I32)
-    spins = builder.alloca(I64, name="spins")
     builder.store(i64(0), spins)
     poll = _Loop(builder, "poll")
     stop = builder.load_atomic(state["stop"], "acquire", 4, typ=TYPES["stop"])
@@ -245,7 +247,7 @@ def pool_run(module: ir.Module, target: Target) -> ir.Function:
     _futex(builder, target, state["word"], FUTEX_WAKE_PRIVATE, i64(MAX_WORKERS))
     _claim_parts(builder, state, generation, i64(0))
 
-    spins = builder.alloca(I64, name="spins")
+    spins = alloca_once(builder, I64, "spins")
     builder.store(i64(0), spins)
     wait = _Loop(builder, "finish")
     done = builder.load_atomic(state["done"], "acquire", 8, typ=TYPES["done"])
