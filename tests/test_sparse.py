@@ -1,5 +1,6 @@
 """Unstructured sparsity (issue 4): the sparse_linear op (ir/ops_sparse.py), its kernel
-(codegen/emit_sparse.py, sparse_layout.py), the sparsify pass and the prune report's kernel column.
+(codegen/emit_sparse.py, emit_sparse_slices.py, sparse_layout.py), the sparsify pass and the prune
+report's kernel column.
 
 The compiled kernel is checked against the op's reference and against the dense linear it replaces,
 over random shapes (primes, sizes below one vector, few and many rows of x) and random sparsity

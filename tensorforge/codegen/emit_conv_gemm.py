@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from ..ir import DType, Node
-from ..ir.ops_nn import split_contraction
+from ..ir.ops_nn import split_contraction, unpooled_conv2d_type
 from . import parallel
 from .emit_gemm import BlockStep, pack_a_rows
 from .emit_micro_kernel import Epilogue, vector_type
@@ -30,7 +30,6 @@ from .kernel import Kernel
 from .llvm_utils import (
     F32,
     I8,
-    I32,
     affine_offset,
     as_i64,
     call_intrinsic,
@@ -39,6 +38,7 @@ from .llvm_utils import (
     fill_elements,
     for_range,
     i64,
+    lane_indices,
     load_element,
 )
 from .memory import align_up
@@ -73,11 +73,10 @@ class ConvGeometry:
         n, c, h, w = node.inputs[0].shape
         o, cg, kh, kw = node.inputs[1].shape
         attrs = node.attrs
-        (sh, sw), (ph, pw), (dh, dw) = attrs["stride"], attrs["padding"], attrs["dilation"]
-        out_height = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-        out_width = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        pooled = attrs.get("pool") is not None
+        out_height, out_width = (unpooled_conv2d_type(node) if pooled else node.type).shape[2:]
         return cls(n, c, h, w, o, attrs["groups"], cg, kh, kw, attrs["stride"], attrs["padding"], attrs["dilation"],
-                   out_height, out_width, attrs.get("pool") is not None)
+                   out_height, out_width, pooled)
 
     @property
     def group_outputs(self) -> int:
@@ -342,10 +341,7 @@ def _pool_pair(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, pair:
     """Pooled row p of the group's output channels: out[n, group_row + o, p, j] = the max of pair[o, 0:2,
     2j:2j+2], whole rows of up to 2W floats a vector at a time (np.maximum's NaN: llvm.maximum)."""
     pooled_height, pooled_width = shape.pooled_shape
-    chunk = 2 * vector_type(gemm_tiling(kernel.target)).count
-
-    def lanes(count: int, start: int, step: int) -> ir.Constant:
-        return ir.Constant(ir.VectorType(I32, count), [start + step * lane for lane in range(count)])
+    chunk = 2 * kernel.target.vector_width
 
     with for_range(builder, shape.group_outputs, "pool.o", unroll=False) as o:
         rows = element_pointer(builder, pair, builder.mul(o, i64(2 * shape.out_width)), F32, "pool.rows")
@@ -357,7 +353,7 @@ def _pool_pair(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, pair:
             top, bottom = (builder.load(element_pointer(builder, rows, dy * shape.out_width + start, F32), typ=vector,
                                         align=FLOAT_BYTES) for dy in (0, 1))
             both = call_intrinsic(builder, f"llvm.maximum.v{width}f32", vector, [top, bottom])
-            even, odd = (builder.shuffle_vector(both, both, lanes(width // 2, first, 2)) for first in (0, 1))
+            even, odd = (builder.shuffle_vector(both, both, lane_indices(range(first, width, 2))) for first in (0, 1))
             pooled = call_intrinsic(builder, f"llvm.maximum.v{width // 2}f32", ir.VectorType(F32, width // 2),
                                     [even, odd])
             builder.store(pooled, element_pointer(builder, kernel.output, builder.add(as_i64(target), i64(start // 2)),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from .emit_micro_kernel import Epilogue, load_lanes, micro_kernel, vector_type
-from .llvm_utils import F32, I32, PTR, element_pointer, for_range, i64, load_element, store_element
+from .llvm_utils import F32, PTR, element_pointer, for_range, i64, lane_indices, load_element, store_element
 from .parallel import split_parts
 from .tiling import FLOAT_BYTES, GemmTiling
 
@@ -66,12 +66,6 @@ def pack_a_rows(builder: ir.IRBuilder, tiling: GemmTiling, source: ir.Value, lda
         first_row = builder.mul(panels, mr, name="pack_a.partial")
     _pack_a_elements(builder, tiling, source, lda, first_row, rows, depth, destination, transposed, tail,
                      builder.mul(blocks, i64(tiling.vector_width)) if not transposed else i64(0))
-
-
-def lane_indices(lanes) -> ir.Constant:
-    """A shufflevector mask: the constant vector of these lane numbers."""
-    lanes = list(lanes)
-    return ir.Constant(ir.VectorType(I32, len(lanes)), lanes)
 
 
 def transpose_square(builder: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:

@@ -35,6 +35,7 @@ from .llvm_utils import (
     carried_loop,
     element_pointer,
     i64,
+    lane_indices,
     load_element,
     store_element,
 )
@@ -69,8 +70,7 @@ def vector_type(tiling: GemmTiling) -> ir.VectorType:
 def splat(builder: ir.IRBuilder, value: ir.Value, vector: ir.VectorType) -> ir.Value:
     """`value` in every lane of `vector` (its element type)."""
     lane = builder.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(I64, 0))
-    return builder.shuffle_vector(lane, ir.Constant(vector, ir.Undefined),
-                                  ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count))
+    return builder.shuffle_vector(lane, ir.Constant(vector, ir.Undefined), lane_indices([0] * vector.count))
 
 
 def _alignment(element: ir.Type) -> int:

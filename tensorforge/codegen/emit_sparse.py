@@ -3,57 +3,37 @@
 Two loop nests, chosen by the number of rows M of x (its leading axes folded), measured with
 benchmarks/bench_sparse.py:
 
-    slices (M <= SLICED_MAX_ROWS)       for m: copy x[m] to scratch with a 0 after it
-                                          for each slice of W output rows (sparse_layout.py):
-                                            for each step t:  acc[0:W] += values[t, 0:W] * x[columns[t, 0:W]]
-                                          (x gathered lane by lane; two accumulators take steps in turn)
-      on AVX-512 (`permutes`)             the same on the windowed layout: a step's lanes read x
-                                          only within a window of 32 columns, so x[columns] is one
-                                          vpermi2ps of the window's two vectors (loaded once for
-                                          WINDOW_STEPS steps); lanes without an entry are zeroed
+    slices (M <= SLICED_MAX_ROWS)       emit_sparse_slices.py: slices of W output rows, their CSR
+                                        entries repacked at compile time (`pack_sparse_constant`)
+                                        in the sliced layout, or the windowed one on AVX-512
+                                        (Target.permutes_two_vectors)
     batch lanes (more rows)             for each block of B = BATCH_VECTORS * W rows of x:
                                           xt[k, 0:B] = x[block, k]                   transposed into scratch
                                           for j, p in row j:  acc[0:B] += values[p] * xt[columns[p], 0:B]
                                         (a last block of b < B rows: vectors of the power of two >= b
                                         lanes, so that its xt stays small; INDEPENDENT_CHAINS accumulators
                                         in flight, the entries of a row taken in turn)
-then, per output: + bias[j] (+ residual), activation, store.
+then, per output: + bias[j] (+ residual), activation, store (sparse_operands.finish_outputs).
 
-Slices read the weight in the sliced layout packed at compile time (`pack_sparse_constant`): W rows
-side by side, so a vector load gives W weights and one FMA serves W outputs, and a slice's loop
-runs as long as its longest row; shorter rows are padded with weight 0 at column `in`, the zero
-after the copy of x. Loading x costs one scalar load per entry on every target (AVX2 gathers and
-LLVM's masked gather were slower on this project's Zen 3 host); columns are loaded two per i64
-(little-endian: the first in the low half), as loads are what bounds this loop. AVX-512's windowed
-slices take about as many steps as a slice's longest row (sparse_layout.WindowedWeight), each step
-a permute instead of 16 loads: on Zen 4 a bound call of a 1024 x 1024 layer at 90% zeros takes
-11.4 us on one thread (7.0 us on two) where lane-by-lane gathers took 22.5 us (15.9 us). WINDOW_ALIGN
-and WINDOW_STEPS were chosen there: windows at 32-column chunks took 17.5 us, windows aligned to 16
-with one step each 13.9 us, unaligned windows 16.3 us. Batch lanes read
-the CSR arrays as they are (also the fallback when pack=False). Work is split among threads by
-output rows (or slices) in parts of near-equal entries (the row starts are constants), and for
-batch lanes also by blocks of rows of x.
+Batch lanes read the CSR arrays as they are (also the fallback when pack=False). Work is split
+among threads by output rows (or slices) in parts of near-equal entries (the row starts are
+constants), and for batch lanes also by blocks of rows of x.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from llvmlite import ir
 
 from ..ir import Node
-from ..ir.ops_sparse import check_csr, split_sparse_operands
 from . import parallel
 from .emit_micro_kernel import splat
-from .errors import CodegenError
+from .emit_sparse_slices import emit_slices, emit_windowed_slices, sliced_weight, windowed_depth, windowed_weight
 from .kernel import Kernel
 from .llvm_utils import (
     F32,
-    I8,
     I32,
     I64,
-    byte_pointer,
     call_intrinsic,
     carried_loop,
     element_pointer,
@@ -63,61 +43,19 @@ from .llvm_utils import (
     store_element,
 )
 from .packing import PackedConstant
-from .sparse_layout import SlicedWeight, WindowedWeight, sliced, windowed
+from .sparse_operands import FLOAT_BYTES, csr_constants, finish_outputs, row_bounds, sparse_shape
 from .target import Target
 from .tiling import INDEPENDENT_CHAINS
 
-PERMUTE_WINDOW = 32  # columns of x one AVX-512 two-register permute (vpermi2ps) picks from
-WINDOW_ALIGN = 8  # windows start at multiples of this
-WINDOW_STEPS = 2  # steps that share one window: x's two vectors are loaded once for them
 SLICED_MAX_ROWS = 1  # rows of x up to which slices beat batch lanes (one vector already serves 2)
 BATCH_VECTORS = 4  # vectors of batch lanes in one block (the accumulators of one output)
 OUTPUT_CHUNK = 64  # output rows whose batch lanes wait in scratch before they are stored
-FLOAT_BYTES = 4
 INDEX_BYTES = 4
-
-
-def sparse_shape(node: Node) -> tuple[int, int, int, int]:
-    """(rows M, in, out, stored entries) of a sparse_linear node."""
-    x, values, _, row_starts = node.inputs[:4]
-    return math.prod(x.shape[:-1]), x.shape[-1], row_starts.shape[0] - 1, values.shape[0]
 
 
 def uses_slices(node: Node, packed: frozenset[int] = frozenset({1, 2, 3})) -> bool:
     """Whether the node runs on slices: one row of x, and its CSR arrays packed (not with pack=False)."""
     return sparse_shape(node)[0] <= SLICED_MAX_ROWS and {1, 2, 3} <= packed
-
-
-def csr_constants(node: Node) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The constant (values, columns, row_starts) of a node, checked; CodegenError if they are not constants."""
-    arrays = node.inputs[1:4]
-    if any(array.op != "constant" for array in arrays):
-        raise CodegenError(f"cannot compile %{node.name} = sparse_linear(...): values, columns and row_starts must "
-                           f"be constants (a weight's CSR arrays), got {', '.join(a.op for a in arrays)}")
-    values, columns, row_starts = (array.value for array in arrays)
-    check_csr(values, columns, row_starts, node.inputs[0].shape[-1])
-    return values, columns, row_starts
-
-
-def sliced_weight(node: Node, target: Target) -> SlicedWeight:
-    """The node's CSR arrays in slices of one vector of rows (sparse_layout.py), padded at column `in`."""
-    return sliced(*csr_constants(node), target.vector_width, node.inputs[0].shape[-1])
-
-
-def permutes(target: Target) -> bool:
-    """Whether slices fetch x with a register permute (windowed layout): AVX-512's vpermi2ps."""
-    return target.permutes_two_vectors
-
-
-def windowed_depth(depth: int) -> int:
-    """Floats in the windowed kernel's copy of a row of x: x, then zeros to the end of the last window."""
-    return -(-depth // WINDOW_ALIGN) * WINDOW_ALIGN + PERMUTE_WINDOW
-
-
-def windowed_weight(node: Node, target: Target) -> WindowedWeight:
-    """The node's CSR arrays in slices of one vector of rows, stepped through windows of x (sparse_layout.py)."""
-    return windowed(*csr_constants(node), target.vector_width, PERMUTE_WINDOW, WINDOW_ALIGN, INDEPENDENT_CHAINS,
-                    WINDOW_STEPS)
 
 
 def pack_sparse_constant(node: Node, index: int, target: Target) -> PackedConstant | None:
@@ -126,7 +64,7 @@ def pack_sparse_constant(node: Node, index: int, target: Target) -> PackedConsta
     read the CSR arrays as they are."""
     if index not in (1, 2, 3) or not uses_slices(node):
         return None
-    if permutes(target):
+    if target.permutes_two_vectors:
         steps = windowed_weight(node, target)
         return PackedConstant(f"window{steps.lanes}x{steps.window}",
                               (steps.values, steps.records, steps.slice_starts)[index - 1])
@@ -143,7 +81,7 @@ def sparse_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = fr
     """Slices' copy of one row of x and a zero; batch lanes' transposed block of x and outputs."""
     depth = sparse_shape(node)[1]
     if uses_slices(node, packed):
-        if permutes(target):
+        if target.permutes_two_vectors:
             return windowed_depth(depth) * FLOAT_BYTES
         return (depth + 1) * FLOAT_BYTES
     return (depth + OUTPUT_CHUNK) * block_lanes(target) * FLOAT_BYTES
@@ -201,161 +139,6 @@ def _row_range(kernel: Kernel, split: ir.Value | None, splits: int,
     return first, end
 
 
-def _row_bounds(builder: ir.IRBuilder, row_starts: ir.Value, row: ir.Value) -> tuple[ir.Value, ir.Value]:
-    start = builder.sext(load_element(builder, row_starts, row, I32, "start"), I64)
-    end = builder.sext(load_element(builder, row_starts, builder.add(row, i64(1)), I32, "end"), I64)
-    return start, end
-
-
-def _finish(kernel: Kernel, total: ir.Value, row: ir.Value, at: ir.Value) -> ir.Value:
-    """One output's epilogue: + bias[row], + residual[at], then the activation; or, for a vector
-    `total`, that of the outputs from row and at on."""
-    builder, node = kernel.builder, kernel.node
-    _, _, _, _, bias, residual = split_sparse_operands(list(kernel.inputs), node.attrs["residual"])
-
-    def operand(base: ir.Value, offset: ir.Value, name: str) -> ir.Value:
-        return builder.load(element_pointer(builder, base, offset, F32), typ=total.type, align=FLOAT_BYTES,
-                            name=name)
-
-    if bias is not None:
-        total = builder.fadd(total, operand(bias, row, "bias"))
-    if residual is not None:
-        total = builder.fadd(total, operand(residual, at, "skip"))
-    if node.attrs["activation"] == "relu":  # np.maximum(x, 0): NaN stays NaN
-        zero = ir.Constant(total.type, None)
-        total = builder.select(builder.fcmp_unordered(">=", total, zero), total, zero, name="relu")
-    return total
-
-
-def emit_slices(kernel: Kernel, weight: SlicedWeight, first: ir.Value, end: ir.Value) -> None:
-    """Slices [first, end) for every row of x: per step, `lanes` weights times x at their columns
-    (gathered lane by lane), into two vector accumulators taking steps in turn."""
-    builder, lanes = kernel.builder, weight.lanes
-    rows, depth, out, _ = sparse_shape(kernel.node)
-    x, values, columns, index = kernel.inputs[:4]
-    copy = kernel.scratch
-    vector = ir.VectorType(F32, lanes)
-    fma = f"llvm.fmuladd.v{lanes}f32"
-    valid_in_last = out - (weight.slices - 1) * lanes
-
-    def step(t: ir.Value, accumulator: ir.Value) -> ir.Value:
-        at = builder.mul(t, i64(lanes))
-        gathered = ir.Constant(vector, None)
-        for pair in range(lanes // 2):  # two columns per load (W is even on every target)
-            both = load_element(builder, columns, builder.add(builder.udiv(at, i64(2)), i64(pair)), I64, "columns")
-            for half in range(2):
-                column = builder.and_(builder.lshr(both, i64(32 * half)), i64(0xFFFFFFFF), name="column")
-                lane = 2 * pair + half
-                gathered = builder.insert_element(gathered, load_element(builder, copy, column, F32, "x"), i64(lane))
-        weights = builder.load(element_pointer(builder, values, at, F32), typ=vector, align=FLOAT_BYTES, name="w")
-        return call_intrinsic(builder, fma, vector, [weights, gathered, accumulator])
-
-    def two_steps(pair: ir.Value, accumulators: list[ir.Value], start: ir.Value) -> list[ir.Value]:
-        t = builder.add(start, builder.mul(pair, i64(2)))
-        return [step(t, accumulators[0]), step(builder.add(t, i64(1)), accumulators[1])]
-
-    with for_range(builder, rows, "m") as m:
-        x_row = element_pointer(builder, x, builder.mul(m, i64(depth)), F32, "x_row")
-        with for_range(builder, depth, "copy") as k:
-            store_element(builder, load_element(builder, x_row, k, F32), copy, k)
-        store_element(builder, ir.Constant(F32, 0.0), copy, depth)
-        with for_range(builder, builder.sub(end, first), "slice") as offset:
-            slice_ = builder.add(first, offset, name="slice")
-            start, stop = _row_bounds(builder, index, slice_)
-            pairs = builder.udiv(builder.sub(stop, start), i64(2), name="pairs")
-            zero = ir.Constant(vector, None)
-            both = carried_loop(builder, i64(0), pairs, [zero, zero],
-                                lambda pair, accumulators, start=start: two_steps(pair, accumulators, start), "t")
-            [total] = carried_loop(builder, builder.add(start, builder.mul(pairs, i64(2))), stop, both[:1],
-                                   lambda t, accumulators: [step(t, accumulators[0])], "t.rest")
-            total = builder.fadd(total, both[1], name="total")
-            valid = builder.select(builder.icmp_unsigned("==", slice_, i64(weight.slices - 1)), i64(valid_in_last),
-                                   i64(lanes), name="valid")
-            lane_rows = builder.add(builder.mul(slice_, i64(lanes)), i64(weight.slices + 1), name="lane_rows")
-            for lane in range(lanes):
-                with builder.if_then(builder.icmp_unsigned("<", i64(lane), valid)):
-                    row = builder.sext(load_element(builder, index, builder.add(lane_rows, i64(lane)), I32, "row"), I64)
-                    at = builder.add(builder.mul(m, i64(out)), row)
-                    value = builder.extract_element(total, i64(lane))
-                    store_element(builder, _finish(kernel, value, row, at), kernel.output, at)
-
-
-def emit_windowed_slices(kernel: Kernel, weight: WindowedWeight, first: ir.Value, end: ir.Value) -> None:
-    """Slices [first, end) for every row of x on the windowed layout: per step, the two vectors of x
-    at the step's window, permuted by the lanes' columns (vpermi2ps; PAD lanes zeroed) and times
-    `lanes` weights, into INDEPENDENT_CHAINS accumulators taking steps in turn."""
-    builder, lanes, window = kernel.builder, weight.lanes, weight.window
-    rows, depth, out, _ = sparse_shape(kernel.node)
-    x, values, records, slice_starts = kernel.inputs[:4]
-    copy = kernel.scratch
-    padded = windowed_depth(depth)
-    vector = ir.VectorType(F32, lanes)
-    indices = ir.VectorType(I32, lanes)
-    bytes_ = ir.VectorType(I8, lanes)
-    fma = f"llvm.fmuladd.v{lanes}f32"
-    zero = ir.Constant(vector, None)
-    in_window = ir.Constant(indices, [window] * lanes)
-
-    def record(t: ir.Value) -> ir.Value:
-        return element_pointer(builder, records, builder.mul(t, i64(weight.record_bytes)), I8, "record")
-
-    def window_of(t: ir.Value) -> tuple[ir.Value, ir.Value]:
-        offset = builder.sext(builder.load(record(t), typ=I32, align=4, name="window"), I64)
-        low = builder.load(element_pointer(builder, copy, offset, F32), typ=vector, align=FLOAT_BYTES, name="x.lo")
-        high = builder.load(element_pointer(builder, copy, builder.add(offset, i64(lanes)), F32), typ=vector,
-                            align=FLOAT_BYTES, name="x.hi")
-        return low, high
-
-    def step(t: ir.Value, x_window: tuple[ir.Value, ir.Value], accumulator: ir.Value) -> ir.Value:
-        columns = builder.zext(builder.load(byte_pointer(builder, record(t), 4), typ=bytes_, align=1), indices)
-        picked = call_intrinsic(builder, "llvm.x86.avx512.vpermi2var.ps.512", vector,
-                                [x_window[0], columns, x_window[1]])
-        picked = builder.select(builder.icmp_unsigned("<", columns, in_window), picked, zero, name="x")
-        weights = builder.load(element_pointer(builder, values, builder.mul(t, i64(lanes)), F32), typ=vector,
-                               align=FLOAT_BYTES, name="w")
-        return call_intrinsic(builder, fma, vector, [weights, picked, accumulator])
-
-    def steps_in_turn(group: ir.Value, accumulators: list[ir.Value], start: ir.Value) -> list[ir.Value]:
-        t = builder.add(start, builder.mul(group, i64(len(accumulators))))
-        results = []
-        for index, accumulator in enumerate(accumulators):
-            at = builder.add(t, i64(index))
-            if index % weight.per_window == 0:  # a window's first step: x's two vectors there
-                x_window = window_of(at)
-            results.append(step(at, x_window, accumulator))
-        return results
-
-    with for_range(builder, rows, "m") as m:
-        x_row = element_pointer(builder, x, builder.mul(m, i64(depth)), F32, "x_row")
-        with for_range(builder, depth, "copy") as k:
-            store_element(builder, load_element(builder, x_row, k, F32), copy, k)
-        for k in range(depth, padded):
-            store_element(builder, ir.Constant(F32, 0.0), copy, k)
-        with for_range(builder, builder.sub(end, first), "slice") as offset:
-            slice_ = builder.add(first, offset, name="slice")
-            start, stop = _row_bounds(builder, slice_starts, slice_)
-            groups = builder.udiv(builder.sub(stop, start), i64(INDEPENDENT_CHAINS), name="groups")
-            partial = carried_loop(builder, i64(0), groups, [zero] * INDEPENDENT_CHAINS,
-                                   lambda group, accumulators, start=start: steps_in_turn(group, accumulators, start),
-                                   "t")
-            while len(partial) > 1:
-                partial = [builder.fadd(partial[index], partial[index + 1]) for index in range(0, len(partial), 2)]
-            first_row = builder.mul(slice_, i64(lanes), name="lane_rows")
-            first_at = builder.add(builder.mul(m, i64(out)), first_row, name="lane_at")
-            whole = builder.icmp_unsigned("<=", builder.add(first_row, i64(lanes)), i64(out), name="whole")
-            with builder.if_else(whole) as (full, part):
-                with full:  # all lanes are rows: one vector epilogue and store
-                    builder.store(_finish(kernel, partial[0], first_row, first_at),
-                                  element_pointer(builder, kernel.output, first_at, F32), align=FLOAT_BYTES)
-                with part:  # the last slice: its rows lane by lane
-                    for lane in range(lanes):
-                        row = builder.add(first_row, i64(lane), name="row")
-                        with builder.if_then(builder.icmp_unsigned("<", row, i64(out))):
-                            at = builder.add(first_at, i64(lane))
-                            value = builder.extract_element(partial[0], i64(lane))
-                            store_element(builder, _finish(kernel, value, row, at), kernel.output, at)
-
-
 def emit_batch_block(kernel: Kernel, first_row: ir.Value, lanes: int, first: ir.Value, end: ir.Value) -> None:
     """Rows [first_row, first_row + lanes) of x (lanes static, at most block_lanes), output rows [first, end).
 
@@ -406,7 +189,7 @@ def emit_batch_block(kernel: Kernel, first_row: ir.Value, lanes: int, first: ir.
         chunk_rows = builder.select(builder.icmp_signed("<", remaining, i64(OUTPUT_CHUNK)), remaining,
                                     i64(OUTPUT_CHUNK), name="chunk.rows")
         with for_range(builder, chunk_rows, "j") as offset:
-            start, stop = _row_bounds(builder, row_starts, builder.add(chunk_first, offset, name="row"))
+            start, stop = row_bounds(builder, row_starts, builder.add(chunk_first, offset, name="row"))
             groups = builder.udiv(builder.sub(stop, start), i64(sets), name="groups")
             zero = [ir.Constant(vector, None)] * (sets * vectors)
             partial = carried_loop(builder, i64(0), groups, zero,
@@ -426,7 +209,7 @@ def emit_batch_block(kernel: Kernel, first_row: ir.Value, lanes: int, first: ir.
                 row = builder.add(chunk_first, offset, name="row")
                 total = load_element(builder, outputs, builder.add(builder.mul(offset, i64(stride)), lane), F32)
                 at = builder.add(y_row, row)
-                store_element(builder, _finish(kernel, total, row, at), kernel.output, at)
+                store_element(builder, finish_outputs(kernel, total, row, at), kernel.output, at)
 
 
 def emit_sparse_linear(kernel: Kernel) -> None:
@@ -436,7 +219,7 @@ def emit_sparse_linear(kernel: Kernel) -> None:
     if node.type.size == 0:
         return
     if uses_slices(node, kernel.packed):
-        if permutes(kernel.target):
+        if kernel.target.permutes_two_vectors:
             steps = windowed_weight(node, kernel.target)
             first, end = _row_range(kernel, kernel.part, kernel.parts, steps.slice_starts)
             emit_windowed_slices(kernel, steps, first, end)

@@ -159,6 +159,12 @@ def strided_loops(builder: ir.IRBuilder, shape: Sequence[int], accesses: Sequenc
         yield [as_i64(offset) for offset in offsets]
 
 
+def lane_indices(lanes) -> ir.Constant:
+    """A shufflevector mask: the constant i32 vector of these lane numbers."""
+    lanes = list(lanes)
+    return ir.Constant(ir.VectorType(I32, len(lanes)), lanes)
+
+
 def alloca_once(builder: ir.IRBuilder, type_: ir.Type, name: str) -> ir.AllocaInstr:
     """A stack slot in the function's entry block (promoted to a register by LLVM's mem2reg)."""
     with builder.goto_entry_block():
