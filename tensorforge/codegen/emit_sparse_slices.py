@@ -18,10 +18,11 @@ at column `in`, the zero after the copy of x. Loading x costs one scalar load pe
 gathers and LLVM's masked gather were slower on this project's Zen 3 host); columns are loaded two
 per i64 (little-endian: the first in the low half), as loads are what bounds this loop. AVX-512's
 windowed slices take about as many steps as a slice's longest row (sparse_layout.WindowedWeight),
-each step a permute instead of 16 loads: on Zen 4 a bound call of a 1024 x 1024 layer at 90% zeros
-takes 11.4 us on one thread (7.0 us on two) where lane-by-lane gathers took 22.5 us (15.9 us).
-WINDOW_ALIGN and WINDOW_STEPS were chosen there: windows at 32-column chunks took 17.5 us, windows
-aligned to 16 with one step each 13.9 us, unaligned windows 16.3 us.
+each step a permute instead of 16 loads. On Zen 4, in throwaway loops of bound calls of a 1024 x
+1024 layer at 90% zeros (one thread), lane-by-lane gathers took 22.5 us, windows at 32-column chunks
+17.5 us, unaligned windows 16.3 us, windows aligned to 16 with one step each 13.9 us, and the
+chosen WINDOW_ALIGN / WINDOW_STEPS 11.4 us; `benchmarks/bench_bound.py` (workload `sparse`) times
+the result against the dense GEMM.
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ PARTS_PER_THREAD = 16
 GEMM_PARTS_PER_THREAD = 4
 # A matrix-vector product takes GEMM_PARTS_PER_THREAD parts per thread only when each part still
 # streams about this much weight: below it, claiming a part costs more than the balance it buys.
-# Tiny GPT decode (linears of 0.25-1 MiB), three interleaved runs on Zen 4: int8 10,366 -> 12,225,
-# 11,740 -> 13,855, 12,193 -> 15,441 tokens/s; fp32 5,041 -> 5,036, 8,139 -> 7,954, 8,156 -> 8,745.
+# Tiny GPT decode (linears of 0.25-1 MiB), `benchmarks/bench_bound.py` on Zen 4: a step 1.24-1.25x
+# faster in int8, 1.05-1.12x in fp32, than with 4 parts per thread (BENCHMARKS.md).
 STREAM_PART_BYTES = 1 << 20
 
 

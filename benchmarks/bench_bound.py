@@ -1,0 +1,119 @@
+"""Steady loops of bound calls (`cm.bind(...)`): what a change does to the native code itself.
+
+    python benchmarks/bench_bound.py [--workloads sparse prune cnn tiny] [--rounds 15] [--quiet]
+
+The other benchmarks time plain calls after a pause, as a user's first call after idling meets
+them; on this shared host the pause wakes a descheduled second vCPU and moves ratios a lot. Here
+every engine is a bound call (no argument checks, no new output arrays) timed in blocks of at least
+20 ms back to back (harness.measure_samples with no sleep), engines interleaved in a random order
+each round; tables give the median block and ratios paired within rounds. Workloads:
+
+  sparse   a 1024 x 1024 linear + bias at 90% zeros, batch 1: sparse kernel against the dense GEMM,
+           one and two threads
+  prune    the MLP 784-256-128-10 at batch 64, unpruned and with 50% of its hidden neurons removed
+           (structured), one and two threads
+  cnn      the CIFAR CNN at batch 1 and 64, with and without the fuse-pool pass
+  tiny     tiny GPT decode steps (after a 32-token prompt), fp32 and int8, with matrix-vector
+           products cut into 4 parts per thread whatever their size (parallel.STREAM_PART_BYTES = 1)
+           and with the default (one part per thread under 1 MiB a part)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import format_time, measure_samples, paired_ratio  # noqa: E402
+
+import tensorforge as tf  # noqa: E402
+from tensorforge import models  # noqa: E402
+from tensorforge.codegen import parallel  # noqa: E402
+
+WORKLOADS = ("sparse", "prune", "cnn", "tiny")
+
+
+def sparse_engines() -> tuple[dict, list[tuple[str, str]]]:
+    x = np.random.default_rng(0).standard_normal((1, 1024)).astype(np.float32)
+    engines = {}
+    for threads in (1, 2):
+        for sparse in (True, False):
+            prune = tf.PruneConfig(method="magnitude", sparsity=0.9, scope="layer", sparse_kernel=sparse)
+            model = tf.compile(models.mlp((1024, 1024)), x, prune=prune, threads=threads,
+                               config={"sparse_threshold": 0.0} if sparse else None)
+            engines[f"{'sparse' if sparse else 'dense'}, {threads} thread(s)"] = model.bind(x)
+    return engines, [(f"dense, {t} thread(s)", f"sparse, {t} thread(s)") for t in (1, 2)]
+
+
+def prune_engines() -> tuple[dict, list[tuple[str, str]]]:
+    from tensorforge.passes.prune_structured import prune_structured
+
+    x = np.random.default_rng(0).standard_normal((64, 784)).astype(np.float32)
+    engines = {}
+    for threads in (1, 2):
+        for fraction in (0.0, 0.5):
+            graph = tf.trace(models.mlp(), x)
+            prune_structured(graph, fraction)
+            engines[f"{int(fraction * 100)}% pruned, {threads} thread(s)"] = tf.compile(graph, threads=threads).bind(x)
+    return engines, [(f"0% pruned, {t} thread(s)", f"50% pruned, {t} thread(s)") for t in (1, 2)]
+
+
+def cnn_engines() -> tuple[dict, list[tuple[str, str]]]:
+    engines = {}
+    for batch in (1, 64):
+        x = np.random.default_rng(0).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+        for disabled in ((), ("fuse-pool",)):
+            name = f"batch {batch}, fuse-pool {'off' if disabled else 'on'}"
+            engines[name] = tf.compile(models.cifar_cnn(), x, disabled=disabled).bind(x)
+    return engines, [(f"batch {b}, fuse-pool off", f"batch {b}, fuse-pool on") for b in (1, 64)]
+
+
+def tiny_engines() -> tuple[dict, list[tuple[str, str]]]:
+    from bench_gpt import build_model, prompt_ids
+
+    model, prompt = build_model("tiny"), prompt_ids("tiny")
+    engines = {}
+    default = parallel.STREAM_PART_BYTES
+    for quantize in (None, "int8"):
+        for label, part_bytes in (("4 parts per thread", 1), ("default", default)):
+            parallel.STREAM_PART_BYTES = part_bytes
+            try:
+                generator = tf.compile_generator(model, 256, quantize=quantize)
+            finally:
+                parallel.STREAM_PART_BYTES = default
+            generator.next_logits(prompt)
+            start = generator.position
+
+            def step(generator=generator, start=start) -> None:
+                """One decode step (the generator's bound decode call) at the position after the
+                prompt, rewound each time so that every step attends over the same rows."""
+                generator.position = start
+                generator._step(7)
+
+            engines[f"{quantize or 'fp32'}, {label}"] = step
+    return engines, [(f"{q}, 4 parts per thread", f"{q}, default") for q in ("fp32", "int8")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    builders = {"sparse": sparse_engines, "prune": prune_engines, "cnn": cnn_engines, "tiny": tiny_engines}
+    for workload in args.workloads:
+        engines, pairs = builders[workload]()
+        samples = measure_samples(engines, rounds=args.rounds, verbose=not args.quiet, desc=workload, sleep=0.0)
+        print(f"\n{workload}: median of {args.rounds} interleaved blocks of bound calls")
+        for name, values in samples.items():
+            print(f"  {name:<34} {format_time(float(np.median(values))):>10}")
+        for before, after in pairs:
+            print(f"  {after} is {paired_ratio(samples, before, after):.2f}x faster than {before}")
+
+
+if __name__ == "__main__":
+    main()
