@@ -58,6 +58,18 @@ def linear_graph(rows: int, depth: int, columns: int) -> ir.Graph:
     return graph
 
 
+@pytest.mark.parametrize("depth, columns, per_thread", [(256, 256, 1), (512, 1024, 2), (1024, 4096, 4)])
+def test_a_weight_stream_takes_more_parts_per_thread_only_when_each_part_streams_a_mib(depth, columns, per_thread):
+    """Batch-1 linears of 256 KiB, 2 MiB and 16 MiB on two threads: 1, 2 and 4 parts per thread."""
+    from tensorforge.codegen.emit_matmul import gemm_parts
+    from tensorforge.codegen.parallel import STREAM_PART_BYTES, stream_parts_per_thread
+
+    weight_bytes = depth * columns * 4
+    assert stream_parts_per_thread(weight_bytes) == per_thread == max(1, min(4, weight_bytes // STREAM_PART_BYTES))
+    (node,) = linear_graph(1, depth, columns).op_nodes()
+    assert gemm_parts(node, Target.parse("host"), 2) == 2 * per_thread
+
+
 def test_small_work_stays_on_one_thread():
     graph = linear_graph(4, 32, 16)
     assert 2 * 4 * 32 * 16 < MIN_PARALLEL_FLOPS
