@@ -10,6 +10,7 @@ from runtime_standin import FAIL, affine_artifact, affine_reference, pair_artifa
 
 from tensorforge.ir import InputError
 from tensorforge.runtime import CompiledModel, NativeError
+from tensorforge.runtime.array_entry import data_offset
 from tensorforge.runtime.host import aligned_copy, aligned_empty, data_address
 
 
@@ -134,6 +135,34 @@ def test_aligned_buffers(nbytes):
 ], ids=["writable", "read-only", "empty", "0-d", "zero-size"])
 def test_data_address(array):
     assert data_address(array) == array.ctypes.data
+
+
+def test_array_objects_are_read_at_the_data_offset():
+    """run() passes the array objects; the entry reads each one's data pointer at data_offset()."""
+    import ctypes
+
+    offset = data_offset()
+    assert offset is not None  # CPython: the fast path is taken (the tests run on CPython)
+    base = np.arange(40, dtype=np.float32)
+    for array in (np.ones((4, 8), np.float32), base[8:], base[8:].reshape(4, 8), np.frombuffer(b"abcdefgh", np.uint8),
+                  np.empty((), np.int64), np.asfortranarray(np.ones((3, 5)))):
+        assert ctypes.c_void_p.from_address(id(array) + offset).value == array.ctypes.data
+
+
+def test_views_and_read_only_inputs_run_through_the_array_entry(affine, x):
+    """A view starts inside its base's memory: the entry must read the view's own data pointer."""
+    assert affine._executor._arrays_function is not None
+    stacked = np.concatenate([np.zeros((4, 8), np.float32), x])
+    view = stacked[4:]
+    assert view.base is not None and view.flags.c_contiguous
+    np.testing.assert_array_equal(affine(view), affine_reference(x))
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    np.testing.assert_array_equal(affine(frozen), affine_reference(x))
+    out = np.zeros((8, 8), np.float32)
+    affine(x, out=[out[4:]])
+    np.testing.assert_array_equal(out[4:], affine_reference(x))
+    assert not out[:4].any()
 
 
 def test_out_writes_into_given_arrays_and_may_be_an_input(affine, x):

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..codegen.target import initialize_llvm
 from ..codegen.thread_pool import SHUTDOWN
+from .array_entry import ARRAYS_ENTRY_SUFFIX, arrays_entry_ir, arrays_entry_type, data_offset
 from .errors import NativeError
 
 ALIGNMENT = 64  # bytes: the weights buffer and workspace arena (docs/architecture.md)
@@ -89,16 +90,23 @@ class HostExecutor:
         llvm.parse_assembly(artifact.llvm_ir).verify()  # a clear error for bad IR, before the JIT sees it
         engine = llvm.create_lljit_compiler(artifact.target.target_machine())
         library = llvm.JITLibraryBuilder().add_ir(artifact.llvm_ir).add_current_process().export_symbol(self.entry)
+        n_inputs, n_outputs = len(artifact.input_types), len(artifact.output_types)
+        offset = data_offset()
+        if offset is not None:  # run() passes the array objects themselves (array_entry.py)
+            library.add_ir(arrays_entry_ir(self.entry, n_inputs, n_outputs, offset, artifact.target.triple))
+            library.export_symbol(self.entry + ARRAYS_ENTRY_SUFFIX)
         threaded = getattr(artifact, "threads", 1) > 1
         if threaded:
             library.export_symbol(SHUTDOWN)
         tracker = library.link(engine, "tensorforge_model")
         self._function = ENTRY_TYPE(tracker[self.entry])
+        self._arrays_function = None if offset is None else \
+            arrays_entry_type(n_inputs + n_outputs)(tracker[self.entry + ARRAYS_ENTRY_SUFFIX])
         shutdown = SHUTDOWN_TYPE(tracker[SHUTDOWN]) if threaded else None
         weakref.finalize(self, _release, tracker, engine, shutdown)
         self.weights = aligned_copy(artifact.weights)
         self._weights_address = self.weights.ctypes.data
-        self._counts = (len(artifact.input_types), len(artifact.output_types), int(artifact.workspace_bytes))
+        self._counts = (n_inputs, n_outputs, int(artifact.workspace_bytes))
         self._local = threading.local()
         self._profile = (getattr(artifact, "profile_offset", None), len(getattr(artifact, "profile_kernels", ())))
 
@@ -139,6 +147,11 @@ class HostExecutor:
             state = self._local.state
         except AttributeError:
             state = self._thread_state()
+        if self._arrays_function is not None:
+            status = self._arrays_function(*inputs, *outputs, self._weights_address, state.workspace_address)
+            if status != 0:
+                raise NativeError(f"{self.entry} returned status {status} (0 means success)", status)
+            return
         pointers = state.inputs
         for i, array in enumerate(inputs):
             pointers[i] = data_address(array)
