@@ -19,12 +19,13 @@ from hypothesis import strategies as st
 
 import tensorforge as tf
 from tensorforge import ir
-from tensorforge.codegen import build
+from tensorforge.codegen import build, parallel
 from tensorforge.codegen.emit_gemm import GemmSplit
 from tensorforge.codegen.parallel import MIN_PARALLEL_FLOPS, split_parts, uses_threads
 from tensorforge.codegen.target import Target
 from tensorforge.codegen.tiling import gemm_tiling
 from tensorforge.models import cifar_cnn, mlp
+from tensorforge.runtime import CompiledModel
 
 
 @given(st.integers(0, 10_000), st.integers(1, 64))
@@ -179,3 +180,48 @@ def test_closing_a_model_joins_its_pool_threads():
     del cm
     gc.collect()
     assert threads_now() == before
+
+
+def map_graph(op: str, shape: tuple[int, ...], other: tuple[int, ...]) -> ir.Graph:
+    """One elementwise node on x[shape] (and, for add, y[other] broadcast against it)."""
+    graph = ir.Graph()
+    x = graph.add_input("x", ir.TensorType(shape, ir.DType.f32))
+    if op == "add":
+        y = graph.add_input("y", ir.TensorType(other, ir.DType.f32))
+        graph.outputs = [graph.call("add", [x, y])]
+    elif op == "quantize":
+        scale, zero = graph.constant(np.float32(0.05), "scale"), graph.constant(np.int32(3), "zero")
+        graph.outputs = [graph.call("quantize", [x, scale, zero], {"dtype": "i8"})]
+    else:
+        graph.outputs = [graph.call(op, [x])]
+    return graph
+
+
+def test_elementwise_maps_split_by_size_and_cost():
+    from tensorforge.codegen.emit_elementwise import elementwise_parts
+
+    host = Target.parse("host")
+    assert elementwise_parts(map_graph("add", (512, 512), (512,)).outputs[0], host, 2) == 2
+    assert elementwise_parts(map_graph("add", (64, 784), (784,)).outputs[0], host, 2) == 1  # 50k adds: too little
+    assert elementwise_parts(map_graph("quantize", (64, 784), ()).outputs[0], host, 2) == 2  # 50k divisions
+    assert elementwise_parts(map_graph("quantize", (64, 784), ()).outputs[0], host, 1) == 1
+
+
+@given(st.sampled_from(["add", "quantize", "gelu", "exp"]), st.lists(st.integers(1, 9), min_size=1, max_size=3),
+       st.integers(0, 7), st.integers(2, 5))
+def test_split_maps_equal_the_unsplit_map_bit_for_bit(op, shape, mask, threads):
+    """Every element is computed once, by the same code: a split map equals the one-thread map
+    exactly, for any shape, broadcast pattern (bits of `mask` pick the axes y keeps) and team."""
+    shape = tuple(shape)
+    other = tuple(extent if mask >> axis & 1 else 1 for axis, extent in enumerate(shape))
+    graph = map_graph(op, shape, other)
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal(value.shape).astype(np.float32) * 4 for value in graph.inputs]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parallel, "MIN_PARALLEL_FLOPS", 4)  # split even these small maps
+        split = build(graph, "host", threads=threads)
+    whole = build(graph, "host", threads=1)
+    assert uses_threads(split.llvm_ir) == (np.prod(shape) >= 2)  # a coalesced outer axis of 2+ splits
+    with CompiledModel(split) as a, CompiledModel(whole) as b:
+        np.testing.assert_array_equal(a(*inputs), b(*inputs))
+        np.testing.assert_allclose(b(*inputs), tf.interpret(graph, *inputs), rtol=1e-5, atol=1e-6)

@@ -436,8 +436,8 @@ def test_sparse_layers_of_one_shape_are_not_shared(batch):
     data = rng.standard_normal((batch, 32)).astype(np.float32)
     with mock.patch.object(parallel, "MIN_PARALLEL_FLOPS", 0):
         artifact = build(graph, "host", opt_level=0, threads=2)
-    assert set(artifact.parts) == {value.inputs[0].name, value.name}
-    assert min(artifact.parts.values()) > 1  # split (4 parts with AVX2, 2 with AVX-512)
+    sparse_parts = [artifact.parts.get(name, 1) for name in (value.inputs[0].name, value.name)]
+    assert min(sparse_parts) > 1  # split (4 parts with AVX2, 2 with AVX-512)
     assert len(re.findall(r'define internal void @"?sparse_linear\.\d+"?\(', artifact.llvm_ir)) == 2
     (y,) = compile_and_run(graph, data, threads=2)
     np.testing.assert_allclose(y, np.maximum(data, 0) @ first @ second, rtol=1e-4, atol=1e-5)

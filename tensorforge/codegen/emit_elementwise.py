@@ -7,6 +7,9 @@ a single loop LLVM vectorizes); operands are read through broadcast strides:
       for i0 in 0..4: for i1 in 0..8:  out[8*i0 + i1] = x0[8*i0 + i1] + x1[i1]
 
 `ELEMENT` computes one element of each op; emit_fused.py uses the same table for fused chains.
+
+Big or costly maps are split among threads (`elementwise_parts`): part p of P takes a block of the
+outermost coalesced axis (of a contiguous map: a block of elements), as the other kernels' parts.
 """
 
 from __future__ import annotations
@@ -16,13 +19,35 @@ from typing import Any
 
 from llvmlite import ir
 
-from ..ir import DType
-from . import float_math, scalar
+from ..ir import DType, Node
+from . import float_math, parallel, scalar
 from .kernel import Kernel
 from .layout import broadcast_strides, coalesce, contiguous_strides
-from .llvm_utils import llvm_type, load_element, store_element, strided_loops
+from .llvm_utils import add_offsets, llvm_type, load_element, store_element, strided_loops
+from .target import Target
 
 Compute = Callable[[ir.IRBuilder, list[ir.Value]], ir.Value]
+
+# What one element costs, in adds: a map is split among threads when size x cost reaches
+# MIN_PARALLEL_FLOPS / 4 (as a pool's taps). A division (quantize's x / scale) or a polynomial of
+# exp, log, tanh takes 5-10 vector cycles where an add takes one.
+COSTLY = frozenset({"div", "exp", "log", "sqrt", "tanh", "sigmoid", "gelu", "quantize", "fused_elementwise"})
+COSTLY_ELEMENT = 8
+
+
+def _loop_nest(node: Node) -> tuple[list[int], list[list[int]]]:
+    """The coalesced output shape and, per operand and then the output, its element strides."""
+    strides = [broadcast_strides(operand.shape, node.shape) for operand in node.inputs]
+    return coalesce(node.shape, [*strides, contiguous_strides(node.shape)])
+
+
+def elementwise_parts(node: Node, target: Target, threads: int) -> int:
+    """Parts of a map for a team of `threads`: one per thread, blocks of its outermost loop."""
+    cost = COSTLY_ELEMENT if node.op in COSTLY else 1
+    if threads <= 1 or node.type.size * cost < parallel.MIN_PARALLEL_FLOPS // 4:
+        return 1
+    shape, _ = _loop_nest(node)
+    return parallel.split_parts(shape[0], threads)[0] if shape else 1
 
 
 def map_elements(kernel: Kernel, compute: Compute) -> None:
@@ -31,9 +56,13 @@ def map_elements(kernel: Kernel, compute: Compute) -> None:
     builder = kernel.builder
     if node.type.size == 0:
         return
-    strides = [broadcast_strides(operand.shape, node.shape) for operand in node.inputs]
-    shape, strides = coalesce(node.shape, [*strides, contiguous_strides(node.shape)])
-    with strided_loops(builder, shape, [(s, 0) for s in strides], "i") as offsets:
+    shape, strides = _loop_nest(node)
+    accesses = [(s, 0) for s in strides]
+    if kernel.parts > 1:  # this part's block of the outermost axis
+        first, count = parallel.part_bounds(builder, kernel.part, kernel.parts, shape[0], "block")
+        shape = [count, *shape[1:]]
+        accesses = [(s, add_offsets(builder, 0, first, s[0])) for s in strides]
+    with strided_loops(builder, shape, accesses, "i") as offsets:
         values = [load_element(builder, pointer, offset, llvm_type(operand.dtype), f"x{position}")
                   for position, (pointer, offset, operand) in enumerate(zip(kernel.inputs, offsets, node.inputs))]
         store_element(builder, compute(builder, values), kernel.output, offsets[-1])

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from ..ir import DType, Node
 from .emit_conv import conv2d_scratch_bytes, emit_batch_norm, emit_conv2d, emit_pool, padded_bytes, pool_parts
 from .emit_conv_gemm import conv_parts, pack_conv_weight
-from .emit_elementwise import emit_binary, emit_cast, emit_float_unary, emit_gelu, emit_neg, emit_relu
+from .emit_elementwise import (
+    elementwise_parts,
+    emit_binary,
+    emit_cast,
+    emit_float_unary,
+    emit_gelu,
+    emit_neg,
+    emit_relu,
+)
 from .emit_fused import emit_fused_elementwise
 from .emit_kv_cache import cached_attention_scratch_bytes, emit_cache_write, emit_cached_attention, emit_position_mask
 from .emit_matmul import emit_linear, emit_matmul, gemm_node_scratch_bytes, gemm_parts, pack_gemm_constant
@@ -80,20 +88,21 @@ VIEW = Lowering(None, ALL)
 
 EMIT: dict[str, Lowering] = {
     # elementwise (emit_elementwise.py)
-    "add": Lowering(emit_binary, ALL),
-    "sub": Lowering(emit_binary, NUMERIC),
-    "mul": Lowering(emit_binary, ALL),
-    "div": Lowering(emit_binary, FLOAT),
-    "neg": Lowering(emit_neg, NUMERIC),
-    "relu": Lowering(emit_relu, ALL),
-    "exp": Lowering(emit_float_unary, FLOAT),
-    "log": Lowering(emit_float_unary, FLOAT),
-    "sqrt": Lowering(emit_float_unary, FLOAT),
-    "tanh": Lowering(emit_float_unary, FLOAT),
-    "sigmoid": Lowering(emit_float_unary, FLOAT),
-    "gelu": Lowering(emit_gelu, FLOAT),
-    "cast": Lowering(emit_cast, ALL),
-    "fused_elementwise": Lowering(emit_fused_elementwise, ALL),  # emit_fused.py: a chain in one loop
+    "add": Lowering(emit_binary, ALL, parts=elementwise_parts),
+    "sub": Lowering(emit_binary, NUMERIC, parts=elementwise_parts),
+    "mul": Lowering(emit_binary, ALL, parts=elementwise_parts),
+    "div": Lowering(emit_binary, FLOAT, parts=elementwise_parts),
+    "neg": Lowering(emit_neg, NUMERIC, parts=elementwise_parts),
+    "relu": Lowering(emit_relu, ALL, parts=elementwise_parts),
+    "exp": Lowering(emit_float_unary, FLOAT, parts=elementwise_parts),
+    "log": Lowering(emit_float_unary, FLOAT, parts=elementwise_parts),
+    "sqrt": Lowering(emit_float_unary, FLOAT, parts=elementwise_parts),
+    "tanh": Lowering(emit_float_unary, FLOAT, parts=elementwise_parts),
+    "sigmoid": Lowering(emit_float_unary, FLOAT, parts=elementwise_parts),
+    "gelu": Lowering(emit_gelu, FLOAT, parts=elementwise_parts),
+    "cast": Lowering(emit_cast, ALL, parts=elementwise_parts),
+    # emit_fused.py: a chain in one loop
+    "fused_elementwise": Lowering(emit_fused_elementwise, ALL, parts=elementwise_parts),
     # reductions (emit_reduce.py)
     "reduce_sum": Lowering(emit_reduce, ALL),
     "reduce_mean": Lowering(emit_reduce, FLOAT),
@@ -117,8 +126,8 @@ EMIT: dict[str, Lowering] = {
     "avg_pool2d": Lowering(emit_pool, FLOAT, padded_bytes, parts=pool_parts),
     "batch_norm": Lowering(emit_batch_norm, FLOAT),
     # quantization (emit_quant.py)
-    "quantize": Lowering(emit_quantize, FLOAT),
-    "dequantize": Lowering(emit_dequantize, frozenset({DType.i8, DType.u8, DType.i32})),
+    "quantize": Lowering(emit_quantize, FLOAT, parts=elementwise_parts),
+    "dequantize": Lowering(emit_dequantize, frozenset({DType.i8, DType.u8, DType.i32}), parts=elementwise_parts),
     "matmul_integer": Lowering(emit_matmul_integer, frozenset({DType.i8, DType.u8})),
     "qlinear": Lowering(emit_qlinear, frozenset({DType.i8, DType.u8}), qlinear_scratch_bytes, pack_qlinear_constant,
                         qlinear_parts, always_pack=True),  # emit_qgemm.py: the int8 GEMM
