@@ -21,11 +21,18 @@ SLEEP_AFTER_THREAD_POOLS = 0.25
 
 
 def block_size(fn: Callable[[], object], min_seconds: float = 0.02) -> int:
-    """How many calls make one sample of at least `min_seconds`."""
-    fn()
-    start = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - start, 1e-7)
+    """How many calls make one sample of at least `min_seconds`.
+
+    Sized from the mean of the calls that fill a quarter of `min_seconds`, after three calls that
+    start thread pools and fault in pages: sized from one call (before 2026-12-03, second session),
+    a slow one made blocks of a few calls, each dominated by waking up after the sleep."""
+    for _ in range(3):
+        fn()
+    calls, start = 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - start < min_seconds / 4:
+        fn()
+        calls += 1
+    once = max((time.perf_counter() - start) / calls, 1e-7)
     return max(1, int(min_seconds / once))
 
 
