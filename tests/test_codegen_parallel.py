@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import threading
+import time
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -180,6 +181,30 @@ def test_closing_a_model_joins_its_pool_threads():
     del cm
     gc.collect()
     assert threads_now() == before
+
+
+def test_a_run_wakes_sleeping_workers():
+    """Calls spaced further apart than a worker spins (WORKER_SPINS polls) find the workers asleep
+    on the futex: a run makes the wake syscall only when one is counted asleep, and it must still
+    wake them. A worker that is never woken gets no CPU time (the caller then claims every part,
+    so the results alone would not show it); here the worker's CPU time grows by most of its parts'
+    share of the work."""
+    def cpu_ticks(task: str) -> int:
+        fields = open(f"/proc/self/task/{task}/stat").read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+
+    x = np.random.default_rng(4).standard_normal((64, 3, 32, 32)).astype(np.float32)
+    before = set(os.listdir("/proc/self/task"))
+    with tf.compile(cifar_cnn(), x, threads=2) as cm:
+        expected = cm(x)
+        (worker,) = set(os.listdir("/proc/self/task")) - before
+        start = cpu_ticks(worker)
+        for _ in range(20):
+            time.sleep(0.02)  # the worker goes to sleep
+            np.testing.assert_array_equal(cm(x), expected)
+        worker_ticks = cpu_ticks(worker) - start
+    # 20 calls of ~4 ms on two cores: ~40 ms of parts for the worker, 4 ticks at 100 a second
+    assert worker_ticks >= 2, worker_ticks
 
 
 def map_graph(op: str, shape: tuple[int, ...], other: tuple[int, ...]) -> ir.Graph:
