@@ -162,6 +162,9 @@ def to_onnx(graph: ir.Graph, dynamic_sequence: bool = False, past_sequence: bool
             initializers.append(shape)
             nodes.append(helper.make_node("Reshape", [inputs[0], shape.name], [out]))
         elif node.op == "softmax":
+            if node.attrs["scale"] is not None or node.attrs["causal"]:
+                raise NotImplementedError(f"no ONNX export written for a fused softmax (%{node.name}): export "
+                                          "the graph before the pipeline")
             nodes.append(helper.make_node("Softmax", inputs, [out], axis=node.attrs["axis"]))
         else:
             raise NotImplementedError(f"no ONNX export written for op '{node.op}' (%{node.name})")

@@ -27,6 +27,7 @@ from .llvm_utils import (
     alloca_once,
     fill_elements,
     for_range,
+    i64,
     load_element,
     store_element,
     strided_loops,
@@ -70,9 +71,13 @@ def emit_reduce(kernel: Kernel) -> None:
 
 def emit_softmax(kernel: Kernel) -> None:
     """exp(x - max) / sum(exp(x - max)) along `axis`: one pass for the max, one for exp and the
-    sum, one to divide; each row is read with stride `inner` (1 when the axis is the last)."""
+    sum, one to divide; each row is read with stride `inner` (1 when the axis is the last).
+
+    fuse-softmax's prologue is applied to every element as it is read, as the unfused ops did it:
+    x * scale (an f32 multiply), then with `causal` -inf for key k after query i's position
+    (k > i + keys - queries; the axis is the last, so a row is one query's keys)."""
     node, builder = kernel.node, kernel.builder
-    axis = node.attrs["axis"]
+    axis, scale, causal = node.attrs["axis"], node.attrs["scale"], node.attrs["causal"]
     if node.type.size == 0:
         return
     outer = math.prod(node.shape[:axis])
@@ -84,10 +89,22 @@ def emit_softmax(kernel: Kernel) -> None:
 
     with for_range(builder, outer, "outer") as o, for_range(builder, inner, "inner") as j:
         row = add_offsets(builder, j, o, length * inner, "row")
+        if causal:  # the last key query (o mod queries) sees
+            queries = node.shape[-2]
+            last_key = builder.add(builder.urem(o, i64(queries)), i64(length - queries), name="last_key")
+
+        def read(k: ir.Value, at) -> ir.Value:
+            value = load_element(builder, source, at, F32, "x")
+            if scale is not None:
+                value = builder.fmul(value, ir.Constant(F32, scale), name="scaled")
+            if causal:
+                value = builder.select(builder.icmp_signed("<=", k, last_key), value, ir.Constant(F32, -math.inf),
+                                       name="masked")
+            return value
 
         builder.store(scalar.lowest(kernel.dtype), running_max)
         with for_range(builder, length, "max") as k:
-            value = load_element(builder, source, add_offsets(builder, row, k, inner), F32, "x")
+            value = read(k, add_offsets(builder, row, k, inner))
             largest = scalar.maximum(builder, kernel.dtype, builder.load(running_max), value, "largest")
             builder.store(largest, running_max)
         largest = builder.load(running_max, name="row_max")
@@ -95,7 +112,7 @@ def emit_softmax(kernel: Kernel) -> None:
         builder.store(scalar.constant(kernel.dtype, 0), running_sum)
         with for_range(builder, length, "exp") as k:
             at = add_offsets(builder, row, k, inner)
-            shifted = builder.fsub(load_element(builder, source, at, F32, "x"), largest, name="shifted")
+            shifted = builder.fsub(read(k, at), largest, name="shifted")
             e = float_math.exp(builder, shifted, "e")
             store_element(builder, e, output, at)
             total = builder.fadd(builder.load(running_sum), e, name="total", flags=REASSOCIATE)

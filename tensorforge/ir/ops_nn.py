@@ -123,16 +123,33 @@ def linear(x, weight, *rest, activation=None, residual=False):
 
 def _normalize_softmax(types, attrs):
     rank = types[0].rank if types else 1
-    return {"axis": normalize_axis("softmax", int(attrs["axis"]), rank)}
+    scale = attrs.get("scale")
+    return {"axis": normalize_axis("softmax", int(attrs["axis"]), rank),
+            "scale": None if scale is None else float(F32(scale)), "causal": bool(attrs.get("causal", False))}
 
 
 def _infer_softmax(types, attrs):
     need_float("softmax", types[0])
+    if attrs["causal"] and (types[0].rank < 2 or attrs["axis"] != types[0].rank - 1):
+        raise OpError(f"op 'softmax': causal=true masks [..., queries, keys] and needs the softmax over the last "
+                      f"axis of a rank >= 2 operand, got axis {attrs['axis']} of {types[0]}")
+    if attrs["causal"] and types[0].shape[-1] < types[0].shape[-2]:
+        raise OpError(f"op 'softmax': causal=true with {types[0].shape[-2]} queries but only {types[0].shape[-1]} "
+                      f"keys in {types[0]}; the queries are the last positions of the keys (as causal_mask's)")
     return types[0]
 
 
-@register_op("softmax", infer=_infer_softmax, attrs={"axis": -1}, normalize=_normalize_softmax)
-def softmax(x, *, axis):
+@register_op("softmax", infer=_infer_softmax, attrs={"axis": -1, "scale": None, "causal": False},
+             normalize=_normalize_softmax)
+def softmax(x, *, axis, scale, causal):
+    """exp(x - max) / sum(exp(x - max)) along `axis`. fuse-softmax's prologue: x * scale first (an f32
+    multiply, as mul by a scalar constant), then with `causal` the causal_mask (-inf after the query)."""
+    if scale is not None:
+        x = x * F32(scale)
+    if causal:
+        from .ops_transformer import causal_allowed
+
+        x = np.where(causal_allowed(*x.shape[-2:]), x, F32(-np.inf))
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
     return e / np.sum(e, axis=axis, keepdims=True)
 

@@ -24,6 +24,7 @@ from .fuse_elementwise import fuse_elementwise
 from .fuse_pool import fuse_pool
 from .fuse_residual import fuse_residual
 from .fuse_siblings import fuse_sibling_linears
+from .fuse_softmax import fuse_softmax
 from .insert_quant import LayerQuant, insert_quant
 from .instruments import Instrument, PassVerifyError, SnapshotInstrument, TimingInstrument, VerifyInstrument
 from .kv_cache import KVCacheError, KVCacheGraphs, find_attentions, rewrite_for_kv_cache
@@ -51,6 +52,7 @@ PIPELINE = [
     "fuse-pool",                         # level 2. after fuse-activation: conv -> relu -> 2x2 max pool is one conv
     "sparsify",                          # level 2. after the fusions into linear: the sparse op keeps them
     "fuse-sibling-linears",              # level 2. after the epilogue fusions and sparsify: q, k, v -> one linear
+    "fuse-softmax",                      # level 2. before fuse-elementwise: the scaling's mul goes into the softmax
     "fuse-elementwise",                  # level 2. last: a relu after a linear/conv goes to its epilogue first,
                                          #   and chains are only fused once nothing else rewrites their ops
 ]
@@ -60,7 +62,8 @@ __all__ = [
     "PassRow", "PassVerifyError",
     "PipelineResult", "SnapshotInstrument", "TimingInstrument", "VerifyInstrument", "absorb_transpose",
     "eliminate_common_subexpressions", "eliminate_dead_code", "fold_batch_norm", "fold_constants", "fuse_activation",
-    "find_attentions", "fuse_elementwise", "fuse_pool", "fuse_residual", "fuse_sibling_linears", "LayerQuant",
+    "find_attentions", "fuse_elementwise", "fuse_pool", "fuse_residual", "fuse_sibling_linears", "fuse_softmax",
+    "LayerQuant",
     "insert_quant", "lower_quant",
     "pipeline_for", "register_pass",
     "rewrite_for_kv_cache", "run_pipeline", "simplify", "sparsify",
