@@ -1,6 +1,6 @@
 """Steady loops of bound calls (`cm.bind(...)`): what a change does to the native code itself.
 
-    python benchmarks/bench_bound.py [--workloads sparse prune cnn tiny] [--rounds 15] [--quiet]
+    python benchmarks/bench_bound.py [--workloads sparse prune cnn tiny int8 softmax] [--rounds 15] [--quiet]
 
 The other benchmarks time plain calls after a pause, as a user's first call after idling meets
 them; on this shared host the pause wakes a descheduled second vCPU and moves ratios a lot. Here
@@ -16,6 +16,10 @@ each round; tables give the median block and ratios paired within rounds. Worklo
   tiny     tiny GPT decode steps (after a 32-token prompt), fp32 and int8, with matrix-vector
            products cut into 4 parts per thread whatever their size (parallel.STREAM_PART_BYTES = 1)
            and with the default (one part per thread under 1 MiB a part)
+  int8     the int8 MLP 784-256-128-10 at batch 64 (static, calibrated), its quantize of x on one
+           thread (emit_elementwise.COSTLY_ELEMENT = 1) and split among the threads (the default)
+  softmax  causal self-attention of GPT-2's shape (12 heads of 64) over 32 and 256 positions:
+           q @ k^T, the scaling, the causal mask, the softmax, @ v, with and without fuse-softmax
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import tensorforge as tf  # noqa: E402
 from tensorforge import models  # noqa: E402
 from tensorforge.codegen import parallel  # noqa: E402
 
-WORKLOADS = ("sparse", "prune", "cnn", "tiny")
+WORKLOADS = ("sparse", "prune", "cnn", "tiny", "int8", "softmax")
 
 
 def sparse_engines() -> tuple[dict, list[tuple[str, str]]]:
@@ -98,13 +102,55 @@ def tiny_engines() -> tuple[dict, list[tuple[str, str]]]:
     return engines, [(f"{q}, 4 parts per thread", f"{q}, default") for q in ("fp32", "int8")]
 
 
+def int8_engines() -> tuple[dict, list[tuple[str, str]]]:
+    from tensorforge.codegen import emit_elementwise
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((64, 784)).astype(np.float32)
+    calibration = rng.standard_normal((512, 784)).astype(np.float32)
+    engines = {}
+    default = emit_elementwise.COSTLY_ELEMENT
+    for label, cost in (("quantize on one thread", 1), ("quantize split", default)):
+        emit_elementwise.COSTLY_ELEMENT = cost
+        try:
+            model = tf.compile(models.mlp(), x, threads=2, quantize="int8", calibration=calibration)
+        finally:
+            emit_elementwise.COSTLY_ELEMENT = default
+        engines[label] = model.bind(x)
+    return engines, [("quantize on one thread", "quantize split")]
+
+
+def attention_graph(positions: int) -> tf.Graph:
+    """softmax(causal_mask(q @ k^T * 1/8)) @ v over q, k, v [1, 12, positions, 64]: GPT-2's heads."""
+    graph = tf.Graph()
+    shape = tf.ir.TensorType((1, 12, positions, 64), tf.ir.DType.f32)
+    q, k, v = (graph.add_input(name, shape) for name in "qkv")
+    scores = graph.call("mul", [graph.call("matmul", [q, k], {"transpose_b": True}),
+                                graph.constant(np.float32(0.125), "scale")])
+    weights = graph.call("softmax", [graph.call("causal_mask", [scores])], {"axis": -1})
+    graph.outputs = [graph.call("matmul", [weights, v])]
+    return graph
+
+
+def softmax_engines() -> tuple[dict, list[tuple[str, str]]]:
+    engines = {}
+    for positions in (32, 256):
+        inputs = [np.random.default_rng(i).standard_normal((1, 12, positions, 64)).astype(np.float32)
+                  for i in range(3)]
+        for disabled in ((), ("fuse-softmax",)):
+            name = f"{positions} positions, fuse-softmax {'off' if disabled else 'on'}"
+            engines[name] = tf.compile(attention_graph(positions), disabled=disabled).bind(*inputs)
+    return engines, [(f"{p} positions, fuse-softmax off", f"{p} positions, fuse-softmax on") for p in (32, 256)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
-    builders = {"sparse": sparse_engines, "prune": prune_engines, "cnn": cnn_engines, "tiny": tiny_engines}
+    builders = {"sparse": sparse_engines, "prune": prune_engines, "cnn": cnn_engines, "tiny": tiny_engines,
+                "int8": int8_engines, "softmax": softmax_engines}
     for workload in args.workloads:
         engines, pairs = builders[workload]()
         samples = measure_samples(engines, rounds=args.rounds, verbose=not args.quiet, desc=workload, sleep=0.0)

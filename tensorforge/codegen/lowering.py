@@ -41,7 +41,7 @@ from .emit_qlayers import (
     qlinear_scratch_bytes,
 )
 from .emit_quant import emit_dequantize, emit_matmul_integer, emit_quantize
-from .emit_reduce import emit_reduce, emit_softmax
+from .emit_reduce import emit_reduce, emit_softmax, softmax_parts
 from .emit_shape import emit_concat, emit_slice, emit_transpose
 from .emit_sparse import emit_sparse_linear, pack_sparse_constant, sparse_parts, sparse_scratch_bytes
 from .emit_transformer import emit_argmax, emit_causal_mask, emit_gather, emit_layer_norm
@@ -107,7 +107,7 @@ EMIT: dict[str, Lowering] = {
     "reduce_sum": Lowering(emit_reduce, ALL),
     "reduce_mean": Lowering(emit_reduce, FLOAT),
     "reduce_max": Lowering(emit_reduce, ALL),
-    "softmax": Lowering(emit_softmax, FLOAT),
+    "softmax": Lowering(emit_softmax, FLOAT, parts=softmax_parts),
     # data movement (emit_shape.py)
     "reshape": VIEW,
     "flatten": VIEW,
