@@ -24,7 +24,9 @@ import math
 
 from llvmlite import ir
 
-from . import float_math, scalar
+from ..ir import Node
+from . import float_math, parallel, scalar
+from .emit_micro_kernel import load_lanes, splat, store_lanes
 from .emit_reduce import REASSOCIATE
 from .kernel import Kernel
 from .llvm_utils import (
@@ -34,14 +36,15 @@ from .llvm_utils import (
     call_intrinsic,
     carried_loop,
     copy_bytes,
+    declare,
     element_pointer,
-    fill_elements,
     for_range,
     i64,
     llvm_type,
     load_element,
     store_element,
 )
+from .target import Target
 
 
 def _load_position(kernel: Kernel, index: int) -> ir.Value:
@@ -109,8 +112,24 @@ def _row(builder: ir.IRBuilder, j: ir.Value, start: ir.Value, cache: ir.Value, n
     return element_pointer(builder, base, add_offsets(builder, 0, index, features), F32, name)
 
 
+def cached_attention_parts(node: Node, target: Target, threads: int) -> int:
+    """Parts for a team of `threads`: blocks of the (batch x head) matrices, when the work at the
+    last position (4 flops per feature of every cache row) is worth a team."""
+    queries, features = node.shape[-2:]
+    matrices = node.type.size // (queries * features) if node.type.size else 0
+    rows = node.inputs[1].shape[-2]
+    if threads <= 1 or matrices < 2 or 4 * matrices * queries * rows * features < parallel.MIN_PARALLEL_FLOPS:
+        return 1
+    return parallel.split_parts(matrices, threads)[0]
+
+
 def emit_cached_attention(kernel: Kernel) -> None:
-    """Per matrix and query: the scaled scores of the rows it sees, their softmax, the weighted sum of v."""
+    """Per matrix and query: the scaled scores of the rows it sees, their softmax, the weighted sum of v.
+
+    The query row and the output row are held in vector registers (the target's width, a short
+    last vector loaded lane by lane): a score is one vector product and a horizontal sum, and every
+    value row is added into the registers (the sum over keys in key order, per feature). A split
+    kernel takes a block of matrices per part, with its own scores in its thread's scratch."""
     node, builder = kernel.node, kernel.builder
     if node.type.size == 0:
         return
@@ -123,8 +142,19 @@ def emit_cached_attention(kernel: Kernel) -> None:
     at_least_zero = call_intrinsic(builder, "llvm.smax.i64", I64, [position, i64(0)], "pos.low")
     start = call_intrinsic(builder, "llvm.smin.i64", I64, [at_least_zero, i64(rows - queries)], "start")
     zero = ir.Constant(F32, 0.0)
-    with for_range(builder, node.type.size // (queries * features), "matrix") as m, \
-            for_range(builder, queries, "query") as i:
+    width = kernel.target.vector_width
+    vector = ir.VectorType(F32, width)
+    lanes = [min(width, features - offset) for offset in range(0, features, width)]
+    reduce_add = declare(builder.module, f"llvm.vector.reduce.fadd.v{width}f32", F32, [F32, vector])
+
+    def load_row(row: ir.Value) -> list[ir.Value]:
+        return [load_lanes(builder, element_pointer(builder, row, v * width, F32), count, vector)
+                for v, count in enumerate(lanes)]
+
+    first, count_matrices = parallel.part_bounds(builder, kernel.part, kernel.parts,
+                                                 node.type.size // (queries * features), "matrices")
+    with for_range(builder, count_matrices, "matrix") as local, for_range(builder, queries, "query") as i:
+        m = builder.add(first, local, name="m")
         count = builder.add(builder.add(start, i, name="last_key"), i64(1), name="count")
         matrix = add_offsets(builder, 0, m, queries * features, "matrix.at")
         cache_matrix = add_offsets(builder, 0, m, rows * features, "cache.at")
@@ -134,16 +164,15 @@ def emit_cached_attention(kernel: Kernel) -> None:
                               for cache, name in ((k_cache, "k_cached"), (v_cache, "v_cached")))
         k_fresh, v_fresh = (element_pointer(builder, new, matrix, F32, name)
                             for new, name in ((k_new, "k_fresh"), (v_new, "v_fresh")))
+        q_vectors = load_row(q_row)
 
         def score(j: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
-            k_row = _row(builder, j, start, k_cached, k_fresh, features, "k_row")
-
-            def product(d: ir.Value, total: list[ir.Value]) -> list[ir.Value]:
-                term = builder.fmul(load_element(builder, q_row, d, F32, "q"),
-                                    load_element(builder, k_row, d, F32, "k"), name="qk")
-                return [builder.fadd(total[0], term, name="dot", flags=REASSOCIATE)]
-
-            [dot] = carried_loop(builder, i64(0), i64(features), [zero], product, "d")
+            k_vectors = load_row(_row(builder, j, start, k_cached, k_fresh, features, "k_row"))
+            products = [builder.fmul(a, b, name="qk") for a, b in zip(q_vectors, k_vectors)]
+            total = products[0]
+            for product in products[1:]:
+                total = builder.fadd(total, product, name="qk.sum", flags=REASSOCIATE)
+            dot = builder.call(reduce_add, [ir.Constant(F32, -0.0), total], name="dot", fastmath=REASSOCIATE)
             value = builder.fmul(dot, scale, name="score")
             store_element(builder, value, scores, j)
             return [scalar.maximum(builder, kernel.dtype, carried[0], value, "largest")]
@@ -157,18 +186,15 @@ def emit_cached_attention(kernel: Kernel) -> None:
             return [builder.fadd(carried[0], e, name="total", flags=REASSOCIATE)]
 
         [total] = carried_loop(builder, i64(0), count, [zero], exponential, "exp")
-        fill_elements(builder, out_row, features, zero, "clear")
 
         def accumulate(j: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
-            e = load_element(builder, scores, j, F32, "e")
-            v_row = _row(builder, j, start, v_cached, v_fresh, features, "v_row")
-            with for_range(builder, features, "feature") as d:
-                weighted = builder.fmul(e, load_element(builder, v_row, d, F32, "v"), name="weighted")
-                store_element(builder, builder.fadd(load_element(builder, out_row, d, F32, "acc"), weighted,
-                                                    name="sum"), out_row, d)
-            return []
+            e = splat(builder, load_element(builder, scores, j, F32, "e"), vector)
+            v_vectors = load_row(_row(builder, j, start, v_cached, v_fresh, features, "v_row"))
+            return [builder.fadd(acc, builder.fmul(e, v, name="weighted"), name="sum")
+                    for acc, v in zip(carried, v_vectors)]
 
-        carried_loop(builder, i64(0), count, [], accumulate, "row")
-        with for_range(builder, features, "normalize") as d:
-            store_element(builder, builder.fdiv(load_element(builder, out_row, d, F32, "acc"), total, name="out"),
-                          out_row, d)
+        sums = carried_loop(builder, i64(0), count, [ir.Constant(vector, None)] * len(lanes), accumulate, "row")
+        divisor = splat(builder, total, vector)
+        for v, (value, lane_count) in enumerate(zip(sums, lanes)):
+            store_lanes(builder, builder.fdiv(value, divisor, name="out"),
+                        element_pointer(builder, out_row, v * width, F32), lane_count)

@@ -26,7 +26,13 @@ from .emit_elementwise import (
     emit_relu,
 )
 from .emit_fused import emit_fused_elementwise
-from .emit_kv_cache import cached_attention_scratch_bytes, emit_cache_write, emit_cached_attention, emit_position_mask
+from .emit_kv_cache import (
+    cached_attention_parts,
+    cached_attention_scratch_bytes,
+    emit_cache_write,
+    emit_cached_attention,
+    emit_position_mask,
+)
 from .emit_matmul import emit_linear, emit_matmul, gemm_node_scratch_bytes, gemm_parts, pack_gemm_constant
 from .emit_qlayers import (
     dynamic_scratch_bytes,
@@ -143,7 +149,8 @@ EMIT: dict[str, Lowering] = {
     # KV cache (emit_kv_cache.py)
     "cache_write": Lowering(emit_cache_write, ALL),
     "position_mask": Lowering(emit_position_mask, FLOAT),
-    "cached_attention": Lowering(emit_cached_attention, FLOAT, cached_attention_scratch_bytes),
+    "cached_attention": Lowering(emit_cached_attention, FLOAT, cached_attention_scratch_bytes,
+                                 parts=cached_attention_parts),
 }
 
 
