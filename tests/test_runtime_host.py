@@ -165,6 +165,20 @@ def test_views_and_read_only_inputs_run_through_the_array_entry(affine, x):
     assert not out[:4].any()
 
 
+def test_without_the_data_offset_calls_take_the_pointer_path(x, monkeypatch):
+    """Off CPython (or where no offset matches) data_offset() is None: the executor has no array
+    entry and fills the pointer arrays in Python, with the same results, in place too."""
+    import tensorforge.runtime.host as host
+
+    monkeypatch.setattr(host, "data_offset", lambda: None)
+    with CompiledModel(affine_artifact("host", (4, 8))) as cm:
+        assert cm._executor._arrays_function is None
+        np.testing.assert_array_equal(cm(x), affine_reference(x))
+        inplace = x.copy()
+        cm(inplace, out=[inplace])
+        np.testing.assert_array_equal(inplace, affine_reference(x))
+
+
 def test_out_writes_into_given_arrays_and_may_be_an_input(affine, x):
     expected = affine_reference(x)
     out = np.empty((4, 8), np.float32)
