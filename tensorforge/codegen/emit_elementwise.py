@@ -29,8 +29,9 @@ from .target import Target
 Compute = Callable[[ir.IRBuilder, list[ir.Value]], ir.Value]
 
 # What one element costs, in adds: a map is split among threads when size x cost reaches
-# MIN_PARALLEL_FLOPS / 4 (as a pool's taps). A division (quantize's x / scale) or a polynomial of
-# exp, log, tanh takes 5-10 vector cycles where an add takes one.
+# MIN_PARALLEL_FLOPS / 4 (as a pool's taps: an add counts as 4 flops of work). A division
+# (quantize's x / scale) or a polynomial of exp, log, tanh takes 5-10 vector cycles where an add
+# takes one.
 COSTLY = frozenset({"div", "exp", "log", "sqrt", "tanh", "sigmoid", "gelu", "quantize", "fused_elementwise"})
 COSTLY_ELEMENT = 8
 
@@ -44,10 +45,8 @@ def _loop_nest(node: Node) -> tuple[list[int], list[list[int]]]:
 def elementwise_parts(node: Node, target: Target, threads: int) -> int:
     """Parts of a map for a team of `threads`: one per thread, blocks of its outermost loop."""
     cost = COSTLY_ELEMENT if node.op in COSTLY else 1
-    if threads <= 1 or node.type.size * cost < parallel.MIN_PARALLEL_FLOPS // 4:
-        return 1
     shape, _ = _loop_nest(node)
-    return parallel.split_parts(shape[0], threads)[0] if shape else 1
+    return parallel.row_parts(shape[0] if shape else 1, 4 * node.type.size * cost, threads)
 
 
 def map_elements(kernel: Kernel, compute: Compute) -> None:

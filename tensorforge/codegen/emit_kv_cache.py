@@ -36,10 +36,10 @@ from .llvm_utils import (
     call_intrinsic,
     carried_loop,
     copy_bytes,
-    declare,
     element_pointer,
     for_range,
     i64,
+    lane_sum,
     llvm_type,
     load_element,
     store_element,
@@ -118,9 +118,7 @@ def cached_attention_parts(node: Node, target: Target, threads: int) -> int:
     queries, features = node.shape[-2:]
     matrices = node.type.size // (queries * features) if node.type.size else 0
     rows = node.inputs[1].shape[-2]
-    if threads <= 1 or matrices < 2 or 4 * matrices * queries * rows * features < parallel.MIN_PARALLEL_FLOPS:
-        return 1
-    return parallel.split_parts(matrices, threads)[0]
+    return parallel.row_parts(matrices, 4 * matrices * queries * rows * features, threads)
 
 
 def emit_cached_attention(kernel: Kernel) -> None:
@@ -145,7 +143,6 @@ def emit_cached_attention(kernel: Kernel) -> None:
     width = kernel.target.vector_width
     vector = ir.VectorType(F32, width)
     lanes = [min(width, features - offset) for offset in range(0, features, width)]
-    reduce_add = declare(builder.module, f"llvm.vector.reduce.fadd.v{width}f32", F32, [F32, vector])
 
     def load_row(row: ir.Value) -> list[ir.Value]:
         return [load_lanes(builder, element_pointer(builder, row, v * width, F32), count, vector)
@@ -168,11 +165,7 @@ def emit_cached_attention(kernel: Kernel) -> None:
 
         def score(j: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
             k_vectors = load_row(_row(builder, j, start, k_cached, k_fresh, features, "k_row"))
-            products = [builder.fmul(a, b, name="qk") for a, b in zip(q_vectors, k_vectors)]
-            total = products[0]
-            for product in products[1:]:
-                total = builder.fadd(total, product, name="qk.sum", flags=REASSOCIATE)
-            dot = builder.call(reduce_add, [ir.Constant(F32, -0.0), total], name="dot", fastmath=REASSOCIATE)
+            dot = lane_sum(builder, [builder.fmul(a, b, name="qk") for a, b in zip(q_vectors, k_vectors)], "dot")
             value = builder.fmul(dot, scale, name="score")
             store_element(builder, value, scores, j)
             return [scalar.maximum(builder, kernel.dtype, carried[0], value, "largest")]

@@ -75,9 +75,7 @@ def emit_reduce(kernel: Kernel) -> None:
 def softmax_parts(node: Node, target: Target, threads: int) -> int:
     """Parts of a softmax for a team of `threads`: blocks of its rows, when its exps are many."""
     rows = node.type.size // max(node.shape[node.attrs["axis"]], 1) if node.type.size else 0
-    if threads <= 1 or rows < 2 or node.type.size * COSTLY_ELEMENT < parallel.MIN_PARALLEL_FLOPS // 4:
-        return 1
-    return parallel.split_parts(rows, threads)[0]
+    return parallel.row_parts(rows, 4 * node.type.size * COSTLY_ELEMENT, threads)  # an exp an element
 
 
 def emit_softmax(kernel: Kernel) -> None:

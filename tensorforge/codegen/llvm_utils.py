@@ -159,6 +159,16 @@ def strided_loops(builder: ir.IRBuilder, shape: Sequence[int], accesses: Sequenc
         yield [as_i64(offset) for offset in offsets]
 
 
+def lane_sum(builder: ir.IRBuilder, vectors: Sequence[ir.Value], name: str = "lane_sum") -> ir.Value:
+    """The sum of every lane of `vectors` (f32 vectors of one type), in any order: the vectors added,
+    then one horizontal sum (`llvm.vector.reduce.fadd` with reassoc, a tree of shuffles)."""
+    total = vectors[0]
+    for vector in vectors[1:]:
+        total = builder.fadd(total, vector, name=f"{name}.partial", flags=("reassoc",))
+    reduce = declare(builder.module, f"llvm.vector.reduce.fadd.v{total.type.count}f32", F32, [F32, total.type])
+    return builder.call(reduce, [ir.Constant(F32, -0.0), total], name=name, fastmath=("reassoc",))
+
+
 def lane_indices(lanes) -> ir.Constant:
     """A shufflevector mask: the constant i32 vector of these lane numbers."""
     lanes = list(lanes)

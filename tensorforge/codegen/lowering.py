@@ -92,23 +92,27 @@ class Lowering:
 
 VIEW = Lowering(None, ALL)
 
+
+def _map(emit: Callable, dtypes: frozenset[DType]) -> Lowering:
+    """An elementwise map (emit_elementwise.map_elements): no scratch, split by elementwise_parts."""
+    return Lowering(emit, dtypes, parts=elementwise_parts)
+
 EMIT: dict[str, Lowering] = {
     # elementwise (emit_elementwise.py)
-    "add": Lowering(emit_binary, ALL, parts=elementwise_parts),
-    "sub": Lowering(emit_binary, NUMERIC, parts=elementwise_parts),
-    "mul": Lowering(emit_binary, ALL, parts=elementwise_parts),
-    "div": Lowering(emit_binary, FLOAT, parts=elementwise_parts),
-    "neg": Lowering(emit_neg, NUMERIC, parts=elementwise_parts),
-    "relu": Lowering(emit_relu, ALL, parts=elementwise_parts),
-    "exp": Lowering(emit_float_unary, FLOAT, parts=elementwise_parts),
-    "log": Lowering(emit_float_unary, FLOAT, parts=elementwise_parts),
-    "sqrt": Lowering(emit_float_unary, FLOAT, parts=elementwise_parts),
-    "tanh": Lowering(emit_float_unary, FLOAT, parts=elementwise_parts),
-    "sigmoid": Lowering(emit_float_unary, FLOAT, parts=elementwise_parts),
-    "gelu": Lowering(emit_gelu, FLOAT, parts=elementwise_parts),
-    "cast": Lowering(emit_cast, ALL, parts=elementwise_parts),
-    # emit_fused.py: a chain in one loop
-    "fused_elementwise": Lowering(emit_fused_elementwise, ALL, parts=elementwise_parts),
+    "add": _map(emit_binary, ALL),
+    "sub": _map(emit_binary, NUMERIC),
+    "mul": _map(emit_binary, ALL),
+    "div": _map(emit_binary, FLOAT),
+    "neg": _map(emit_neg, NUMERIC),
+    "relu": _map(emit_relu, ALL),
+    "exp": _map(emit_float_unary, FLOAT),
+    "log": _map(emit_float_unary, FLOAT),
+    "sqrt": _map(emit_float_unary, FLOAT),
+    "tanh": _map(emit_float_unary, FLOAT),
+    "sigmoid": _map(emit_float_unary, FLOAT),
+    "gelu": _map(emit_gelu, FLOAT),
+    "cast": _map(emit_cast, ALL),
+    "fused_elementwise": _map(emit_fused_elementwise, ALL),  # emit_fused.py: a chain in one loop
     # reductions (emit_reduce.py)
     "reduce_sum": Lowering(emit_reduce, ALL),
     "reduce_mean": Lowering(emit_reduce, FLOAT),
@@ -132,8 +136,8 @@ EMIT: dict[str, Lowering] = {
     "avg_pool2d": Lowering(emit_pool, FLOAT, padded_bytes, parts=pool_parts),
     "batch_norm": Lowering(emit_batch_norm, FLOAT),
     # quantization (emit_quant.py)
-    "quantize": Lowering(emit_quantize, FLOAT, parts=elementwise_parts),
-    "dequantize": Lowering(emit_dequantize, frozenset({DType.i8, DType.u8, DType.i32}), parts=elementwise_parts),
+    "quantize": _map(emit_quantize, FLOAT),
+    "dequantize": _map(emit_dequantize, frozenset({DType.i8, DType.u8, DType.i32})),
     "matmul_integer": Lowering(emit_matmul_integer, frozenset({DType.i8, DType.u8})),
     "qlinear": Lowering(emit_qlinear, frozenset({DType.i8, DType.u8}), qlinear_scratch_bytes, pack_qlinear_constant,
                         qlinear_parts, always_pack=True),  # emit_qgemm.py: the int8 GEMM

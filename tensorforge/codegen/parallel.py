@@ -63,6 +63,15 @@ def split_parts(units: int, threads: int) -> tuple[int, int]:
     return -(-units // per_part), per_part
 
 
+def row_parts(units: int, work: int, threads: int) -> int:
+    """Parts of `units` independent rows (elements, softmax rows, attention heads) for a team of
+    `threads`: one block of rows per thread, when the node's `work` (in flops) reaches
+    MIN_PARALLEL_FLOPS; else 1."""
+    if threads <= 1 or work < MIN_PARALLEL_FLOPS:
+        return 1
+    return split_parts(units, threads)[0]
+
+
 def part_bounds(builder: ir.IRBuilder, part: ir.Value | None, parts: int, units: int,
                 name: str) -> tuple[ir.Value, ir.Value]:
     """(first unit, unit count) of part `part` of `parts` over `units` (split_parts), or all of them."""

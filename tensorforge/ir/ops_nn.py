@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ops_transformer import causal_allowed
 from .registry import OpError, int_pair, need_float, normalize_axis, register_op, same_dtype
 from .types import DType, TensorType, broadcast_shapes
 
@@ -147,8 +148,6 @@ def softmax(x, *, axis, scale, causal):
     if scale is not None:
         x = x * F32(scale)
     if causal:
-        from .ops_transformer import causal_allowed
-
         x = np.where(causal_allowed(*x.shape[-2:]), x, F32(-np.inf))
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
     return e / np.sum(e, axis=axis, keepdims=True)

@@ -45,7 +45,7 @@ def fuse_softmax(graph: ir.Graph, ctx=None) -> ir.Graph:
                 or node.attrs["axis"] != node.type.rank - 1):
             continue
         operand, absorbed, attrs = node.inputs[0], [], {}
-        if operand.op == "causal_mask" and _single_use(operand, graph) and node.type.rank >= 2:
+        if operand.op == "causal_mask" and _single_use(operand, graph):
             absorbed.append(operand)
             attrs["causal"] = True
             operand = operand.inputs[0]

@@ -19,6 +19,7 @@ object's address) and returns None where it cannot, and then the runtime keeps t
 from __future__ import annotations
 
 import ctypes
+import functools
 import platform
 
 import numpy as np
@@ -29,8 +30,10 @@ from ..codegen.llvm_utils import I32, PTR, byte_pointer
 ARRAYS_ENTRY_SUFFIX = "_arrays"
 
 
+@functools.cache
 def data_offset() -> int | None:
-    """The byte offset of the data pointer inside an ndarray object in this process, or None."""
+    """The byte offset of the data pointer inside an ndarray object in this process, or None
+    (found once per process)."""
     if platform.python_implementation() != "CPython":
         return None  # id() is an address only in CPython
     probes = [np.empty(n, dtype) for n, dtype in ((3, np.float32), (5, np.int64), (7, np.uint8))]

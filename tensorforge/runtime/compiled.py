@@ -101,24 +101,16 @@ class CompiledModel:
             raise RuntimeError("this CompiledModel is closed")
         if len(arrays) != len(self._input_specs):
             raise self._count_error(len(arrays))
-        for array, (shape, dtype) in zip(arrays, self._input_specs):  # _is_ready, written out: it is per call
-            if type(array) is not np.ndarray or array.shape != shape or array.dtype != dtype:
-                arrays = self._coerce(arrays)
-                break
-            flags = array.flags
-            if not (flags.c_contiguous and flags.aligned):
+        for array, (shape, dtype) in zip(arrays, self._input_specs):
+            if not _is_ready(array, shape, dtype):
                 arrays = self._coerce(arrays)
                 break
         for ids in self._index_inputs:
             problem = ids.problem(self.input_names[ids.position], arrays[ids.position])
             if problem is not None:
                 raise InputError(problem)
-        if out is not None:
-            outputs = self._check_out(out)
-        elif self._single_output:
-            outputs = [np.empty(*self._output_specs[0])]
-        else:
-            outputs = [np.empty(shape, dtype) for shape, dtype in self._output_specs]
+        outputs = [np.empty(shape, dtype) for shape, dtype in self._output_specs] if out is None \
+            else self._check_out(out)
         executor.run(arrays, outputs)
         return outputs[0] if self._single_output else tuple(outputs)
 

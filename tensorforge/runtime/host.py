@@ -117,6 +117,9 @@ class HostExecutor:
             raise ValueError("this artifact was not built with profile=True")
         return self._local.state.workspace[offset:offset + 8 * count].view(np.int64).copy()
 
+    def _failure(self, status: int) -> NativeError:
+        return NativeError(f"{self.entry} returned status {status} (0 means success)", status)
+
     def _thread_state(self) -> _ThreadState:
         state = _ThreadState(*self._counts)
         self._local.state = state
@@ -136,7 +139,7 @@ class HostExecutor:
                 state = self._thread_state()
             status = function(*addresses, state.workspace_address)
             if status != 0:
-                raise NativeError(f"{self.entry} returned status {status} (0 means success)", status)
+                raise self._failure(status)
 
         run.held = (list(inputs), list(outputs), pointers)  # the memory the addresses point at stays alive
         return run
@@ -147,18 +150,16 @@ class HostExecutor:
             state = self._local.state
         except AttributeError:
             state = self._thread_state()
-        if self._arrays_function is not None:
+        if self._arrays_function is not None:  # the array objects themselves (array_entry.py)
             status = self._arrays_function(*inputs, *outputs, self._weights_address, state.workspace_address)
-            if status != 0:
-                raise NativeError(f"{self.entry} returned status {status} (0 means success)", status)
-            return
-        pointers = state.inputs
-        for i, array in enumerate(inputs):
-            pointers[i] = data_address(array)
-        pointers = state.outputs
-        for i, array in enumerate(outputs):
-            pointers[i] = data_address(array)
-        status = self._function(state.inputs_address, state.outputs_address, self._weights_address,
-                                state.workspace_address)
+        else:
+            pointers = state.inputs
+            for i, array in enumerate(inputs):
+                pointers[i] = data_address(array)
+            pointers = state.outputs
+            for i, array in enumerate(outputs):
+                pointers[i] = data_address(array)
+            status = self._function(state.inputs_address, state.outputs_address, self._weights_address,
+                                    state.workspace_address)
         if status != 0:
-            raise NativeError(f"{self.entry} returned status {status} (0 means success)", status)
+            raise self._failure(status)

@@ -26,7 +26,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..codegen.emit_qgemm import int8_scheme, multiply_add
-from ..codegen.llvm_utils import F32, I8, I32, I64, PTR, call_intrinsic, carried_loop, i64
+from ..codegen.llvm_utils import F32, I8, I32, I64, PTR, call_intrinsic, carried_loop, i64, lane_sum
 from ..codegen.target import Target, initialize_llvm
 from ..codegen.tiling import INDEPENDENT_CHAINS
 
@@ -53,16 +53,6 @@ class MachinePeaks:
                 f"read bandwidth (ridge {self.ridge:.1f} FLOP/byte)")
 
 
-def _lane_sum(builder: ir.IRBuilder, values: list[ir.Value], lanes: int) -> ir.Value:
-    total = values[0]
-    for value in values[1:]:
-        total = builder.fadd(total, value)
-    result = builder.extract_element(total, i64(0))
-    for lane in range(1, lanes):
-        result = builder.fadd(result, builder.extract_element(total, i64(lane)))
-    return result
-
-
 def fma_chains(target: Target) -> int:
     """Independent FMA accumulators: enough to cover latency x units, as many as fit with the two operands."""
     return min(2 * INDEPENDENT_CHAINS, target.vector_registers - 4)
@@ -87,7 +77,7 @@ def _kernels_ir(target: Target) -> str:
     def fma_step(_, values):
         return [call_intrinsic(builder, f"llvm.fma.v{lanes}f32", vector, [value, scale, step]) for value in values]
 
-    builder.ret(_lane_sum(builder, carried_loop(builder, i64(0), count, start, fma_step, "k"), lanes))
+    builder.ret(lane_sum(builder, carried_loop(builder, i64(0), count, start, fma_step, "k")))
 
     read = ir.Function(module, ir.FunctionType(F32, [PTR, I64]), "read_sum")
     builder = ir.IRBuilder(read.append_basic_block("entry"))
@@ -103,7 +93,7 @@ def _kernels_ir(target: Target) -> str:
 
     zeros = [ir.Constant(vector, [0.0] * lanes)] * 4
     blocks = builder.udiv(count, i64(4 * lanes))
-    builder.ret(_lane_sum(builder, carried_loop(builder, i64(0), blocks, zeros, read_step, "block"), lanes))
+    builder.ret(lane_sum(builder, carried_loop(builder, i64(0), blocks, zeros, read_step, "block")))
 
     scheme = int8_scheme(target)
     accumulator = ir.VectorType(I32, scheme.lanes)
