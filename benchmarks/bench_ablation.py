@@ -5,7 +5,7 @@
 Configurations (tf.compile options), for the MLP 784-256-128-10 and the CIFAR CNN at batch 1 and 64:
   final              everything on (opt_level 2, packing, memory planning, every core)
   no fusion          without the fusion passes (fuse-activation, fuse-residual, fuse-pool, fuse-softmax,
-                     fuse-elementwise)
+                     fuse-elementwise, fuse-reduce)
   no memory planning every intermediate in bytes of its own (share_memory=False)
   no packing         weights packed into GEMM panels on every call, not once (pack=False)
   1 thread           threads=1
@@ -33,7 +33,7 @@ from harness import bar_charts, format_time, measure_samples, paired_ratio  # no
 import tensorforge as tf  # noqa: E402
 from tensorforge.models import cifar_cnn, mlp  # noqa: E402
 
-FUSION_PASSES = ("fuse-activation", "fuse-residual", "fuse-pool", "fuse-softmax", "fuse-elementwise")
+FUSION_PASSES = ("fuse-activation", "fuse-residual", "fuse-pool", "fuse-softmax", "fuse-elementwise", "fuse-reduce")
 CONFIGURATIONS = {
     "final": {},
     "no fusion": {"disabled": FUSION_PASSES},

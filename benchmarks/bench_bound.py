@@ -1,6 +1,6 @@
 """Steady loops of bound calls (`cm.bind(...)`): what a change does to the native code itself.
 
-    python benchmarks/bench_bound.py [--workloads sparse prune cnn tiny int8 softmax] [--rounds 15] [--quiet]
+    python benchmarks/bench_bound.py [--workloads sparse prune cnn tiny int8 softmax reduce] [--rounds 15] [--quiet]
 
 The other benchmarks time plain calls after a pause, as a user's first call after idling meets
 them; on this shared host the pause wakes a descheduled second vCPU and moves ratios a lot. Here
@@ -20,6 +20,9 @@ each round; tables give the median block and ratios paired within rounds. Worklo
            thread (emit_elementwise.COSTLY_ELEMENT = 1) and split among the threads (the default)
   softmax  causal self-attention of GPT-2's shape (12 heads of 64) over 32 and 256 positions:
            q @ k^T, the scaling, the causal mask, the softmax, @ v, with and without fuse-softmax
+  reduce   a layer norm written with tensor operators (mean, x - mean, the mean of its square,
+           the normalization, scale and shift) over [512, 768] and [64, 4096], with and without
+           fuse-reduce
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import tensorforge as tf  # noqa: E402
 from tensorforge import models  # noqa: E402
 from tensorforge.codegen import parallel  # noqa: E402
 
-WORKLOADS = ("sparse", "prune", "cnn", "tiny", "int8", "softmax")
+WORKLOADS = ("sparse", "prune", "cnn", "tiny", "int8", "softmax", "reduce")
 
 
 def sparse_engines() -> tuple[dict, list[tuple[str, str]]]:
@@ -143,6 +146,32 @@ def softmax_engines() -> tuple[dict, list[tuple[str, str]]]:
     return engines, [(f"{p} positions, fuse-softmax off", f"{p} positions, fuse-softmax on") for p in (32, 256)]
 
 
+def layer_norm_graph(shape: tuple[int, int]) -> tf.Graph:
+    """(x - mean) / sqrt(var + 1e-5) * gamma + beta over the last axis, each step an op of its own."""
+    graph = tf.Graph()
+    x = graph.add_input("x", tf.ir.TensorType(shape, tf.ir.DType.f32))
+    rng = np.random.default_rng(3)
+    gamma, beta = (graph.constant(rng.standard_normal(shape[-1:]).astype(np.float32)) for _ in range(2))
+    mean = graph.call("reduce_mean", [x], {"axes": [1], "keepdims": True})
+    centered = graph.call("sub", [x, mean])
+    variance = graph.call("reduce_mean", [graph.call("mul", [centered, centered])], {"axes": [1], "keepdims": True})
+    deviation = graph.call("sqrt", [graph.call("add", [variance, graph.constant(np.float32(1e-5))])])
+    normalized = graph.call("div", [graph.call("sub", [x, mean]), deviation])
+    graph.outputs = [graph.call("add", [graph.call("mul", [normalized, gamma]), beta])]
+    return graph
+
+
+def reduce_engines() -> tuple[dict, list[tuple[str, str]]]:
+    engines = {}
+    for shape in ((512, 768), (64, 4096)):
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        for disabled in ((), ("fuse-reduce",)):
+            name = f"{shape[0]} x {shape[1]}, fuse-reduce {'off' if disabled else 'on'}"
+            engines[name] = tf.compile(layer_norm_graph(shape), x, disabled=disabled).bind(x)
+    names = [f"{r} x {c}" for r, c in ((512, 768), (64, 4096))]
+    return engines, [(f"{n}, fuse-reduce off", f"{n}, fuse-reduce on") for n in names]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
@@ -150,7 +179,7 @@ def main() -> None:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     builders = {"sparse": sparse_engines, "prune": prune_engines, "cnn": cnn_engines, "tiny": tiny_engines,
-                "int8": int8_engines, "softmax": softmax_engines}
+                "int8": int8_engines, "softmax": softmax_engines, "reduce": reduce_engines}
     for workload in args.workloads:
         engines, pairs = builders[workload]()
         samples = measure_samples(engines, rounds=args.rounds, verbose=not args.quiet, desc=workload, sleep=0.0)

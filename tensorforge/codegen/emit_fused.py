@@ -12,7 +12,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ..ir.ops_fused import decode_instruction, operand_dtypes
-from .emit_elementwise import ELEMENT, map_elements
+from .emit_elementwise import ELEMENT, Compute, map_elements
 from .errors import CodegenError
 from .kernel import Kernel
 
@@ -26,11 +26,12 @@ def _check_ops(kernel: Kernel, ops: list[str]) -> None:
                            f"(ops with one: {', '.join(sorted(ELEMENT))})")
 
 
-def emit_fused_elementwise(kernel: Kernel) -> None:
-    """The node's program at every index of its output; operands broadcast as in numpy."""
+def program_compute(kernel: Kernel) -> Compute:
+    """The node's program (fused_elementwise, fused_reduce) as a Compute: the operands' loaded
+    values -> the last instruction's result."""
     node = kernel.node
     instructions = [decode_instruction(instruction) for instruction in node.attrs["program"]]
-    dtypes = operand_dtypes([operand.type for operand in node.inputs], node.attrs["program"])
+    dtypes = operand_dtypes([operand.type for operand in node.inputs], node.attrs["program"], node.op)
     _check_ops(kernel, [instruction.op for instruction in instructions])
 
     def compute(builder: ir.IRBuilder, values: list[ir.Value]) -> ir.Value:
@@ -40,4 +41,9 @@ def emit_fused_elementwise(kernel: Kernel) -> None:
             results.append(ELEMENT[op](builder, op, dtype, operands, attrs))
         return results[-1]
 
-    map_elements(kernel, compute)
+    return compute
+
+
+def emit_fused_elementwise(kernel: Kernel) -> None:
+    """The node's program at every index of its output; operands broadcast as in numpy."""
+    map_elements(kernel, program_compute(kernel))

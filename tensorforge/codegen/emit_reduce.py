@@ -1,4 +1,4 @@
-"""Emission of reductions (reduce_sum, reduce_mean, reduce_max) and softmax.
+"""Emission of reductions (reduce_sum, reduce_mean, reduce_max, fused_reduce) and softmax.
 
 A reduction fills its output with the identity, then walks the input once in memory order and
 folds each element into the output element it belongs to (stride 0 along reduced axes), so the
@@ -19,17 +19,21 @@ import math
 from llvmlite import ir
 
 from ..ir import Node
+from ..ir.ops_fused import program_type
 from . import float_math, parallel, scalar
-from .emit_elementwise import COSTLY_ELEMENT
+from .emit_elementwise import COSTLY, COSTLY_ELEMENT
+from .emit_fused import program_compute
 from .kernel import Kernel
-from .layout import coalesce, contiguous_strides
+from .layout import broadcast_strides, coalesce, contiguous_strides
 from .llvm_utils import (
     F32,
     add_offsets,
     alloca_once,
+    element_pointer,
     fill_elements,
     for_range,
     i64,
+    llvm_type,
     load_element,
     store_element,
     strided_loops,
@@ -39,37 +43,80 @@ from .target import Target
 REASSOCIATE = ("reassoc",)
 
 
-def _combine(kernel: Kernel, accumulated: ir.Value, value: ir.Value) -> ir.Value:
-    dtype = kernel.dtype
-    if kernel.node.op == "reduce_max":
-        return scalar.maximum(kernel.builder, dtype, accumulated, value, name="max")
-    return scalar.add(kernel.builder, dtype, accumulated, value, name="sum", flags=REASSOCIATE)
+def _values_shape(node: Node) -> tuple[int, ...]:
+    """The shape of the values reduced: the operand's, or a fused_reduce program's result."""
+    if node.op == "fused_reduce":
+        return program_type([operand.type for operand in node.inputs], node.attrs["program"], node.op).shape
+    return node.inputs[0].shape
+
+
+def _reduce_nest(node: Node) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
+    """The coalesced loop nest over the values reduced: its shape and, per operand and then the
+    output, the element strides (0 for the output along reduced axes)."""
+    shape, axes = _values_shape(node), node.attrs["axes"]
+    kept_shape = tuple(1 if axis in axes else extent for axis, extent in enumerate(shape))
+    output_strides = tuple(0 if axis in axes else stride for axis, stride in enumerate(contiguous_strides(kept_shape)))
+    return coalesce(shape, [*(broadcast_strides(operand.shape, shape) for operand in node.inputs), output_strides])
+
+
+def _reduction(node: Node) -> str:
+    return node.attrs["reduction"] if node.op == "fused_reduce" else node.op
+
+
+def reduce_parts(node: Node, target: Target, threads: int) -> int:
+    """Parts of a reduction for a team of `threads`: blocks of its outermost loop when that axis is
+    kept (each part then owns a block of the output), the values are many (a program with a costly op
+    counts COSTLY_ELEMENT an element) and there are several outputs."""
+    shape, strides = _reduce_nest(node)
+    if not shape or strides[-1][0] == 0:
+        return 1
+    program = node.attrs.get("program", ())
+    cost = COSTLY_ELEMENT if any(instruction[0] in COSTLY for instruction in program) else 1
+    return parallel.row_parts(shape[0], 4 * math.prod(shape) * cost, threads)
 
 
 def emit_reduce(kernel: Kernel) -> None:
-    """reduce_sum, reduce_mean and reduce_max over the node's axes (keepdims only changes the type)."""
+    """reduce_sum, reduce_mean and reduce_max over the node's axes (keepdims only changes the type);
+    fused_reduce the same over its program's values, computed as they are read (emit_fused.py).
+
+    A split reduction (reduce_parts) takes a block of the outermost loop, an axis that is kept: its
+    block of the output is filled, summed into and divided by that part alone."""
     node, builder = kernel.node, kernel.builder
-    operand = node.inputs[0]
-    axes = node.attrs["axes"]
+    dtype, element = node.dtype, llvm_type(node.dtype)
     if node.type.size == 0:
         return
-    identity = scalar.lowest(kernel.dtype) if node.op == "reduce_max" else scalar.constant(kernel.dtype, 0)
-    fill_elements(builder, kernel.output, node.type.size, identity, "init")
+    reduction = _reduction(node)
+    shape, strides = _reduce_nest(node)
+    reads = math.prod(shape) > 0  # else the identity (a mean of nothing: 0 / 0); shape () is one value
+    accesses = [(stride, 0) for stride in strides]
+    first_output, outputs = i64(0), i64(node.type.size)
+    if kernel.parts > 1:
+        first, count = parallel.part_bounds(builder, kernel.part, kernel.parts, shape[0], "block")
+        shape = (count, *shape[1:])
+        accesses = [(stride, add_offsets(builder, 0, first, stride[0])) for stride in strides]
+        first_output, outputs = accesses[-1][1], builder.mul(count, i64(strides[-1][0]), name="outputs")
+    output = element_pointer(builder, kernel.output, first_output, element, "part_output")
+    identity = scalar.lowest(dtype) if reduction == "reduce_max" else scalar.constant(dtype, 0)
+    fill_elements(builder, output, outputs, identity, "init")
 
-    kept_shape = tuple(1 if axis in axes else extent for axis, extent in enumerate(operand.shape))
-    output_strides = tuple(0 if axis in axes else stride for axis, stride in enumerate(contiguous_strides(kept_shape)))
-    shape, strides = coalesce(operand.shape, [contiguous_strides(operand.shape), output_strides])
-    if operand.type.size > 0:
-        with strided_loops(builder, shape, [(strides[0], 0), (strides[1], 0)], "r") as (read_at, write_at):
-            accumulated = load_element(builder, kernel.output, write_at, kernel.element, "acc")
-            value = load_element(builder, kernel.inputs[0], read_at, kernel.element, "x")
-            store_element(builder, _combine(kernel, accumulated, value), kernel.output, write_at)
+    compute = program_compute(kernel) if node.op == "fused_reduce" else lambda builder, values: values[0]
+    if reads:
+        with strided_loops(builder, shape, accesses, "r") as offsets:
+            values = [load_element(builder, pointer, offset, llvm_type(operand.dtype), f"x{position}")
+                      for position, (pointer, offset, operand) in enumerate(zip(kernel.inputs, offsets, node.inputs))]
+            accumulated = load_element(builder, kernel.output, offsets[-1], element, "acc")
+            if reduction == "reduce_max":
+                combined = scalar.maximum(builder, dtype, accumulated, compute(builder, values), name="max")
+            else:
+                combined = scalar.add(builder, dtype, accumulated, compute(builder, values), name="sum",
+                                      flags=REASSOCIATE)
+            store_element(builder, combined, kernel.output, offsets[-1])
 
-    if node.op == "reduce_mean":
-        count = scalar.constant(kernel.dtype, math.prod(operand.shape[axis] for axis in axes))
-        with for_range(builder, node.type.size, "mean") as index:
-            total = load_element(builder, kernel.output, index, F32, "total")
-            store_element(builder, builder.fdiv(total, count, name="mean"), kernel.output, index)
+    if reduction == "reduce_mean":
+        count = scalar.constant(dtype, math.prod(_values_shape(node)[axis] for axis in node.attrs["axes"]))
+        with for_range(builder, outputs, "mean") as index:
+            total = load_element(builder, output, index, element, "total")
+            store_element(builder, builder.fdiv(total, count, name="mean"), output, index)
 
 
 def softmax_parts(node: Node, target: Target, threads: int) -> int:

@@ -47,7 +47,7 @@ from .emit_qlayers import (
     qlinear_scratch_bytes,
 )
 from .emit_quant import emit_dequantize, emit_matmul_integer, emit_quantize
-from .emit_reduce import emit_reduce, emit_softmax, softmax_parts
+from .emit_reduce import emit_reduce, emit_softmax, reduce_parts, softmax_parts
 from .emit_shape import emit_concat, emit_slice, emit_transpose
 from .emit_sparse import emit_sparse_linear, pack_sparse_constant, sparse_parts, sparse_scratch_bytes
 from .emit_transformer import emit_argmax, emit_causal_mask, emit_gather, emit_layer_norm
@@ -114,9 +114,10 @@ EMIT: dict[str, Lowering] = {
     "cast": _map(emit_cast, ALL),
     "fused_elementwise": _map(emit_fused_elementwise, ALL),  # emit_fused.py: a chain in one loop
     # reductions (emit_reduce.py)
-    "reduce_sum": Lowering(emit_reduce, ALL),
-    "reduce_mean": Lowering(emit_reduce, FLOAT),
-    "reduce_max": Lowering(emit_reduce, ALL),
+    "reduce_sum": Lowering(emit_reduce, ALL, parts=reduce_parts),
+    "reduce_mean": Lowering(emit_reduce, FLOAT, parts=reduce_parts),
+    "reduce_max": Lowering(emit_reduce, ALL, parts=reduce_parts),
+    "fused_reduce": Lowering(emit_reduce, ALL, parts=reduce_parts),  # fuse-reduce: a program's values reduced
     "softmax": Lowering(emit_softmax, FLOAT, parts=softmax_parts),
     # data movement (emit_shape.py)
     "reshape": VIEW,

@@ -22,6 +22,7 @@ from .fold_constants import fold_constants
 from .fuse_activation import fuse_activation
 from .fuse_elementwise import fuse_elementwise
 from .fuse_pool import fuse_pool
+from .fuse_reduce import fuse_reduce
 from .fuse_residual import fuse_residual
 from .fuse_siblings import fuse_sibling_linears
 from .fuse_softmax import fuse_softmax
@@ -53,8 +54,9 @@ PIPELINE = [
     "sparsify",                          # level 2. after the fusions into linear: the sparse op keeps them
     "fuse-sibling-linears",              # level 2. after the epilogue fusions and sparsify: q, k, v -> one linear
     "fuse-softmax",                      # level 2. before fuse-elementwise: the scaling's mul goes into the softmax
-    "fuse-elementwise",                  # level 2. last: a relu after a linear/conv goes to its epilogue first,
+    "fuse-elementwise",                  # level 2. a relu after a linear/conv goes to its epilogue first,
                                          #   and chains are only fused once nothing else rewrites their ops
+    "fuse-reduce",                       # level 2. last: a reduction takes in the chain fuse-elementwise made
 ]
 
 __all__ = [
@@ -62,7 +64,8 @@ __all__ = [
     "PassRow", "PassVerifyError",
     "PipelineResult", "SnapshotInstrument", "TimingInstrument", "VerifyInstrument", "absorb_transpose",
     "eliminate_common_subexpressions", "eliminate_dead_code", "fold_batch_norm", "fold_constants", "fuse_activation",
-    "find_attentions", "fuse_elementwise", "fuse_pool", "fuse_residual", "fuse_sibling_linears", "fuse_softmax",
+    "find_attentions", "fuse_elementwise", "fuse_pool", "fuse_reduce", "fuse_residual", "fuse_sibling_linears",
+    "fuse_softmax",
     "LayerQuant",
     "insert_quant", "lower_quant",
     "pipeline_for", "register_pass",

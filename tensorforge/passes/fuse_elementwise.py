@@ -34,7 +34,7 @@ def _can_fold(producer: ir.Node, consumer: ir.Node) -> bool:
             and producer not in producer.graph.outputs and producer.shape == consumer.shape)
 
 
-def _program_of(node: ir.Node) -> tuple[tuple[ir.Node, ...], tuple[tuple, ...]]:
+def program_of(node: ir.Node) -> tuple[tuple[ir.Node, ...], tuple[tuple, ...]]:
     """(operands, program) of an elementwise node; a single op is a program of one instruction."""
     if node.op == FUSED:
         return node.inputs, node.attrs["program"]
@@ -70,8 +70,8 @@ class _ProgramBuilder:
 def _fold(graph: ir.Graph, producer: ir.Node, consumer: ir.Node) -> ir.Node:
     """One fused_elementwise node computing the producer's program, then the consumer's reading it."""
     builder = _ProgramBuilder()
-    builder.append(*_program_of(producer), replaced={})
-    builder.append(*_program_of(consumer), replaced={producer: ("t", len(builder.program) - 1)})
+    builder.append(*program_of(producer), replaced={})
+    builder.append(*program_of(consumer), replaced={producer: ("t", len(builder.program) - 1)})
     with graph.inserting_before(consumer):
         fused = graph.call(FUSED, list(builder.operands), {"program": tuple(builder.program)})
     consumer.replace_all_uses_with(fused)

@@ -1,0 +1,48 @@
+"""fuse-reduce: a reduction of an elementwise chain computes the chain's values as it reads them.
+
+    %d = sub(%x, %m) : f32[64,768]                   (%m = reduce_mean(%x) {keepdims}: f32[64,1])
+    %s = mul(%d, %d) : f32[64,768]            ->     %v = fused_reduce(%x, %m)
+    %v = reduce_mean(%s) {axes=[1]} : f32[64,1]          {program=[["sub", ["in", 0], ["in", 1]],
+                                                                   ["mul", ["t", 0], ["t", 0]]],
+                                                          reduction="reduce_mean", axes=[1], keepdims=true}
+
+A variance, a sum of squares, a norm written with tensor operators (a user's own layer or RMS
+norm) reduces a value that is only made to be reduced. Fused, the reduction's kernel computes each
+value in registers as it folds it in (codegen/emit_reduce.py): the chain's kernel, and the tensor it
+wrote and the reduction read back, are gone. Each value is computed by the unfused op's own element
+function, so only the reduction's summation order can differ from the unfused kernels' (it is
+reassociated in both).
+
+Fires on reduce_sum, reduce_mean and reduce_max whose operand is an elementwise op or a
+fused_elementwise chain (fuse-elementwise has run) with no other user that is not a graph output.
+Runs after fuse-elementwise.
+"""
+
+from __future__ import annotations
+
+from .. import ir
+from ..ir.ops_fused import FUSABLE, REDUCTIONS
+from .fuse_elementwise import FUSED, program_of
+from .registry import register_pass
+
+
+def _fusable_producer(node: ir.Node, graph: ir.Graph) -> bool:
+    return ((node.op in FUSABLE or node.op == FUSED) and len(node.users) == 1
+            and node not in graph.outputs)
+
+
+@register_pass("fuse-reduce", opt_level=2,
+               description="compute an elementwise chain inside the reduction that reads it")
+def fuse_reduce(graph: ir.Graph, ctx=None) -> ir.Graph:
+    for node in list(graph.nodes):
+        if node.op not in REDUCTIONS or not _fusable_producer(node.inputs[0], graph):
+            continue
+        producer = node.inputs[0]
+        operands, program = program_of(producer)
+        with graph.inserting_before(node):
+            fused = graph.call("fused_reduce", list(operands),
+                               {"program": program, "reduction": node.op, **node.attrs})
+        node.replace_all_uses_with(fused)
+        graph.erase(node)
+        graph.erase(producer)
+    return graph
