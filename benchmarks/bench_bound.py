@@ -1,6 +1,7 @@
 """Steady loops of bound calls (`cm.bind(...)`): what a change does to the native code itself.
 
-    python benchmarks/bench_bound.py [--workloads sparse prune cnn tiny int8 softmax reduce] [--rounds 15] [--quiet]
+    python benchmarks/bench_bound.py [--workloads sparse prune cnn tiny int8 softmax reduce gelu]
+                                      [--rounds 15] [--quiet]
 
 The other benchmarks time plain calls after a pause, as a user's first call after idling meets
 them; on this shared host the pause wakes a descheduled second vCPU and moves ratios a lot. Here
@@ -23,6 +24,9 @@ each round; tables give the median block and ratios paired within rounds. Worklo
   reduce   a layer norm written with tensor operators (mean, x - mean, the mean of its square,
            the normalization, scale and shift) over [512, 768] and [64, 4096], with and without
            fuse-reduce
+  gelu     tiny GPT fp32 decode steps (after a 32-token prompt) with fuse-activation (each block's
+           gelu in the epilogue of the linear before it) and without (the gelu a kernel of its own;
+           the GPT has no other activation to fuse)
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import tensorforge as tf  # noqa: E402
 from tensorforge import models  # noqa: E402
 from tensorforge.codegen import parallel  # noqa: E402
 
-WORKLOADS = ("sparse", "prune", "cnn", "tiny", "int8", "softmax", "reduce")
+WORKLOADS = ("sparse", "prune", "cnn", "tiny", "int8", "softmax", "reduce", "gelu")
 
 
 def sparse_engines() -> tuple[dict, list[tuple[str, str]]]:
@@ -79,6 +83,19 @@ def cnn_engines() -> tuple[dict, list[tuple[str, str]]]:
     return engines, [(f"batch {b}, fuse-pool off", f"batch {b}, fuse-pool on") for b in (1, 64)]
 
 
+def decode_step(generator: tf.Generator, prompt: list[int]):
+    """One decode step (the generator's bound decode call) at the position after the prompt, rewound
+    each time so that every step attends over the same rows."""
+    generator.next_logits(prompt)
+    start = generator.position
+
+    def step() -> None:
+        generator.position = start
+        generator._step(7)
+
+    return step
+
+
 def tiny_engines() -> tuple[dict, list[tuple[str, str]]]:
     from bench_gpt import build_model, prompt_ids
 
@@ -92,17 +109,26 @@ def tiny_engines() -> tuple[dict, list[tuple[str, str]]]:
                 generator = tf.compile_generator(model, 256, quantize=quantize)
             finally:
                 parallel.STREAM_PART_BYTES = default
-            generator.next_logits(prompt)
-            start = generator.position
-
-            def step(generator=generator, start=start) -> None:
-                """One decode step (the generator's bound decode call) at the position after the
-                prompt, rewound each time so that every step attends over the same rows."""
-                generator.position = start
-                generator._step(7)
-
-            engines[f"{quantize or 'fp32'}, {label}"] = step
+            engines[f"{quantize or 'fp32'}, {label}"] = decode_step(generator, prompt)
     return engines, [(f"{q}, 4 parts per thread", f"{q}, default") for q in ("fp32", "int8")]
+
+
+def gelu_engines() -> tuple[dict, list[tuple[str, str]]]:
+    from bench_gpt import build_model, prompt_ids
+
+    from tensorforge.passes import PASSES
+
+    model, prompt = build_model("tiny"), prompt_ids("tiny")
+    original = PASSES["fuse-activation"]
+    engines = {}
+    for label in ("fuse-activation off", "fuse-activation on"):
+        if label.endswith("off"):
+            PASSES["fuse-activation"] = original.replace(function=lambda graph, ctx=None: graph)
+        try:
+            engines[label] = decode_step(tf.compile_generator(model, 256), prompt)
+        finally:
+            PASSES["fuse-activation"] = original
+    return engines, [("fuse-activation off", "fuse-activation on")]
 
 
 def int8_engines() -> tuple[dict, list[tuple[str, str]]]:
@@ -179,7 +205,8 @@ def main() -> None:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     builders = {"sparse": sparse_engines, "prune": prune_engines, "cnn": cnn_engines, "tiny": tiny_engines,
-                "int8": int8_engines, "softmax": softmax_engines, "reduce": reduce_engines}
+                "int8": int8_engines, "softmax": softmax_engines, "reduce": reduce_engines,
+                "gelu": gelu_engines}
     for workload in args.workloads:
         engines, pairs = builders[workload]()
         samples = measure_samples(engines, rounds=args.rounds, verbose=not args.quiet, desc=workload, sleep=0.0)

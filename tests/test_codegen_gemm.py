@@ -2,7 +2,7 @@
 
 Property tests over random sizes (primes, sizes below one vector, more than one cache block),
 batched, with constant (packed at compile time) and run-time operands, with and without bias and
-fused relu (the `activation` attribute), on the host and on armv8 under qemu-user (fewer examples
+fused relu or gelu (the `activation` attribute), on the host and on armv8 under qemu-user (fewer examples
 there); every epilogue through the gemm helper itself;
 the weights layout; and the machine code: vector FMAs on every target.
 """
@@ -88,7 +88,7 @@ def linear_cases(draw):
     lead = draw(st.sampled_from([(), (1,), (3,), (2, 3)]))
     k, n = draw(SIZES), draw(SIZES)
     constants = draw(st.sampled_from([(1, 2), (), (2,), (0,), (0, 1, 2)]))
-    attrs = {"activation": draw(st.sampled_from([None, "relu"]))}
+    attrs = {"activation": draw(st.sampled_from([None, "relu", "gelu_tanh", "gelu_sigmoid", "gelu_exact"]))}
     return lead, k, n, draw(st.booleans()), constants, attrs, draw(st.integers(0, 2**16))
 
 
@@ -205,10 +205,38 @@ def test_fused_relu_on_the_exact_integer_paths(dtype):
     run_exact(dtype, "conv2d", [image, kernel.astype(dtype.numpy)], {"padding": 1, "activation": "relu"})
 
 
-def test_linear_without_depth_still_adds_bias_and_relu():
+@pytest.mark.parametrize("activation", ["relu", "gelu_exact"])
+def test_linear_without_depth_still_adds_bias_and_the_activation(activation):
     rng = np.random.default_rng(4)
     run_op("host", "linear", [sample(rng, (3, 0)), sample(rng, (0, 5)), sample(rng, (5,))], (1, 2),
-           {"activation": "relu"})
+           {"activation": activation})
+
+
+@pytest.mark.parametrize("approximation", ["tanh", "sigmoid", "exact"])
+def test_a_gelu_in_the_epilogue_equals_the_gelu_kernel(approximation):
+    """The epilogue computes the gelu on whole vectors with the elementwise kernel's own steps: the
+    fused linear equals linear-then-gelu compiled unfused, over the gelu's tails and saturation."""
+    rng = np.random.default_rng(5)
+    x, w, b = sample(rng, (3, 40), 4.0), sample(rng, (40, 37), 1 / np.sqrt(40)), sample(rng, (37,))
+    fused, _ = single_op_graph("linear", [x, w, b], {"activation": f"gelu_{approximation}"}, (1, 2))
+    unfused = ir.Graph()
+    unfused.outputs = [unfused.call("gelu", [unfused.call("linear", [unfused.add_input("x0", TensorType.of(x)),
+                                                                     unfused.constant(w), unfused.constant(b)])],
+                                    {"approximation": approximation})]
+    np.testing.assert_array_equal(ir.interpret(fused, x), ir.interpret(unfused, x))
+    (got,) = compile_and_run(fused, x)
+    (wanted,) = compile_and_run(unfused, x)
+    np.testing.assert_allclose(got, wanted, rtol=1e-6, atol=1e-6)  # the GEMM's sums are the same code
+    np.testing.assert_allclose(got, ir.interpret(unfused, x), rtol=1e-4, atol=1e-5)
+
+
+def test_only_f32_linears_take_a_gelu():
+    with pytest.raises(ir.OpError, match="activation 'gelu_tanh' needs f32"):
+        ir.registry.infer_type("linear", [TensorType((2, 3), DType.i32), TensorType((3, 4), DType.i32)],
+                               {"activation": "gelu_tanh"})
+    with pytest.raises(ir.OpError, match="activation must be one of"):
+        ir.registry.infer_type("conv2d", [TensorType((1, 2, 5, 5), DType.f32), TensorType((3, 2, 3, 3), DType.f32)],
+                               {"activation": "gelu_tanh"})
 
 
 def run_exact(dtype: DType, op: str, operands: list[np.ndarray], attrs: dict) -> None:

@@ -369,6 +369,28 @@ def test_fuse_activation_into_linear():
         }""")
 
 
+def test_fuse_activation_takes_a_gelu_into_an_f32_linear_only():
+    assert_rewrites(fuse_activation, """
+        graph(%x: f32[2,3]) {
+          %w = constant() {value=[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]} : f32[3,2]
+          %lin = linear(%x, %w) : f32[2,2]
+          %g = gelu(%lin) {approximation="exact"} : f32[2,2]
+          return %g
+        }""", """
+        graph(%x: f32[2,3]) {
+          %w = constant() {value=[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]} : f32[3,2]
+          %0 = linear(%x, %w) {activation="gelu_exact"} : f32[2,2]
+          return %0
+        }""")
+    assert_unchanged(fuse_activation, """
+        graph(%x: f32[1,1,4,4]) {
+          %w = constant() {value=[[[[1.0]]]]} : f32[1,1,1,1]
+          %c = conv2d(%x, %w) {stride=[1, 1], padding=[0, 0], dilation=[1, 1], groups=1} : f32[1,1,4,4]
+          %g = gelu(%c) {approximation="tanh"} : f32[1,1,4,4]
+          return %g
+        }""")
+
+
 def test_fuse_activation_into_a_conv_with_a_folded_batch_norm():
     graph = run_pass(fold_batch_norm, conv_bn(), WEIGHTS)
     graph.outputs = [graph.call("relu", [graph.outputs[0]], name="r")]

@@ -398,6 +398,15 @@ def test_the_pass_leaves_dense_integer_and_computed_weights_alone():
     assert str(sparsify(graph.copy(), None)) == str(graph)
 
 
+def test_the_pass_leaves_a_linear_with_a_fused_gelu_dense():
+    """sparse_linear's epilogue has no gelu: such a linear stays a linear, whatever its zeros."""
+    graph = linear_graph(np.eye(8, dtype=np.float32))
+    linear = graph.outputs[0].inputs[0]
+    graph.outputs = [graph.call("gelu", [linear])]
+    result = optimized(graph, sparse_threshold=0.5)
+    assert [(n.op, n.attrs.get("activation")) for n in result.op_nodes()] == [("linear", "gelu_tanh")]
+
+
 def test_sparse_threshold_in_the_config_replaces_the_break_even():
     weight = np.eye(6, dtype=np.float32)  # 83% zeros
     assert [n.op for n in optimized(linear_graph(weight), sparse_threshold=0.9).op_nodes()] == ["linear"]

@@ -19,7 +19,7 @@ from llvmlite import ir
 
 from ..ir import DType, Node
 from ..ir.ops_nn import matrix_dims, split_contraction
-from . import parallel, scalar
+from . import float_math, parallel, scalar
 from .emit_gemm import GemmOperand, GemmSplit, emit_gemm_part, gemm_scratch_bytes
 from .emit_micro_kernel import Epilogue
 from .kernel import Kernel
@@ -83,8 +83,8 @@ def activate_output(kernel: Kernel) -> None:
     The tiled kernels do both in the GEMM epilogue instead; this is for the exact loop nests.
     """
     residual = contraction_operands(kernel)[1] if kernel.node.op in ("linear", "conv2d") else None
-    relu = kernel.node.attrs.get("activation") == "relu"
-    if residual is None and not relu:
+    activation = kernel.node.attrs.get("activation")
+    if residual is None and activation is None:
         return
     builder, dtype = kernel.builder, kernel.node.dtype
     with for_range(builder, kernel.node.type.size, "activate") as index:
@@ -92,8 +92,10 @@ def activate_output(kernel: Kernel) -> None:
         if residual is not None:
             value = scalar.add(builder, dtype, value, load_element(builder, residual, index, kernel.element, "skip"),
                                name="residual")
-        if relu:
+        if activation == "relu":
             value = scalar.relu(builder, dtype, value, "relu")
+        elif activation is not None:  # a gelu (f32 only: an f32 linear of depth 0 comes here)
+            value = float_math.GELU[activation.removeprefix("gelu_")](builder, value)
         store_element(builder, value, kernel.output, index)
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
+from . import float_math
 from .llvm_utils import (
     F32,
     I1,
@@ -41,7 +42,7 @@ from .llvm_utils import (
 )
 from .tiling import FLOAT_BYTES, INDEPENDENT_CHAINS, GemmTiling
 
-ACTIVATIONS = ("relu",)
+ACTIVATIONS = ("relu", "gelu_tanh", "gelu_sigmoid", "gelu_exact")  # ir.ops_nn's, computed on whole vectors
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,9 @@ def _apply_epilogue(builder: ir.IRBuilder, tile: _Tile, epilogue: Epilogue, bias
     if epilogue.activation == "relu":  # np.maximum(x, 0): NaN stays NaN
         zero = ir.Constant(vector, None)
         values = [builder.select(builder.fcmp_unordered(">=", value, zero), value, zero) for value in values]
+    elif epilogue.activation is not None:  # a gelu: the elementwise op's own steps, lane by lane
+        gelu = float_math.GELU[epilogue.activation.removeprefix("gelu_")]
+        values = [gelu(builder, value) for value in values]
     return values
 
 

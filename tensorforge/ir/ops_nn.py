@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ops_math import gelu
 from .ops_transformer import causal_allowed
 from .registry import OpError, int_pair, need_float, normalize_axis, register_op, same_dtype
 from .types import DType, TensorType, broadcast_shapes
@@ -85,15 +86,21 @@ def _infer_linear(types, attrs):
 
 
 ACTIVATIONS = (None, "relu")  # what a contraction may apply to its result (filled in by fuse-activation)
+# an f32 linear may also end in a gelu, "gelu_" + its approximation (the GEMM epilogue computes it in registers)
+GELU_ACTIVATIONS = ("gelu_tanh", "gelu_sigmoid", "gelu_exact")
+LINEAR_ACTIVATIONS = ACTIVATIONS + GELU_ACTIVATIONS
 
 
-def _check_activation(op: str, activation):
-    if activation not in ACTIVATIONS:
-        raise OpError(f"op '{op}': activation must be one of {ACTIVATIONS}, got {activation!r}")
+def _check_activation(op: str, activation, allowed: tuple = ACTIVATIONS):
+    if activation not in allowed:
+        raise OpError(f"op '{op}': activation must be one of {allowed}, got {activation!r}")
     return activation
 
 
 def _activate(y: np.ndarray, activation) -> np.ndarray:
+    """The activation after a contraction: relu, or the gelu op's own reference."""
+    if activation in GELU_ACTIVATIONS:
+        return gelu(y, approximation=activation.removeprefix("gelu_"))
     return np.maximum(y, np.zeros((), y.dtype)) if activation == "relu" else y
 
 
@@ -104,14 +111,16 @@ def _check_residual_flag(op: str, residual) -> bool:
 
 
 def _normalize_linear(types, attrs):
-    return {"activation": _check_activation("linear", attrs["activation"]),
-            "residual": _check_residual_flag("linear", attrs["residual"])}
+    activation = _check_activation("linear", attrs["activation"], LINEAR_ACTIVATIONS)
+    if activation in GELU_ACTIVATIONS and types and types[0].dtype is not DType.f32:
+        raise OpError(f"op 'linear': activation {activation!r} needs f32, got {types[0].dtype.name}")
+    return {"activation": activation, "residual": _check_residual_flag("linear", attrs["residual"])}
 
 
 @register_op("linear", infer=_infer_linear, operands=(2, 4), traits={"contraction"},
              attrs={"activation": None, "residual": False}, normalize=_normalize_linear)
 def linear(x, weight, *rest, activation=None, residual=False):
-    """x @ weight (+ bias) (+ residual), then the activation (relu or none).
+    """x @ weight (+ bias) (+ residual), then the activation (none, relu or a gelu).
 
     The residual (fuse-residual: a skip connection added to the result) is the last operand."""
     _, _, bias, skip = split_contraction([x, weight, *rest], residual)

@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from .. import ir
-from ..ir.ops_nn import split_contraction
+from ..ir.ops_nn import ACTIVATIONS, split_contraction
 from ..ir.ops_sparse import to_csr
 from .registry import register_pass
 from .rewrite import derived_name, erase_if_unused
@@ -51,8 +51,9 @@ def sparsity_threshold(node: ir.Node, config: dict, target=None) -> float:
 
 
 def _sparse_weight(node: ir.Node) -> ir.Node | None:
-    """The constant weight of an f32 linear, when it has one with at least one element."""
-    if node.op != "linear" or node.dtype is not ir.DType.f32:
+    """The constant weight of an f32 linear, when it has one with at least one element (and an
+    activation sparse_linear has: not a fused gelu)."""
+    if node.op != "linear" or node.dtype is not ir.DType.f32 or node.attrs["activation"] not in ACTIVATIONS:
         return None
     weight = split_contraction(node.inputs, node.attrs["residual"])[1]
     return weight if weight.op == "constant" and weight.value.size else None

@@ -33,7 +33,9 @@ def kernel_flops(node: Node) -> int:
     """Floating-point operations of one node (multiply-add = 2); for the int8 layers, integer
     operations (an int8 multiply-add = 2), so their GFLOP/s column reads as GOP/s."""
     op, size = node.op, node.type.size
-    epilogue = size * (len(node.inputs) - 2 + (1 if node.attrs.get("activation") else 0))  # bias, residual, relu
+    activation = node.attrs.get("activation")  # bias, residual, relu or a gelu
+    epilogue = size * (len(node.inputs) - 2 + ELEMENT_FLOPS["gelu" if str(activation).startswith("gelu") else "relu"]
+                       * (activation is not None))
     if op == "linear":
         return 2 * size * node.inputs[0].shape[-1] + epilogue
     if op == "sparse_linear":  # only the stored entries: x, values, columns, row_starts, then bias, residual
