@@ -6,6 +6,7 @@ Configurations (tf.compile options), for the MLP 784-256-128-10 and the CIFAR CN
   final              everything on (opt_level 2, packing, memory planning, every core)
   no fusion          without the fusion passes (fuse-activation, fuse-residual, fuse-pool, fuse-softmax,
                      fuse-elementwise, fuse-reduce)
+  no winograd        3 x 3 convolutions direct, not by Winograd's F(2x2, 3x3) (select-winograd off)
   no memory planning every intermediate in bytes of its own (share_memory=False)
   no packing         weights packed into GEMM panels on every call, not once (pack=False)
   1 thread           threads=1
@@ -37,6 +38,7 @@ FUSION_PASSES = ("fuse-activation", "fuse-residual", "fuse-pool", "fuse-softmax"
 CONFIGURATIONS = {
     "final": {},
     "no fusion": {"disabled": FUSION_PASSES},
+    "no winograd": {"disabled": ("select-winograd",)},
     "no memory planning": {"share_memory": False},
     "no packing": {"pack": False},
     "1 thread": {"threads": 1},

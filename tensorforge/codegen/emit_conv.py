@@ -24,6 +24,7 @@ from . import float_math, parallel, scalar
 from .emit_conv_gemm import emit_conv2d_tiled, tiled_conv_scratch_bytes, uses_tiled_conv
 from .emit_matmul import activate_output, contraction_operands
 from .emit_shape import copy_elements
+from .emit_winograd import emit_conv2d_winograd, winograd_scratch_bytes
 from .errors import CodegenError
 from .kernel import Kernel
 from .layout import contiguous_strides
@@ -55,6 +56,8 @@ def padded_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset(
 
 def conv2d_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
     """The tiled f32 convolution's scratch (emit_conv_gemm.py), or the padded input of the exact one."""
+    if node.attrs.get("winograd"):
+        return winograd_scratch_bytes(node, target)
     return tiled_conv_scratch_bytes(node, target, packed) if uses_tiled_conv(node) else padded_bytes(node, target)
 
 
@@ -74,6 +77,9 @@ def padded_input(kernel: Kernel, fill: ir.Value) -> tuple[ir.Value, int, int]:
 def emit_conv2d(kernel: Kernel) -> None:
     """conv2d with stride, padding, dilation, groups, an optional bias and the fused activation: f32
     through the GEMM micro-kernel (emit_conv_gemm.py), other dtypes exactly by the loop nest below."""
+    if kernel.node.attrs.get("winograd"):  # select-winograd (emit_winograd.py)
+        emit_conv2d_winograd(kernel)
+        return
     if uses_tiled_conv(kernel.node):
         emit_conv2d_tiled(kernel)
         return

@@ -177,7 +177,7 @@ POOLS = (None, "max_2x2")  # conv2d's fused pool: none, or max_pool2d with kerne
 def _normalize_window(op):
     def normalize(types, attrs):
         full = {k: int_pair(op, k, v) for k, v in attrs.items()
-                if k not in ("groups", "activation", "residual", "pool")}
+                if k not in ("groups", "activation", "residual", "pool", "winograd")}
         if "pool" in attrs:
             if attrs["pool"] not in POOLS:
                 raise OpError(f"op '{op}': pool must be one of {POOLS}, got {attrs['pool']!r}")
@@ -190,9 +190,26 @@ def _normalize_window(op):
             full["activation"] = _check_activation(op, attrs["activation"])
         if any(s <= 0 for s in full.get("stride", (1, 1))) or any(p < 0 for p in full["padding"]):
             raise OpError(f"op '{op}': stride must be positive and padding non-negative, got {full}")
+        if "winograd" in attrs:
+            full["winograd"] = _check_winograd(types, full, attrs["winograd"])
         return full
 
     return normalize
+
+
+def _check_winograd(types, attrs, winograd) -> bool:
+    """conv2d's `winograd` (set by the select-winograd pass): the codegen computes it by Winograd's
+    F(2x2, 3x3), which exists for f32 3 x 3 kernels, stride 1, dilation 1, one group, no residual."""
+    if not isinstance(winograd, (bool, np.bool_)):
+        raise OpError(f"op 'conv2d': winograd must be a bool, got {winograd!r}")
+    if winograd:
+        fits = (len(types) > 1 and types[0].dtype is DType.f32 and types[1].shape[2:] == (3, 3)
+                and attrs["stride"] == (1, 1) and attrs["dilation"] == (1, 1) and attrs["groups"] == 1
+                and not attrs["residual"])
+        if not fits:
+            raise OpError("op 'conv2d': winograd=true needs an f32 3 x 3 kernel, stride 1, dilation 1, groups 1 "
+                          f"and no residual, got {[str(t) for t in types[:2]]} with {attrs}")
+    return bool(winograd)
 
 
 def _normalize_pool(types, attrs):
@@ -241,11 +258,13 @@ def _windows(x, kh, kw, stride, dilation, out_h, out_w):
 
 @register_op("conv2d", infer=_infer_conv2d, operands=(2, 4), traits={"contraction"},
              attrs={"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "activation": None, "residual": False,
-                    "pool": None},
+                    "pool": None, "winograd": False},
              normalize=_normalize_window("conv2d"))
-def conv2d(x, weight, *rest, stride, padding, dilation, groups, activation=None, residual=False, pool=None):
+def conv2d(x, weight, *rest, stride, padding, dilation, groups, activation=None, residual=False, pool=None,
+           winograd=False):
     """The convolution (+ bias per output channel) (+ residual, the last operand), then the activation,
-    then (pool="max_2x2", made by the fuse-pool pass) max_pool2d with kernel 2 and stride 2."""
+    then (pool="max_2x2", made by the fuse-pool pass) max_pool2d with kernel 2 and stride 2.
+    `winograd` (the select-winograd pass) changes how the codegen computes it, not what."""
     _, _, bias, skip = split_contraction([x, weight, *rest], residual)
     n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape

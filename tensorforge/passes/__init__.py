@@ -32,6 +32,7 @@ from .kv_cache import KVCacheError, KVCacheGraphs, find_attentions, rewrite_for_
 from .lower_quant import lower_quant
 from .manager import PassContext, PassReport, PassRow, PipelineResult, pipeline_for, run_pipeline
 from .registry import PASSES, PassInfo, register_pass
+from .select_winograd import select_winograd
 from .simplify import simplify
 from .sparsify import sparsify
 
@@ -51,6 +52,8 @@ PIPELINE = [
     "fuse-residual",                     # level 2. before fuse-activation: relu(conv + x) becomes one conv
     "fuse-activation",                   # level 2. after fold-batch-norm, so conv -> batch norm -> relu is one conv
     "fuse-pool",                         # level 2. after fuse-activation: conv -> relu -> 2x2 max pool is one conv
+    "select-winograd",                   # level 2. after fold-batch-norm and fuse-residual: a conv's weight and
+                                         #   residual are final
     "sparsify",                          # level 2. after the fusions into linear: the sparse op keeps them
     "fuse-sibling-linears",              # level 2. after the epilogue fusions and sparsify: q, k, v -> one linear
     "fuse-softmax",                      # level 2. before fuse-elementwise: the scaling's mul goes into the softmax
@@ -69,5 +72,5 @@ __all__ = [
     "LayerQuant",
     "insert_quant", "lower_quant",
     "pipeline_for", "register_pass",
-    "rewrite_for_kv_cache", "run_pipeline", "simplify", "sparsify",
+    "rewrite_for_kv_cache", "run_pipeline", "select_winograd", "simplify", "sparsify",
 ]

@@ -1,0 +1,48 @@
+"""select-winograd: 3 x 3 convolutions with enough channels are computed by Winograd's F(2x2, 3x3).
+
+    %y = conv2d(%x, %w, %b) {padding=[1, 1], activation="relu"} : f32[64,64,16,16]
+        ->  %y = conv2d(%x, %w, %b) {padding=[1, 1], activation="relu", winograd=true} : f32[64,64,16,16]
+
+Winograd's minimal filtering computes each 2 x 2 block of outputs from a 4 x 4 block of input with
+16 multiplications per input channel instead of 36: the convolution becomes 16 GEMMs of depth C
+(codegen/emit_winograd.py), 2.25x fewer multiply-adds, plus transforms of the input and output
+made of additions. The weight's transform is done once, at compile time. Its rounding differs from
+the direct sum's (a few ulps of the inputs' magnitudes, within the f32 tolerances), and an infinite
+input gives NaN where the direct sum may give an infinity (the transforms subtract it from itself).
+
+Fires on f32 conv2d with a constant 3 x 3 weight, stride 1, dilation 1, one group and no residual,
+when both channel counts are at least MIN_CHANNELS (a shallow GEMM leaves the transforms' cost
+uncovered: the CIFAR CNN's first conv, 3 input channels, stays direct) and the batch has at least
+two images (the kernel splits its work among threads by images). Disable it by name
+(`tf.compile(..., disabled=["select-winograd"])`) for the direct convolution's rounding.
+"""
+
+from __future__ import annotations
+
+from .. import ir
+from .registry import register_pass
+
+MIN_CHANNELS = 16
+
+
+def winograd_fits(node: ir.Node) -> bool:
+    """Whether the pass selects Winograd for conv2d `node`."""
+    if node.op != "conv2d" or node.dtype is not ir.DType.f32 or node.attrs.get("winograd"):
+        return False
+    weight, attrs = node.inputs[1], node.attrs
+    batch, channels = node.inputs[0].shape[:2]
+    return (weight.op == "constant" and weight.shape[2:] == (3, 3) and attrs["stride"] == (1, 1)
+            and attrs["dilation"] == (1, 1) and attrs["groups"] == 1 and not attrs["residual"]
+            and min(channels, weight.shape[0]) >= MIN_CHANNELS and batch >= 2)
+
+
+@register_pass("select-winograd", opt_level=2, description="compute 3x3 convolutions by Winograd's F(2x2, 3x3)")
+def select_winograd(graph: ir.Graph, ctx=None) -> ir.Graph:
+    for node in list(graph.nodes):
+        if not winograd_fits(node):
+            continue
+        with graph.inserting_before(node):
+            chosen = graph.call("conv2d", list(node.inputs), {**node.attrs, "winograd": True})
+        node.replace_all_uses_with(chosen)
+        graph.erase(node)
+    return graph

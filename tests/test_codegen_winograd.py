@@ -1,0 +1,115 @@
+"""Winograd's F(2x2, 3x3) convolution (codegen/emit_winograd.py, conv2d winograd=true) and the
+select-winograd pass: the kernel against the reference over random shapes (odd sizes, padding,
+bias, relu, the fused pool, threads) on the host and on armv8; the transforms' algebra in numpy;
+where the pass fires; the errors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from codegen_harness import compile_and_run
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tensorforge as tf
+from tensorforge import ir, models
+from tensorforge.codegen import CodegenError
+from tensorforge.codegen.emit_winograd import G, winograd_weight
+from tensorforge.ir import DType, OpError, TensorType
+from tensorforge.ir.registry import infer_type
+from tensorforge.passes import PassContext, run_pipeline
+
+F32_TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
+
+
+@st.composite
+def winograd_convs(draw):
+    """(graph with winograd=true, graph without, input): a 3 x 3 conv of random sizes, padding 0-2,
+    with or without bias, relu and the fused 2 x 2 pool."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    batch, channels, outputs = draw(st.integers(1, 3)), draw(st.integers(1, 20)), draw(st.integers(1, 20))
+    padding = draw(st.integers(0, 2))
+    height, width = (draw(st.integers(max(1, 3 - 2 * padding), 13)) for _ in range(2))
+    pooled = draw(st.booleans()) and min(height, width) + 2 * padding - 2 >= 2
+    attrs = {"padding": padding, "activation": draw(st.sampled_from([None, "relu"])),
+             "pool": "max_2x2" if pooled else None}
+    weight = (rng.standard_normal((outputs, channels, 3, 3)) / np.sqrt(9 * channels)).astype(np.float32)
+    bias = rng.standard_normal(outputs).astype(np.float32) if draw(st.booleans()) else None
+    x = rng.standard_normal((batch, channels, height, width)).astype(np.float32)
+    graphs = []
+    for winograd in (True, False):
+        graph = ir.Graph()
+        operands = [graph.add_input("x", TensorType.of(x)), graph.constant(weight, "w")]
+        operands += [] if bias is None else [graph.constant(bias, "b")]
+        graph.outputs = [graph.call("conv2d", operands, {**attrs, "winograd": winograd})]
+        graphs.append(graph)
+    return graphs[0], graphs[1], x
+
+
+@given(winograd_convs(), st.sampled_from([1, 3]))
+def test_winograd_equals_the_reference_host(case, threads):
+    winograd, direct, x = case
+    (actual,) = compile_and_run(winograd, x, threads=threads)
+    np.testing.assert_allclose(actual, ir.interpret(direct, x), **F32_TOLERANCE)
+
+
+@settings(max_examples=min(6, settings.default.max_examples))
+@given(winograd_convs())
+def test_winograd_equals_the_reference_armv8(case):
+    winograd, direct, x = case
+    (actual,) = compile_and_run(winograd, x, target="armv8", threads=2)
+    np.testing.assert_allclose(actual, ir.interpret(direct, x), **F32_TOLERANCE)
+
+
+def test_the_transforms_compute_the_convolution_in_numpy():
+    """U = G g G^T, V = B^T d B, Y = A^T (U * V) A on one 4 x 4 block: Y is the 2 x 2 direct
+    convolution of that block (independent of the emitted code)."""
+    rng = np.random.default_rng(0)
+    g, d = rng.standard_normal((1, 1, 3, 3)), rng.standard_normal((4, 4))
+    u = winograd_weight(g.astype(np.float32)).astype(np.float64).reshape(4, 4)
+    np.testing.assert_allclose(u, G @ g[0, 0] @ G.T, rtol=1e-6)
+    b_t = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
+    a_t = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+    y = a_t @ (u * (b_t @ d @ b_t.T)) @ a_t.T
+    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g[0, 0]) for j in range(2)] for i in range(2)])
+    np.testing.assert_allclose(y, direct, rtol=1e-6, atol=1e-6)
+
+
+def test_the_pass_picks_the_cnns_second_conv_at_batch_64_only():
+    def chosen(batch: int, disabled=()):
+        x = np.zeros((batch, 3, 32, 32), np.float32)
+        graph = run_pipeline(tf.trace(models.cifar_cnn(), x), PassContext(opt_level=2, disabled=disabled)).graph
+        return [(node.inputs[0].shape[1], node.attrs["winograd"]) for node in graph.op_nodes() if node.op == "conv2d"]
+
+    assert chosen(64) == [(3, False), (32, True)]  # 3 input channels: a GEMM of depth 3 would not pay
+    assert chosen(1) == [(3, False), (32, False)]  # its parts are images
+    assert chosen(64, disabled=("select-winograd",)) == [(3, False), (32, False)]
+
+
+@pytest.mark.parametrize("change", ["5x5", "stride", "dilation", "groups", "computed weight"])
+def test_the_pass_leaves_what_winograd_does_not_compute(change):
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((2, 16, 12, 12), DType.f32))
+    shape = (16, 16 // (2 if change == "groups" else 1), 5 if change == "5x5" else 3, 5 if change == "5x5" else 3)
+    weight = (graph.add_input("w", TensorType(shape, DType.f32)) if change == "computed weight"
+              else graph.constant(np.ones(shape, np.float32)))
+    attrs = {"stride": 2 if change == "stride" else 1, "dilation": 2 if change == "dilation" else 1,
+             "groups": 2 if change == "groups" else 1}
+    graph.outputs = [graph.call("conv2d", [x, weight], attrs)]
+    optimized = run_pipeline(graph, PassContext(opt_level=2)).graph
+    assert not any(node.attrs.get("winograd") for node in optimized.op_nodes())
+
+
+def test_bad_winograd_attributes_are_refused_by_name():
+    x, w = TensorType((2, 4, 8, 8), DType.f32), TensorType((4, 4, 3, 3), DType.f32)
+    with pytest.raises(OpError, match="winograd=true needs an f32 3 x 3 kernel"):
+        infer_type("conv2d", [x, TensorType((4, 4, 5, 5), DType.f32)], {"winograd": True})
+    with pytest.raises(OpError, match="winograd=true needs"):
+        infer_type("conv2d", [x, w], {"winograd": True, "stride": 2})
+    with pytest.raises(OpError, match="winograd must be a bool"):
+        infer_type("conv2d", [x, w], {"winograd": "yes"})
+    graph = ir.Graph()
+    graph.outputs = [graph.call("conv2d", [graph.add_input("x", x), graph.add_input("w", w)], {"winograd": True})]
+    with pytest.raises(CodegenError, match="winograd=true.*weight must be a constant"):
+        tf.compile(graph, opt_level=0)
