@@ -1,6 +1,7 @@
 """Steady loops of bound calls (`cm.bind(...)`): what a change does to the native code itself.
 
-    python benchmarks/bench_bound.py [--workloads sparse prune cnn tiny int8 softmax reduce gelu]
+    python benchmarks/bench_bound.py [--workloads sparse prune cnn tiny int8 softmax reduce gelu
+                                                  winograd]
                                       [--rounds 15] [--quiet]
 
 The other benchmarks time plain calls after a pause, as a user's first call after idling meets
@@ -27,6 +28,8 @@ each round; tables give the median block and ratios paired within rounds. Worklo
   gelu     tiny GPT fp32 decode steps (after a 32-token prompt) with fuse-activation (each block's
            gelu in the epilogue of the linear before it) and without (the gelu a kernel of its own;
            the GPT has no other activation to fuse)
+  winograd the CIFAR CNN at batch 1 and 64 with select-winograd (its second conv by Winograd's
+           F(2x2, 3x3)) and without
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import tensorforge as tf  # noqa: E402
 from tensorforge import models  # noqa: E402
 from tensorforge.codegen import parallel  # noqa: E402
 
-WORKLOADS = ("sparse", "prune", "cnn", "tiny", "int8", "softmax", "reduce", "gelu")
+WORKLOADS = ("sparse", "prune", "cnn", "tiny", "int8", "softmax", "reduce", "gelu", "winograd")
 
 
 def sparse_engines() -> tuple[dict, list[tuple[str, str]]]:
@@ -73,14 +76,14 @@ def prune_engines() -> tuple[dict, list[tuple[str, str]]]:
     return engines, [(f"0% pruned, {t} thread(s)", f"50% pruned, {t} thread(s)") for t in (1, 2)]
 
 
-def cnn_engines() -> tuple[dict, list[tuple[str, str]]]:
+def cnn_engines(switched: str = "fuse-pool") -> tuple[dict, list[tuple[str, str]]]:
     engines = {}
     for batch in (1, 64):
         x = np.random.default_rng(0).standard_normal((batch, 3, 32, 32)).astype(np.float32)
-        for disabled in ((), ("fuse-pool",)):
-            name = f"batch {batch}, fuse-pool {'off' if disabled else 'on'}"
+        for disabled in ((), (switched,)):
+            name = f"batch {batch}, {switched} {'off' if disabled else 'on'}"
             engines[name] = tf.compile(models.cifar_cnn(), x, disabled=disabled).bind(x)
-    return engines, [(f"batch {b}, fuse-pool off", f"batch {b}, fuse-pool on") for b in (1, 64)]
+    return engines, [(f"batch {b}, {switched} off", f"batch {b}, {switched} on") for b in (1, 64)]
 
 
 def decode_step(generator: tf.Generator, prompt: list[int]):
@@ -206,7 +209,7 @@ def main() -> None:
     args = parser.parse_args()
     builders = {"sparse": sparse_engines, "prune": prune_engines, "cnn": cnn_engines, "tiny": tiny_engines,
                 "int8": int8_engines, "softmax": softmax_engines, "reduce": reduce_engines,
-                "gelu": gelu_engines}
+                "gelu": gelu_engines, "winograd": lambda: cnn_engines("select-winograd")}
     for workload in args.workloads:
         engines, pairs = builders[workload]()
         samples = measure_samples(engines, rounds=args.rounds, verbose=not args.quiet, desc=workload, sleep=0.0)

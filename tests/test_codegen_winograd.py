@@ -62,6 +62,27 @@ def test_winograd_equals_the_reference_armv8(case):
     np.testing.assert_allclose(actual, ir.interpret(direct, x), **F32_TOLERANCE)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_big_images_take_several_blocks_of_tile_rows(threads):
+    """A 64 x 64 image with 80 channels in and out of the GEMMs is 8 blocks of 4 tile rows: parts
+    start inside an image (each copies it first), and an odd size leaves a last, shorter block."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 16, 63, 64)).astype(np.float32)
+    weight = (rng.standard_normal((64, 16, 3, 3)) / 12).astype(np.float32)
+    graphs = []
+    for winograd in (True, False):
+        graph = ir.Graph()
+        graph.outputs = [graph.call("conv2d", [graph.add_input("x", TensorType.of(x)), graph.constant(weight, "w")],
+                                    {"padding": 1, "activation": "relu", "winograd": winograd})]
+        graphs.append(graph)
+    node = graphs[0].outputs[0]
+    from tensorforge.codegen.emit_winograd import WinogradGeometry
+
+    assert WinogradGeometry.of(node, tf.codegen.Target.parse("host")).blocks > 4
+    (actual,) = compile_and_run(graphs[0], x, threads=threads)
+    np.testing.assert_allclose(actual, ir.interpret(graphs[1], x), **F32_TOLERANCE)
+
+
 def test_the_transforms_compute_the_convolution_in_numpy():
     """U = G g G^T, V = B^T d B, Y = A^T (U * V) A on one 4 x 4 block: Y is the 2 x 2 direct
     convolution of that block (independent of the emitted code)."""
@@ -76,14 +97,14 @@ def test_the_transforms_compute_the_convolution_in_numpy():
     np.testing.assert_allclose(y, direct, rtol=1e-6, atol=1e-6)
 
 
-def test_the_pass_picks_the_cnns_second_conv_at_batch_64_only():
+def test_the_pass_picks_the_cnns_second_conv():
     def chosen(batch: int, disabled=()):
         x = np.zeros((batch, 3, 32, 32), np.float32)
         graph = run_pipeline(tf.trace(models.cifar_cnn(), x), PassContext(opt_level=2, disabled=disabled)).graph
         return [(node.inputs[0].shape[1], node.attrs["winograd"]) for node in graph.op_nodes() if node.op == "conv2d"]
 
     assert chosen(64) == [(3, False), (32, True)]  # 3 input channels: a GEMM of depth 3 would not pay
-    assert chosen(1) == [(3, False), (32, False)]  # its parts are images
+    assert chosen(1) == [(3, False), (32, True)]
     assert chosen(64, disabled=("select-winograd",)) == [(3, False), (32, False)]
 
 

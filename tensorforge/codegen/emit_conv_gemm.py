@@ -160,10 +160,13 @@ def conv_parts(node: Node, target: Target, threads: int) -> int:
     flops = 2 * shape.batch * shape.outputs * shape.taps * shape.out_height * shape.out_width
     if flops < parallel.MIN_PARALLEL_FLOPS:
         return 1
+    if node.attrs.get("winograd"):  # (image, block of tile rows) units: emit_winograd.py
+        from .emit_winograd import WinogradGeometry
+
+        units = shape.batch * WinogradGeometry.of(node, target).blocks
+        return split_parts(units, threads * (parallel.PARTS_PER_THREAD if shape.batch > 1 else 1))[0]
     if shape.batch > 1:  # whole images: cut finer, a late thread takes fewer
         return split_parts(shape.batch, threads * parallel.PARTS_PER_THREAD)[0]
-    if node.attrs.get("winograd"):  # its parts are whole images
-        return 1
     rows = shape.pooled_shape[0] if shape.pooled else shape.out_height
     return split_parts(rows, threads)[0]  # (pooled) rows of one image: every part pads its own copy
 

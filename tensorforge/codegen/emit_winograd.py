@@ -9,8 +9,8 @@ Each 2 x 2 block ("tile") of the output is computed from the 4 x 4 block of padd
     Y[o, t] = A^T M[o, t] A          the 2 x 2 outputs: additions only; then + bias, relu, the pool
 
 16 multiplications per input channel and tile where the direct convolution takes 36: 2.25x fewer
-multiply-adds. Per image (a thread takes whole images) and block of tile rows (V and M stay in
-the core's L2, BLOCK_BYTES):
+multiply-adds. Per image and block of tile rows (V and M stay in the core's L2, BLOCK_BYTES; one
+image has at least two blocks), the units that parts share out:
 
     image:  the image in scratch with a zero border: the conv's padding, and a row and a column
             more where the output's size is odd (the last tile's outputs past the edge are dropped)
@@ -33,7 +33,8 @@ from llvmlite import ir
 
 from ..ir import Node
 from ..ir.ops_nn import split_contraction
-from .emit_conv_gemm import ConvGeometry, part_range
+from . import parallel
+from .emit_conv_gemm import ConvGeometry
 from .emit_gemm import BlockStep
 from .emit_micro_kernel import Epilogue, splat, store_lanes
 from .errors import CodegenError
@@ -82,6 +83,8 @@ class WinogradGeometry:
         row_tiles = -(-tiles_x // lanes) * lanes
         row_bytes = POSITIONS * (conv.channels + conv.outputs) * row_tiles * FLOAT_BYTES
         block_rows = max(1, min(tiles_y, BLOCK_BYTES // row_bytes))
+        if conv.batch == 1:  # at least two blocks: a part each, for two threads
+            block_rows = min(block_rows, -(-tiles_y // 2))
         return cls(conv, lanes, tiles_y, tiles_x, row_tiles, block_rows, -(-block_rows * row_tiles // nr) * nr)
 
     @property
@@ -140,7 +143,7 @@ def _output_tile(m: list[list[ir.Value]], builder: ir.IRBuilder) -> list[list[ir
 
 def emit_conv2d_winograd(kernel: Kernel) -> None:
     """The conv2d (f32, 3 x 3, stride 1, one group; bias, relu, pool="max_2x2") by F(2x2, 3x3); a part
-    takes a block of whole images."""
+    takes consecutive (image, block of tile rows) units."""
     node, builder, target = kernel.node, kernel.builder, kernel.target
     if 1 not in kernel.packed:
         raise CodegenError(f"cannot compile %{node.name} = conv2d(...) {{winograd=true}}: its weight must be a "
@@ -155,16 +158,21 @@ def emit_conv2d_winograd(kernel: Kernel) -> None:
     bias = split_contraction(list(kernel.inputs), False)[2]
     fill_elements(builder, image, channels * height * width, ir.Constant(F32, 0.0), "border")
 
-    with part_range(builder, kernel, conv.batch, "n") as n:
-        _copy_image(kernel, geometry, n)
-        with for_range(builder, geometry.blocks, "block", unroll=False) as block:
-            first_row = builder.mul(block, i64(geometry.block_rows), name="ty0")
-            left = builder.sub(i64(geometry.tiles_y), first_row)
-            rows = builder.select(builder.icmp_signed("<", left, i64(geometry.block_rows)), left,
-                                  i64(geometry.block_rows), name="tile_rows")
-            _transform_input(kernel, geometry, v, first_row, rows)
-            _gemms(kernel, geometry, v, m, builder.mul(rows, i64(geometry.row_tiles), name="tiles"))
-            _transform_output(kernel, geometry, m, bias, n, first_row, rows)
+    units = conv.batch * geometry.blocks  # (image, block of tile rows): a part takes consecutive units
+    first, count = parallel.part_bounds(builder, kernel.part, kernel.parts, units, "unit")
+    with for_range(builder, count, "unit.i", unroll=False) as index:
+        unit = builder.add(first, index, name="unit")
+        n, block = builder.udiv(unit, i64(geometry.blocks), name="n"), builder.urem(unit, i64(geometry.blocks))
+        starts = builder.or_(builder.icmp_unsigned("==", block, i64(0)), builder.icmp_unsigned("==", index, i64(0)))
+        with builder.if_then(starts):  # the part's first unit of image n copies it
+            _copy_image(kernel, geometry, n)
+        first_row = builder.mul(block, i64(geometry.block_rows), name="ty0")
+        left = builder.sub(i64(geometry.tiles_y), first_row)
+        rows = builder.select(builder.icmp_signed("<", left, i64(geometry.block_rows)), left,
+                              i64(geometry.block_rows), name="tile_rows")
+        _transform_input(kernel, geometry, v, first_row, rows)
+        _gemms(kernel, geometry, v, m, builder.mul(rows, i64(geometry.row_tiles), name="tiles"))
+        _transform_output(kernel, geometry, m, bias, n, first_row, rows)
 
 
 def _copy_image(kernel: Kernel, geometry: WinogradGeometry, n: ir.Value) -> None:

@@ -12,8 +12,7 @@ input gives NaN where the direct sum may give an infinity (the transforms subtra
 
 Fires on f32 conv2d with a constant 3 x 3 weight, stride 1, dilation 1, one group and no residual,
 when both channel counts are at least MIN_CHANNELS (a shallow GEMM leaves the transforms' cost
-uncovered: the CIFAR CNN's first conv, 3 input channels, stays direct) and the batch has at least
-two images (the kernel splits its work among threads by images). Disable it by name
+uncovered: the CIFAR CNN's first conv, 3 input channels, stays direct). Disable it by name
 (`tf.compile(..., disabled=["select-winograd"])`) for the direct convolution's rounding.
 """
 
@@ -30,10 +29,10 @@ def winograd_fits(node: ir.Node) -> bool:
     if node.op != "conv2d" or node.dtype is not ir.DType.f32 or node.attrs.get("winograd"):
         return False
     weight, attrs = node.inputs[1], node.attrs
-    batch, channels = node.inputs[0].shape[:2]
+    channels = node.inputs[0].shape[1]
     return (weight.op == "constant" and weight.shape[2:] == (3, 3) and attrs["stride"] == (1, 1)
             and attrs["dilation"] == (1, 1) and attrs["groups"] == 1 and not attrs["residual"]
-            and min(channels, weight.shape[0]) >= MIN_CHANNELS and batch >= 2)
+            and min(channels, weight.shape[0]) >= MIN_CHANNELS)
 
 
 @register_pass("select-winograd", opt_level=2, description="compute 3x3 convolutions by Winograd's F(2x2, 3x3)")
