@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 import tensorforge as tf
 from tensorforge import ir, models
-from tensorforge.codegen import CodegenError
 from tensorforge.codegen.emit_winograd import G, winograd_weight
 from tensorforge.ir import DType, OpError, TensorType
 from tensorforge.ir.registry import infer_type
@@ -130,7 +129,16 @@ def test_bad_winograd_attributes_are_refused_by_name():
         infer_type("conv2d", [x, w], {"winograd": True, "stride": 2})
     with pytest.raises(OpError, match="winograd must be a bool"):
         infer_type("conv2d", [x, w], {"winograd": "yes"})
+
+
+
+@pytest.mark.parametrize("change", ["computed weight", "pack=False"])
+def test_a_weight_not_transformed_at_compile_time_is_convolved_directly(change):
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal((2, 4, 6, 6)).astype(np.float32), rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
     graph = ir.Graph()
-    graph.outputs = [graph.call("conv2d", [graph.add_input("x", x), graph.add_input("w", w)], {"winograd": True})]
-    with pytest.raises(CodegenError, match="winograd=true.*weight must be a constant"):
-        tf.compile(graph, opt_level=0)
+    weight = graph.add_input("w", TensorType.of(w)) if change == "computed weight" else graph.constant(w, "w")
+    graph.outputs = [graph.call("conv2d", [graph.add_input("x", TensorType.of(x)), weight], {"winograd": True})]
+    inputs = [w, x] if change == "computed weight" else [x]
+    with tf.compile(graph, opt_level=0, pack=change != "pack=False") as compiled:
+        np.testing.assert_allclose(compiled(*inputs), ir.interpret(graph, *inputs), **F32_TOLERANCE)

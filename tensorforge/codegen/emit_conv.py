@@ -56,7 +56,7 @@ def padded_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset(
 
 def conv2d_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
     """The tiled f32 convolution's scratch (emit_conv_gemm.py), or the padded input of the exact one."""
-    if node.attrs.get("winograd"):
+    if node.attrs.get("winograd") and 1 in packed:
         return winograd_scratch_bytes(node, target)
     return tiled_conv_scratch_bytes(node, target, packed) if uses_tiled_conv(node) else padded_bytes(node, target)
 
@@ -77,8 +77,8 @@ def padded_input(kernel: Kernel, fill: ir.Value) -> tuple[ir.Value, int, int]:
 def emit_conv2d(kernel: Kernel) -> None:
     """conv2d with stride, padding, dilation, groups, an optional bias and the fused activation: f32
     through the GEMM micro-kernel (emit_conv_gemm.py), other dtypes exactly by the loop nest below."""
-    if kernel.node.attrs.get("winograd"):  # select-winograd (emit_winograd.py)
-        emit_conv2d_winograd(kernel)
+    if kernel.node.attrs.get("winograd") and 1 in kernel.packed:  # select-winograd (emit_winograd.py); a
+        emit_conv2d_winograd(kernel)  # weight not transformed at compile time (pack=False) is convolved directly
         return
     if uses_tiled_conv(kernel.node):
         emit_conv2d_tiled(kernel)

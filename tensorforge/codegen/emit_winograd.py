@@ -37,7 +37,6 @@ from . import parallel
 from .emit_conv_gemm import ConvGeometry
 from .emit_gemm import BlockStep
 from .emit_micro_kernel import Epilogue, splat, store_lanes
-from .errors import CodegenError
 from .kernel import Kernel
 from .llvm_utils import (
     F32,
@@ -142,13 +141,10 @@ def _output_tile(m: list[list[ir.Value]], builder: ir.IRBuilder) -> list[list[ir
 
 
 def emit_conv2d_winograd(kernel: Kernel) -> None:
-    """The conv2d (f32, 3 x 3, stride 1, one group; bias, relu, pool="max_2x2") by F(2x2, 3x3); a part
+    """The conv2d (f32, 3 x 3, stride 1, one group; bias, relu, pool="max_2x2") by F(2x2, 3x3), its
+    weight transformed and packed at compile time (emit_conv.py convolves directly otherwise); a part
     takes consecutive (image, block of tile rows) units."""
     node, builder, target = kernel.node, kernel.builder, kernel.target
-    if 1 not in kernel.packed:
-        raise CodegenError(f"cannot compile %{node.name} = conv2d(...) {{winograd=true}}: its weight must be a "
-                           f"constant (transformed at compile time), got %{node.inputs[1].name} = "
-                           f"{node.inputs[1].op}(...)")
     geometry = WinogradGeometry.of(node, target)
     conv, channels = geometry.conv, geometry.conv.channels
     height, width = geometry.image_height, geometry.image_width
