@@ -89,3 +89,16 @@ def test_prune_config_is_checked_and_prune_report_needs_it():
         tf.PruneConfig(sparsity=1.5)
     with tf.compile(mlp((4, 3)), np.zeros((1, 4), np.float32)) as cm, pytest.raises(ValueError, match="prune"):
         cm.prune_report()
+
+
+def test_constants_without_names_are_pruned():
+    """A numbered weight ("3") gets a valid derived name ("pruned_3")."""
+    graph = ir.Graph()
+    x = graph.add_input("x", ir.TensorType((2, 6), ir.DType.f32))
+    weight = graph.constant(np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32))
+    graph.outputs = [graph.call("linear", [x, weight])]
+    assert weight.name.isdigit()
+    prune_magnitude(graph, 0.5)
+    graph.verify()
+    (kept,) = [node for node in graph.nodes if node.op == "constant"]
+    assert np.count_nonzero(kept.attrs["value"]) == 12

@@ -62,3 +62,16 @@ def test_a_layer_read_twice_or_an_output_is_left_alone():
     graph.outputs = [out, hidden]  # the hidden layer is also an output: its width is visible
     assert prune_structured(graph, 0.5) == {}
     assert hidden.shape == (2, 6)
+
+
+def test_constants_without_names_are_pruned():
+    """Numbered weights ("1", "2") get valid derived names ("pruned_1")."""
+    rng = np.random.default_rng(0)
+    graph = ir.Graph()
+    x = graph.add_input("x", ir.TensorType((2, 6), ir.DType.f32))
+    hidden = graph.call("relu", [graph.call("linear", [x, graph.constant(rng.standard_normal((6, 8)).astype(
+        np.float32))])])
+    graph.outputs = [graph.call("linear", [hidden, graph.constant(rng.standard_normal((8, 3)).astype(np.float32))])]
+    prune_structured(graph, 0.5)
+    graph.verify()
+    assert [node.shape for node in graph.nodes if node.op == "constant"] == [(6, 4), (4, 3)]

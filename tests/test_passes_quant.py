@@ -209,3 +209,27 @@ def test_a_pool_with_another_user_keeps_the_conv_result_in_f32():
     assert first.dtype is ir.DType.f32
     for actual, expected in zip(ir.interpret(integer, x), ir.interpret(qdq, x)):
         np.testing.assert_allclose(actual, expected, atol=0.1 * np.abs(expected).max() + 1e-6)
+
+
+def unnamed_mlp() -> tuple[ir.Graph, np.ndarray]:
+    """x -> linear -> relu -> linear with constants named by the graph's counter ("0", "1", ...)."""
+    rng = np.random.default_rng(3)
+    graph = ir.Graph()
+    x = graph.add_input("x", ir.TensorType((4, 12), ir.DType.f32))
+    hidden = graph.call("relu", [graph.call("linear", [x, graph.constant(rng.standard_normal((12, 16)).astype(
+        np.float32)), graph.constant(rng.standard_normal(16).astype(np.float32))])])
+    graph.outputs = [graph.call("linear", [hidden, graph.constant(rng.standard_normal((16, 5)).astype(np.float32))])]
+    return graph, rng.standard_normal((4, 12)).astype(np.float32)
+
+
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_constants_without_names_quantize(dynamic):
+    """Names derived from a numbered constant ("7" -> "int8_7") stay valid value names."""
+    graph, x = unnamed_mlp()
+    assert graph.outputs[0].inputs[1].name.isdigit()
+    calibration = None if dynamic else np.random.default_rng(4).standard_normal((32, 12)).astype(np.float32)
+    quantized, report = tf.quantize(graph, calibration, tf.QuantConfig(dynamic=dynamic, sqnr_budget=None))
+    quantized.verify()
+    assert len(report.rows) == 2
+    with tf.compile(quantized, x) as compiled:
+        np.testing.assert_allclose(compiled(x), ir.interpret(graph, x), rtol=0.1, atol=0.1)

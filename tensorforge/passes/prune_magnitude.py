@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ir
+from .rewrite import derived_name
 
 SCOPES = ("global", "layer")
 
@@ -66,7 +67,7 @@ def prune_magnitude(graph: ir.Graph, sparsity: float, scope: str = "global") -> 
     for weight, value in zip(weights, pruned, strict=True):
         first_user = next(node for node in graph.nodes if weight in node.inputs)
         with graph.inserting_before(first_user):
-            replacement = graph.constant(value, f"{weight.name}_pruned")
+            replacement = graph.constant(value, derived_name(weight, "pruned"))
         weight.replace_all_uses_with(replacement)
         graph.erase(weight)
         report[weight.name] = (before[weight.name], float(np.mean(value == 0)))
