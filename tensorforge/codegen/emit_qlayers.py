@@ -139,10 +139,10 @@ def emit_dynamic_qlinear(kernel: Kernel) -> None:
     zero_bias = element_pointer(builder, multipliers, round64(4 * columns), I8, "zero_bias")
     zero = ir.Constant(F32, 0.0)
 
-    def extreme(low: ir.Value, high: ir.Value, index: ir.Value):
+    def extreme(low: ir.Value, high: ir.Value, index: ir.Value):  # minnum/maxnum skip NaN, as the reference
         value = load_element(builder, x, index, F32)
-        low = builder.select(builder.fcmp_ordered("<", value, low), value, low)
-        return [low, builder.select(builder.fcmp_ordered(">", value, high), value, high)]
+        return [call_intrinsic(builder, "llvm.minnum.f32", F32, [low, value]),
+                call_intrinsic(builder, "llvm.maxnum.f32", F32, [high, value])]
 
     low, high = carried_loop(builder, i64(0), i64(rows * depth), [zero, zero],
                              lambda i, values: extreme(*values, i), "range")
