@@ -192,7 +192,7 @@ def _transform_input(kernel: Kernel, geometry: WinogradGeometry, v: ir.Value, fi
     builder, channels, lanes = kernel.builder, geometry.conv.channels, geometry.lanes
     nr, width = gemm_tiling(kernel.target).columns, geometry.image_width
     panels = geometry.columns // nr
-    wide, narrow = ir.VectorType(F32, 2 * lanes), ir.VectorType(F32, lanes)
+    wide = ir.VectorType(F32, 2 * lanes)
     even, odd = lane_indices(range(0, 2 * lanes, 2)), lane_indices(range(1, 2 * lanes, 2))
     with for_range(builder, channels, "wi.c", unroll=False) as c, for_range(builder, rows, "wi.r") as r:
         row = affine_offset(builder, [(c, geometry.image_height * width),
@@ -208,12 +208,10 @@ def _transform_input(kernel: Kernel, geometry: WinogradGeometry, v: ir.Value, fi
             transformed = _input_rows(d, builder)
             column = builder.add(builder.mul(r, i64(geometry.row_tiles)), i64(x0), name="wi.t")
             panel, lane = builder.udiv(column, i64(nr)), builder.urem(column, i64(nr))
-            for xi in range(POSITIONS):
-                at = affine_offset(builder, [(affine_offset(builder, [(i64(xi), panels)], panel), channels)], c)
+            for xi in range(POSITIONS):  # V[xi], panel, row c, lanes from `lane`: `lanes` columns
+                at = affine_offset(builder, [(builder.add(panel, i64(xi * panels)), channels)], c)
                 target = element_pointer(builder, v, builder.add(builder.mul(at, i64(nr)), lane), F32)
-                value = transformed[xi // 4][xi % 4]
-                assert value.type == narrow
-                builder.store(value, target, align=FLOAT_BYTES)
+                builder.store(transformed[xi // 4][xi % 4], target, align=FLOAT_BYTES)
 
 
 def _gemms(kernel: Kernel, geometry: WinogradGeometry, v: ir.Value, m: ir.Value, tiles: ir.Value) -> None:
