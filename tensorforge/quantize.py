@@ -33,7 +33,7 @@ import numpy as np
 from .ir import DType, Graph, run_graph
 from .passes.calibration import METHODS, QuantParams, activation_params, tinytorch_params, weight_params
 from .passes.insert_quant import LayerQuant, insert_quant, quantized_weight
-from .passes.rewrite import derived_name
+from .passes.rewrite import derived_name, suffixed_name
 
 QUANT_METHODS = (*METHODS, "tinytorch")
 DEFAULT_SQNR_BUDGET = 30.0
@@ -247,7 +247,7 @@ def _dynamic(graph: Graph, config: QuantConfig, values: dict | None, samples: in
             operands = [x, graph.constant(codes, derived_name(weight_node, "int8")), graph.constant(scale),
                         graph.constant(bias.astype(np.float32))]
             replacement = graph.call("dynamic_qlinear", operands, {"activation": node.attrs.get("activation")},
-                                     name=_dynamic_name(layer_name(node)))
+                                     name=suffixed_name(layer_name(node).replace(".", "_"), "dynamic"))
         node.replace_all_uses_with(replacement)
         graph.erase(node)
         for operand in (weight_node, *rest):
@@ -255,12 +255,6 @@ def _dynamic(graph: Graph, config: QuantConfig, values: dict | None, samples: in
                 graph.erase(operand)
     report.weight_bytes = (f32_bytes, int8_bytes)
     return graph, report
-
-
-def _dynamic_name(layer: str) -> str:
-    """The dynamic_qlinear's name: `blocks.0.mlp.linear1` -> `blocks_0_mlp_linear1_dynamic`, `7` -> `dynamic_7`."""
-    layer = layer.replace(".", "_")
-    return f"dynamic_{layer}" if layer[0].isdigit() else f"{layer}_dynamic"
 
 
 def layer_name(node) -> str:

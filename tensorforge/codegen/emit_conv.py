@@ -21,10 +21,10 @@ from llvmlite import ir
 
 from ..ir import Node
 from . import float_math, parallel, scalar
-from .emit_conv_gemm import emit_conv2d_tiled, tiled_conv_scratch_bytes, uses_tiled_conv
+from .emit_conv_gemm import conv_parts, emit_conv2d_tiled, pack_conv_weight, tiled_conv_scratch_bytes, uses_tiled_conv
 from .emit_matmul import activate_output, contraction_operands
 from .emit_shape import copy_elements
-from .emit_winograd import emit_conv2d_winograd, winograd_scratch_bytes
+from .emit_winograd import emit_conv2d_winograd, pack_winograd_weight, winograd_parts, winograd_scratch_bytes
 from .errors import CodegenError
 from .kernel import Kernel
 from .layout import contiguous_strides
@@ -39,6 +39,7 @@ from .llvm_utils import (
     store_element,
     strided_loops,
 )
+from .packing import PackedConstant
 from .parallel import split_parts
 from .target import Target
 
@@ -54,9 +55,29 @@ def padded_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset(
     return n * c * (h + 2 * ph) * (w + 2 * pw) * node.inputs[0].dtype.itemsize
 
 
+def _by_winograd(node: Node, packed: frozenset[int]) -> bool:
+    """winograd=true (select-winograd) with the weight transformed at compile time; a weight that
+    is not (pack=False, a computed weight) is convolved directly."""
+    return node.attrs.get("winograd") and 1 in packed
+
+
+def pack_conv2d_weight(node: Node, index: int, target: Target) -> PackedConstant | None:
+    """The constant weight as micro-kernel A panels: Winograd's G g G^T, or the direct conv's taps."""
+    if node.attrs.get("winograd") and index == 1 and uses_tiled_conv(node) and node.inputs[1].op == "constant":
+        return pack_winograd_weight(node, target)
+    return pack_conv_weight(node, index, target)
+
+
+def conv2d_parts(node: Node, target: Target, threads: int) -> int:
+    """Parts for a team of `threads`: Winograd's (image, block of tile rows) units, or the direct
+    conv's images or rows (a weight convolved directly after all is split the same way)."""
+    return (winograd_parts if node.attrs.get("winograd") else conv_parts)(node, target, threads)
+
+
 def conv2d_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
-    """The tiled f32 convolution's scratch (emit_conv_gemm.py), or the padded input of the exact one."""
-    if node.attrs.get("winograd") and 1 in packed:
+    """The tiled f32 convolution's scratch (emit_conv_gemm.py, emit_winograd.py), or the padded
+    input of the exact one."""
+    if _by_winograd(node, packed):
         return winograd_scratch_bytes(node, target)
     return tiled_conv_scratch_bytes(node, target, packed) if uses_tiled_conv(node) else padded_bytes(node, target)
 
@@ -77,8 +98,8 @@ def padded_input(kernel: Kernel, fill: ir.Value) -> tuple[ir.Value, int, int]:
 def emit_conv2d(kernel: Kernel) -> None:
     """conv2d with stride, padding, dilation, groups, an optional bias and the fused activation: f32
     through the GEMM micro-kernel (emit_conv_gemm.py), other dtypes exactly by the loop nest below."""
-    if kernel.node.attrs.get("winograd") and 1 in kernel.packed:  # select-winograd (emit_winograd.py); a
-        emit_conv2d_winograd(kernel)  # weight not transformed at compile time (pack=False) is convolved directly
+    if _by_winograd(kernel.node, kernel.packed):
+        emit_conv2d_winograd(kernel)
         return
     if uses_tiled_conv(kernel.node):
         emit_conv2d_tiled(kernel)

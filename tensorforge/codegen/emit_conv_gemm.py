@@ -143,35 +143,32 @@ def pack_conv_weight(node: Node, index: int, target: Target) -> PackedConstant |
     """A constant conv2d weight [O, Cg, kh, kw] as A panels per group, [G, ceil(Og/MR), Cg*kh*kw, MR]."""
     if index != 1 or not _weight_prepacked(node):
         return None
-    if node.attrs.get("winograd"):  # G g G^T (emit_winograd.py)
-        from .emit_winograd import pack_winograd_weight
-
-        return pack_winograd_weight(node, target)
     shape, rows = ConvGeometry.of(node), gemm_tiling(target).rows
     grouped = node.inputs[1].value.reshape(shape.groups, shape.group_outputs, shape.taps)
     return PackedConstant(f"conv.a{rows}", pack_a_panels(grouped, rows))
 
 
+def worth_a_team(node: Node) -> bool:
+    """Whether a tiled conv2d's work (its direct multiply-adds) is big enough to split among threads."""
+    if not uses_tiled_conv(node):
+        return False
+    shape = ConvGeometry.of(node)
+    return 2 * shape.batch * shape.outputs * shape.taps * shape.out_height * shape.out_width \
+        >= parallel.MIN_PARALLEL_FLOPS
+
+
 def conv_parts(node: Node, target: Target, threads: int) -> int:
     """Parts of a tiled conv2d for a team of `threads`: blocks of images, or of output rows for one image."""
-    if not uses_tiled_conv(node):
+    if not worth_a_team(node):
         return 1
     shape = ConvGeometry.of(node)
-    flops = 2 * shape.batch * shape.outputs * shape.taps * shape.out_height * shape.out_width
-    if flops < parallel.MIN_PARALLEL_FLOPS:
-        return 1
-    if node.attrs.get("winograd"):  # (image, block of tile rows) units: emit_winograd.py
-        from .emit_winograd import WinogradGeometry
-
-        units = shape.batch * WinogradGeometry.of(node, target).blocks
-        return split_parts(units, threads * (parallel.PARTS_PER_THREAD if shape.batch > 1 else 1))[0]
     if shape.batch > 1:  # whole images: cut finer, a late thread takes fewer
         return split_parts(shape.batch, threads * parallel.PARTS_PER_THREAD)[0]
     rows = shape.pooled_shape[0] if shape.pooled else shape.out_height
     return split_parts(rows, threads)[0]  # (pooled) rows of one image: every part pads its own copy
 
 
-def part_range(builder: ir.IRBuilder, kernel: Kernel, units: int, name: str):
+def _part_range(builder: ir.IRBuilder, kernel: Kernel, units: int, name: str):
     """for_range over this part's share of `units` (all of them unless the kernel is split); yields the unit."""
     return _offset_range(builder, *parallel.part_bounds(builder, kernel.part, kernel.parts, units, name), name)
 
@@ -306,7 +303,7 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
                     column_panel(i64(shape.out_width - shape.out_width % nr), shape.out_width % nr)
 
     by_images = shape.batch > 1
-    with (part_range(builder, kernel, shape.batch, "n") if by_images else for_range(builder, 1, "n")) as n:
+    with (_part_range(builder, kernel, shape.batch, "n") if by_images else for_range(builder, 1, "n")) as n:
         image = _image(kernel, shape, n)
         with for_range(builder, shape.groups, "g") as g:
             if not shape.pooled:
@@ -316,7 +313,7 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
                     return element_pointer(builder, kernel.output, at, F32, "c_tile")
 
                 rows = ((lambda: for_range(builder, shape.out_height, "y")) if by_images
-                        else (lambda: part_range(builder, kernel, shape.out_height, "y")))
+                        else (lambda: _part_range(builder, kernel, shape.out_height, "y")))
                 blocks(n, image, g, rows, to_output, out_plane)
             else:
                 _pooled_rows(builder, kernel, shape, pair, n, image, g, blocks)
@@ -328,7 +325,7 @@ def _pooled_rows(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, pai
     group g into the pair buffer (`blocks`), then their pool into the output (`_pool_pair`)."""
     og, pooled_height = shape.group_outputs, shape.pooled_shape[0]
     with (for_range(builder, pooled_height, "p") if shape.batch > 1
-          else part_range(builder, kernel, pooled_height, "p")) as p:
+          else _part_range(builder, kernel, pooled_height, "p")) as p:
         group_row = builder.mul(g, i64(og), name="group_row")
 
         def to_pair(y: ir.Value, pixel: ir.Value, row: ir.Value) -> ir.Value:

@@ -95,7 +95,7 @@ def activate_output(kernel: Kernel) -> None:
         if activation == "relu":
             value = scalar.relu(builder, dtype, value, "relu")
         elif activation is not None:  # a gelu (f32 only: an f32 linear of depth 0 comes here)
-            value = float_math.GELU[activation.removeprefix("gelu_")](builder, value)
+            value = float_math.GELU_ACTIVATIONS[activation](builder, value)
         store_element(builder, value, kernel.output, index)
 
 

@@ -42,7 +42,7 @@ from .llvm_utils import (
 )
 from .tiling import FLOAT_BYTES, INDEPENDENT_CHAINS, GemmTiling
 
-ACTIVATIONS = ("relu", "gelu_tanh", "gelu_sigmoid", "gelu_exact")  # ir.ops_nn's, computed on whole vectors
+ACTIVATIONS = ("relu", *float_math.GELU_ACTIVATIONS)  # ir.ops_nn's, computed on whole vectors
 
 
 @dataclass(frozen=True)
@@ -199,8 +199,7 @@ def _apply_epilogue(builder: ir.IRBuilder, tile: _Tile, epilogue: Epilogue, bias
         zero = ir.Constant(vector, None)
         values = [builder.select(builder.fcmp_unordered(">=", value, zero), value, zero) for value in values]
     elif epilogue.activation is not None:  # a gelu: the elementwise op's own steps, lane by lane
-        gelu = float_math.GELU[epilogue.activation.removeprefix("gelu_")]
-        values = [gelu(builder, value) for value in values]
+        values = [float_math.GELU_ACTIVATIONS[epilogue.activation](builder, value) for value in values]
     return values
 
 

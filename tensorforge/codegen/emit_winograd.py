@@ -34,7 +34,7 @@ from llvmlite import ir
 from ..ir import Node
 from ..ir.ops_nn import split_contraction
 from . import parallel
-from .emit_conv_gemm import ConvGeometry
+from .emit_conv_gemm import ConvGeometry, worth_a_team
 from .emit_gemm import BlockStep
 from .emit_micro_kernel import Epilogue, splat, store_lanes
 from .kernel import Kernel
@@ -53,6 +53,7 @@ from .llvm_utils import (
 )
 from .memory import align_up
 from .packing import PackedConstant, pack_a_panels
+from .parallel import split_parts
 from .target import Target
 from .tiling import FLOAT_BYTES, gemm_tiling
 
@@ -104,6 +105,16 @@ class WinogradGeometry:
         v_at = align_up(conv.channels * self.image_height * self.image_width * FLOAT_BYTES)
         m_at = align_up(v_at + POSITIONS * conv.channels * self.columns * FLOAT_BYTES)
         return v_at, m_at, m_at + POSITIONS * conv.outputs * self.columns * FLOAT_BYTES
+
+
+def winograd_parts(node: Node, target: Target, threads: int) -> int:
+    """Parts for a team of `threads`: runs of (image, block of tile rows) units, cut finer when there
+    are several images (a late thread takes fewer)."""
+    if not worth_a_team(node):
+        return 1
+    geometry = WinogradGeometry.of(node, target)
+    batch = geometry.conv.batch
+    return split_parts(batch * geometry.blocks, threads * (parallel.PARTS_PER_THREAD if batch > 1 else 1))[0]
 
 
 def winograd_scratch_bytes(node: Node, target: Target) -> int:

@@ -178,3 +178,5 @@ def gelu_exact(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 
 GELU = {"tanh": gelu_tanh, "sigmoid": gelu_sigmoid, "exact": gelu_exact}
+# a contraction's fused gelu, by its `activation` attribute (ir.ops_nn.GELU_ACTIVATIONS)
+GELU_ACTIVATIONS = {f"gelu_{approximation}": function for approximation, function in GELU.items()}

@@ -14,8 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..ir import DType, Node
-from .emit_conv import conv2d_scratch_bytes, emit_batch_norm, emit_conv2d, emit_pool, padded_bytes, pool_parts
-from .emit_conv_gemm import conv_parts, pack_conv_weight
+from .emit_conv import (
+    conv2d_parts,
+    conv2d_scratch_bytes,
+    emit_batch_norm,
+    emit_conv2d,
+    emit_pool,
+    pack_conv2d_weight,
+    padded_bytes,
+    pool_parts,
+)
 from .emit_elementwise import (
     elementwise_parts,
     emit_binary,
@@ -132,7 +140,7 @@ EMIT: dict[str, Lowering] = {
     "sparse_linear": Lowering(emit_sparse_linear, FLOAT, sparse_scratch_bytes, pack_sparse_constant, sparse_parts,
                               reads_values=True),  # its loops follow the weight's sparsity pattern
     # NCHW (emit_conv.py)
-    "conv2d": Lowering(emit_conv2d, ALL, conv2d_scratch_bytes, pack_conv_weight, conv_parts),
+    "conv2d": Lowering(emit_conv2d, ALL, conv2d_scratch_bytes, pack_conv2d_weight, conv2d_parts),
     "max_pool2d": Lowering(emit_pool, NUMERIC, padded_bytes, parts=pool_parts),
     "avg_pool2d": Lowering(emit_pool, FLOAT, padded_bytes, parts=pool_parts),
     "batch_norm": Lowering(emit_batch_norm, FLOAT),

@@ -125,16 +125,22 @@ def operand_dtypes(types: list[TensorType], program, op: str = "fused_elementwis
             for (kind, i) in (instruction.refs[0] for instruction, _ in typed)]
 
 
-def _normalize_fused(types, attrs, op: str = "fused_elementwise"):
-    typed = typed_program(types, attrs["program"], op)
-    return {**attrs, "program": tuple(encode_instruction(*instruction) for instruction, _ in typed)}
+def _checked_program(types: list[TensorType], program, op: str = "fused_elementwise") -> tuple[tuple, TensorType]:
+    """(the program in canonical form, the type of its values over operands of `types`: every
+    instruction's shape broadcast together, the last one's dtype)."""
+    typed = typed_program(types, program, op)
+    results = [result for _, result in typed]
+    return (tuple(encode_instruction(*instruction) for instruction, _ in typed),
+            TensorType(broadcast_shapes(*(result.shape for result in results)), results[-1].dtype))
 
 
 def program_type(types: list[TensorType], program, op: str = "fused_elementwise") -> TensorType:
-    """The type of a program's values over operands of `types`: every instruction's shape broadcast
-    together, the last one's dtype."""
-    results = [result for _, result in typed_program(types, program, op)]
-    return TensorType(broadcast_shapes(*(result.shape for result in results)), results[-1].dtype)
+    """The type of a program's values over operands of `types`."""
+    return _checked_program(types, program, op)[1]
+
+
+def _normalize_fused(types, attrs):
+    return {"program": _checked_program(types, attrs["program"])[0]}
 
 
 def _infer_fused(types, attrs):
@@ -169,8 +175,7 @@ def _check_reduction(reduction) -> str:
 
 def _normalize_fused_reduce(types, attrs):
     reduction = _check_reduction(attrs["reduction"])
-    program = _normalize_fused(types, attrs, "fused_reduce")["program"]
-    values = program_type(types, program, "fused_reduce")
+    program, values = _checked_program(types, attrs["program"], "fused_reduce")
     return {"program": program, "reduction": reduction,
             **registry.get_op(reduction).complete_attrs([values], _reduction_attrs(attrs))}
 

@@ -197,16 +197,21 @@ def _normalize_window(op):
     return normalize
 
 
+def winograd_computes(types, attrs) -> bool:
+    """Whether Winograd's F(2x2, 3x3) computes a conv2d of these operand types and (normalized)
+    attributes: f32, a 3 x 3 kernel, stride 1, dilation 1, one group, no residual."""
+    return (len(types) > 1 and types[0].dtype is DType.f32 and types[1].shape[2:] == (3, 3)
+            and attrs["stride"] == (1, 1) and attrs["dilation"] == (1, 1) and attrs["groups"] == 1
+            and not attrs["residual"])
+
+
 def _check_winograd(types, attrs, winograd) -> bool:
     """conv2d's `winograd` (set by the select-winograd pass): the codegen computes it by Winograd's
-    F(2x2, 3x3), which exists for f32 3 x 3 kernels, stride 1, dilation 1, one group, no residual."""
+    F(2x2, 3x3), which exists only where `winograd_computes`."""
     if not isinstance(winograd, (bool, np.bool_)):
         raise OpError(f"op 'conv2d': winograd must be a bool, got {winograd!r}")
     if winograd:
-        fits = (len(types) > 1 and types[0].dtype is DType.f32 and types[1].shape[2:] == (3, 3)
-                and attrs["stride"] == (1, 1) and attrs["dilation"] == (1, 1) and attrs["groups"] == 1
-                and not attrs["residual"])
-        if not fits:
+        if not winograd_computes(types, attrs):
             raise OpError("op 'conv2d': winograd=true needs an f32 3 x 3 kernel, stride 1, dilation 1, groups 1 "
                           f"and no residual, got {[str(t) for t in types[:2]]} with {attrs}")
     return bool(winograd)

@@ -24,13 +24,13 @@ from .rewrite import needed_by_outputs
 FUSED = "fused_elementwise"
 
 
-def _is_elementwise(node: ir.Node) -> bool:
+def is_elementwise(node: ir.Node) -> bool:
     return node.op in FUSABLE or node.op == FUSED
 
 
 def _can_fold(producer: ir.Node, consumer: ir.Node) -> bool:
     """Fold `producer` into `consumer`: it is elementwise, read by the consumer alone, and not broadcast up."""
-    return (_is_elementwise(producer) and set(producer.users) == {consumer}
+    return (is_elementwise(producer) and set(producer.users) == {consumer}
             and producer not in producer.graph.outputs and producer.shape == consumer.shape)
 
 
@@ -99,7 +99,7 @@ def fuse_elementwise(graph: ir.Graph, ctx: PassContext | None = None) -> ir.Grap
     """
     live = needed_by_outputs(graph)
     for node in list(graph.nodes):
-        if node in live and _is_elementwise(node):
+        if node in live and is_elementwise(node):
             _fold_producers(graph, node)
     return graph
 

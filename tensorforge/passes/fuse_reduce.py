@@ -21,14 +21,13 @@ Runs after fuse-elementwise.
 from __future__ import annotations
 
 from .. import ir
-from ..ir.ops_fused import FUSABLE, REDUCTIONS
-from .fuse_elementwise import FUSED, program_of
+from ..ir.ops_fused import REDUCTIONS
+from .fuse_elementwise import is_elementwise, program_of
 from .registry import register_pass
 
 
 def _fusable_producer(node: ir.Node, graph: ir.Graph) -> bool:
-    return ((node.op in FUSABLE or node.op == FUSED) and len(node.users) == 1
-            and node not in graph.outputs)
+    return is_elementwise(node) and len(node.users) == 1 and node not in graph.outputs
 
 
 @register_pass("fuse-reduce", opt_level=2,

@@ -22,12 +22,14 @@ from .. import ir
 Rule = Callable[[ir.Node], "ir.Node | None"]
 
 
-def derived_name(node: ir.Node, suffix: str) -> str:
-    """The name of a value computed from `node`: `fc.weight` -> `fc.weight_bn`, `7` -> `bn_7`.
+def suffixed_name(name: str, suffix: str) -> str:
+    """`name` with `suffix`, still a valid value name: `fc.weight` -> `fc.weight_bn`, `7` -> `bn_7`."""
+    return f"{suffix}_{name}" if name[0].isdigit() else f"{name}_{suffix}"
 
-    The graph adds a number if the name is taken.
-    """
-    return f"{suffix}_{node.name}" if node.name[0].isdigit() else f"{node.name}_{suffix}"
+
+def derived_name(node: ir.Node, suffix: str) -> str:
+    """The name of a value computed from `node` (suffixed_name); the graph adds a number if it is taken."""
+    return suffixed_name(node.name, suffix)
 
 
 def is_filled_with(node: ir.Node, value: float) -> bool:

@@ -19,6 +19,7 @@ uncovered: the CIFAR CNN's first conv, 3 input channels, stays direct). Disable 
 from __future__ import annotations
 
 from .. import ir
+from ..ir.ops_nn import winograd_computes
 from .registry import register_pass
 
 MIN_CHANNELS = 16
@@ -26,13 +27,11 @@ MIN_CHANNELS = 16
 
 def winograd_fits(node: ir.Node) -> bool:
     """Whether the pass selects Winograd for conv2d `node`."""
-    if node.op != "conv2d" or node.dtype is not ir.DType.f32 or node.attrs.get("winograd"):
+    if node.op != "conv2d" or node.attrs["winograd"]:
         return False
-    weight, attrs = node.inputs[1], node.attrs
-    channels = node.inputs[0].shape[1]
-    return (weight.op == "constant" and weight.shape[2:] == (3, 3) and attrs["stride"] == (1, 1)
-            and attrs["dilation"] == (1, 1) and attrs["groups"] == 1 and not attrs["residual"]
-            and min(channels, weight.shape[0]) >= MIN_CHANNELS)
+    x, weight = node.inputs[:2]
+    return (winograd_computes([operand.type for operand in node.inputs], node.attrs) and weight.op == "constant"
+            and min(x.shape[1], weight.shape[0]) >= MIN_CHANNELS)
 
 
 @register_pass("select-winograd", opt_level=2, description="compute 3x3 convolutions by Winograd's F(2x2, 3x3)")

@@ -29,13 +29,19 @@ ELEMENT_FLOPS = {"add": 1, "sub": 1, "mul": 1, "div": 1, "neg": 1, "relu": 1, "c
                  "sqrt": 1, "tanh": 12, "sigmoid": 12, "gelu": 16}
 
 
+def _activation_flops(node: Node) -> int:
+    """FLOPs per element of a contraction's fused activation: none, relu, or a gelu ("gelu_tanh"...)."""
+    activation = node.attrs.get("activation")
+    if activation is None:
+        return 0
+    return ELEMENT_FLOPS["gelu" if activation.startswith("gelu") else activation]
+
+
 def kernel_flops(node: Node) -> int:
     """Floating-point operations of one node (multiply-add = 2); for the int8 layers, integer
     operations (an int8 multiply-add = 2), so their GFLOP/s column reads as GOP/s."""
     op, size = node.op, node.type.size
-    activation = node.attrs.get("activation")  # bias, residual, relu or a gelu
-    epilogue = size * (len(node.inputs) - 2 + ELEMENT_FLOPS["gelu" if str(activation).startswith("gelu") else "relu"]
-                       * (activation is not None))
+    epilogue = size * (len(node.inputs) - 2 + _activation_flops(node))  # bias, residual, activation
     if op == "linear":
         return 2 * size * node.inputs[0].shape[-1] + epilogue
     if op == "sparse_linear":  # only the stored entries: x, values, columns, row_starts, then bias, residual
@@ -47,7 +53,7 @@ def kernel_flops(node: Node) -> int:
         out_channels, group_channels, kh, kw = node.inputs[1].shape
         pooled = node.attrs.get("pool") is not None
         convolved = unpooled_conv2d_type(node).size if pooled else size
-        epilogue = convolved * (len(node.inputs) - 2 + (1 if node.attrs.get("activation") else 0))
+        epilogue = convolved * (len(node.inputs) - 2 + _activation_flops(node))
         return 2 * convolved * group_channels * kh * kw + epilogue + (3 * size if pooled else 0)
     if op in ("qlinear", "dynamic_qlinear"):
         return 2 * size * node.inputs[0].shape[-1] + 4 * size  # requantization: convert, scale, round, clip
