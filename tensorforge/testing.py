@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from . import ir
 from .ir import DType, TensorType
 
-UNARY = ["relu", "neg", "tanh", "sigmoid", "gelu"]
+UNARY = ["relu", "neg", "abs", "tanh", "sigmoid", "gelu"]
 KINDS = ["unary", "binary", "reduce", "softmax", "transpose", "reshape", "flatten", "slice", "concat", "matmul",
          "linear", "conv", "linear_bn", "fold", "cse", "identity", "chain"]
 

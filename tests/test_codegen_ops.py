@@ -92,7 +92,7 @@ def test_binary_with_constant_operand(arch):
     check_op(arch, "add", [sample((3, 17)), sample((17,))], constants=(1,))
 
 
-@pytest.mark.parametrize("op", ["exp", "log", "sqrt", "tanh", "sigmoid", "relu", "neg"])
+@pytest.mark.parametrize("op", ["exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "neg"])
 @pytest.mark.parametrize("size", [1, 17, 100])
 def test_unary_f32(op, size, arch):
     check_op(arch, op, [sample((size,), positive=op in ("log", "sqrt"))])
@@ -102,7 +102,7 @@ SPECIAL = np.array([0.0, -0.0, 1e-8, -1e-8, 0.1, -0.1, 0.124, 0.126, 1.0, -3.0, 
                     -88.0, 100.0, -100.0, 1e30, -1e30, np.inf, -np.inf, np.nan], dtype=np.float32)
 
 
-@pytest.mark.parametrize("op", ["exp", "log", "sqrt", "tanh", "sigmoid", "relu", "neg"])
+@pytest.mark.parametrize("op", ["exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "neg"])
 def test_unary_special_values(op, arch):
     check_op(arch, op, [SPECIAL])
 

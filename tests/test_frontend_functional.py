@@ -42,6 +42,7 @@ OPS = [
     ("mul", lambda a, b: F.mul(a, b), [(2, 3), (2, 3)]),
     ("div", lambda a, b: F.div(a, b), [(2, 3), (3,)]),
     ("neg", lambda x: F.neg(x), [(5,)]),
+    ("abs", lambda x: F.abs(x), [(5,)]),
     ("exp", lambda x: F.exp(x), [(2, 3)]),
     ("log", lambda x: F.log(F.exp(x)), [(2, 3)]),
     ("sqrt", lambda x: F.sqrt(F.mul(x, x)), [(2, 3)]),
@@ -152,6 +153,7 @@ def test_unsupported_indices_are_named(function, error, message):
 
 NUMPY_CASES = [
     lambda x: np.exp(x) + np.tanh(x) - np.negative(x),
+    lambda x: np.abs(x) + abs(x - 1.0) - np.absolute(-x),
     lambda x: np.log(np.sqrt(x * x + 1.0)),
     lambda x: np.add(x, 1.0) * np.multiply(2.0, x) / np.divide(x, 3.0) - np.subtract(x, 1.0),
     lambda x: np.maximum(x, 0) + np.maximum(0.0, x),
@@ -181,7 +183,7 @@ def test_numpy_functions_and_operators_trace_as_they_run(function):
 
 @pytest.mark.parametrize("function, message", [
     (lambda x: np.sort(x), r"np.sort is not supported on traced values: tensorforge has no op for it \(numpy "
-                           r"functions with an op: add, amax, argmax, concatenate"),
+                           r"functions with an op: absolute, add, amax, argmax, concatenate"),
     (lambda x: np.linalg.norm(x), "np.linalg.norm is not supported on traced values"),
     (lambda x: np.add.reduce(x), "np.add.reduce is not supported on traced values"),
     (lambda x: np.add(x, 1, out=x), r"np.add is supported on traced values only without keyword arguments \(got out\)"),

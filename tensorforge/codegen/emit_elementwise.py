@@ -68,7 +68,7 @@ def map_elements(kernel: Kernel, compute: Compute) -> None:
 
 
 BINARY = {"add": scalar.add, "sub": scalar.sub, "mul": scalar.mul, "div": scalar.divide}
-FLOAT_UNARY = {"exp": float_math.exp, "log": float_math.log, "sqrt": float_math.sqrt,
+FLOAT_UNARY = {"exp": float_math.exp, "log": float_math.log, "sqrt": float_math.sqrt, "abs": float_math.fabs,
                "tanh": float_math.tanh, "sigmoid": float_math.sigmoid}
 
 # One element of an op: (builder, op, dtype it computes in (its first operand's), loaded operands, attrs) -> value
@@ -81,7 +81,7 @@ def binary_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir
 
 
 def float_unary_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
-    """exp, log, sqrt, tanh, sigmoid on f32."""
+    """exp, log, sqrt, abs, tanh, sigmoid on f32."""
     return FLOAT_UNARY[op](builder, values[0], name=op)
 
 
@@ -128,7 +128,7 @@ def emit_binary(kernel: Kernel) -> None:
 
 
 def emit_float_unary(kernel: Kernel) -> None:
-    """exp, log, sqrt, tanh, sigmoid on f32."""
+    """exp, log, sqrt, abs, tanh, sigmoid on f32."""
     map_op_elements(kernel)
 
 

@@ -116,6 +116,7 @@ EMIT: dict[str, Lowering] = {
     "exp": _map(emit_float_unary, FLOAT),
     "log": _map(emit_float_unary, FLOAT),
     "sqrt": _map(emit_float_unary, FLOAT),
+    "abs": _map(emit_float_unary, FLOAT),
     "tanh": _map(emit_float_unary, FLOAT),
     "sigmoid": _map(emit_float_unary, FLOAT),
     "gelu": _map(emit_gelu, FLOAT),

@@ -60,8 +60,8 @@ def _binary(op: str):
 
 
 add, sub, mul, div = (_binary(op) for op in ("add", "sub", "mul", "div"))
-neg, exp, log, sqrt, tanh, sigmoid, relu = (_unary(op) for op in ("neg", "exp", "log", "sqrt", "tanh", "sigmoid",
-                                                                  "relu"))
+neg, exp, log, sqrt, abs, tanh, sigmoid, relu = (_unary(op) for op in ("neg", "exp", "log", "sqrt", "abs", "tanh",
+                                                                            "sigmoid", "relu"))
 
 
 def gelu(x, approximate: str = "tanh"):
@@ -325,7 +325,7 @@ def _maximum(a, b):
 
 # numpy ufunc -> function; Proxy.__array_ufunc__ refuses every other ufunc by name
 NUMPY_UFUNCS = {np.add: add, np.subtract: sub, np.multiply: mul, np.divide: div, np.matmul: matmul, np.negative: neg,
-                np.exp: exp, np.log: log, np.sqrt: sqrt, np.tanh: tanh, np.maximum: _maximum, np.power: power,
+                np.exp: exp, np.log: log, np.sqrt: sqrt, np.absolute: abs, np.tanh: tanh, np.maximum: _maximum, np.power: power,
                 np.square: lambda x: mul(x, x)}
 # numpy function -> the same computation, with numpy's argument names; Proxy.__array_function__ refuses the rest
 NUMPY_FUNCTIONS = {

@@ -32,7 +32,7 @@ from . import registry
 from .registry import OpError, register_op
 from .types import DType, TensorType, broadcast_shapes
 
-FUSABLE = ("add", "sub", "mul", "div", "neg", "relu", "exp", "log", "sqrt", "tanh", "sigmoid", "gelu", "cast")
+FUSABLE = ("add", "sub", "mul", "div", "neg", "relu", "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "gelu", "cast")
 REF_KINDS = ("in", "t")  # an operand of the fused node, the result of an earlier instruction
 
 Ref = tuple[str, int]

@@ -80,6 +80,7 @@ _unary("neg", float_only=False)(np.negative)
 _unary("exp")(np.exp)
 _unary("log")(np.log)
 _unary("sqrt")(np.sqrt)
+_unary("abs")(np.abs)
 _unary("tanh")(np.tanh)
 
 

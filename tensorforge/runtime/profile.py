@@ -25,7 +25,7 @@ from .machine import MachinePeaks
 
 # FLOPs per output element of the elementwise ops (exp, tanh... are polynomial evaluations; a
 # rough count: the roofline only needs the order of magnitude).
-ELEMENT_FLOPS = {"add": 1, "sub": 1, "mul": 1, "div": 1, "neg": 1, "relu": 1, "cast": 0, "exp": 10, "log": 10,
+ELEMENT_FLOPS = {"add": 1, "sub": 1, "mul": 1, "div": 1, "neg": 1, "abs": 1, "relu": 1, "cast": 0, "exp": 10, "log": 10,
                  "sqrt": 1, "tanh": 12, "sigmoid": 12, "gelu": 16}
 
 
