@@ -325,8 +325,8 @@ def _maximum(a, b):
 
 # numpy ufunc -> function; Proxy.__array_ufunc__ refuses every other ufunc by name
 NUMPY_UFUNCS = {np.add: add, np.subtract: sub, np.multiply: mul, np.divide: div, np.matmul: matmul, np.negative: neg,
-                np.exp: exp, np.log: log, np.sqrt: sqrt, np.absolute: abs, np.tanh: tanh, np.maximum: _maximum, np.power: power,
-                np.square: lambda x: mul(x, x)}
+                np.exp: exp, np.log: log, np.sqrt: sqrt, np.absolute: abs, np.tanh: tanh, np.maximum: _maximum,
+                np.power: power, np.square: lambda x: mul(x, x)}
 # numpy function -> the same computation, with numpy's argument names; Proxy.__array_function__ refuses the rest
 NUMPY_FUNCTIONS = {
     np.concatenate: lambda arrays, axis=0: concat(arrays, axis),

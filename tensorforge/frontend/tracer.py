@@ -264,8 +264,8 @@ def _numpy_names() -> str:
 # Python operator -> functional function; each also gets its reflected form (__radd__ for 1.0 + x).
 BINARY_OPERATORS = {"add": "add", "sub": "sub", "mul": "mul", "truediv": "div", "matmul": "matmul", "pow": "power"}
 # array methods and unary operators -> functional function, called as function(self, *args, **kwargs)
-METHODS = {"__neg__": "neg", "__abs__": "abs", "__getitem__": "getitem", "reshape": "reshape", "transpose": "transpose", "sum": "sum",
-           "mean": "mean", "max": "max", "argmax": "argmax", "astype": "cast", "matmul": "matmul"}
+METHODS = {"__neg__": "neg", "__abs__": "abs", "__getitem__": "getitem", "reshape": "reshape", "transpose": "transpose",
+           "sum": "sum", "mean": "mean", "max": "max", "argmax": "argmax", "astype": "cast", "matmul": "matmul"}
 # what needs the contents of a value -> (what it is, what to do instead)
 REFUSED = {
     "__bool__": ("Python control flow on the truth (if, while, and, or, not)", BRANCH_HINT),
