@@ -1,7 +1,7 @@
 """Steady loops of bound calls (`cm.bind(...)`): what a change does to the native code itself.
 
     python benchmarks/bench_bound.py [--workloads sparse prune cnn tiny int8 softmax reduce gelu
-                                                  winograd]
+                                                  winograd kv-int8]
                                       [--rounds 15] [--quiet]
 
 The other benchmarks time plain calls after a pause, as a user's first call after idling meets
@@ -30,6 +30,8 @@ each round; tables give the median block and ratios paired within rounds. Worklo
            the GPT has no other activation to fuse)
   winograd the CIFAR CNN at batch 1 and 64 with select-winograd (its second conv by Winograd's
            F(2x2, 3x3)) and without
+  kv-int8  GPT-2-small-size decode steps with int8 weights (quantize="int8") at positions 256 and
+           1000 of its 1024, with an f32 KV cache and with an int8 one (kv_cache="int8")
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ import tensorforge as tf  # noqa: E402
 from tensorforge import models  # noqa: E402
 from tensorforge.codegen import parallel  # noqa: E402
 
-WORKLOADS = ("sparse", "prune", "cnn", "tiny", "int8", "softmax", "reduce", "gelu", "winograd")
+WORKLOADS = ("sparse", "prune", "cnn", "tiny", "int8", "softmax", "reduce", "gelu", "winograd", "kv-int8")
 
 
 def sparse_engines() -> tuple[dict, list[tuple[str, str]]]:
@@ -97,6 +99,31 @@ def decode_step(generator: tf.Generator, prompt: list[int]):
         generator._step(7)
 
     return step
+
+
+def step_at(generator: tf.Generator, prompt: list[int], position: int):
+    """One decode step (the generator's bound decode call) at `position`, after a prefill of `prompt`:
+    the step attends over `position` cache rows (those past the prompt hold zeros)."""
+    generator.next_logits(prompt)
+
+    def step() -> None:
+        generator.position = position
+        generator._step(7)
+
+    return step
+
+
+def kv_int8_engines() -> tuple[dict, list[tuple[str, str]]]:
+    from bench_gpt import build_model, prompt_ids
+
+    model, prompt = build_model("gpt2"), prompt_ids("gpt2")
+    engines, positions = {}, (256, 1000)
+    for cache in ("f32", "int8"):
+        generator = tf.compile_generator(model, model.max_seq_len, prompt_len=len(prompt), quantize="int8",
+                                         kv_cache=cache)
+        for position in positions:
+            engines[f"{cache} cache, position {position}"] = step_at(generator, prompt, position)
+    return engines, [(f"f32 cache, position {p}", f"int8 cache, position {p}") for p in positions]
 
 
 def tiny_engines() -> tuple[dict, list[tuple[str, str]]]:
@@ -209,7 +236,8 @@ def main() -> None:
     args = parser.parse_args()
     builders = {"sparse": sparse_engines, "prune": prune_engines, "cnn": cnn_engines, "tiny": tiny_engines,
                 "int8": int8_engines, "softmax": softmax_engines, "reduce": reduce_engines,
-                "gelu": gelu_engines, "winograd": lambda: cnn_engines("select-winograd")}
+                "gelu": gelu_engines, "winograd": lambda: cnn_engines("select-winograd"),
+                "kv-int8": kv_int8_engines}
     for workload in args.workloads:
         engines, pairs = builders[workload]()
         samples = measure_samples(engines, rounds=args.rounds, verbose=not args.quiet, desc=workload, sleep=0.0)

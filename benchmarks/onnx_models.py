@@ -120,7 +120,7 @@ def to_onnx(graph: ir.Graph, dynamic_sequence: bool = False, past_sequence: bool
                           helper.make_node("Mul", [out + "_x1e", constant(np.float32(0.5))], [out])]
             else:
                 raise NotImplementedError(f"no ONNX export written for gelu approximation {approximation!r}")
-        elif node.op == "cached_attention" and past_sequence:
+        elif node.op == "cached_attention" and past_sequence and len(inputs) == 6:  # f32 caches
             q, k_past, v_past, k, v, _ = inputs
             keys, values = out + "_present_k", out + "_present_v"
             nodes += [helper.make_node("Concat", [k_past, k], [keys], axis=-2),

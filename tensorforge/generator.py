@@ -23,6 +23,10 @@ each layer's new k and v rows, which the generator writes in (prefill: rows 0..p
 row pos). Attention reads only the rows up to the position (cached_attention), so a decode step's
 cost grows with the position, not with max_len.
 
+With kv_cache="int8" every cache is int8 codes and an f32 scale per row (one position of one head,
+passes/kv_cache.py): a quarter of the f32 cache's bytes, read as such by every decode step's
+attention, and logits within int8 error of the f32 cache's. The graphs quantize the rows they return.
+
 With quantize="int8" the linear layers are dynamic_qlinear: each call quantizes its activations with
 their own range (per tensor). A padded prefill's range then spans the padding's rows too, so a short
 prompt's int8 logits differ, within int8 error, from those of an unpadded run; f32 is unaffected.
@@ -91,20 +95,21 @@ class Generator:
         self._prefill_model = prefill
         self.max_len, self.prompt_len = graphs.max_len, graphs.prompt_len
         self.vocab_size = decode.output_types[0].shape[-1]
-        # every cache is one slice of a block, and so is every new row a decode step returns: a step
-        # writes all its rows into the caches with one assignment
-        count, dtype = 2 * len(graphs.attentions), graphs.cache_type.dtype.numpy
-        self._cache_block = np.zeros((count, *graphs.cache_type.shape), dtype)
-        self.caches = list(self._cache_block)
-        self.cache_bytes = self._cache_block.nbytes
+        # every cache is one slice of a block per array it has (f32 rows; or int8 codes and scales), and
+        # so is every new row a decode step returns: a step writes its rows in with one assignment a block
+        count = 2 * len(graphs.attentions)
+        self._cache_blocks = [np.zeros((count, *t.shape), t.dtype.numpy) for t in graphs.cache_types]
+        self.caches = [block[i] for i in range(count) for block in self._cache_blocks]  # decode's input order
+        self.cache_bytes = sum(block.nbytes for block in self._cache_blocks)
         self.position = 0
         self.stats = GenerationStats(cache_bytes=self.cache_bytes)
         # a decode step on fixed arrays (CompiledModel.bind: checked once, not per token)
         self._token, self._position = np.zeros((1, 1), np.int64), np.zeros(1, np.int64)
-        logits_type, row_type = decode.output_types[0], decode.output_types[1]
-        self._rows = np.empty((count, *row_type.shape), dtype)
+        logits_type, row_types = decode.output_types[0], decode.output_types[1:1 + len(graphs.cache_types)]
+        self._row_blocks = [np.empty((count, *t.shape), t.dtype.numpy) for t in row_types]
+        rows = [block[i] for i in range(count) for block in self._row_blocks]
         self._logits = np.empty(logits_type.shape, logits_type.dtype.numpy)
-        self._decode = decode.bind(self._token, self._position, *self.caches, out=[self._logits, *self._rows])
+        self._decode = decode.bind(self._token, self._position, *self.caches, out=[self._logits, *rows])
 
     @property
     def prefill_model(self) -> CompiledModel:
@@ -124,7 +129,8 @@ class Generator:
             raise ValueError(f"the cache is full: all max_len={self.max_len} positions are used")
         self._token[0, 0], self._position[0] = token, self.position
         self._decode()
-        self._cache_block[:, :, :, self.position:self.position + 1] = self._rows
+        for cache, rows in zip(self._cache_blocks, self._row_blocks, strict=True):
+            cache[:, :, :, self.position:self.position + 1] = rows
         self.position += 1
         return self._logits[0, 0].copy()  # the bound output array is overwritten by the next step
 
@@ -224,7 +230,7 @@ class Generator:
 
 
 def compile_generator(model, max_len: int, prompt_len: int | None = None, target: str | Target = "host",
-                      opt_level: int = 2, *, threads: int | None = None, quantize=None,
+                      opt_level: int = 2, *, threads: int | None = None, quantize=None, kv_cache: str = "f32",
                       verbose: bool = False) -> Generator:
     """Trace `model` (a GPT, or any model of tokens[1, S] -> logits[1, S, V] with causal attention;
     or a Graph traced so) on tokens[1, prompt_len], rewrite it for a KV cache of `max_len` positions
@@ -234,8 +240,9 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
     constant weight, in both graphs, into dynamic_qlinear: int8 weights (per output channel unless
     the config says per-tensor), each call's activations quantized with their own range at run
     time, int32 accumulation (tensorforge/quantize.py). Embeddings, layer norms, attention and the
-    cache stay f32. gen.quant_report() lists the layers. `verbose` shows a progress bar over the
-    stages (a GPT-2-size model takes some 10 s).
+    cache stay f32. gen.quant_report() lists the layers. `kv_cache="int8"` stores the caches as int8
+    codes with a scale per row (see the module docstring), independently of `quantize`. `verbose`
+    shows a progress bar over the stages (a GPT-2-size model takes some 10 s).
     """
     from .api import compile, trace
 
@@ -248,7 +255,7 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
             prompt_len = min(16, max_len) if prompt_len is None else prompt_len
             graph = trace(model, np.zeros((1, prompt_len), np.int64))
         progress.update()
-        graphs = rewrite_for_kv_cache(graph, max_len)
+        graphs = rewrite_for_kv_cache(graph, max_len, kv_cache=kv_cache)
         progress.update()
         report = None
         if config is not None:

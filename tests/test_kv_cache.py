@@ -16,6 +16,7 @@ from tensorforge.frontend import functional as F
 from tensorforge.frontend.transformer import CAUSAL
 from tensorforge.generator import first_token_graph
 from tensorforge.passes import KVCacheError, find_attentions, rewrite_for_kv_cache
+from tensorforge.passes.kv_cache import quantized_rows
 
 VOCAB, DIM, MAX_LEN = 13, 8, 12
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
@@ -38,10 +39,15 @@ def full_recompute(model, ids) -> np.ndarray:
     return tf.interpret(tf.trace(model, tokens), tokens)[0]
 
 
+def empty_caches(graphs) -> list[np.ndarray]:
+    """Zeroed caches in decode's input order: per cache its rows (f32) or its int8 codes and scales."""
+    return [np.zeros(t.shape, t.dtype.numpy) for _ in range(2 * len(graphs.attentions)) for t in graphs.cache_types]
+
+
 def interpreted_steps(graphs, ids) -> tuple[np.ndarray, list[np.ndarray]]:
     """logits[len(ids), V] and the caches: one interpreted decode step per token, its new k and v
     rows written into the caches at its position."""
-    caches = [np.zeros(graphs.cache_type.shape, np.float32) for _ in range(2 * len(graphs.attentions))]
+    caches = empty_caches(graphs)
     logits = []
     for pos, token in enumerate(ids):
         outputs = tf.interpret(graphs.decode, np.array([[token]]), np.array([pos]), *caches)
@@ -233,7 +239,7 @@ def interpreted_generator(graphs, ids) -> np.ndarray:
     first prompt_len ids, then one decode step per remaining id."""
     head = ids[:graphs.prompt_len]
     outputs = tf.interpret(graphs.prefill, np.array([head + [0] * (graphs.prompt_len - len(head))]))
-    caches = [np.zeros(graphs.cache_type.shape, np.float32) for _ in range(2 * len(graphs.attentions))]
+    caches = empty_caches(graphs)
     for cache, written in zip(caches, outputs[1:], strict=True):
         cache[:, :, :graphs.prompt_len] = written
     logits = list(outputs[0][0, :len(head)])
@@ -309,3 +315,83 @@ def test_first_token_graph_needs_an_output_layer_on_hidden_states():
                                atol=1e-6)
     graph.outputs = [graph.call("neg", [graph.outputs[0]])]  # the logits are not a linear layer's any more
     assert first_token_graph(graph) is None
+
+
+# --- the int8 cache ------------------------------------------------------------------------------------
+
+@settings(max_examples=min(8, settings.default.max_examples), deadline=None)
+@given(layers=st.integers(1, 2), heads=st.sampled_from([1, 2, 4]), prompt_len=st.integers(1, 5),
+       seed=st.integers(0, 2**16))
+def test_an_int8_cache_decodes_as_its_unfused_graph_and_near_the_f32_cache(layers, heads, prompt_len, seed):
+    """kv_cache="int8": each cache is i8 codes [1,H,L,D] and f32 scales [1,H,L,1]; the fused decode
+    graph (cached_attention on codes and scales) equals the unfused one (cache_write, dequantize,
+    matmul) in the reference interpreter, and stays within int8 error of full recompute (a code is
+    within half a step, max|row| / 254, of its value; 2% of the largest logit bounds what was seen)."""
+    model = tiny_gpt(layers, heads, seed)
+    traced = tf.trace(model, np.zeros((1, prompt_len), np.int64))
+    fused, unfused = (rewrite_for_kv_cache(traced, MAX_LEN, fuse, kv_cache="int8") for fuse in (True, False))
+    assert [t.dtype for t in fused.cache_types] == [tf.ir.DType.i8, tf.ir.DType.f32] and fused.kv_cache == "int8"
+    assert fused.cache_types[1].shape == (1, heads, MAX_LEN, 1)
+    ops = [node.op for node in fused.decode.nodes]
+    assert ops.count("cached_attention") == layers and "dequantize" not in ops
+    assert "dequantize" in [node.op for node in unfused.decode.nodes]
+    ids = np.random.default_rng(seed).integers(0, VOCAB, MAX_LEN).tolist()
+    logits = decode_in_the_interpreter(fused, ids)
+    np.testing.assert_allclose(logits, decode_in_the_interpreter(unfused, ids), **TOLERANCE)
+    exact = full_recompute(model, ids)
+    assert np.abs(logits - exact).max() < 0.02 * np.abs(exact).max()
+
+
+def test_int8_cache_rows_are_codes_and_scales_of_the_f32_rows():
+    """The rows both graphs return: scale = max|row| / 127, codes = round(row / scale), a zero row 0s."""
+    traced = tf.trace(tiny_gpt(), np.zeros((1, 3), np.int64))
+    f32, int8 = (rewrite_for_kv_cache(traced, MAX_LEN, kv_cache=cache) for cache in ("f32", "int8"))
+    tokens = np.array([[4, 0, 9]])
+    rows = tf.interpret(f32.prefill, tokens)[1:]
+    quantized = tf.interpret(int8.prefill, tokens)[1:]
+    assert len(quantized) == 2 * len(rows)
+    for row, codes, scales in zip(rows, quantized[0::2], quantized[1::2], strict=True):
+        np.testing.assert_array_equal(scales, np.abs(row).max(axis=-1, keepdims=True) / np.float32(127))
+        np.testing.assert_array_equal(codes, np.rint(row / scales).astype(np.int8))
+    graph = tf.Graph()  # a row of zeros: scale 0, and codes 0 (0 / 0 is NaN, which quantize makes 0)
+    x = graph.add_input("x", tf.ir.TensorType((2, 3), tf.ir.DType.f32))
+    graph.outputs = list(quantized_rows(graph, x, "x"))
+    rows = np.array([[0, 0, 0], [1, -2, 0.5]], np.float32)
+    for codes, scales in (tf.interpret(graph, rows), tf.compile(graph)(rows)):
+        np.testing.assert_array_equal(codes, [[0, 0, 0], [64, -127, 32]])
+        np.testing.assert_array_equal(scales, [[0], [np.float32(2) / np.float32(127)]])
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_the_int8_cache_generator_equals_its_graphs_and_holds_a_quarter_of_the_bytes(quantize):
+    ids = [5, 0, 12, 3, 9, 1, 7]  # a prefill of 4 tokens, then 3 decode steps
+    with tf.compile_generator(tiny_gpt(), MAX_LEN, prompt_len=4, quantize=quantize, kv_cache="int8") as generator, \
+            tf.compile_generator(tiny_gpt(), MAX_LEN, prompt_len=4, quantize=quantize) as f32_cache:
+        heads, head_dim = 2, DIM // 2
+        assert generator.cache_bytes == 2 * 2 * heads * MAX_LEN * (head_dim + 4)  # 2 layers, k and v
+        assert f32_cache.cache_bytes == 2 * 2 * heads * MAX_LEN * head_dim * 4
+        assert [cache.dtype for cache in generator.caches[:2]] == [np.int8, np.float32]
+        logits = generator.logits(ids)
+        np.testing.assert_allclose(logits, interpreted_generator(generator.graphs, ids), **TOLERANCE)
+        reference = f32_cache.logits(ids)
+        assert 0 < np.abs(logits - reference).max() < 0.02 * np.abs(reference).max()
+        tokens = generator.generate(ids[:3], 5)
+        assert tokens == interpreted_greedy(generator.graphs, ids[:3], 5)
+
+
+def interpreted_greedy(graphs, prompt, count) -> list[int]:
+    ids = list(prompt)
+    for _ in range(count):
+        ids.append(int(np.argmax(interpreted_generator(graphs, ids)[-1])))
+    return ids
+
+
+def test_the_int8_cache_generator_on_armv8_equals_its_graphs():
+    ids = [5, 0, 12, 3, 9, 1]
+    with tf.compile_generator(tiny_gpt(), MAX_LEN, prompt_len=4, target="armv8", kv_cache="int8") as generator:
+        np.testing.assert_allclose(generator.logits(ids), interpreted_generator(generator.graphs, ids), **TOLERANCE)
+
+
+def test_an_unknown_cache_dtype_is_refused():
+    with pytest.raises(ValueError, match=r"kv_cache must be one of \('f32', 'int8'\), got 'f16'"):
+        tf.compile_generator(tiny_gpt(), MAX_LEN, kv_cache="f16")

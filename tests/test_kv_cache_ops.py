@@ -135,8 +135,46 @@ def test_cached_attention_type_errors_name_the_problem(types, attrs, message):
         ir.infer_type("cached_attention", operands, attrs)
 
 
+INT8_TYPES = [(1, 2, 1, 4), (1, 2, 6, 4), (1, 2, 6, 4), (1, 2, 1, 4), (1, 2, 1, 4)]  # q, caches, rows
+SCALE_TYPES = [(1, 2, 6, 1), (1, 2, 6, 1), (1, 2, 1, 1), (1, 2, 1, 1)]
+
+
+def int8_operands(codes=DType.i8, scales=SCALE_TYPES, count=10):
+    types = [TensorType(INT8_TYPES[0], DType.f32)] + [TensorType(shape, codes) for shape in INT8_TYPES[1:]]
+    types += [TensorType((1,), DType.i64)] + [TensorType(shape, DType.f32) for shape in scales]
+    return types[:count]
+
+
+@pytest.mark.parametrize("types, message", [
+    (int8_operands(count=8), "takes 6 operands .* or 10 .*, got 8"),
+    (int8_operands(codes=DType.u8), "with scales needs i8 codes, got k cache u8"),
+    (int8_operands(scales=[(1, 2, 6, 1), (1, 2, 6, 4), (1, 2, 1, 1), (1, 2, 1, 1)]),
+     r"the scales of the v cache must be f32\[1, 2, 6, 1\] \(one a row\), got f32\[1,2,6,4\]"),
+    (int8_operands(scales=[(1, 2, 6, 1), (1, 2, 6, 1), (1, 2, 1, 1), (1, 2, 6, 1)]), "the scales of the v must"),
+])
+def test_int8_cached_attention_type_errors_name_the_problem(types, message):
+    with pytest.raises(OpError, match=message):
+        ir.infer_type("cached_attention", types, {})
+
+
+def test_int8_cached_attention_is_attention_over_the_dequantized_written_caches():
+    """The reference: the int8 rows and their scales written at pos, dequantized (zero point 0), then
+    the f32 op's computation: the same as cached_attention on the dequantized arrays."""
+    q = randn(1, 2, 2, 4)
+    codes = [RNG.integers(-127, 128, shape).astype(np.int8) for shape in ((1, 2, 7, 4),) * 2 + ((1, 2, 2, 4),) * 2]
+    scales = [RNG.random(shape).astype(np.float32) for shape in ((1, 2, 7, 1),) * 2 + ((1, 2, 2, 1),) * 2]
+    pos = np.array([3], np.int64)
+    zero = np.int32(0)
+    dequantized = [evaluate("dequantize", [c, s, zero], {}) for c, s in zip(codes, scales, strict=True)]
+    expected = evaluate("cached_attention", [q, *dequantized, pos], {"scale": 0.5})
+    actual = evaluate("cached_attention", [q, *codes, pos, *scales], {"scale": 0.5})
+    np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-6)
+    unscaled = evaluate("cached_attention", [q, *(c.astype(np.float32) for c in codes), pos], {"scale": 0.5})
+    assert not np.allclose(actual, unscaled, rtol=1e-3)  # the codes alone are not the rows
+
+
 @st.composite
-def attention_cases(draw):
+def attention_cases(draw, int8: bool = False):
     # features below, at and above a vector (16 lanes on AVX-512, 4 on NEON), with short last vectors
     heads, rows = draw(st.integers(1, 3)), draw(st.integers(1, 20))
     features = draw(st.sampled_from([1, 3, 4, 5, 9, 16, 17, 32, 37, 64]))
@@ -144,13 +182,18 @@ def attention_cases(draw):
     pos = draw(st.integers(0, rows - queries))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     graph = ir.Graph()
-    nodes = [graph.add_input(name, TensorType((1, heads, length, features), DType.f32))
-             for name, length in (("q", queries), ("k_cache", rows), ("v_cache", rows), ("k", queries),
-                                  ("v", queries))]
+    lengths = (("q", queries), ("k_cache", rows), ("v_cache", rows), ("k", queries), ("v", queries))
+    nodes = [graph.add_input(name, TensorType((1, heads, length, features), DType.i8 if int8 and name != "q"
+                                              else DType.f32)) for name, length in lengths]
     nodes.append(graph.add_input("pos", TensorType((1,), DType.i32)))
+    if int8:
+        nodes += [graph.add_input(f"{name}_scales", TensorType((1, heads, length, 1), DType.f32))
+                  for name, length in lengths[1:]]
     graph.outputs = [graph.call("cached_attention", nodes, {"scale": draw(st.sampled_from([1.0, 0.35]))})]
-    arrays = [(rng.standard_normal(node.shape) * 3).astype(np.float32) for node in nodes[:5]]
-    return graph, [*arrays, np.array([pos], np.int32)]
+    arrays = [rng.integers(-127, 128, node.shape).astype(np.int8) if node.dtype is DType.i8
+              else (rng.standard_normal(node.shape) * 3).astype(np.float32) for node in nodes[:5]]
+    scales = [(rng.random(node.shape) * 0.05).astype(np.float32) for node in nodes[6:]]
+    return graph, [*arrays, np.array([pos], np.int32), *scales]
 
 
 @given(attention_cases(), st.sampled_from([1, 2, 3]))
@@ -161,4 +204,17 @@ def test_compiled_cached_attention_equals_the_reference_on_the_host(case, thread
 @settings(max_examples=min(4, settings.default.max_examples))
 @given(attention_cases())
 def test_compiled_cached_attention_equals_the_reference_on_armv8(case):
+    check_compiled(case, "armv8", threads=2)
+
+
+@given(attention_cases(int8=True), st.sampled_from([1, 2, 3]))
+def test_compiled_int8_cached_attention_equals_the_reference_on_the_host(case, threads):
+    """An int8 cache: the kernel scales a row's score and weight, the reference the row itself; the
+    rounding differs by ulps, within the f32 tolerance."""
+    check_compiled(case, "host", threads)
+
+
+@settings(max_examples=min(4, settings.default.max_examples))
+@given(attention_cases(int8=True))
+def test_compiled_int8_cached_attention_equals_the_reference_on_armv8(case):
     check_compiled(case, "armv8", threads=2)

@@ -13,6 +13,10 @@
                  s[j] = scale * q[o, i, :] . key[j];  e[j] = exp(s[j] - max(s))      (scratch)
                  out[o, i, :] = sum(e[j] * value[j]) / sum(e)
 
+With int8 caches (10 operands: the codes, then the scales of the k cache, v cache, k and v rows),
+a key or value row is its codes converted to f32 times the row's scale, taken from the caches'
+scales before `start` and from the new rows' after it.
+
 The clamp is what keeps a bad position from writing (cache_write) or reading (cached_attention)
 outside the cache; the reference raises instead. cached_attention reads the caches (never copies
 or writes them) and only their rows before the position.
@@ -104,12 +108,13 @@ def cached_attention_scratch_bytes(node, target, packed) -> int:
 
 
 def _row(builder: ir.IRBuilder, j: ir.Value, start: ir.Value, cache: ir.Value, new: ir.Value, features: int,
-         name: str) -> ir.Value:
-    """The address of key/value row j: the cache's row j before `start`, the new rows' row j - start after."""
+         element: ir.Type, name: str) -> ir.Value:
+    """The address of key/value row j: the cache's row j before `start`, the new rows' row j - start after
+    (`features` elements of `element` a row: a scale's row is one element)."""
     before = builder.icmp_signed("<", j, start, name=f"{name}.cached")
     index = builder.select(before, j, builder.sub(j, start), name=f"{name}.index")
     base = builder.select(before, cache, new, name=f"{name}.base")
-    return element_pointer(builder, base, add_offsets(builder, 0, index, features), F32, name)
+    return element_pointer(builder, base, add_offsets(builder, 0, index, features), element, name)
 
 
 def cached_attention_parts(node: Node, target: Target, threads: int) -> int:
@@ -127,13 +132,17 @@ def emit_cached_attention(kernel: Kernel) -> None:
     The query row and the output row are held in vector registers (the target's width, a short
     last vector loaded lane by lane): a score is one vector product and a horizontal sum, and every
     value row is added into the registers (the sum over keys in key order, per feature). A split
-    kernel takes a block of matrices per part, with its own scores in its thread's scratch."""
+    kernel takes a block of matrices per part, with its own scores in its thread's scratch. An int8
+    row is loaded as codes and converted; its scale multiplies the row's score (keys) or its weight
+    (values), not each element: the rounding differs from the reference's dequantized rows by ulps."""
     node, builder = kernel.node, kernel.builder
     if node.type.size == 0:
         return
     queries, features = node.shape[-2:]
     rows = kernel.operand_type(1).shape[-2]
     q, k_cache, v_cache, k_new, v_new = kernel.inputs[:5]
+    quantized = len(kernel.inputs) == 10
+    element = llvm_type(kernel.operand_type(1).dtype)
     scores, out = kernel.scratch, kernel.output
     scale = ir.Constant(F32, node.attrs["scale"])
     position = _load_position(kernel, 5)
@@ -144,9 +153,11 @@ def emit_cached_attention(kernel: Kernel) -> None:
     vector = ir.VectorType(F32, width)
     lanes = [min(width, features - offset) for offset in range(0, features, width)]
 
-    def load_row(row: ir.Value) -> list[ir.Value]:
-        return [load_lanes(builder, element_pointer(builder, row, v * width, F32), count, vector)
-                for v, count in enumerate(lanes)]
+    def load_row(row: ir.Value, element: ir.Type) -> list[ir.Value]:
+        """A row of f32 (or of int8 codes, converted) in vectors of the target's width."""
+        loaded = [load_lanes(builder, element_pointer(builder, row, v * width, element), count,
+                             ir.VectorType(element, width)) for v, count in enumerate(lanes)]
+        return loaded if element == F32 else [builder.sitofp(value, vector, name="code") for value in loaded]
 
     first, count_matrices = parallel.part_bounds(builder, kernel.part, kernel.parts,
                                                  node.type.size // (queries * features), "matrices")
@@ -157,15 +168,35 @@ def emit_cached_attention(kernel: Kernel) -> None:
         cache_matrix = add_offsets(builder, 0, m, rows * features, "cache.at")
         q_row = element_pointer(builder, q, add_offsets(builder, matrix, i, features, "q.at"), F32, "q_row")
         out_row = element_pointer(builder, out, add_offsets(builder, matrix, i, features, "out.at"), F32, "out_row")
-        k_cached, v_cached = (element_pointer(builder, cache, cache_matrix, F32, name)
+        k_cached, v_cached = (element_pointer(builder, cache, cache_matrix, element, name)
                               for cache, name in ((k_cache, "k_cached"), (v_cache, "v_cached")))
-        k_fresh, v_fresh = (element_pointer(builder, new, matrix, F32, name)
+        k_fresh, v_fresh = (element_pointer(builder, new, matrix, element, name)
                             for new, name in ((k_new, "k_fresh"), (v_new, "v_fresh")))
-        q_vectors = load_row(q_row)
+        q_vectors = load_row(q_row, F32)
+
+        def row_of(j: ir.Value, cached: ir.Value, fresh: ir.Value, scales: tuple[ir.Value, ir.Value] | None,
+                   name: str) -> tuple[list[ir.Value], ir.Value | None]:
+            """Key or value row j in f32 vectors (an int8 row's codes) and its scale (None: f32 rows)."""
+            values = load_row(_row(builder, j, start, cached, fresh, features, element, name), element)
+            if scales is None:
+                return values, None
+            cached_scales, fresh_scales = scales
+            pointer = _row(builder, j, start, cached_scales, fresh_scales, 1, F32, f"{name}.scale")
+            return values, builder.load(pointer, typ=F32, name=f"{name}.scale")
+
+        k_scales = v_scales = None
+        if quantized:
+            k_cache_scales, v_cache_scales, k_row_scales, v_row_scales = kernel.inputs[6:10]
+            k_scales = (element_pointer(builder, k_cache_scales, add_offsets(builder, 0, m, rows), F32, "k.scales"),
+                        element_pointer(builder, k_row_scales, add_offsets(builder, 0, m, queries), F32, "k.fresh"))
+            v_scales = (element_pointer(builder, v_cache_scales, add_offsets(builder, 0, m, rows), F32, "v.scales"),
+                        element_pointer(builder, v_row_scales, add_offsets(builder, 0, m, queries), F32, "v.fresh"))
 
         def score(j: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
-            k_vectors = load_row(_row(builder, j, start, k_cached, k_fresh, features, "k_row"))
+            k_vectors, k_scale = row_of(j, k_cached, k_fresh, k_scales, "k_row")
             dot = lane_sum(builder, [builder.fmul(a, b, name="qk") for a, b in zip(q_vectors, k_vectors)], "dot")
+            if k_scale is not None:  # q . (codes * s) as s (q . codes): the order differs, within f32 rounding
+                dot = builder.fmul(dot, k_scale, name="dot.scaled")
             value = builder.fmul(dot, scale, name="score")
             store_element(builder, value, scores, j)
             return [scalar.maximum(builder, kernel.dtype, carried[0], value, "largest")]
@@ -181,8 +212,9 @@ def emit_cached_attention(kernel: Kernel) -> None:
         [total] = carried_loop(builder, i64(0), count, [zero], exponential, "exp")
 
         def accumulate(j: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
-            e = splat(builder, load_element(builder, scores, j, F32, "e"), vector)
-            v_vectors = load_row(_row(builder, j, start, v_cached, v_fresh, features, "v_row"))
+            e = load_element(builder, scores, j, F32, "e")
+            v_vectors, v_scale = row_of(j, v_cached, v_fresh, v_scales, "v_row")
+            e = splat(builder, e if v_scale is None else builder.fmul(e, v_scale, name="e.scaled"), vector)
             return [builder.fadd(acc, builder.fmul(e, v, name="weighted"), name="sum")
                     for acc, v in zip(carried, v_vectors)]
 

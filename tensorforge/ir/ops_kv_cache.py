@@ -13,6 +13,14 @@ A decode step of causal attention over a cache of max_len rows (passes/kv_cache.
     %p = softmax(%m) {axis=3} ; %o = matmul(%p, %v2) : f32[1,H,1,D]
     %o = cached_attention(%q, %k_cache, %v_cache, %k, %v, %pos) {scale=0.5} : f32[1,H,1,D]   (the same)
 
+An int8 cache (compile_generator(kv_cache="int8")) holds i8 codes and an f32 scale per row (one
+position of one head): code = quantize(x, scale, 0), scale = max|row| / 127. cached_attention
+then takes the four scales after pos, and writes and reads the new rows quantized too:
+
+    %o = cached_attention(%q, %kc, %vc, %k, %v, %pos, %kcs, %vcs, %ks, %vs) {scale=0.5} : f32[1,H,1,D]
+         kc, vc: i8[1,H,L,D]  kcs, vcs: f32[1,H,L,1]  k, v: i8[1,H,1,D]  ks, vs: f32[1,H,1,1]
+       = attention over dequantize(cache_write(kc, k, pos), cache_write(kcs, ks, pos), 0), the same for v
+
 `pos` is one integer (shape [] or [1], any integer dtype). A cache_write whose rows pos..pos+T do
 not fit in the cache is an OpError in the reference; the compiled code clamps the start into
 [0, L - T], so it never writes outside the cache (the generator checks positions before calling).
@@ -99,10 +107,23 @@ def _normalize_cached_attention(types, attrs):
 
 
 def _infer_cached_attention(types, attrs):
-    q, k_cache, v_cache, k, v, pos = types
+    if len(types) not in (6, 10):
+        raise OpError(f"op 'cached_attention' takes 6 operands (f32 caches) or 10 (int8 caches and their scales), "
+                      f"got {len(types)}")
+    q, k_cache, v_cache, k, v, pos = types[:6]
     _check_position("cached_attention", pos)
-    for t in types[:5]:
-        need_float("cached_attention", t)
+    need_float("cached_attention", q)
+    if len(types) == 6:
+        for t in types[1:5]:
+            need_float("cached_attention", t)
+    else:
+        for name, t in (("k cache", k_cache), ("v cache", v_cache), ("k", k), ("v", v)):
+            if t.dtype is not DType.i8:
+                raise OpError(f"op 'cached_attention' with scales needs i8 codes, got {name} {t}")
+        for name, scales, codes in zip(("k cache", "v cache", "k", "v"), types[6:], (k_cache, v_cache, k, v)):
+            if scales.dtype is not DType.f32 or scales.shape != codes.shape[:-1] + (1,):
+                raise OpError(f"op 'cached_attention': the scales of the {name} must be "
+                              f"f32{list(codes.shape[:-1] + (1,))} (one a row), got {scales}")
     if q.rank < 2 or k_cache.shape != v_cache.shape or k.shape != v.shape or k.shape != q.shape \
             or any(t.rank != q.rank for t in (k_cache, k)) or k_cache.shape[:-2] != q.shape[:-2] \
             or k_cache.shape[-1] != q.shape[-1] or k_cache.shape[-2] < q.shape[-2]:
@@ -111,12 +132,22 @@ def _infer_cached_attention(types, attrs):
     return q
 
 
-@register_op("cached_attention", infer=_infer_cached_attention, operands=6, attrs={"scale": 1.0},
+def dequantized_rows(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """f32 rows of an int8 cache: code * the row's scale (dequantize with zero point 0)."""
+    return codes.astype(np.float32) * scales
+
+
+@register_op("cached_attention", infer=_infer_cached_attention, operands=(6, 10), attrs={"scale": 1.0},
              normalize=_normalize_cached_attention)
-def cached_attention(q, k_cache, v_cache, k, v, pos, *, scale):
+def cached_attention(q, k_cache, v_cache, k, v, pos, *scales, scale):
     """Attention of q over the caches with k and v written at pos (cache_write's OpError if they do not
-    fit): softmax(position_mask(q @ keys^T * scale, pos)) @ values, query i seeing rows 0..pos + i."""
+    fit): softmax(position_mask(q @ keys^T * scale, pos)) @ values, query i seeing rows 0..pos + i.
+    With `scales` (k cache, v cache, k, v) the caches and rows are int8 codes, dequantized after the write."""
     keys, values = cache_write(k_cache, k, pos), cache_write(v_cache, v, pos)
+    if scales:
+        k_cache_scales, v_cache_scales, k_scales, v_scales = scales
+        keys = dequantized_rows(keys, cache_write(k_cache_scales, k_scales, pos))
+        values = dequantized_rows(values, cache_write(v_cache_scales, v_scales, pos))
     scores = np.matmul(q, np.swapaxes(keys, -1, -2)) * np.float32(scale)
     masked = np.where(position_allowed(q.shape[-2], keys.shape[-2], _position(pos)), scores, np.float32(-np.inf))
     shifted = np.exp(masked - masked.max(axis=-1, keepdims=True))

@@ -25,6 +25,12 @@ reads the cache rows before pos and the new row, and copies no cache (without th
 copies each cache in cache_write and computes over all max_len rows, those after pos masked to
 -inf). Both graphs return each layer's new k and v rows; the caller owns the caches and writes the
 rows in at 0 (prefill) or pos (decode), so the caches are only ever read by compiled code.
+
+With kv_cache="int8" each cache is two arrays: i8 codes [1,H,max_len,D] and an f32 scale per row
+[1,H,max_len,1] (one position of one head: scale = max|row| / 127, codes = quantize(row, scale, 0);
+a row of zeros has scale 0 and codes 0). Both graphs quantize the rows they return
+(quantized_rows), and decode attention reads dequantize(cache_write(codes), cache_write(scales)),
+the step's own row quantized too; fused, cached_attention takes the codes and the four scales.
 """
 
 from __future__ import annotations
@@ -36,7 +42,10 @@ import numpy as np
 from .. import ir
 from ..ir import DType, Graph, Node, TensorType
 from .dead_code import eliminate_dead_code
+from .rewrite import suffixed_name
 
+KV_CACHE_DTYPES = ("f32", "int8")
+CODE_LIMIT = 127.0  # int8 cache codes are symmetric, -127..127
 SCALE_OPS = ("mul", "div")  # scores scaled by a scalar constant on the way to the mask
 ROW_OPS = ("linear", "layer_norm")  # ops that act on the last axis of each position
 
@@ -74,7 +83,29 @@ class KVCacheGraphs:
     attentions: tuple[Attention, ...]
     prompt_len: int
     max_len: int
-    cache_type: TensorType  # of each of the 2 * layers caches: [1, H, max_len, D]
+    # the arrays of each of the 2 * layers caches: (f32 [1, H, max_len, D],), or for an int8 cache
+    # (i8 codes [1, H, max_len, D], f32 scales [1, H, max_len, 1]); in this order among decode's
+    # inputs (after token and pos) and both graphs' outputs (after the logits), layer by layer, k then v
+    cache_types: tuple[TensorType, ...]
+
+    @property
+    def kv_cache(self) -> str:
+        return "int8" if len(self.cache_types) == 2 else "f32"
+
+    @property
+    def cache_type(self) -> TensorType:
+        """The type of each cache's rows: f32, or the int8 codes."""
+        return self.cache_types[0]
+
+
+def quantized_rows(graph: Graph, x: Node, name: str) -> tuple[Node, Node]:
+    """The int8 cache form of x's rows (its last axis): codes i8 = quantize(x, scales, 0) with
+    scales f32 [..., 1] = max|row| / 127 (0 for a row of zeros, whose codes are then 0)."""
+    largest = graph.call("reduce_max", [graph.call("abs", [x])], {"axes": (x.type.rank - 1,), "keepdims": True})
+    scales = graph.call("div", [largest, graph.constant(np.float32(CODE_LIMIT))], name=suffixed_name(name, "scales"))
+    codes = graph.call("quantize", [x, scales, graph.constant(np.int32(0))], {"dtype": DType.i8},
+                       name=suffixed_name(name, "codes"))
+    return codes, scales
 
 
 def _is_scalar_constant(node: Node) -> bool:
@@ -163,7 +194,7 @@ class _Decode:
     not depend on the tokens, such as a weight); the new value has 1 there. Attention nodes are
     rebuilt over the caches."""
 
-    def __init__(self, traced: Graph, attentions: list[Attention], max_len: int):
+    def __init__(self, traced: Graph, attentions: list[Attention], max_len: int, kv_cache: str):
         self.traced, self.max_len = traced, max_len
         self.tokens = _tokens_input(traced)
         self.length = self.tokens.shape[1]
@@ -176,13 +207,18 @@ class _Decode:
         token = self.graph.add_input("token", TensorType((1, 1), self.tokens.dtype))
         self.pos = self.graph.add_input("pos", TensorType((1,), DType.i64))
         self.new[self.tokens], self.axis[self.tokens] = token, 1
-        self.caches: list[Node] = []
-        self.new_rows: list[Node] = []  # each layer's k and v [1,H,1,D]: decode's outputs after the logits
+        self.caches: list[tuple[Node, ...]] = []  # each cache's inputs: (f32 rows,) or (int8 codes, scales)
+        self.new_rows: list[Node] = []  # each layer's k and v [1,H,1,D] (or codes, scales): outputs after the logits
         for index, attention in enumerate(attentions):
             batch, heads, _, head_dim = attention.k.shape
-            cache_type = TensorType((batch, heads, max_len, head_dim), attention.k.dtype)
+            rows = (batch, heads, max_len, head_dim)
             for name in ("k_cache", "v_cache"):
-                self.caches.append(self.graph.add_input(f"{name}.{index}", cache_type))
+                if kv_cache == "int8":
+                    self.caches.append((self.graph.add_input(f"{name}.{index}", TensorType(rows, DType.i8)),
+                                        self.graph.add_input(f"{name}_scales.{index}",
+                                                             TensorType(rows[:-1] + (1,), DType.f32))))
+                else:
+                    self.caches.append((self.graph.add_input(f"{name}.{index}", TensorType(rows, attention.k.dtype)),))
 
     def fail(self, node: Node, why: str) -> KVCacheError:
         return KVCacheError(f"kv-cache: {node.format()}: {why}")
@@ -277,10 +313,15 @@ class _Decode:
         value = node.inputs[1]
         if self.axis[value] != 2 or value.type.rank != 4 or (is_scores and self.axis[node.inputs[0]] != 2):
             raise self.fail(node, "attention needs q, k and v as [1, heads, positions, head_dim]")
-        written = self.graph.call("cache_write", [cache, operands[1], self.pos], name=f"{cache.name}.written")
-        self.new_rows.append(operands[1])
+        new = operands[1]
+        rows = [new] if len(cache) == 1 else list(quantized_rows(self.graph, new, f"{cache[0].name}_row"))
+        written = [self.graph.call("cache_write", [array, row, self.pos], name=f"{array.name}.written")
+                   for array, row in zip(cache, rows, strict=True)]
+        if len(written) == 2:
+            written = [self.graph.call("dequantize", [*written, self.graph.constant(np.int32(0))])]
+        self.new_rows.extend(rows)
         self.axis[node] = None if is_scores else 2
-        return self.call(node, [operands[0], written])
+        return self.call(node, [operands[0], written[0]])
 
 
 def _scaling(node: Node) -> tuple[float, Node]:
@@ -293,15 +334,29 @@ def _scaling(node: Node) -> tuple[float, Node]:
     return 1.0, node
 
 
+def _cache_read(node: Node, pos: Node) -> tuple[Node, ...] | None:
+    """(cache, new rows) when `node` is cache_write(cache, new, pos); (codes cache, new codes, scales
+    cache, new scales) when it is an int8 cache's dequantize(cache_write(codes, ...), cache_write(scales,
+    ...), 0); None otherwise."""
+    if node.op == "cache_write" and node.inputs[2] is pos:
+        return node.inputs[0], node.inputs[1]
+    if node.op == "dequantize" and node.inputs[2].op == "constant" and not node.inputs[2].value.any() \
+            and all(operand.op == "cache_write" and operand.inputs[2] is pos for operand in node.inputs[:2]):
+        codes, scales = node.inputs[:2]
+        return codes.inputs[0], codes.inputs[1], scales.inputs[0], scales.inputs[1]
+    return None
+
+
 def fuse_cached_attention(graph: Graph) -> Graph:
     """matmul(softmax(position_mask(matmul(q, cache_write(kc, k, pos)) {transpose_b} * s, pos)),
     cache_write(vc, v, pos)) becomes cached_attention(q, kc, vc, k, v, pos) {scale=s}, whose kernel
-    reads the cache rows before pos and the new rows, and copies no cache."""
+    reads the cache rows before pos and the new rows, and copies no cache. For an int8 cache (k and
+    v read through dequantize, see _cache_read) the fused op also takes the caches' and rows' scales."""
     for node in list(graph.nodes):
         if node.op != "matmul" or node.attrs["transpose_a"] or node.attrs["transpose_b"]:
             continue
         weights, v = node.inputs
-        if weights.op != "softmax" or weights.attrs["axis"] != weights.type.rank - 1 or v.op != "cache_write" \
+        if weights.op != "softmax" or weights.attrs["axis"] != weights.type.rank - 1 \
                 or weights.inputs[0].op != "position_mask":
             continue
         scaled, pos = weights.inputs[0].inputs
@@ -309,18 +364,24 @@ def fuse_cached_attention(graph: Graph) -> Graph:
         if scores.op != "matmul" or not scores.attrs["transpose_b"] or scores.attrs["transpose_a"]:
             continue
         q, k = scores.inputs
-        if k.op != "cache_write" or k.inputs[2] is not pos or v.inputs[2] is not pos:
+        keys, values = _cache_read(k, pos), _cache_read(v, pos)
+        if keys is None or values is None or len(keys) != len(values):
             continue
+        scales = [*keys[2:], *values[2:]]  # k cache, k rows, v cache, v rows -> the op's order
         with graph.inserting_before(node):
-            fused = graph.call("cached_attention", [q, k.inputs[0], v.inputs[0], k.inputs[1], v.inputs[1], pos],
-                               {"scale": scale})
+            fused = graph.call("cached_attention", [q, keys[0], values[0], keys[1], values[1], pos,
+                                                    *scales[0::2], *scales[1::2]], {"scale": scale})
         node.replace_all_uses_with(fused)
     return eliminate_dead_code(graph)
 
 
-def rewrite_for_kv_cache(graph: Graph, max_len: int, fuse_attention: bool = True) -> KVCacheGraphs:
+def rewrite_for_kv_cache(graph: Graph, max_len: int, fuse_attention: bool = True,
+                         kv_cache: str = "f32") -> KVCacheGraphs:
     """The prefill and decode graphs of a GPT graph traced on tokens[1, S] (see the module docstring);
-    `fuse_attention=False` keeps decode attention as matmul, position_mask, softmax, matmul over max_len rows."""
+    `fuse_attention=False` keeps decode attention as matmul, position_mask, softmax, matmul over max_len
+    rows; `kv_cache="int8"` keeps the caches as int8 codes and a scale per row."""
+    if kv_cache not in KV_CACHE_DTYPES:
+        raise ValueError(f"kv_cache must be one of {KV_CACHE_DTYPES}, got {kv_cache!r}")
     tokens = _tokens_input(graph)
     length = tokens.shape[1]
     if not length <= max_len:
@@ -333,8 +394,12 @@ def rewrite_for_kv_cache(graph: Graph, max_len: int, fuse_attention: bool = True
         if table.shape[0] < max_len:
             raise KVCacheError(f"kv-cache: the position table %{table.name} has {table.shape[0]} rows, "
                                f"fewer than max_len {max_len}")
-    decode = _Decode(graph, attentions, max_len)
+    decode = _Decode(graph, attentions, max_len, kv_cache)
     decoded = fuse_cached_attention(decode.build()) if fuse_attention else decode.build()
     prefill = graph.copy()
-    prefill.outputs = prefill.outputs + [prefill.node(node.name) for a in attentions for node in (a.k, a.v)]
-    return KVCacheGraphs(prefill, decoded, tuple(attentions), length, max_len, decode.caches[0].type)
+    rows = [prefill.node(node.name) for a in attentions for node in (a.k, a.v)]
+    if kv_cache == "int8":
+        rows = [array for row in rows for array in quantized_rows(prefill, row, row.name)]
+    prefill.outputs = prefill.outputs + rows
+    return KVCacheGraphs(prefill, decoded, tuple(attentions), length, max_len,
+                         tuple(array.type for array in decode.caches[0]))
