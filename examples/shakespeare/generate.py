@@ -44,7 +44,8 @@ def load_model(weights: Path, seed: int = 0) -> tuple[nn.GPT, bool]:
 
 
 def generate_text(prompt: str, tokens: int, temperature: float = 0.8, seed: int = 0, weights: Path = WEIGHTS,
-                  target: str = "host", threads: int = 1, int8: bool = False) -> tuple[str, float, float]:
+                  target: str = "host", threads: int = 1, int8: bool = False,
+                  kv_int8: bool = False) -> tuple[str, float, float]:
     """(prompt + generated text, tokens per second of the generation loop, of the decode steps alone)."""
     model, _ = load_model(weights, seed)
     context = MODEL["max_seq_len"]
@@ -54,7 +55,7 @@ def generate_text(prompt: str, tokens: int, temperature: float = 0.8, seed: int 
     rng = np.random.default_rng(seed)
     steps, step_seconds = 0, 0.0
     with tf.compile_generator(model, context, prompt_len=window, target=target, threads=threads,
-                              quantize="int8" if int8 else None) as generator:
+                              quantize="int8" if int8 else None, kv_cache="int8" if kv_int8 else "f32") as generator:
         start = time.perf_counter()
         while len(ids) < total:
             recent = ids[-window:] if len(ids) >= context else ids
@@ -77,16 +78,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", default="host")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--int8", action="store_true", help="dynamic int8 linear layers")
+    parser.add_argument("--kv-int8", action="store_true", help="an int8 KV cache (codes and a scale per row)")
     args = parser.parse_args(argv)
     try:
         encode(args.prompt)
     except ValueError as error:
         parser.error(f"--prompt: {error}")
     text, rate, decode_rate = generate_text(args.prompt, args.tokens, args.temperature, args.seed, args.weights,
-                                            args.target, args.threads, args.int8)
+                                            args.target, args.threads, args.int8, args.kv_int8)
     print(text)
-    print(f"\n{args.tokens} tokens at {rate:.1f} tokens/s (decode steps alone {decode_rate:.1f} tokens/s; KV cache, "
-          f"{'int8' if args.int8 else 'f32'}, target {args.target}, {args.threads} thread(s))")
+    print(f"\n{args.tokens} tokens at {rate:.1f} tokens/s (decode steps alone {decode_rate:.1f} tokens/s; linear "
+          f"layers {'int8' if args.int8 else 'f32'}, KV cache {'int8' if args.kv_int8 else 'f32'}, target "
+          f"{args.target}, {args.threads} thread(s))")
 
 
 if __name__ == "__main__":
