@@ -1,7 +1,8 @@
 """Greedy generation of a GPT with random weights on every engine: time to first token (the prefill
 of the prompt) and decode tokens/s, each engine in a process of its own, interleaved, medians.
 
-    python benchmarks/bench_gpt.py [--size tiny|gpt2] [--rounds 7] [--threads 2] [--engines ...] [--quiet]
+    python benchmarks/bench_gpt.py [--size tiny|gpt2] [--rounds 7] [--threads 2] [--engines ...] [--int8-kv-cache]
+                                   [--quiet]
 
 tiny: 4 layers, d 256, 4 heads, vocab 512, context 256 (issue 5's targets); gpt2: GPT-2 small's shape
 (12 layers, d 768, 12 heads, vocab 50257, context 1024). Batch 1, a prompt of 32 random tokens,
@@ -14,7 +15,8 @@ of calls after a 0.25 s idle sleep). Engines (all on the same weights, nn.GPT(rn
   its prefill computes the output layer at the prompt's last position only (generator.next_logits,
   generator.first_token_graph), the ONNX Runtime engines' prefill at all 32 (their exported graph's).
 - tensorforge int8: the same with quantize="int8" (every linear layer dynamic_qlinear: int8 weights
-  per output channel, activations quantized per call, int32 accumulation).
+  per output channel, activations quantized per call, int32 accumulation); with --int8-kv-cache
+  also kv_cache="int8" (the caches as int8 codes and a scale per row; the peers' caches stay f32).
 - pytorch eager fp32 / pytorch int8 dynamic: a torch GPT written here with a KV cache (preallocated
   [1, H, context, D] per layer, rows written in place, scaled_dot_product_attention over the rows so
   far), torch.inference_mode, torch.set_num_threads(threads); int8 is
@@ -114,9 +116,9 @@ def reference(size: str) -> tuple[np.ndarray, list[int]]:
 # --- engines: each a prefill(prompt) -> last logits and a step(token) -> logits after prefill ------------
 
 class Ours:
-    def __init__(self, model, threads: int, int8: bool = False):
+    def __init__(self, model, threads: int, int8: bool = False, kv_cache: str = "f32"):
         self.generator = tf.compile_generator(model, model.max_seq_len, prompt_len=PROMPT, threads=threads,
-                                              quantize="int8" if int8 else None)
+                                              quantize="int8" if int8 else None, kv_cache=kv_cache)
 
     def prefill(self, prompt: list[int]) -> np.ndarray:
         return self.generator.next_logits(prompt)  # the first-token prefill: logits of the last position only
@@ -284,10 +286,11 @@ class OrtCache:
         return logits[0, 0]
 
 
-def build_engine(engine: str, model, threads: int):
+def build_engine(engine: str, model, threads: int, int8_kv_cache: bool = False):
     try:
         if engine in (OURS, OURS_INT8):
-            return Ours(model, threads, int8=engine == OURS_INT8)
+            int8 = engine == OURS_INT8
+            return Ours(model, threads, int8, kv_cache="int8" if int8 and int8_kv_cache else "f32")
         if engine.startswith("pytorch"):
             return Torch(model, threads, int8="int8" in engine)
         if engine == "onnxruntime fp32 (recompute)":
@@ -307,12 +310,12 @@ def generate(engine, prompt: list[int]) -> tuple[np.ndarray, list[int]]:
 
 
 def make_engine(engine: str, phase: str, size: str, threads: int, expected_logits: np.ndarray,
-                expected_tokens: list[int], checks: str):
+                expected_tokens: list[int], checks: str, int8_kv_cache: bool = False):
     """In the engine's process: build it, check it against the reference (written to `checks`), and
     return the callable to time: the prefill and first token, or the 63 decode steps after the prefill."""
     model, prompt = build_model(size), prompt_ids(size)
     start = time.perf_counter()
-    built = build_engine(engine, model, threads)
+    built = build_engine(engine, model, threads, int8_kv_cache)
     build_seconds = time.perf_counter() - start
     logits, tokens = generate(built, prompt)
     error = float(np.abs(logits - expected_logits).max() / np.abs(expected_logits).max())
@@ -356,6 +359,8 @@ def main() -> None:
                         help=f"which engines (default all; {OURS!r} is added unless a tensorforge engine is named)")
     parser.add_argument("--block", type=float, default=0.2,
                         help="seconds of calls per sample (amortizes the first, slower call after the sleep)")
+    parser.add_argument("--int8-kv-cache", action="store_true",
+                        help=f"{OURS_INT8!r} with an int8 KV cache (compile_generator(kv_cache='int8'))")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     engines = list(dict.fromkeys(args.engines))
@@ -366,13 +371,14 @@ def main() -> None:
     print(f"GPT {args.size}: {shape['layers']} layers, d {shape['dim']}, {shape['heads']} heads, vocab "
           f"{shape['vocab']}, context {shape['context']}, random weights; batch 1, greedy, prompt {PROMPT}, "
           f"{NEW} new tokens ({DECODE_STEPS} decode steps); threads {args.threads}; rounds {args.rounds}; "
-          f"cpus {len(os.sched_getaffinity(0))}")
+          f"cpus {len(os.sched_getaffinity(0))}"
+          + (f"; {OURS_INT8} with an int8 KV cache" if args.int8_kv_cache else ""))
     start = time.perf_counter()
     expected_logits, expected_tokens = reference(args.size)
     print(f"reference (tf.interpret prefill, numpy eager greedy): {time.perf_counter() - start:.1f} s")
     with tempfile.TemporaryDirectory() as checks:
         factories = {(engine, phase): (make_engine, (engine, phase, args.size, args.threads, expected_logits,
-                                                     expected_tokens, checks))
+                                                     expected_tokens, checks, args.int8_kv_cache))
                      for engine in engines for phase in ("prefill", "decode")}
         start = time.perf_counter()
         keyed = measure_isolated({f"{engine}|{phase}": factory for (engine, phase), factory in factories.items()},
