@@ -226,7 +226,8 @@ class Generator:
 
     def __repr__(self) -> str:
         return (f"<Generator {self.decode_model.target.name}: {len(self.graphs.attentions)} layers, "
-                f"prompt_len {self.prompt_len}, max_len {self.max_len}, cache {self.cache_bytes} bytes>")
+                f"prompt_len {self.prompt_len}, max_len {self.max_len}, {self.graphs.kv_cache} cache "
+                f"{self.cache_bytes} bytes>")
 
 
 def compile_generator(model, max_len: int, prompt_len: int | None = None, target: str | Target = "host",

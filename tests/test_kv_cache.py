@@ -371,6 +371,7 @@ def test_the_int8_cache_generator_equals_its_graphs_and_holds_a_quarter_of_the_b
         assert generator.cache_bytes == 2 * 2 * heads * MAX_LEN * (head_dim + 4)  # 2 layers, k and v
         assert f32_cache.cache_bytes == 2 * 2 * heads * MAX_LEN * head_dim * 4
         assert [cache.dtype for cache in generator.caches[:2]] == [np.int8, np.float32]
+        assert "int8 cache" in repr(generator) and "f32 cache" in repr(f32_cache)
         logits = generator.logits(ids)
         np.testing.assert_allclose(logits, interpreted_generator(generator.graphs, ids), **TOLERANCE)
         reference = f32_cache.logits(ids)
