@@ -227,10 +227,14 @@ def test_a_constant_that_varies_along_the_positions_is_refused():
         rewrite_for_kv_cache(tf.trace(LearnedPositions(), np.zeros((1, 4), np.int64)), MAX_LEN)
 
 
-def test_the_decode_graph_prints_and_parses_back():
-    graphs = rewrite_for_kv_cache(tf.trace(tiny_gpt(), np.zeros((1, 3), np.int64)), MAX_LEN)
+@pytest.mark.parametrize("kv_cache, caches", [
+    ("f32", "%k_cache.0: f32[1,2,12,4], %v_cache.0"),
+    ("int8", "%k_cache.0: i8[1,2,12,4], %k_cache_scales.0: f32[1,2,12,1], %v_cache.0: i8"),
+])
+def test_the_decode_graph_prints_and_parses_back(kv_cache, caches):
+    graphs = rewrite_for_kv_cache(tf.trace(tiny_gpt(), np.zeros((1, 3), np.int64)), MAX_LEN, kv_cache=kv_cache)
     text = str(graphs.decode)
-    assert "%k_cache.0: f32[1,2,12,4], %v_cache.0" in text and "%pos: i64[1]" in text
+    assert caches in text and "%pos: i64[1]" in text
     assert str(tf.ir.parse(text, graphs.decode.constants())) == text
 
 
