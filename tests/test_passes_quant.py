@@ -176,6 +176,23 @@ def test_dynamic_quantization_needs_no_calibration_and_stays_close_to_f32():
         tf.quantize(tf.trace(model, x))
 
 
+def test_dynamic_quantization_keeps_a_linear_s_fused_gelu():
+    """A graph optimized before quantization has its gelus in the linears' epilogues (fuse-activation);
+    dynamic quantization carries the activation into dynamic_qlinear, which computes it after + bias."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 16)).astype(np.float32)
+    graph = tf.Graph()
+    value = graph.add_input("x", ir.TensorType.of(x))
+    weight = graph.constant((rng.standard_normal((16, 8)) / 4).astype(np.float32), "w")
+    graph.outputs = [graph.call("linear", [value, weight], {"activation": "gelu_tanh"})]
+    quantized, _ = tf.quantize(graph, None, tf.QuantConfig(dynamic=True, sqnr_budget=None))
+    [layer] = [node for node in quantized.nodes if node.op == "dynamic_qlinear"]
+    assert layer.attrs["activation"] == "gelu_tanh"
+    expected = ir.interpret(graph, x)
+    assert np.abs(ir.interpret(quantized, x) - expected).max() < 0.05 * np.abs(expected).max()
+    np.testing.assert_allclose(tf.compile(quantized)(x), ir.interpret(quantized, x), rtol=1e-4, atol=1e-5)
+
+
 def small_cnn(seed: int, channels: int = 6):
     rng = np.random.default_rng(seed)
     model = nn.Sequential(nn.Conv2d(2, channels, 3, padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(2),

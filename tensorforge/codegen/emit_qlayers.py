@@ -19,7 +19,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..ir import DType, Node
-from . import parallel
+from . import float_math, parallel
 from .emit_gemm import GemmSplit, for_each_part_block
 from .emit_qgemm import (
     QGemm,
@@ -48,6 +48,7 @@ from .llvm_utils import (
 )
 from .packing import PackedConstant
 from .target import Target
+from .tiling import FLOAT_BYTES
 
 
 def _operands(node: Node) -> tuple[int, int, int]:
@@ -123,9 +124,35 @@ def dynamic_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = f
     return qlinear_scratch_bytes(node, target) + round64(rows * depth) + 2 * round64(4 * columns)
 
 
+def _range_with_zero(builder: ir.IRBuilder, x: ir.Value, count: int, width: int) -> tuple[ir.Value, ir.Value]:
+    """(min, max) of 0 and the `count` floats at x, NaN skipped (minnum/maxnum, as the reference):
+    whole vectors of `width` in a loop, then a horizontal reduction and the last few one by one.
+    Written in vectors, not left to LLVM's loop vectorizer: on a scalar loop of minnum/maxnum its
+    cost models disagree for some trip counts (120, 121, 136 seen), an assertion that aborts."""
+    vector = ir.VectorType(F32, width)
+    suffix = f"v{width}f32"
+
+    def extremes(low: ir.Value, high: ir.Value, value: ir.Value, kind: str) -> list[ir.Value]:
+        return [call_intrinsic(builder, f"llvm.minnum.{kind}", low.type, [low, value]),
+                call_intrinsic(builder, f"llvm.maxnum.{kind}", high.type, [high, value])]
+
+    def step(index: ir.Value, values: list[ir.Value]) -> list[ir.Value]:
+        at = element_pointer(builder, x, builder.mul(index, i64(width)), F32)
+        return extremes(*values, builder.load(at, typ=vector, align=FLOAT_BYTES), suffix)
+
+    zeros = ir.Constant(vector, [0.0] * width)
+    low, high = carried_loop(builder, i64(0), i64(count // width), [zeros, zeros], step, "range")
+    low = call_intrinsic(builder, f"llvm.vector.reduce.fmin.{suffix}", F32, [low], "low")
+    high = call_intrinsic(builder, f"llvm.vector.reduce.fmax.{suffix}", F32, [high], "high")
+    for index in range(count - count % width, count):
+        low, high = extremes(low, high, load_element(builder, x, index, F32), "f32")
+    return low, high
+
+
 def emit_dynamic_qlinear(kernel: Kernel) -> None:
     """dynamic_qlinear: x's range, scale and zero point (ops_quant.dynamic_parameters), x's codes, then
-    the int8 GEMM with multipliers sx * sw and no bias, then + bias and relu over the f32 result."""
+    the int8 GEMM with multipliers sx * sw and no bias, then + bias and the activation (relu, a gelu)
+    over the f32 result."""
     node, builder = kernel.node, kernel.builder
     rows, depth, columns = _operands(node)
     if node.type.size == 0:
@@ -139,13 +166,7 @@ def emit_dynamic_qlinear(kernel: Kernel) -> None:
     zero_bias = element_pointer(builder, multipliers, round64(4 * columns), I8, "zero_bias")
     zero = ir.Constant(F32, 0.0)
 
-    def extreme(low: ir.Value, high: ir.Value, index: ir.Value):  # minnum/maxnum skip NaN, as the reference
-        value = load_element(builder, x, index, F32)
-        return [call_intrinsic(builder, "llvm.minnum.f32", F32, [low, value]),
-                call_intrinsic(builder, "llvm.maxnum.f32", F32, [high, value])]
-
-    low, high = carried_loop(builder, i64(0), i64(rows * depth), [zero, zero],
-                             lambda i, values: extreme(*values, i), "range")
+    low, high = _range_with_zero(builder, x, rows * depth, kernel.target.vector_width)
     scale = builder.fdiv(builder.fsub(high, low), ir.Constant(F32, 255.0), name="sx")
     scale = builder.select(builder.fcmp_ordered(">", scale, zero), scale, ir.Constant(F32, 1.0), name="sx")
     shifted = call_intrinsic(builder, "llvm.rint.f32", F32, [builder.fsub(ir.Constant(F32, -128.0),
@@ -157,11 +178,11 @@ def emit_dynamic_qlinear(kernel: Kernel) -> None:
     correction = builder.add(builder.fptosi(x_zero, I32), ir.Constant(I32, tiling.scheme.shift(DType.i8)))
     q = QGemm(codes, DType.i8, weight, zero_bias, multipliers, correction, zero, zero, zero, kernel.output,
               kernel.scratch)
-    relu = node.attrs["activation"] == "relu"
+    activation = node.attrs["activation"]
 
     def block(first_row: ir.Value, first_column: ir.Value, row_count: int, column_count: int) -> None:
         """A part's rows x columns: the codes of its rows, the multipliers of its columns (in its own
-        scratch), its share of the GEMM, then + bias and relu over it."""
+        scratch), its share of the GEMM, then + bias and the activation over it."""
         with for_range(builder, row_count * depth, "codes") as i:
             index = builder.add(builder.mul(first_row, i64(depth)), i)
             store_element(builder, quantize_value(builder, load_element(builder, x, index, F32), scale, x_zero,
@@ -178,8 +199,10 @@ def emit_dynamic_qlinear(kernel: Kernel) -> None:
             with for_range(builder, column_count, "bias.column", unroll=False) as j:  # else rows gathered
                 n = builder.add(first_column, j)
                 value = builder.fadd(load_element(builder, line, j, F32), load_element(builder, bias, n, F32))
-                if relu:  # np.maximum(y, 0)
+                if activation == "relu":  # np.maximum(y, 0)
                     value = builder.select(builder.fcmp_unordered(">=", value, zero), value, zero)
+                elif activation is not None:  # a gelu, as the linear's epilogue computes it
+                    value = float_math.GELU_ACTIVATIONS[activation](builder, value)
                 store_element(builder, value, line, j)
 
     for_each_part_block(builder, tiling, (rows, depth, columns), kernel.part, kernel.parts, block)

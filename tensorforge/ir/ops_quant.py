@@ -24,7 +24,7 @@ zero point come from x itself at run time, per call (asymmetric i8 over [min(x, 
 the weight is int8 with a scale per column, and the result is f32:
 
     sx = (hi - lo) / 255 (1 if 0); zx = clip(rint(-128 - lo / sx)); xq = quantize(x, sx, zx)
-    y = f32((xq - zx) @ w) * (sx * sw) + bias   (then relu)         all in f32, NaN in x ignored
+    y = f32((xq - zx) @ w) * (sx * sw) + bias   (then relu or a gelu)   all in f32, NaN in x ignored
 
 qconv2d is the same for a convolution (NCHW, groups 1; w i8 [O, C, kh, kw], bias and m per output
 channel); padding holds x's zero point, the code of 0.0, so padded taps contribute nothing.
@@ -205,8 +205,11 @@ def _infer_dynamic_qlinear(types, attrs):
 
 
 def _normalize_dynamic(types, attrs):
-    if attrs["activation"] not in (None, "relu"):
-        raise OpError(f"op 'dynamic_qlinear': activation must be None or 'relu', got {attrs['activation']!r}")
+    from .ops_nn import LINEAR_ACTIVATIONS
+
+    if attrs["activation"] not in LINEAR_ACTIVATIONS:
+        raise OpError(f"op 'dynamic_qlinear': activation must be one of {LINEAR_ACTIVATIONS}, "
+                      f"got {attrs['activation']!r}")
     return dict(attrs)
 
 
@@ -217,8 +220,9 @@ def dynamic_qlinear(x, weight, weight_scale, bias, *, activation):
     scale, zero = dynamic_parameters(x)
     codes = quantize(x, scale, zero, dtype=DType.i8)
     accumulator = np.matmul(codes.astype(np.int64) - int(zero), weight.astype(np.int64)).astype(np.int32)
-    y = accumulator.astype(F32) * (scale * weight_scale) + bias
-    return np.maximum(y, F32(0)) if activation == "relu" else y
+    from .ops_nn import _activate
+
+    return _activate(accumulator.astype(F32) * (scale * weight_scale) + bias, activation)
 
 
 def _infer_qconv2d(types, attrs):
