@@ -88,22 +88,11 @@ def cnn_engines(switched: str = "fuse-pool") -> tuple[dict, list[tuple[str, str]
     return engines, [(f"batch {b}, {switched} off", f"batch {b}, {switched} on") for b in (1, 64)]
 
 
-def decode_step(generator: tf.Generator, prompt: list[int]):
-    """One decode step (the generator's bound decode call) at the position after the prompt, rewound
-    each time so that every step attends over the same rows."""
-    generator.next_logits(prompt)
-    start = generator.position
-
-    def step() -> None:
-        generator.position = start
-        generator._step(7)
-
-    return step
-
-
-def step_at(generator: tf.Generator, prompt: list[int], position: int):
-    """One decode step (the generator's bound decode call) at `position`, after a prefill of `prompt`:
-    the step attends over `position` cache rows (those past the prompt hold zeros)."""
+def step_at(generator: tf.Generator, prompt: list[int], position: int | None = None):
+    """One decode step (the generator's bound decode call) at `position` (default: right after the
+    prompt), after a prefill of `prompt`, rewound each time so that every step attends over the same
+    `position` cache rows (those past the prompt hold zeros)."""
+    position = len(prompt) if position is None else position
     generator.next_logits(prompt)
 
     def step() -> None:
@@ -139,7 +128,7 @@ def tiny_engines() -> tuple[dict, list[tuple[str, str]]]:
                 generator = tf.compile_generator(model, 256, quantize=quantize)
             finally:
                 parallel.STREAM_PART_BYTES = default
-            engines[f"{quantize or 'fp32'}, {label}"] = decode_step(generator, prompt)
+            engines[f"{quantize or 'fp32'}, {label}"] = step_at(generator, prompt)
     return engines, [(f"{q}, 4 parts per thread", f"{q}, default") for q in ("fp32", "int8")]
 
 
@@ -155,7 +144,7 @@ def gelu_engines() -> tuple[dict, list[tuple[str, str]]]:
         if label.endswith("off"):
             PASSES["fuse-activation"] = original.replace(function=lambda graph, ctx=None: graph)
         try:
-            engines[label] = decode_step(tf.compile_generator(model, 256), prompt)
+            engines[label] = step_at(tf.compile_generator(model, 256), prompt)
         finally:
             PASSES["fuse-activation"] = original
     return engines, [("fuse-activation off", "fuse-activation on")]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ops_quant import dequantize
 from .registry import OpError, need_float, register_op
 from .types import DType, TensorType
 
@@ -132,11 +133,6 @@ def _infer_cached_attention(types, attrs):
     return q
 
 
-def dequantized_rows(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """f32 rows of an int8 cache: code * the row's scale (dequantize with zero point 0)."""
-    return codes.astype(np.float32) * scales
-
-
 @register_op("cached_attention", infer=_infer_cached_attention, operands=(6, 10), attrs={"scale": 1.0},
              normalize=_normalize_cached_attention)
 def cached_attention(q, k_cache, v_cache, k, v, pos, *scales, scale):
@@ -146,8 +142,8 @@ def cached_attention(q, k_cache, v_cache, k, v, pos, *scales, scale):
     keys, values = cache_write(k_cache, k, pos), cache_write(v_cache, v, pos)
     if scales:
         k_cache_scales, v_cache_scales, k_scales, v_scales = scales
-        keys = dequantized_rows(keys, cache_write(k_cache_scales, k_scales, pos))
-        values = dequantized_rows(values, cache_write(v_cache_scales, v_scales, pos))
+        keys = dequantize(keys, cache_write(k_cache_scales, k_scales, pos), np.int32(0))
+        values = dequantize(values, cache_write(v_cache_scales, v_scales, pos), np.int32(0))
     scores = np.matmul(q, np.swapaxes(keys, -1, -2)) * np.float32(scale)
     masked = np.where(position_allowed(q.shape[-2], keys.shape[-2], _position(pos)), scores, np.float32(-np.inf))
     shifted = np.exp(masked - masked.max(axis=-1, keepdims=True))

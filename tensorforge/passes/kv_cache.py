@@ -317,11 +317,11 @@ class _Decode:
         rows = [new] if len(cache) == 1 else list(quantized_rows(self.graph, new, f"{cache[0].name}_row"))
         written = [self.graph.call("cache_write", [array, row, self.pos], name=f"{array.name}.written")
                    for array, row in zip(cache, rows, strict=True)]
-        if len(written) == 2:
-            written = [self.graph.call("dequantize", [*written, self.graph.constant(np.int32(0))])]
+        read = written[0] if len(written) == 1 else \
+            self.graph.call("dequantize", [*written, self.graph.constant(np.int32(0))])  # codes, scales
         self.new_rows.extend(rows)
         self.axis[node] = None if is_scores else 2
-        return self.call(node, [operands[0], written[0]])
+        return self.call(node, [operands[0], read])
 
 
 def _scaling(node: Node) -> tuple[float, Node]:
