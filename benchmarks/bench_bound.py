@@ -19,7 +19,7 @@ each round; tables give the median block and ratios paired within rounds. Worklo
            products cut into 4 parts per thread whatever their size (parallel.STREAM_PART_BYTES = 1)
            and with the default (one part per thread under 1 MiB a part)
   int8     the int8 MLP 784-256-128-10 at batch 64 (static, calibrated), its quantize of x on one
-           thread (emit_elementwise.COSTLY_ELEMENT = 1) and split among the threads (the default)
+           thread (the quantize op registered with cost 1) and split among the threads (the default)
   softmax  causal self-attention of GPT-2's shape (12 heads of 64) over 32 and 256 positions:
            q @ k^T, the scaling, the causal mask, the softmax, @ v, with and without fuse-softmax
   reduce   a layer norm written with tensor operators (mean, x - mean, the mean of its square,
@@ -37,6 +37,7 @@ each round; tables give the median block and ratios paired within rounds. Worklo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -151,19 +152,17 @@ def gelu_engines() -> tuple[dict, list[tuple[str, str]]]:
 
 
 def int8_engines() -> tuple[dict, list[tuple[str, str]]]:
-    from tensorforge.codegen import emit_elementwise
-
     rng = np.random.default_rng(1)
     x = rng.standard_normal((64, 784)).astype(np.float32)
     calibration = rng.standard_normal((512, 784)).astype(np.float32)
     engines = {}
-    default = emit_elementwise.COSTLY_ELEMENT
-    for label, cost in (("quantize on one thread", 1), ("quantize split", default)):
-        emit_elementwise.COSTLY_ELEMENT = cost
+    default = tf.ir.OPS["quantize"]
+    for label, cost in (("quantize on one thread", 1), ("quantize split", default.cost)):
+        tf.ir.OPS["quantize"] = dataclasses.replace(default, cost=cost)
         try:
             model = tf.compile(models.mlp(), x, threads=2, quantize="int8", calibration=calibration)
         finally:
-            emit_elementwise.COSTLY_ELEMENT = default
+            tf.ir.OPS["quantize"] = default
         engines[label] = model.bind(x)
     return engines, [("quantize on one thread", "quantize split")]
 

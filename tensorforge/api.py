@@ -13,7 +13,7 @@ import time
 from .check import FLOAT_TOLERANCE, CheckResult, compare_stages
 from .codegen import build
 from .codegen.target import Target
-from .frontend.tracer import trace as _trace
+from .frontend.tracing import trace as _trace
 from .ir import Graph, coerce_inputs
 from .passes import PassContext, SnapshotInstrument, TimingInstrument, VerifyInstrument, run_pipeline
 from .prune import apply_pruning

@@ -27,9 +27,23 @@ from hypothesis import strategies as st
 from . import ir
 from .ir import DType, TensorType
 
-UNARY = ["relu", "neg", "abs", "tanh", "sigmoid", "gelu"]
 KINDS = ["unary", "binary", "reduce", "softmax", "transpose", "reshape", "flatten", "slice", "concat", "matmul",
          "linear", "conv", "linear_bn", "fold", "cse", "identity", "chain"]
+
+
+def _defaults_suffice(op: str) -> bool:
+    """Every attribute of `op` has a usable default (a node needs nothing drawn for it)."""
+    return all(value is not None and value is not ir.registry.REQUIRED for value in ir.get_op(op).attrs.values())
+
+
+def unary_ops() -> list[str]:
+    """The elementwise unary ops random graphs draw: registered "total", attributes all defaulted."""
+    return [op for op in ir.ops_with("elementwise", "unary", "total") if _defaults_suffice(op)]
+
+
+def binary_ops() -> list[str]:
+    """The elementwise binary ops random graphs draw: registered "total"."""
+    return [op for op in ir.ops_with("elementwise", "binary", "total") if _defaults_suffice(op)]
 
 
 def shapes(min_rank: int = 1, max_rank: int = 3, max_side: int = 7) -> st.SearchStrategy[tuple[int, ...]]:
@@ -77,13 +91,13 @@ def _grow(draw, graph: ir.Graph, values: list[ir.Node]) -> ir.Node | None:
     kind = draw(st.sampled_from(KINDS))
     seed = draw(st.integers(0, 999))
     if kind == "unary":
-        return graph.call(draw(st.sampled_from(UNARY)), [x])
+        return graph.call(draw(st.sampled_from(unary_ops())), [x])
     if kind == "binary":
         partner = draw(st.sampled_from([v for v in values if v.shape == x.shape] + [None]))
         if partner is None:  # a weight broadcast along the leading axes
             partner = _weight(graph, x.shape[draw(st.integers(0, rank)):], seed)
         operands = draw(st.permutations([x, partner]))
-        return graph.call(draw(st.sampled_from(["add", "sub", "mul"])), operands)
+        return graph.call(draw(st.sampled_from(binary_ops())), operands)
     if kind == "reduce" and rank:
         axes = draw(st.lists(st.integers(0, rank - 1), min_size=1, max_size=rank, unique=True))
         op = draw(st.sampled_from(["reduce_sum", "reduce_mean", "reduce_max"]))

@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 
 from tensorforge import ir
 from tensorforge.ir import DType, TensorType
-
-UNARY = ["relu", "neg", "tanh", "sigmoid", "gelu"]
+from tensorforge.testing import binary_ops, unary_ops
 
 
 def _weight(graph: ir.Graph, shape: tuple[int, ...], seed: int) -> ir.Node:
@@ -38,12 +37,12 @@ def random_graphs(draw) -> ir.Graph:
         kind = draw(st.sampled_from(["unary", "binary", "reduce", "softmax", "transpose", "reshape", "slice",
                                      "concat", "matmul", "linear"]))
         if kind == "unary":
-            values.append(graph.call(draw(st.sampled_from(UNARY)), [x]))
+            values.append(graph.call(draw(st.sampled_from(unary_ops())), [x]))
         elif kind == "binary":
             partner = draw(st.sampled_from([v for v in values if v.shape == x.shape] + [None]))
             if partner is None:  # a weight broadcast along the leading axes
                 partner = _weight(graph, x.shape[draw(st.integers(0, rank)):], draw(st.integers(0, 99)))
-            values.append(graph.call(draw(st.sampled_from(["add", "sub", "mul"])), [x, partner]))
+            values.append(graph.call(draw(st.sampled_from(binary_ops())), [x, partner]))
         elif kind == "reduce":
             axes = draw(st.lists(st.integers(0, rank - 1), min_size=1, max_size=rank, unique=True)) if rank else None
             op = draw(st.sampled_from(["reduce_sum", "reduce_mean", "reduce_max"]))

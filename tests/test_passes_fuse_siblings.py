@@ -73,7 +73,7 @@ def test_the_fused_layers_compile_to_the_same_values(case, target, threads):
 def test_attention_projections_become_one_linear():
     """q, k and v of a GPT block (tensorforge.nn) read one layer norm: one linear of three widths."""
     from tensorforge import nn
-    from tensorforge.frontend.tracer import trace
+    from tensorforge.frontend.tracing import trace
 
     model = nn.GPT(16, 8, 1, 2, 4, rng=np.random.default_rng(0))
     tokens = np.array([[1, 2, 3, 4]], np.int64)

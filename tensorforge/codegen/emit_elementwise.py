@@ -19,7 +19,7 @@ from typing import Any
 
 from llvmlite import ir
 
-from ..ir import DType, Node
+from ..ir import DType, Node, get_op
 from . import float_math, parallel, scalar
 from .kernel import Kernel
 from .layout import broadcast_strides, coalesce, contiguous_strides
@@ -28,12 +28,6 @@ from .target import Target
 
 Compute = Callable[[ir.IRBuilder, list[ir.Value]], ir.Value]
 
-# What one element costs, in adds: a map is split among threads when size x cost reaches
-# MIN_PARALLEL_FLOPS / 4 (as a pool's taps: an add counts as 4 flops of work). A division
-# (quantize's x / scale) or a polynomial of exp, log, tanh takes 5-10 vector cycles where an add
-# takes one.
-COSTLY = frozenset({"div", "exp", "log", "sqrt", "tanh", "sigmoid", "gelu", "quantize", "fused_elementwise"})
-COSTLY_ELEMENT = 8
 
 
 def _loop_nest(node: Node) -> tuple[list[int], list[list[int]]]:
@@ -44,9 +38,10 @@ def _loop_nest(node: Node) -> tuple[list[int], list[list[int]]]:
 
 def elementwise_parts(node: Node, target: Target, threads: int) -> int:
     """Parts of a map for a team of `threads`: one per thread, blocks of its outermost loop."""
-    cost = COSTLY_ELEMENT if node.op in COSTLY else 1
     shape, _ = _loop_nest(node)
-    return parallel.row_parts(shape[0] if shape else 1, 4 * node.type.size * cost, threads)
+    # the op's cost per element in adds (the registry's); a map splits when size x cost reaches
+    # MIN_PARALLEL_FLOPS / 4 (as a pool's taps: an add counts as 4 flops of work)
+    return parallel.row_parts(shape[0] if shape else 1, 4 * node.type.size * get_op(node.op).cost, threads)
 
 
 def map_elements(kernel: Kernel, compute: Compute) -> None:

@@ -18,10 +18,9 @@ import math
 
 from llvmlite import ir
 
-from ..ir import Node
+from ..ir import Node, get_op
 from ..ir.ops_fused import program_type
 from . import float_math, parallel, scalar
-from .emit_elementwise import COSTLY, COSTLY_ELEMENT
 from .emit_fused import program_compute
 from .kernel import Kernel
 from .layout import broadcast_strides, coalesce, contiguous_strides
@@ -66,12 +65,12 @@ def _reduction(node: Node) -> str:
 def reduce_parts(node: Node, target: Target, threads: int) -> int:
     """Parts of a reduction for a team of `threads`: blocks of its outermost loop when that axis is
     kept (each part then owns a block of the output), the values are many (a program with a costly op
-    counts COSTLY_ELEMENT an element) and there are several outputs."""
+    counts its costliest op's registered cost an element) and there are several outputs."""
     shape, strides = _reduce_nest(node)
     if not shape or strides[-1][0] == 0:
         return 1
     program = node.attrs.get("program", ())
-    cost = COSTLY_ELEMENT if any(instruction[0] in COSTLY for instruction in program) else 1
+    cost = max((get_op(instruction[0]).cost for instruction in program), default=1)
     return parallel.row_parts(shape[0], 4 * math.prod(shape) * cost, threads)
 
 
@@ -122,7 +121,7 @@ def emit_reduce(kernel: Kernel) -> None:
 def softmax_parts(node: Node, target: Target, threads: int) -> int:
     """Parts of a softmax for a team of `threads`: blocks of its rows, when its exps are many."""
     rows = node.type.size // max(node.shape[node.attrs["axis"]], 1) if node.type.size else 0
-    return parallel.row_parts(rows, 4 * node.type.size * COSTLY_ELEMENT, threads)  # an exp an element
+    return parallel.row_parts(rows, 4 * node.type.size * get_op("exp").cost, threads)  # an exp an element
 
 
 def emit_softmax(kernel: Kernel) -> None:

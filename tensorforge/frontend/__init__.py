@@ -6,6 +6,7 @@
 
 from . import functional
 from . import functional as F  # noqa: N812  (the customary short name)
-from .tracer import Proxy, TraceError, trace
+from .proxy import Proxy, TraceError
+from .tracing import trace
 
 __all__ = ["F", "Proxy", "TraceError", "functional", "trace"]

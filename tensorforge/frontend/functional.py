@@ -16,13 +16,14 @@ float64 arrays become float32; shapes broadcast as in numpy (see `tracer.operand
 from __future__ import annotations
 
 import builtins
+import inspect
 import operator
 from collections.abc import Sequence
 
 import numpy as np
 
 from .. import ir
-from .tracer import Proxy, TraceError, operand_array, tensor_dtype
+from .proxy import Proxy, TraceError, operand_array, tensor_dtype
 
 
 def apply(op: str, operands: Sequence, attrs: dict | None = None):
@@ -39,29 +40,30 @@ def _shape(x) -> tuple[int, ...]:
     return x.shape if isinstance(x, (Proxy, np.ndarray)) else np.shape(x)
 
 
-# --- elementwise: generated from the op names ----------------------------------------------------
+# --- generated from the registry: every op registered with functional=True -----------------------
 
-def _unary(op: str):
-    def function(x):
-        return apply(op, [x])
+def _generated(op: str):
+    """F.<op>(*operands, **attrs): records or evaluates `op`; the signature names its operands and attributes."""
+    opdef = ir.get_op(op)
+    operand_names = ["x"] if opdef.max_operands == 1 else ["a", "b", "c", "d"][:opdef.min_operands]
 
+    def function(*operands, **attrs):
+        opdef.check_operands(len(operands))
+        return apply(op, operands, attrs)
+
+    parameters = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_ONLY) for name in operand_names]
+    parameters += [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=default)
+                   for key, default in opdef.attrs.items()]
+    function.__signature__ = inspect.Signature(parameters)
     function.__name__ = function.__qualname__ = op
-    function.__doc__ = f"Elementwise `{op}` (the `{op}` op)."
+    function.__module__ = __name__
+    kind = "with numpy broadcasting " if "binary" in opdef.traits else ""
+    function.__doc__ = f"Elementwise `{op}` {kind}(the `{op}` op; its reference: {opdef.reference.__name__})."
     return function
 
 
-def _binary(op: str):
-    def function(a, b):
-        return apply(op, [a, b])
-
-    function.__name__ = function.__qualname__ = op
-    function.__doc__ = f"Elementwise `{op}` with numpy broadcasting (the `{op}` op)."
-    return function
-
-
-add, sub, mul, div = (_binary(op) for op in ("add", "sub", "mul", "div"))
-neg, exp, log, sqrt, abs, tanh, sigmoid, relu = (_unary(op) for op in ("neg", "exp", "log", "sqrt", "abs", "tanh",
-                                                                            "sigmoid", "relu"))
+GENERATED = {name: _generated(name) for name, opdef in ir.OPS.items() if opdef.functional}
+globals().update(GENERATED)  # F.add, F.exp, F.relu, ... (one per registration)
 
 
 def gelu(x, approximate: str = "tanh"):
@@ -306,11 +308,11 @@ def power(x, exponent):
     if exponent == 1:
         return x
     if exponent == 2:
-        return mul(x, x)
+        return apply("mul", [x, x])
     if exponent == 0.5:
-        return sqrt(x)
+        return apply("sqrt", [x])
     if exponent == -1:
-        return div(1, x)
+        return apply("div", [1, x])
     raise TraceError(f"x ** {exponent!r}: only the exponents 1, 2, 0.5 and -1 are supported (no pow op); "
                      "write other powers as products")
 
@@ -319,14 +321,15 @@ def _maximum(a, b):
     """np.maximum(x, 0) is relu; other maxima have no op."""
     for tensor, other in ((a, b), (b, a)):
         if isinstance(other, (int, float, np.number)) and other == 0:
-            return relu(tensor)
+            return apply("relu", [tensor])
     raise TraceError("np.maximum is supported on traced values only as np.maximum(x, 0) (relu)")
 
 
-# numpy ufunc -> function; Proxy.__array_ufunc__ refuses every other ufunc by name
-NUMPY_UFUNCS = {np.add: add, np.subtract: sub, np.multiply: mul, np.divide: div, np.matmul: matmul, np.negative: neg,
-                np.exp: exp, np.log: log, np.sqrt: sqrt, np.absolute: abs, np.tanh: tanh, np.maximum: _maximum,
-                np.power: power, np.square: lambda x: mul(x, x)}
+# numpy ufunc -> function: every op's registered numpy functions, then the compositions;
+# Proxy.__array_ufunc__ refuses every other ufunc by name
+NUMPY_UFUNCS = {ufunc: GENERATED[name] for name, opdef in ir.OPS.items() if opdef.functional for ufunc in opdef.numpy}
+NUMPY_UFUNCS.update({np.matmul: matmul, np.maximum: _maximum, np.power: power,
+                     np.square: lambda x: apply("mul", [x, x])})
 # numpy function -> the same computation, with numpy's argument names; Proxy.__array_function__ refuses the rest
 NUMPY_FUNCTIONS = {
     np.concatenate: lambda arrays, axis=0: concat(arrays, axis),
@@ -344,3 +347,72 @@ NUMPY_FUNCTIONS = {
     np.ndim: lambda a: a.ndim,
     np.size: lambda a: a.size,
 }
+
+
+# --- the Proxy's operators and numpy protocols ----------------------------------------------------
+
+def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
+    name = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+    function = NUMPY_UFUNCS.get(ufunc)
+    if method != "__call__" or function is None:
+        raise TraceError(f"{name} is not supported on traced values: tensorforge has no op for it "
+                         f"(numpy functions with an op: {_numpy_names()})")
+    if kwargs:
+        raise TraceError(f"{name} is supported on traced values only without keyword arguments "
+                         f"(got {', '.join(sorted(kwargs))})")
+    return function(*inputs)
+
+
+def _array_function(self, func, types_, args, kwargs):
+    module = func.__module__.replace("numpy", "np", 1) if func.__module__.startswith("numpy") else func.__module__
+    name = f"{module}.{func.__name__}"
+    function = NUMPY_FUNCTIONS.get(func)
+    if function is None:
+        raise TraceError(f"{name} is not supported on traced values: tensorforge has no op for it "
+                         f"(numpy functions with an op: {_numpy_names()})")
+    try:
+        inspect.signature(function).bind(*args, **kwargs)
+    except TypeError:
+        usage = f"{name}{inspect.signature(function)}"
+        raise TraceError(f"{name} is supported on traced values only as {usage}") from None
+    return function(*args, **kwargs)
+
+
+def _numpy_names() -> str:
+    names = [f.__name__ for f in list(NUMPY_UFUNCS) + list(NUMPY_FUNCTIONS)]
+    return ", ".join(sorted(set(names)))
+
+
+def _method(function):
+    def method(self, *args, **kwargs):
+        return function(self, *args, **kwargs)
+
+    method.__name__ = function.__name__
+    return method
+
+
+def _reflected(function):
+    def method(self, other):
+        return function(other, self)
+
+    method.__name__ = f"reflected_{function.__name__}"
+    return method
+
+
+# Proxy method or operator -> function, called as function(self, *args, **kwargs): the registry's
+# (an op's `methods`), then the compositions and ops with attributes
+METHODS = {method: GENERATED[name] for name, opdef in ir.OPS.items() if opdef.functional for method in opdef.methods}
+METHODS.update({"__matmul__": matmul, "__pow__": power, "__getitem__": getitem, "reshape": reshape,
+                "transpose": transpose, "sum": sum, "mean": mean, "max": max, "argmax": argmax, "astype": cast,
+                "matmul": matmul, "flatten": lambda x: reshape(x, -1), "ravel": lambda x: reshape(x, -1)})
+# a binary operator also gets its reflected form (__radd__ for 1.0 + x)
+_BINARY_OPERATORS = {method for opdef in ir.OPS.values() if "binary" in opdef.traits for method in opdef.methods}
+REFLECTED = [name for name in METHODS if name in ("__matmul__", "__pow__") or name in _BINARY_OPERATORS]
+
+for _name, _function in METHODS.items():
+    setattr(Proxy, _name, _method(_function))
+for _name in REFLECTED:
+    setattr(Proxy, _name.replace("__", "__r", 1), _reflected(METHODS[_name]))
+Proxy.T = property(lambda self: transpose(self), doc="numpy's x.T: the axes reversed")
+Proxy.__array_ufunc__ = _array_ufunc
+Proxy.__array_function__ = _array_function

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import functional as F
 from .modules import GELU, Dropout, Linear, Module, _rng
-from .tracer import Proxy
+from .proxy import Proxy
 
 CAUSAL = "causal"  # MultiHeadAttention / TransformerBlock mask: each position attends to itself and earlier ones
 

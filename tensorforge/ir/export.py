@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from .printer import INLINE_CONSTANT_LIMIT, format_attr
+from .registry import OPS
 
 OP_COLORS = {"input": "#cfe8ff", "constant": "#eeeeee", "contraction": "#ffd8a8", "elementwise": "#d3f9d8"}
 
@@ -31,8 +32,6 @@ def _label(node) -> str:
 
 
 def _color(node) -> str:
-    from .registry import OPS
-
     if node.op in OP_COLORS:
         return OP_COLORS[node.op]
     traits = OPS[node.op].traits

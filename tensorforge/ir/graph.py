@@ -25,7 +25,10 @@ from typing import Any
 import numpy as np
 
 from . import registry
+from .export import to_dot, to_networkx
+from .printer import format_node, print_graph
 from .types import DType, TensorType
+from .verifier import verify
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*|[0-9]+")
 
@@ -84,8 +87,6 @@ class Node:
         self.graph.outputs = [new if n is self else n for n in self.graph.outputs]
 
     def format(self) -> str:
-        from .printer import format_node
-
         return format_node(self)
 
     def __repr__(self) -> str:
@@ -223,25 +224,17 @@ class Graph:
         return new
 
     def __str__(self) -> str:
-        from .printer import print_graph
-
         return print_graph(self)
 
     def __repr__(self) -> str:
         return f"<Graph {len(self.inputs)} inputs, {len(self.nodes)} nodes, {len(self.outputs)} outputs>"
 
     def to_networkx(self):
-        from .export import to_networkx
-
         return to_networkx(self)
 
     def to_dot(self, title: str | None = None):
-        from .export import to_dot
-
         return to_dot(self, title)
 
     def verify(self) -> None:
-        from .verifier import verify
-
         verify(self)
 

@@ -32,10 +32,19 @@ from . import registry
 from .registry import OpError, register_op
 from .types import DType, TensorType, broadcast_shapes
 
-FUSABLE = ("add", "sub", "mul", "div", "neg", "relu", "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "gelu", "cast")
 REF_KINDS = ("in", "t")  # an operand of the fused node, the result of an earlier instruction
 
 Ref = tuple[str, int]
+
+
+def is_fusable(op) -> bool:
+    """An op a program may hold: an elementwise op registered with the trait "fusable"."""
+    return op in registry.OPS and registry.OPS[op].has("fusable")
+
+
+def program_flops(attrs: dict[str, Any]) -> int:
+    """FLOPs per element of a program: the sum of its instructions' ops' own."""
+    return sum(registry.get_op(instruction[0]).flops for instruction in attrs["program"])
 
 
 class Instruction(NamedTuple):
@@ -77,8 +86,9 @@ def _check_ref(index: int, instruction, ref, operand_count: int, op: str) -> Ref
 
 def _check_instruction(index: int, instruction, operand_count: int, op: str) -> Instruction:
     """Decode one instruction, checking its op, its length and its refs (not yet the types)."""
-    if not isinstance(instruction, (tuple, list)) or not instruction or instruction[0] not in FUSABLE:
-        _fail(index, instruction, f"an instruction is (op, refs..., attrs...) with op one of {FUSABLE}", op)
+    if not isinstance(instruction, (tuple, list)) or not instruction or not is_fusable(instruction[0]):
+        _fail(index, instruction, "an instruction is (op, refs..., attrs...) with op one of "
+                                  f"{registry.ops_with('fusable')}", op)
     opdef = registry.get_op(instruction[0])
     length = 1 + opdef.min_operands + len(opdef.attrs)
     if len(instruction) != length:
@@ -148,7 +158,7 @@ def _infer_fused(types, attrs):
 
 
 @register_op("fused_elementwise", infer=_infer_fused, operands=(1, None), attrs={"program": registry.REQUIRED},
-             traits={"elementwise", "fused"}, normalize=_normalize_fused)
+             traits={"elementwise", "fused"}, normalize=_normalize_fused, flops=program_flops, cost=8)
 def fused_elementwise(*operands, program):
     results: list[np.ndarray] = []
     for instruction in program:

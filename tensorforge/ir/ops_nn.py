@@ -91,30 +91,30 @@ GELU_ACTIVATIONS = ("gelu_tanh", "gelu_sigmoid", "gelu_exact")
 LINEAR_ACTIVATIONS = ACTIVATIONS + GELU_ACTIVATIONS
 
 
-def _check_activation(op: str, activation, allowed: tuple = ACTIVATIONS):
+def check_activation(op: str, activation, allowed: tuple = ACTIVATIONS):
     if activation not in allowed:
         raise OpError(f"op '{op}': activation must be one of {allowed}, got {activation!r}")
     return activation
 
 
-def _activate(y: np.ndarray, activation) -> np.ndarray:
+def activate(y: np.ndarray, activation) -> np.ndarray:
     """The activation after a contraction: relu, or the gelu op's own reference."""
     if activation in GELU_ACTIVATIONS:
         return gelu(y, approximation=activation.removeprefix("gelu_"))
     return np.maximum(y, np.zeros((), y.dtype)) if activation == "relu" else y
 
 
-def _check_residual_flag(op: str, residual) -> bool:
+def check_residual_flag(op: str, residual) -> bool:
     if not isinstance(residual, (bool, np.bool_)):
         raise OpError(f"op '{op}': residual must be a bool, got {residual!r}")
     return bool(residual)
 
 
 def _normalize_linear(types, attrs):
-    activation = _check_activation("linear", attrs["activation"], LINEAR_ACTIVATIONS)
+    activation = check_activation("linear", attrs["activation"], LINEAR_ACTIVATIONS)
     if activation in GELU_ACTIVATIONS and types and types[0].dtype is not DType.f32:
         raise OpError(f"op 'linear': activation {activation!r} needs f32, got {types[0].dtype.name}")
-    return {"activation": activation, "residual": _check_residual_flag("linear", attrs["residual"])}
+    return {"activation": activation, "residual": check_residual_flag("linear", attrs["residual"])}
 
 
 @register_op("linear", infer=_infer_linear, operands=(2, 4), traits={"contraction"},
@@ -126,7 +126,7 @@ def linear(x, weight, *rest, activation=None, residual=False):
     _, _, bias, skip = split_contraction([x, weight, *rest], residual)
     y = np.matmul(x, weight)
     y = y if bias is None else y + bias
-    return _activate(y if skip is None else y + skip, activation)
+    return activate(y if skip is None else y + skip, activation)
 
 
 # --- softmax ----------------------------------------------------------------------------------
@@ -164,7 +164,7 @@ def softmax(x, *, axis, scale, causal):
 
 # --- conv2d and pooling (NCHW) -----------------------------------------------------------------
 
-def _out_size(op, size, kernel, stride, pad, dilation=1):
+def out_size(op, size, kernel, stride, pad, dilation=1):
     span = dilation * (kernel - 1) + 1
     if size + 2 * pad < span:
         raise OpError(f"op '{op}': window {span} is larger than the padded input {size + 2 * pad}")
@@ -174,7 +174,7 @@ def _out_size(op, size, kernel, stride, pad, dilation=1):
 POOLS = (None, "max_2x2")  # conv2d's fused pool: none, or max_pool2d with kernel 2, stride 2, no padding
 
 
-def _normalize_window(op):
+def normalize_window(op):
     def normalize(types, attrs):
         full = {k: int_pair(op, k, v) for k, v in attrs.items()
                 if k not in ("groups", "activation", "residual", "pool", "winograd")}
@@ -185,9 +185,9 @@ def _normalize_window(op):
         if "groups" in attrs:
             full["groups"] = int(attrs["groups"])
         if "residual" in attrs:
-            full["residual"] = _check_residual_flag(op, attrs["residual"])
+            full["residual"] = check_residual_flag(op, attrs["residual"])
         if "activation" in attrs:
-            full["activation"] = _check_activation(op, attrs["activation"])
+            full["activation"] = check_activation(op, attrs["activation"])
         if any(s <= 0 for s in full.get("stride", (1, 1))) or any(p < 0 for p in full["padding"]):
             raise OpError(f"op '{op}': stride must be positive and padding non-negative, got {full}")
         if "winograd" in attrs:
@@ -221,7 +221,7 @@ def _normalize_pool(types, attrs):
     attrs = dict(attrs)
     if attrs["stride"] is None:
         attrs["stride"] = attrs["kernel"]
-    return _normalize_window("pool")(types, attrs)
+    return normalize_window("pool")(types, attrs)
 
 
 def _infer_conv2d(types, attrs):
@@ -237,14 +237,14 @@ def _infer_conv2d(types, attrs):
     if bias is not None and bias.shape != (o,):
         raise OpError(f"op 'conv2d': bias must be [{o}], got {bias}")
     (sh, sw), (ph, pw), (dh, dw) = attrs["stride"], attrs["padding"], attrs["dilation"]
-    result = TensorType((n, o, _out_size("conv2d", h, kh, sh, ph, dh), _out_size("conv2d", wd, kw, sw, pw, dw)),
+    result = TensorType((n, o, out_size("conv2d", h, kh, sh, ph, dh), out_size("conv2d", wd, kw, sw, pw, dw)),
                         dtype)
     _check_residual("conv2d", residual, result)
     if attrs.get("pool") is not None:
         if residual is not None:
             raise OpError("op 'conv2d': a fused pool and a residual do not go together")
         out_h, out_w = result.shape[2:]
-        result = TensorType((n, o, _out_size("conv2d", out_h, 2, 2, 0), _out_size("conv2d", out_w, 2, 2, 0)), dtype)
+        result = TensorType((n, o, out_size("conv2d", out_h, 2, 2, 0), out_size("conv2d", out_w, 2, 2, 0)), dtype)
     return result
 
 
@@ -264,7 +264,7 @@ def _windows(x, kh, kw, stride, dilation, out_h, out_w):
 @register_op("conv2d", infer=_infer_conv2d, operands=(2, 4), traits={"contraction"},
              attrs={"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "activation": None, "residual": False,
                     "pool": None, "winograd": False},
-             normalize=_normalize_window("conv2d"))
+             normalize=normalize_window("conv2d"))
 def conv2d(x, weight, *rest, stride, padding, dilation, groups, activation=None, residual=False, pool=None,
            winograd=False):
     """The convolution (+ bias per output channel) (+ residual, the last operand), then the activation,
@@ -276,8 +276,8 @@ def conv2d(x, weight, *rest, stride, padding, dilation, groups, activation=None,
     og = o // groups
     ph, pw = padding
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    out_h = _out_size("conv2d", h, kh, stride[0], ph, dilation[0])
-    out_w = _out_size("conv2d", w, kw, stride[1], pw, dilation[1])
+    out_h = out_size("conv2d", h, kh, stride[0], ph, dilation[0])
+    out_w = out_size("conv2d", w, kw, stride[1], pw, dilation[1])
     out = np.zeros((n, o, out_h, out_w), dtype=x.dtype)
     for i, j, view in _windows(xp, kh, kw, stride, dilation, out_h, out_w):
         for g in range(groups):
@@ -287,7 +287,7 @@ def conv2d(x, weight, *rest, stride, padding, dilation, groups, activation=None,
         out += bias.reshape(1, o, 1, 1)
     if skip is not None:
         out += skip
-    out = _activate(out, activation)
+    out = activate(out, activation)
     return out if pool is None else max_pool2d(out, kernel=(2, 2), stride=(2, 2), padding=(0, 0))
 
 
@@ -304,7 +304,7 @@ def _infer_pool(op):
         if ph * 2 > kh or pw * 2 > kw:
             raise OpError(f"op '{op}': padding {attrs['padding']} must be at most half the kernel {attrs['kernel']}")
         n, c, h, w = x.shape
-        return TensorType((n, c, _out_size(op, h, kh, sh, ph), _out_size(op, w, kw, sw, pw)), x.dtype)
+        return TensorType((n, c, out_size(op, h, kh, sh, ph), out_size(op, w, kw, sw, pw)), x.dtype)
 
     return infer
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ops_nn import LINEAR_ACTIVATIONS, activate, conv2d, normalize_window, out_size
 from .registry import OpError, register_op
 from .types import DType, TensorType, broadcast_shapes
 
@@ -74,7 +75,7 @@ def _infer_quantize(types, attrs):
 
 
 @register_op("quantize", infer=_infer_quantize, operands=3, attrs={"dtype": DType.i8},
-             traits={"elementwise"}, normalize=_normalize_quantize)
+             traits={"elementwise"}, normalize=_normalize_quantize, flops=3, cost=8)
 def quantize(x, scale, zero_point, *, dtype):
     info = np.iinfo(dtype.numpy)
     with np.errstate(all="ignore"):
@@ -91,7 +92,7 @@ def _infer_dequantize(types, attrs):
     return TensorType(_check_parameters("dequantize", q, scale, zero_point), DType.f32)
 
 
-@register_op("dequantize", infer=_infer_dequantize, operands=3, traits={"elementwise"})
+@register_op("dequantize", infer=_infer_dequantize, operands=3, traits={"elementwise"}, flops=3)
 def dequantize(q, scale, zero_point):
     return (q.astype(np.int32) - zero_point).astype(F32) * scale
 
@@ -205,7 +206,6 @@ def _infer_dynamic_qlinear(types, attrs):
 
 
 def _normalize_dynamic(types, attrs):
-    from .ops_nn import LINEAR_ACTIVATIONS
 
     if attrs["activation"] not in LINEAR_ACTIVATIONS:
         raise OpError(f"op 'dynamic_qlinear': activation must be one of {LINEAR_ACTIVATIONS}, "
@@ -220,13 +220,11 @@ def dynamic_qlinear(x, weight, weight_scale, bias, *, activation):
     scale, zero = dynamic_parameters(x)
     codes = quantize(x, scale, zero, dtype=DType.i8)
     accumulator = np.matmul(codes.astype(np.int64) - int(zero), weight.astype(np.int64)).astype(np.int32)
-    from .ops_nn import _activate
 
-    return _activate(accumulator.astype(F32) * (scale * weight_scale) + bias, activation)
+    return activate(accumulator.astype(F32) * (scale * weight_scale) + bias, activation)
 
 
 def _infer_qconv2d(types, attrs):
-    from .ops_nn import _out_size
 
     x, w, bias, multiplier, x_zero, y_zero = types
     if x.dtype not in QUANTIZED or w.dtype is not DType.i8:
@@ -244,14 +242,13 @@ def _infer_qconv2d(types, attrs):
     (sh, sw), (ph, pw), (dh, dw) = attrs["stride"], attrs["padding"], attrs["dilation"]
     n, _, h, width = x.shape
     kh, kw = w.shape[2:]
-    return TensorType((n, out, _out_size("qconv2d", h, kh, sh, ph, dh), _out_size("qconv2d", width, kw, sw, pw, dw)),
+    return TensorType((n, out, out_size("qconv2d", h, kh, sh, ph, dh), out_size("qconv2d", width, kw, sw, pw, dw)),
                       attrs["dtype"])
 
 
 def _normalize_qconv2d(types, attrs):
-    from .ops_nn import _normalize_window
 
-    window = _normalize_window("qconv2d")(types, {k: attrs[k] for k in ("stride", "padding", "dilation")})
+    window = normalize_window("qconv2d")(types, {k: attrs[k] for k in ("stride", "padding", "dilation")})
     return {**window, **_normalize_qlinear(types, {"dtype": attrs["dtype"], "activation": attrs["activation"]})}
 
 
@@ -260,7 +257,6 @@ def _normalize_qconv2d(types, attrs):
              normalize=_normalize_qconv2d)
 def qconv2d(x, weight, bias, multiplier, x_zero_point, y_zero_point, *, stride, padding, dilation, dtype, activation):
     """The int8 convolution: x padded with its zero point, int32 sums of (x - zx) * w, + bias, requantized."""
-    from .ops_nn import conv2d
 
     (ph, pw), zero = padding, int(x_zero_point)
     padded = np.pad(x.astype(np.int64) - zero, ((0, 0), (0, 0), (ph, ph), (pw, pw)))  # (x - zx) pads with 0

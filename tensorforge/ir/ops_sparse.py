@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from .ops_nn import _activate, _check_activation, _check_residual_flag
+from .ops_nn import activate, check_activation, check_residual_flag
 from .registry import OpError, register_op
 from .types import DType, TensorType
 
@@ -84,8 +84,8 @@ def split_sparse_operands(operands: list, residual: bool) -> tuple:
 
 
 def _normalize(types, attrs):
-    return {"activation": _check_activation("sparse_linear", attrs["activation"]),
-            "residual": _check_residual_flag("sparse_linear", attrs["residual"])}
+    return {"activation": check_activation("sparse_linear", attrs["activation"]),
+            "residual": check_residual_flag("sparse_linear", attrs["residual"])}
 
 
 def _infer(types, attrs):
@@ -122,4 +122,4 @@ def sparse_linear(x, values, columns, row_starts, *rest, activation=None, residu
     y = y if bias is None else y + bias
     y = y if skip is None else y + skip
     assert y.dtype == F32, y.dtype
-    return _activate(y, activation)
+    return activate(y, activation)

@@ -2,10 +2,24 @@
 
 Per op: how many operands it takes, which attributes (with defaults), type inference, the numpy
 reference (the only definition of what the op means: the interpreter, constant folding and every
-test oracle call it) and traits such as "elementwise" or "commutative".
+test oracle call it), traits such as "elementwise" or "commutative", and the facts the passes and
+tools ask about: FLOPs per element (the profiler), cost per element (how a map splits among
+threads), which operands are weights, and how the frontend spells it (`F.relu`, `np.maximum`,
+`-x`). Nothing else keeps a list of ops: ask the registry (`ops_with("fusable", "unary")`).
 
-    @register_op("relu", operands=1, traits={"elementwise", "unary"})
+    @register_op("relu", operands=1, traits={"elementwise", "unary", "fusable"}, flops=1,
+                 functional=True, numpy=(...,))
     def relu(x):  ...  numpy reference ...
+
+Traits in use:
+    elementwise   out[i] depends on the operands at i only (operands broadcast as in numpy)
+    fusable       an elementwise op that fused_elementwise/fused_reduce programs may hold (its
+                  attributes are plain values); the codegen has an element function for each
+    unary, binary one or two tensor operands; commutative: op(a, b) == op(b, a)
+    total         finite and well conditioned for every finite operand (random test graphs use these;
+                  not div, exp, log, sqrt)
+    reduction     reduces axes (attrs axes, keepdims);  contraction: a GEMM-like op (x, w, ...)
+    view          no code, the result is the operand's buffer reshaped;  constant;  fused
 """
 
 from __future__ import annotations
@@ -37,6 +51,23 @@ class OpDef:
     attrs: dict[str, Any] = field(default_factory=dict)  # name -> default (or REQUIRED)
     traits: frozenset[str] = frozenset()
     normalize: Callable[[list[TensorType], dict[str, Any]], dict[str, Any]] | None = None
+    flops: int | Callable[[dict[str, Any]], int] | None = None  # FLOPs per output element (elementwise ops:
+    # the profiler's roofline), or a function of the node's attributes
+    cost: int = 1  # the work of one element in adds (a division or a polynomial exp counts 8): when a map splits
+    weights: tuple[int, ...] = ()  # operand positions that hold the layer's weights (linear: w, bias)
+    functional: bool = False  # the frontend generates F.<name>(*operands, **attrs) and records this op
+    methods: tuple[str, ...] = ()  # Proxy methods/operators that record it ("__neg__"; "__add__" adds "__radd__")
+    numpy: tuple[Callable, ...] = ()  # numpy functions that record it on a traced value (np.exp)
+
+    def element_flops(self, attrs: dict[str, Any]) -> int:
+        """FLOPs per output element of a node of this op with `attrs` (0 when the op declares none)."""
+        if callable(self.flops):
+            return self.flops(attrs)
+        return self.flops or 0
+
+    def has(self, *traits: str) -> bool:
+        """True when the op has every one of `traits`."""
+        return set(traits) <= self.traits
 
     def check_operands(self, count: int) -> None:
         if count < self.min_operands or (self.max_operands is not None and count > self.max_operands):
@@ -68,14 +99,24 @@ OPS: dict[str, OpDef] = {}
 
 
 def register_op(name: str, *, infer, operands: int | tuple[int, int | None] = 1, attrs=None,
-                traits=(), normalize=None):
-    """Decorator: register the decorated numpy function as the reference of op `name`."""
+                traits=(), normalize=None, flops: int | None = None, cost: int = 1, weights=(),
+                functional: bool = False, methods=(), numpy=()):
+    """Decorator: register the decorated numpy function as the reference of op `name`.
+
+    The keyword arguments are OpDef's fields. An elementwise op must say its `flops` per element.
+    """
     low, high = (operands, operands) if isinstance(operands, int) else operands
+    traits = frozenset(traits)
+    if "elementwise" in traits and flops is None:
+        raise ValueError(f"op '{name}' is elementwise: register it with flops=<FLOPs per element> (the profiler's)")
+    if "fusable" in traits and "elementwise" not in traits:
+        raise ValueError(f"op '{name}': only an elementwise op can be 'fusable'")
 
     def wrap(reference):
         if name in OPS:
             raise ValueError(f"op '{name}' is registered twice")
-        OPS[name] = OpDef(name, reference, infer, low, high, dict(attrs or {}), frozenset(traits), normalize)
+        OPS[name] = OpDef(name, reference, infer, low, high, dict(attrs or {}), traits, normalize, flops, cost,
+                          tuple(weights), functional, tuple(methods), tuple(numpy))
         return reference
 
     return wrap
@@ -86,6 +127,11 @@ def get_op(name: str) -> OpDef:
         return OPS[name]
     except KeyError:
         raise OpError(f"unknown op '{name}' (known ops: {', '.join(sorted(OPS))})") from None
+
+
+def ops_with(*traits: str) -> tuple[str, ...]:
+    """The names of the ops that have every one of `traits`, sorted: `ops_with("fusable", "unary")`."""
+    return tuple(sorted(name for name, opdef in OPS.items() if opdef.has(*traits)))
 
 
 def infer_type(op: str, types: list[TensorType], attrs: dict[str, Any]) -> tuple[TensorType, dict[str, Any]]:

@@ -7,10 +7,14 @@ reproduces the stored type; outputs are values of the graph.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import registry
-from .graph import Graph, Node
+
+if TYPE_CHECKING:  # annotations only: graph.py imports this module
+    from .graph import Graph, Node
 
 
 class VerifyError(ValueError):

@@ -16,7 +16,7 @@ one operand. A single op stays as it is.
 from __future__ import annotations
 
 from .. import ir
-from ..ir.ops_fused import FUSABLE, Ref, decode_instruction, encode_instruction
+from ..ir.ops_fused import Ref, decode_instruction, encode_instruction, is_fusable
 from .manager import PassContext
 from .registry import register_pass
 from .rewrite import needed_by_outputs
@@ -25,7 +25,7 @@ FUSED = "fused_elementwise"
 
 
 def is_elementwise(node: ir.Node) -> bool:
-    return node.op in FUSABLE or node.op == FUSED
+    return is_fusable(node.op) or node.op == FUSED
 
 
 def _can_fold(producer: ir.Node, consumer: ir.Node) -> bool:

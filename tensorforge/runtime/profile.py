@@ -19,14 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..ir import Node
+from ..ir import Node, get_op
 from ..ir.ops_nn import unpooled_conv2d_type
 from .machine import MachinePeaks
-
-# FLOPs per output element of the elementwise ops (exp, tanh... are polynomial evaluations; a
-# rough count: the roofline only needs the order of magnitude).
-ELEMENT_FLOPS = {"add": 1, "sub": 1, "mul": 1, "div": 1, "neg": 1, "abs": 1, "relu": 1, "cast": 0, "exp": 10, "log": 10,
-                 "sqrt": 1, "tanh": 12, "sigmoid": 12, "gelu": 16}
 
 
 def _activation_flops(node: Node) -> int:
@@ -34,7 +29,7 @@ def _activation_flops(node: Node) -> int:
     activation = node.attrs.get("activation")
     if activation is None:
         return 0
-    return ELEMENT_FLOPS["gelu" if activation.startswith("gelu") else activation]
+    return get_op("gelu" if activation.startswith("gelu") else activation).element_flops({})
 
 
 def kernel_flops(node: Node) -> int:
@@ -77,9 +72,7 @@ def kernel_flops(node: Node) -> int:
     if op == "cached_attention":  # q . key, softmax, weight * value for every cache row (the most: the last position)
         rows, features = node.inputs[1].shape[-2:]
         return size * rows * 4 + 14 * rows * (size // features if features else 0)
-    if op == "fused_elementwise":
-        return size * sum(ELEMENT_FLOPS.get(step[0], 1) for step in node.attrs["program"])
-    return size * ELEMENT_FLOPS.get(op, 0)
+    return size * get_op(op).element_flops(node.attrs)  # elementwise ops (fused ones too): the registry's
 
 
 def kernel_bytes(node: Node) -> int:
