@@ -1,13 +1,13 @@
 """tensorforge: a small neural-network compiler.
 
-    import tensorforge as tf
+    import tensorforge as tfg                       # not `tf`, TensorFlow's customary name (it still works)
     from tensorforge import nn
 
-    graph = tf.trace(model, x)                 # ir.Graph (print it to read the IR)
-    ref = tf.interpret(graph, x)               # reference interpreter (numpy)
-    cm = tf.compile(model, x, target="armv8")  # passes + llvmlite -> CompiledModel
-    gen = tf.compile_generator(gpt, max_len=128)  # prefill + decode with a KV cache: gen.generate(ids, 20)
-    tf.check(model, x, target="armv8")         # differential test of every pass and the native code
+    graph = tfg.trace(model, x)                     # ir.Graph (print it to read the IR)
+    ref = tfg.interpret(graph, x)                   # reference interpreter (numpy)
+    cm = tfg.compile(model, x, target="armv8")      # passes + llvmlite -> CompiledModel
+    gen = tfg.compile_generator(gpt, max_len=128)   # prefill + decode with a KV cache: gen.generate(ids, 20)
+    tfg.check(model, x, target="armv8")             # differential test of every pass and the native code
 """
 
 from . import ir, nn
