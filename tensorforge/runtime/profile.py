@@ -54,8 +54,6 @@ def kernel_flops(node: Node) -> int:
         return 2 * size * node.inputs[0].shape[-1] + 4 * size  # requantization: convert, scale, round, clip
     if op == "qconv2d":
         return 2 * size * int(np.prod(node.inputs[1].shape[1:])) + 4 * size
-    if op in ("quantize", "dequantize"):
-        return 3 * size
     if op in ("max_pool2d", "avg_pool2d"):
         kh, kw = node.attrs["kernel"]
         return size * kh * kw
