@@ -10,12 +10,25 @@ import pytest
 
 from tensorforge import ir, testing
 from tensorforge.frontend import F, trace
-from tensorforge.frontend.functional import METHODS, NUMPY_UFUNCS
+from tensorforge.frontend.functional import METHODS, NUMPY_UFUNCS, REFLECTED
 from tensorforge.ir.registry import OPS, register_op
 from tensorforge.runtime.profile import kernel_flops
 
 ELEMENTWISE = ir.ops_with("elementwise")
 FUNCTIONAL = tuple(name for name, opdef in OPS.items() if opdef.functional)
+
+
+def _operands(op: str) -> list[np.ndarray]:
+    """Operands `op` type-checks with: f32[2,3] values, else bools, else a bool condition and f32 values."""
+    x = np.linspace(0.5, 2.0, 6, dtype=np.float32).reshape(2, 3)
+    count = OPS[op].min_operands
+    for candidate in ([x] * count, [x > 1] * count, [x > 1] + [x] * (count - 1)):
+        try:
+            ir.infer_type(op, [ir.TensorType.of(a) for a in candidate], {"dtype": ir.DType.i32} if op == "cast" else {})
+            return candidate
+        except ir.OpError:
+            continue
+    raise AssertionError(f"no f32/bool operands type-check for op '{op}'")
 
 
 def _missing(check, ops) -> list[str]:
@@ -48,8 +61,7 @@ def test_trait_queries_agree_with_the_registrations():
 def test_functional_ops_are_generated_and_match_the_reference(op):
     function = getattr(F, op, None)
     assert function is not None, f"op '{op}' is registered functional=True but F.{op} does not exist"
-    x = np.linspace(0.5, 2.0, 6, dtype=np.float32).reshape(2, 3)
-    operands = [x] * OPS[op].min_operands
+    operands = _operands(op)
     np.testing.assert_array_equal(function(*operands), ir.evaluate(op, operands, {}))
     graph = trace(lambda *values: function(*values), tuple(operands))
     assert [node.op for node in graph.nodes if node.op not in ("input", "constant")] == [op]
@@ -57,10 +69,9 @@ def test_functional_ops_are_generated_and_match_the_reference(op):
 
 @pytest.mark.parametrize("op", [op for op in FUNCTIONAL if OPS[op].numpy])
 def test_numpy_functions_on_traced_values_record_their_op(op):
-    x = np.linspace(0.5, 2.0, 6, dtype=np.float32).reshape(2, 3)
     for ufunc in OPS[op].numpy:
         assert ufunc in NUMPY_UFUNCS, f"np.{ufunc.__name__} of op '{op}' is not dispatched on traced values"
-        graph = trace(lambda *values, ufunc=ufunc: ufunc(*values), (x,) * OPS[op].min_operands)
+        graph = trace(lambda *values, ufunc=ufunc: ufunc(*values), tuple(_operands(op)))
         assert [node.op for node in graph.nodes if node.op not in ("input", "constant")] == [op]
 
 
@@ -68,13 +79,16 @@ def test_numpy_functions_on_traced_values_record_their_op(op):
 def test_proxy_operators_record_their_op(op):
     for method in OPS[op].methods:
         assert method in METHODS, f"Proxy.{method} of op '{op}' is not installed"
-    x = np.linspace(0.5, 2.0, 6, dtype=np.float32).reshape(2, 3)
-    if OPS[op].min_operands == 2:
-        graph = trace(lambda a: getattr(a, OPS[op].methods[0])(1.5), x)
-        reflected = trace(lambda a: getattr(a, OPS[op].methods[0].replace("__", "__r", 1))(1.5), x)
-        assert [n.inputs[0].op for n in reflected.nodes if n.op == op] == ["constant"]  # 1.5 op x
+    operands = _operands(op)
+    method = OPS[op].methods[0]
+    if len(operands) == 2:
+        other = operands[1].flat[0].item()  # a Python scalar of the operand's kind: 0.5 op x, True op x
+        graph = trace(lambda a: getattr(a, method)(other), operands[0])
+        if method in REFLECTED:
+            reflected = trace(lambda a: getattr(a, method.replace("__", "__r", 1))(other), operands[0])
+            assert [n.inputs[0].op for n in reflected.nodes if n.op == op] == ["constant"]
     else:
-        graph = trace(lambda a: getattr(a, OPS[op].methods[0])(), x)
+        graph = trace(lambda a: getattr(a, method)(), operands[0])
     assert [node.op for node in graph.nodes if node.op not in ("input", "constant")] == [op]
 
 
@@ -96,7 +110,7 @@ def _node_of(op: str) -> ir.Node:
     if op == "fused_elementwise":
         return graph.call(op, [x], {"program": (("exp", ("in", 0)), ("tanh", ("t", 0)))})
     attrs = {"dtype": ir.DType.i32} if op == "cast" else {}
-    return graph.call(op, [x] * OPS[op].min_operands, attrs)
+    return graph.call(op, [graph.constant(array) for array in _operands(op)], attrs)
 
 
 def test_a_fused_chain_counts_the_sum_of_its_ops():

@@ -302,9 +302,10 @@ def stack(values: Sequence, axis: int = 0):
 
 
 def power(x, exponent):
-    """x ** exponent for the exponents numpy computes exactly: 1, 2 (x * x), 0.5 (sqrt), -1 (1 / x)."""
+    """x ** exponent: the exponents 1, 2 (x * x), 0.5 (sqrt) and -1 (1 / x) as numpy computes them, any
+    other (a tensor too) by the pow op."""
     if isinstance(exponent, Proxy) or not isinstance(exponent, (int, float, np.number)):
-        raise TraceError(f"x ** {exponent!r}: only a constant exponent 1, 2, 0.5 or -1 is supported (no pow op)")
+        return apply("pow", [x, exponent])
     if exponent == 1:
         return x
     if exponent == 2:
@@ -313,16 +314,15 @@ def power(x, exponent):
         return apply("sqrt", [x])
     if exponent == -1:
         return apply("div", [1, x])
-    raise TraceError(f"x ** {exponent!r}: only the exponents 1, 2, 0.5 and -1 are supported (no pow op); "
-                     "write other powers as products")
+    return apply("pow", [x, exponent])
 
 
 def _maximum(a, b):
-    """np.maximum(x, 0) is relu; other maxima have no op."""
+    """np.maximum(x, 0) is relu (which the GEMM epilogues take in); any other maximum is the maximum op."""
     for tensor, other in ((a, b), (b, a)):
         if isinstance(other, (int, float, np.number)) and other == 0:
             return apply("relu", [tensor])
-    raise TraceError("np.maximum is supported on traced values only as np.maximum(x, 0) (relu)")
+    return apply("maximum", [a, b])
 
 
 # numpy ufunc -> function: every op's registered numpy functions, then the compositions;
@@ -343,6 +343,8 @@ NUMPY_FUNCTIONS = {
     np.max: lambda a, axis=None, keepdims=False: max(a, axis, keepdims),
     np.argmax: lambda a, axis=None, keepdims=False: argmax(a, axis, keepdims),
     np.amax: lambda a, axis=None, keepdims=False: max(a, axis, keepdims),
+    np.where: lambda condition, x, y: apply("where", [condition, x, y]),
+    np.clip: lambda a, a_min, a_max: apply("clip", [a], {"min": a_min, "max": a_max}),
     np.shape: lambda a: a.shape,
     np.ndim: lambda a: a.ndim,
     np.size: lambda a: a.size,
@@ -406,8 +408,9 @@ METHODS.update({"__matmul__": matmul, "__pow__": power, "__getitem__": getitem, 
                 "transpose": transpose, "sum": sum, "mean": mean, "max": max, "argmax": argmax, "astype": cast,
                 "matmul": matmul, "flatten": lambda x: reshape(x, -1), "ravel": lambda x: reshape(x, -1)})
 # a binary operator also gets its reflected form (__radd__ for 1.0 + x)
-_BINARY_OPERATORS = {method for opdef in ir.OPS.values() if "binary" in opdef.traits for method in opdef.methods}
-REFLECTED = [name for name in METHODS if name in ("__matmul__", "__pow__") or name in _BINARY_OPERATORS]
+# Python's operators with a reflected form (1.0 + x calls x.__radd__; 1 < x calls x.__gt__, no __rlt__)
+REFLECTED = [name for name in METHODS if name in ("__add__", "__sub__", "__mul__", "__truediv__", "__matmul__",
+                                                  "__pow__", "__and__", "__or__", "__xor__")]
 
 for _name, _function in METHODS.items():
     setattr(Proxy, _name, _method(_function))

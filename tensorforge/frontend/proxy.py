@@ -122,7 +122,7 @@ def _refuse(what: str, hint: str) -> Callable:
 
 
 BRANCH_HINT = ("branch on what is static (x.shape, x.ndim, x.dtype) instead, or compute both branches and "
-               "blend them with a 0/1 mask array: m * a + (1 - m) * b")
+               "select element by element: np.where(x > 0, a, b)")
 
 
 class Proxy:
@@ -157,7 +157,7 @@ class Proxy:
     def __repr__(self) -> str:
         return f"Proxy(%{self.node.name}: {self.node.type})"
 
-    __hash__ = object.__hash__  # by identity; == is refused below
+    __hash__ = object.__hash__  # by identity; == records an `equal` node, as numpy's == makes an array
 
     def __pos__(self) -> Proxy:
         return self
@@ -187,9 +187,6 @@ REFUSED = {
     "item": (".item()", "keep it a tensor: tensor ops and operators accept traced values"),
     "tolist": (".tolist()", "keep it a tensor: tensor ops and operators accept traced values"),
 }
-COMPARISONS = {"__lt__": "<", "__le__": "<=", "__gt__": ">", "__ge__": ">=", "__eq__": "==", "__ne__": "!="}
 
 for _name, (_what, _hint) in REFUSED.items():
     setattr(Proxy, _name, _refuse(_what, _hint))
-for _name, _symbol in COMPARISONS.items():
-    setattr(Proxy, _name, _refuse("A comparison", f"tensorforge has no comparison ops (here {_symbol}); {BRANCH_HINT}"))

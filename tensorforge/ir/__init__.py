@@ -1,6 +1,16 @@
 """The graph IR: types, the op registry, Graph/Node, printer, parser, verifier, interpreter."""
 
-from . import ops_fused, ops_kv_cache, ops_math, ops_nn, ops_quant, ops_shape, ops_sparse, ops_transformer  # noqa: F401  (register the ops)
+from . import (  # noqa: F401  (register the ops)
+    ops_fused,
+    ops_kv_cache,
+    ops_logic,
+    ops_math,
+    ops_nn,
+    ops_quant,
+    ops_shape,
+    ops_sparse,
+    ops_transformer,
+)
 from .graph import Graph, Node
 from .interpreter import InputError, coerce_input, coerce_inputs, interpret, run_graph
 from .parser import ParseError, parse

@@ -127,6 +127,59 @@ def gelu(x, *, approximation):
     return (F32(0.5) * x * (F32(1) + erf.astype(F32))).astype(F32)
 
 
+@_unary("erf", 20, cost=8, total=True)
+def erf(x):
+    """The error function, computed in float64 and rounded to f32."""
+    return np.asarray(_erf(x.astype(np.float64)), dtype=np.float64).astype(F32)
+
+
+# --- elementwise with a bound: minimum, maximum, clip, pow ------------------------------------
+
+_binary("minimum", traits={"commutative", "total"}, numpy=(np.minimum,))(np.minimum)  # NaN wins, as numpy
+_binary("maximum", traits={"commutative", "total"}, numpy=(np.maximum,))(np.maximum)
+
+
+def _normalize_clip(types, attrs):
+    bounds = {}
+    for key in ("min", "max"):
+        value = attrs[key]
+        if value is not None and (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number))
+                                  or math.isnan(value)):
+            raise OpError(f"op 'clip': '{key}' must be a number or None, got {value!r}")
+        bounds[key] = None if value is None else float(value)
+    return bounds
+
+
+def _infer_clip(types, attrs):
+    if types[0].dtype is DType.bool:
+        raise OpError(f"op 'clip' is not defined on a bool operand ({types[0]})")
+    return types[0]
+
+
+@register_op("clip", infer=_infer_clip, attrs={"min": None, "max": None}, normalize=_normalize_clip,
+             traits={"elementwise", "unary", "fusable", "total"}, flops=2)
+def clip(x, *, min, max):  # noqa: A002  (the attribute names)
+    """min(max(x, min), max), either bound optional; NaN stays NaN. For an integer x, the bounds are
+    rounded toward the inside of the range (clip(x, 0.5, 6.5) of ints is clip(x, 1, 6))."""
+    out = x
+    if min is not None:
+        low = math.ceil(min) if x.dtype.kind in "iu" else min
+        out = np.where(out < low, np.asarray(low).astype(x.dtype), out)
+    if max is not None:
+        high = math.floor(max) if x.dtype.kind in "iu" else max
+        out = np.where(out > high, np.asarray(high).astype(x.dtype), out)
+    return np.asarray(out, dtype=x.dtype)
+
+
+def _infer_pow(types, attrs):
+    need_float("pow", types[0])
+    return _infer_binary("pow")(types, attrs)
+
+
+register_op("pow", infer=_infer_pow, operands=2, traits={"elementwise", "binary", "fusable"}, flops=20, cost=8,
+            functional=True)(np.power)  # np.power and ** on a traced value: functional.power
+
+
 # --- cast -------------------------------------------------------------------------------------
 
 def _normalize_cast(types, attrs):
