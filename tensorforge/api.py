@@ -13,6 +13,8 @@ import time
 from .check import FLOAT_TOLERANCE, CheckResult, compare_stages
 from .codegen import build
 from .codegen.target import Target
+from .frontend.onnx import is_onnx_model, load_onnx
+from .frontend.onnx.importer import ir_name
 from .frontend.tracing import trace as _trace
 from .ir import Graph, coerce_inputs
 from .passes import PassContext, SnapshotInstrument, TimingInstrument, VerifyInstrument, run_pipeline
@@ -28,11 +30,38 @@ def _as_tuple(example_inputs) -> tuple:
     return (example_inputs,)
 
 
-def trace(model, example_inputs) -> Graph:
-    """Record `model(*example_inputs)` as a graph. A Graph is returned as it is."""
+def trace(model, example_inputs=None) -> Graph:
+    """Record `model(*example_inputs)` as a graph. A Graph is returned as it is; an ONNX model (a path
+    ending in .onnx, its bytes or a ModelProto) is imported, its symbolic axes sized by the example
+    inputs (by position, or a dict keyed by the model's input names)."""
     if isinstance(model, Graph):
         return model
-    return _trace(model, example_inputs)
+    if is_onnx_model(model):
+        return load_onnx(model, example_inputs)
+    if example_inputs is None:
+        raise TypeError("trace() needs example_inputs to run the model on (one array or a tuple of arrays)")
+    return _trace(model, _positional(example_inputs))
+
+
+def _positional(example_inputs):
+    """Example inputs as trace() passes them: a dict (keyed by input names) is refused for a Python model."""
+    if isinstance(example_inputs, dict):
+        raise TypeError("example inputs by name (a dict) are for ONNX models; pass a tuple in the model's order")
+    return example_inputs
+
+
+def inputs_in_order(graph: Graph, inputs) -> tuple:
+    """`inputs` as a tuple in the graph's input order: a tuple as it is, a dict by input name (the model's
+    own names, or the IR's, e.g. 'input.1' or 'input_1')."""
+    if not isinstance(inputs, dict):
+        return _as_tuple(inputs)
+    by_ir_name = {ir_name(str(key)): value for key, value in inputs.items()}
+    names = [node.name for node in graph.inputs]
+    unknown = sorted(str(key) for key in inputs if ir_name(str(key)) not in names)
+    if unknown or len(by_ir_name) != len(names):
+        raise TypeError(f"inputs by name must name each of the model's inputs once ({', '.join(names)}); "
+                        f"got {', '.join(map(str, inputs))}")
+    return tuple(by_ir_name[name] for name in names)
 
 
 LLVM_OPT_LEVEL = {0: 0, 1: 1, 2: 3}  # compile's opt_level -> LLVM's
@@ -54,8 +83,10 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
             verbose: bool = False) -> CompiledModel:
     """Trace `model` on `example_inputs`, optimize the graph and build native code for `target`.
 
-    `model` is a tensorforge.nn Module, a plain function of arrays, or an ir.Graph (then
-    `example_inputs` may be omitted). Several inputs go in a tuple. `disabled` names passes to skip.
+    `model` is a tensorforge.nn Module, a plain function of arrays, an ONNX model (a path, bytes or
+    ModelProto; example inputs by position or by input name) or an ir.Graph (then `example_inputs`
+    may be omitted, as for an ONNX model whose input shapes are all static). Several inputs go in a
+    tuple. `disabled` names passes to skip.
     `threads` is the most threads a kernel may use (default: every core of the host; 1 for other
     targets); small kernels always run on one. `opt_level` picks the passes (0: none, 1: clean-ups
     and folding, 2: fusion too) and LLVM's level (O0, O1, O3 for 2 and above). `pack=False` and
@@ -66,7 +97,7 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     """
     target = Target.parse(target)
     threads = default_threads(target) if threads is None else threads
-    if not isinstance(model, Graph) and example_inputs is None:
+    if not isinstance(model, Graph) and not is_onnx_model(model) and example_inputs is None:
         raise TypeError("compile() needs example_inputs to trace the model (one array or a tuple of arrays)")
     start = time.perf_counter()
     graph = trace(model, example_inputs)
@@ -108,8 +139,8 @@ def check(model, inputs, target: str | Target = "host", opt_level: int = 2, *, r
     Raises CheckError naming the first pass (or the codegen) whose outputs differ, the node and the
     max abs/rel error. Float tolerances default to rtol 1e-4, atol 1e-5; integer outputs are exact.
     """
-    inputs = _as_tuple(inputs)
     compiled = compile(model, inputs, target, opt_level, threads=threads, disabled=disabled)
+    inputs = inputs_in_order(compiled.source_graph, inputs)
     with compiled:
         arrays = tuple(coerce_inputs(compiled.source_graph, inputs))
         outputs = compiled(*arrays)

@@ -1,0 +1,287 @@
+"""The ONNX importer: a ModelProto's graph becomes an ir.Graph, one registered converter per ONNX op.
+
+    graph = load_onnx("resnet18.onnx", x)
+    graph(%input: f32[1,3,224,224]) {
+      %conv1.weight = constant() : f32[64,3,7,7]
+      %node_Conv_0 = conv2d(%input, %conv1.weight, %conv1.bias) {stride=[2,2], padding=[3,3]} : f32[1,64,112,112]
+      %node_Relu_1 = relu(%node_Conv_0) : f32[1,64,112,112]
+      ...
+
+A converter is a function of a `NodeContext` registered for one or more op types with
+`@converter("Relu", "Sigmoid")`; it returns the IR node (or nodes, one per ONNX output) that
+stand for the node's outputs. `until` is the newest version of the op (its schema's since_version)
+whose meaning the converter knows: a model whose opset gives a newer version is refused rather
+than imported with the old meaning. IR values keep the model's names (node names, initializer
+names; characters the IR does not allow become "." or "_"). Shape arithmetic is folded as it is
+imported: `ctx.static(i)` evaluates an input computed from constants only, so Reshape, Expand,
+Slice... get their shapes from Shape/Gather/Concat chains of a model exported with dynamic axes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ... import ir
+from ..builder import GraphBuilder
+from .inputs import bind_inputs
+from .reader import OnnxImportError, _onnx, opset_version, read_model, tensor_array
+
+MIN_OPSET = 7
+
+
+class UnsupportedOnnxOp(OnnxImportError):
+    """An op, attribute value or domain the importer does not support; raised before anything compiles."""
+
+
+@dataclass(frozen=True)
+class Converter:
+    """How one ONNX op type becomes IR: `function(ctx)` and the newest op version it knows."""
+
+    op_type: str
+    function: Callable[[NodeContext], Any]
+    until: int | None
+
+
+CONVERTERS: dict[str, Converter] = {}
+
+
+def converter(*op_types: str, until: int | None = None):
+    """Decorator: register `function(ctx)` as the converter of `op_types` (of the default domain)."""
+    def wrap(function):
+        for op_type in op_types:
+            if op_type in CONVERTERS:
+                raise ValueError(f"ONNX op {op_type} has two converters")
+            CONVERTERS[op_type] = Converter(op_type, function, until)
+        return function
+
+    return wrap
+
+
+def supported_ops() -> list[str]:
+    """The ONNX op types the importer converts (the one list: docs and conformance tests read it)."""
+    _register()
+    return sorted(CONVERTERS)
+
+
+def _register() -> None:
+    """Import the converter modules, which register themselves (they import this module)."""
+    from . import ops_elementwise, ops_nn, ops_quant, ops_shape  # noqa: F401
+
+
+_INVALID = re.compile(r"[^A-Za-z0-9_.]")
+
+
+def ir_name(name: str) -> str | None:
+    """A model's value name as an IR name: '/layer1/layer1.0/conv1/Conv' -> 'layer1.layer1.0.conv1.Conv',
+    'onnx::Gemm_12' -> 'onnx.Gemm_12', '1' -> '1'. None for an empty name."""
+    name = name.strip("/").replace("::", ".").replace("/", ".")
+    name = _INVALID.sub("_", name)
+    if not name:
+        return None
+    if name[0].isdigit() and not name.isdigit():
+        name = f"v{name}"
+    return name
+
+
+class NodeContext:
+    """What a converter sees of one ONNX node: its inputs as IR nodes, attributes, version and name."""
+
+    def __init__(self, importer: Importer, node, version: int):
+        self.importer = importer
+        self.node = node
+        self.version = version
+        self.builder: GraphBuilder = importer.builder
+        self.name = ir_name(node.name) or ir_name(node.output[0] if node.output else "") or None
+        self.inputs = [importer.value(name, node) if name else None for name in node.input]
+        self._attributes = {attribute.name: attribute for attribute in node.attribute}
+
+    @property
+    def op_type(self) -> str:
+        return self.node.op_type
+
+    @property
+    def output_count(self) -> int:
+        return len(self.node.output)
+
+    def input(self, index: int) -> ir.Node:
+        """Input `index`, which the op requires."""
+        if index >= len(self.inputs) or self.inputs[index] is None:
+            raise OnnxImportError(f"{self.describe()} needs input {index}, which the model leaves out")
+        return self.inputs[index]
+
+    def optional(self, index: int) -> ir.Node | None:
+        return self.inputs[index] if index < len(self.inputs) else None
+
+    def static(self, index: int, what: str = "") -> np.ndarray:
+        """The value of input `index`, which must be computed from constants only (a shape, axes, pads)."""
+        value = self.builder.static(self.input(index))
+        if value is None:
+            raise UnsupportedOnnxOp(f"{self.describe()}: input {index}{f' ({what})' if what else ''} must be known "
+                                    "at import (computed from constants and input shapes); here it depends on the "
+                                    "model's input values")
+        return value
+
+    def optional_static(self, index: int, what: str = "") -> np.ndarray | None:
+        return None if self.optional(index) is None else self.static(index, what)
+
+    def has(self, name: str) -> bool:
+        return name in self._attributes
+
+    def attr(self, name: str, default=None):
+        """An attribute's value as Python data (ints, floats, strings, lists, arrays); `default` when absent."""
+        if name not in self._attributes:
+            return default
+        onnx = _onnx()
+        value = onnx.helper.get_attribute_value(self._attributes[name])
+        if isinstance(value, bytes):
+            return value.decode()
+        if isinstance(value, onnx.TensorProto):
+            return tensor_array(value, None, f"attribute '{name}' of {self.describe()}")
+        if isinstance(value, list) and value and isinstance(value[0], bytes):
+            return [v.decode() for v in value]
+        return value
+
+    def unsupported(self, detail: str, attribute: str | None = None):
+        """Raise UnsupportedOnnxOp naming the node, op, opset and (if given) the attribute."""
+        where = f" attribute '{attribute}'" if attribute else ""
+        raise UnsupportedOnnxOp(f"{self.describe()}{where}: {detail}")
+
+    def check(self, name: str, allowed, default=None) -> Any:
+        """The attribute `name`, refused unless it is one of `allowed`."""
+        value = self.attr(name, default)
+        if value not in allowed:
+            self.unsupported(f"value {value!r} is not supported (supported: {', '.join(map(repr, allowed))})", name)
+        return value
+
+    def describe(self) -> str:
+        node = self.node
+        label = f"'{node.name}'" if node.name else f"with outputs {list(node.output)}"
+        return f"ONNX node {label} ({node.op_type}, opset {self.importer.opset}, op version {self.version})"
+
+    def call(self, op: str, inputs, attrs: dict | None = None, last: bool = True) -> ir.Node:
+        """builder.call named after the node when `last` (the node's result), else with a fresh name."""
+        return self.builder.call(op, inputs, attrs, self.name if last else None)
+
+
+class Importer:
+    """The conversion of one graph: values by ONNX name, the builder, the opset."""
+
+    def __init__(self, model, folder, example_inputs):
+        self.model = model
+        self.folder = folder
+        self.opset = opset_version(model)
+        if self.opset < MIN_OPSET:
+            raise UnsupportedOnnxOp(f"the model's opset {self.opset} is older than the oldest supported, {MIN_OPSET}")
+        self.graph = ir.Graph()
+        self.builder = GraphBuilder(self.graph)
+        self.values: dict[str, ir.Node] = {}
+        self.example_inputs = example_inputs
+
+    def value(self, name: str, node=None) -> ir.Node:
+        if name not in self.values:
+            user = f" of ONNX node '{node.name or node.op_type}'" if node is not None else ""
+            raise OnnxImportError(f"value '{name}'{user} is not defined: no input, initializer or earlier node "
+                                  "makes it")
+        return self.values[name]
+
+    def run(self) -> ir.Graph:
+        onnx_graph = self.model.graph
+        nodes = ordered_nodes(onnx_graph)
+        check_ops(nodes, self.opset, self.model)
+        initializers = {tensor.name for tensor in onnx_graph.initializer}
+        for name, type_ in bind_inputs(onnx_graph, initializers, self.example_inputs):
+            self.values[name] = self.graph.add_input(ir_name(name) or "x", type_)
+        for tensor in onnx_graph.initializer:
+            self.values[tensor.name] = self.builder.constant(tensor_array(tensor, self.folder), ir_name(tensor.name))
+        for node in nodes:
+            self.convert(node)
+        outputs = []
+        for output in onnx_graph.output:
+            outputs.append(self.value(output.name))
+        self.graph.outputs = outputs
+        for node in reversed(list(self.graph.nodes)):  # what no output needs: shape arithmetic, unused outputs
+            if node.op != "input" and not node.users and node not in self.graph.outputs:
+                self.graph.erase(node)
+        ir.verify(self.graph)
+        return self.graph
+
+    def convert(self, node) -> None:
+        entry = CONVERTERS[node.op_type]
+        version = schema_version(node.op_type, self.opset)
+        ctx = NodeContext(self, node, version)
+        if entry.until is not None and version > entry.until:
+            ctx.unsupported(f"op version {version} is newer than the importer knows ({node.op_type}-{entry.until})")
+        try:
+            result = entry.function(ctx)
+        except ir.OpError as error:
+            raise OnnxImportError(f"{ctx.describe()}: {error}") from None
+        results = list(result) if isinstance(result, (list, tuple)) else [result]
+        for index, name in enumerate(node.output):
+            if not name:
+                continue
+            if index >= len(results) or results[index] is None:
+                ctx.unsupported(f"output {index} ('{name}') is not supported")
+            self.values[name] = results[index]
+
+
+def schema_version(op_type: str, opset: int) -> int:
+    """The version of `op_type` that opset `opset` defines (its schema's since_version)."""
+    return _onnx().defs.get_schema(op_type, opset, "").since_version
+
+
+def check_ops(nodes, opset: int, model) -> None:
+    """Refuse, before converting anything, ops of other domains and op types without a converter."""
+    unsupported: dict[str, list[str]] = {}
+    for node in nodes:
+        if node.domain not in ("", "ai.onnx"):
+            version = next((e.version for e in model.opset_import if e.domain == node.domain), "?")
+            raise UnsupportedOnnxOp(f"ONNX node '{node.name}' ({node.op_type}) is in the custom domain "
+                                    f"'{node.domain}' (opset {version}); only the default domain is supported")
+        if node.op_type not in CONVERTERS:
+            unsupported.setdefault(node.op_type, []).append(node.name or node.output[0])
+    if unsupported:
+        first = next(iter(unsupported))
+        others = "".join(f", {op} ({len(names)} nodes)" for op, names in list(unsupported.items())[1:])
+        raise UnsupportedOnnxOp(f"ONNX op {first} (domain ai.onnx, opset {opset}) is not supported: node "
+                                f"'{unsupported[first][0]}'" + (f"; also unsupported: {others[2:]}" if others else ""))
+
+
+def ordered_nodes(onnx_graph) -> list:
+    """The graph's nodes in an order where each reads only values defined before it (ONNX requires the
+    file's order to be one; a graph that has none has a cycle or reads a value nothing defines)."""
+    defined = {value.name for value in onnx_graph.input} | {tensor.name for tensor in onnx_graph.initializer}
+    defined.add("")
+    pending = list(onnx_graph.node)
+    order = []
+    while pending:
+        ready = [node for node in pending if all(name in defined for name in node.input)]
+        if not ready:
+            produced = {name for node in pending for name in node.output}
+            for node in pending:
+                undefined = [name for name in node.input if name not in defined and name not in produced]
+                if undefined:
+                    raise OnnxImportError(f"ONNX node '{node.name or node.op_type}' reads value '{undefined[0]}', "
+                                          "which no input, initializer or node defines")
+            names = ", ".join(f"'{node.name or node.op_type}'" for node in pending[:5])
+            raise OnnxImportError(f"the ONNX graph has a cycle: nodes {names} each wait for another's output")
+        order += ready
+        defined.update(name for node in ready for name in node.output)
+        ready_ids = {id(node) for node in ready}
+        pending = [node for node in pending if id(node) not in ready_ids]
+    return order
+
+
+def load_onnx(source, example_inputs=None) -> ir.Graph:
+    """The ONNX model `source` (path, bytes or ModelProto) as a verified ir.Graph.
+
+    `example_inputs` (arrays by position, or a dict keyed by the ONNX input names) give the sizes of
+    symbolic axes (a dynamic batch or sequence); without them every input's shape must be static.
+    """
+    _register()
+    model, folder = read_model(source)
+    return Importer(model, folder, example_inputs).run()
