@@ -4,14 +4,15 @@
     %k = logical_not(%m) : bool[1,8]
     %y = where(%k, %x, %fill) : f32[1,8]            %k ? %x : %fill, element by element
 
-Comparisons follow IEEE: anything compared with NaN is false, except `not_equal`, which is true.
+Comparisons follow IEEE: anything compared with NaN is false, except `not_equal`, which is true;
+`is_nan(x)` tells which elements are NaN.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .registry import OpError, register_op, same_dtype
+from .registry import OpError, need_float, register_op, same_dtype
 from .types import DType, TensorType, broadcast_shapes
 
 
@@ -45,6 +46,15 @@ _comparison("less", "__lt__", np.less)
 _comparison("less_equal", "__le__", np.less_equal)
 _comparison("greater", "__gt__", np.greater)
 _comparison("greater_equal", "__ge__", np.greater_equal)
+
+
+def _infer_is_nan(types, attrs):
+    need_float("is_nan", types[0])
+    return TensorType(types[0].shape, DType.bool)
+
+
+register_op("is_nan", infer=_infer_is_nan, traits={"elementwise", "unary", "fusable"}, flops=1, functional=True,
+            numpy=(np.isnan,))(np.isnan)
 
 
 def _infer_logical(op):

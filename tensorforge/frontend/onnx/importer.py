@@ -211,9 +211,12 @@ class Importer:
         return self.graph
 
     def convert(self, node) -> None:
-        entry = CONVERTERS[node.op_type]
+        entry = CONVERTERS.get(node.op_type)
         version = schema_version(node.op_type, self.opset)
         ctx = NodeContext(self, node, version)
+        if entry is None:
+            self.evaluate(ctx)
+            return
         if entry.until is not None and version > entry.until:
             ctx.unsupported(f"op version {version} is newer than the importer knows ({node.op_type}-{entry.until})")
         try:
@@ -229,26 +232,50 @@ class Importer:
             self.values[name] = results[index]
 
 
+    def evaluate(self, ctx: NodeContext) -> None:
+        """A node without a converter whose inputs are all known at import (shape and mask arithmetic):
+        its outputs computed by ONNX's own reference implementation, as constants."""
+        node = ctx.node
+        values = [None if value is None else self.builder.static(value) for value in ctx.inputs]
+        if any(value is None and name for value, name in zip(values, node.input)):
+            raise UnsupportedOnnxOp(f"ONNX op {node.op_type} (domain ai.onnx, opset {self.opset}) is not supported: "
+                                    f"node '{node.name or node.output[0]}' computes it from the model's input values "
+                                    f"(the importer evaluates it only on values known at import)")
+        outputs = evaluate_node(node, values, self.opset)
+        for index, (name, value) in enumerate(zip(node.output, outputs)):
+            if name:
+                self.values[name] = self.builder.constant(value, ir_name(name) if index else ctx.name)
+
+
+def evaluate_node(node, values: list, opset: int) -> list[np.ndarray]:
+    """`node` run on `values` by onnx.reference (a one-node model), for ops the importer has no converter for."""
+    onnx = _onnx()
+    from onnx.reference import ReferenceEvaluator
+
+    names = [name for name in node.input if name]
+    inputs = [onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
+              for name, value in zip(names, [v for v in values if v is not None])]
+    outputs = [onnx.helper.make_empty_tensor_value_info(name) for name in node.output if name]
+    model = onnx.helper.make_model(onnx.helper.make_graph([node], "fold", inputs, outputs),
+                                   opset_imports=[onnx.helper.make_opsetid("", opset)])
+    feeds = dict(zip(names, [v for v in values if v is not None]))
+    results = iter(ReferenceEvaluator(model).run(None, feeds))
+    return [np.asarray(next(results)) if name else None for name in node.output]
+
+
 def schema_version(op_type: str, opset: int) -> int:
     """The version of `op_type` that opset `opset` defines (its schema's since_version)."""
     return _onnx().defs.get_schema(op_type, opset, "").since_version
 
 
 def check_ops(nodes, opset: int, model) -> None:
-    """Refuse, before converting anything, ops of other domains and op types without a converter."""
-    unsupported: dict[str, list[str]] = {}
+    """Refuse, before converting anything, ops of other domains (an op type without a converter is
+    refused when it is reached, unless its inputs are all known at import: then it is evaluated)."""
     for node in nodes:
         if node.domain not in ("", "ai.onnx"):
             version = next((e.version for e in model.opset_import if e.domain == node.domain), "?")
             raise UnsupportedOnnxOp(f"ONNX node '{node.name}' ({node.op_type}) is in the custom domain "
                                     f"'{node.domain}' (opset {version}); only the default domain is supported")
-        if node.op_type not in CONVERTERS:
-            unsupported.setdefault(node.op_type, []).append(node.name or node.output[0])
-    if unsupported:
-        first = next(iter(unsupported))
-        others = "".join(f", {op} ({len(names)} nodes)" for op, names in list(unsupported.items())[1:])
-        raise UnsupportedOnnxOp(f"ONNX op {first} (domain ai.onnx, opset {opset}) is not supported: node "
-                                f"'{unsupported[first][0]}'" + (f"; also unsupported: {others[2:]}" if others else ""))
 
 
 def ordered_nodes(onnx_graph) -> list:

@@ -16,7 +16,7 @@ from .importer import NodeContext, converter
 from .inputs import element_dtype
 
 UNARY = {"Relu": "relu", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Abs": "abs", "Neg": "neg", "Tanh": "tanh",
-         "Sigmoid": "sigmoid", "Erf": "erf", "Not": "logical_not"}
+         "Sigmoid": "sigmoid", "Erf": "erf", "Not": "logical_not", "IsNaN": "is_nan"}
 BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Equal": "equal", "Less": "less", "LessOrEqual": "less_equal",
           "Greater": "greater", "GreaterOrEqual": "greater_equal", "And": "logical_and", "Or": "logical_or",
           "Xor": "logical_xor"}

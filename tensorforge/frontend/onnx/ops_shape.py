@@ -290,3 +290,12 @@ def pad(ctx: NodeContext):
             table = ctx.call("gather", [moved, ctx.builder.constant(indices.astype(np.int64))], last=False)
             x = ctx.call("transpose", [table], {"perm": _from_front(axis, rank)}, last=False)
     return ctx.call("reshape", [x], {"shape": x.shape})
+
+
+@converter("GatherElements")
+def gather_elements(ctx: NodeContext):
+    """numpy's take_along_axis, on values known at import (position and token-type ids of a buffer)."""
+    data, indices = ctx.static(0, "data"), ctx.static(1, "indices")
+    axis = _axis(ctx, ctx.attr("axis", 0), data.ndim)
+    indices = np.where(indices < 0, indices + data.shape[axis], indices)
+    return ctx.builder.constant(np.take_along_axis(data, indices, axis), ctx.name)
