@@ -7,8 +7,8 @@ model is read. `supported_ops()` lists the op types the importer converts; anyth
 attribute value a converter does not handle, raises UnsupportedOnnxOp before anything compiles.
 """
 
-from .importer import CONVERTERS, UnsupportedOnnxOp, converter, ir_name, load_onnx, supported_ops
-from .reader import OnnxImportError, is_onnx_model
+from .importer import CONVERTERS, converter, ir_name, load_onnx, supported_ops
+from .reader import OnnxImportError, UnsupportedOnnxOp, is_onnx_model
 
 __all__ = ["CONVERTERS", "OnnxImportError", "UnsupportedOnnxOp", "converter", "ir_name", "is_onnx_model",
            "load_onnx", "supported_ops"]

@@ -42,9 +42,10 @@ class TensorforgeRep(BackendRep):
 
 
 def _static_inputs(model) -> bool:
+    """Every input has a known shape (or is not a tensor, which the import then refuses)."""
     initializers = {tensor.name for tensor in model.graph.initializer}
     for value in model.graph.input:
-        if value.name in initializers:
+        if value.name in initializers or not value.type.HasField("tensor_type"):
             continue
         shape = value.type.tensor_type.shape
         if not value.type.tensor_type.HasField("shape") or any(not d.HasField("dim_value") for d in shape.dim):
@@ -105,4 +106,38 @@ def node_cases() -> dict[str, list[str]]:
 COMPOSITE = "(several ops)"
 
 
-__all__ = ["Armv8Backend", "TensorforgeBackend", "TensorforgeRep", "node_cases"]
+
+
+def refusals_as_skips(backend: type[TensorforgeBackend]) -> type[TensorforgeBackend]:
+    """`backend` for ONNX's test runner: a case the importer or codegen refuses with a clear error
+    (an op version, attribute value, element type or dtype it does not support) is skipped with that
+    error as the reason, so the runner counts it as unsupported; any other error, or a wrong
+    output, fails the case."""
+    import unittest
+
+    from ...codegen import CodegenError
+    from .reader import OnnxImportError
+
+    refusals = (OnnxImportError, CodegenError)
+
+    class Rep(TensorforgeRep):
+        def run(self, inputs, **kwargs):
+            try:
+                return super().run(inputs, **kwargs)
+            except refusals as error:
+                raise unittest.SkipTest(f"unsupported: {error}") from None
+
+    class Refusing(backend):
+        @classmethod
+        def prepare(cls, model, device: str = "CPU", **kwargs):
+            onnx.checker.check_model(model)
+            try:
+                return Rep(model, cls.target)
+            except refusals as error:
+                raise unittest.SkipTest(f"unsupported: {error}") from None
+
+    Refusing.__name__ = f"Refusing{backend.__name__}"
+    return Refusing
+
+
+__all__ = ["COMPOSITE", "Armv8Backend", "TensorforgeBackend", "TensorforgeRep", "node_cases", "refusals_as_skips"]

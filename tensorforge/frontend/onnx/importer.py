@@ -29,13 +29,9 @@ import numpy as np
 from ... import ir
 from ..builder import GraphBuilder
 from .inputs import bind_inputs
-from .reader import OnnxImportError, _onnx, opset_version, read_model, tensor_array
+from .reader import OnnxImportError, UnsupportedOnnxOp, _onnx, opset_version, read_model, tensor_array
 
 MIN_OPSET = 7
-
-
-class UnsupportedOnnxOp(OnnxImportError):
-    """An op, attribute value or domain the importer does not support; raised before anything compiles."""
 
 
 @dataclass(frozen=True)

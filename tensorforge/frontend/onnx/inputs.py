@@ -13,13 +13,17 @@ from __future__ import annotations
 import numpy as np
 
 from ... import ir
-from .reader import OnnxImportError, numpy_dtype
+from .reader import OnnxImportError, UnsupportedOnnxOp, numpy_dtype
 
 
 def element_dtype(onnx_dtype: int, what: str) -> ir.DType:
-    """The IR dtype of an ONNX element type (double is read as f32)."""
+    """The IR dtype of an ONNX element type of a value the model computes or takes (not double: the IR
+    computes in float32, and a double input or output would silently change type)."""
     dtype = numpy_dtype(onnx_dtype, what)
-    return ir.DType.f32 if dtype == np.float64 else ir.DType.from_numpy(dtype)
+    if dtype == np.float64:
+        raise UnsupportedOnnxOp(f"{what} is DOUBLE: tensorforge computes floats in float32 (weights stored as "
+                                "double are read as float32, but inputs, outputs and casts must be float)")
+    return ir.DType.from_numpy(dtype)
 
 
 def _arrays_by_name(names: list[str], example_inputs) -> dict[str, np.ndarray] | None:

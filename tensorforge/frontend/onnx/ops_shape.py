@@ -83,7 +83,10 @@ def reshape(ctx: NodeContext):
 @converter("Flatten")
 def flatten(ctx: NodeContext):
     x = ctx.input(0)
-    axis = _axis(ctx, ctx.attr("axis", 1), x.type.rank + 1) if x.type.rank else 0
+    axis = ctx.attr("axis", 1)
+    axis = axis + x.type.rank if axis < 0 else axis  # in [-rank, rank]: -1 keeps the last axis apart
+    if not 0 <= axis <= x.type.rank:
+        ctx.unsupported(f"axis {ctx.attr('axis')} is out of range for {x.type}", "axis")
     outer = int(np.prod(x.shape[:axis], dtype=np.int64))
     return ctx.call("reshape", [x], {"shape": (outer, int(np.prod(x.shape[axis:], dtype=np.int64)))})
 
@@ -181,6 +184,12 @@ def gather(ctx: NodeContext):
     if indices is None:
         if axis != 0:
             ctx.unsupported(f"indices computed at run time are supported on axis 0 only, not {axis}", "axis")
+        if indices_node.dtype.numpy.kind == "i":  # a negative index counts from the end
+            rows = ctx.builder.constant(np.asarray(data.shape[0], indices_node.dtype.numpy))
+            zero = ctx.builder.constant(np.zeros((), indices_node.dtype.numpy))
+            negative = ctx.call("less", [indices_node, zero], last=False)
+            wrapped = ctx.call("add", [indices_node, rows], last=False)
+            indices_node = ctx.call("where", [negative, wrapped, indices_node], last=False)
         return ctx.call("gather", [data, indices_node])
     indices = np.where(indices < 0, indices + data.shape[axis], indices).astype(np.int64)
     values = ctx.builder.static(data)

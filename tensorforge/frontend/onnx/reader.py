@@ -23,6 +23,11 @@ class OnnxImportError(ValueError):
     """The ONNX model cannot be read or converted: the message names the file, node or tensor."""
 
 
+class UnsupportedOnnxOp(OnnxImportError):
+    """An op, attribute value, element type or domain the importer does not support; raised before
+    anything compiles."""
+
+
 def _onnx():
     try:
         import onnx
