@@ -81,7 +81,7 @@ def build(graph: Graph, target: Target | str = "host", opt_level: int = 3, threa
           profile: bool = False, *, pack: bool = True, share_memory: bool = True) -> Artifact:
     """Compile `graph` for `target` into an Artifact holding `tf_run` (docs/architecture.md).
 
-    `threads` > 1 lets the kernels that support it (parallel.py) split work big enough to share
+    `threads` > 1 lets the kernels that support it (threads/parallel.py) split work big enough to share
     among that many threads. `profile` times every kernel call (`Artifact.profile_kernels`).
     `pack=False` (no weight packing at compile time) and `share_memory=False` (every intermediate
     in bytes of its own) exist to measure what those two buy (benchmarks/bench_ablation.py).

@@ -36,12 +36,12 @@ from llvmlite import ir
 from ..ir import Graph, Node
 from ..ir.printer import format_attr
 from .kernel import Kernel
-from .llvm_utils import I32, I64, PTR, VOID, byte_pointer, copy_bytes, declare
+from .llvm.utils import I32, I64, PTR, VOID, byte_pointer, copy_bytes, declare
 from .lowering import Lowering
 from .memory import ALIGNMENT, ConstantLayout, WorkspacePlan
-from .parallel import emit_team_call
 from .target import Target
-from .thread_pool import finish_pool
+from .threads.parallel import emit_team_call
+from .threads.thread_pool import finish_pool
 
 ENTRY = "tf_run"
 
@@ -74,7 +74,7 @@ def emit_node_function(module: ir.Module, node: Node, lowering: Lowering, operan
 
     Operands whose index is in `packed` point at a copy in the lowering's own layout. With
     `parts` > 1 the loops go into `@"<op>.<name>.part"(..., i64 part)`, which a team of `threads`
-    runs for every part (parallel.py); `scratch_bytes` is then one thread's share of the scratch.
+    runs for every part (threads/parallel.py); `scratch_bytes` is then one thread's share of the scratch.
     A node computed `in_place_of` an operand (memory.py) writes that operand's bytes: its loops read
     that operand through the output pointer, whose loads and stores then provably meet only at the
     same element, so the loop vectorizes without run-time overlap checks (which two equal pointers

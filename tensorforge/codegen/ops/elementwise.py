@@ -6,7 +6,7 @@ a single loop LLVM vectorizes); operands are read through broadcast strides:
     %2 = add(%0, %1) : f32[4,8]    with %0 : f32[4,8], %1 : f32[8]
       for i0 in 0..4: for i1 in 0..8:  out[8*i0 + i1] = x0[8*i0 + i1] + x1[i1]
 
-`ELEMENT` computes one element of each op; emit_fused.py uses the same table for fused chains.
+`ELEMENT` computes one element of each op; ops/fused.py uses the same table for fused chains.
 
 Big or costly maps are split among threads (`elementwise_parts`): part p of P takes a block of the
 outermost coalesced axis (of a contiguous map: a block of elements), as the other kernels' parts.
@@ -19,12 +19,13 @@ from typing import Any
 
 from llvmlite import ir
 
-from ..ir import DType, Node, get_op
-from . import float_math, parallel, scalar
-from .kernel import Kernel
-from .layout import broadcast_strides, coalesce, contiguous_strides
-from .llvm_utils import add_offsets, llvm_type, load_element, store_element, strided_loops
-from .target import Target
+from ...ir import DType, Node, get_op
+from ..kernel import Kernel
+from ..llvm import float_math, scalar
+from ..llvm.layout import broadcast_strides, coalesce, contiguous_strides
+from ..llvm.utils import add_offsets, llvm_type, load_element, store_element, strided_loops
+from ..target import Target
+from ..threads import parallel
 
 Compute = Callable[[ir.IRBuilder, list[ir.Value]], ir.Value]
 

@@ -18,13 +18,12 @@ import math
 
 from llvmlite import ir
 
-from ..ir import Node, get_op
-from ..ir.ops_fused import program_type
-from . import float_math, parallel, scalar
-from .emit_fused import program_compute
-from .kernel import Kernel
-from .layout import broadcast_strides, coalesce, contiguous_strides
-from .llvm_utils import (
+from ...ir import Node, get_op
+from ...ir.ops_fused import program_type
+from ..kernel import Kernel
+from ..llvm import float_math, scalar
+from ..llvm.layout import broadcast_strides, coalesce, contiguous_strides
+from ..llvm.utils import (
     F32,
     add_offsets,
     alloca_once,
@@ -37,7 +36,9 @@ from .llvm_utils import (
     store_element,
     strided_loops,
 )
-from .target import Target
+from ..target import Target
+from ..threads import parallel
+from .fused import program_compute
 
 REASSOCIATE = ("reassoc",)
 
@@ -76,7 +77,7 @@ def reduce_parts(node: Node, target: Target, threads: int) -> int:
 
 def emit_reduce(kernel: Kernel) -> None:
     """reduce_sum, reduce_mean and reduce_max over the node's axes (keepdims only changes the type);
-    fused_reduce the same over its program's values, computed as they are read (emit_fused.py).
+    fused_reduce the same over its program's values, computed as they are read (ops/fused.py).
 
     A split reduction (reduce_parts) takes a block of the outermost loop, an axis that is kept: its
     block of the output is filled, summed into and divided by that part alone."""

@@ -4,7 +4,7 @@
 
 It computes one rows x columns tile of c from a packed A panel (k-major: the tile's `rows` A
 elements of one k step together) and a packed B panel (the tile's columns of one k step together),
-with the accumulators in vector registers across the k loop (tiling.py sizes it: 6 x 16 on AVX2,
+with the accumulators in vector registers across the k loop (gemm/tiling.py sizes it: 6 x 16 on AVX2,
 14 x 32 on AVX-512, 8 x 12 on NEON):
 
     for k < kc:  b0, b1 = b[k, 0:8], b[k, 8:16]                         whole-vector loads
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from . import float_math
-from .llvm_utils import (
+from ..llvm import float_math
+from ..llvm.utils import (
     F32,
     I1,
     I32,

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 from llvmlite import ir
 
-from ..ir import DType
-from .llvm_utils import I8, call_intrinsic, llvm_type
+from ...ir import DType
+from .utils import I8, call_intrinsic, llvm_type
 
 SIGNED = frozenset({DType.i8, DType.i32, DType.i64})
 

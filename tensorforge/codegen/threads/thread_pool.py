@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from .llvm_utils import I32, I64, PTR, VOID, alloca_once, declare, for_range, i64
-from .target import Target
+from ..llvm.utils import I32, I64, PTR, VOID, alloca_once, declare, for_range, i64
+from ..target import Target
 
 MAX_WORKERS = 63
 WORKER_SPINS = 20000  # polls of the generation before a worker sleeps on the futex (~20-50 us)

@@ -82,7 +82,7 @@ def sliced(values: np.ndarray, columns: np.ndarray, row_starts: np.ndarray, lane
 class WindowedWeight:
     """A CSR weight in slices of `lanes` consecutive output rows, each slice's entries taken in steps
     through a window of `window` consecutive columns of x, for kernels that fetch x with a register
-    permute (emit_sparse.emit_windowed_slices).
+    permute (ops/sparse/slices.py: emit_windowed_slices).
 
     Every lane (row) of a slice walks its entries by increasing column. A step's window starts at the
     smallest column any lane still waits for, rounded down to a multiple of `align` (so that x's two

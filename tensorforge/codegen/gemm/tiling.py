@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from .target import Target
+from ..target import Target
 
 DEPTH_BLOCK = 256
 L2_BLOCK_BYTES = 144 * 1024

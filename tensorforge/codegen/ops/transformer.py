@@ -24,11 +24,10 @@ import math
 
 from llvmlite import ir
 
-from . import scalar
-from .emit_reduce import REASSOCIATE
-from .float_math import sqrt
-from .kernel import Kernel
-from .llvm_utils import (
+from ..kernel import Kernel
+from ..llvm import scalar
+from ..llvm.float_math import sqrt
+from ..llvm.utils import (
     F32,
     I64,
     add_offsets,
@@ -42,6 +41,7 @@ from .llvm_utils import (
     load_element,
     store_element,
 )
+from .reduce import REASSOCIATE
 
 
 def emit_gather(kernel: Kernel) -> None:

@@ -1,6 +1,6 @@
 """Emission of the NCHW ops: conv2d, max_pool2d, avg_pool2d and batch_norm (inference).
 
-f32 conv2d runs on the GEMM micro-kernel (emit_conv_gemm.py); the loop nests here compute integer
+f32 conv2d runs on the GEMM micro-kernel (ops/conv/conv_gemm.py); the loop nests here compute integer
 and bool convolutions exactly, the pools and batch norm.
 
 Padding is done as the numpy reference does it: the input is first copied into a padded buffer
@@ -19,16 +19,13 @@ import math
 
 from llvmlite import ir
 
-from ..ir import Node
-from . import float_math, parallel, scalar
-from .emit_conv_gemm import conv_parts, emit_conv2d_tiled, pack_conv_weight, tiled_conv_scratch_bytes, uses_tiled_conv
-from .emit_matmul import activate_output, contraction_operands
-from .emit_shape import copy_elements
-from .emit_winograd import emit_conv2d_winograd, pack_winograd_weight, winograd_parts, winograd_scratch_bytes
-from .errors import CodegenError
-from .kernel import Kernel
-from .layout import contiguous_strides
-from .llvm_utils import (
+from ....ir import Node
+from ...errors import CodegenError
+from ...gemm.packing import PackedConstant
+from ...kernel import Kernel
+from ...llvm import float_math, scalar
+from ...llvm.layout import contiguous_strides
+from ...llvm.utils import (
     affine_offset,
     alloca_once,
     element_pointer,
@@ -39,9 +36,13 @@ from .llvm_utils import (
     store_element,
     strided_loops,
 )
-from .packing import PackedConstant
-from .parallel import split_parts
-from .target import Target
+from ...target import Target
+from ...threads import parallel
+from ...threads.parallel import split_parts
+from ..matmul import activate_output, contraction_operands
+from ..shape import copy_elements
+from .conv_gemm import conv_parts, emit_conv2d_tiled, pack_conv_weight, tiled_conv_scratch_bytes, uses_tiled_conv
+from .winograd import emit_conv2d_winograd, pack_winograd_weight, winograd_parts, winograd_scratch_bytes
 
 CONTRACT = ("contract",)
 
@@ -75,7 +76,7 @@ def conv2d_parts(node: Node, target: Target, threads: int) -> int:
 
 
 def conv2d_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
-    """The tiled f32 convolution's scratch (emit_conv_gemm.py, emit_winograd.py), or the padded
+    """The tiled f32 convolution's scratch (ops/conv/conv_gemm.py, ops/conv/winograd.py), or the padded
     input of the exact one."""
     if _by_winograd(node, packed):
         return winograd_scratch_bytes(node, target)
@@ -97,7 +98,7 @@ def padded_input(kernel: Kernel, fill: ir.Value) -> tuple[ir.Value, int, int]:
 
 def emit_conv2d(kernel: Kernel) -> None:
     """conv2d with stride, padding, dilation, groups, an optional bias and the fused activation: f32
-    through the GEMM micro-kernel (emit_conv_gemm.py), other dtypes exactly by the loop nest below."""
+    through the GEMM micro-kernel (ops/conv/conv_gemm.py), other dtypes exactly by the loop nest below."""
     if _by_winograd(kernel.node, kernel.packed):
         emit_conv2d_winograd(kernel)
         return

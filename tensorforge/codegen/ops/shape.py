@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 from llvmlite import ir
 
-from .kernel import Kernel
-from .layout import Strides, coalesce, contiguous_strides
-from .llvm_utils import load_element, store_element, strided_loops
+from ..kernel import Kernel
+from ..llvm.layout import Strides, coalesce, contiguous_strides
+from ..llvm.utils import load_element, store_element, strided_loops
 
 
 def copy_elements(kernel: Kernel, source: ir.Value, source_at: tuple[Strides, int], destination: ir.Value,

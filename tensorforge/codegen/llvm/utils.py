@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from llvmlite import ir
 
-from ..ir import DType
+from ...ir import DType
 
 VOID = ir.VoidType()
 I1 = ir.IntType(1)

@@ -5,7 +5,7 @@ stores the result in the weights buffer under `<constant name>@<layout>`, and th
 a pointer to that copy instead of the row-major original. The original is stored only if some
 other user still reads it.
 
-The GEMM layouts (tiling.py gives `rows` MR and `columns` NR):
+The GEMM layouts (gemm/tiling.py gives `rows` MR and `columns` NR):
 
     pack_b_panels(w f32[K, N], NR) -> f32[ceil(N/NR), K, NR]   panel p holds columns p*NR.. of w
     pack_a_panels(a f32[M, K], MR) -> f32[ceil(M/MR), K, MR]   panel p holds rows p*MR.. of a,

@@ -20,7 +20,7 @@ import math
 import numpy as np
 from llvmlite import ir
 
-from .llvm_utils import F32, I32, call_intrinsic
+from .utils import F32, I32, call_intrinsic
 
 # exp(x) = 2^n exp(r) with n = round(x / ln 2) and r = x - n ln 2, where ln 2 = LN2_HIGH + LN2_LOW
 # (Cody and Waite: LN2_HIGH has 9 significant bits, so n * LN2_HIGH is exact); exp(r) for

@@ -1,4 +1,4 @@
-"""Threads: a node's work cut into parts, run on the module's thread pool (thread_pool.py).
+"""Threads: a node's work cut into parts, run on the module's thread pool (threads/thread_pool.py).
 
 A node big enough to share (its lowering's `parts`, with MIN_PARALLEL_FLOPS) keeps its usual
 function, which tf_run calls as for any node; that function hands its arguments to the pool and
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from .llvm_utils import I32, PTR, i64
-from .target import Target
+from ..llvm.utils import I32, PTR, i64
+from ..target import Target
 from .thread_pool import SHUTDOWN, TASK_TYPE, pool_run, register_task
 
 # Work below this many flops (or element reads and writes) stays on one thread: waking a team

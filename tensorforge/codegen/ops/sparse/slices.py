@@ -1,4 +1,4 @@
-"""The sparse kernels for one row of x (emit_sparse.py chooses them): slices of W output rows.
+"""The sparse kernels for one row of x (ops/sparse/linear.py chooses them): slices of W output rows.
 
     sliced (SELL-C-sigma, sparse_layout.sliced)    for m: copy x[m] to scratch with a 0 after it
                                                      for each slice, each step t:
@@ -29,9 +29,10 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from ..ir import Node
-from .kernel import Kernel
-from .llvm_utils import (
+from ....ir import Node
+from ...gemm.tiling import INDEPENDENT_CHAINS
+from ...kernel import Kernel
+from ...llvm.utils import (
     F32,
     I8,
     I32,
@@ -45,10 +46,9 @@ from .llvm_utils import (
     load_element,
     store_element,
 )
-from .sparse_layout import SlicedWeight, WindowedWeight, sliced, windowed
-from .sparse_operands import FLOAT_BYTES, copy_row, csr_constants, finish_outputs, row_bounds, sparse_shape
-from .target import Target
-from .tiling import INDEPENDENT_CHAINS
+from ...target import Target
+from .layout import SlicedWeight, WindowedWeight, sliced, windowed
+from .operands import FLOAT_BYTES, copy_row, csr_constants, finish_outputs, row_bounds, sparse_shape
 
 PERMUTE_WINDOW = 32  # columns of x one AVX-512 two-register permute (vpermi2ps) picks from
 WINDOW_ALIGN = 8  # windows start at multiples of this
@@ -56,7 +56,7 @@ WINDOW_STEPS = 2  # steps that share one window: x's two vectors are loaded once
 
 
 def sliced_weight(node: Node, target: Target) -> SlicedWeight:
-    """The node's CSR arrays in slices of one vector of rows (sparse_layout.py), padded at column `in`."""
+    """The node's CSR arrays in slices of one vector of rows (ops/sparse/layout.py), padded at column `in`."""
     return sliced(*csr_constants(node), target.vector_width, node.inputs[0].shape[-1])
 
 
@@ -66,7 +66,7 @@ def windowed_depth(depth: int) -> int:
 
 
 def windowed_weight(node: Node, target: Target) -> WindowedWeight:
-    """The node's CSR arrays in slices of one vector of rows, stepped through windows of x (sparse_layout.py)."""
+    """The node's CSR arrays in slices of one vector of rows, stepped through windows of x (ops/sparse/layout.py)."""
     return windowed(*csr_constants(node), target.vector_width, PERMUTE_WINDOW, WINDOW_ALIGN, INDEPENDENT_CHAINS,
                     WINDOW_STEPS)
 

@@ -26,7 +26,7 @@ the bias and requantizes in f32, exactly as the reference: rint(f32(acc) * m) + 
 The loops: blocks of `mc` rows of x are packed (one block's panels stay in L2); for each column
 panel (K x NR bytes of weight, in L1) the micro-kernel runs on every row panel of the block. Work
 is split among threads by row or column panels (GemmSplit), as the f32 GEMM's. The layers on
-this GEMM (qlinear, dynamic_qlinear, qconv2d: their emission and build hooks) are in emit_qlayers.py.
+this GEMM (qlinear, dynamic_qlinear, qconv2d: their emission and build hooks) are in ops/qlayers.py.
 """
 
 from __future__ import annotations
@@ -37,10 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from ..ir import DType
-from .emit_gemm import minimum
-from .emit_micro_kernel import accumulate_in_turns, load_lanes, splat, store_lanes
-from .llvm_utils import (
+from ...ir import DType
+from ..llvm.utils import (
     F32,
     I8,
     I32,
@@ -54,7 +52,9 @@ from .llvm_utils import (
     load_element,
     store_element,
 )
-from .target import Target
+from ..target import Target
+from .gemm import minimum
+from .micro_kernel import accumulate_in_turns, load_lanes, splat, store_lanes
 
 I16 = ir.IntType(16)
 A_BLOCK_BYTES = 128 * 1024  # packed rows of x per block: about half of a 512 KiB L2

@@ -11,11 +11,10 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from ..ir import DType
-from . import scalar
-from .emit_elementwise import map_elements
-from .kernel import Kernel
-from .llvm_utils import (
+from ...ir import DType
+from ..kernel import Kernel
+from ..llvm import scalar
+from ..llvm.utils import (
     F32,
     I32,
     call_intrinsic,
@@ -27,6 +26,7 @@ from .llvm_utils import (
     load_element,
     store_element,
 )
+from .elementwise import map_elements
 
 
 def quantize_value(builder: ir.IRBuilder, x: ir.Value, scale: ir.Value, zero: ir.Value, target: DType) -> ir.Value:

@@ -1,10 +1,10 @@
-"""The f32 GEMM: the cache-blocked loops around the micro-kernel (emit_micro_kernel.py), and run-time packing.
+"""The f32 GEMM: the cache-blocked loops around the micro-kernel (gemm/micro_kernel.py), and run-time packing.
 
     c[M, N] = epilogue(a[M, K] @ b[K, N])        epilogue: + bias (per row or per column), then relu
 
-The BLIS loop nest: blocks of nc columns, kc depth and mc rows (tiling.py). A is packed per
+The BLIS loop nest: blocks of nc columns, kc depth and mc rows (gemm/tiling.py). A is packed per
 (mc, kc) block into scratch, B per (kc, nc) block, unless the operand was packed into panels at
-compile time (a constant, packing.py); then for each column panel (a kc x NR sliver, in L1) the
+compile time (a constant, gemm/packing.py); then for each column panel (a kc x NR sliver, in L1) the
 micro-kernel runs on every row panel of the block (in L2):
 
     for jc < N step nc:  for pc < K step kc:  [pack B block]
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from .emit_micro_kernel import Epilogue, load_lanes, micro_kernel, vector_type
-from .llvm_utils import F32, PTR, element_pointer, for_range, i64, lane_indices, load_element, store_element
-from .parallel import split_parts
+from ..llvm.utils import F32, PTR, element_pointer, for_range, i64, lane_indices, load_element, store_element
+from ..threads.parallel import split_parts
+from .micro_kernel import Epilogue, load_lanes, micro_kernel, vector_type
 from .tiling import FLOAT_BYTES, GemmTiling
 
 
@@ -246,7 +246,7 @@ def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: Gemm
     """c[M, N] = epilogue(a[M, K] @ b[K, N]) with M, N, K > 0; c row-major, `bias` as the epilogue says.
 
     A row-major operand is packed block by block into `scratch` (gemm_scratch_bytes); a prepacked
-    one is read in place (packing.py layouts). `lda`, `ldb` and `ldc` are the row strides of a
+    one is read in place (gemm/packing.py layouts). `lda`, `ldb` and `ldc` are the row strides of a
     row-major a, b and c as stored (default: the shape's; a block of a wider matrix has its
     matrix's); a transposed operand is stored as its transpose (GemmOperand.transposed). With
     `epilogue.residual`, `residual` is added: a matrix laid out like c (same ldc). `whole_rows`: the

@@ -1,4 +1,4 @@
-"""conv2d with winograd=true: Winograd's F(2x2, 3x3) on the GEMM micro-kernel (emit_gemm.py).
+"""conv2d with winograd=true: Winograd's F(2x2, 3x3) on the GEMM micro-kernel (gemm/gemm.py).
 
 Each 2 x 2 block ("tile") of the output is computed from the 4 x 4 block of padded input under it
 (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016):
@@ -31,14 +31,14 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from ..ir import Node
-from ..ir.ops_nn import split_contraction
-from . import parallel
-from .emit_conv_gemm import ConvGeometry, worth_a_team
-from .emit_gemm import BlockStep
-from .emit_micro_kernel import Epilogue, splat, store_lanes
-from .kernel import Kernel
-from .llvm_utils import (
+from ....ir import Node
+from ....ir.ops_nn import split_contraction
+from ...gemm.gemm import BlockStep
+from ...gemm.micro_kernel import Epilogue, splat, store_lanes
+from ...gemm.packing import PackedConstant, pack_a_panels
+from ...gemm.tiling import FLOAT_BYTES, gemm_tiling
+from ...kernel import Kernel
+from ...llvm.utils import (
     F32,
     I8,
     affine_offset,
@@ -51,11 +51,11 @@ from .llvm_utils import (
     load_element,
     store_element,
 )
-from .memory import align_up
-from .packing import PackedConstant, pack_a_panels
-from .parallel import split_parts
-from .target import Target
-from .tiling import FLOAT_BYTES, gemm_tiling
+from ...memory import align_up
+from ...target import Target
+from ...threads import parallel
+from ...threads.parallel import split_parts
+from .conv_gemm import ConvGeometry, worth_a_team
 
 # F(2x2, 3x3)'s weight transform (the input's B^T and the output's A^T are written out as additions below)
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -153,7 +153,7 @@ def _output_tile(m: list[list[ir.Value]], builder: ir.IRBuilder) -> list[list[ir
 
 def emit_conv2d_winograd(kernel: Kernel) -> None:
     """The conv2d (f32, 3 x 3, stride 1, one group; bias, relu, pool="max_2x2") by F(2x2, 3x3), its
-    weight transformed and packed at compile time (emit_conv.py convolves directly otherwise); a part
+    weight transformed and packed at compile time (ops/conv/conv.py convolves directly otherwise); a part
     takes consecutive (image, block of tile rows) units."""
     node, builder, target = kernel.node, kernel.builder, kernel.target
     geometry = WinogradGeometry.of(node, target)

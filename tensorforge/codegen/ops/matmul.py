@@ -1,4 +1,4 @@
-"""Emission of matmul and linear: the tiled f32 GEMM (emit_gemm.py), or an exact loop nest for integers.
+"""Emission of matmul and linear: the tiled f32 GEMM (gemm/gemm.py), or an exact loop nest for integers.
 
     %y = linear(%x, %w, %b) : f32[64,256]   ->  emit_gemm(x, w packed at compile time, bias per column)
     %y = matmul(%a, %b) : i32[..., M, N]    ->  c[i, :] += a[i, k] * b[k, :] in i-k-j order, wrapping
@@ -17,14 +17,16 @@ import math
 import numpy as np
 from llvmlite import ir
 
-from ..ir import DType, Node
-from ..ir.ops_nn import matrix_dims, split_contraction
-from . import float_math, parallel, scalar
-from .emit_gemm import GemmOperand, GemmSplit, emit_gemm_part, gemm_scratch_bytes
-from .emit_micro_kernel import Epilogue
-from .kernel import Kernel
-from .layout import broadcast_strides, coalesce, contiguous_strides
-from .llvm_utils import (
+from ...ir import DType, Node
+from ...ir.ops_nn import matrix_dims, split_contraction
+from ..gemm.gemm import GemmOperand, GemmSplit, emit_gemm_part, gemm_scratch_bytes
+from ..gemm.micro_kernel import Epilogue
+from ..gemm.packing import PackedConstant, pack_a_panels, pack_b_panels
+from ..gemm.tiling import gemm_tiling
+from ..kernel import Kernel
+from ..llvm import float_math, scalar
+from ..llvm.layout import broadcast_strides, coalesce, contiguous_strides
+from ..llvm.utils import (
     add_offsets,
     affine_offset,
     element_pointer,
@@ -34,9 +36,8 @@ from .llvm_utils import (
     store_element,
     strided_loops,
 )
-from .packing import PackedConstant, pack_a_panels, pack_b_panels
-from .target import Target
-from .tiling import gemm_tiling
+from ..target import Target
+from ..threads import parallel
 
 CONTRACT = ("contract",)
 

@@ -1,7 +1,7 @@
-"""The int8 layers on the int8 GEMM (emit_qgemm.py): qlinear, dynamic_qlinear and qconv2d.
+"""The int8 layers on the int8 GEMM (gemm/qgemm.py): qlinear, dynamic_qlinear and qconv2d.
 
     qlinear          x (i8/u8) packed block by block, the GEMM, its requantizing epilogue
-    dynamic_qlinear  x's range, scale and zero point, its codes (emit_quant.quantize_value), the GEMM
+    dynamic_qlinear  x's range, scale and zero point, its codes (ops/quant.py: quantize_value), the GEMM
                      with multipliers sx * sw and no bias into f32, then + bias and relu
     qconv2d          per image: the taps of every output pixel gathered into rows (im2col, padded
                      with x's zero point), the GEMM by the weight as [C*kh*kw, O] into scratch
@@ -18,23 +18,15 @@ import math
 import numpy as np
 from llvmlite import ir
 
-from ..ir import DType, Node
-from . import float_math, parallel
-from .emit_gemm import GemmSplit, for_each_part_block
-from .emit_qgemm import (
-    QGemm,
-    Requant,
-    block_bytes,
-    emit_block,
-    pack_qweight,
-    qgemm_tiling,
-    requant_limits,
-    round64,
-)
-from .emit_quant import quantize_value
-from .errors import CodegenError
-from .kernel import Kernel
-from .llvm_utils import (
+from ...ir import DType, Node
+from ..errors import CodegenError
+from ..gemm.gemm import GemmSplit, for_each_part_block
+from ..gemm.packing import PackedConstant
+from ..gemm.qgemm import QGemm, Requant, block_bytes, emit_block, pack_qweight, qgemm_tiling, requant_limits, round64
+from ..gemm.tiling import FLOAT_BYTES
+from ..kernel import Kernel
+from ..llvm import float_math
+from ..llvm.utils import (
     F32,
     I8,
     I32,
@@ -46,9 +38,9 @@ from .llvm_utils import (
     load_element,
     store_element,
 )
-from .packing import PackedConstant
-from .target import Target
-from .tiling import FLOAT_BYTES
+from ..target import Target
+from ..threads import parallel
+from .quant import quantize_value
 
 
 def _operands(node: Node) -> tuple[int, int, int]:
@@ -66,7 +58,7 @@ def pack_qlinear_constant(node: Node, index: int, target: Target) -> PackedConst
 
 
 def qlinear_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
-    """The packed block of x's rows (emit_qgemm.block_bytes)."""
+    """The packed block of x's rows (gemm/qgemm.py: block_bytes)."""
     rows, depth, _ = _operands(node)
     return block_bytes(qgemm_tiling(target), rows, depth)
 

@@ -1,4 +1,4 @@
-"""f32 conv2d as GEMMs on the shared micro-kernel (emit_gemm.py), with a packed im2col of one panel at a time.
+"""f32 conv2d as GEMMs on the shared micro-kernel (gemm/gemm.py), with a packed im2col of one panel at a time.
 
 For each image n and group g, the convolution is the GEMM (o < Og, q = (c, i, j) < Cg * kh * kw)
 
@@ -21,13 +21,14 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from ..ir import DType, Node
-from ..ir.ops_nn import split_contraction, unpooled_conv2d_type
-from . import parallel
-from .emit_gemm import BlockStep, pack_a_rows
-from .emit_micro_kernel import Epilogue, vector_type
-from .kernel import Kernel
-from .llvm_utils import (
+from ....ir import DType, Node
+from ....ir.ops_nn import split_contraction, unpooled_conv2d_type
+from ...gemm.gemm import BlockStep, pack_a_rows
+from ...gemm.micro_kernel import Epilogue, vector_type
+from ...gemm.packing import PackedConstant, pack_a_panels
+from ...gemm.tiling import FLOAT_BYTES, GemmTiling, gemm_tiling
+from ...kernel import Kernel
+from ...llvm.utils import (
     F32,
     I8,
     affine_offset,
@@ -41,11 +42,10 @@ from .llvm_utils import (
     lane_indices,
     load_element,
 )
-from .memory import align_up
-from .packing import PackedConstant, pack_a_panels
-from .parallel import split_parts
-from .target import Target
-from .tiling import FLOAT_BYTES, GemmTiling, gemm_tiling
+from ...memory import align_up
+from ...target import Target
+from ...threads import parallel
+from ...threads.parallel import split_parts
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Emission of fused_elementwise: the whole program in the body of one loop nest over the output.
 
-Each instruction is computed by the same element function as its op alone (emit_elementwise.ELEMENT),
+Each instruction is computed by the same element function as its op alone (ops/elementwise.py: ELEMENT),
 so a fused chain rounds exactly as the unfused ops do; intermediates stay in registers:
 
     %2 = fused_elementwise(%x, %b) {program=[["add", ["in", 0], ["in", 1]], ["relu", ["t", 0]]]} : f32[4,8]
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from ..ir.ops_fused import decode_instruction, operand_dtypes
-from .emit_elementwise import ELEMENT, Compute, map_elements
-from .errors import CodegenError
-from .kernel import Kernel
+from ...ir.ops_fused import decode_instruction, operand_dtypes
+from ..errors import CodegenError
+from ..kernel import Kernel
+from .elementwise import ELEMENT, Compute, map_elements
 
 
 def _check_ops(kernel: Kernel, ops: list[str]) -> None:

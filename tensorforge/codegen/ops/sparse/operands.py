@@ -1,4 +1,4 @@
-"""A sparse_linear node's operands as its kernels see them (emit_sparse.py, emit_sparse_slices.py):
+"""A sparse_linear node's operands as its kernels see them (ops/sparse/linear.py, ops/sparse/slices.py):
 its sizes, its constant CSR arrays, a row's entries, a copy of a row of x, and the outputs' epilogue.
 """
 
@@ -9,11 +9,11 @@ import math
 import numpy as np
 from llvmlite import ir
 
-from ..ir import Node
-from ..ir.ops_sparse import check_csr, split_sparse_operands
-from .errors import CodegenError
-from .kernel import Kernel
-from .llvm_utils import F32, I32, I64, element_pointer, for_range, i64, load_element, store_element
+from ....ir import Node
+from ....ir.ops_sparse import check_csr, split_sparse_operands
+from ...errors import CodegenError
+from ...kernel import Kernel
+from ...llvm.utils import F32, I32, I64, element_pointer, for_range, i64, load_element, store_element
 
 FLOAT_BYTES = 4
 

@@ -28,12 +28,11 @@ import math
 
 from llvmlite import ir
 
-from ..ir import Node
-from . import float_math, parallel, scalar
-from .emit_micro_kernel import load_lanes, splat, store_lanes
-from .emit_reduce import REASSOCIATE
-from .kernel import Kernel
-from .llvm_utils import (
+from ...ir import Node
+from ..gemm.micro_kernel import load_lanes, splat, store_lanes
+from ..kernel import Kernel
+from ..llvm import float_math, scalar
+from ..llvm.utils import (
     F32,
     I64,
     add_offsets,
@@ -48,7 +47,9 @@ from .llvm_utils import (
     load_element,
     store_element,
 )
-from .target import Target
+from ..target import Target
+from ..threads import parallel
+from .reduce import REASSOCIATE
 
 
 def _load_position(kernel: Kernel, index: int) -> ir.Value:

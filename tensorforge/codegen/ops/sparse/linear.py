@@ -3,7 +3,7 @@
 Two loop nests, chosen by the number of rows M of x (its leading axes folded), measured with
 benchmarks/bench_sparse.py:
 
-    slices (M <= SLICED_MAX_ROWS)       emit_sparse_slices.py: slices of W output rows, their CSR
+    slices (M <= SLICED_MAX_ROWS)       ops/sparse/slices.py: slices of W output rows, their CSR
                                         entries repacked at compile time (`pack_sparse_constant`)
                                         in the sliced layout, or the windowed one on AVX-512
                                         (Target.permutes_two_vectors)
@@ -25,12 +25,12 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from ..ir import Node
-from . import parallel
-from .emit_micro_kernel import splat
-from .emit_sparse_slices import emit_slices, emit_windowed_slices, sliced_weight, windowed_depth, windowed_weight
-from .kernel import Kernel
-from .llvm_utils import (
+from ....ir import Node
+from ...gemm.micro_kernel import splat
+from ...gemm.packing import PackedConstant
+from ...gemm.tiling import INDEPENDENT_CHAINS
+from ...kernel import Kernel
+from ...llvm.utils import (
     F32,
     I32,
     I64,
@@ -42,10 +42,10 @@ from .llvm_utils import (
     load_element,
     store_element,
 )
-from .packing import PackedConstant
-from .sparse_operands import FLOAT_BYTES, csr_constants, finish_outputs, row_bounds, sparse_shape
-from .target import Target
-from .tiling import INDEPENDENT_CHAINS
+from ...target import Target
+from ...threads import parallel
+from .operands import FLOAT_BYTES, csr_constants, finish_outputs, row_bounds, sparse_shape
+from .slices import emit_slices, emit_windowed_slices, sliced_weight, windowed_depth, windowed_weight
 
 SLICED_MAX_ROWS = 1  # rows of x up to which slices beat batch lanes (one vector already serves 2)
 BATCH_VECTORS = 4  # vectors of batch lanes in one block (the accumulators of one output)
