@@ -1,9 +1,9 @@
 """Kernel: what an emission function receives for one node.
 
 Each op node becomes one internal LLVM function `void @"<op>.<name>"(operands..., output[, scratch])`;
-the emission function for its op (lowering.EMIT) fills in the body through `kernel.builder`:
+the emission function for its op (lowering.LOWERINGS) fills in the body through `kernel.builder`:
 
-    def emit_relu(kernel: Kernel) -> None:
+    def emit_transpose(kernel: Kernel) -> None:
         ... loops that read kernel.inputs[0] and write kernel.output ...
 
 An operand whose index is in `kernel.packed` is a constant stored in the layout the lowering's

@@ -1,11 +1,9 @@
-"""Constants stored in a kernel's own layout, packed once at compile time.
+"""The GEMM's panel layouts, into which constant operands are packed once at compile time.
 
-A lowering may ask for a constant operand in another layout (its `pack_constant` hook); build.py
-stores the result in the weights buffer under `<constant name>@<layout>`, and the kernel receives
-a pointer to that copy instead of the row-major original. The original is stored only if some
-other user still reads it.
+A lowering's `pack_constant` returns a constant in one of these layouts as a lowering.PackedConstant;
+build.py stores it in the weights buffer (lowering.py says how).
 
-The GEMM layouts (gemm/tiling.py gives `rows` MR and `columns` NR):
+The layouts (gemm/tiling.py gives `rows` MR and `columns` NR):
 
     pack_b_panels(w f32[K, N], NR) -> f32[ceil(N/NR), K, NR]   panel p holds columns p*NR.. of w
     pack_a_panels(a f32[M, K], MR) -> f32[ceil(M/MR), K, MR]   panel p holds rows p*MR.. of a,
@@ -16,24 +14,7 @@ f32[2, K, N] packs to f32[2, panels, K, NR].
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-
-
-@dataclass(frozen=True)
-class PackedConstant:
-    """A constant operand transformed for one kernel: its layout name and the transformed array.
-
-    Two users asking for the same layout of the same constant share one stored copy.
-    """
-
-    layout: str
-    value: np.ndarray
-
-    def key(self, constant_name: str) -> str:
-        """The name of this copy in the weights buffer (Artifact.weight_offsets)."""
-        return f"{constant_name}@{self.layout}"
 
 
 def pack_b_panels(array: np.ndarray, columns: int) -> np.ndarray:

@@ -14,3 +14,5 @@
 
 Importing this package registers every lowering, as importing tensorforge.ir registers every op.
 """
+
+from . import conv, elementwise, fused, kv_cache, matmul, qlayers, quant, reduce, shape, sparse, transformer  # noqa: F401  (register the lowerings)

@@ -6,7 +6,11 @@ a single loop LLVM vectorizes); operands are read through broadcast strides:
     %2 = add(%0, %1) : f32[4,8]    with %0 : f32[4,8], %1 : f32[8]
       for i0 in 0..4: for i1 in 0..8:  out[8*i0 + i1] = x0[8*i0 + i1] + x1[i1]
 
-`ELEMENT` computes one element of each op; ops/fused.py uses the same table for fused chains.
+`ELEMENT` maps each op to its element function (one element of its result) and the dtypes it
+compiles for; every op in it gets its map lowering from that entry, and ops/fused.py computes fused
+chains with the same functions. A new elementwise op is one entry there:
+
+    "erf": Element(float_unary(float_math.erf), FLOAT),    # after writing float_math.erf(builder, x, name)
 
 Big or costly maps are split among threads (`elementwise_parts`): part p of P takes a block of the
 outermost coalesced axis (of a contiguous map: a block of elements), as the other kernels' parts.
@@ -15,7 +19,7 @@ outermost coalesced axis (of a contiguous map: a block of elements), as the othe
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from llvmlite import ir
 
@@ -24,11 +28,11 @@ from ..kernel import Kernel
 from ..llvm import float_math, scalar
 from ..llvm.layout import broadcast_strides, coalesce, contiguous_strides
 from ..llvm.utils import add_offsets, llvm_type, load_element, store_element, strided_loops
+from ..lowering import ALL, FLOAT, NUMERIC, Lowering, register_lowering
 from ..target import Target
 from ..threads import parallel
 
 Compute = Callable[[ir.IRBuilder, list[ir.Value]], ir.Value]
-
 
 
 def _loop_nest(node: Node) -> tuple[list[int], list[list[int]]]:
@@ -63,22 +67,36 @@ def map_elements(kernel: Kernel, compute: Compute) -> None:
         store_element(builder, compute(builder, values), kernel.output, offsets[-1])
 
 
-BINARY = {"add": scalar.add, "sub": scalar.sub, "mul": scalar.mul, "div": scalar.divide}
-FLOAT_UNARY = {"exp": float_math.exp, "log": float_math.log, "sqrt": float_math.sqrt, "abs": float_math.fabs,
-               "tanh": float_math.tanh, "sigmoid": float_math.sigmoid}
-
 # One element of an op: (builder, op, dtype it computes in (its first operand's), loaded operands, attrs) -> value
 ElementFunction = Callable[[ir.IRBuilder, str, DType, list[ir.Value], dict[str, Any]], ir.Value]
 
 
-def binary_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
-    """add, sub, mul, div: integers wrap, bool + is `or` and bool * is `and`."""
-    return BINARY[op](builder, dtype, values[0], values[1], name=op)
+class Element(NamedTuple):
+    """An elementwise op's element function and the operand dtypes its map compiles for."""
+
+    compute: ElementFunction
+    dtypes: frozenset[DType]
 
 
-def float_unary_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
-    """exp, log, sqrt, abs, tanh, sigmoid on f32."""
-    return FLOAT_UNARY[op](builder, values[0], name=op)
+def binary(function: Callable[..., ir.Value]) -> ElementFunction:
+    """The element function of `function(builder, dtype, x, y, name)` (scalar.py): add, sub, mul, div."""
+    def element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
+        return function(builder, dtype, values[0], values[1], name=op)
+    return element
+
+
+def unary(function: Callable[..., ir.Value]) -> ElementFunction:
+    """The element function of `function(builder, dtype, x, name)` (scalar.py): neg, relu."""
+    def element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
+        return function(builder, dtype, values[0], name=op)
+    return element
+
+
+def float_unary(function: Callable[..., ir.Value]) -> ElementFunction:
+    """The element function of an f32 function `function(builder, x, name)` (float_math.py): exp, log..."""
+    def element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
+        return function(builder, values[0], name=op)
+    return element
 
 
 def gelu_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
@@ -86,31 +104,35 @@ def gelu_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.V
     return float_math.GELU[attrs["approximation"]](builder, values[0])
 
 
-def neg_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
-    """-x; unsigned integers wrap around."""
-    return scalar.negate(builder, dtype, values[0], name=op)
-
-
-def relu_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
-    """max(x, 0); NaN stays NaN."""
-    return scalar.relu(builder, dtype, values[0], name=op)
-
-
 def cast_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
     """Convert to the node's dtype (see scalar.convert for the rules)."""
     return scalar.convert(builder, values[0], dtype, attrs["dtype"], name=op)
 
 
-ELEMENT: dict[str, ElementFunction] = {
-    **dict.fromkeys(BINARY, binary_element), **dict.fromkeys(FLOAT_UNARY, float_unary_element),
-    "gelu": gelu_element, "neg": neg_element, "relu": relu_element, "cast": cast_element,
+# Every elementwise op the codegen compiles alone or in a fused chain: its element function and the
+# dtypes of its first operand. Each gets a map lowering below; a new op is one more line here.
+ELEMENT: dict[str, Element] = {
+    "add": Element(binary(scalar.add), ALL),  # integers wrap, bool + is `or`
+    "sub": Element(binary(scalar.sub), NUMERIC),
+    "mul": Element(binary(scalar.mul), ALL),  # bool * is `and`
+    "div": Element(binary(scalar.divide), FLOAT),
+    "neg": Element(unary(scalar.negate), NUMERIC),  # unsigned integers wrap around
+    "relu": Element(unary(scalar.relu), ALL),  # max(x, 0); NaN stays NaN
+    "exp": Element(float_unary(float_math.exp), FLOAT),
+    "log": Element(float_unary(float_math.log), FLOAT),
+    "sqrt": Element(float_unary(float_math.sqrt), FLOAT),
+    "abs": Element(float_unary(float_math.fabs), FLOAT),
+    "tanh": Element(float_unary(float_math.tanh), FLOAT),
+    "sigmoid": Element(float_unary(float_math.sigmoid), FLOAT),
+    "gelu": Element(gelu_element, FLOAT),
+    "cast": Element(cast_element, ALL),
 }
 
 
 def map_op_elements(kernel: Kernel) -> None:
     """The node's own op (an ELEMENT key) at every index of its output."""
     node, dtype = kernel.node, kernel.dtype
-    element = ELEMENT[node.op]
+    element = ELEMENT[node.op].compute
 
     def compute(builder: ir.IRBuilder, values: list[ir.Value]) -> ir.Value:
         return element(builder, node.op, dtype, values, node.attrs)
@@ -118,31 +140,10 @@ def map_op_elements(kernel: Kernel) -> None:
     map_elements(kernel, compute)
 
 
-def emit_binary(kernel: Kernel) -> None:
-    """add, sub, mul, div: numpy broadcasting, integers wrap, bool + is `or` and bool * is `and`."""
-    map_op_elements(kernel)
+def map_lowering(emit: Callable[[Kernel], None], dtypes: frozenset[DType]) -> Lowering:
+    """The lowering of an elementwise map (`emit` calls map_elements): no scratch, split by elementwise_parts."""
+    return Lowering(emit, dtypes, parts=elementwise_parts)
 
 
-def emit_float_unary(kernel: Kernel) -> None:
-    """exp, log, sqrt, abs, tanh, sigmoid on f32."""
-    map_op_elements(kernel)
-
-
-def emit_gelu(kernel: Kernel) -> None:
-    """gelu with the node's approximation: "tanh", "sigmoid" or "exact" (erf)."""
-    map_op_elements(kernel)
-
-
-def emit_neg(kernel: Kernel) -> None:
-    """-x; unsigned integers wrap around."""
-    map_op_elements(kernel)
-
-
-def emit_relu(kernel: Kernel) -> None:
-    """max(x, 0); NaN stays NaN."""
-    map_op_elements(kernel)
-
-
-def emit_cast(kernel: Kernel) -> None:
-    """Convert each element to the node's dtype (see scalar.convert for the rules)."""
-    map_op_elements(kernel)
+for _op, _element in ELEMENT.items():
+    register_lowering(_op, map_lowering(map_op_elements, _element.dtypes))

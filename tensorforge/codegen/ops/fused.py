@@ -14,7 +14,8 @@ from llvmlite import ir
 from ...ir.ops_fused import decode_instruction, operand_dtypes
 from ..errors import CodegenError
 from ..kernel import Kernel
-from .elementwise import ELEMENT, Compute, map_elements
+from ..lowering import ALL, register_lowering
+from .elementwise import ELEMENT, Compute, map_elements, map_lowering
 
 
 def _check_ops(kernel: Kernel, ops: list[str]) -> None:
@@ -38,7 +39,7 @@ def program_compute(kernel: Kernel) -> Compute:
         results: list[ir.Value] = []
         for (op, refs, attrs), dtype in zip(instructions, dtypes):
             operands = [values[i] if kind == "in" else results[i] for kind, i in refs]
-            results.append(ELEMENT[op](builder, op, dtype, operands, attrs))
+            results.append(ELEMENT[op].compute(builder, op, dtype, operands, attrs))
         return results[-1]
 
     return compute
@@ -47,3 +48,6 @@ def program_compute(kernel: Kernel) -> Compute:
 def emit_fused_elementwise(kernel: Kernel) -> None:
     """The node's program at every index of its output; operands broadcast as in numpy."""
     map_elements(kernel, program_compute(kernel))
+
+
+register_lowering("fused_elementwise", map_lowering(emit_fused_elementwise, ALL))  # a chain in one loop

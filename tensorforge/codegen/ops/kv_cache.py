@@ -47,6 +47,7 @@ from ..llvm.utils import (
     load_element,
     store_element,
 )
+from ..lowering import ALL, FLOAT, Lowering, register_lowering
 from ..target import Target
 from ..threads import parallel
 from .reduce import REASSOCIATE
@@ -85,6 +86,9 @@ def emit_cache_write(kernel: Kernel) -> None:
         copy_bytes(builder, destination, source, count * features * itemsize, may_overlap=False)
 
 
+register_lowering("cache_write", Lowering(emit_cache_write, ALL))
+
+
 def emit_position_mask(kernel: Kernel) -> None:
     """out[..., i, j] = x[..., i, j] if j <= i + pos else -inf."""
     node, builder = kernel.node, kernel.builder
@@ -101,6 +105,9 @@ def emit_position_mask(kernel: Kernel) -> None:
             value = load_element(builder, kernel.inputs[0], at, F32, "score")
             allowed = builder.icmp_signed("<=", j, last, name="allowed")
             store_element(builder, builder.select(allowed, value, minus_infinity, name="masked"), kernel.output, at)
+
+
+register_lowering("position_mask", Lowering(emit_position_mask, FLOAT))
 
 
 def cached_attention_scratch_bytes(node, target, packed) -> int:
@@ -224,3 +231,7 @@ def emit_cached_attention(kernel: Kernel) -> None:
         for v, (value, lane_count) in enumerate(zip(sums, lanes)):
             store_lanes(builder, builder.fdiv(value, divisor, name="out"),
                         element_pointer(builder, out_row, v * width, F32), lane_count)
+
+
+register_lowering("cached_attention", Lowering(emit_cached_attention, FLOAT, cached_attention_scratch_bytes,
+                                               parts=cached_attention_parts))

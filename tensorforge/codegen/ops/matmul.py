@@ -21,7 +21,7 @@ from ...ir import DType, Node
 from ...ir.ops_nn import matrix_dims, split_contraction
 from ..gemm.gemm import GemmOperand, GemmSplit, emit_gemm_part, gemm_scratch_bytes
 from ..gemm.micro_kernel import Epilogue
-from ..gemm.packing import PackedConstant, pack_a_panels, pack_b_panels
+from ..gemm.packing import pack_a_panels, pack_b_panels
 from ..gemm.tiling import gemm_tiling
 from ..kernel import Kernel
 from ..llvm import float_math, scalar
@@ -36,6 +36,7 @@ from ..llvm.utils import (
     store_element,
     strided_loops,
 )
+from ..lowering import ALL, Lowering, PackedConstant, register_lowering
 from ..target import Target
 from ..threads import parallel
 
@@ -232,3 +233,6 @@ def _a_constant(node: Node) -> bool:
     split keeps whole row panels (GemmSplit)."""
     return node.inputs[0].op == "constant"
 
+
+register_lowering("matmul", Lowering(emit_matmul, ALL, gemm_node_scratch_bytes, pack_gemm_constant, gemm_parts))
+register_lowering("linear", Lowering(emit_linear, ALL, gemm_node_scratch_bytes, pack_gemm_constant, gemm_parts))

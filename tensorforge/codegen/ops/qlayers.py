@@ -21,7 +21,6 @@ from llvmlite import ir
 from ...ir import DType, Node
 from ..errors import CodegenError
 from ..gemm.gemm import GemmSplit, for_each_part_block
-from ..gemm.packing import PackedConstant
 from ..gemm.qgemm import QGemm, Requant, block_bytes, emit_block, pack_qweight, qgemm_tiling, requant_limits, round64
 from ..gemm.tiling import FLOAT_BYTES
 from ..kernel import Kernel
@@ -38,6 +37,7 @@ from ..llvm.utils import (
     load_element,
     store_element,
 )
+from ..lowering import FLOAT, INT8, Lowering, PackedConstant, register_lowering
 from ..target import Target
 from ..threads import parallel
 from .quant import quantize_value
@@ -106,6 +106,10 @@ def emit_qlinear(kernel: Kernel) -> None:
     for_each_part_block(builder, tiling, shape, kernel.part, kernel.parts,
                         lambda first_row, first_column, row_count, column_count: emit_block(
                             builder, tiling, q, requant, shape, first_row, first_column, row_count, column_count))
+
+
+register_lowering("qlinear", Lowering(emit_qlinear, INT8, qlinear_scratch_bytes, pack_qlinear_constant, qlinear_parts,
+                                      always_pack=True))
 
 
 # --- dynamic quantization ---------------------------------------------------------------------
@@ -200,6 +204,10 @@ def emit_dynamic_qlinear(kernel: Kernel) -> None:
     for_each_part_block(builder, tiling, (rows, depth, columns), kernel.part, kernel.parts, block)
 
 
+register_lowering("dynamic_qlinear", Lowering(emit_dynamic_qlinear, FLOAT, dynamic_scratch_bytes, pack_qlinear_constant,
+                                              qlinear_parts, always_pack=True))  # split like qlinear
+
+
 # --- the int8 convolution ---------------------------------------------------------------------
 #
 # Per image: the taps of every output pixel are gathered into rows (im2col, padded with x's zero
@@ -287,3 +295,5 @@ def emit_qconv2d(kernel: Kernel) -> None:
             store_element(builder, value, target, builder.add(builder.mul(o, i64(pixels)), p))
 
 
+register_lowering("qconv2d", Lowering(emit_qconv2d, INT8, qconv_scratch_bytes, pack_qconv_constant, qconv_parts,
+                                      always_pack=True))

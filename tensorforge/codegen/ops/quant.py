@@ -26,7 +26,8 @@ from ..llvm.utils import (
     load_element,
     store_element,
 )
-from .elementwise import map_elements
+from ..lowering import FLOAT, INT8, Lowering, register_lowering
+from .elementwise import map_elements, map_lowering
 
 
 def quantize_value(builder: ir.IRBuilder, x: ir.Value, scale: ir.Value, zero: ir.Value, target: DType) -> ir.Value:
@@ -53,6 +54,9 @@ def emit_quantize(kernel: Kernel) -> None:
     map_elements(kernel, compute)
 
 
+register_lowering("quantize", map_lowering(emit_quantize, FLOAT))
+
+
 def emit_dequantize(kernel: Kernel) -> None:
     source = kernel.dtype
 
@@ -64,6 +68,8 @@ def emit_dequantize(kernel: Kernel) -> None:
 
     map_elements(kernel, compute)
 
+
+register_lowering("dequantize", map_lowering(emit_dequantize, frozenset({DType.i8, DType.u8, DType.i32})))
 
 
 def emit_matmul_integer(kernel: Kernel) -> None:
@@ -93,3 +99,6 @@ def emit_matmul_integer(kernel: Kernel) -> None:
                                                   DType.i32), b_zero, name="b_kj")
                 total = builder.add(load_element(builder, c_row, j, I32), builder.mul(a_ik, b_kj), name="c_ij")
                 store_element(builder, total, c_row, j)
+
+
+register_lowering("matmul_integer", Lowering(emit_matmul_integer, INT8))

@@ -36,6 +36,7 @@ from ..llvm.utils import (
     store_element,
     strided_loops,
 )
+from ..lowering import ALL, FLOAT, Lowering, register_lowering
 from ..target import Target
 from ..threads import parallel
 from .fused import program_compute
@@ -119,6 +120,12 @@ def emit_reduce(kernel: Kernel) -> None:
             store_element(builder, builder.fdiv(total, count, name="mean"), output, index)
 
 
+register_lowering("reduce_sum", Lowering(emit_reduce, ALL, parts=reduce_parts))
+register_lowering("reduce_mean", Lowering(emit_reduce, FLOAT, parts=reduce_parts))
+register_lowering("reduce_max", Lowering(emit_reduce, ALL, parts=reduce_parts))
+register_lowering("fused_reduce", Lowering(emit_reduce, ALL, parts=reduce_parts))  # fuse-reduce: a program's values
+
+
 def softmax_parts(node: Node, target: Target, threads: int) -> int:
     """Parts of a softmax for a team of `threads`: blocks of its rows, when its exps are many."""
     rows = node.type.size // max(node.shape[node.attrs["axis"]], 1) if node.type.size else 0
@@ -184,3 +191,6 @@ def emit_softmax(kernel: Kernel) -> None:
             at = add_offsets(builder, row, k, inner)
             e = load_element(builder, output, at, F32, "e")
             store_element(builder, builder.fdiv(e, total, name="probability"), output, at)
+
+
+register_lowering("softmax", Lowering(emit_softmax, FLOAT, parts=softmax_parts))

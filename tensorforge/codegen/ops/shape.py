@@ -13,9 +13,14 @@ from collections.abc import Sequence
 
 from llvmlite import ir
 
+from ...ir import ops_with
 from ..kernel import Kernel
 from ..llvm.layout import Strides, coalesce, contiguous_strides
 from ..llvm.utils import load_element, store_element, strided_loops
+from ..lowering import ALL, VIEW, Lowering, register_lowering
+
+for _view in ops_with("view"):  # reshape, flatten
+    register_lowering(_view, VIEW)
 
 
 def copy_elements(kernel: Kernel, source: ir.Value, source_at: tuple[Strides, int], destination: ir.Value,
@@ -41,6 +46,9 @@ def emit_transpose(kernel: Kernel) -> None:
                   (contiguous_strides(node.shape), 0), node.shape, "t")
 
 
+register_lowering("transpose", Lowering(emit_transpose, ALL))
+
+
 def emit_slice(kernel: Kernel) -> None:
     """out[i] = x[start + i * step] on every axis (canonical attrs give all three per axis)."""
     node = kernel.node
@@ -50,6 +58,9 @@ def emit_slice(kernel: Kernel) -> None:
     source_base = sum(start * stride for start, stride in zip(starts, operand_strides))
     copy_elements(kernel, kernel.inputs[0], (source_strides, source_base), kernel.output,
                   (contiguous_strides(node.shape), 0), node.shape, "s")
+
+
+register_lowering("slice", Lowering(emit_slice, ALL))
 
 
 def emit_concat(kernel: Kernel) -> None:
@@ -62,3 +73,6 @@ def emit_concat(kernel: Kernel) -> None:
         copy_elements(kernel, pointer, (contiguous_strides(operand.shape), 0), kernel.output,
                       (output_strides, position * output_strides[axis]), operand.shape, f"part{index}")
         position += operand.shape[axis]
+
+
+register_lowering("concat", Lowering(emit_concat, ALL))

@@ -41,6 +41,7 @@ from ..llvm.utils import (
     load_element,
     store_element,
 )
+from ..lowering import ALL, FLOAT, NUMERIC, Lowering, register_lowering
 from .reduce import REASSOCIATE
 
 
@@ -64,6 +65,9 @@ def emit_gather(kernel: Kernel) -> None:
         destination = element_pointer(builder, kernel.output, add_offsets(builder, 0, n, row_size), kernel.element,
                                       "destination")
         copy_bytes(builder, destination, source, row_bytes, may_overlap=False)
+
+
+register_lowering("gather", Lowering(emit_gather, ALL))  # any table dtype; the ids are checked by type inference
 
 
 def _row_sum(builder: ir.IRBuilder, length: int, term, name: str) -> ir.Value:
@@ -107,6 +111,9 @@ def emit_layer_norm(kernel: Kernel) -> None:
             store_element(builder, shifted, out_row, j)
 
 
+register_lowering("layer_norm", Lowering(emit_layer_norm, FLOAT))
+
+
 def emit_causal_mask(kernel: Kernel) -> None:
     """out[..., i, j] = x[..., i, j] if j <= i + (keys - queries) else -inf."""
     node, builder = kernel.node, kernel.builder
@@ -122,6 +129,9 @@ def emit_causal_mask(kernel: Kernel) -> None:
             value = load_element(builder, kernel.inputs[0], at, F32, "score")
             allowed = builder.icmp_signed("<=", j, last, name="allowed")
             store_element(builder, builder.select(allowed, value, minus_infinity, name="masked"), kernel.output, at)
+
+
+register_lowering("causal_mask", Lowering(emit_causal_mask, FLOAT))
 
 
 def _larger(builder: ir.IRBuilder, kernel: Kernel, value: ir.Value, best: ir.Value) -> ir.Value:
@@ -161,3 +171,5 @@ def emit_argmax(kernel: Kernel) -> None:
         result = best_index if index_type.width == 64 else builder.trunc(best_index, index_type, name="index32")
         store_element(builder, result, kernel.output, add_offsets(builder, j, o, inner, "out_at"))
 
+
+register_lowering("argmax", Lowering(emit_argmax, NUMERIC))

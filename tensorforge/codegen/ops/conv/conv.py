@@ -1,7 +1,7 @@
-"""Emission of the NCHW ops: conv2d, max_pool2d, avg_pool2d and batch_norm (inference).
+"""Emission of conv2d and batch_norm (inference), NCHW; the pools are in ops/conv/pool.py.
 
-f32 conv2d runs on the GEMM micro-kernel (ops/conv/conv_gemm.py); the loop nests here compute integer
-and bool convolutions exactly, the pools and batch norm.
+f32 conv2d runs on the GEMM micro-kernel (ops/conv/conv_gemm.py, or ops/conv/winograd.py); the loop
+nests here compute integer and bool convolutions exactly, and batch norm.
 
 Padding is done as the numpy reference does it: the input is first copied into a padded buffer
 (the node's scratch), filled with 0 for conv2d and avg_pool2d and with the lowest value for
@@ -21,24 +21,20 @@ from llvmlite import ir
 
 from ....ir import Node
 from ...errors import CodegenError
-from ...gemm.packing import PackedConstant
 from ...kernel import Kernel
 from ...llvm import float_math, scalar
 from ...llvm.layout import contiguous_strides
 from ...llvm.utils import (
     affine_offset,
-    alloca_once,
     element_pointer,
     fill_elements,
     for_range,
-    i64,
     load_element,
     store_element,
     strided_loops,
 )
+from ...lowering import ALL, FLOAT, Lowering, PackedConstant, register_lowering
 from ...target import Target
-from ...threads import parallel
-from ...threads.parallel import split_parts
 from ..matmul import activate_output, contraction_operands
 from ..shape import copy_elements
 from .conv_gemm import conv_parts, emit_conv2d_tiled, pack_conv_weight, tiled_conv_scratch_bytes, uses_tiled_conv
@@ -149,69 +145,7 @@ def emit_conv2d(kernel: Kernel) -> None:
     activate_output(kernel)
 
 
-UNROLLED_TAPS = 16  # pool windows up to 4x4 are unrolled into straight-line code
-
-
-def pool_parts(node: Node, target: Target, threads: int) -> int:
-    """Parts of a pool for a team of `threads`: blocks of output rows; one part when it pads (the padded
-    copy is shared) or when the work is small."""
-    if node.attrs["padding"] != (0, 0) or node.type.size == 0:
-        return 1
-    kh, kw = node.attrs["kernel"]
-    if node.type.size * kh * kw < parallel.MIN_PARALLEL_FLOPS // 4:  # a compare or add per tap, memory-bound
-        return 1
-    n, c, oh, _ = node.shape
-    return split_parts(n * c * oh, threads * parallel.PARTS_PER_THREAD)[0]
-
-
-def emit_pool(kernel: Kernel) -> None:
-    """max_pool2d (padding is the lowest value) and avg_pool2d (padding counts as zeros).
-
-    One pass over the output: for each output row, for each x, the kh x kw taps (unrolled) combined
-    in a register; LLVM vectorizes along x (strided loads for stride > 1). The x loop stays rolled:
-    fully unrolled (ow is a constant), it left the row loop innermost, which LLVM vectorized with
-    gathers and scatters on AVX-512 (a 2x2 pool of [64,32,32,32] took 943 us instead of 172).
-    """
-    node, builder, dtype, element = kernel.node, kernel.builder, kernel.dtype, kernel.element
-    is_max = node.op == "max_pool2d"
-    n, c = node.shape[:2]
-    oh, ow = node.shape[2:]
-    (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
-    if node.type.size == 0:
-        return
-    identity = scalar.lowest(dtype) if is_max else scalar.constant(dtype, 0)
-    source, hp, wp = padded_input(kernel, identity)
-    first, count = parallel.part_bounds(builder, kernel.part, kernel.parts, n * c * oh, "row")
-    with for_range(builder, count, "row", unroll=False) as index:
-        row = builder.add(first, index, name="row")
-        plane, y = builder.udiv(row, i64(oh), name="plane"), builder.urem(row, i64(oh), name="y")
-        source_row = affine_offset(builder, [(plane, hp * wp), (y, sh * wp)], name="source_row")
-        with for_range(builder, ow, "x", unroll=False) as x:  # see the docstring
-            start = affine_offset(builder, [(x, sw)], source_row, "start")
-
-            def combine(combined: ir.Value | None, value: ir.Value) -> ir.Value:
-                if combined is None:
-                    return value
-                if is_max:
-                    return scalar.maximum(builder, dtype, combined, value, "max")
-                return scalar.add(builder, dtype, combined, value, "sum")
-
-            if kh * kw <= UNROLLED_TAPS:
-                combined = None
-                for i in range(kh):
-                    for j in range(kw):
-                        combined = combine(combined, load_element(builder, source, builder.add(start, i64(i * wp + j)),
-                                                                  element, "x"))
-            else:  # a big window (a global pool): loops, the running value in a stack slot
-                slot = alloca_once(builder, element, "combined")
-                builder.store(identity, slot)
-                with for_range(builder, kh, "i") as i, for_range(builder, kw, "j") as j:
-                    at = affine_offset(builder, [(i, wp), (j, 1)], start)
-                    builder.store(combine(builder.load(slot), load_element(builder, source, at, element, "x")), slot)
-                combined = builder.load(slot)
-            if not is_max:
-                combined = builder.fdiv(combined, scalar.constant(dtype, kh * kw), name="average")
-            store_element(builder, combined, kernel.output, affine_offset(builder, [(row, ow)], x))
+register_lowering("conv2d", Lowering(emit_conv2d, ALL, conv2d_scratch_bytes, pack_conv2d_weight, conv2d_parts))
 
 
 def emit_batch_norm(kernel: Kernel) -> None:
@@ -233,3 +167,6 @@ def emit_batch_norm(kernel: Kernel) -> None:
             centred = builder.fsub(load_element(builder, x, at, element, "x"), centre, name="centred")
             y = builder.fadd(builder.fmul(centred, scale, name="scaled"), shift, name="y")
             store_element(builder, y, kernel.output, at)
+
+
+register_lowering("batch_norm", Lowering(emit_batch_norm, FLOAT))

@@ -25,7 +25,7 @@ from ....ir import DType, Node
 from ....ir.ops_nn import split_contraction, unpooled_conv2d_type
 from ...gemm.gemm import BlockStep, pack_a_rows
 from ...gemm.micro_kernel import Epilogue, vector_type
-from ...gemm.packing import PackedConstant, pack_a_panels
+from ...gemm.packing import pack_a_panels
 from ...gemm.tiling import FLOAT_BYTES, GemmTiling, gemm_tiling
 from ...kernel import Kernel
 from ...llvm.utils import (
@@ -42,6 +42,7 @@ from ...llvm.utils import (
     lane_indices,
     load_element,
 )
+from ...lowering import PackedConstant
 from ...memory import align_up
 from ...target import Target
 from ...threads import parallel

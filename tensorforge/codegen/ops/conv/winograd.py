@@ -35,7 +35,7 @@ from ....ir import Node
 from ....ir.ops_nn import split_contraction
 from ...gemm.gemm import BlockStep
 from ...gemm.micro_kernel import Epilogue, splat, store_lanes
-from ...gemm.packing import PackedConstant, pack_a_panels
+from ...gemm.packing import pack_a_panels
 from ...gemm.tiling import FLOAT_BYTES, gemm_tiling
 from ...kernel import Kernel
 from ...llvm.utils import (
@@ -51,6 +51,7 @@ from ...llvm.utils import (
     load_element,
     store_element,
 )
+from ...lowering import PackedConstant
 from ...memory import align_up
 from ...target import Target
 from ...threads import parallel

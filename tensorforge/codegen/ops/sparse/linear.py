@@ -27,7 +27,6 @@ from llvmlite import ir
 
 from ....ir import Node
 from ...gemm.micro_kernel import splat
-from ...gemm.packing import PackedConstant
 from ...gemm.tiling import INDEPENDENT_CHAINS
 from ...kernel import Kernel
 from ...llvm.utils import (
@@ -42,6 +41,7 @@ from ...llvm.utils import (
     load_element,
     store_element,
 )
+from ...lowering import FLOAT, Lowering, PackedConstant, register_lowering
 from ...target import Target
 from ...threads import parallel
 from .operands import FLOAT_BYTES, csr_constants, finish_outputs, row_bounds, sparse_shape
@@ -250,3 +250,7 @@ def emit_sparse_linear(kernel: Kernel) -> None:
             emit_batch_block(kernel, first_row, tail, first, end)
         with other:
             emit_batch_block(kernel, first_row, lanes, first, end)
+
+
+register_lowering("sparse_linear", Lowering(emit_sparse_linear, FLOAT, sparse_scratch_bytes, pack_sparse_constant,
+                                            sparse_parts, reads_values=True))  # its loops follow the weight's sparsity
