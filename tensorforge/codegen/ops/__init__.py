@@ -15,4 +15,17 @@
 Importing this package registers every lowering, as importing tensorforge.ir registers every op.
 """
 
-from . import conv, elementwise, fused, kv_cache, matmul, qlayers, quant, reduce, shape, sparse, transformer  # noqa: F401  (register the lowerings)
+# importing each module registers its lowerings
+from . import (  # noqa: F401
+    conv,
+    elementwise,
+    fused,
+    kv_cache,
+    matmul,
+    qlayers,
+    quant,
+    reduce,
+    shape,
+    sparse,
+    transformer,
+)
