@@ -49,7 +49,7 @@ from harness import format_time, measure_samples, paired_ratio  # noqa: E402
 
 import tensorforge as tf  # noqa: E402
 from tensorforge import models  # noqa: E402
-from tensorforge.codegen import parallel  # noqa: E402
+from tensorforge.codegen.threads import parallel  # noqa: E402
 
 WORKLOADS = ("sparse", "prune", "cnn", "tiny", "int8", "softmax", "reduce", "gelu", "winograd", "kv-int8")
 

@@ -31,7 +31,7 @@ from harness import SLEEP_AFTER_THREAD_POOLS, measure  # noqa: E402
 
 from tensorforge import ir  # noqa: E402
 from tensorforge.codegen import Target, build  # noqa: E402
-from tensorforge.codegen.tiling import gemm_tiling  # noqa: E402
+from tensorforge.codegen.gemm.tiling import gemm_tiling  # noqa: E402
 from tensorforge.runtime import CompiledModel  # noqa: E402
 
 

@@ -52,7 +52,7 @@ def gemm_models(n: int, rng: np.random.Generator) -> tuple[Graph, Graph]:
 
 def roofs() -> list[str]:
     """The two instruction roofs on both cores: int8 (the GEMM's own multiply-add) and f32 FMA."""
-    from tensorforge.codegen.emit_qgemm import int8_scheme
+    from tensorforge.codegen.gemm.qgemm import int8_scheme
     from tensorforge.codegen.target import Target
     from tensorforge.runtime.machine import int8_peak, machine_peaks
 

@@ -18,8 +18,9 @@ from unittest import mock
 import llvmlite.binding as llvm
 import numpy as np
 
-from tensorforge.codegen import Artifact, build, parallel
+from tensorforge.codegen import Artifact, build
 from tensorforge.codegen.target import initialize_llvm
+from tensorforge.codegen.threads import parallel
 from tensorforge.ir import Graph, interpret
 
 ALIGNMENT = 64
@@ -67,7 +68,7 @@ def compile_and_run(graph: Graph, *inputs: np.ndarray, opt_level: int = 3, targe
                     threads: int = 1, **build_options) -> list[np.ndarray]:
     """Build `graph` for `target` and run it once: the host by JIT here, armv8 through the runtime (qemu-user).
 
-    With `threads` > 1 every kernel that can split its work does, however small (parallel.py's
+    With `threads` > 1 every kernel that can split its work does, however small (threads/parallel.py's
     size threshold is lifted), and the host runs through the runtime too (it joins the pool's threads).
     `build_options` go to codegen.build (pack=False, share_memory=False).
     """

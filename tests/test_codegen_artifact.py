@@ -11,8 +11,8 @@ from codegen_harness import compile_and_run, run_artifact
 
 from tensorforge import ir
 from tensorforge.codegen import Artifact, build
-from tensorforge.codegen.packing import pack_b_panels
-from tensorforge.codegen.tiling import gemm_tiling
+from tensorforge.codegen.gemm.packing import pack_b_panels
+from tensorforge.codegen.gemm.tiling import gemm_tiling
 from tensorforge.ir import DType, TensorType
 
 RNG = np.random.default_rng(1)

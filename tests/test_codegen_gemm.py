@@ -1,4 +1,4 @@
-"""The tiled f32 GEMM (codegen/emit_gemm.py) and the convolution on it, against the numpy reference.
+"""The tiled f32 GEMM (codegen/gemm/gemm.py) and the convolution on it, against the numpy reference.
 
 Property tests over random sizes (primes, sizes below one vector, more than one cache block),
 batched, with constant (packed at compile time) and run-time operands, with and without bias and
@@ -24,12 +24,12 @@ from llvmlite import ir as llvm_ir
 from tensorforge import ir
 from tensorforge.codegen import Target, build
 from tensorforge.codegen.build import optimize
-from tensorforge.codegen.emit_gemm import GemmOperand, emit_gemm, gemm_scratch_bytes
-from tensorforge.codegen.emit_micro_kernel import Epilogue
-from tensorforge.codegen.llvm_utils import PTR, VOID
-from tensorforge.codegen.packing import pack_a_panels, pack_b_panels
+from tensorforge.codegen.gemm.gemm import GemmOperand, emit_gemm, gemm_scratch_bytes
+from tensorforge.codegen.gemm.micro_kernel import Epilogue
+from tensorforge.codegen.gemm.packing import pack_a_panels, pack_b_panels
+from tensorforge.codegen.gemm.tiling import gemm_tiling
+from tensorforge.codegen.llvm.utils import PTR, VOID
 from tensorforge.codegen.target import initialize_llvm
-from tensorforge.codegen.tiling import gemm_tiling
 from tensorforge.ir import DType, TensorType
 
 HOST = Target.parse("host")
@@ -163,7 +163,7 @@ THREADED_ARMV8_EXAMPLES = min(4, settings.default.max_examples)
 
 @given(matmul_cases(), THREADS)
 def test_matmul_split_for_threads_host(case, threads):
-    """Each GEMM cut in parts by columns or rows (parallel.py, emit_gemm_part), any size, 2-4 threads."""
+    """Each GEMM cut in parts by columns or rows (threads/parallel.py, emit_gemm_part), any size, 2-4 threads."""
     check_matmul("host", case, threads)
 
 

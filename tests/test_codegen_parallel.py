@@ -1,4 +1,4 @@
-"""Threads (codegen/parallel.py): which kernels split, what a split covers, and the team runtime.
+"""Threads (codegen/threads/parallel.py): which kernels split, what a split covers, and the team runtime.
 
 The numerics of split GEMMs and convolutions are property-tested in test_codegen_gemm.py; here:
 the partition arithmetic, the size threshold, the thread count option, and that a team smaller
@@ -20,11 +20,12 @@ from hypothesis import strategies as st
 
 import tensorforge as tf
 from tensorforge import ir
-from tensorforge.codegen import build, parallel
-from tensorforge.codegen.emit_gemm import GemmSplit
-from tensorforge.codegen.parallel import MIN_PARALLEL_FLOPS, split_parts, uses_threads
+from tensorforge.codegen import build
+from tensorforge.codegen.gemm.gemm import GemmSplit
+from tensorforge.codegen.gemm.tiling import gemm_tiling
 from tensorforge.codegen.target import Target
-from tensorforge.codegen.tiling import gemm_tiling
+from tensorforge.codegen.threads import parallel
+from tensorforge.codegen.threads.parallel import MIN_PARALLEL_FLOPS, split_parts, uses_threads
 from tensorforge.models import cifar_cnn, mlp
 from tensorforge.runtime import CompiledModel
 
@@ -63,8 +64,8 @@ def linear_graph(rows: int, depth: int, columns: int) -> ir.Graph:
 @pytest.mark.parametrize("depth, columns, per_thread", [(256, 256, 1), (512, 1024, 2), (1024, 4096, 4)])
 def test_a_weight_stream_takes_more_parts_per_thread_only_when_each_part_streams_a_mib(depth, columns, per_thread):
     """Batch-1 linears of 256 KiB, 2 MiB and 16 MiB on two threads: 1, 2 and 4 parts per thread."""
-    from tensorforge.codegen.emit_matmul import gemm_parts
-    from tensorforge.codegen.parallel import STREAM_PART_BYTES, stream_parts_per_thread
+    from tensorforge.codegen.ops.matmul import gemm_parts
+    from tensorforge.codegen.threads.parallel import STREAM_PART_BYTES, stream_parts_per_thread
 
     weight_bytes = depth * columns * 4
     assert stream_parts_per_thread(weight_bytes) == per_thread == max(1, min(4, weight_bytes // STREAM_PART_BYTES))
@@ -143,7 +144,7 @@ def test_models_with_two_threads_match_the_reference(model, shape):
 
 def test_concurrent_calls_share_the_pool_or_run_alone():
     """Four Python threads call one threaded model at once: one run has the pool, the others run
-    their parts on their own thread (thread_pool.py); every result is right."""
+    their parts on their own thread (threads/thread_pool.py); every result is right."""
     x = np.random.default_rng(2).standard_normal((4, 3, 32, 32)).astype(np.float32)
     model = cifar_cnn()
     expected = tf.interpret(tf.trace(model, x), x)
@@ -223,7 +224,7 @@ def map_graph(op: str, shape: tuple[int, ...], other: tuple[int, ...]) -> ir.Gra
 
 
 def test_elementwise_maps_split_by_size_and_cost():
-    from tensorforge.codegen.emit_elementwise import elementwise_parts
+    from tensorforge.codegen.ops.elementwise import elementwise_parts
 
     host = Target.parse("host")
     assert elementwise_parts(map_graph("add", (512, 512), (512,)).outputs[0], host, 2) == 2

@@ -1,4 +1,4 @@
-"""qlinear (ir/ops_quant.py) on the int8 GEMM (codegen/emit_qgemm.py): the compiled kernel equals the
+"""qlinear (ir/ops_quant.py) on the int8 GEMM (codegen/gemm/qgemm.py): the compiled kernel equals the
 numpy reference exactly on the host (pmaddwd or VNNI), on plain armv8 (widening) and on armv8.2-a
 with dotprod (sdot, run under qemu), over random shapes (primes, sizes below one vector), i8 and
 u8 inputs, i8 / u8 / f32 results, relu, per-channel and per-tensor multipliers, saturating
@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from tensorforge import ir
 from tensorforge.codegen import Target, build
-from tensorforge.codegen.emit_qgemm import int8_scheme, pack_qweight, qgemm_tiling
 from tensorforge.codegen.errors import CodegenError
+from tensorforge.codegen.gemm.qgemm import int8_scheme, pack_qweight, qgemm_tiling
 from tensorforge.ir import DType, OpError, TensorType
 
 ARMV8_EXAMPLES = min(6, settings.default.max_examples)

@@ -1,4 +1,4 @@
-"""Winograd's F(2x2, 3x3) convolution (codegen/emit_winograd.py, conv2d winograd=true) and the
+"""Winograd's F(2x2, 3x3) convolution (codegen/ops/conv/winograd.py, conv2d winograd=true) and the
 select-winograd pass: the kernel against the reference over random shapes (odd sizes, padding,
 bias, relu, the fused pool, threads) on the host and on armv8; the transforms' algebra in numpy;
 where the pass fires; the errors.
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import tensorforge as tf
 from tensorforge import ir, models
-from tensorforge.codegen.emit_winograd import G, winograd_weight
+from tensorforge.codegen.ops.conv.winograd import G, winograd_weight
 from tensorforge.ir import DType, OpError, TensorType
 from tensorforge.ir.registry import infer_type
 from tensorforge.passes import PassContext, run_pipeline
@@ -75,7 +75,7 @@ def test_big_images_take_several_blocks_of_tile_rows(threads):
                                     {"padding": 1, "activation": "relu", "winograd": winograd})]
         graphs.append(graph)
     node = graphs[0].outputs[0]
-    from tensorforge.codegen.emit_winograd import WinogradGeometry
+    from tensorforge.codegen.ops.conv.winograd import WinogradGeometry
 
     assert WinogradGeometry.of(node, tf.codegen.Target.parse("host")).blocks > 4
     (actual,) = compile_and_run(graphs[0], x, threads=threads)

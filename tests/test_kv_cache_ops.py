@@ -1,4 +1,4 @@
-"""cache_write and position_mask (ir/ops_kv_cache.py, codegen/emit_kv_cache.py): references against
+"""cache_write and position_mask (ir/ops_kv_cache.py, codegen/ops/kv_cache.py): references against
 independent formulas, type errors that name the problem, compiled code equal to the reference on
 host and armv8, and the clamp that keeps a bad position inside the cache."""
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from tensorforge import ir
-from tensorforge.codegen.emit_elementwise import ELEMENT
+from tensorforge.codegen.ops.elementwise import ELEMENT
 from tensorforge.ir import DType, TensorType
 from tensorforge.ir.ops_fused import is_fusable, typed_program
 from tensorforge.ir.ops_math import GELU_APPROXIMATIONS

@@ -1,6 +1,6 @@
 """fuse-pool (passes/fuse_pool.py): a 2 x 2 max pool after an f32 conv2d becomes the conv's
 `pool="max_2x2"` epilogue, only where that is legal; the op's reference is the pool of the
-convolution, and the tiled conv's pooled code (codegen/emit_conv_gemm.py) computes the same on the
+convolution, and the tiled conv's pooled code (codegen/ops/conv/conv_gemm.py) computes the same on the
 host and on armv8, split for threads or not.
 """
 

@@ -1,6 +1,6 @@
 """fuse-reduce (passes/fuse_reduce.py): a reduction of an elementwise op or chain becomes one
 fused_reduce, only where that is legal; its reference equals the unfused ops bit for bit, and its
-code (codegen/emit_reduce.py, split among threads by blocks of a kept axis) equals the reference on
+code (codegen/ops/reduce.py, split among threads by blocks of a kept axis) equals the reference on
 the host and on armv8.
 """
 
@@ -15,7 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tensorforge import ir
-from tensorforge.codegen import build, emit_reduce, parallel
+from tensorforge.codegen import build
+from tensorforge.codegen.ops.reduce import reduce_parts
+from tensorforge.codegen.threads import parallel
 from tensorforge.ir import OpError
 from tensorforge.ir.registry import infer_type
 from tensorforge.passes import PassContext, run_pipeline
@@ -129,8 +131,8 @@ def test_a_reduction_over_its_outer_axis_stays_on_one_thread():
     x = node.add_input("x", ir.TensorType((4096, 512), ir.DType.f32))
     over_rows = node.call("reduce_sum", [x], {"axes": [0]})
     over_columns = node.call("reduce_sum", [x], {"axes": [1]})
-    assert emit_reduce.reduce_parts(over_rows, None, 2) == 1
-    assert emit_reduce.reduce_parts(over_columns, None, 2) == 2
+    assert reduce_parts(over_rows, None, 2) == 1
+    assert reduce_parts(over_columns, None, 2) == 2
 
 
 def test_nan_and_inf_match_the_unfused_ops():

@@ -1,6 +1,6 @@
 """fuse-softmax (passes/fuse_softmax.py): a scaling by a one-element constant and a causal mask in
 front of a softmax become its prologue (`scale`, `causal`), only where that is legal; the fused
-op's reference equals the unfused ops bit for bit, and its code (codegen/emit_reduce.py) equals
+op's reference equals the unfused ops bit for bit, and its code (codegen/ops/reduce.py) equals
 the reference on the host and on armv8.
 """
 

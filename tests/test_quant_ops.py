@@ -1,4 +1,4 @@
-"""quantize / dequantize (ir/ops_quant.py, codegen/emit_quant.py): compiled code equals the numpy
+"""quantize / dequantize (ir/ops_quant.py, codegen/ops/quant.py): compiled code equals the numpy
 reference bit for bit on host and armv8, over random shapes, per-tensor and per-channel scales and
 zero points, saturation, NaN and rounding ties; the round trip error is at most scale / 2."""
 

@@ -1,5 +1,5 @@
 """Unstructured sparsity (issue 4): the sparse_linear op (ir/ops_sparse.py), its kernel
-(codegen/emit_sparse.py, emit_sparse_slices.py, sparse_layout.py), the sparsify pass and the prune
+(codegen/ops/sparse/linear.py, ops/sparse/slices.py, ops/sparse/layout.py), the sparsify pass and the prune
 report's kernel column.
 
 The compiled kernel is checked against the op's reference and against the dense linear it replaces,
@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 
 import tensorforge as tf
 from tensorforge import ir
-from tensorforge.codegen import CodegenError, build, parallel
-from tensorforge.codegen.emit_sparse import balanced_bounds
-from tensorforge.codegen.sparse_layout import WindowedWeight, sliced, windowed
+from tensorforge.codegen import CodegenError, build
+from tensorforge.codegen.ops.sparse.layout import WindowedWeight, sliced, windowed
+from tensorforge.codegen.ops.sparse.linear import balanced_bounds
 from tensorforge.codegen.target import Target
+from tensorforge.codegen.threads import parallel
 from tensorforge.ir import DType, OpError, TensorType
 from tensorforge.ir.ops_sparse import densify, to_csr
 from tensorforge.models import mlp

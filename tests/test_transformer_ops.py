@@ -1,4 +1,4 @@
-"""gather, layer_norm, causal_mask and argmax (ir/ops_transformer.py, codegen/emit_transformer.py):
+"""gather, layer_norm, causal_mask and argmax (ir/ops_transformer.py, codegen/ops/transformer.py):
 references against independent formulas, type errors that name the problem, compiled code equal to
 the reference on host and armv8 over random shapes, and what happens to out-of-range token ids."""
 

@@ -3,6 +3,7 @@
     artifact = build(graph, "armv8")    # one native entry `tf_run` per graph (docs/architecture.md)
 """
 
+from . import ops  # noqa: F401  (registers every op's lowering)
 from .artifact import Artifact
 from .build import build
 from .errors import CodegenError

@@ -38,7 +38,7 @@ class Artifact:
     compile_seconds: float
     opt_level: int = 3
     entry: str = "tf_run"
-    threads: int = 1  # the threads of the model's pool (thread_pool.py); 1: no pool, every node on the caller
+    threads: int = 1  # the threads of the model's pool (threads/thread_pool.py); 1: no pool, every node on the caller
     memory: WorkspacePlan | None = field(default=None, repr=False)  # where each value lives in the workspace
     parts: dict[str, int] = field(default_factory=dict, repr=False)  # node name -> parts, for split kernels
     profile_offset: int | None = field(default=None, repr=False)  # profiling build: ns per kernel at this offset

@@ -7,7 +7,8 @@ The steps, in order:
   2. look up each op node's lowering (CodegenError for an op or dtype that has none);
   3. lay out the weights buffer (constants, some packed once into a kernel's layout) and the
      workspace arena (memory.py);
-  4. emit the module: one function per op node, called from tf_run (entry.py);
+  4. plan each node (entry.NodePlan: its lowering, buffers, scratch and parts) and emit the module
+     from the plans: one function per op node, called from tf_run (entry.py);
   5. optimize it with LLVM's new pass manager for the target machine.
 """
 
@@ -21,9 +22,9 @@ import numpy as np
 
 from ..ir import Graph, Node, verify
 from .artifact import Artifact
-from .entry import ENTRY, emit_module
+from .entry import ENTRY, NodePlan, StoredCopy, emit_module
 from .lowering import Lowering, lowering_for
-from .memory import ALIGNMENT, ConstantLayout, align_up, pack_weights, plan_workspace
+from .memory import ALIGNMENT, ConstantLayout, WorkspacePlan, align_up, pack_weights, plan_workspace
 from .target import Target, initialize_llvm
 
 
@@ -61,6 +62,28 @@ def layout_constants(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, 
     return ConstantLayout(originals + list(copies.items()), packed)
 
 
+def plan_nodes(nodes: Sequence[Node], lowerings: dict[Node, Lowering], constants: ConstantLayout,
+               weight_offsets: dict[str, int], scratch: dict[Node, int], parts: dict[Node, int],
+               workspace: WorkspacePlan) -> list[NodePlan]:
+    """One NodePlan per live node but the graph inputs, in order: what tf_run does for it (entry.py)."""
+    plans = []
+    for node in nodes:
+        if node.op == "input":
+            continue
+        if node.op == "constant":
+            plans.append(NodePlan(node, None, weight_offsets.get(node.name)))
+            continue
+        lowering = lowerings[node]
+        if lowering.is_view:
+            plans.append(NodePlan(node, lowering))
+            continue
+        copies = {index: StoredCopy(name, weight_offsets[name], constants.nbytes(name))
+                  for index, name in constants.packed.get(node, {}).items()}
+        plans.append(NodePlan(node, lowering, workspace.values[node], copies, scratch.get(node, 0),
+                              workspace.scratch.get(node, 0), parts.get(node, 1), workspace.in_place.get(node)))
+    return plans
+
+
 def optimize(llvm_ir: str, target: Target, opt_level: int) -> str:
     """Verify the module text and run LLVM's O`opt_level` pipeline on it for the target machine."""
     machine = target.target_machine(opt_level)
@@ -81,7 +104,7 @@ def build(graph: Graph, target: Target | str = "host", opt_level: int = 3, threa
           profile: bool = False, *, pack: bool = True, share_memory: bool = True) -> Artifact:
     """Compile `graph` for `target` into an Artifact holding `tf_run` (docs/architecture.md).
 
-    `threads` > 1 lets the kernels that support it (parallel.py) split work big enough to share
+    `threads` > 1 lets the kernels that support it (threads/parallel.py) split work big enough to share
     among that many threads. `profile` times every kernel call (`Artifact.profile_kernels`).
     `pack=False` (no weight packing at compile time) and `share_memory=False` (every intermediate
     in bytes of its own) exist to measure what those two buy (benchmarks/bench_ablation.py).
@@ -105,16 +128,17 @@ def build(graph: Graph, target: Target | str = "host", opt_level: int = 3, threa
              if threads > 1 and lowerings[node].parts}
     parts = {node: count for node, count in parts.items() if count > 1}
     team_scratch = {node: nbytes * (threads if node in parts else 1) for node, nbytes in scratch.items()}
-    plan = plan_workspace(computed, team_scratch, share=share_memory)
-    profile_offset = align_up(plan.size) if profile else None
-    workspace_bytes = plan.size + (8 * len(computed) + ALIGNMENT if profile else 0)
+    workspace = plan_workspace(computed, team_scratch, share=share_memory)
+    profile_offset = align_up(workspace.size) if profile else None
+    workspace_bytes = workspace.size + (8 * len(computed) + ALIGNMENT if profile else 0)
 
-    module = emit_module(graph, nodes, lowerings, plan, scratch, constants, weight_offsets, target, parts, threads,
-                         profile_offset)
+    plans = plan_nodes(nodes, lowerings, constants, weight_offsets, scratch, parts, workspace)
+    module = emit_module(graph, plans, target, threads, profile_offset)
     llvm_ir = optimize(str(module), target, opt_level)
     return Artifact(target=target, graph=graph, llvm_ir=llvm_ir, input_types=[node.type for node in graph.inputs],
                     output_types=[node.type for node in graph.outputs], weights=weights,
                     weight_offsets=weight_offsets, workspace_bytes=workspace_bytes,
                     compile_seconds=time.perf_counter() - start, opt_level=opt_level, entry=ENTRY,
-                    threads=threads if parts else 1, memory=plan, parts={node.name: n for node, n in parts.items()},
-                    profile_offset=profile_offset, profile_kernels=[node.name for node in computed] if profile else [])
+                    threads=threads if parts else 1, memory=workspace,
+                    parts={node.name: count for node, count in parts.items()}, profile_offset=profile_offset,
+                    profile_kernels=[node.name for node in computed] if profile else [])

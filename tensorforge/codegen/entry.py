@@ -1,4 +1,4 @@
-"""Emission of the module: the entry `tf_run` and one internal function per op node.
+"""Emission of the module from build.py's NodePlans: the entry `tf_run`, one internal function per op node.
 
     define i32 @tf_run(ptr noalias %inputs, ptr noalias %outputs, ptr noalias align 64 %weights,
                        ptr noalias align 64 %workspace) {
@@ -28,22 +28,56 @@ memory plan computes in place of a dying operand: that operand and the output ar
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from llvmlite import ir
 
 from ..ir import Graph, Node
 from ..ir.printer import format_attr
 from .kernel import Kernel
-from .llvm_utils import I32, I64, PTR, VOID, byte_pointer, copy_bytes, declare
+from .llvm.utils import I32, I64, PTR, VOID, byte_pointer, copy_bytes, declare
 from .lowering import Lowering
-from .memory import ALIGNMENT, ConstantLayout, WorkspacePlan
-from .parallel import emit_team_call
+from .memory import ALIGNMENT
 from .target import Target
-from .thread_pool import finish_pool
+from .threads.parallel import emit_team_call
+from .threads.thread_pool import finish_pool
 
 ENTRY = "tf_run"
+
+
+@dataclass(frozen=True)
+class StoredCopy:
+    """A constant's copy in a kernel's own layout, in the weights buffer: its entry name, offset, size."""
+
+    name: str  # `<constant name>@<layout>` (lowering.PackedConstant.key)
+    offset: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """What tf_run does for one node (graph inputs aside), as build.py decided it:
+
+        NodePlan(%fc.weight, None, offset=0)             a constant: a pointer into the weights buffer
+        NodePlan(%2 = reshape(%1), VIEW)                 a view: its operand's buffer
+        NodePlan(%3 = linear(%2, %fc.weight, %fc.bias), LOWERINGS["linear"], offset=512,
+                 packed={1: StoredCopy("fc.weight@gemm.b16", 128, 8192)},
+                 scratch_bytes=4096, scratch_offset=1024, parts=2)     a call of its kernel, in two parts
+
+    `offset` is a constant's bytes in the weights buffer (None when every user reads a packed copy)
+    or a computed value's in the workspace. A node split into `parts` runs on the team, its scratch
+    then holding `scratch_bytes` per thread; `in_place_of` is the operand whose bytes it overwrites.
+    """
+
+    node: Node
+    lowering: Lowering | None  # None: a constant
+    offset: int | None = None
+    packed: Mapping[int, StoredCopy] = field(default_factory=dict)  # operand index -> the copy read instead
+    scratch_bytes: int = 0  # 0: no scratch argument
+    scratch_offset: int = 0
+    parts: int = 1
+    in_place_of: Node | None = None
 
 
 @dataclass(frozen=True)
@@ -67,20 +101,21 @@ def _mark_pointer(argument: ir.Argument, align: int, nbytes: int, alias_free: bo
         argument.attributes.dereferenceable = nbytes
 
 
-def emit_node_function(module: ir.Module, node: Node, lowering: Lowering, operands: Sequence[Buffer],
-                       scratch_bytes: int, target: Target, packed: frozenset[int] = frozenset(),
-                       threads: int = 1, parts: int = 1, in_place_of: Node | None = None) -> ir.Function:
-    """`void @"<op>.<name>"(operands..., output[, scratch])` holding the node's loops.
+def emit_node_function(module: ir.Module, plan: NodePlan, operands: Sequence[Buffer], target: Target,
+                       threads: int = 1) -> ir.Function:
+    """`void @"<op>.<name>"(operands..., output[, scratch])` holding the loops of `plan`'s node.
 
-    Operands whose index is in `packed` point at a copy in the lowering's own layout. With
-    `parts` > 1 the loops go into `@"<op>.<name>.part"(..., i64 part)`, which a team of `threads`
-    runs for every part (parallel.py); `scratch_bytes` is then one thread's share of the scratch.
-    A node computed `in_place_of` an operand (memory.py) writes that operand's bytes: its loops read
+    Operands whose index is in `plan.packed` point at a copy in the lowering's own layout. With
+    `plan.parts` > 1 the loops go into `@"<op>.<name>.part"(..., i64 part)`, which a team of `threads`
+    runs for every part (threads/parallel.py); `plan.scratch_bytes` is then one thread's share of the
+    scratch. A node computed `in_place_of` an operand (memory.py) writes that operand's bytes: its loops read
     that operand through the output pointer, whose loads and stores then provably meet only at the
     same element, so the loop vectorizes without run-time overlap checks (which two equal pointers
     fail: a GPT's in-place GELU ran its scalar fallback, about 14x slower); the unused argument is not
     `noalias`.
     """
+    node, scratch_bytes, parts, in_place_of = plan.node, plan.scratch_bytes, plan.parts, plan.in_place_of
+    packed = frozenset(plan.packed)
     name = f"{node.op}.{node.name}"
     argument_count = len(operands) + 1 + (1 if scratch_bytes else 0)
     function = ir.Function(module, ir.FunctionType(VOID, [PTR] * argument_count), name)
@@ -94,22 +129,22 @@ def emit_node_function(module: ir.Module, node: Node, lowering: Lowering, operan
         _mark_arguments(body, node, operands, scratch_bytes, in_place_of)
         part = body.args[-1]
         part.name = "part"
-        _emit_kernel(body, node, lowering, operands, scratch_bytes, target, packed, part, parts, in_place_of)
+        _emit_kernel(body, node, plan.lowering, operands, scratch_bytes, target, packed, part, parts, in_place_of)
         for argument, source in zip(function.args, body.args):
             argument.name = source.name
         emit_team_call(function, body, threads, parts, scratch_bytes, target)
         return function
     function.attributes.add("norecurse")
     _mark_arguments(function, node, operands, scratch_bytes, in_place_of)
-    _emit_kernel(function, node, lowering, operands, scratch_bytes, target, packed, None, 1, in_place_of)
+    _emit_kernel(function, node, plan.lowering, operands, scratch_bytes, target, packed, None, 1, in_place_of)
     return function
 
 
-def kernel_key(node: Node, lowering: Lowering, operands: Sequence[Buffer], scratch_bytes: int,
-               packed: frozenset[int], parts: int, in_place_of: Node | None) -> tuple | None:
+def kernel_key(plan: NodePlan, operands: Sequence[Buffer]) -> tuple | None:
     """Everything emit_node_function's code depends on besides names; None for a kernel that must
     not be shared (its code reads constant values, or an attribute has no exact text form)."""
-    if lowering.reads_values:
+    node, in_place_of = plan.node, plan.in_place_of
+    if plan.lowering.reads_values:
         return None
     try:
         attrs = tuple(sorted((name, format_attr(value)) for name, value in node.attrs.items()))
@@ -117,7 +152,7 @@ def kernel_key(node: Node, lowering: Lowering, operands: Sequence[Buffer], scrat
         return None
     inputs = tuple((str(operand.type), operand.op == "constant", node.inputs.index(operand), buffer.align,
                     buffer.nbytes, operand is in_place_of) for operand, buffer in zip(node.inputs, operands))
-    return node.op, attrs, inputs, str(node.type), scratch_bytes, tuple(sorted(packed)), parts
+    return node.op, attrs, inputs, str(node.type), plan.scratch_bytes, tuple(sorted(plan.packed)), plan.parts
 
 
 def _mark_arguments(function: ir.Function, node: Node, operands: Sequence[Buffer], scratch_bytes: int,
@@ -179,17 +214,14 @@ def _entry_function(module: ir.Module) -> ir.Function:
     return function
 
 
-def emit_module(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, Lowering], plan: WorkspacePlan,
-                scratch_bytes: dict[Node, int], constants: ConstantLayout, weight_offsets: dict[str, int],
-                target: Target, parts: dict[Node, int] | None = None, threads: int = 1,
+def emit_module(graph: Graph, plans: Sequence[NodePlan], target: Target, threads: int = 1,
                 profile_offset: int | None = None) -> ir.Module:
-    """The whole module for `graph`: tf_run calls each node's function in order, then copies the outputs.
+    """The whole module for `graph`: tf_run follows `plans` (one per node but the graph inputs, in
+    order), calling each computed node's function, then copies the outputs.
 
-    `weight_offsets` places every stored constant; `constants.packed[node][index]` names the stored
-    copy a node reads instead of its constant operand `index`. `parts[node]` > 1 splits a node's
-    work among a team of `threads` (then its scratch holds one `scratch_bytes[node]` per thread).
-    With `profile_offset`, tf_run stores each node call's wall time in nanoseconds (i64, in node
-    order) at that byte offset of the workspace: the profiler's build (runtime/profile.py).
+    `threads` is the team a node split into parts runs on. With `profile_offset`, tf_run stores each
+    node call's wall time in nanoseconds (i64, in node order) at that byte offset of the workspace:
+    the profiler's build (runtime/profile.py).
     """
     module = ir.Module(name="tensorforge")
     module.triple = target.triple
@@ -202,34 +234,28 @@ def emit_module(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, Lower
     timed = 0
     for index, node in enumerate(graph.inputs):
         buffers[node] = Buffer(_load_pointer(builder, inputs, index, f"input.{node.name}"), 0, node.type.nbytes, True)
-    for node in nodes:
-        if node.op == "input":
-            continue
-        if node.op == "constant":
-            if node.name in weight_offsets:  # not when every user reads a packed copy
-                pointer = byte_pointer(builder, weights, weight_offsets[node.name], node.name)
+    for plan in plans:
+        node = plan.node
+        if plan.lowering is None:  # a constant
+            if plan.offset is not None:  # not when every user reads a packed copy
+                pointer = byte_pointer(builder, weights, plan.offset, node.name)
                 buffers[node] = Buffer(pointer, ALIGNMENT, node.type.nbytes, False)
             continue
-        lowering = lowerings[node]
-        if lowering.is_view:
+        if plan.lowering.is_view:
             buffers[node] = buffers[node.inputs[0]]
             continue
-        output = Buffer(byte_pointer(builder, workspace, plan.values[node], f"value.{node.name}"), ALIGNMENT,
+        output = Buffer(byte_pointer(builder, workspace, plan.offset, f"value.{node.name}"), ALIGNMENT,
                         node.type.nbytes, False)
-        copies = constants.packed.get(node, {})
-        operands = [Buffer(byte_pointer(builder, weights, weight_offsets[copies[index]], copies[index]), ALIGNMENT,
-                           constants.nbytes(copies[index]), False) if index in copies else buffers[operand]
+        operands = [Buffer(byte_pointer(builder, weights, copy.offset, copy.name), ALIGNMENT, copy.nbytes, False)
+                    if (copy := plan.packed.get(index)) is not None else buffers[operand]
                     for index, operand in enumerate(node.inputs)]
         arguments = [operand.pointer for operand in operands] + [output.pointer]
-        scratch = scratch_bytes.get(node, 0)
-        if scratch:
-            arguments.append(byte_pointer(builder, workspace, plan.scratch[node], f"scratch.{node.name}"))
-        node_parts = (parts or {}).get(node, 1)
-        key = kernel_key(node, lowering, operands, scratch, frozenset(copies), node_parts, plan.in_place.get(node))
+        if plan.scratch_bytes:
+            arguments.append(byte_pointer(builder, workspace, plan.scratch_offset, f"scratch.{node.name}"))
+        key = kernel_key(plan, operands)
         function = kernels.get(key) if key is not None else None
         if function is None:
-            function = emit_node_function(module, node, lowering, operands, scratch, target, frozenset(copies),
-                                          threads, node_parts, plan.in_place.get(node))
+            function = emit_node_function(module, plan, operands, target, threads)
             if key is not None:
                 kernels[key] = function
         if profile_offset is None:

@@ -1,13 +1,13 @@
 """Kernel: what an emission function receives for one node.
 
 Each op node becomes one internal LLVM function `void @"<op>.<name>"(operands..., output[, scratch])`;
-the emission function for its op (lowering.EMIT) fills in the body through `kernel.builder`:
+the emission function for its op (lowering.LOWERINGS) fills in the body through `kernel.builder`:
 
-    def emit_relu(kernel: Kernel) -> None:
+    def emit_transpose(kernel: Kernel) -> None:
         ... loops that read kernel.inputs[0] and write kernel.output ...
 
 An operand whose index is in `kernel.packed` is a constant stored in the layout the lowering's
-`pack_constant` made for it (packing.py: GEMM panels, for example), not row-major.
+`pack_constant` made for it (gemm/packing.py: GEMM panels, for example), not row-major.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from llvmlite import ir
 
 from ..ir import DType, Node, TensorType
-from .llvm_utils import llvm_type
+from .llvm.utils import llvm_type
 from .target import Target
 
 
@@ -32,7 +32,7 @@ class Kernel:
     scratch: ir.Value | None  # a private buffer of the size the op's lowering asked for
     target: Target
     packed: frozenset[int] = field(default=frozenset())  # operands received in the lowering's packed layout
-    part: ir.Value | None = None  # i64: which part of the node's work to do, when it is split (parallel.py)
+    part: ir.Value | None = None  # i64: which part of the node's work to do, when it is split (threads/parallel.py)
     parts: int = 1  # how many parts the work is split into (1: all of it, `part` is None)
 
     @property

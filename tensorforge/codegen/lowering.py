@@ -1,11 +1,20 @@
-"""The lowering table: for every op in ir.OPS, its emission function and the dtypes it supports.
+"""The lowering registry: for every op in ir.OPS, how it is compiled and the dtypes it supports.
 
-    EMIT["add"]      -> Lowering(emit_binary, every dtype)
-    EMIT["reshape"]  -> VIEW: no code, the result is the operand's buffer
-    EMIT["linear"]   -> Lowering(emit_linear, every dtype, scratch for packing, weight packed at compile time)
+Each module of ops/ registers the lowerings of its own ops, next to their emission functions;
+importing tensorforge.codegen imports them all (ops/__init__.py):
+
+    register_lowering("softmax", Lowering(emit_softmax, FLOAT, parts=softmax_parts))   # ops/reduce.py
+    LOWERINGS["add"]      -> Lowering(map_op_elements, every dtype, split by elementwise_parts)
+    LOWERINGS["reshape"]  -> VIEW: no code, the result is the operand's buffer
+    LOWERINGS["linear"]   -> Lowering(emit_linear, every dtype, scratch for packing, weight packed at compile time)
 
 `lowering_for(node, target)` is the one place that decides whether a node can be compiled; it
 raises CodegenError naming the node, op, dtype and target otherwise.
+
+A lowering may ask for a constant operand in another layout (its `pack_constant` hook, returning a
+PackedConstant): build.py stores the result in the weights buffer under `<constant name>@<layout>`,
+and the kernel receives a pointer to that copy instead of the row-major original. The original is
+stored only if some other user still reads it.
 """
 
 from __future__ import annotations
@@ -13,60 +22,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..ir import DType, Node
-from .emit_conv import (
-    conv2d_parts,
-    conv2d_scratch_bytes,
-    emit_batch_norm,
-    emit_conv2d,
-    emit_pool,
-    pack_conv2d_weight,
-    padded_bytes,
-    pool_parts,
-)
-from .emit_elementwise import (
-    elementwise_parts,
-    emit_binary,
-    emit_cast,
-    emit_float_unary,
-    emit_gelu,
-    emit_neg,
-    emit_relu,
-)
-from .emit_fused import emit_fused_elementwise
-from .emit_kv_cache import (
-    cached_attention_parts,
-    cached_attention_scratch_bytes,
-    emit_cache_write,
-    emit_cached_attention,
-    emit_position_mask,
-)
-from .emit_matmul import emit_linear, emit_matmul, gemm_node_scratch_bytes, gemm_parts, pack_gemm_constant
-from .emit_qlayers import (
-    dynamic_scratch_bytes,
-    emit_dynamic_qlinear,
-    emit_qconv2d,
-    emit_qlinear,
-    pack_qconv_constant,
-    pack_qlinear_constant,
-    qconv_parts,
-    qconv_scratch_bytes,
-    qlinear_parts,
-    qlinear_scratch_bytes,
-)
-from .emit_quant import emit_dequantize, emit_matmul_integer, emit_quantize
-from .emit_reduce import emit_reduce, emit_softmax, reduce_parts, softmax_parts
-from .emit_shape import emit_concat, emit_slice, emit_transpose
-from .emit_sparse import emit_sparse_linear, pack_sparse_constant, sparse_parts, sparse_scratch_bytes
-from .emit_transformer import emit_argmax, emit_causal_mask, emit_gather, emit_layer_norm
 from .errors import CodegenError
 from .kernel import Kernel
-from .packing import PackedConstant
 from .target import Target
 
 ALL = frozenset(DType)
 NUMERIC = ALL - {DType.bool}  # numpy refuses bool for -, unary -, and the padding of pools
 FLOAT = frozenset({DType.f32})
+INT8 = frozenset({DType.i8, DType.u8})
+
+
+@dataclass(frozen=True)
+class PackedConstant:
+    """A constant operand transformed for one kernel: its layout name and the transformed array.
+
+    Two users asking for the same layout of the same constant share one stored copy.
+    """
+
+    layout: str
+    value: np.ndarray
+
+    def key(self, constant_name: str) -> str:
+        """The name of this copy in the weights buffer (Artifact.weight_offsets)."""
+        return f"{constant_name}@{self.layout}"
 
 
 @dataclass(frozen=True)
@@ -76,11 +57,11 @@ class Lowering:
     `scratch_bytes(node, target, packed)` is the private workspace the kernel needs besides its
     output, given the operands it receives packed.
     `pack_constant(node, operand_index, target)` may return a constant operand in the kernel's own
-    layout (packing.py), stored once at compile time; the kernel then finds that operand's index
+    layout (gemm/packing.py), stored once at compile time; the kernel then finds that operand's index
     in `kernel.packed` (always, with `always_pack`). `parts(node, target, threads)` says into how
-    many parts the kernel splits its work for a team of `threads` (parallel.py); without it a node
-    runs on one thread. A view
-    (`emit` None) has no code: its result is its first operand's buffer. The code of a kernel may
+    many parts the kernel splits its work for a team of `threads` (threads/parallel.py); without it a
+    node runs on one thread. A view (`emit` None) has no code: its result is its first operand's
+    buffer. The code of a kernel may
     depend on its node's op, attributes, types and which operands are constants and packed, never on
     constant values (unless `reads_values`): nodes equal in those share one function (entry.py).
     """
@@ -100,81 +81,29 @@ class Lowering:
 
 VIEW = Lowering(None, ALL)
 
+LOWERINGS: dict[str, Lowering] = {}  # op -> its lowering, filled by the modules of ops/ as they are imported
 
-def _map(emit: Callable, dtypes: frozenset[DType]) -> Lowering:
-    """An elementwise map (emit_elementwise.map_elements): no scratch, split by elementwise_parts."""
-    return Lowering(emit, dtypes, parts=elementwise_parts)
 
-EMIT: dict[str, Lowering] = {
-    # elementwise (emit_elementwise.py)
-    "add": _map(emit_binary, ALL),
-    "sub": _map(emit_binary, NUMERIC),
-    "mul": _map(emit_binary, ALL),
-    "div": _map(emit_binary, FLOAT),
-    "neg": _map(emit_neg, NUMERIC),
-    "relu": _map(emit_relu, ALL),
-    "exp": _map(emit_float_unary, FLOAT),
-    "log": _map(emit_float_unary, FLOAT),
-    "sqrt": _map(emit_float_unary, FLOAT),
-    "abs": _map(emit_float_unary, FLOAT),
-    "tanh": _map(emit_float_unary, FLOAT),
-    "sigmoid": _map(emit_float_unary, FLOAT),
-    "gelu": _map(emit_gelu, FLOAT),
-    "cast": _map(emit_cast, ALL),
-    "fused_elementwise": _map(emit_fused_elementwise, ALL),  # emit_fused.py: a chain in one loop
-    # reductions (emit_reduce.py)
-    "reduce_sum": Lowering(emit_reduce, ALL, parts=reduce_parts),
-    "reduce_mean": Lowering(emit_reduce, FLOAT, parts=reduce_parts),
-    "reduce_max": Lowering(emit_reduce, ALL, parts=reduce_parts),
-    "fused_reduce": Lowering(emit_reduce, ALL, parts=reduce_parts),  # fuse-reduce: a program's values reduced
-    "softmax": Lowering(emit_softmax, FLOAT, parts=softmax_parts),
-    # data movement (emit_shape.py)
-    "reshape": VIEW,
-    "flatten": VIEW,
-    "transpose": Lowering(emit_transpose, ALL),
-    "concat": Lowering(emit_concat, ALL),
-    "slice": Lowering(emit_slice, ALL),
-    # contractions (emit_matmul.py)
-    "matmul": Lowering(emit_matmul, ALL, gemm_node_scratch_bytes, pack_gemm_constant, gemm_parts),
-    "linear": Lowering(emit_linear, ALL, gemm_node_scratch_bytes, pack_gemm_constant, gemm_parts),
-    # sparse (emit_sparse.py): a linear with a CSR weight
-    "sparse_linear": Lowering(emit_sparse_linear, FLOAT, sparse_scratch_bytes, pack_sparse_constant, sparse_parts,
-                              reads_values=True),  # its loops follow the weight's sparsity pattern
-    # NCHW (emit_conv.py)
-    "conv2d": Lowering(emit_conv2d, ALL, conv2d_scratch_bytes, pack_conv2d_weight, conv2d_parts),
-    "max_pool2d": Lowering(emit_pool, NUMERIC, padded_bytes, parts=pool_parts),
-    "avg_pool2d": Lowering(emit_pool, FLOAT, padded_bytes, parts=pool_parts),
-    "batch_norm": Lowering(emit_batch_norm, FLOAT),
-    # quantization (emit_quant.py)
-    "quantize": _map(emit_quantize, FLOAT),
-    "dequantize": _map(emit_dequantize, frozenset({DType.i8, DType.u8, DType.i32})),
-    "matmul_integer": Lowering(emit_matmul_integer, frozenset({DType.i8, DType.u8})),
-    "qlinear": Lowering(emit_qlinear, frozenset({DType.i8, DType.u8}), qlinear_scratch_bytes, pack_qlinear_constant,
-                        qlinear_parts, always_pack=True),  # emit_qgemm.py: the int8 GEMM
-    "qconv2d": Lowering(emit_qconv2d, frozenset({DType.i8, DType.u8}), qconv_scratch_bytes, pack_qconv_constant,
-                        qconv_parts, always_pack=True),
-    "dynamic_qlinear": Lowering(emit_dynamic_qlinear, FLOAT, dynamic_scratch_bytes, pack_qlinear_constant,
-                                qlinear_parts, always_pack=True),  # split like qlinear
-    # transformers (emit_transformer.py)
-    "gather": Lowering(emit_gather, ALL),  # any table dtype; the ids are checked by type inference
-    "layer_norm": Lowering(emit_layer_norm, FLOAT),
-    "causal_mask": Lowering(emit_causal_mask, FLOAT),
-    "argmax": Lowering(emit_argmax, NUMERIC),
-    # KV cache (emit_kv_cache.py)
-    "cache_write": Lowering(emit_cache_write, ALL),
-    "position_mask": Lowering(emit_position_mask, FLOAT),
-    "cached_attention": Lowering(emit_cached_attention, FLOAT, cached_attention_scratch_bytes,
-                                 parts=cached_attention_parts),
-}
+def register_lowering(op: str, lowering: Lowering) -> Lowering:
+    """Make `lowering` the way op `op` is compiled; an op has one lowering (ValueError on a second)."""
+    if op in LOWERINGS:
+        raise ValueError(f"op '{op}' already has a lowering (emit {_name(LOWERINGS[op].emit)}); "
+                         f"cannot register emit {_name(lowering.emit)} for it too")
+    LOWERINGS[op] = lowering
+    return lowering
+
+
+def _name(emit: Callable | None) -> str:
+    return "None (a view)" if emit is None else f"{emit.__module__}.{emit.__qualname__}"
 
 
 def lowering_for(node: Node, target: Target) -> Lowering:
     """The lowering of an op node; CodegenError if its op or dtype cannot be compiled."""
     dtype = node.inputs[0].dtype if node.inputs else node.dtype
-    lowering = EMIT.get(node.op)
+    lowering = LOWERINGS.get(node.op)
     if lowering is None:
         raise CodegenError(f"cannot compile %{node.name} = {node.op}(...) : {node.type} for target {target.name}: "
-                           f"op '{node.op}' has no lowering (ops with one: {', '.join(sorted(EMIT))})")
+                           f"op '{node.op}' has no lowering (ops with one: {', '.join(sorted(LOWERINGS))})")
     if dtype not in lowering.dtypes:
         supported = ", ".join(sorted(d.name for d in lowering.dtypes))
         raise CodegenError(f"cannot compile %{node.name} = {node.op}(...) : {node.type} for target {target.name}: "

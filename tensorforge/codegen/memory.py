@@ -46,7 +46,7 @@ def pack_weights(entries: Sequence[tuple[str, np.ndarray]]) -> tuple[np.ndarray,
     """One uint8 buffer holding every entry's bytes; and the byte offset of each, by name.
 
     The names are the constants' node names, or `<name>@<layout>` for a copy a kernel asked for
-    in its own layout (packing.py).
+    in its own layout (gemm/packing.py).
     """
     offsets: dict[str, int] = {}
     size = 0

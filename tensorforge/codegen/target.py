@@ -31,7 +31,7 @@ class Target:
 
     `vector_width` is the number of f32 lanes in one vector register and `vector_registers` the
     number of those registers (16 ymm with AVX2, 32 zmm with AVX-512, 32 v registers on AArch64);
-    the GEMM micro-kernel is sized from both (tiling.py).
+    the GEMM micro-kernel is sized from both (gemm/tiling.py).
     """
 
     name: str
@@ -61,7 +61,7 @@ class Target:
     @property
     def permutes_two_vectors(self) -> bool:
         """Whether one instruction picks a vector of floats from two vectors by index: AVX-512's
-        vpermi2ps (16 of 32). The sparse kernel's windowed slices need it (codegen/emit_sparse.py)."""
+        vpermi2ps (16 of 32). The sparse kernel's windowed slices need it (codegen/ops/sparse/linear.py)."""
         return self.arch == "x86_64" and self.vector_width == 16 and self.has_feature("avx512f")
 
     def target_machine(self, opt_level: int = 3, reloc: str = "pic"):

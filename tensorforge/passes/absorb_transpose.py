@@ -3,7 +3,7 @@
     %kt = transpose(%k) {perm=[0, 2, 1]} : f32[4,16,8]        %s = matmul(%q, %k) {transpose_b=true} : f32[4,8,8]
     %s = matmul(%q, %kt) : f32[4,8,8]                   ->
 
-The GEMM packs its operands into panels anyway (codegen/emit_gemm.py); reading the stored matrix
+The GEMM packs its operands into panels anyway (codegen/gemm/gemm.py); reading the stored matrix
 transposed while packing costs nothing extra, where the transpose node would copy the whole tensor
 first. Attention's `q @ k^T` is the common case. A transpose that also moves batch axes is left
 alone; one that other nodes read stays for them (the matmul reads its operand all the same). A

@@ -4,7 +4,7 @@
     %2 = max_pool2d(%1) {kernel=[2,2], stride=[2,2], padding=[0,0]} : f32[64,32,16,16]
         ->  %2 = conv2d(%x, %w, %b) {padding=[1,1], activation="relu", pool="max_2x2"} : f32[64,32,16,16]
 
-The tiled conv (codegen/emit_conv_gemm.py) then computes two rows of its output at a time into a
+The tiled conv (codegen/ops/conv/conv_gemm.py) then computes two rows of its output at a time into a
 small buffer that stays in L1 and writes only their pooled row: the full-size result is never
 written to memory and read back, and the pool is no kernel of its own. Fires only for a kernel 2,
 stride 2, unpadded max pool of an f32 conv2d that has no other user, no residual and no pool yet

@@ -8,7 +8,7 @@
 
 A variance, a sum of squares, a norm written with tensor operators (a user's own layer or RMS
 norm) reduces a value that is only made to be reduced. Fused, the reduction's kernel computes each
-value in registers as it folds it in (codegen/emit_reduce.py): the chain's kernel, and the tensor it
+value in registers as it folds it in (codegen/ops/reduce.py): the chain's kernel, and the tensor it
 wrote and the reduction read back, are gone. Each value is computed by the unfused op's own element
 function, so only the reduction's summation order can differ from the unfused kernels' (it is
 reassociated in both).

@@ -4,7 +4,7 @@
     %y = add(%c, %x) : f32[N,C,H,W]          ->
     %z = relu(%y)                                 (fuse-activation then adds activation="relu" to it)
 
-The GEMM adds the residual's tile while its result tile is in registers (codegen/emit_micro_kernel.py),
+The GEMM adds the residual's tile while its result tile is in registers (codegen/gemm/micro_kernel.py),
 so the sum is written once instead of the contraction's result being written, read back with the
 residual and written again. Fires when the contraction is f32, has no activation or residual yet,
 no other user, is not a graph output, and the other addend has exactly the result's shape (a

@@ -7,7 +7,7 @@
 
 The attention of a traced decoder (and of its prefill after the KV-cache rewrite) is written that
 way: q @ k^T, a scaling, the mask, the softmax. Fused, the softmax kernel scales and masks each
-score as it reads it (codegen/emit_reduce.py): the two kernels, and the two score tensors they
+score as it reads it (codegen/ops/reduce.py): the two kernels, and the two score tensors they
 wrote and read back, are gone. Each step is the unfused op's own (an f32 multiply, then -inf past
 the query), so the result is the same bit for bit.
 

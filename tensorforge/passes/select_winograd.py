@@ -5,7 +5,7 @@
 
 Winograd's minimal filtering computes each 2 x 2 block of outputs from a 4 x 4 block of input with
 16 multiplications per input channel instead of 36: the convolution becomes 16 GEMMs of depth C
-(codegen/emit_winograd.py), 2.25x fewer multiply-adds, plus transforms of the input and output
+(codegen/ops/conv/winograd.py), 2.25x fewer multiply-adds, plus transforms of the input and output
 made of additions. The weight's transform is done once, at compile time. Its rounding differs from
 the direct sum's (a few ulps of the inputs' magnitudes, within the f32 tolerances), and an infinite
 input gives NaN where the direct sum may give an infinity (the transforms subtract it from itself).

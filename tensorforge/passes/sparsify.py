@@ -5,7 +5,7 @@
          : f32[1,1024]                      ->   %r = constant() : i32[1025]        (row starts)
                                                  %y = sparse_linear(%x, %v, %c, %r, %b) {activation="relu"}
 
-The sparse kernel (codegen/emit_sparse.py) does work in proportion to the nonzeros, the dense GEMM
+The sparse kernel (codegen/ops/sparse/linear.py) does work in proportion to the nonzeros, the dense GEMM
 in proportion to the whole weight; the pass fires where the weight's fraction of zeros reaches the
 break-even measured with benchmarks/bench_sparse.py for the layer's rows of x (BREAK_EVEN);
 `ctx.config["sparse_threshold"]` replaces it (1.0 or more: never). Runs after fuse-residual and

@@ -25,7 +25,7 @@ import platform
 import numpy as np
 from llvmlite import ir
 
-from ..codegen.llvm_utils import I32, PTR, byte_pointer
+from ..codegen.llvm.utils import I32, PTR, byte_pointer
 
 ARRAYS_ENTRY_SUFFIX = "_arrays"
 

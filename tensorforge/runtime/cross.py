@@ -159,7 +159,7 @@ class CrossExecutor:
     def _link(self, entry: str) -> None:
         """Link libmodel.so and the (static) runner from model.o, both compilers at once.
 
-        Threaded code (artifact.threads > 1) runs its own pthreads (codegen/thread_pool.py).
+        Threaded code (artifact.threads > 1) runs its own pthreads (codegen/threads/thread_pool.py).
         """
         libraries = ["-lm", *(["-lpthread"] if self._threads > 1 else [])]
         commands = {

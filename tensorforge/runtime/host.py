@@ -20,7 +20,7 @@ import llvmlite.binding as llvm
 import numpy as np
 
 from ..codegen.target import initialize_llvm
-from ..codegen.thread_pool import SHUTDOWN
+from ..codegen.threads.thread_pool import SHUTDOWN
 from .array_entry import ARRAYS_ENTRY_SUFFIX, arrays_entry_ir, arrays_entry_type, data_offset
 from .errors import NativeError
 

@@ -10,7 +10,7 @@ Python threads at once (ctypes releases the GIL):
   - `read_sum(p, n)`: sums n floats with 4 vector accumulators: streaming reads of a 256 MiB
     buffer, far bigger than any cache;
   - `int8_loop(n)`: the same number of accumulators, each step the int8 GEMM's own multiply-add
-    (codegen/emit_qgemm.py's scheme for the host: vpmaddwd + vpaddd on AVX2, vpdpbusd with VNNI).
+    (codegen/gemm/qgemm.py's scheme for the host: vpmaddwd + vpaddd on AVX2, vpdpbusd with VNNI).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 
-from ..codegen.emit_qgemm import int8_scheme, multiply_add
-from ..codegen.llvm_utils import F32, I8, I32, I64, PTR, call_intrinsic, carried_loop, i64, lane_sum
+from ..codegen.gemm.qgemm import int8_scheme, multiply_add
+from ..codegen.gemm.tiling import INDEPENDENT_CHAINS
+from ..codegen.llvm.utils import F32, I8, I32, I64, PTR, call_intrinsic, carried_loop, i64, lane_sum
 from ..codegen.target import Target, initialize_llvm
-from ..codegen.tiling import INDEPENDENT_CHAINS
 
 FMA_ITERATIONS = 20_000_000
 STREAM_BYTES = 256 << 20

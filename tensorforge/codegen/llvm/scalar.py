@@ -1,0 +1,127 @@
+"""Scalar arithmetic on loaded elements, with numpy's meaning for each dtype.
+
+    add(builder, DType.f32, x, y)     -> fadd       add(builder, DType.bool, x, y) -> or (numpy's bool +)
+    maximum(builder, DType.u8, x, y)  -> llvm.umax  maximum on f32 -> llvm.maximum (NaN wins, as in np.maximum)
+    convert(builder, x, DType.f32, DType.i8) -> llvm.fptosi.sat (truncates, saturates, NaN -> 0)
+
+Integers wrap around (two's complement), as numpy's fixed-width integers do. bool lives in memory
+as a byte holding 0 or 1; every operation here keeps it that way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from llvmlite import ir
+
+from ...ir import DType
+from .utils import I8, call_intrinsic, llvm_type
+
+SIGNED = frozenset({DType.i8, DType.i32, DType.i64})
+
+
+def is_signed(dtype: DType) -> bool:
+    return dtype in SIGNED
+
+
+def constant(dtype: DType, value: float | int) -> ir.Constant:
+    """A constant element of `dtype` (floats are rounded to f32)."""
+    return ir.Constant(llvm_type(dtype), float(value) if dtype.is_float else int(value))
+
+
+def lowest(dtype: DType) -> ir.Constant:
+    """The identity of `maximum`: -inf for f32, the smallest value of an integer dtype."""
+    if dtype.is_float:
+        return constant(dtype, -np.inf)
+    if dtype is DType.bool:
+        return constant(dtype, 0)
+    return constant(dtype, np.iinfo(dtype.numpy).min)
+
+
+def add(builder: ir.IRBuilder, dtype: DType, x: ir.Value, y: ir.Value, name: str = "",
+        flags: Sequence[str] = ()) -> ir.Value:
+    """x + y; `flags` are fast-math flags, applied to f32 only."""
+    if dtype.is_float:
+        return builder.fadd(x, y, name=name, flags=tuple(flags))
+    if dtype is DType.bool:
+        return builder.or_(x, y, name=name)
+    return builder.add(x, y, name=name)
+
+
+def sub(builder: ir.IRBuilder, dtype: DType, x: ir.Value, y: ir.Value, name: str = "") -> ir.Value:
+    if dtype.is_float:
+        return builder.fsub(x, y, name=name)
+    return builder.sub(x, y, name=name)
+
+
+def mul(builder: ir.IRBuilder, dtype: DType, x: ir.Value, y: ir.Value, name: str = "",
+        flags: Sequence[str] = ()) -> ir.Value:
+    """x * y; `flags` are fast-math flags, applied to f32 only."""
+    if dtype.is_float:
+        return builder.fmul(x, y, name=name, flags=tuple(flags))
+    if dtype is DType.bool:
+        return builder.and_(x, y, name=name)
+    return builder.mul(x, y, name=name)
+
+
+def divide(builder: ir.IRBuilder, dtype: DType, x: ir.Value, y: ir.Value, name: str = "") -> ir.Value:
+    return builder.fdiv(x, y, name=name)
+
+
+def maximum(builder: ir.IRBuilder, dtype: DType, x: ir.Value, y: ir.Value, name: str = "") -> ir.Value:
+    """np.maximum: a NaN operand gives NaN; integers compare signed or unsigned by dtype."""
+    if dtype.is_float:
+        intrinsic = "llvm.maximum.f32"
+    else:
+        kind = "smax" if is_signed(dtype) else "umax"
+        intrinsic = f"llvm.{kind}.i{x.type.width}"
+    return call_intrinsic(builder, intrinsic, x.type, [x, y], name)
+
+
+def negate(builder: ir.IRBuilder, dtype: DType, x: ir.Value, name: str = "") -> ir.Value:
+    """-x; unsigned values wrap around, as in numpy."""
+    if dtype.is_float:
+        return builder.fneg(x, name=name)
+    return builder.neg(x, name=name)
+
+
+def relu(builder: ir.IRBuilder, dtype: DType, x: ir.Value, name: str = "") -> ir.Value:
+    """np.maximum(x, 0): NaN stays NaN; unsigned values and bools are already >= 0."""
+    if dtype.is_float:
+        keep = builder.fcmp_unordered(">=", x, constant(dtype, 0), name=f"{name}.keep")
+        return builder.select(keep, x, constant(dtype, 0), name=name)
+    if is_signed(dtype):
+        return maximum(builder, dtype, x, constant(dtype, 0), name)
+    return x
+
+
+def convert(builder: ir.IRBuilder, x: ir.Value, source: DType, target: DType, name: str = "") -> ir.Value:
+    """The `cast` op on one element.
+
+    float -> int truncates toward zero and saturates (NaN -> 0); int -> int wraps; int -> float
+    rounds to nearest; anything -> bool is `x != 0` (NaN != 0 is true).
+    """
+    if source is target:
+        return x
+    if target is DType.bool:
+        if source.is_float:
+            nonzero = builder.fcmp_unordered("!=", x, constant(source, 0), name=f"{name}.nonzero")
+        else:
+            nonzero = builder.icmp_unsigned("!=", x, constant(source, 0), name=f"{name}.nonzero")
+        return builder.zext(nonzero, I8, name=name)
+    to_type = llvm_type(target)
+    if source.is_float:
+        kind = "fptosi" if is_signed(target) else "fptoui"
+        return call_intrinsic(builder, f"llvm.{kind}.sat.i{to_type.width}.f32", to_type, [x], name)
+    if target.is_float:
+        if is_signed(source):
+            return builder.sitofp(x, to_type, name=name)
+        return builder.uitofp(x, to_type, name=name)
+    if to_type.width > x.type.width:
+        if is_signed(source):
+            return builder.sext(x, to_type, name=name)
+        return builder.zext(x, to_type, name=name)
+    if to_type.width < x.type.width:
+        return builder.trunc(x, to_type, name=name)
+    return x

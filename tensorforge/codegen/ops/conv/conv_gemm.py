@@ -1,0 +1,367 @@
+"""f32 conv2d as GEMMs on the shared micro-kernel (gemm/gemm.py), with a packed im2col of one panel at a time.
+
+For each image n and group g, the convolution is the GEMM (o < Og, q = (c, i, j) < Cg * kh * kw)
+
+    out[n, g*Og + o, y, x] = sum over q of w[g*Og + o, q] * x_pad[n, g*Cg + c, y*sh + i*dh, x*sw + j*dw]
+                             (+ bias[g*Og + o]: per row of the GEMM, the micro-kernel's row-bias epilogue)
+
+with M = Og output channels, K = Cg * kh * kw taps and the output pixels as columns. The weight is
+the A operand, packed into micro-kernel panels at compile time when it is a constant
+(`pack_conv_weight`: f32[G, ceil(Og/MR), K, MR]). Columns are taken one output row at a time, in
+panels of NR pixels (the last panel of a row has OW % NR). For each depth block (whole input
+channels, about kc taps) and panel, the kc x NR im2col sliver is gathered into scratch (whole
+vector copies when the stride is 1), then every row panel of A runs against it. im2col never
+exists beyond that one L1-sized sliver; a padded input needs one padded image in scratch.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from ....ir import DType, Node
+from ....ir.ops_nn import split_contraction, unpooled_conv2d_type
+from ...gemm.gemm import BlockStep, pack_a_rows
+from ...gemm.micro_kernel import Epilogue, vector_type
+from ...gemm.packing import pack_a_panels
+from ...gemm.tiling import FLOAT_BYTES, GemmTiling, gemm_tiling
+from ...kernel import Kernel
+from ...llvm.utils import (
+    F32,
+    I8,
+    affine_offset,
+    as_i64,
+    call_intrinsic,
+    copy_bytes,
+    element_pointer,
+    fill_elements,
+    for_range,
+    i64,
+    lane_indices,
+    load_element,
+)
+from ...lowering import PackedConstant
+from ...memory import align_up
+from ...target import Target
+from ...threads import parallel
+from ...threads.parallel import split_parts
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """The static sizes of one conv2d node, as the GEMM sees them."""
+
+    batch: int
+    channels: int
+    height: int
+    width: int
+    outputs: int
+    groups: int
+    group_channels: int  # Cg
+    kh: int
+    kw: int
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    out_height: int  # of the convolution (before a fused pool)
+    out_width: int
+    pooled: bool = False  # pool="max_2x2": the node's result is the 2 x 2 max pool of the convolution's
+
+    @classmethod
+    def of(cls, node: Node) -> ConvGeometry:
+        n, c, h, w = node.inputs[0].shape
+        o, cg, kh, kw = node.inputs[1].shape
+        attrs = node.attrs
+        pooled = attrs.get("pool") is not None
+        out_height, out_width = (unpooled_conv2d_type(node) if pooled else node.type).shape[2:]
+        return cls(n, c, h, w, o, attrs["groups"], cg, kh, kw, attrs["stride"], attrs["padding"], attrs["dilation"],
+                   out_height, out_width, pooled)
+
+    @property
+    def group_outputs(self) -> int:
+        """Og: the GEMM's rows."""
+        return self.outputs // self.groups
+
+    @property
+    def window(self) -> int:
+        """kh * kw: the taps of one input channel (depth blocks hold whole channels)."""
+        return self.kh * self.kw
+
+    @property
+    def taps(self) -> int:
+        """K = Cg * kh * kw: the GEMM's depth."""
+        return self.group_channels * self.window
+
+    @property
+    def is_padded(self) -> bool:
+        return self.padding != (0, 0)
+
+    @property
+    def padded_width(self) -> int:
+        return self.width + 2 * self.padding[1]
+
+    @property
+    def padded_plane(self) -> int:
+        return (self.height + 2 * self.padding[0]) * self.padded_width
+
+    @property
+    def pooled_shape(self) -> tuple[int, int]:
+        """(height, width) of the pooled result: floor halves of the convolution's."""
+        return self.out_height // 2, self.out_width // 2
+
+
+def uses_tiled_conv(node: Node) -> bool:
+    """f32 convolutions with a non-empty output go through the GEMM; integers keep the exact loop nest."""
+    return node.inputs[0].dtype is DType.f32 and node.type.size > 0
+
+
+def _weight_prepacked(node: Node) -> bool:
+    return uses_tiled_conv(node) and node.inputs[1].op == "constant"
+
+
+def _scratch_layout(shape: ConvGeometry, tiling: GemmTiling, weight_packed: bool) -> tuple[int, int, int, int]:
+    """Byte offsets in scratch of the im2col sliver, the packed weight block and (with a fused pool)
+    the two rows of the convolution's result that one pooled row reads (the padded image is at 0),
+    and the total."""
+    kc = tiling.depth_blocks(shape.taps, shape.window)[1]
+    image = shape.channels * shape.padded_plane if shape.is_padded else 0
+    sliver_at = align_up(image * FLOAT_BYTES)
+    weight_at = align_up(sliver_at + kc * tiling.columns * FLOAT_BYTES)
+    rows = -(-shape.group_outputs // tiling.rows) * tiling.rows
+    pair_at = align_up(weight_at + (0 if weight_packed else rows * kc * FLOAT_BYTES))
+    pair_bytes = shape.group_outputs * 2 * shape.out_width * FLOAT_BYTES if shape.pooled else 0
+    return sliver_at, weight_at, pair_at, pair_at + pair_bytes
+
+
+def tiled_conv_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
+    """One padded image, one im2col sliver, and a block of packed weight unless it is a constant."""
+    return _scratch_layout(ConvGeometry.of(node), gemm_tiling(target), 1 in packed)[3]
+
+
+def pack_conv_weight(node: Node, index: int, target: Target) -> PackedConstant | None:
+    """A constant conv2d weight [O, Cg, kh, kw] as A panels per group, [G, ceil(Og/MR), Cg*kh*kw, MR]."""
+    if index != 1 or not _weight_prepacked(node):
+        return None
+    shape, rows = ConvGeometry.of(node), gemm_tiling(target).rows
+    grouped = node.inputs[1].value.reshape(shape.groups, shape.group_outputs, shape.taps)
+    return PackedConstant(f"conv.a{rows}", pack_a_panels(grouped, rows))
+
+
+def worth_a_team(node: Node) -> bool:
+    """Whether a tiled conv2d's work (its direct multiply-adds) is big enough to split among threads."""
+    if not uses_tiled_conv(node):
+        return False
+    shape = ConvGeometry.of(node)
+    return 2 * shape.batch * shape.outputs * shape.taps * shape.out_height * shape.out_width \
+        >= parallel.MIN_PARALLEL_FLOPS
+
+
+def conv_parts(node: Node, target: Target, threads: int) -> int:
+    """Parts of a tiled conv2d for a team of `threads`: blocks of images, or of output rows for one image."""
+    if not worth_a_team(node):
+        return 1
+    shape = ConvGeometry.of(node)
+    if shape.batch > 1:  # whole images: cut finer, a late thread takes fewer
+        return split_parts(shape.batch, threads * parallel.PARTS_PER_THREAD)[0]
+    rows = shape.pooled_shape[0] if shape.pooled else shape.out_height
+    return split_parts(rows, threads)[0]  # (pooled) rows of one image: every part pads its own copy
+
+
+def _part_range(builder: ir.IRBuilder, kernel: Kernel, units: int, name: str):
+    """for_range over this part's share of `units` (all of them unless the kernel is split); yields the unit."""
+    return _offset_range(builder, *parallel.part_bounds(builder, kernel.part, kernel.parts, units, name), name)
+
+
+@contextmanager
+def _offset_range(builder: ir.IRBuilder, first: ir.Value, count, name: str):
+    with for_range(builder, count, f"{name}.i") as index:
+        yield builder.add(first, index, name=name)
+
+
+def _gather_sliver(builder: ir.IRBuilder, tiling: GemmTiling, shape: ConvGeometry, image: ir.Value,
+                   sliver: ir.Value, channels: ir.Value, origin: ir.Value, valid: int) -> None:
+    """sliver[q, t] = image[origin + c*plane + i*dh*WP + j*dw + t*sw] for q = (c, i, j), c < channels, t < valid.
+
+    `origin` is the element offset of the block's first channel, input row and column; lanes past
+    `valid` are zero. With stride 1 a whole vector of a sliver row is one load.
+    """
+    (dh, dw), sw = shape.dilation, shape.stride[1]
+    width, vector = tiling.vector_width, vector_type(tiling)
+    with (for_range(builder, channels, "sliver.c", unroll=False) as c, for_range(builder, shape.kh, "sliver.i") as i,
+          for_range(builder, shape.kw, "sliver.j") as j):
+        tap = affine_offset(builder, [(c, shape.window), (i, shape.kw)], j, "q")
+        source_at = affine_offset(builder, [(c, shape.padded_plane), (i, dh * shape.padded_width), (j, dw)], origin)
+        source = element_pointer(builder, image, source_at, F32, "sliver.from")
+        target = element_pointer(builder, sliver, builder.mul(as_i64(tap), i64(tiling.columns)), F32, "sliver.to")
+        for v in range(tiling.vectors):
+            lanes = max(0, min(width, valid - v * width))
+            if lanes == width and sw == 1:
+                value = builder.load(element_pointer(builder, source, v * width, F32), typ=vector, align=FLOAT_BYTES)
+            else:
+                value = ir.Constant(vector, None)
+                for lane in range(lanes):
+                    element = load_element(builder, source, (v * width + lane) * sw, F32)
+                    value = builder.insert_element(value, element, i64(lane))
+            builder.store(value, element_pointer(builder, target, v * width, F32), align=FLOAT_BYTES)
+
+
+def _image(kernel: Kernel, shape: ConvGeometry, n: ir.Value) -> ir.Value:
+    """Image n of the input, copied into the zero-bordered scratch image when there is padding."""
+    builder = kernel.builder
+    source = element_pointer(builder, kernel.inputs[0], builder.mul(n, i64(shape.channels * shape.height *
+                                                                            shape.width)), F32, "image")
+    if not shape.is_padded:
+        return source
+    (ph, pw), wp = shape.padding, shape.padded_width
+    with for_range(builder, shape.channels * shape.height, "interior", unroll=False) as row:
+        channel, y = builder.udiv(row, i64(shape.height)), builder.urem(row, i64(shape.height))
+        target = affine_offset(builder, [(channel, shape.padded_plane), (y, wp)], ph * wp + pw)
+        copy_bytes(builder, element_pointer(builder, kernel.scratch, target, F32),
+                   element_pointer(builder, source, builder.mul(row, i64(shape.width)), F32),
+                   shape.width * FLOAT_BYTES, may_overlap=False)
+    return kernel.scratch
+
+
+def emit_conv2d_tiled(kernel: Kernel) -> None:
+    """conv2d (f32) with stride, padding, dilation, groups, an optional bias, the fused activation
+    and the fused 2 x 2 max pool, through the GEMM micro-kernel.
+
+    Without a pool: per image, group and depth block, every output row y (column panels of NR
+    pixels, then every row panel of output channels) goes straight to the output. With a pool:
+    per image, group and pooled row p, the depth blocks run over the convolution's rows 2p and
+    2p + 1 into a two-row buffer in scratch (channel stride 2 * OW), and `_pool_pair` writes row p.
+    """
+    node, builder, tiling = kernel.node, kernel.builder, gemm_tiling(kernel.target)
+    shape = ConvGeometry.of(node)
+    depth_count, kc = tiling.depth_blocks(shape.taps, shape.window)
+    og, mr, nr = shape.group_outputs, tiling.rows, tiling.columns
+    weight_packed = 1 in kernel.packed
+    sliver_at, weight_at, pair_at, _ = _scratch_layout(shape, tiling, weight_packed)
+    sliver, weight_block, pair = (builder.gep(kernel.scratch, [i64(offset)], inbounds=True, source_etype=I8)
+                                  for offset in (sliver_at, weight_at, pair_at))
+    _, _, bias, residual = split_contraction(list(kernel.inputs), node.attrs["residual"])
+    epilogue = Epilogue(bias="row" if bias is not None else None, activation=node.attrs.get("activation"),
+                        residual=residual is not None)
+    if shape.is_padded:
+        fill_elements(builder, kernel.scratch, shape.channels * shape.padded_plane, ir.Constant(F32, 0.0), "pad")
+    out_plane = shape.out_height * shape.out_width
+
+    def blocks(n: ir.Value, image: ir.Value, g: ir.Value, output_rows, c_at, ldc: int) -> None:
+        """Every depth block of group g over the output rows `output_rows()` yields; c_at(y, pixel,
+        row) is the element offset from kernel.output or the pair buffer of the output channel
+        `row` (an i64 within the image) at row y, column `pixel`, with channel stride ldc."""
+        with for_range(builder, depth_count, "pc") as block:
+            first_channel = builder.mul(block, i64(kc // shape.window), name="c0")
+            block_taps = builder.mul(builder.sub(i64(shape.group_channels), first_channel), i64(shape.window))
+            depth = builder.select(builder.icmp_signed("<", block_taps, i64(kc)), block_taps, i64(kc), name="kc")
+            first_tap = builder.mul(first_channel, i64(shape.window), name="first_tap")
+            group_row = builder.mul(g, i64(og), name="group_row")
+            if not weight_packed:
+                origin = affine_offset(builder, [(group_row, shape.taps)], first_tap)
+                pack_a_rows(builder, tiling, element_pointer(builder, kernel.inputs[1], origin, F32), shape.taps,
+                            i64(og), depth, weight_block)
+
+            def a_panel(t: ir.Value, g=g, first_tap=first_tap, depth=depth) -> ir.Value:
+                if not weight_packed:
+                    return element_pointer(builder, weight_block, builder.mul(builder.mul(t, depth), i64(mr)), F32)
+                panel = affine_offset(builder, [(g, -(-og // mr))], t)
+                start = affine_offset(builder, [(panel, shape.taps)], first_tap)
+                return element_pointer(builder, kernel.inputs[1], builder.mul(start, i64(mr)), F32, "a_panel")
+
+            step = BlockStep(builder, tiling, epilogue, depth, builder.icmp_unsigned("!=", block, i64(0)),
+                             builder.icmp_unsigned("==", block, i64(depth_count - 1)), i64(og), og % mr, a_panel)
+            channel = affine_offset(builder, [(g, shape.group_channels)], first_channel)
+            with output_rows() as y:
+
+                def column_panel(x0: ir.Value, valid: int, y=y, channel=channel, group_row=group_row,
+                                 step=step) -> None:
+                    """Gather the sliver of output pixels (y, x0..x0+valid) and run every row panel on it."""
+                    origin = affine_offset(builder, [(channel, shape.padded_plane),
+                                                     (y, shape.stride[0] * shape.padded_width),
+                                                     (x0, shape.stride[1])])
+                    channels = builder.udiv(step.depth, i64(shape.window))
+                    _gather_sliver(builder, tiling, shape, image, sliver, channels, as_i64(origin), valid)
+
+                    def c_tile(t: ir.Value) -> ir.Value:
+                        return c_at(y, x0, affine_offset(builder, [(t, mr)], group_row))
+
+                    def residual_tile(t: ir.Value) -> ir.Value:
+                        row = affine_offset(builder, [(n, shape.outputs), (t, mr)], group_row)
+                        at = affine_offset(builder, [(row, out_plane), (y, shape.out_width)], x0)
+                        return element_pointer(builder, residual, at, F32, "residual_tile")
+
+                    def bias_at(t: ir.Value) -> ir.Value:
+                        return element_pointer(builder, bias, affine_offset(builder, [(t, mr)], group_row), F32)
+
+                    step.row_panels(sliver, valid, c_tile, ldc, bias_at if bias is not None else None,
+                                    residual_tile if residual is not None else None)
+
+                with for_range(builder, shape.out_width // nr, "xp") as panel:
+                    column_panel(builder.mul(panel, i64(nr)), nr)
+                if shape.out_width % nr:
+                    column_panel(i64(shape.out_width - shape.out_width % nr), shape.out_width % nr)
+
+    by_images = shape.batch > 1
+    with (_part_range(builder, kernel, shape.batch, "n") if by_images else for_range(builder, 1, "n")) as n:
+        image = _image(kernel, shape, n)
+        with for_range(builder, shape.groups, "g") as g:
+            if not shape.pooled:
+                def to_output(y: ir.Value, pixel: ir.Value, row: ir.Value, n=n) -> ir.Value:
+                    at = affine_offset(builder, [(affine_offset(builder, [(n, shape.outputs)], row), out_plane),
+                                                 (y, shape.out_width)], pixel)
+                    return element_pointer(builder, kernel.output, at, F32, "c_tile")
+
+                rows = ((lambda: for_range(builder, shape.out_height, "y")) if by_images
+                        else (lambda: _part_range(builder, kernel, shape.out_height, "y")))
+                blocks(n, image, g, rows, to_output, out_plane)
+            else:
+                _pooled_rows(builder, kernel, shape, pair, n, image, g, blocks)
+
+
+def _pooled_rows(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, pair: ir.Value, n: ir.Value,
+                 image: ir.Value, g: ir.Value, blocks) -> None:
+    """For each pooled row p (this part's, for one image): the convolution's rows 2p and 2p + 1 of
+    group g into the pair buffer (`blocks`), then their pool into the output (`_pool_pair`)."""
+    og, pooled_height = shape.group_outputs, shape.pooled_shape[0]
+    with (for_range(builder, pooled_height, "p") if shape.batch > 1
+          else _part_range(builder, kernel, pooled_height, "p")) as p:
+        group_row = builder.mul(g, i64(og), name="group_row")
+
+        def to_pair(y: ir.Value, pixel: ir.Value, row: ir.Value) -> ir.Value:
+            at = affine_offset(builder, [(builder.sub(row, group_row), 2 * shape.out_width),
+                                         (builder.sub(y, builder.mul(p, i64(2))), shape.out_width)], pixel)
+            return element_pointer(builder, pair, at, F32, "pair_tile")
+
+        @contextmanager
+        def two_rows():
+            with for_range(builder, 2, "dy") as dy:
+                yield builder.add(builder.mul(p, i64(2)), dy, name="y")
+
+        blocks(n, image, g, two_rows, to_pair, 2 * shape.out_width)
+        _pool_pair(builder, kernel, shape, pair, n, group_row, p)
+
+
+def _pool_pair(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, pair: ir.Value, n: ir.Value,
+               group_row: ir.Value, p: ir.Value) -> None:
+    """Pooled row p of the group's output channels: out[n, group_row + o, p, j] = the max of pair[o, 0:2,
+    2j:2j+2], whole rows of up to 2W floats a vector at a time (np.maximum's NaN: llvm.maximum)."""
+    pooled_height, pooled_width = shape.pooled_shape
+    chunk = 2 * kernel.target.vector_width
+
+    with for_range(builder, shape.group_outputs, "pool.o", unroll=False) as o:
+        rows = element_pointer(builder, pair, builder.mul(o, i64(2 * shape.out_width)), F32, "pool.rows")
+        channel = affine_offset(builder, [(n, shape.outputs)], builder.add(group_row, o))
+        target = affine_offset(builder, [(channel, pooled_height * pooled_width), (p, pooled_width)], 0)
+        for start in range(0, 2 * pooled_width, chunk):
+            width = min(chunk, 2 * pooled_width - start)
+            vector = ir.VectorType(F32, width)
+            top, bottom = (builder.load(element_pointer(builder, rows, dy * shape.out_width + start, F32), typ=vector,
+                                        align=FLOAT_BYTES) for dy in (0, 1))
+            both = call_intrinsic(builder, f"llvm.maximum.v{width}f32", vector, [top, bottom])
+            even, odd = (builder.shuffle_vector(both, both, lane_indices(range(first, width, 2))) for first in (0, 1))
+            pooled = call_intrinsic(builder, f"llvm.maximum.v{width // 2}f32", ir.VectorType(F32, width // 2),
+                                    [even, odd])
+            builder.store(pooled, element_pointer(builder, kernel.output, builder.add(as_i64(target), i64(start // 2)),
+                                                  F32), align=FLOAT_BYTES)

@@ -1,0 +1,299 @@
+"""The int8 layers on the int8 GEMM (gemm/qgemm.py): qlinear, dynamic_qlinear and qconv2d.
+
+    qlinear          x (i8/u8) packed block by block, the GEMM, its requantizing epilogue
+    dynamic_qlinear  x's range, scale and zero point, its codes (ops/quant.py: quantize_value), the GEMM
+                     with multipliers sx * sw and no bias into f32, then + bias and relu
+    qconv2d          per image: the taps of every output pixel gathered into rows (im2col, padded
+                     with x's zero point), the GEMM by the weight as [C*kh*kw, O] into scratch
+                     ([pixels, O]), and a transposing copy into the image's [O, pixels]
+
+Each also gives build its hooks: the weight packed once (`pack_*_constant`, always: the kernels
+read it only in panels), the scratch and the parts for threads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+
+from ...ir import DType, Node
+from ..errors import CodegenError
+from ..gemm.gemm import GemmSplit, for_each_part_block
+from ..gemm.qgemm import QGemm, Requant, block_bytes, emit_block, pack_qweight, qgemm_tiling, requant_limits, round64
+from ..gemm.tiling import FLOAT_BYTES
+from ..kernel import Kernel
+from ..llvm import float_math
+from ..llvm.utils import (
+    F32,
+    I8,
+    I32,
+    call_intrinsic,
+    carried_loop,
+    element_pointer,
+    for_range,
+    i64,
+    load_element,
+    store_element,
+)
+from ..lowering import FLOAT, INT8, Lowering, PackedConstant, register_lowering
+from ..target import Target
+from ..threads import parallel
+from .quant import quantize_value
+
+
+def _operands(node: Node) -> tuple[int, int, int]:
+    """(M, K, N) of a qlinear: every leading axis of x is a row."""
+    x, w = node.inputs[0].type, node.inputs[1].type
+    return math.prod(x.shape[:-1]), w.shape[0], w.shape[1]
+
+
+def pack_qlinear_constant(node: Node, index: int, target: Target) -> PackedConstant | None:
+    """The weight (operand 1) in panels with its column sums; other operands as they are."""
+    if index != 1 or node.inputs[1].op != "constant" or node.type.size == 0:
+        return None
+    tiling = qgemm_tiling(target)
+    return PackedConstant(f"qgemm.{tiling.scheme.name}{tiling.columns}", pack_qweight(node.inputs[1].value, tiling))
+
+
+def qlinear_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
+    """The packed block of x's rows (gemm/qgemm.py: block_bytes)."""
+    rows, depth, _ = _operands(node)
+    return block_bytes(qgemm_tiling(target), rows, depth)
+
+
+def qlinear_parts(node: Node, target: Target, threads: int) -> int:
+    rows, depth, columns = _operands(node)
+    if rows * depth * columns == 0:
+        return 1
+    weight_bytes = depth * columns
+    if 2 * rows * depth * columns < parallel.MIN_PARALLEL_FLOPS and weight_bytes < parallel.MIN_PARALLEL_WEIGHT_BYTES:
+        return 1
+    tiling = qgemm_tiling(target)
+    if rows <= tiling.rows:
+        threads *= parallel.stream_parts_per_thread(weight_bytes)
+    return GemmSplit.of(tiling, (rows, depth, columns), threads).parts
+
+
+def _require_packed_weight(kernel: Kernel) -> None:
+    """The int8 kernels read their weight only in panels packed at compile time: it must be a constant."""
+    node = kernel.node
+    if 1 not in kernel.packed:
+        raise CodegenError(f"cannot compile %{node.name} = {node.op}(...): its weight %{node.inputs[1].name} must be "
+                           f"a constant (it is packed at compile time), not a {node.inputs[1].op}")
+
+
+def emit_qlinear(kernel: Kernel) -> None:
+    """qlinear on the int8 GEMM; its weight must be a constant (packed at compile time)."""
+    node, builder = kernel.node, kernel.builder
+    rows, depth, columns = _operands(node)
+    if node.type.size == 0:
+        return
+    _require_packed_weight(kernel)
+    tiling = qgemm_tiling(kernel.target)
+    x_dtype = node.inputs[0].dtype
+    dtype, relu = node.dtype, node.attrs["activation"] == "relu"
+    requant = Requant(dtype, relu, node.inputs[3].shape != ())
+    x, _, bias, multiplier, x_zero, y_zero = kernel.inputs
+    zx = load_element(builder, x_zero, 0, I32, "zx")
+    zy = load_element(builder, y_zero, 0, I32, "zy")
+    correction = builder.add(zx, ir.Constant(I32, tiling.scheme.shift(x_dtype)), name="correction")
+    low, high, zero = requant_limits(builder, dtype, relu, zy)
+    q = QGemm(x, x_dtype, kernel.inputs[1], bias, multiplier, correction, zero, low, high, kernel.output,
+              kernel.scratch)
+    shape = (rows, depth, columns)
+    for_each_part_block(builder, tiling, shape, kernel.part, kernel.parts,
+                        lambda first_row, first_column, row_count, column_count: emit_block(
+                            builder, tiling, q, requant, shape, first_row, first_column, row_count, column_count))
+
+
+register_lowering("qlinear", Lowering(emit_qlinear, INT8, qlinear_scratch_bytes, pack_qlinear_constant, qlinear_parts,
+                                      always_pack=True))
+
+
+# --- dynamic quantization ---------------------------------------------------------------------
+
+def dynamic_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
+    """The packed block of x, then x's codes [M, K], the multipliers [N] and a zero int32 bias [N]."""
+    rows, depth, columns = _operands(node)
+    return qlinear_scratch_bytes(node, target) + round64(rows * depth) + 2 * round64(4 * columns)
+
+
+def _range_with_zero(builder: ir.IRBuilder, x: ir.Value, count: int, width: int) -> tuple[ir.Value, ir.Value]:
+    """(min, max) of 0 and the `count` floats at x, NaN skipped (minnum/maxnum, as the reference):
+    whole vectors of `width` in a loop, then a horizontal reduction and the last few one by one.
+    Written in vectors, not left to LLVM's loop vectorizer: on a scalar loop of minnum/maxnum its
+    cost models disagree for some trip counts (120, 121, 136 seen), an assertion that aborts."""
+    vector = ir.VectorType(F32, width)
+    suffix = f"v{width}f32"
+
+    def extremes(low: ir.Value, high: ir.Value, value: ir.Value, kind: str) -> list[ir.Value]:
+        return [call_intrinsic(builder, f"llvm.minnum.{kind}", low.type, [low, value]),
+                call_intrinsic(builder, f"llvm.maxnum.{kind}", high.type, [high, value])]
+
+    def step(index: ir.Value, values: list[ir.Value]) -> list[ir.Value]:
+        at = element_pointer(builder, x, builder.mul(index, i64(width)), F32)
+        return extremes(*values, builder.load(at, typ=vector, align=FLOAT_BYTES), suffix)
+
+    zeros = ir.Constant(vector, [0.0] * width)
+    low, high = carried_loop(builder, i64(0), i64(count // width), [zeros, zeros], step, "range")
+    low = call_intrinsic(builder, f"llvm.vector.reduce.fmin.{suffix}", F32, [low], "low")
+    high = call_intrinsic(builder, f"llvm.vector.reduce.fmax.{suffix}", F32, [high], "high")
+    for index in range(count - count % width, count):
+        low, high = extremes(low, high, load_element(builder, x, index, F32), "f32")
+    return low, high
+
+
+def emit_dynamic_qlinear(kernel: Kernel) -> None:
+    """dynamic_qlinear: x's range, scale and zero point (ops_quant.dynamic_parameters), x's codes, then
+    the int8 GEMM with multipliers sx * sw and no bias, then + bias and the activation (relu, a gelu)
+    over the f32 result."""
+    node, builder = kernel.node, kernel.builder
+    rows, depth, columns = _operands(node)
+    if node.type.size == 0:
+        return
+    _require_packed_weight(kernel)
+    tiling = qgemm_tiling(kernel.target)
+    x, weight, weight_scale, bias = kernel.inputs
+    block = qlinear_scratch_bytes(node, kernel.target)
+    codes = element_pointer(builder, kernel.scratch, block, I8, "codes")
+    multipliers = element_pointer(builder, kernel.scratch, block + round64(rows * depth), I8, "multipliers")
+    zero_bias = element_pointer(builder, multipliers, round64(4 * columns), I8, "zero_bias")
+    zero = ir.Constant(F32, 0.0)
+
+    low, high = _range_with_zero(builder, x, rows * depth, kernel.target.vector_width)
+    scale = builder.fdiv(builder.fsub(high, low), ir.Constant(F32, 255.0), name="sx")
+    scale = builder.select(builder.fcmp_ordered(">", scale, zero), scale, ir.Constant(F32, 1.0), name="sx")
+    shifted = call_intrinsic(builder, "llvm.rint.f32", F32, [builder.fsub(ir.Constant(F32, -128.0),
+                                                                        builder.fdiv(low, scale))])
+    shifted = builder.select(builder.fcmp_ordered("<", shifted, ir.Constant(F32, -128.0)), ir.Constant(F32, -128.0),
+                             shifted)
+    x_zero = builder.select(builder.fcmp_ordered(">", shifted, ir.Constant(F32, 127.0)), ir.Constant(F32, 127.0),
+                            shifted, name="zx")
+    correction = builder.add(builder.fptosi(x_zero, I32), ir.Constant(I32, tiling.scheme.shift(DType.i8)))
+    q = QGemm(codes, DType.i8, weight, zero_bias, multipliers, correction, zero, zero, zero, kernel.output,
+              kernel.scratch)
+    activation = node.attrs["activation"]
+
+    def block(first_row: ir.Value, first_column: ir.Value, row_count: int, column_count: int) -> None:
+        """A part's rows x columns: the codes of its rows, the multipliers of its columns (in its own
+        scratch), its share of the GEMM, then + bias and the activation over it."""
+        with for_range(builder, row_count * depth, "codes") as i:
+            index = builder.add(builder.mul(first_row, i64(depth)), i)
+            store_element(builder, quantize_value(builder, load_element(builder, x, index, F32), scale, x_zero,
+                                                  DType.i8), codes, index)
+        with for_range(builder, column_count, "multipliers") as j:
+            n = builder.add(first_column, j)
+            store_element(builder, builder.fmul(scale, load_element(builder, weight_scale, n, F32)), multipliers, n)
+            store_element(builder, ir.Constant(I32, 0), zero_bias, n)
+        emit_block(builder, tiling, q, Requant(DType.f32, False, True), (rows, depth, columns), first_row,
+                   first_column, row_count, column_count)
+        with for_range(builder, row_count, "bias.row") as r:
+            start = builder.add(builder.mul(builder.add(first_row, r), i64(columns)), first_column)
+            line = element_pointer(builder, kernel.output, start, F32)
+            with for_range(builder, column_count, "bias.column", unroll=False) as j:  # else rows gathered
+                n = builder.add(first_column, j)
+                value = builder.fadd(load_element(builder, line, j, F32), load_element(builder, bias, n, F32))
+                if activation == "relu":  # np.maximum(y, 0)
+                    value = builder.select(builder.fcmp_unordered(">=", value, zero), value, zero)
+                elif activation is not None:  # a gelu, as the linear's epilogue computes it
+                    value = float_math.GELU_ACTIVATIONS[activation](builder, value)
+                store_element(builder, value, line, j)
+
+    for_each_part_block(builder, tiling, (rows, depth, columns), kernel.part, kernel.parts, block)
+
+
+register_lowering("dynamic_qlinear", Lowering(emit_dynamic_qlinear, FLOAT, dynamic_scratch_bytes, pack_qlinear_constant,
+                                              qlinear_parts, always_pack=True))  # split like qlinear
+
+
+# --- the int8 convolution ---------------------------------------------------------------------
+#
+# Per image: the taps of every output pixel are gathered into rows (im2col, padded with x's zero
+# point) in scratch, the int8 GEMM multiplies them by the weight as [C*kh*kw, O] into scratch
+# ([pixels, O]), and a transposing copy writes the image's [O, pixels] result. Images are split
+# among threads.
+
+def _conv_shape(node: Node) -> tuple[int, int, int, int]:
+    """(images, pixels per image, depth C*kh*kw, output channels) of a qconv2d."""
+    n, out, oh, ow = node.shape
+    _, c, kh, kw = node.inputs[1].shape
+    return n, oh * ow, c * kh * kw, out
+
+
+def pack_qconv_constant(node: Node, index: int, target: Target) -> PackedConstant | None:
+    if index != 1 or node.inputs[1].op != "constant" or node.type.size == 0:
+        return None
+    tiling = qgemm_tiling(target)
+    weight = node.inputs[1].value
+    matrix = np.ascontiguousarray(weight.reshape(weight.shape[0], -1).T)  # [C*kh*kw, O]
+    return PackedConstant(f"qconv.{tiling.scheme.name}{tiling.columns}", pack_qweight(matrix, tiling))
+
+
+def qconv_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
+    """The packed block, the image's taps [pixels, depth] and its result [pixels, O]."""
+    _, pixels, depth, out = _conv_shape(node)
+    tiling = qgemm_tiling(target)
+    return block_bytes(tiling, pixels, depth) + round64(pixels * depth) + round64(pixels * out * node.dtype.itemsize)
+
+
+def qconv_parts(node: Node, target: Target, threads: int) -> int:
+    images, pixels, depth, out = _conv_shape(node)
+    if 2 * images * pixels * depth * out < parallel.MIN_PARALLEL_FLOPS:
+        return 1
+    return parallel.split_parts(images, threads)[0]
+
+
+def emit_qconv2d(kernel: Kernel) -> None:
+    node, builder = kernel.node, kernel.builder
+    images, pixels, depth, out = _conv_shape(node)
+    if node.type.size == 0:
+        return
+    _require_packed_weight(kernel)
+    tiling = qgemm_tiling(kernel.target)
+    x_dtype, dtype = node.inputs[0].dtype, node.dtype
+    _, channels, height, width = node.inputs[0].shape
+    _, _, kh, kw = node.inputs[1].shape
+    _, _, oh, ow = node.shape
+    (sh, sw), (ph, pw), (dh, dw) = node.attrs["stride"], node.attrs["padding"], node.attrs["dilation"]
+    x, weight, bias, multiplier, x_zero, y_zero = kernel.inputs
+    block = block_bytes(tiling, pixels, depth)
+    taps = element_pointer(builder, kernel.scratch, block, I8, "taps")
+    result = element_pointer(builder, taps, round64(pixels * depth), I8, "result")
+    out_element = F32 if dtype is DType.f32 else I8
+    relu = node.attrs["activation"] == "relu"
+    zx = load_element(builder, x_zero, 0, I32, "zx")
+    zy = load_element(builder, y_zero, 0, I32, "zy")
+    low, high, zero = requant_limits(builder, dtype, relu, zy)
+    q = QGemm(taps, x_dtype, weight, bias, multiplier, builder.add(zx, ir.Constant(I32, tiling.scheme.shift(x_dtype))),
+              zero, low, high, result, kernel.scratch)
+    requant = Requant(dtype, relu, node.inputs[3].shape != ())
+    padding_code = builder.trunc(zx, I8, name="pad")
+    first, count = parallel.part_bounds(builder, kernel.part, kernel.parts, images, "image")
+    with for_range(builder, count, "image") as local:
+        image = builder.add(first, local, name="n")
+        source = element_pointer(builder, x, builder.mul(image, i64(channels * height * width)), I8, "image.x")
+        with for_range(builder, oh, "oy") as oy, for_range(builder, ow, "ox") as ox:
+            row = element_pointer(builder, taps, builder.mul(builder.add(builder.mul(oy, i64(ow)), ox), i64(depth)),
+                                  I8, "taps.row")
+            for c in range(channels):  # static taps: C * kh * kw of them per pixel
+                for i in range(kh):
+                    iy = builder.add(builder.mul(oy, i64(sh)), i64(i * dh - ph))
+                    inside_y = builder.icmp_unsigned("<", iy, i64(height))
+                    for j in range(kw):
+                        ix = builder.add(builder.mul(ox, i64(sw)), i64(j * dw - pw))
+                        inside = builder.and_(inside_y, builder.icmp_unsigned("<", ix, i64(width)))
+                        at = builder.add(builder.mul(builder.add(i64(c * height), iy), i64(width)), ix)
+                        at = builder.select(inside, at, i64(0))  # never read outside the image
+                        value = builder.select(inside, load_element(builder, source, at, I8), padding_code)
+                        store_element(builder, value, row, (c * kh + i) * kw + j)
+        emit_block(builder, tiling, q, requant, (pixels, depth, out), i64(0), i64(0), pixels, out)
+        target = element_pointer(builder, kernel.output, builder.mul(image, i64(out * pixels)), out_element, "image.y")
+        with for_range(builder, out, "channel") as o, for_range(builder, pixels, "pixel") as p:
+            value = load_element(builder, result, builder.add(builder.mul(p, i64(out)), o), out_element)
+            store_element(builder, value, target, builder.add(builder.mul(o, i64(pixels)), p))
+
+
+register_lowering("qconv2d", Lowering(emit_qconv2d, INT8, qconv_scratch_bytes, pack_qconv_constant, qconv_parts,
+                                      always_pack=True))
