@@ -177,6 +177,47 @@ def gelu_exact(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
     return builder.select(is_positive, positive, negative, name="gelu")
 
 
+# erf(x) = 2/sqrt(pi) (x - x^3/3 + x^5/10 - x^7/42 + x^9/216 - x^11/1320) for |x| < 0.5: the next
+# term is under 1.3e-8 there, and 1 - erfc(|x|) would lose digits to cancellation near 0
+ERF_SERIES = tuple(2 / math.sqrt(math.pi) * c for c in (1, -1 / 3, 1 / 10, -1 / 42, 1 / 216, -1 / 1320))
+ERF_SERIES_BOUND = 0.5
+
+
+def erf(builder: ir.IRBuilder, x: ir.Value, name: str = "erf") -> ir.Value:
+    """The error function: an odd series near 0, sign(x) (1 - erfc(|x|)) beyond (see erfc_of_magnitude)."""
+    square = builder.fmul(x, x, name=f"{name}.x2")
+    series = builder.fmul(x, polynomial(builder, square, ERF_SERIES, f"{name}.series"), name=f"{name}.near")
+    far = builder.fsub(like(x, 1.0), erfc_of_magnitude(builder, x, f"{name}.erfc"), name=f"{name}.far_abs")
+    signed = _intrinsic(builder, "copysign", [far, x], f"{name}.far")
+    near = builder.fcmp_ordered("<", fabs(builder, x, f"{name}.abs"), like(x, ERF_SERIES_BOUND), name=f"{name}.is_near")
+    return builder.select(near, series, signed, name=name)
+
+
+def power(builder: ir.IRBuilder, x: ir.Value, y: ir.Value, name: str = "pow") -> ir.Value:
+    """x ** y as C's pow and numpy compute it: |x| ** y = exp(y log|x|), negated for a negative x (-0 and
+    -inf too) and an odd whole y, NaN for a finite negative x and a fractional y; x ** 0 and 1 ** y are
+    1 (NaN included), (-1) ** +-inf is 1."""
+    magnitude = exp(builder, builder.fmul(y, log(builder, fabs(builder, x, f"{name}.abs")), name=f"{name}.ylog"),
+                    f"{name}.exp")
+    whole = builder.fcmp_ordered("==", _intrinsic(builder, "rint", [y], f"{name}.y_rounded"), y, name=f"{name}.whole")
+    half = builder.fmul(y, like(y, 0.5), name=f"{name}.y_half")
+    odd = builder.and_(whole, builder.fcmp_ordered("!=", _intrinsic(builder, "rint", [half], f"{name}.h"), half),
+                       name=f"{name}.odd")
+    sign = _intrinsic(builder, "copysign", [like(x, 1.0), x], f"{name}.sign")
+    negative = builder.fcmp_ordered("<", sign, like(x, 0.0), name=f"{name}.negative")
+    result = builder.select(builder.and_(negative, odd), builder.fneg(magnitude), magnitude, name=f"{name}.signed")
+    finite_negative = builder.fcmp_ordered("<", x, like(x, 0.0), name=f"{name}.below_zero")
+    finite_negative = builder.and_(finite_negative, builder.fcmp_ordered("!=", x, like(x, -math.inf)))
+    fractional = builder.and_(builder.not_(whole), builder.fcmp_ordered("!=", fabs(builder, y, f"{name}.y_abs"),
+                                                                          like(y, math.inf)))
+    result = builder.select(builder.and_(finite_negative, fractional), like(x, math.nan), result, name=f"{name}.nan")
+    unit = builder.fcmp_ordered("==", fabs(builder, x, f"{name}.x_abs"), like(x, 1.0), name=f"{name}.unit")
+    infinite_y = builder.fcmp_ordered("==", fabs(builder, y, f"{name}.y_abs2"), like(y, math.inf))
+    one = builder.or_(builder.fcmp_ordered("==", x, like(x, 1.0)), builder.and_(unit, infinite_y))
+    one = builder.or_(one, builder.fcmp_ordered("==", y, like(y, 0.0)), name=f"{name}.one")
+    return builder.select(one, like(x, 1.0), result, name=name)
+
+
 GELU = {"tanh": gelu_tanh, "sigmoid": gelu_sigmoid, "exact": gelu_exact}
 # a contraction's fused gelu, by its `activation` attribute (ir.ops_nn.GELU_ACTIVATIONS)
 GELU_ACTIVATIONS = {f"gelu_{approximation}": function for approximation, function in GELU.items()}

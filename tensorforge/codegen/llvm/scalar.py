@@ -79,6 +79,54 @@ def maximum(builder: ir.IRBuilder, dtype: DType, x: ir.Value, y: ir.Value, name:
     return call_intrinsic(builder, intrinsic, x.type, [x, y], name)
 
 
+def minimum(builder: ir.IRBuilder, dtype: DType, x: ir.Value, y: ir.Value, name: str = "") -> ir.Value:
+    """np.minimum: a NaN operand gives NaN; integers compare signed or unsigned by dtype."""
+    if dtype.is_float:
+        intrinsic = "llvm.minimum.f32"
+    else:
+        kind = "smin" if is_signed(dtype) else "umin"
+        intrinsic = f"llvm.{kind}.i{x.type.width}"
+    return call_intrinsic(builder, intrinsic, x.type, [x, y], name)
+
+
+COMPARISONS = {"equal": "==", "not_equal": "!=", "less": "<", "less_equal": "<=", "greater": ">",
+               "greater_equal": ">="}
+
+
+def compare(builder: ir.IRBuilder, dtype: DType, op: str, x: ir.Value, y: ir.Value, name: str = "") -> ir.Value:
+    """A comparison op (COMPARISONS) as a bool byte: IEEE for f32 (NaN compares false, and != true),
+    signed or unsigned by dtype for integers, unsigned for bools."""
+    symbol = COMPARISONS[op]
+    if dtype.is_float:
+        compare_ = builder.fcmp_unordered if symbol == "!=" else builder.fcmp_ordered
+        result = compare_(symbol, x, y, name=f"{name}.i1")
+    elif is_signed(dtype):
+        result = builder.icmp_signed(symbol, x, y, name=f"{name}.i1")
+    else:
+        result = builder.icmp_unsigned(symbol, x, y, name=f"{name}.i1")
+    return builder.zext(result, I8, name=name)
+
+
+def clip(builder: ir.IRBuilder, dtype: DType, x: ir.Value, low: float | None, high: float | None,
+         name: str = "") -> ir.Value:
+    """The clip op: min(max(x, low), high), either bound optional; NaN stays NaN. For integers the
+    bounds round inward (ceil(low), floor(high)) and a bound past the dtype's range changes nothing."""
+    if dtype.is_float:
+        if low is not None:
+            below = builder.fcmp_ordered("<", x, constant(dtype, low), name=f"{name}.below")
+            x = builder.select(below, constant(dtype, low), x, name=f"{name}.low")
+        if high is not None:
+            above = builder.fcmp_ordered(">", x, constant(dtype, high), name=f"{name}.above")
+            x = builder.select(above, constant(dtype, high), x, name=f"{name}.high")
+        return x
+    info = np.iinfo(dtype.numpy)
+    if low is not None and np.ceil(low) > info.min:
+        x = maximum(builder, dtype, x, constant(dtype, min(int(np.ceil(low)), info.max)), f"{name}.low")
+    if high is not None and np.floor(high) < info.max:
+        x = minimum(builder, dtype, x, constant(dtype, max(int(np.floor(high)), info.min)), f"{name}.high")
+    return x
+
+
 def negate(builder: ir.IRBuilder, dtype: DType, x: ir.Value, name: str = "") -> ir.Value:
     """-x; unsigned values wrap around, as in numpy."""
     if dtype.is_float:

@@ -1,4 +1,4 @@
-"""Emission of elementwise ops: add sub mul div, neg exp log sqrt tanh sigmoid relu gelu, cast.
+"""Emission of elementwise ops: arithmetic, the float functions, comparisons, logic, where, clip, cast.
 
 Every elementwise op is one loop nest over the output shape (coalesced, so a contiguous add is
 a single loop LLVM vectorizes); operands are read through broadcast strides:
@@ -29,6 +29,8 @@ from ..llvm import float_math, scalar
 from ..llvm.layout import broadcast_strides, coalesce, contiguous_strides
 from ..llvm.utils import add_offsets, llvm_type, load_element, store_element, strided_loops
 from ..lowering import ALL, FLOAT, NUMERIC, Lowering, register_lowering
+
+BOOL = frozenset({DType.bool})
 from ..target import Target
 from ..threads import parallel
 
@@ -104,6 +106,38 @@ def gelu_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.V
     return float_math.GELU[attrs["approximation"]](builder, values[0])
 
 
+def compare_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
+    """equal, not_equal, less, less_equal, greater, greater_equal: a bool byte (scalar.compare)."""
+    return scalar.compare(builder, dtype, op, values[0], values[1], name=op)
+
+
+def clip_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
+    return scalar.clip(builder, dtype, values[0], attrs["min"], attrs["max"], name=op)
+
+
+def pow_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
+    return float_math.power(builder, values[0], values[1], name=op)
+
+
+def where_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
+    """values[1] where the condition byte is nonzero, else values[2]."""
+    condition = builder.icmp_unsigned("!=", values[0], scalar.constant(DType.bool, 0), name="where.condition")
+    return builder.select(condition, values[1], values[2], name=op)
+
+
+def logical_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
+    """logical_not, logical_and, logical_or, logical_xor on bool bytes (0 or 1)."""
+    if op == "logical_not":
+        return builder.xor(values[0], scalar.constant(DType.bool, 1), name=op)
+    combine = {"logical_and": builder.and_, "logical_or": builder.or_, "logical_xor": builder.xor}[op]
+    return combine(values[0], values[1], name=op)
+
+
+def is_nan_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
+    unordered = builder.fcmp_unordered("uno", values[0], values[0], name="is_nan.i1")
+    return builder.zext(unordered, llvm_type(DType.bool), name=op)
+
+
 def cast_element(builder: ir.IRBuilder, op: str, dtype: DType, values: list[ir.Value], attrs: dict) -> ir.Value:
     """Convert to the node's dtype (see scalar.convert for the rules)."""
     return scalar.convert(builder, values[0], dtype, attrs["dtype"], name=op)
@@ -126,6 +160,15 @@ ELEMENT: dict[str, Element] = {
     "sigmoid": Element(float_unary(float_math.sigmoid), FLOAT),
     "gelu": Element(gelu_element, FLOAT),
     "cast": Element(cast_element, ALL),
+    "erf": Element(float_unary(float_math.erf), FLOAT),
+    "pow": Element(pow_element, FLOAT),
+    "minimum": Element(binary(scalar.minimum), ALL),  # NaN wins, as in np.minimum
+    "maximum": Element(binary(scalar.maximum), ALL),
+    "clip": Element(clip_element, NUMERIC),
+    **dict.fromkeys(scalar.COMPARISONS, Element(compare_element, ALL)),
+    **dict.fromkeys(("logical_not", "logical_and", "logical_or", "logical_xor"), Element(logical_element, BOOL)),
+    "where": Element(where_element, BOOL),  # by its condition's dtype
+    "is_nan": Element(is_nan_element, FLOAT),
 }
 
 

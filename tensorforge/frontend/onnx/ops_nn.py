@@ -108,20 +108,27 @@ def batch_norm(ctx: NodeContext):
 
 @converter("LayerNormalization")
 def layer_norm(ctx: NodeContext):
+    """Normalization over every axis from `axis` on: the IR's layer_norm over the last axis, of x with those
+    axes flattened into one (and the scale and bias flattened alike)."""
     x, scale = ctx.input(0), ctx.input(1)
+    rank = x.type.rank
     axis = ctx.attr("axis", -1)
-    if axis not in (-1, x.type.rank - 1):
-        ctx.unsupported(f"normalizing from axis {axis} is not supported (only the last axis)", "axis")
+    axis = axis + rank if axis < 0 else axis
+    if not 0 <= axis < rank:
+        ctx.unsupported(f"axis {ctx.attr('axis')} is out of range for {x.type}", "axis")
     if any(ctx.node.output[1:]):
         ctx.unsupported("the Mean and InvStdDev outputs are not supported")
-    bias = ctx.optional(2)
-    if bias is None:
-        bias = ctx.builder.constant(np.zeros(x.shape[-1:], np.float32))
-    if scale.shape != x.shape[-1:]:
-        scale = ctx.call("reshape", [scale], {"shape": x.shape[-1:]}, last=False)
-    if bias.shape != x.shape[-1:]:
-        bias = ctx.call("reshape", [bias], {"shape": x.shape[-1:]}, last=False)
-    return ctx.call("layer_norm", [x, scale, bias], {"eps": ctx.attr("epsilon", 1e-5)})
+    normalized = x.shape[axis:]
+    features = int(np.prod(normalized, dtype=np.int64))
+    bias = ctx.optional(2) if ctx.optional(2) is not None else ctx.builder.constant(np.zeros(normalized, np.float32))
+    flat = x if axis == rank - 1 else ctx.call("reshape", [x], {"shape": (*x.shape[:axis], features)}, last=False)
+    parameters = []
+    for value in (scale, bias):
+        full = ctx.builder.expand(value, normalized) if value.shape != normalized else value
+        parameters.append(ctx.call("reshape", [full], {"shape": (features,)}, last=False)
+                          if full.shape != (features,) else full)
+    result = ctx.call("layer_norm", [flat, *parameters], {"eps": ctx.attr("epsilon", 1e-5)}, last=axis == rank - 1)
+    return result if axis == rank - 1 else ctx.call("reshape", [result], {"shape": x.shape})
 
 
 @converter("Softmax", "LogSoftmax")
