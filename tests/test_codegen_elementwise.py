@@ -60,7 +60,7 @@ def cases(draw, op: str):
     count = opdef.min_operands
     dtype = draw(st.sampled_from(sorted(ELEMENT[op].dtypes, key=lambda d: d.name)))
     dtypes = _dtypes(op, dtype, count)
-    if dtypes is None or not (dtypes[0] in ELEMENT[op].dtypes):
+    if dtypes is None or dtypes[0] not in ELEMENT[op].dtypes:
         dtypes = _dtypes(op, DType.f32, count)
     shape = tuple(draw(st.lists(st.integers(1, 9), min_size=0, max_size=3)))
     shapes = [tuple(1 if draw(st.booleans()) and i >= 0 else d for i, d in enumerate(shape)) if k else shape

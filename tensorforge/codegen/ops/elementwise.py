@@ -29,12 +29,11 @@ from ..llvm import float_math, scalar
 from ..llvm.layout import broadcast_strides, coalesce, contiguous_strides
 from ..llvm.utils import add_offsets, llvm_type, load_element, store_element, strided_loops
 from ..lowering import ALL, FLOAT, NUMERIC, Lowering, register_lowering
-
-BOOL = frozenset({DType.bool})
 from ..target import Target
 from ..threads import parallel
 
 Compute = Callable[[ir.IRBuilder, list[ir.Value]], ir.Value]
+BOOL = frozenset({DType.bool})
 
 
 def _loop_nest(node: Node) -> tuple[list[int], list[list[int]]]:
