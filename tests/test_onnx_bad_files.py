@@ -30,7 +30,8 @@ def _run(tmp_path: Path, path: Path, inputs: str = "np.ones((2, 3), np.float32)"
     """tfg.compile(path, inputs) in a child process; prints the exception's type and message."""
     script = (f"import numpy as np, tensorforge as tfg\n"
               f"try:\n    tfg.compile({str(path)!r}, {inputs})\n    print('OK')\n"
-              f"except Exception as error:\n    print(type(error).__name__ + ': ' + str(error))\n    raise SystemExit(1)\n")
+              "except Exception as error:\n"
+              "    print(type(error).__name__ + ': ' + str(error))\n    raise SystemExit(1)\n")
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
 
@@ -113,14 +114,15 @@ def test_inputs_of_the_wrong_name_rank_shape_or_dtype(tmp_path):
 
 
 def test_cycles_undefined_values_and_unsupported_ops(tmp_path):
-    cycle = [helper.make_node("Relu", ["b"], ["a"], name="first"), helper.make_node("Relu", ["a"], ["b"], name="second"),
-             helper.make_node("MatMul", ["x", "w"], ["y"])]
+    cycle = [helper.make_node("Relu", ["b"], ["a"], name="first"),
+             helper.make_node("Relu", ["a"], ["b"], name="second"), helper.make_node("MatMul", ["x", "w"], ["y"])]
     _refused(_run(tmp_path, _save(_model(nodes=cycle), tmp_path, "cycle.onnx")),
              "the ONNX graph has a cycle: nodes 'first', 'second'")
     undefined = [helper.make_node("Add", ["x", "nowhere"], ["z"], name="adder"),
                  helper.make_node("MatMul", ["z", "w"], ["y"])]
     _refused(_run(tmp_path, _save(_model(nodes=undefined), tmp_path, "undefined.onnx")),
              "ONNX node 'adder' reads value 'nowhere', which no input, initializer or node defines")
-    unsupported = [helper.make_node("Det", ["x"], ["d"], name="determinant"), helper.make_node("MatMul", ["x", "w"], ["y"])]
+    unsupported = [helper.make_node("Det", ["x"], ["d"], name="determinant"),
+                   helper.make_node("MatMul", ["x", "w"], ["y"])]
     _refused(_run(tmp_path, _save(_model(nodes=unsupported), tmp_path, "unsupported.onnx")),
              "UnsupportedOnnxOp: ONNX op Det (domain ai.onnx, opset 17) is not supported: node 'determinant'")
