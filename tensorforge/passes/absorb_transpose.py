@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .. import ir
 from .registry import register_pass
-from .rewrite import erase_if_unused
+from .rewrite import replace_node
 
 
 def swaps_last_two_axes(node: ir.Node) -> bool:
@@ -38,10 +38,5 @@ def absorb_transpose(graph: ir.Graph, ctx=None) -> ir.Graph:
                 attrs[flag] = not attrs[flag]
         with graph.inserting_before(node):
             absorbed = graph.call("matmul", operands, attrs)
-        node.replace_all_uses_with(absorbed)
-        graph.erase(node)
-        erased: set[ir.Node] = set()
-        for transpose in replaced:
-            if transpose not in erased:
-                erase_if_unused(graph, transpose, erased)
+        replace_node(node, absorbed, replaced)  # and the transposes, unless something else reads them
     return graph

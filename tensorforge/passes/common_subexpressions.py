@@ -17,6 +17,7 @@ import numpy as np
 from .. import ir
 from .manager import PassContext
 from .registry import register_pass
+from .rewrite import replace_node
 
 
 def _attr_key(value: Any) -> Any:
@@ -49,6 +50,5 @@ def eliminate_common_subexpressions(graph: ir.Graph, ctx: PassContext | None = N
         if first is None or first.type != node.type:
             seen.setdefault(key, node)
             continue
-        node.replace_all_uses_with(first)
-        graph.erase(node)
+        replace_node(node, first)
     return graph

@@ -20,7 +20,7 @@ import numpy as np
 from .. import ir
 from .manager import PassContext
 from .registry import register_pass
-from .rewrite import derived_name, erase_if_unused
+from .rewrite import derived_name, erase_if_unused, single_use
 
 
 def _folded(producer: ir.Node, norm: ir.Node) -> tuple[np.ndarray, np.ndarray]:
@@ -40,7 +40,7 @@ def _can_fold(norm: ir.Node) -> bool:
     if (producer.op not in ("conv2d", "linear") or producer.attrs.get("activation") is not None
             or producer.attrs.get("residual")):  # a residual is added after the bias: scaling would reach it
         return False
-    if len(producer.users) != 1 or producer in producer.graph.outputs or producer.dtype is not ir.DType.f32:
+    if not single_use(producer) or producer.dtype is not ir.DType.f32:
         return False
     if producer.op == "linear" and len(producer.shape) != 2:
         return False

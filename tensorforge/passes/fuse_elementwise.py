@@ -19,7 +19,7 @@ from .. import ir
 from ..ir.ops_fused import Ref, decode_instruction, encode_instruction, is_fusable
 from .manager import PassContext
 from .registry import register_pass
-from .rewrite import needed_by_outputs
+from .rewrite import needed_by_outputs, replace_node, single_use
 
 FUSED = "fused_elementwise"
 
@@ -30,8 +30,7 @@ def is_elementwise(node: ir.Node) -> bool:
 
 def _can_fold(producer: ir.Node, consumer: ir.Node) -> bool:
     """Fold `producer` into `consumer`: it is elementwise, read by the consumer alone, and not broadcast up."""
-    return (is_elementwise(producer) and set(producer.users) == {consumer}
-            and producer not in producer.graph.outputs and producer.shape == consumer.shape)
+    return is_elementwise(producer) and single_use(producer) and producer.shape == consumer.shape
 
 
 def program_of(node: ir.Node) -> tuple[tuple[ir.Node, ...], tuple[tuple, ...]]:
@@ -74,9 +73,7 @@ def _fold(graph: ir.Graph, producer: ir.Node, consumer: ir.Node) -> ir.Node:
     builder.append(*program_of(consumer), replaced={producer: ("t", len(builder.program) - 1)})
     with graph.inserting_before(consumer):
         fused = graph.call(FUSED, list(builder.operands), {"program": tuple(builder.program)})
-    consumer.replace_all_uses_with(fused)
-    graph.erase(consumer)
-    graph.erase(producer)
+    replace_node(consumer, fused, [producer])
     return fused
 
 

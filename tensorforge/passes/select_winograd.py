@@ -21,6 +21,7 @@ from __future__ import annotations
 from .. import ir
 from ..ir.ops_nn import winograd_computes
 from .registry import register_pass
+from .rewrite import replace_node
 
 MIN_CHANNELS = 16
 
@@ -41,6 +42,5 @@ def select_winograd(graph: ir.Graph, ctx=None) -> ir.Graph:
             continue
         with graph.inserting_before(node):
             chosen = graph.call("conv2d", list(node.inputs), {**node.attrs, "winograd": True})
-        node.replace_all_uses_with(chosen)
-        graph.erase(node)
+        replace_node(node, chosen)
     return graph
