@@ -25,7 +25,8 @@ def swaps_last_two_axes(node: ir.Node) -> bool:
     return tuple(node.attrs["perm"]) == tuple(range(rank - 2)) + (rank - 1, rank - 2)
 
 
-@register_pass("absorb-transpose", opt_level=2, description="read a matmul operand transposed instead of copying it")
+@register_pass("absorb-transpose", opt_level=2, description="read a matmul operand transposed instead of copying it",
+               after={"fold-constants": "a weight's transpose is folded already"})
 def absorb_transpose(graph: ir.Graph, ctx=None) -> ir.Graph:
     for node in list(graph.nodes):
         if node.op != "matmul" or not any(swaps_last_two_axes(operand) for operand in node.inputs):

@@ -38,7 +38,8 @@ def _key(node: ir.Node) -> tuple:
 
 
 @register_pass("eliminate-common-subexpressions", opt_level=2,
-               description="merge nodes with equal op, operands and attributes, and equal constants")
+               description="merge nodes with equal op, operands and attributes, and equal constants",
+               after={"fold-constants": "after folding, equal constants and equal ops are visible"})
 def eliminate_common_subexpressions(graph: ir.Graph, ctx: PassContext | None = None) -> ir.Graph:
     """Replace each node by the first earlier node with the same key (see `_key`), in one sweep."""
     seen: dict[tuple, ir.Node] = {}

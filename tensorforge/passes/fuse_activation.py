@@ -35,6 +35,7 @@ RULES = [
 ]
 
 
-@register_pass("fuse-activation", opt_level=2, description="fold a relu (or a gelu) into the preceding linear/conv2d")
+@register_pass("fuse-activation", opt_level=2, description="fold a relu (or a gelu) into the preceding linear/conv2d",
+               after={"fold-batch-norm": "so conv -> batch norm -> relu is one conv"})
 def fuse_activation(graph: ir.Graph, ctx=None) -> ir.Graph:
     return rewrite_to_fixpoint(graph, RULES)

@@ -87,7 +87,20 @@ def _fold_producers(graph: ir.Graph, node: ir.Node) -> None:
 
 
 @register_pass("fuse-elementwise", opt_level=2,
-               description="merge chains of elementwise ops into one fused_elementwise loop")
+               description="merge chains of elementwise ops into one fused_elementwise loop",
+               after={
+                   "fuse-activation": "a relu after a linear/conv goes to its epilogue first",
+                   "lower-quant": "chains are only fused once nothing else rewrites their ops (lower-quant takes "
+                                  "relus and quantizes into int8 layers)",
+                   "simplify": "chains are only fused once nothing else rewrites their ops (simplify removes x*1, "
+                               "x+0, -(-x))",
+                   "fold-constants": "chains are only fused once nothing else rewrites their ops (fold-constants "
+                                     "makes constants of weight-only ones)",
+                   "eliminate-common-subexpressions": "chains are only fused once nothing else rewrites their "
+                                                      "ops (CSE merges equal ones)",
+                   "fuse-residual": "chains are only fused once nothing else rewrites their ops (fuse-residual "
+                                    "takes an add into a linear/conv epilogue)",
+               })
 def fuse_elementwise(graph: ir.Graph, ctx: PassContext | None = None) -> ir.Graph:
     """Visit the live elementwise nodes in order; fold producers into each until none qualifies.
 

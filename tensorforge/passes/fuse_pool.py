@@ -37,6 +37,7 @@ RULES = [
 ]
 
 
-@register_pass("fuse-pool", opt_level=2, description="fold a 2x2 max pool into the preceding f32 conv2d")
+@register_pass("fuse-pool", opt_level=2, description="fold a 2x2 max pool into the preceding f32 conv2d",
+               after={"fuse-activation": "conv -> relu -> 2x2 max pool is one conv"})
 def fuse_pool(graph: ir.Graph, ctx=None) -> ir.Graph:
     return rewrite_to_fixpoint(graph, RULES)

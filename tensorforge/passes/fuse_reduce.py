@@ -44,6 +44,7 @@ RULES = [
 
 
 @register_pass("fuse-reduce", opt_level=2,
-               description="compute an elementwise chain inside the reduction that reads it")
+               description="compute an elementwise chain inside the reduction that reads it",
+               after={"fuse-elementwise": "a reduction takes in the chain fuse-elementwise made"})
 def fuse_reduce(graph: ir.Graph, ctx=None) -> ir.Graph:
     return rewrite_to_fixpoint(graph, RULES)

@@ -44,6 +44,19 @@ RULES = [
 ]
 
 
-@register_pass("fuse-residual", opt_level=2, description="add a skip connection in the linear/conv2d epilogue")
+def _is_closed_conv(node: ir.Node) -> bool:
+    """A conv2d with a fused pool or computed by Winograd: neither takes a residual."""
+    return node.op == "conv2d" and bool(node.attrs["pool"] or node.attrs["winograd"])
+
+
+def _no_sum_of_a_closed_conv(graph: ir.Graph) -> bool:
+    return not any(node.op == "add" and any(map(_is_closed_conv, node.inputs)) for node in graph.nodes)
+
+
+@register_pass("fuse-residual", opt_level=2, description="add a skip connection in the linear/conv2d epilogue",
+               before={"fuse-activation": "relu(conv + x) becomes one conv",
+                       "fuse-pool": "a conv2d with a fused pool takes no residual"},
+               requires={"no add reads a conv2d with a fused pool or computed by Winograd (neither takes a "
+                         "residual)": _no_sum_of_a_closed_conv})
 def fuse_residual(graph: ir.Graph, ctx=None) -> ir.Graph:
     return rewrite_to_fixpoint(graph, RULES)

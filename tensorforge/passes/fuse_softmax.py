@@ -72,6 +72,7 @@ RULES = [
 ]
 
 
-@register_pass("fuse-softmax", opt_level=2, description="fold a scaling and a causal mask into the softmax after them")
+@register_pass("fuse-softmax", opt_level=2, description="fold a scaling and a causal mask into the softmax after them",
+               before={"fuse-elementwise": "the scaling's mul goes into the softmax, not into a chain"})
 def fuse_softmax(graph: ir.Graph, ctx=None) -> ir.Graph:
     return rewrite_to_fixpoint(graph, RULES)

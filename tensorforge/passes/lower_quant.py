@@ -127,7 +127,8 @@ def lower_contraction(graph: ir.Graph, node: ir.Node) -> bool:
 
 
 @register_pass("lower-quant", opt_level=1,
-               description="fold quantize/dequantize around linear/conv2d into int8 qlinear/qconv2d")
+               description="fold quantize/dequantize around linear/conv2d into int8 qlinear/qconv2d",
+               before={"fold-constants": "fold-constants would fold a weight's dequantize back into f32"})
 def lower_quant(graph: ir.Graph, ctx=None) -> ir.Graph:
     changed = False
     for node in list(graph.nodes):

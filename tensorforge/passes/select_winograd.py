@@ -35,7 +35,8 @@ def winograd_fits(node: ir.Node) -> bool:
             and min(x.shape[1], weight.shape[0]) >= MIN_CHANNELS)
 
 
-@register_pass("select-winograd", opt_level=2, description="compute 3x3 convolutions by Winograd's F(2x2, 3x3)")
+@register_pass("select-winograd", opt_level=2, description="compute 3x3 convolutions by Winograd's F(2x2, 3x3)",
+               after={"fold-batch-norm": "a conv's weight is final", "fuse-residual": "a conv's residual is final"})
 def select_winograd(graph: ir.Graph, ctx=None) -> ir.Graph:
     for node in list(graph.nodes):
         if not winograd_fits(node):

@@ -74,7 +74,8 @@ RULES = [
 ]
 
 
-@register_pass("simplify", opt_level=1, description="algebraic identities: x*1, x+0, reshape/transpose chains")
+@register_pass("simplify", opt_level=1, description="algebraic identities: x*1, x+0, reshape/transpose chains",
+               before={"fold-constants": "simplify is cheap, and leaves fewer nodes to every pass after it"})
 def simplify(graph: ir.Graph, ctx: PassContext | None = None) -> ir.Graph:
     """Apply RULES to every live node until none fires."""
     return rewrite_to_fixpoint(graph, RULES)
