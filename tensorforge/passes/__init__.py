@@ -16,9 +16,14 @@ checks the list against every constraint (tests/test_passes_manager.py, and ever
 Each name appears once (snapshots and pictures are keyed by pass name); a cleanup that must reach
 a fixpoint iterates inside its pass. Every pass erases the nodes its own rewrites leave unused, so
 dead code only needs removing once, before the passes that count users.
-kv_cache.py is not in the pipeline: it makes two graphs of one (`rewrite_for_kv_cache`, the prefill
-and the decode step of tf.compile_generator), before the pipeline runs on each.
+Not passes, and not here: the kv-cache rewrite (tensorforge/generate/kv_cache.py) makes two graphs
+of one before the pipeline runs on each; insert-quant and calibration (tensorforge/quant/) and
+pruning (tensorforge/prune/) rewrite a graph before the pipeline. Their names once imported from
+here (`KVCacheError`, `rewrite_for_kv_cache`, `insert_quant`, ...) still are, from those packages,
+when first asked for (not when this package loads: they import from it).
 """
+
+from importlib import import_module
 
 from .absorb_transpose import absorb_transpose
 from .common_subexpressions import eliminate_common_subexpressions
@@ -32,9 +37,7 @@ from .fuse_reduce import fuse_reduce
 from .fuse_residual import fuse_residual
 from .fuse_siblings import fuse_sibling_linears
 from .fuse_softmax import fuse_softmax
-from .insert_quant import LayerQuant, insert_quant
 from .instruments import Instrument, PassVerifyError, SnapshotInstrument, TimingInstrument, VerifyInstrument
-from .kv_cache import KVCacheError, KVCacheGraphs, find_attentions, rewrite_for_kv_cache
 from .lower_quant import lower_quant
 from .manager import PassContext, PassReport, PassRow, PipelineResult, pipeline_for, run_pipeline
 from .registry import (
@@ -71,15 +74,21 @@ PIPELINE = [
 ]
 
 __all__ = [
-    "PASSES", "PIPELINE", "Instrument", "KVCacheError", "KVCacheGraphs", "OrderConstraint", "PassContext", "PassInfo",
-    "PassOrderError", "PassReport", "PassRequirementError", "PassRow", "PassVerifyError", "check_order",
-    "order_constraints",
-    "PipelineResult", "SnapshotInstrument", "TimingInstrument", "VerifyInstrument", "absorb_transpose",
-    "eliminate_common_subexpressions", "eliminate_dead_code", "fold_batch_norm", "fold_constants", "fuse_activation",
-    "find_attentions", "fuse_elementwise", "fuse_pool", "fuse_reduce", "fuse_residual", "fuse_sibling_linears",
-    "fuse_softmax",
-    "LayerQuant",
-    "insert_quant", "lower_quant",
-    "pipeline_for", "register_pass",
-    "rewrite_for_kv_cache", "run_pipeline", "select_winograd", "simplify", "sparsify",
+    "PASSES", "PIPELINE", "Instrument", "OrderConstraint", "PassContext", "PassInfo", "PassOrderError", "PassReport",
+    "PassRequirementError", "PassRow", "PassVerifyError", "PipelineResult", "SnapshotInstrument", "TimingInstrument",
+    "VerifyInstrument",
+    "absorb_transpose", "check_order", "eliminate_common_subexpressions", "eliminate_dead_code", "fold_batch_norm",
+    "fold_constants", "fuse_activation", "fuse_elementwise", "fuse_pool", "fuse_reduce", "fuse_residual",
+    "fuse_sibling_linears", "fuse_softmax", "lower_quant", "order_constraints", "pipeline_for", "register_pass",
+    "run_pipeline", "select_winograd", "simplify", "sparsify",
 ]
+
+_MOVED = {"KVCacheError": "generate", "KVCacheGraphs": "generate", "find_attentions": "generate",
+          "rewrite_for_kv_cache": "generate", "LayerQuant": "quant", "insert_quant": "quant"}
+
+
+def __getattr__(name: str):
+    """The names that moved to tensorforge.generate and tensorforge.quant, imported when first asked for."""
+    if name in _MOVED:
+        return getattr(import_module(f"..{_MOVED[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

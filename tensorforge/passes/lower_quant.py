@@ -1,4 +1,4 @@
-"""lower-quant: QDQ patterns (passes/insert_quant.py) become integer `qlinear` and `qconv2d` layers.
+"""lower-quant: QDQ patterns (quant/insert_quant.py) become integer `qlinear` and `qconv2d` layers.
 
     %xd = dequantize(%xq, %sx, %zx)                     %y = qlinear(%xq, %wq, %bias_i32, %m, %zx, %zy)
     %wd = dequantize(%wq, %sw, 0)               ->                {dtype=i8, activation="relu"} : i8[64,10]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ir
-from .rewrite import derived_name
+from ..passes.rewrite import derived_name
 
 SCOPES = ("global", "layer")
 

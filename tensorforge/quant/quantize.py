@@ -6,7 +6,7 @@
     print(cm.quant_report())                            # layer, scheme, SQNR, int8 or kept in fp32
 
 1. Calibration: the reference interpreter runs the f32 graph on the calibration set and records
-   the input of every linear and conv2d layer (groups 1) with a constant weight (passes/calibration.py turns the values
+   the input of every linear and conv2d layer (groups 1) with a constant weight (quant/calibration.py turns the values
    into a scale and zero point: min-max, percentile (99.99 by default) or entropy).
 2. Weights: symmetric int8, per output channel (per tensor with per_channel=False).
 3. The guard: each layer alone is run in int8 (its input and weight quantized) on the calibration
@@ -15,7 +15,7 @@
    the digits models every layer measures 37-45 dB with the defaults, so all of them are
    quantized, while a layer fed by a heavy-tailed input (or a weight with one huge outlier
    column, per tensor) falls to 15-25 dB and is kept.
-4. insert-quant (passes/insert_quant.py) writes the QDQ graph; in tf.compile, lower-quant
+4. insert-quant (quant/insert_quant.py) writes the QDQ graph; in tf.compile, lower-quant
    (passes/lower_quant.py) then makes int8 qlinear / qconv2d layers of it.
 
 The "tinytorch" method reproduces TinyTorch's quantize_int8 exactly (asymmetric per-tensor
@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .ir import DType, Graph, run_graph
-from .passes.calibration import METHODS, QuantParams, activation_params, tinytorch_params, weight_params
-from .passes.insert_quant import LayerQuant, insert_quant, quantized_weight
-from .passes.rewrite import derived_name, suffixed_name
+from ..ir import DType, Graph, run_graph
+from ..passes.rewrite import derived_name, suffixed_name
+from .calibration import METHODS, QuantParams, activation_params, tinytorch_params, weight_params
+from .insert_quant import LayerQuant, insert_quant, quantized_weight
 
 QUANT_METHODS = (*METHODS, "tinytorch")
 DEFAULT_SQNR_BUDGET = 30.0
@@ -149,7 +149,7 @@ def _candidates(graph: Graph, ops: tuple[str, ...] = ("linear", "conv2d")):
 
 def _layer_output(node, x: np.ndarray, weight: np.ndarray, rest: list[np.ndarray]) -> np.ndarray:
     """The layer's result before its activation, by the reference."""
-    from .ir import evaluate
+    from ..ir import evaluate
 
     attrs = {key: value for key, value in node.attrs.items() if key not in ("activation", "residual")}
     return evaluate(node.op, [x, weight, *rest], attrs)
@@ -217,7 +217,7 @@ def quantize(graph: Graph, calibration=None, config: QuantConfig | str = "int8")
 def _dynamic(graph: Graph, config: QuantConfig, values: dict | None, samples: int = 0) -> tuple[Graph, QuantReport]:
     """Every linear with a constant weight becomes dynamic_qlinear (kept in f32 below the SQNR budget,
     when calibration values are there to measure it)."""
-    from .ir import evaluate
+    from ..ir import evaluate
 
     graph = graph.copy()
     report = QuantReport(config, calibration_samples=samples)

@@ -9,7 +9,7 @@
 
 The QDQ graph means, in f32, exactly what the int8 model computes up to rounding, and the reference
 interpreter runs it as it is. lower-quant (passes/lower_quant.py) then folds each pattern into an
-integer `qlinear` (or `qconv2d`). Which layers and which parameters is decided by tensorforge/quantize.py
+integer `qlinear` (or `qconv2d`). Which layers and which parameters is decided by quant/quantize.py
 (calibration, the SQNR guard); this pass only rewrites. Layers sharing an input share its pair.
 """
 
@@ -21,8 +21,8 @@ import numpy as np
 
 from .. import ir
 from ..ir.ops_quant import quantize as quantize_reference
+from ..passes.rewrite import derived_name
 from .calibration import QuantParams
-from .rewrite import derived_name
 
 
 @dataclass(frozen=True)
