@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import ir
 from ..ir.ops_quant import quantize as quantize_reference
-from ..passes.rewrite import derived_name
+from ..passes.rewrite import derived_name, replace_node
 from .calibration import QuantParams
 
 
@@ -64,8 +64,5 @@ def insert_quant(graph: ir.Graph, plan: dict[str, LayerQuant]) -> ir.Graph:
                                   name=derived_name(weight, "dq"))
             replacement = graph.call(node.op, [pairs[key], restored, *rest], dict(node.attrs),
                                      name=derived_name(node, "q"))
-        node.replace_all_uses_with(replacement)
-        graph.erase(node)
-        if not weight.users and weight not in graph.outputs:
-            graph.erase(weight)
+        replace_node(node, replacement, [weight])  # the f32 weight too, unless something else reads it
     return graph

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import DType, Graph, run_graph
-from ..passes.rewrite import derived_name, suffixed_name
+from ..passes.rewrite import derived_name, replace_node, suffixed_name
 from .calibration import QuantParams, activation_params, tinytorch_params, weight_params
 from .config import QuantConfig
 from .insert_quant import LayerQuant, insert_quant, quantized_weight
@@ -180,11 +180,7 @@ def _dynamic(graph: Graph, config: QuantConfig, values: dict | None, samples: in
                         graph.constant(bias.astype(np.float32))]
             replacement = graph.call("dynamic_qlinear", operands, {"activation": node.attrs.get("activation")},
                                      name=suffixed_name(layer_name(node).replace(".", "_"), "dynamic"))
-        node.replace_all_uses_with(replacement)
-        graph.erase(node)
-        for operand in (weight_node, *rest):
-            if not operand.users and operand not in graph.outputs:
-                graph.erase(operand)
+        replace_node(node, replacement, [weight_node, *rest])
     report.weight_bytes = (f32_bytes, int8_bytes)
     return graph, report
 
