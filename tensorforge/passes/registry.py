@@ -112,20 +112,17 @@ def order_constraints(passes: Mapping[str, PassInfo] | None = None) -> list[Orde
 
 def check_order(names: Sequence[str], passes: Mapping[str, PassInfo] | None = None) -> None:
     """Raise PassOrderError naming every pair of `names` in an order some constraint forbids (a
-    constraint with one of its passes missing from `names` does not apply), and ValueError for a
-    name given twice or a constraint naming a pass that is not registered."""
+    constraint with one of its passes missing from `names` does not apply; a pass listed twice must
+    meet it both times), and ValueError for a constraint naming a pass that is not registered."""
     passes = PASSES if passes is None else passes
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise ValueError(f"pass(es) {repeated} listed more than once (snapshots and reports are keyed by pass name)")
     constraints = order_constraints(passes)
     unknown = sorted({f"'{c.declared_by}' names '{other}'" for c in constraints for other in (c.first, c.second)
                       if other not in passes})
     if unknown:
         raise ValueError(f"order constraints name unregistered passes: {'; '.join(unknown)}")
-    position = {name: index for index, name in enumerate(names)}
-    broken = [c for c in constraints
-              if c.first in position and c.second in position and position[c.first] > position[c.second]]
+    last = {name: index for index, name in enumerate(names)}
+    first = {name: index for index, name in reversed(list(enumerate(names)))}
+    broken = [c for c in constraints if c.first in last and c.second in first and last[c.first] > first[c.second]]
     if broken:
         raise PassOrderError("passes out of order: " + "; ".join(
             f"{c} (here '{c.second}' runs before '{c.first}')" for c in broken))
