@@ -67,7 +67,7 @@ def sparse_engines() -> tuple[dict, list[tuple[str, str]]]:
 
 
 def prune_engines() -> tuple[dict, list[tuple[str, str]]]:
-    from tensorforge.passes.prune_structured import prune_structured
+    from tensorforge.prune.structured import prune_structured
 
     x = np.random.default_rng(0).standard_normal((64, 784)).astype(np.float32)
     engines = {}

@@ -245,7 +245,7 @@ class OrtCache:
         import onnxruntime as ort
         from onnx_models import to_onnx
 
-        from tensorforge.passes.kv_cache import rewrite_for_kv_cache
+        from tensorforge.generate.kv_cache import rewrite_for_kv_cache
 
         graphs = rewrite_for_kv_cache(tf.trace(model, np.zeros((1, PROMPT), np.int64)), model.max_seq_len)
         protos = [to_onnx(graphs.prefill, dynamic_sequence=True), to_onnx(graphs.decode, past_sequence=True)]

@@ -3,7 +3,7 @@
     python benchmarks/bench_prune.py [--rounds 11] [--quiet]
 
 Speed: the MLP 784-256-128-10 at batch 64, unpruned and with 25% / 50% of its hidden neurons
-removed (passes/prune_structured.py), interleaved (harness.py). Accuracy: the trained digits MLP
+removed (prune/structured.py), interleaved (harness.py). Accuracy: the trained digits MLP
 and CNN (examples/digits) on the held-out split, pruned without retraining: structured (hidden
 neurons, conv channels) and magnitude (weights zeroed, one global threshold).
 """
@@ -24,8 +24,8 @@ from harness import format_time, measure_samples, paired_ratio  # noqa: E402
 
 import tensorforge as tf  # noqa: E402
 from tensorforge.models import mlp  # noqa: E402
-from tensorforge.passes.prune_magnitude import prune_magnitude  # noqa: E402
-from tensorforge.passes.prune_structured import prune_structured  # noqa: E402
+from tensorforge.prune.magnitude import prune_magnitude  # noqa: E402
+from tensorforge.prune.structured import prune_structured  # noqa: E402
 
 FRACTIONS = (0.0, 0.25, 0.5)
 

@@ -30,7 +30,7 @@ def to_onnx(graph: ir.Graph, dynamic_sequence: bool = False, past_sequence: bool
     S (the constant `positions` arange becomes a Range, reshapes copy their leading axes, the causal
     mask is built from the scores' shape): a traced GPT exported once runs on a growing context.
 
-    past_sequence: for the KV-cache decode graph (passes/kv_cache.py): each cache input is a `past`
+    past_sequence: for the KV-cache decode graph (generate/kv_cache.py): each cache input is a `past`
     [1, H, P, D] of any P (the rows before pos), cached_attention becomes Concat(past, new row) and
     plain attention over it (one query sees every row), and the graph outputs that were the new k and
     v rows become the concatenated `present` [1, H, P + 1, D], to be fed back as the next step's past.

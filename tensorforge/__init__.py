@@ -15,11 +15,11 @@ from .api import check, compile, trace
 from .check import CheckError, CheckResult
 from .codegen import CodegenError, Target
 from .frontend import TraceError
-from .generator import Generator, compile_generator
+from .generate import Generator, compile_generator
 from .ir import Graph, interpret
 from .passes import PassContext
 from .prune import PruneConfig
-from .quantize import QuantConfig, quantize
+from .quant import QuantConfig, quantize
 from .runtime import CompiledModel
 
 __all__ = [

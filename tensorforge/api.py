@@ -19,8 +19,8 @@ from .frontend.tracing import trace as _trace
 from .ir import Graph, coerce_inputs
 from .passes import PassContext, SnapshotInstrument, TimingInstrument, VerifyInstrument, run_pipeline
 from .prune import apply_pruning
-from .quantize import QuantConfig
-from .quantize import quantize as quantize_graph
+from .quant import QuantConfig
+from .quant import quantize as quantize_graph
 from .runtime import CompiledModel
 
 
@@ -91,9 +91,9 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     targets); small kernels always run on one. `opt_level` picks the passes (0: none, 1: clean-ups
     and folding, 2: fusion too) and LLVM's level (O0, O1, O3 for 2 and above). `pack=False` and
     `share_memory=False` turn off weight packing and memory planning, to measure what they buy.
-    `prune=tf.PruneConfig(...)` prunes the traced graph first (tensorforge/prune.py).
+    `prune=tf.PruneConfig(...)` prunes the traced graph first (tensorforge/prune/).
     `quantize="int8"` (or a tf.QuantConfig) with `calibration` (an array of samples, batched like
-    example_inputs) quantizes its linear layers to int8 (tensorforge/quantize.py): cm.quant_report().
+    example_inputs) quantizes its linear layers to int8 (tensorforge/quant/): cm.quant_report().
     """
     target = Target.parse(target)
     threads = default_threads(target) if threads is None else threads

@@ -1,4 +1,4 @@
-"""The kv-cache rewrite (passes/kv_cache.py) and tf.compile_generator (generator.py): decode logits
+"""The kv-cache rewrite (generate/kv_cache.py) and tf.compile_generator (generate/generator.py): decode logits
 after every prefix equal the reference interpreter's full recompute on the un-rewritten graph, greedy
 generation gives the same tokens, one armv8 decode step equals the reference, and graphs that are
 not provably causal (no mask, a mask that sees later positions) are refused with a clear message."""
@@ -14,9 +14,7 @@ import tensorforge as tf
 from tensorforge import nn
 from tensorforge.frontend import functional as F
 from tensorforge.frontend.transformer import CAUSAL
-from tensorforge.generator import first_token_graph
-from tensorforge.passes import KVCacheError, find_attentions, rewrite_for_kv_cache
-from tensorforge.passes.kv_cache import quantized_rows
+from tensorforge.generate import KVCacheError, find_attentions, first_token_graph, quantized_rows, rewrite_for_kv_cache
 
 VOCAB, DIM, MAX_LEN = 13, 8, 12
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}

@@ -1,4 +1,4 @@
-"""Calibration (passes/calibration.py): the parameters each method gives, checked against what the
+"""Calibration (quant/calibration.py): the parameters each method gives, checked against what the
 quantize op then does with them, and TinyTorch's formula reproduced."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tensorforge import ir
 from tensorforge.ir import DType
-from tensorforge.passes.calibration import activation_params, tinytorch_params, weight_params
+from tensorforge.quant.calibration import activation_params, tinytorch_params, weight_params
 
 
 def quantize(x, params):

@@ -12,16 +12,20 @@ from tensorforge.passes import (
     PASSES,
     PIPELINE,
     PassContext,
+    PassOrderError,
+    PassRequirementError,
     PassVerifyError,
     SnapshotInstrument,
     TimingInstrument,
     VerifyInstrument,
+    check_order,
+    order_constraints,
     pipeline_for,
     register_pass,
     registry,
     run_pipeline,
 )
-from tensorforge.passes.rewrite import rewrite_to_fixpoint
+from tensorforge.passes.rewrite import Pattern, rebuilt, rewrite_to_fixpoint
 
 LEVEL_1 = ["eliminate-dead-code", "lower-quant", "simplify", "fold-constants"]
 
@@ -53,6 +57,66 @@ def test_pipeline_for_each_opt_level():
 def test_the_pipeline_lists_every_registered_pass_once():
     assert sorted(PIPELINE) == sorted(PASSES) and len(set(PIPELINE)) == len(PIPELINE)
     assert all(PASSES[name].description for name in PIPELINE)
+
+
+def test_the_pipeline_meets_every_order_constraint():
+    check_order(PIPELINE)
+    constraints = order_constraints()
+    assert len(constraints) >= 16 and all(c.reason for c in constraints)
+    position = {name: index for index, name in enumerate(PIPELINE)}
+    assert all(position[c.first] < position[c.second] for c in constraints)
+
+
+@pytest.mark.parametrize(("first", "second"), [("fuse-activation", "fuse-pool"), ("lower-quant", "fold-constants"),
+                                               ("fuse-elementwise", "fuse-reduce")])
+def test_a_reordered_pipeline_is_refused_naming_both_passes(first, second):
+    reordered = list(PIPELINE)
+    i, j = reordered.index(first), reordered.index(second)
+    reordered[i], reordered[j] = second, first
+    with pytest.raises(PassOrderError, match=rf"'{second}' must run (after|before) '{first}'|'{first}' must run "
+                                             rf"(after|before) '{second}'") as raised:
+        check_order(reordered)
+    assert f"here '{second}' runs before '{first}'" in str(raised.value)
+
+
+def test_run_pipeline_checks_the_order_of_the_passes_it_runs():
+    with pytest.raises(PassOrderError, match=r"'fuse-pool' must run after 'fuse-activation': conv -> relu -> 2x2 "
+                                             r"max pool is one conv \(here 'fuse-pool' runs before"):
+        run_pipeline(small_cnn_graph(), passes=["fuse-pool", "fuse-activation"])
+    ctx = PassContext(disabled=("fuse-activation",))  # a disabled pass is out of the check
+    assert [row.name for row in run_pipeline(small_cnn_graph(), ctx, ["fuse-pool", "fuse-activation"]).report.rows] \
+        == ["fuse-pool"]
+
+
+def test_order_constraints_must_name_registered_passes():
+    info = PASSES["simplify"].replace(before={"fold-everything": "no such pass"})
+    with pytest.raises(ValueError, match="'simplify' names 'fold-everything'"):
+        check_order(["simplify"], {"simplify": info})
+    check_order(["simplify", "simplify", "fold-constants"])  # a pass listed twice meets its constraints twice
+    with pytest.raises(PassOrderError, match="'simplify' must run before 'fold-constants'"):
+        check_order(["simplify", "fold-constants", "simplify"])
+    with pytest.raises(ValueError, match="cannot run after or before itself"):
+        register_pass("something-new", 2, "loops", after={"something-new": "why not"})
+    with pytest.raises(ValueError, match=r"must run both after and before \['simplify'\]"):
+        register_pass("something-new", 2, "torn", after={"simplify": "a"}, before={"simplify": "b"})
+
+
+def test_a_pass_runs_only_where_its_requirements_hold():
+    pooled = ir.parse("""graph(%x: f32[1,1,4,4]) {
+  %w = constant() {value=[[[[2.0]]]]} : f32[1,1,1,1]
+  %c = constant() {value=[-1.0]} : f32[1]
+  %conv = conv2d(%x, %w) {pool="max_2x2"} : f32[1,1,2,2]
+  %bn = batch_norm(%conv, %c, %c, %c, %c) {eps=0.0} : f32[1,1,2,2]
+  %y = add(%conv, %bn) : f32[1,1,2,2]
+  return %y
+}""")
+    with pytest.raises(PassRequirementError, match=r"pass 'fold-batch-norm' requires that no batch_norm reads a "
+                                                   r"conv2d with a fused pool \(a negative scale"):
+        run_pipeline(pooled, passes=["fold-batch-norm"])
+    with pytest.raises(PassRequirementError, match=r"pass 'fuse-residual' requires that no add reads a conv2d with "
+                                                   r"a fused pool or computed by Winograd"):
+        run_pipeline(pooled, passes=["fuse-residual"])
+    run_pipeline(pooled, passes=["fuse-elementwise"])  # no requirement: runs
 
 
 def test_report_and_snapshots():
@@ -187,6 +251,6 @@ def test_rewrite_rules_that_never_settle_are_reported():
     graph = ir.Graph()
     x = graph.add_input("x", TensorType((2,), DType.f32))
     graph.outputs = [graph.call("relu", [x])]
-    renew = ("relu", lambda node: node.graph.call("relu", list(node.inputs)))  # always "changes" the graph
+    renew = (Pattern("relu", name="relu"), lambda m: rebuilt(m["relu"]))  # always "changes" the graph
     with pytest.raises(RuntimeError, match="did not reach a fixpoint in 5 rounds"):
         rewrite_to_fixpoint(graph, [renew], max_rounds=5)

@@ -1,4 +1,4 @@
-"""Structured pruning of conv2d output channels (passes/prune_structured.py): the channels go through
+"""Structured pruning of conv2d output channels (prune/structured.py): the channels go through
 activations, batch norm, pooling and flatten/reshape into the next conv or linear, which lose the
 matching input channels / the matching block of rows; the function is unchanged when the removed
 channels are exactly zero; a conv whose channels reach something the pass cannot shrink stays."""
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import tensorforge as tf
 from tensorforge import ir
 from tensorforge.models import digits_cnn
-from tensorforge.passes.prune_structured import prune_structured
+from tensorforge.prune.structured import prune_structured
 
 F32 = ir.DType.f32
 

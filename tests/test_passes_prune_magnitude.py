@@ -1,4 +1,4 @@
-"""Magnitude pruning (passes/prune_magnitude.py): exact sparsity, smallest weights first, global or
+"""Magnitude pruning (prune/magnitude.py): exact sparsity, smallest weights first, global or
 per layer, biases and shared constants untouched, and the pruned graph compiles to what it means."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import tensorforge as tf
 from tensorforge import ir
 from tensorforge.models import mlp, small_cnn
-from tensorforge.passes.prune_magnitude import prunable_weights, prune_magnitude
+from tensorforge.prune.magnitude import prunable_weights, prune_magnitude
 
 
 def weights_of(graph):

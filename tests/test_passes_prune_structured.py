@@ -1,4 +1,4 @@
-"""Structured pruning of linear layers (passes/prune_structured.py): smaller dense layers; the
+"""Structured pruning of linear layers (prune/structured.py): smaller dense layers; the
 function is unchanged when the removed neurons are exactly zero; layers it must not touch stay."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import tensorforge as tf
 from tensorforge import ir
 from tensorforge.models import mlp
-from tensorforge.passes.prune_structured import prune_structured
+from tensorforge.prune.structured import prune_structured
 
 
 def zero_neurons(model, layer: int, fraction: float, rng) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Post-training INT8 (tensorforge/quantize.py, passes/insert_quant.py, passes/lower_quant.py).
+"""Post-training INT8 (quant/quantize.py, quant/insert_quant.py, passes/lower_quant.py).
 
 The QDQ graph stays close to f32; lower-quant's integer graph is within one code of the QDQ graph
 it came from; the compiled integer graph equals the interpreted one exactly (host, armv8, armv8.2

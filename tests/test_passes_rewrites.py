@@ -18,6 +18,7 @@ from tensorforge.passes import (
     fuse_activation,
     simplify,
 )
+from tensorforge.passes.rewrite import Pattern, match, rebuilt, rewrite_to_fixpoint, single_use
 
 
 def random_inputs(graph: ir.Graph, seed: int = 0) -> list[np.ndarray]:
@@ -46,6 +47,129 @@ def assert_rewrites(function, before: str, after: str, constants: dict | None = 
 
 def assert_unchanged(function, text: str, constants: dict | None = None, ctx: PassContext | None = None) -> None:
     assert str(run_pass(function, text, constants, ctx)) == textwrap.dedent(text).strip()
+
+
+# --- the pattern matcher and the rewrite driver ---------------------------------------------------
+
+X, Y = Pattern(name="x"), Pattern(name="y")
+# neg(sub(x, y)) -> sub(y, x), when nothing else reads the difference
+SWAPPED = [(Pattern("neg", [Pattern("sub", [X, Y], single_use=True)]),
+            lambda m: m["x"].graph.call("sub", [m["y"], m["x"]]))]
+
+
+def swap(graph: ir.Graph, ctx=None) -> ir.Graph:
+    return rewrite_to_fixpoint(graph, SWAPPED)
+
+
+def test_a_pattern_captures_nested_producers_by_name():
+    graph = ir.parse(textwrap.dedent("""
+        graph(%x: f32[2,3]) {
+          %w = constant() {value=[[1.0], [2.0], [3.0]]} : f32[3,1]
+          %lin = linear(%x, %w) : f32[2,1]
+          %e = exp(%lin) : f32[2,1]
+          %r = relu(%e) : f32[2,1]
+          return %r
+        }""").strip())
+    pattern = Pattern("relu", [Pattern(("exp", "neg"), [Pattern("linear", name="lin")], name="act")], name="root")
+    captures = match(pattern, graph.node("r"))
+    assert {name: node.name for name, node in captures.items()} == {"root": "r", "act": "e", "lin": "lin"}
+    assert match(Pattern("linear", [X]), graph.node("lin")) is None  # two operands, one pattern
+    assert match(Pattern("linear", [X, Pattern("constant", name="w")]), graph.node("lin"))["w"].name == "w"
+    assert match(Pattern("linear", where=lambda node: node.shape == (2, 3)), graph.node("lin")) is None
+    assert match(Pattern(None, name="any"), graph.node("x")) == {"any": graph.node("x")}
+
+
+def test_a_name_used_twice_binds_one_node():
+    graph = ir.parse(textwrap.dedent("""
+        graph(%x: f32[3], %y: f32[3]) {
+          %a = mul(%x, %x) : f32[3]
+          %b = mul(%x, %y) : f32[3]
+          %c = add(%a, %b) : f32[3]
+          return %c
+        }""").strip())
+    square = Pattern("mul", [X, X])
+    assert match(square, graph.node("a")) == {"x": graph.node("x")}
+    assert match(square, graph.node("b")) is None
+
+
+def test_single_use_means_one_reader_and_not_an_output():
+    graph = ir.parse(textwrap.dedent("""
+        graph(%x: f32[3]) {
+          %a = exp(%x) : f32[3]
+          %b = mul(%a, %a) : f32[3]
+          %c = neg(%b) : f32[3]
+          %d = relu(%b) : f32[3]
+          %e = add(%c, %d) : f32[3]
+          return %e, %d
+        }""").strip())
+    assert [single_use(graph.node(name)) for name in "abcde"] == [True, False, True, False, False]
+
+
+def test_a_rule_replaces_the_root_and_erases_the_producer_it_absorbed():
+    assert_rewrites(swap, """
+        graph(%x: f32[3], %y: f32[3]) {
+          %d = sub(%x, %y) : f32[3]
+          %n = neg(%d) : f32[3]
+          %r = relu(%n) : f32[3]
+          return %r
+        }""", """
+        graph(%x: f32[3], %y: f32[3]) {
+          %0 = sub(%y, %x) : f32[3]
+          %r = relu(%0) : f32[3]
+          return %r
+        }""")
+
+
+@pytest.mark.parametrize("text", ["""
+    graph(%x: f32[3], %y: f32[3]) {
+      %d = sub(%x, %y) : f32[3]
+      %n = neg(%d) : f32[3]
+      %e = exp(%d) : f32[3]
+      %s = add(%n, %e) : f32[3]
+      return %s
+    }""", """
+    graph(%x: f32[3], %y: f32[3]) {
+      %d = sub(%x, %y) : f32[3]
+      %n = neg(%d) : f32[3]
+      return %n, %d
+    }""", """
+    graph(%x: f32[3], %y: f32[3]) {
+      %d = sub(%x, %y) : f32[3]
+      %n = neg(%d) : f32[3]
+      %r = relu(%x) : f32[3]
+      return %r
+    }"""], ids=["second-user", "graph-output", "dead"])
+def test_a_rule_does_not_fire_on_a_producer_still_needed_or_on_dead_nodes(text):
+    assert_unchanged(swap, text)
+
+
+def test_a_rule_that_declines_lets_the_next_one_try():
+    rules = [(Pattern("neg", [X], name="neg"), lambda m: None),  # matches, but declines
+             (Pattern("neg", [Pattern("neg", [X])]), lambda m: m["x"])]
+    assert_rewrites(lambda graph, ctx: rewrite_to_fixpoint(graph, rules), """
+        graph(%x: f32[3]) {
+          %a = neg(%x) : f32[3]
+          %b = neg(%a) : f32[3]
+          %c = exp(%b) : f32[3]
+          return %c
+        }""", """
+        graph(%x: f32[3]) {
+          %c = exp(%x) : f32[3]
+          return %c
+        }""")
+
+
+def test_rebuilt_keeps_the_op_and_updates_operands_and_attributes():
+    graph = ir.parse(textwrap.dedent("""
+        graph(%x: f32[2,3], %r: f32[2,2]) {
+          %w = constant() {value=[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]} : f32[3,2]
+          %lin = linear(%x, %w) : f32[2,2]
+          return %lin
+        }""").strip())
+    lin = graph.node("lin")
+    fused = rebuilt(lin, [*lin.inputs, graph.node("r")], residual=True, activation="relu")
+    assert fused.format() == '%0 = linear(%x, %w, %r) {activation="relu", residual=true} : f32[2,2]'
+    assert rebuilt(lin).format() == "%1 = linear(%x, %w) : f32[2,2]"
 
 
 # --- simplify ------------------------------------------------------------------------------------

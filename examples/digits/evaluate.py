@@ -6,7 +6,7 @@ Loads examples/digits/weights/digits_{mlp,cnn}.npz (np.load with allow_pickle=Fa
 Module.load) into tensorforge.models.digits_mlp / digits_cnn. This is the fp32 baseline that the
 INT8 and pruning results are compared with; each model is also evaluated with 25% and 50% of its
 hidden neurons (MLP) or conv channels and hidden neurons (CNN) removed by structured pruning
-(tf.PruneConfig(method="structured"), passes/prune_structured.py), without retraining.
+(tf.PruneConfig(method="structured"), prune/structured.py), without retraining.
 """
 
 from __future__ import annotations

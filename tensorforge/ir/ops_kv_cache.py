@@ -6,7 +6,7 @@ rows before pos and the new rows, and copies no cache).
     %k2 = cache_write(%k_cache, %k, %pos) : f32[1,2,16,4]     k_cache: f32[1,2,16,4], k: f32[1,2,1,4], pos: i64[1]
     %m = position_mask(%scores, %pos) : f32[1,2,1,16]         -inf where key j > pos + query i
 
-A decode step of causal attention over a cache of max_len rows (passes/kv_cache.py) is written with them:
+A decode step of causal attention over a cache of max_len rows (generate/kv_cache.py) is written with them:
 
     %k2 = cache_write(%k_cache, %k, %pos) ; %v2 = cache_write(%v_cache, %v, %pos)
     %s = matmul(%q, %k2) {transpose_b=true} : f32[1,H,1,L] ; %m = position_mask(mul(%s, %scale), %pos)

@@ -9,10 +9,21 @@
     print(result.report)      one row per pass: time, nodes before -> after, changed
 
 Every pass module is imported here (which registers it) and PIPELINE below is the one listing of
-their order. A pass runs when `ctx.opt_level >= PASSES[name].opt_level` (see `pipeline_for`).
-kv_cache.py is not in the pipeline: it makes two graphs of one (`rewrite_for_kv_cache`, the prefill
-and the decode step of tf.compile_generator), before the pipeline runs on each.
+their order. A pass runs when `ctx.opt_level >= PASSES[name].opt_level` (see `pipeline_for`). Why
+the order is what it is lives with each pass, as data: `register_pass(..., after={"fold-constants":
+"a weight's transpose is folded already"}, before=..., requires=...)`; `check_order(PIPELINE)`
+checks the list against every constraint (tests/test_passes_manager.py, and every run_pipeline).
+Each name appears once (snapshots and pictures are keyed by pass name); a cleanup that must reach
+a fixpoint iterates inside its pass. Every pass erases the nodes its own rewrites leave unused, so
+dead code only needs removing once, before the passes that count users.
+Not passes, and not here: the kv-cache rewrite (tensorforge/generate/kv_cache.py) makes two graphs
+of one before the pipeline runs on each; insert-quant and calibration (tensorforge/quant/) and
+pruning (tensorforge/prune/) rewrite a graph before the pipeline. Their names once imported from
+here (`KVCacheError`, `rewrite_for_kv_cache`, `insert_quant`, ...) still are, from those packages,
+when first asked for (not when this package loads: they import from it).
 """
+
+from importlib import import_module
 
 from .absorb_transpose import absorb_transpose
 from .common_subexpressions import eliminate_common_subexpressions
@@ -26,51 +37,58 @@ from .fuse_reduce import fuse_reduce
 from .fuse_residual import fuse_residual
 from .fuse_siblings import fuse_sibling_linears
 from .fuse_softmax import fuse_softmax
-from .insert_quant import LayerQuant, insert_quant
 from .instruments import Instrument, PassVerifyError, SnapshotInstrument, TimingInstrument, VerifyInstrument
-from .kv_cache import KVCacheError, KVCacheGraphs, find_attentions, rewrite_for_kv_cache
 from .lower_quant import lower_quant
 from .manager import PassContext, PassReport, PassRow, PipelineResult, pipeline_for, run_pipeline
-from .registry import PASSES, PassInfo, register_pass
+from .registry import (
+    PASSES,
+    OrderConstraint,
+    PassInfo,
+    PassOrderError,
+    PassRequirementError,
+    check_order,
+    order_constraints,
+    register_pass,
+)
 from .select_winograd import select_winograd
 from .simplify import simplify
 from .sparsify import sparsify
 
-# The one pipeline, in order. Each name appears once (snapshots and pictures are keyed by pass name);
-# a cleanup that must reach a fixpoint iterates inside its pass. Every pass erases the nodes its own
-# rewrites leave unused, so dead code only needs removing once, before the others look at users.
 PIPELINE = [
-    "eliminate-dead-code",               # level 1. first: a dead user would make fold-batch-norm and
-                                         #   fuse-activation believe a conv's own value is still needed
-    "lower-quant",                       # level 1. QDQ around linear -> int8 qlinear; before fold-constants,
-                                         #   which would fold a weight's dequantize back into f32
-    "simplify",                          # level 1. x*1, x+0, reshape/transpose chains: cheap, fewer nodes after it
-    "fold-constants",                    # level 1. weight-only subgraphs (transposes, scalings) become constants
-    "fold-batch-norm",                   # level 2. needs conv/linear weights as constants: after folding
-    "eliminate-common-subexpressions",   # level 2. after folding, equal constants and equal ops are visible
-    "absorb-transpose",                  # level 2. after fold-constants: a weight's transpose is folded already
-    "fuse-residual",                     # level 2. before fuse-activation: relu(conv + x) becomes one conv
-    "fuse-activation",                   # level 2. after fold-batch-norm, so conv -> batch norm -> relu is one conv
-    "fuse-pool",                         # level 2. after fuse-activation: conv -> relu -> 2x2 max pool is one conv
-    "select-winograd",                   # level 2. after fold-batch-norm and fuse-residual: a conv's weight and
-                                         #   residual are final
-    "sparsify",                          # level 2. after the fusions into linear: the sparse op keeps them
-    "fuse-sibling-linears",              # level 2. after the epilogue fusions and sparsify: q, k, v -> one linear
-    "fuse-softmax",                      # level 2. before fuse-elementwise: the scaling's mul goes into the softmax
-    "fuse-elementwise",                  # level 2. a relu after a linear/conv goes to its epilogue first,
-                                         #   and chains are only fused once nothing else rewrites their ops
-    "fuse-reduce",                       # level 2. last: a reduction takes in the chain fuse-elementwise made
+    "eliminate-dead-code",
+    "lower-quant",
+    "simplify",
+    "fold-constants",
+    "fold-batch-norm",
+    "eliminate-common-subexpressions",
+    "absorb-transpose",
+    "fuse-residual",
+    "fuse-activation",
+    "fuse-pool",
+    "select-winograd",
+    "sparsify",
+    "fuse-sibling-linears",
+    "fuse-softmax",
+    "fuse-elementwise",
+    "fuse-reduce",
 ]
 
 __all__ = [
-    "PASSES", "PIPELINE", "Instrument", "KVCacheError", "KVCacheGraphs", "PassContext", "PassInfo", "PassReport",
-    "PassRow", "PassVerifyError",
-    "PipelineResult", "SnapshotInstrument", "TimingInstrument", "VerifyInstrument", "absorb_transpose",
-    "eliminate_common_subexpressions", "eliminate_dead_code", "fold_batch_norm", "fold_constants", "fuse_activation",
-    "find_attentions", "fuse_elementwise", "fuse_pool", "fuse_reduce", "fuse_residual", "fuse_sibling_linears",
-    "fuse_softmax",
-    "LayerQuant",
-    "insert_quant", "lower_quant",
-    "pipeline_for", "register_pass",
-    "rewrite_for_kv_cache", "run_pipeline", "select_winograd", "simplify", "sparsify",
+    "PASSES", "PIPELINE", "Instrument", "OrderConstraint", "PassContext", "PassInfo", "PassOrderError", "PassReport",
+    "PassRequirementError", "PassRow", "PassVerifyError", "PipelineResult", "SnapshotInstrument", "TimingInstrument",
+    "VerifyInstrument",
+    "absorb_transpose", "check_order", "eliminate_common_subexpressions", "eliminate_dead_code", "fold_batch_norm",
+    "fold_constants", "fuse_activation", "fuse_elementwise", "fuse_pool", "fuse_reduce", "fuse_residual",
+    "fuse_sibling_linears", "fuse_softmax", "lower_quant", "order_constraints", "pipeline_for", "register_pass",
+    "run_pipeline", "select_winograd", "simplify", "sparsify",
 ]
+
+_MOVED = {"KVCacheError": "generate", "KVCacheGraphs": "generate", "find_attentions": "generate",
+          "rewrite_for_kv_cache": "generate", "LayerQuant": "quant", "insert_quant": "quant"}
+
+
+def __getattr__(name: str):
+    """The names that moved to tensorforge.generate and tensorforge.quant, imported when first asked for."""
+    if name in _MOVED:
+        return getattr(import_module(f"..{_MOVED[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

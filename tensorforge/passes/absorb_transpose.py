@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .. import ir
 from .registry import register_pass
-from .rewrite import erase_if_unused
+from .rewrite import replace_node
 
 
 def swaps_last_two_axes(node: ir.Node) -> bool:
@@ -25,7 +25,8 @@ def swaps_last_two_axes(node: ir.Node) -> bool:
     return tuple(node.attrs["perm"]) == tuple(range(rank - 2)) + (rank - 1, rank - 2)
 
 
-@register_pass("absorb-transpose", opt_level=2, description="read a matmul operand transposed instead of copying it")
+@register_pass("absorb-transpose", opt_level=2, description="read a matmul operand transposed instead of copying it",
+               after={"fold-constants": "a weight's transpose is folded already"})
 def absorb_transpose(graph: ir.Graph, ctx=None) -> ir.Graph:
     for node in list(graph.nodes):
         if node.op != "matmul" or not any(swaps_last_two_axes(operand) for operand in node.inputs):
@@ -38,10 +39,5 @@ def absorb_transpose(graph: ir.Graph, ctx=None) -> ir.Graph:
                 attrs[flag] = not attrs[flag]
         with graph.inserting_before(node):
             absorbed = graph.call("matmul", operands, attrs)
-        node.replace_all_uses_with(absorbed)
-        graph.erase(node)
-        erased: set[ir.Node] = set()
-        for transpose in replaced:
-            if transpose not in erased:
-                erase_if_unused(graph, transpose, erased)
+        replace_node(node, absorbed, replaced)  # and the transposes, unless something else reads them
     return graph

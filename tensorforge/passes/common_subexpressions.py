@@ -17,6 +17,7 @@ import numpy as np
 from .. import ir
 from .manager import PassContext
 from .registry import register_pass
+from .rewrite import replace_node
 
 
 def _attr_key(value: Any) -> Any:
@@ -37,7 +38,8 @@ def _key(node: ir.Node) -> tuple:
 
 
 @register_pass("eliminate-common-subexpressions", opt_level=2,
-               description="merge nodes with equal op, operands and attributes, and equal constants")
+               description="merge nodes with equal op, operands and attributes, and equal constants",
+               after={"fold-constants": "after folding, equal constants and equal ops are visible"})
 def eliminate_common_subexpressions(graph: ir.Graph, ctx: PassContext | None = None) -> ir.Graph:
     """Replace each node by the first earlier node with the same key (see `_key`), in one sweep."""
     seen: dict[tuple, ir.Node] = {}
@@ -49,6 +51,5 @@ def eliminate_common_subexpressions(graph: ir.Graph, ctx: PassContext | None = N
         if first is None or first.type != node.type:
             seen.setdefault(key, node)
             continue
-        node.replace_all_uses_with(first)
-        graph.erase(node)
+        replace_node(node, first)
     return graph

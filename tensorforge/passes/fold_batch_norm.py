@@ -20,7 +20,7 @@ import numpy as np
 from .. import ir
 from .manager import PassContext
 from .registry import register_pass
-from .rewrite import derived_name, erase_if_unused
+from .rewrite import derived_name, erase_if_unused, single_use
 
 
 def _folded(producer: ir.Node, norm: ir.Node) -> tuple[np.ndarray, np.ndarray]:
@@ -40,14 +40,25 @@ def _can_fold(norm: ir.Node) -> bool:
     if (producer.op not in ("conv2d", "linear") or producer.attrs.get("activation") is not None
             or producer.attrs.get("residual")):  # a residual is added after the bias: scaling would reach it
         return False
-    if len(producer.users) != 1 or producer in producer.graph.outputs or producer.dtype is not ir.DType.f32:
+    if not single_use(producer) or producer.dtype is not ir.DType.f32:
         return False
     if producer.op == "linear" and len(producer.shape) != 2:
         return False
     return all(operand.op == "constant" for operand in list(producer.inputs[1:]) + list(norm.inputs[1:]))
 
 
-@register_pass("fold-batch-norm", opt_level=2, description="fold inference batch norms into the conv/linear before")
+def _no_norm_of_a_pooled_conv(graph: ir.Graph) -> bool:
+    return not any(node.op == "batch_norm" and node.inputs[0].op == "conv2d" and node.inputs[0].attrs["pool"]
+                   for node in graph.nodes)
+
+
+@register_pass("fold-batch-norm", opt_level=2, description="fold inference batch norms into the conv/linear before",
+               after={"fold-constants": "it needs conv/linear weights as constants, and weight-only subgraphs "
+                                        "(transposes, scalings) are constants after folding"},
+               before={"fuse-pool": "a batch norm's scale, negative where gamma is, does not commute with a pool's "
+                                    "max"},
+               requires={"no batch_norm reads a conv2d with a fused pool (a negative scale does not commute with "
+                         "the pool's max)": _no_norm_of_a_pooled_conv})
 def fold_batch_norm(graph: ir.Graph, ctx: PassContext | None = None) -> ir.Graph:
     """Replace each foldable `batch_norm(conv2d|linear(...))` by one conv2d/linear with new constants."""
     erased: set[ir.Node] = set()

@@ -14,27 +14,28 @@ from __future__ import annotations
 
 from .. import ir
 from .registry import register_pass
+from .rewrite import Pattern, rebuilt, rewrite_to_fixpoint
 
 # f32 results only: an int8 qlinear's relu is its clip at the zero point, which lower-quant sets
 CONTRACTIONS = ("linear", "conv2d", "dynamic_qlinear", "qlinear", "qconv2d")
 
 
-@register_pass("fuse-activation", opt_level=2, description="fold a relu (or a gelu) into the preceding linear/conv2d")
+def _contraction(ops: str | tuple[str, ...]) -> Pattern:
+    """One of `ops` with an f32 result and no activation yet, which only the activation reads."""
+    return Pattern(ops, name="c", single_use=True,
+                   where=lambda c: c.dtype is ir.DType.f32 and c.attrs["activation"] is None)
+
+
+RULES = [
+    # relu(linear(x, w, b)) -> linear(x, w, b){activation="relu"}  (or conv2d, qlinear, ...)
+    (Pattern("relu", [_contraction(CONTRACTIONS)]), lambda m: rebuilt(m["c"], activation="relu")),
+    # gelu(linear(x, w, b)){approximation=a} -> linear(x, w, b){activation="gelu_a"}
+    (Pattern("gelu", [_contraction("linear")], name="gelu"),
+     lambda m: rebuilt(m["c"], activation=f"gelu_{m['gelu'].attrs['approximation']}")),
+]
+
+
+@register_pass("fuse-activation", opt_level=2, description="fold a relu (or a gelu) into the preceding linear/conv2d",
+               after={"fold-batch-norm": "so conv -> batch norm -> relu is one conv"})
 def fuse_activation(graph: ir.Graph, ctx=None) -> ir.Graph:
-    for node in list(graph.nodes):
-        if node.op == "relu":
-            activation, contractions = "relu", CONTRACTIONS
-        elif node.op == "gelu":
-            activation, contractions = f"gelu_{node.attrs['approximation']}", ("linear",)
-        else:
-            continue
-        producer = node.inputs[0]
-        if (producer.op not in contractions or producer.attrs["activation"] is not None
-                or len(producer.users) != 1 or producer in graph.outputs or producer.dtype is not ir.DType.f32):
-            continue
-        with graph.inserting_before(node):
-            fused = graph.call(producer.op, list(producer.inputs), {**producer.attrs, "activation": activation})
-        node.replace_all_uses_with(fused)
-        graph.erase(node)
-        graph.erase(producer)
-    return graph
+    return rewrite_to_fixpoint(graph, RULES)

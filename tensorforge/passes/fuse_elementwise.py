@@ -19,7 +19,7 @@ from .. import ir
 from ..ir.ops_fused import Ref, decode_instruction, encode_instruction, is_fusable
 from .manager import PassContext
 from .registry import register_pass
-from .rewrite import needed_by_outputs
+from .rewrite import needed_by_outputs, replace_node, single_use
 
 FUSED = "fused_elementwise"
 
@@ -30,8 +30,7 @@ def is_elementwise(node: ir.Node) -> bool:
 
 def _can_fold(producer: ir.Node, consumer: ir.Node) -> bool:
     """Fold `producer` into `consumer`: it is elementwise, read by the consumer alone, and not broadcast up."""
-    return (is_elementwise(producer) and set(producer.users) == {consumer}
-            and producer not in producer.graph.outputs and producer.shape == consumer.shape)
+    return is_elementwise(producer) and single_use(producer) and producer.shape == consumer.shape
 
 
 def program_of(node: ir.Node) -> tuple[tuple[ir.Node, ...], tuple[tuple, ...]]:
@@ -74,9 +73,7 @@ def _fold(graph: ir.Graph, producer: ir.Node, consumer: ir.Node) -> ir.Node:
     builder.append(*program_of(consumer), replaced={producer: ("t", len(builder.program) - 1)})
     with graph.inserting_before(consumer):
         fused = graph.call(FUSED, list(builder.operands), {"program": tuple(builder.program)})
-    consumer.replace_all_uses_with(fused)
-    graph.erase(consumer)
-    graph.erase(producer)
+    replace_node(consumer, fused, [producer])
     return fused
 
 
@@ -90,7 +87,20 @@ def _fold_producers(graph: ir.Graph, node: ir.Node) -> None:
 
 
 @register_pass("fuse-elementwise", opt_level=2,
-               description="merge chains of elementwise ops into one fused_elementwise loop")
+               description="merge chains of elementwise ops into one fused_elementwise loop",
+               after={
+                   "fuse-activation": "a relu after a linear/conv goes to its epilogue first",
+                   "lower-quant": "chains are only fused once nothing else rewrites their ops (lower-quant takes "
+                                  "relus and quantizes into int8 layers)",
+                   "simplify": "chains are only fused once nothing else rewrites their ops (simplify removes x*1, "
+                               "x+0, -(-x))",
+                   "fold-constants": "chains are only fused once nothing else rewrites their ops (fold-constants "
+                                     "makes constants of weight-only ones)",
+                   "eliminate-common-subexpressions": "chains are only fused once nothing else rewrites their "
+                                                      "ops (CSE merges equal ones)",
+                   "fuse-residual": "chains are only fused once nothing else rewrites their ops (fuse-residual "
+                                    "takes an add into a linear/conv epilogue)",
+               })
 def fuse_elementwise(graph: ir.Graph, ctx: PassContext | None = None) -> ir.Graph:
     """Visit the live elementwise nodes in order; fold producers into each until none qualifies.
 

@@ -17,24 +17,27 @@ from __future__ import annotations
 
 from .. import ir
 from .registry import register_pass
+from .rewrite import Pattern, rebuilt, rewrite_to_fixpoint
 
 
-def _fusable(pool: ir.Node, graph: ir.Graph) -> bool:
-    conv = pool.inputs[0]
-    return (pool.attrs["kernel"] == (2, 2) and pool.attrs["stride"] == (2, 2) and pool.attrs["padding"] == (0, 0)
-            and conv.op == "conv2d" and conv.dtype is ir.DType.f32 and conv.attrs["pool"] is None
-            and not conv.attrs["residual"] and len(conv.users) == 1 and conv not in graph.outputs)
+def _two_by_two(pool: ir.Node) -> bool:
+    return pool.attrs["kernel"] == (2, 2) and pool.attrs["stride"] == (2, 2) and pool.attrs["padding"] == (0, 0)
 
 
-@register_pass("fuse-pool", opt_level=2, description="fold a 2x2 max pool into the preceding f32 conv2d")
+def _open_f32(conv: ir.Node) -> bool:
+    """An f32 conv2d with no pool and no residual yet."""
+    return conv.dtype is ir.DType.f32 and conv.attrs["pool"] is None and not conv.attrs["residual"]
+
+
+CONV = Pattern("conv2d", name="conv", where=_open_f32, single_use=True)
+
+RULES = [
+    # max_pool2d(conv2d(x, w, b)){kernel=[2,2], stride=[2,2]} -> conv2d(x, w, b){pool="max_2x2"}
+    (Pattern("max_pool2d", [CONV], where=_two_by_two), lambda m: rebuilt(m["conv"], pool="max_2x2")),
+]
+
+
+@register_pass("fuse-pool", opt_level=2, description="fold a 2x2 max pool into the preceding f32 conv2d",
+               after={"fuse-activation": "conv -> relu -> 2x2 max pool is one conv"})
 def fuse_pool(graph: ir.Graph, ctx=None) -> ir.Graph:
-    for node in list(graph.nodes):
-        if node.op != "max_pool2d" or not _fusable(node, graph):
-            continue
-        conv = node.inputs[0]
-        with graph.inserting_before(node):
-            fused = graph.call("conv2d", list(conv.inputs), {**conv.attrs, "pool": "max_2x2"})
-        node.replace_all_uses_with(fused)
-        graph.erase(node)
-        graph.erase(conv)
-    return graph
+    return rewrite_to_fixpoint(graph, RULES)

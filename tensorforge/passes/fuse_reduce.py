@@ -24,24 +24,27 @@ from .. import ir
 from ..ir.ops_fused import REDUCTIONS
 from .fuse_elementwise import is_elementwise, program_of
 from .registry import register_pass
+from .rewrite import Captures, Pattern, rewrite_to_fixpoint
 
 
-def _fusable_producer(node: ir.Node, graph: ir.Graph) -> bool:
-    return is_elementwise(node) and len(node.users) == 1 and node not in graph.outputs
+def _fused_reduce(m: Captures) -> ir.Node:
+    """One fused_reduce computing the chain's program over its operands and reducing the result."""
+    reduction = m["reduction"]
+    operands, program = program_of(m["chain"])
+    return reduction.graph.call("fused_reduce", list(operands),
+                                {"program": program, "reduction": reduction.op, **reduction.attrs})
+
+
+CHAIN = Pattern(name="chain", where=is_elementwise, single_use=True)
+
+RULES = [
+    # reduce_mean(elementwise chain(a, b, ...)) -> fused_reduce(a, b, ...){program=the chain's, reduction="reduce_mean"}
+    (Pattern(REDUCTIONS, [CHAIN], name="reduction"), _fused_reduce),
+]
 
 
 @register_pass("fuse-reduce", opt_level=2,
-               description="compute an elementwise chain inside the reduction that reads it")
+               description="compute an elementwise chain inside the reduction that reads it",
+               after={"fuse-elementwise": "a reduction takes in the chain fuse-elementwise made"})
 def fuse_reduce(graph: ir.Graph, ctx=None) -> ir.Graph:
-    for node in list(graph.nodes):
-        if node.op not in REDUCTIONS or not _fusable_producer(node.inputs[0], graph):
-            continue
-        producer = node.inputs[0]
-        operands, program = program_of(producer)
-        with graph.inserting_before(node):
-            fused = graph.call("fused_reduce", list(operands),
-                               {"program": program, "reduction": node.op, **node.attrs})
-        node.replace_all_uses_with(fused)
-        graph.erase(node)
-        graph.erase(producer)
-    return graph
+    return rewrite_to_fixpoint(graph, RULES)

@@ -15,29 +15,48 @@ from __future__ import annotations
 
 from .. import ir
 from .registry import register_pass
+from .rewrite import Captures, Pattern, rebuilt, rewrite_to_fixpoint
 
 
-def _fusable(contraction: ir.Node, add: ir.Node, other: ir.Node) -> bool:
-    return (contraction.op in ("linear", "conv2d") and contraction.dtype is ir.DType.f32
-            and contraction.attrs["activation"] is None and not contraction.attrs["residual"]
-            and len(contraction.users) == 1 and contraction not in contraction.graph.outputs
-            and other is not contraction and other.type == contraction.type == add.type)
+def _open_f32(contraction: ir.Node) -> bool:
+    """An f32 result with no activation and no residual yet."""
+    return (contraction.dtype is ir.DType.f32 and contraction.attrs["activation"] is None
+            and not contraction.attrs["residual"])
 
 
-@register_pass("fuse-residual", opt_level=2, description="add a skip connection in the linear/conv2d epilogue")
+def _with_residual(m: Captures) -> ir.Node | None:
+    """The contraction with `other` as its residual, when `other` has exactly its type (a broadcast
+    addend, such as a bias, is left to the elementwise passes)."""
+    contraction, other = m["c"], m["other"]
+    if other is contraction or not other.type == contraction.type == m["add"].type:
+        return None
+    return rebuilt(contraction, [*contraction.inputs, other], residual=True)
+
+
+CONTRACTION = Pattern(("linear", "conv2d"), name="c", where=_open_f32, single_use=True)
+OTHER = Pattern(name="other")
+
+RULES = [
+    # conv2d(x, w, b) + r -> conv2d(x, w, b, r){residual=true}  (or a linear)
+    (Pattern("add", [CONTRACTION, OTHER], name="add"), _with_residual),
+    # r + conv2d(x, w, b) -> conv2d(x, w, b, r){residual=true}
+    (Pattern("add", [OTHER, CONTRACTION], name="add"), _with_residual),
+]
+
+
+def _is_closed_conv(node: ir.Node) -> bool:
+    """A conv2d with a fused pool or computed by Winograd: neither takes a residual."""
+    return node.op == "conv2d" and bool(node.attrs["pool"] or node.attrs["winograd"])
+
+
+def _no_sum_of_a_closed_conv(graph: ir.Graph) -> bool:
+    return not any(node.op == "add" and any(map(_is_closed_conv, node.inputs)) for node in graph.nodes)
+
+
+@register_pass("fuse-residual", opt_level=2, description="add a skip connection in the linear/conv2d epilogue",
+               before={"fuse-activation": "relu(conv + x) becomes one conv",
+                       "fuse-pool": "a conv2d with a fused pool takes no residual"},
+               requires={"no add reads a conv2d with a fused pool or computed by Winograd (neither takes a "
+                         "residual)": _no_sum_of_a_closed_conv})
 def fuse_residual(graph: ir.Graph, ctx=None) -> ir.Graph:
-    for node in list(graph.nodes):
-        if node.op != "add":
-            continue
-        for index in (0, 1):
-            contraction, other = node.inputs[index], node.inputs[1 - index]
-            if not _fusable(contraction, node, other):
-                continue
-            with graph.inserting_before(node):
-                fused = graph.call(contraction.op, [*contraction.inputs, other],
-                                   {**contraction.attrs, "residual": True})
-            node.replace_all_uses_with(fused)
-            graph.erase(node)
-            graph.erase(contraction)
-            break
-    return graph
+    return rewrite_to_fixpoint(graph, RULES)

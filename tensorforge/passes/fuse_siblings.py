@@ -41,7 +41,11 @@ def _groups(graph: ir.Graph) -> list[list[ir.Node]]:
 
 
 @register_pass("fuse-sibling-linears", opt_level=2,
-               description="linears reading one input become one linear and slices of its result")
+               description="linears reading one input become one linear and slices of its result",
+               after={"fuse-residual": "the epilogue fusions go into each layer first, then q, k, v -> one linear",
+                      "fuse-activation": "the epilogue fusions go into each layer first, then q, k, v -> one linear "
+                                         "(a fused relu is kept, as all siblings must share it)",
+                      "sparsify": "a sparse layer is a sparse_linear by then, and keeps its own kernel"})
 def fuse_sibling_linears(graph: ir.Graph, ctx=None) -> ir.Graph:
     for group in _groups(graph):
         first = group[0]

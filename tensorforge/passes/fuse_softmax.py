@@ -21,10 +21,7 @@ from __future__ import annotations
 
 from .. import ir
 from .registry import register_pass
-
-
-def _single_use(node: ir.Node, graph: ir.Graph) -> bool:
-    return len(node.users) == 1 and node not in graph.outputs
+from .rewrite import Captures, Pattern, rebuilt, rewrite_to_fixpoint
 
 
 def _scalar_factor(node: ir.Node) -> tuple[ir.Node, float] | None:
@@ -38,27 +35,44 @@ def _scalar_factor(node: ir.Node) -> tuple[ir.Node, float] | None:
     return None
 
 
-@register_pass("fuse-softmax", opt_level=2, description="fold a scaling and a causal mask into the softmax after them")
+def _without_prologue(softmax: ir.Node) -> bool:
+    """A softmax over the last axis that neither scales nor masks yet."""
+    attrs = softmax.attrs
+    return attrs["scale"] is None and not attrs["causal"] and attrs["axis"] == softmax.type.rank - 1
+
+
+def _with_prologue(m: Captures) -> ir.Node | None:
+    """The softmax of what the mask and/or the scaling read, with `causal` and/or `scale` set."""
+    operand, attrs = m.get("x"), {}
+    if "mask" in m:
+        attrs["causal"] = True
+    if "scaled" in m:
+        found = _scalar_factor(m["scaled"])
+        if found is None:
+            return None
+        operand, attrs["scale"] = found
+    return rebuilt(m["softmax"], [operand], **attrs)
+
+
+def _softmax(operand: Pattern) -> Pattern:
+    return Pattern("softmax", [operand], name="softmax", where=_without_prologue)
+
+
+def _mask(operand: Pattern) -> Pattern:
+    return Pattern("causal_mask", [operand], name="mask", single_use=True)
+
+
+SCALED = Pattern("mul", name="scaled", single_use=True)  # by a one-element constant: _scalar_factor checks
+X = Pattern(name="x")
+
+RULES = [
+    (_softmax(_mask(SCALED)), _with_prologue),   # softmax(causal_mask(x * c)) -> softmax(x){scale=c, causal=true}
+    (_softmax(_mask(X)), _with_prologue),        # softmax(causal_mask(x)) -> softmax(x){causal=true}
+    (_softmax(SCALED), _with_prologue),          # softmax(x * c) -> softmax(x){scale=c}
+]
+
+
+@register_pass("fuse-softmax", opt_level=2, description="fold a scaling and a causal mask into the softmax after them",
+               before={"fuse-elementwise": "the scaling's mul goes into the softmax, not into a chain"})
 def fuse_softmax(graph: ir.Graph, ctx=None) -> ir.Graph:
-    for node in list(graph.nodes):
-        if (node.op != "softmax" or node.attrs["scale"] is not None or node.attrs["causal"]
-                or node.attrs["axis"] != node.type.rank - 1):
-            continue
-        operand, absorbed, attrs = node.inputs[0], [], {}
-        if operand.op == "causal_mask" and _single_use(operand, graph):
-            absorbed.append(operand)
-            attrs["causal"] = True
-            operand = operand.inputs[0]
-        scaled = _scalar_factor(operand) if _single_use(operand, graph) else None
-        if scaled is not None:
-            absorbed.append(operand)
-            operand, attrs["scale"] = scaled
-        if not absorbed:
-            continue
-        with graph.inserting_before(node):
-            fused = graph.call("softmax", [operand], {**node.attrs, **attrs})
-        node.replace_all_uses_with(fused)
-        graph.erase(node)
-        for value in absorbed:  # outermost first: each is used only by the one erased before it
-            graph.erase(value)
-    return graph
+    return rewrite_to_fixpoint(graph, RULES)

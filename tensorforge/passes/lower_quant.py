@@ -1,4 +1,4 @@
-"""lower-quant: QDQ patterns (passes/insert_quant.py) become integer `qlinear` and `qconv2d` layers.
+"""lower-quant: QDQ patterns (quant/insert_quant.py) become integer `qlinear` and `qconv2d` layers.
 
     %xd = dequantize(%xq, %sx, %zx)                     %y = qlinear(%xq, %wq, %bias_i32, %m, %zx, %zy)
     %wd = dequantize(%wq, %sw, 0)               ->                {dtype=i8, activation="relu"} : i8[64,10]
@@ -25,8 +25,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ir
+from .dead_code import eliminate_dead_code
 from .registry import register_pass
-from .rewrite import derived_name
+from .rewrite import derived_name, single_use
 
 F32 = np.float32
 INT32 = np.iinfo(np.int32)
@@ -69,7 +70,7 @@ def _requantized_user(node: ir.Node) -> tuple[ir.Node, bool, list[ir.Node]] | No
     flatten: the CNN's conv -> relu -> pool -> quantize)."""
     relu, between, current = node.attrs.get("activation") == "relu", [], node
     while True:
-        if len(current.users) != 1 or current in current.graph.outputs:
+        if not single_use(current):
             return None
         (current,) = current.users
         if current.op == "quantize":
@@ -126,15 +127,13 @@ def lower_contraction(graph: ir.Graph, node: ir.Node) -> bool:
 
 
 @register_pass("lower-quant", opt_level=1,
-               description="fold quantize/dequantize around linear/conv2d into int8 qlinear/qconv2d")
+               description="fold quantize/dequantize around linear/conv2d into int8 qlinear/qconv2d",
+               before={"fold-constants": "fold-constants would fold a weight's dequantize back into f32"})
 def lower_quant(graph: ir.Graph, ctx=None) -> ir.Graph:
     changed = False
     for node in list(graph.nodes):
         if node.op in ("linear", "conv2d"):
             changed |= lower_contraction(graph, node)
     if changed:  # the f32 linears, relus, quantizes and weight dequantizes nobody reads any more
-        live = graph.needed_by_outputs()
-        for node in reversed(list(graph.nodes)):
-            if node not in live and node.op != "input":
-                graph.erase(node)
+        eliminate_dead_code(graph)
     return graph

@@ -10,7 +10,10 @@
       fuse-activation                     0.05 ms        4 -> 3  yes
       total                               0.35 ms        5 -> 3
 
-The order of the passes is the one listing `PIPELINE` in `tensorforge/passes/__init__.py`.
+The order of the passes is the one listing `PIPELINE` in `tensorforge/passes/__init__.py`. Before
+it runs anything, run_pipeline checks its list against every pass's `after`/`before` (registry.py:
+`check_order`, PassOrderError), and before each pass, that pass's `requires` on the graph it gets
+(PassRequirementError naming the pass and the condition that does not hold).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 from .. import ir
 from .instruments import SnapshotInstrument
-from .registry import PASSES
+from .registry import PASSES, PassRequirementError, check_order, unmet_requirements
 
 MAX_OPT_LEVEL = 3  # 3 runs what 2 runs; the codegen uses it for LLVM's O3
 
@@ -133,7 +136,9 @@ def _call_hook(instruments: list, hook: str, *args) -> None:
 def run_pipeline(graph: ir.Graph, ctx: PassContext | None = None, passes: list[str] | None = None) -> PipelineResult:
     """Run `passes` (default: `pipeline_for(ctx.opt_level)`), but not `ctx.disabled`, on a copy of `graph`.
 
-    Each pass function is looked up in PASSES when it runs. Instruments see every pass
+    The passes must be in an order their `after`/`before` allow (PassOrderError), and each pass's
+    `requires` must hold when it starts (PassRequirementError). Each pass function is looked up in
+    PASSES when it runs. Instruments see every pass
     (`run_before_pipeline`, `run_before_pass`, `run_after_pass`); the snapshots come from the
     SnapshotInstrument in `ctx.instruments`, or from one added for this run.
     """
@@ -143,6 +148,7 @@ def run_pipeline(graph: ir.Graph, ctx: PassContext | None = None, passes: list[s
     if unknown:
         raise ValueError(f"unknown pass name(s) {unknown}; known passes: {', '.join(_pipeline())}")
     names = [name for name in names if name not in ctx.disabled]
+    check_order(names)
     instruments = list(ctx.instruments)
     snapshots = next((i for i in instruments if isinstance(i, SnapshotInstrument)), None)
     if snapshots is None:
@@ -152,6 +158,10 @@ def run_pipeline(graph: ir.Graph, ctx: PassContext | None = None, passes: list[s
     _call_hook(instruments, "run_before_pipeline", graph)
     report = PassReport(disabled=ctx.disabled)
     for name in names:
+        unmet = unmet_requirements(name, graph)
+        if unmet:
+            raise PassRequirementError(f"pass '{name}' requires that {'; and that '.join(unmet)}: "
+                                       "the graph it was given does not")
         before_text, before_count = str(graph), len(graph)
         _call_hook(instruments, "run_before_pass", name, graph, ctx)
         start = time.perf_counter()

@@ -21,6 +21,7 @@ from __future__ import annotations
 from .. import ir
 from ..ir.ops_nn import winograd_computes
 from .registry import register_pass
+from .rewrite import replace_node
 
 MIN_CHANNELS = 16
 
@@ -34,13 +35,13 @@ def winograd_fits(node: ir.Node) -> bool:
             and min(x.shape[1], weight.shape[0]) >= MIN_CHANNELS)
 
 
-@register_pass("select-winograd", opt_level=2, description="compute 3x3 convolutions by Winograd's F(2x2, 3x3)")
+@register_pass("select-winograd", opt_level=2, description="compute 3x3 convolutions by Winograd's F(2x2, 3x3)",
+               after={"fold-batch-norm": "a conv's weight is final", "fuse-residual": "a conv's residual is final"})
 def select_winograd(graph: ir.Graph, ctx=None) -> ir.Graph:
     for node in list(graph.nodes):
         if not winograd_fits(node):
             continue
         with graph.inserting_before(node):
             chosen = graph.call("conv2d", list(node.inputs), {**node.attrs, "winograd": True})
-        node.replace_all_uses_with(chosen)
-        graph.erase(node)
+        replace_node(node, chosen)
     return graph

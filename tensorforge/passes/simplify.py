@@ -16,91 +16,66 @@ from __future__ import annotations
 from .. import ir
 from .manager import PassContext
 from .registry import register_pass
-from .rewrite import Rule, is_filled_with, rewrite_to_fixpoint
+from .rewrite import Captures, Pattern, is_filled_with, rewrite_to_fixpoint
+
+X = Pattern(name="x")
+VIEWS = ("reshape", "flatten")
 
 
-def _same(node: ir.Node, candidate: ir.Node) -> ir.Node | None:
-    """`candidate` if it can stand for `node` (same type), else None."""
-    return candidate if candidate.type == node.type else None
+def _filled(value: float) -> Pattern:
+    """A constant whose every element is `value`."""
+    return Pattern("constant", where=lambda node: is_filled_with(node, value))
 
 
-def _identity_operand(value: float) -> Rule:
-    """x op c -> x for a constant c filled with `value` (the right operand)."""
-    def rule(node: ir.Node) -> ir.Node | None:
-        x, c = node.inputs
-        return _same(node, x) if is_filled_with(c, value) else None
-
-    return rule
+ONES, ZEROS = _filled(1), _filled(0)
 
 
-def _identity_left(value: float) -> Rule:
-    """c op x -> x for a constant c filled with `value` (the left operand)."""
-    def rule(node: ir.Node) -> ir.Node | None:
-        c, x = node.inputs
-        return _same(node, x) if is_filled_with(c, value) else None
-
-    return rule
+def _op(op: str | tuple[str, ...], *operands: Pattern, where=None) -> Pattern:
+    """A rule's root: `op` over `operands`, bound to "op"."""
+    return Pattern(op, operands, name="op", where=where)
 
 
-def _involution(node: ir.Node) -> ir.Node | None:
-    """f(f(x)) -> x for f its own inverse (neg)."""
-    inner = node.inputs[0]
-    return _same(node, inner.inputs[0]) if inner.op == node.op else None
+def _x(m: Captures) -> ir.Node | None:
+    """x, when it can stand for the matched node (it has the same type)."""
+    return m["x"] if m["x"].type == m["op"].type else None
 
 
-def _idempotent(node: ir.Node) -> ir.Node | None:
-    """f(f(x)) -> f(x) for f idempotent (relu)."""
-    inner = node.inputs[0]
-    return inner if inner.op == node.op else None
+def _reshaped_x(m: Captures) -> ir.Node:
+    """x reshaped to the matched node's shape."""
+    return m["x"].graph.call("reshape", [m["x"]], {"shape": m["op"].shape})
 
 
-def _view_chain(node: ir.Node) -> ir.Node | None:
-    """A reshape/flatten to the operand's own shape -> operand; of a reshape/flatten(y) -> reshape(y)."""
-    inner = node.inputs[0]
-    if inner.shape == node.shape:
-        return inner
-    if inner.op in ("reshape", "flatten"):
-        return node.graph.call("reshape", [inner.inputs[0]], {"shape": node.shape})
-    return None
+def _is_identity_perm(node: ir.Node) -> bool:
+    return node.attrs["perm"] == tuple(range(len(node.inputs[0].shape)))
 
 
-def _no_op(node: ir.Node) -> ir.Node | None:
-    """cast to the operand's own dtype, transpose by the identity permutation -> operand."""
-    x = node.inputs[0]
-    if node.op == "transpose" and node.attrs["perm"] != tuple(range(len(x.shape))):
-        return None
-    return _same(node, x)
-
-
-def _transpose_chain(node: ir.Node) -> ir.Node | None:
-    """transpose(transpose(y, p1), p2) -> transpose(y, p1[p2]) (or y when that is the identity)."""
-    inner = node.inputs[0]
-    if inner.op != "transpose":
-        return None
-    composed = tuple(inner.attrs["perm"][axis] for axis in node.attrs["perm"])
-    if composed == tuple(range(len(composed))):
-        return inner.inputs[0]
-    return node.graph.call("transpose", [inner.inputs[0]], {"perm": composed})
+def _composed(m: Captures) -> ir.Node:
+    """transpose(transpose(x, p1), p2) -> transpose(x, p1[p2]), or x when that is the identity."""
+    perm = tuple(m["inner"].attrs["perm"][axis] for axis in m["op"].attrs["perm"])
+    if perm == tuple(range(len(perm))):
+        return m["x"]
+    return m["x"].graph.call("transpose", [m["x"]], {"perm": perm})
 
 
 RULES = [
-    ("mul", _identity_operand(1)),      # x * 1 -> x
-    ("mul", _identity_left(1)),         # 1 * x -> x
-    ("add", _identity_operand(0)),      # x + 0 -> x
-    ("add", _identity_left(0)),         # 0 + x -> x
-    ("sub", _identity_operand(0)),      # x - 0 -> x
-    ("div", _identity_operand(1)),      # x / 1 -> x
-    ("neg", _involution),               # -(-x) -> x
-    ("relu", _idempotent),              # relu(relu(x)) -> relu(x)
-    ("reshape", _view_chain),           # reshape(reshape(x)) -> reshape(x); reshape to x's own shape -> x
-    ("flatten", _view_chain),           # flatten(reshape(x)) -> reshape(x); flatten that changes nothing -> x
-    ("cast", _no_op),                   # cast to the same dtype -> x
-    ("transpose", _no_op),              # transpose by the identity -> x
-    ("transpose", _transpose_chain),    # transpose(transpose(x)) -> one transpose (or x)
+    (_op("mul", X, ONES), _x),                                      # x * 1 -> x
+    (_op("mul", ONES, X), _x),                                      # 1 * x -> x
+    (_op("add", X, ZEROS), _x),                                     # x + 0 -> x
+    (_op("add", ZEROS, X), _x),                                     # 0 + x -> x
+    (_op("sub", X, ZEROS), _x),                                     # x - 0 -> x
+    (_op("div", X, ONES), _x),                                      # x / 1 -> x
+    (_op("neg", Pattern("neg", [X])), _x),                          # -(-x) -> x
+    (_op("relu", Pattern("relu", name="inner")), lambda m: m["inner"]),  # relu(relu(x)) -> relu(x)
+    (_op(VIEWS, X), _x),                                            # reshape/flatten to x's own shape -> x
+    (_op(VIEWS, Pattern(VIEWS, [X])), _reshaped_x),                 # reshape(reshape/flatten(x)) -> reshape(x)
+    (_op("cast", X), _x),                                           # cast to the same dtype -> x
+    (_op("transpose", X, where=_is_identity_perm), _x),             # transpose by the identity -> x
+    (_op("transpose", Pattern("transpose", [X], name="inner")), _composed),  # transpose(transpose(x)) -> one or x
 ]
 
 
-@register_pass("simplify", opt_level=1, description="algebraic identities: x*1, x+0, reshape/transpose chains")
+@register_pass("simplify", opt_level=1, description="algebraic identities: x*1, x+0, reshape/transpose chains",
+               before={"fold-constants": "simplify is cheap, and leaves fewer nodes to every pass after it"})
 def simplify(graph: ir.Graph, ctx: PassContext | None = None) -> ir.Graph:
     """Apply RULES to every live node until none fires."""
     return rewrite_to_fixpoint(graph, RULES)

@@ -59,7 +59,9 @@ def _sparse_weight(node: ir.Node) -> ir.Node | None:
     return weight if weight.op == "constant" and weight.value.size else None
 
 
-@register_pass("sparsify", opt_level=2, description="a linear with a mostly-zero constant weight becomes sparse_linear")
+@register_pass("sparsify", opt_level=2, description="a linear with a mostly-zero constant weight becomes sparse_linear",
+               after={"fuse-residual": "sparse_linear keeps the residual fused into the linear",
+                      "fuse-activation": "sparse_linear keeps the activation fused into the linear"})
 def sparsify(graph: ir.Graph, ctx=None) -> ir.Graph:
     config = ctx.config if ctx is not None else {}
     target = ctx.target if ctx is not None else None

@@ -197,14 +197,14 @@ class CompiledModel:
         return save_pictures(self.snapshots, self.pass_report, directory, fmt)
 
     def prune_report(self):
-        """What tf.compile(prune=...) did, per layer (tensorforge/prune.py): sparsity, shapes, kernel."""
+        """What tf.compile(prune=...) did, per layer (tensorforge/prune/): sparsity, shapes, kernel."""
         report = getattr(self, "pruning", None)
         if report is None:
             raise ValueError("this model was compiled without prune=tf.PruneConfig(...)")
         return report
 
     def quant_report(self):
-        """What tf.compile(quantize=...) did, per linear layer (tensorforge/quantize.py): scheme, SQNR, decision."""
+        """What tf.compile(quantize=...) did, per linear layer (tensorforge/quant/): scheme, SQNR, decision."""
         report = getattr(self, "quantization", None)
         if report is None:
             raise ValueError("this model was compiled without quantize='int8' (or a tf.QuantConfig)")

@@ -1,4 +1,4 @@
-"""Post-training static INT8: calibration, the SQNR guard, QuantConfig and the report behind cm.quant_report().
+"""Post-training INT8: calibration, the SQNR guard, and the QDQ (or dynamic_qlinear) graph with its report.
 
     cm = tf.compile(model, x, quantize="int8", calibration=X_cal)
     cm = tf.compile(model, x, quantize=tf.QuantConfig(method="entropy", per_channel=False), calibration=X_cal)
@@ -6,7 +6,7 @@
     print(cm.quant_report())                            # layer, scheme, SQNR, int8 or kept in fp32
 
 1. Calibration: the reference interpreter runs the f32 graph on the calibration set and records
-   the input of every linear and conv2d layer (groups 1) with a constant weight (passes/calibration.py turns the values
+   the input of every linear and conv2d layer (groups 1) with a constant weight (quant/calibration.py turns the values
    into a scale and zero point: min-max, percentile (99.99 by default) or entropy).
 2. Weights: symmetric int8, per output channel (per tensor with per_channel=False).
 3. The guard: each layer alone is run in int8 (its input and weight quantized) on the calibration
@@ -15,7 +15,7 @@
    the digits models every layer measures 37-45 dB with the defaults, so all of them are
    quantized, while a layer fed by a heavy-tailed input (or a weight with one huge outlier
    column, per tensor) falls to 15-25 dB and is kept.
-4. insert-quant (passes/insert_quant.py) writes the QDQ graph; in tf.compile, lower-quant
+4. insert-quant (quant/insert_quant.py) writes the QDQ graph; in tf.compile, lower-quant
    (passes/lower_quant.py) then makes int8 qlinear / qconv2d layers of it.
 
 The "tinytorch" method reproduces TinyTorch's quantize_int8 exactly (asymmetric per-tensor
@@ -26,82 +26,14 @@ Dynamic quantization (QuantConfig(dynamic=True)) covers linear layers only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from .ir import DType, Graph, run_graph
-from .passes.calibration import METHODS, QuantParams, activation_params, tinytorch_params, weight_params
-from .passes.insert_quant import LayerQuant, insert_quant, quantized_weight
-from .passes.rewrite import derived_name, suffixed_name
-
-QUANT_METHODS = (*METHODS, "tinytorch")
-DEFAULT_SQNR_BUDGET = 30.0
-
-
-@dataclass(frozen=True)
-class QuantConfig:
-    """What tf.compile(quantize=...) does; `quantize="int8"` means QuantConfig()."""
-
-    method: str = "percentile"  # calibration of activations: minmax, percentile, entropy, tinytorch
-    percentile: float = 99.99
-    per_channel: bool = True  # weights: one scale per output column, else one per tensor
-    activation_dtype: str = "i8"  # i8 or u8
-    sqnr_budget: float | None = DEFAULT_SQNR_BUDGET  # dB; layers below stay f32; None quantizes all
-    dynamic: bool = False  # x's scale and zero point computed at run time (no calibration needed)
-    verbose: bool = False  # a progress bar over the calibration samples
-
-    def __post_init__(self):
-        if self.method not in QUANT_METHODS:
-            raise ValueError(f"QuantConfig.method must be one of {QUANT_METHODS}, got {self.method!r}")
-        if self.activation_dtype not in ("i8", "u8"):
-            raise ValueError(f"QuantConfig.activation_dtype must be 'i8' or 'u8', got {self.activation_dtype!r}")
-        if not 50.0 < self.percentile <= 100.0:
-            raise ValueError(f"QuantConfig.percentile must be in (50, 100], got {self.percentile}")
-
-    @classmethod
-    def of(cls, value) -> QuantConfig:
-        if isinstance(value, QuantConfig):
-            return value
-        if value == "int8":
-            return cls()
-        raise ValueError(f"quantize must be 'int8' or a tf.QuantConfig, got {value!r}")
-
-    @property
-    def scheme(self) -> str:
-        if self.dynamic:
-            return "dynamic i8, w " + ("per-channel" if self.per_channel else "per-tensor")
-        if self.method == "tinytorch":
-            return "tinytorch (asym. per-tensor)"
-        weights = "per-channel" if self.per_channel else "per-tensor"
-        return f"{self.activation_dtype} {self.method}, w {weights}"
-
-
-@dataclass
-class QuantReport:
-    """One row per layer (linear, conv2d): (layer, scheme, SQNR in dB, decision), and the weight bytes."""
-
-    config: QuantConfig
-    rows: list[tuple[str, str, float, str]] = field(default_factory=list)
-    weight_bytes: tuple[int, int] = (0, 0)  # (f32, after quantization) of the layers considered
-    calibration_samples: int = 0
-
-    @property
-    def quantized(self) -> list[str]:
-        return [row[0] for row in self.rows if row[3] == "int8"]
-
-    def __str__(self) -> str:
-        budget = "none" if self.config.sqnr_budget is None else f"{self.config.sqnr_budget:g} dB"
-        before, after = self.weight_bytes
-        lines = [f"int8 quantization: {self.config.scheme}; SQNR budget {budget}; "
-                 f"{self.calibration_samples} calibration samples",
-                 f"{'layer':<28} {'scheme':<30} {'SQNR dB':>8}  decision"]
-        lines += [f"{name:<28} {scheme:<30} {'-' if np.isnan(sqnr) else f'{sqnr:.1f}':>8}  {decision}"
-                  for name, scheme, sqnr, decision in self.rows]  # '-': not measured (no calibration)
-        if before:
-            lines.append(f"weights of these layers: {before} bytes f32 -> {after} bytes ({before / max(after, 1):.1f}x "
-                         f"smaller)")
-        return "\n".join(lines)
+from ..ir import DType, Graph, run_graph
+from ..passes.rewrite import derived_name, replace_node, suffixed_name
+from .calibration import QuantParams, activation_params, tinytorch_params, weight_params
+from .config import QuantConfig
+from .insert_quant import LayerQuant, insert_quant, quantized_weight
+from .report import QuantReport
 
 
 def sqnr_db(reference: np.ndarray, approximation: np.ndarray) -> float:
@@ -149,7 +81,7 @@ def _candidates(graph: Graph, ops: tuple[str, ...] = ("linear", "conv2d")):
 
 def _layer_output(node, x: np.ndarray, weight: np.ndarray, rest: list[np.ndarray]) -> np.ndarray:
     """The layer's result before its activation, by the reference."""
-    from .ir import evaluate
+    from ..ir import evaluate
 
     attrs = {key: value for key, value in node.attrs.items() if key not in ("activation", "residual")}
     return evaluate(node.op, [x, weight, *rest], attrs)
@@ -217,7 +149,7 @@ def quantize(graph: Graph, calibration=None, config: QuantConfig | str = "int8")
 def _dynamic(graph: Graph, config: QuantConfig, values: dict | None, samples: int = 0) -> tuple[Graph, QuantReport]:
     """Every linear with a constant weight becomes dynamic_qlinear (kept in f32 below the SQNR budget,
     when calibration values are there to measure it)."""
-    from .ir import evaluate
+    from ..ir import evaluate
 
     graph = graph.copy()
     report = QuantReport(config, calibration_samples=samples)
@@ -248,11 +180,7 @@ def _dynamic(graph: Graph, config: QuantConfig, values: dict | None, samples: in
                         graph.constant(bias.astype(np.float32))]
             replacement = graph.call("dynamic_qlinear", operands, {"activation": node.attrs.get("activation")},
                                      name=suffixed_name(layer_name(node).replace(".", "_"), "dynamic"))
-        node.replace_all_uses_with(replacement)
-        graph.erase(node)
-        for operand in (weight_node, *rest):
-            if not operand.users and operand not in graph.outputs:
-                graph.erase(operand)
+        replace_node(node, replacement, [weight_node, *rest])
     report.weight_bytes = (f32_bytes, int8_bytes)
     return graph, report
 

@@ -3,10 +3,10 @@
     cm = tf.compile(model, x, prune=tf.PruneConfig(method="structured", sparsity=0.5))
     print(cm.prune_report())        # layer, sparsity, shape before -> after, kernel
 
-method "magnitude" zeroes the smallest weights (passes/prune_magnitude.py; scope "global", one
+method "magnitude" zeroes the smallest weights (prune/magnitude.py; scope "global", one
 threshold for all weights as TinyTorch does, or "layer"); "structured" removes the smallest output
 neurons of linear layers and output channels of conv2d layers, and shrinks what reads them
-(passes/prune_structured.py; `sparsity` is the fraction of neurons / channels removed per layer).
+(prune/structured.py; `sparsity` is the fraction of neurons / channels removed per layer).
 The traced graph is pruned before the pass pipeline; the compiled model's `source_graph` is the
 pruned graph.
 The pipeline's sparsify pass then runs the layers whose weights are sparse enough on the sparse
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .ir import Graph
-from .passes.prune_magnitude import SCOPES, prunable_weights, prune_magnitude
-from .passes.prune_structured import prune_structured
+from ..ir import Graph
+from .magnitude import SCOPES, prunable_weights, prune_magnitude
+from .structured import prune_structured
 
 METHODS = ("magnitude", "structured")
 

@@ -1,4 +1,4 @@
-"""compile_generator: a GPT compiled for generation with a KV cache (passes/kv_cache.py).
+"""compile_generator: a GPT compiled for generation with a KV cache (generate/kv_cache.py).
 
     gen = tf.compile_generator(model, max_len=128, prompt_len=16, target="host")
     ids = gen.generate([5, 1, 7], max_new_tokens=20, temperature=0)     # prompt + 20 new ids
@@ -24,7 +24,7 @@ row pos). Attention reads only the rows up to the position (cached_attention), s
 cost grows with the position, not with max_len.
 
 With kv_cache="int8" every cache is int8 codes and an f32 scale per row (one position of one head,
-passes/kv_cache.py): about a quarter of the f32 cache's bytes (3.8x fewer for 64-wide heads), read
+generate/kv_cache.py): about a quarter of the f32 cache's bytes (3.8x fewer for 64-wide heads), read
 so by every decode step's attention, and logits within int8 error of the f32 cache's. The graphs
 quantize the rows they return.
 
@@ -43,13 +43,13 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from .codegen.target import Target
-from .frontend.transformer import sample
-from .ir import DType, Graph, TensorType
-from .passes.kv_cache import KVCacheGraphs, rewrite_for_kv_cache
-from .quantize import QuantConfig
-from .quantize import quantize as quantize_graph
-from .runtime import CompiledModel
+from ..codegen.target import Target
+from ..frontend.transformer import sample
+from ..ir import DType, Graph, TensorType
+from ..quant import QuantConfig
+from ..quant import quantize as quantize_graph
+from ..runtime import CompiledModel
+from .kv_cache import KVCacheGraphs, rewrite_for_kv_cache
 
 PAD_ID = 0  # what a prompt shorter than prompt_len is padded with for the prefill (any valid id would do)
 
@@ -241,12 +241,12 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
     `quantize="int8"` (or a tf.QuantConfig with dynamic=True) turns every linear layer with a
     constant weight, in both graphs, into dynamic_qlinear: int8 weights (per output channel unless
     the config says per-tensor), each call's activations quantized with their own range at run
-    time, int32 accumulation (tensorforge/quantize.py). Embeddings, layer norms, attention and the
+    time, int32 accumulation (tensorforge/quant/quantize.py). Embeddings, layer norms, attention and the
     cache stay f32. gen.quant_report() lists the layers. `kv_cache="int8"` stores the caches as int8
     codes with a scale per row (see the module docstring), independently of `quantize`. `verbose`
     shows a progress bar over the stages (a GPT-2-size model takes some 10 s).
     """
-    from .api import compile, trace
+    from ..api import compile, trace
 
     config = _generator_quant_config(quantize)
     stages = 4 + (config is not None)  # trace, rewrite, [int8,] compile prefill, compile decode

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ir
-from .rewrite import derived_name
+from ..passes.rewrite import derived_name, replace_node
 
 SCOPES = ("global", "layer")
 
@@ -68,7 +68,6 @@ def prune_magnitude(graph: ir.Graph, sparsity: float, scope: str = "global") -> 
         first_user = next(node for node in graph.nodes if weight in node.inputs)
         with graph.inserting_before(first_user):
             replacement = graph.constant(value, derived_name(weight, "pruned"))
-        weight.replace_all_uses_with(replacement)
-        graph.erase(weight)
+        replace_node(weight, replacement)
         report[weight.name] = (before[weight.name], float(np.mean(value == 0)))
     return report

@@ -41,7 +41,7 @@ import numpy as np
 from .. import ir
 from ..ir.ops_nn import split_contraction
 from ..ir.registry import OPS
-from .rewrite import derived_name, erase_if_unused
+from ..passes.rewrite import derived_name, erase_if_unused
 
 OUTPUT_AXIS = {"linear": 1, "conv2d": 0}  # the weight axis of the output neurons: w[in, out], w[O, C, kh, kw]
 INPUT_AXIS = {"linear": 0, "conv2d": 1}  # the weight axis that reads the input features

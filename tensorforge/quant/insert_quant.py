@@ -9,7 +9,7 @@
 
 The QDQ graph means, in f32, exactly what the int8 model computes up to rounding, and the reference
 interpreter runs it as it is. lower-quant (passes/lower_quant.py) then folds each pattern into an
-integer `qlinear` (or `qconv2d`). Which layers and which parameters is decided by tensorforge/quantize.py
+integer `qlinear` (or `qconv2d`). Which layers and which parameters is decided by quant/quantize.py
 (calibration, the SQNR guard); this pass only rewrites. Layers sharing an input share its pair.
 """
 
@@ -21,8 +21,8 @@ import numpy as np
 
 from .. import ir
 from ..ir.ops_quant import quantize as quantize_reference
+from ..passes.rewrite import derived_name, replace_node
 from .calibration import QuantParams
-from .rewrite import derived_name
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,5 @@ def insert_quant(graph: ir.Graph, plan: dict[str, LayerQuant]) -> ir.Graph:
                                   name=derived_name(weight, "dq"))
             replacement = graph.call(node.op, [pairs[key], restored, *rest], dict(node.attrs),
                                      name=derived_name(node, "q"))
-        node.replace_all_uses_with(replacement)
-        graph.erase(node)
-        if not weight.users and weight not in graph.outputs:
-            graph.erase(weight)
+        replace_node(node, replacement, [weight])  # the f32 weight too, unless something else reads it
     return graph

@@ -41,8 +41,8 @@ import numpy as np
 
 from .. import ir
 from ..ir import DType, Graph, Node, TensorType
-from .dead_code import eliminate_dead_code
-from .rewrite import suffixed_name
+from ..passes.dead_code import eliminate_dead_code
+from ..passes.rewrite import suffixed_name
 
 KV_CACHE_DTYPES = ("f32", "int8")
 CODE_LIMIT = 127.0  # int8 cache codes are symmetric, -127..127

@@ -1,0 +1,19 @@
+"""Generation with a KV cache: the kv-cache rewrite and tf.compile_generator.
+
+    gen = tf.compile_generator(gpt, max_len=128)
+    ids = gen.generate([5, 1, 7], max_new_tokens=20)
+
+    traced: %13 = matmul(%q, %k) {transpose_b=true} ... softmax ... matmul(%17, %v)    (all S positions)
+        ->  decode: %18 = cached_attention(%q, %k_cache.0, %v_cache.0, %k, %v, %pos)  (one new position)
+
+kv_cache.py makes the prefill and the one-token decode graph of a traced decoder
+(`rewrite_for_kv_cache`); generator.py compiles both and runs them over caches it owns (Generator).
+"""
+
+from .generator import GenerationStats, Generator, compile_generator, first_token_graph
+from .kv_cache import Attention, KVCacheError, KVCacheGraphs, find_attentions, quantized_rows, rewrite_for_kv_cache
+
+__all__ = [
+    "Attention", "GenerationStats", "Generator", "KVCacheError", "KVCacheGraphs", "compile_generator",
+    "find_attentions", "first_token_graph", "quantized_rows", "rewrite_for_kv_cache",
+]

@@ -1,0 +1,63 @@
+"""QuantConfig: what tf.compile(quantize=...), tf.quantize and tf.compile_generator(quantize=...) do.
+
+    tf.QuantConfig()                                      # = "int8": static, percentile, w per channel
+    tf.QuantConfig(method="entropy", per_channel=False)   # calibration by KL divergence, w per tensor
+    tf.QuantConfig(dynamic=True)                          # x's range at run time: no calibration set
+
+    %0 = linear(%x, %w, %b) : f32[2,4]
+      static  ->  %x_q = quantize(%x, %x_scale, %x_zero_point) {dtype=i8} : i8[2,8]
+                  %x_dq = dequantize(%x_q, %x_scale, %x_zero_point) : f32[2,8]
+                  %w_dq = dequantize(%w_int8, %w_scale, %w_zero_point) : f32[8,4]
+                  %q_0 = linear(%x_dq, %w_dq, %b) : f32[2,4]
+      dynamic ->  %layers_0_dynamic = dynamic_qlinear(%x, %w_int8, %w_scale, %b) : f32[2,4]
+
+`method` calibrates the activations (quant/calibration.py; "tinytorch" is TinyTorch's formula, for
+the weights too); `sqnr_budget` is the guard's threshold (quant/quantize.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .calibration import METHODS
+
+QUANT_METHODS = (*METHODS, "tinytorch")
+DEFAULT_SQNR_BUDGET = 30.0
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """What tf.compile(quantize=...) does; `quantize="int8"` means QuantConfig()."""
+
+    method: str = "percentile"  # calibration of activations: minmax, percentile, entropy, tinytorch
+    percentile: float = 99.99
+    per_channel: bool = True  # weights: one scale per output column, else one per tensor
+    activation_dtype: str = "i8"  # i8 or u8
+    sqnr_budget: float | None = DEFAULT_SQNR_BUDGET  # dB; layers below stay f32; None quantizes all
+    dynamic: bool = False  # x's scale and zero point computed at run time (no calibration needed)
+    verbose: bool = False  # a progress bar over the calibration samples
+
+    def __post_init__(self):
+        if self.method not in QUANT_METHODS:
+            raise ValueError(f"QuantConfig.method must be one of {QUANT_METHODS}, got {self.method!r}")
+        if self.activation_dtype not in ("i8", "u8"):
+            raise ValueError(f"QuantConfig.activation_dtype must be 'i8' or 'u8', got {self.activation_dtype!r}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise ValueError(f"QuantConfig.percentile must be in (50, 100], got {self.percentile}")
+
+    @classmethod
+    def of(cls, value) -> QuantConfig:
+        if isinstance(value, QuantConfig):
+            return value
+        if value == "int8":
+            return cls()
+        raise ValueError(f"quantize must be 'int8' or a tf.QuantConfig, got {value!r}")
+
+    @property
+    def scheme(self) -> str:
+        if self.dynamic:
+            return "dynamic i8, w " + ("per-channel" if self.per_channel else "per-tensor")
+        if self.method == "tinytorch":
+            return "tinytorch (asym. per-tensor)"
+        weights = "per-channel" if self.per_channel else "per-tensor"
+        return f"{self.activation_dtype} {self.method}, w {weights}"
