@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import builtins
 import math
 
 import numpy as np
@@ -160,14 +161,21 @@ def _infer_clip(types, attrs):
              traits={"elementwise", "unary", "fusable", "total"}, flops=2)
 def clip(x, *, min, max):  # noqa: A002  (the attribute names)
     """min(max(x, min), max), either bound optional; NaN stays NaN. For an integer x, the bounds are
-    rounded toward the inside of the range (clip(x, 0.5, 6.5) of ints is clip(x, 1, 6))."""
+    rounded toward the inside of the range (clip(x, 0.5, 6.5) of ints is clip(x, 1, 6)) and saturate
+    at the dtype's range (clip(x, max=-1) of uint8 is 0)."""
+    bounds = {"min": min, "max": max}
+    if x.dtype.kind in "iu":
+        info = np.iinfo(x.dtype)
+        rounded = {"min": None if min is None else math.ceil(min), "max": None if max is None else math.floor(max)}
+        bounds = {k: None if v is None else builtins.min(builtins.max(v, int(info.min)), int(info.max))
+                  for k, v in rounded.items()}
     out = x
-    if min is not None:
-        low = math.ceil(min) if x.dtype.kind in "iu" else min
-        out = np.where(out < low, np.asarray(low).astype(x.dtype), out)
-    if max is not None:
-        high = math.floor(max) if x.dtype.kind in "iu" else max
-        out = np.where(out > high, np.asarray(high).astype(x.dtype), out)
+    if bounds["min"] is not None:
+        low = np.asarray(bounds["min"]).astype(x.dtype)
+        out = np.where(out < low, low, out)
+    if bounds["max"] is not None:
+        high = np.asarray(bounds["max"]).astype(x.dtype)
+        out = np.where(out > high, high, out)
     return np.asarray(out, dtype=x.dtype)
 
 

@@ -1,0 +1,109 @@
+"""Real architectures as PyTorch exports them to ONNX, imported and compiled, against ONNX Runtime.
+
+The models (tests/onnx_architectures.py, and Hugging Face's BERT and GPT-2 from small configs) are
+exported into the test's temporary folder (nothing is committed); each is run by ONNX Runtime, by
+the reference interpreter on the imported graph, and compiled for the host (the CNN blocks also
+for armv8). fp32: rtol 1e-4 / atol 1e-5 for the CNNs; the encoders' outputs (after two layers of
+GEMMs, softmax and layer norm summed in other orders) atol 1e-4.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
+
+import onnx_architectures as architectures  # noqa: E402
+
+import tensorforge as tfg  # noqa: E402
+
+
+def _onnx_runtime(path, feeds):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def _check(path, feeds, targets=("host",), atol=1e-5):
+    expected = _onnx_runtime(path, feeds)
+    graph = tfg.trace(str(path), feeds)
+    interpreted = tfg.interpret(graph, *feeds.values())
+    results = {"interpreter": list(interpreted) if isinstance(interpreted, tuple) else [interpreted]}
+    for target in targets:
+        with tfg.compile(str(path), feeds, target=target) as compiled:
+            outputs = compiled(*feeds.values())
+        results[target] = list(outputs) if isinstance(outputs, tuple) else [outputs]
+    for label, actual in results.items():
+        for want, got in zip(expected, actual, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=atol, err_msg=label)
+    return graph
+
+
+@pytest.mark.parametrize("name", list(architectures.CNNS))
+def test_cnn_architectures(name, tmp_path):
+    model, x = architectures.cnn(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        path = architectures.export(model, x, tmp_path, name)
+    graph = _check(path, {"x": x.numpy()}, targets=("host", "armv8"))
+    assert any(node.name.endswith("Conv") for node in graph.nodes if node.op == "conv2d")  # the model's names
+    smaller = {"x": x.numpy()[:1]}  # the batch axis is symbolic: another size compiles from the same file
+    _check(path, smaller)
+
+
+@pytest.fixture(scope="module")
+def transformers():
+    return pytest.importorskip("transformers")
+
+
+def test_bert_encoder_with_attention_mask(transformers, tmp_path):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=128, max_position_embeddings=64)
+    bert = transformers.BertModel(config).eval()
+
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):
+            out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
+            return out.last_hidden_state, out.pooler_output
+
+    ids = torch.randint(0, 500, (2, 12))
+    mask = torch.ones(2, 12, dtype=torch.int64)
+    mask[1, 7:] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Encoder(), (ids, mask), str(tmp_path / "bert.onnx"), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"],
+                          dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
+                                        "attention_mask": {0: "batch", 1: "sequence"}})
+    graph = _check(tmp_path / "bert.onnx", {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}, atol=1e-4)
+    assert {"erf", "where", "layer_norm", "softmax"} <= {node.op for node in graph.nodes}
+
+
+def test_gpt2_as_torch_export_exports_it(transformers, tmp_path):
+    pytest.importorskip("onnxscript")  # the torch.export-based exporter (transformers 5's GPT-2 needs it)
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=500, n_embd=64, n_layer=2, n_head=4, n_positions=64)
+    gpt = transformers.GPT2LMHeadModel(config).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gpt = gpt
+
+        def forward(self, input_ids):
+            return self.gpt(input_ids=input_ids, use_cache=False).logits
+
+    ids = torch.randint(0, 500, (1, 10))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Logits(), (ids,), str(tmp_path / "gpt2.onnx"), dynamo=True, opset_version=18,
+                          input_names=["input_ids"], verbose=False)
+    _check(tmp_path / "gpt2.onnx", {"input_ids": ids.numpy()}, atol=1e-4)
