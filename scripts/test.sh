@@ -2,7 +2,7 @@
 # Set up (scripts/setup.sh) and run the whole test suite. HYPOTHESIS_PROFILE=thorough for more examples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh onnx torch hf   # the importers' extras: their tests run in CI, not skipped
 export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}
 .venv/bin/python -m ruff check tensorforge tests examples benchmarks
 .venv/bin/python -m pytest -q -p no:cacheprovider --timeout=600 "$@"
