@@ -197,6 +197,25 @@ def test_simplify_removes_arithmetic_identities():
         }""")
 
 
+def test_simplify_drops_a_clip_that_contains_the_clip_inside_it():
+    assert_rewrites(simplify, """
+        graph(%x: f32[4]) {
+          %1 = clip(%x) {min=0.0, max=6.0} : f32[4]
+          %2 = clip(%1) {min=-1.0} : f32[4]
+          return %2
+        }""", """
+        graph(%x: f32[4]) {
+          %1 = clip(%x) {min=0.0, max=6.0} : f32[4]
+          return %1
+        }""")
+    assert_unchanged(simplify, """
+        graph(%x: f32[4]) {
+          %1 = clip(%x) {min=0.0, max=6.0} : f32[4]
+          %2 = clip(%1) {min=1.0} : f32[4]
+          return %2
+        }""")
+
+
 def test_simplify_on_integers():
     assert_rewrites(simplify, """
         graph(%x: i32[3]) {

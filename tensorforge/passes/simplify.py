@@ -57,6 +57,18 @@ def _composed(m: Captures) -> ir.Node:
     return m["x"].graph.call("transpose", [m["x"]], {"perm": perm})
 
 
+def _within(outer: ir.Node, inner: ir.Node) -> bool:
+    """The bounds of clip `outer` contain those of clip `inner` (a missing bound is unbounded)."""
+    low, high = outer.attrs["min"], outer.attrs["max"]
+    return ((low is None or (inner.attrs["min"] is not None and low <= inner.attrs["min"]))
+            and (high is None or (inner.attrs["max"] is not None and high >= inner.attrs["max"])))
+
+
+def _clip_inside_clip(m: Captures) -> ir.Node | None:
+    """clip(clip(x, a, b), c, d) -> clip(x, a, b) when [c, d] contains [a, b]: the outer clip changes nothing."""
+    return m["inner"] if _within(m["op"], m["inner"]) else None
+
+
 RULES = [
     (_op("mul", X, ONES), _x),                                      # x * 1 -> x
     (_op("mul", ONES, X), _x),                                      # 1 * x -> x
@@ -71,6 +83,7 @@ RULES = [
     (_op("cast", X), _x),                                           # cast to the same dtype -> x
     (_op("transpose", X, where=_is_identity_perm), _x),             # transpose by the identity -> x
     (_op("transpose", Pattern("transpose", [X], name="inner")), _composed),  # transpose(transpose(x)) -> one or x
+    (_op("clip", Pattern("clip", name="inner")), _clip_inside_clip),  # clip(clip(x, 0, 6), 0, 8) -> clip(x, 0, 6)
 ]
 
 
