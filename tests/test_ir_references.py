@@ -126,3 +126,16 @@ def test_graph_errors_name_the_value():
         g.erase(x)
     with pytest.raises(TypeError, match="cannot replace"):
         y.replace_all_uses_with(g.constant(np.zeros(3, np.float32)))
+
+
+def test_erf_matches_math_erf():
+    x = np.concatenate([np.linspace(-6, 6, 241), [0.0, -0.0, 1e-8, -1e-8, np.inf, -np.inf]]).astype(np.float32)
+    expected = np.array([math.erf(v) for v in x.astype(float)])
+    np.testing.assert_allclose(evaluate("erf", [x], {}), expected, rtol=1e-6, atol=1e-30)
+
+
+def test_clip_keeps_nan_and_saturates_integer_bounds():
+    x = np.array([np.nan, -3.0, 0.5, 9.0], np.float32)
+    np.testing.assert_array_equal(evaluate("clip", [x], {"min": 0.0, "max": 6.0}), [np.nan, 0.0, 0.5, 6.0])
+    assert evaluate("clip", [np.array([0, 7, 200], np.uint8)], {"min": 0.5, "max": 6.5}).tolist() == [1, 6, 6]
+    assert evaluate("clip", [np.array([0, 7, 200], np.uint8)], {"max": -1.0}).tolist() == [0, 0, 0]
