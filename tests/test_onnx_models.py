@@ -153,4 +153,4 @@ def test_all_minilm_l6_v2_sentence_embeddings(transformers, tmp_path, monkeypatc
     cosine = (ours * expected).sum(axis=1)
     assert cosine.min() > 0.9999, cosine
     np.testing.assert_allclose(ours, expected, atol=1e-4)
-    assert (expected[0] @ expected[1]) < 0.5 < (expected[0] @ expected[0])  # real embeddings: unrelated sentences differ
+    assert (expected[0] @ expected[1]) < 0.5 < (expected[0] @ expected[0])  # unrelated sentences differ
