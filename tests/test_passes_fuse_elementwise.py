@@ -254,7 +254,15 @@ def test_random_graphs_keep_their_outputs(case):
     assert_fused_well(graph, fused)
 
 
-FLOAT_OPS = ir.ops_with("fusable")
+def _keeps_f32(op: str) -> bool:
+    """f32 operands give an f32 result (not a comparison's bool, not where's bool condition)."""
+    try:
+        return ir.infer_type(op, [TensorType((), F32)] * ir.get_op(op).min_operands, {})[0].dtype is F32
+    except ir.OpError:
+        return False
+
+
+FLOAT_OPS = tuple(op for op in ir.ops_with("fusable") if op == "cast" or _keeps_f32(op))
 INTEGER_OPS = ("add", "sub", "mul", "neg", "relu", "cast")
 WELL_CONDITIONED = ("add", "sub", "mul", "neg", "relu", "tanh", "sigmoid", "gelu", "cast")  # no overflow, no poles
 
