@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 from .check import FLOAT_TOLERANCE, CheckResult, compare_stages
 from .codegen import build
@@ -18,7 +19,7 @@ from .frontend.onnx.importer import ir_name
 from .frontend.tracing import trace as _trace
 from .ir import Graph, coerce_inputs
 from .passes import PassContext, SnapshotInstrument, TimingInstrument, VerifyInstrument, run_pipeline
-from .prune import apply_pruning
+from .prune import PruneConfig, apply_pruning
 from .quant import QuantConfig
 from .quant import quantize as quantize_graph
 from .runtime import CompiledModel
@@ -77,6 +78,27 @@ def default_threads(target: Target) -> int:
         return os.cpu_count() or 1
 
 
+def checked_threads(threads, target: Target) -> int:
+    """`threads` validated: an int >= 1 (None: default_threads); on the host, more threads than the cores
+    this process may use draw a warning (they would mostly wait for each other: 64 threads on 2 cores
+    ran 17x slower). They are kept: a test of the thread pool may want more threads than cores."""
+    if threads is None:
+        return default_threads(target)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an int >= 1 (or None: every core of the host), got {threads!r}")
+    cores = default_threads(target)
+    if target.runs_in_process and threads > cores:
+        warnings.warn(f"threads={threads} but this process may run on {cores} cores: the extra threads mostly "
+                      f"wait for each other (threads={cores} is the default here)", stacklevel=3)
+    return threads
+
+
+def _check_prune(prune) -> None:
+    if prune is not None and not isinstance(prune, PruneConfig):
+        raise TypeError(f"prune= takes a tfg.PruneConfig, e.g. tfg.PruneConfig(method=\"structured\", sparsity=0.5); "
+                        f"got {prune!r} ({type(prune).__name__})")
+
+
 def compile(model, example_inputs=None, target: str | Target = "host", opt_level: int = 2, *,
             threads: int | None = None, disabled: tuple[str, ...] = (), config: dict | None = None,
             pack: bool = True, share_memory: bool = True, prune=None, quantize=None, calibration=None,
@@ -96,7 +118,8 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     example_inputs) quantizes its linear layers to int8 (tensorforge/quant/): cm.quant_report().
     """
     target = Target.parse(target)
-    threads = default_threads(target) if threads is None else threads
+    threads = checked_threads(threads, target)
+    _check_prune(prune)
     if not isinstance(model, Graph) and not is_onnx_model(model) and example_inputs is None:
         raise TypeError("compile() needs example_inputs to trace the model (one array or a tuple of arrays)")
     start = time.perf_counter()

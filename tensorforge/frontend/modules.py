@@ -135,6 +135,9 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  rng: np.random.Generator | None = None):
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"Linear: {name} must be an int >= 1, got {value!r}")
         self.in_features, self.out_features = in_features, out_features
         scale = math.sqrt(1.0 / in_features)
         self.weight = (_rng(rng).standard_normal((in_features, out_features)) * scale).astype(np.float32)

@@ -175,7 +175,18 @@ class Generator:
         return self._prefill(tokens)
 
     def _check_tokens(self, token_ids: Sequence[int], max_new_tokens: int) -> list[int]:
-        tokens = [int(token) for token in token_ids]
+        """The prompt as a list of ints: a list, or an integer array [S] or [1, S] (the shape the
+        model takes, as Hugging Face passes prompts)."""
+        array = np.asarray(token_ids)
+        if array.ndim == 2 and array.shape[0] == 1:
+            array = array[0]
+        if array.ndim != 1:
+            raise ValueError(f"the prompt must be token ids [S] or [1, S] (batch 1), got shape {list(array.shape)}")
+        if array.size and array.dtype.kind not in "iu":
+            raise ValueError(f"the prompt must be integer token ids, got {array.dtype} values")
+        if not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool):
+            raise ValueError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
+        tokens = [int(token) for token in array]
         if not tokens:
             raise ValueError("generation needs a prompt of at least one token")
         if max_new_tokens < 0:
@@ -189,6 +200,7 @@ class Generator:
                top_k: int | None = None, seed: int | None = None) -> Iterator[int]:
         """Yield `max_new_tokens` new token ids one at a time; temperature 0 is greedy (argmax)."""
         tokens = self._check_tokens(prompt_ids, max_new_tokens)
+        _check_sampling(temperature, top_k)
         rng = np.random.default_rng(seed)
         stats = GenerationStats(prompt_tokens=len(tokens), cache_bytes=self.cache_bytes)
         self.stats = stats
@@ -207,8 +219,8 @@ class Generator:
     def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
                  top_k: int | None = None, seed: int | None = None) -> list[int]:
         """The prompt followed by `max_new_tokens` new token ids (see stream)."""
-        return [int(token) for token in prompt_ids] + list(self.stream(prompt_ids, max_new_tokens, temperature,
-                                                                        top_k, seed))
+        return self._check_tokens(prompt_ids, max_new_tokens) + list(
+            self.stream(prompt_ids, max_new_tokens, temperature, top_k, seed))
 
     def quant_report(self):
         """The decode graph's int8 layers (compile_generator(quantize="int8")): scheme and weight bytes."""
@@ -231,6 +243,22 @@ class Generator:
                 f"{self.cache_bytes} bytes>")
 
 
+def _check_sampling(temperature, top_k) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) \
+            or not np.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
+
+
+def _check_lengths(max_len, prompt_len) -> None:
+    for name, value in (("max_len", max_len), ("prompt_len", prompt_len)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if prompt_len is not None and prompt_len > max_len:
+        raise ValueError(f"prompt_len ({prompt_len}) must be at most max_len ({max_len})")
+
+
 def compile_generator(model, max_len: int, prompt_len: int | None = None, target: str | Target = "host",
                       opt_level: int = 2, *, threads: int | None = None, quantize=None, kv_cache: str = "f32",
                       verbose: bool = False) -> Generator:
@@ -248,6 +276,7 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
     """
     from ..api import compile, trace
 
+    _check_lengths(max_len, prompt_len)
     config = _generator_quant_config(quantize)
     stages = 4 + (config is not None)  # trace, rewrite, [int8,] compile prefill, compile decode
     with tqdm(total=stages, desc="compile_generator", unit="stage", disable=not verbose) as progress:

@@ -17,6 +17,7 @@ the weights too); `sqnr_budget` is the guard's threshold (quant/quantize.py).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .calibration import METHODS
@@ -44,6 +45,11 @@ class QuantConfig:
             raise ValueError(f"QuantConfig.activation_dtype must be 'i8' or 'u8', got {self.activation_dtype!r}")
         if not 50.0 < self.percentile <= 100.0:
             raise ValueError(f"QuantConfig.percentile must be in (50, 100], got {self.percentile}")
+        budget = self.sqnr_budget
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                                   or not math.isfinite(budget)):
+            raise ValueError(f"QuantConfig.sqnr_budget must be a finite number of dB (or None: quantize every "
+                             f"layer), got {budget!r}")
 
     @classmethod
     def of(cls, value) -> QuantConfig:

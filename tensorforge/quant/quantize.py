@@ -60,6 +60,13 @@ def _batches(graph: Graph, calibration) -> list[tuple]:
         if array.shape[1:] != node.shape[1:]:
             raise ValueError(f"calibration input for '{node.name}' has samples of shape {list(array.shape[1:])}, "
                              f"the model takes {list(node.shape[1:])}")
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+            raise ValueError(f"calibration input for '{node.name}' holds {bad} NaN or infinite value(s): every "
+                             "SQNR would be NaN and the guard could not judge a layer; clean the samples first")
+        if array.dtype.kind == "f" and not np.any(array):
+            raise ValueError(f"calibration input for '{node.name}' is all zeros: it gives no range to choose "
+                             "int8 scales from; calibrate on real samples")
     chunks = []
     for start in range(0, total, batch):
         chunk = []
