@@ -527,6 +527,13 @@ def export_module(module, example_inputs):
     return program
 
 
+def kept_whole(torch) -> tuple:
+    """Ops left out of the core ATen decompositions, converted whole: scaled_dot_product_attention, whose
+    decomposition on PyTorch 2.13 gives its output strides the meta kernel does not, so that GPT-2's
+    `view` of it fails to re-trace at batch > 1 (and whole, it is one recognizable attention)."""
+    return (torch.ops.aten.scaled_dot_product_attention.default,)
+
+
 def load_torch(model, example_inputs=None) -> ir.Graph:
     """A torch.nn.Module (in eval mode) or a torch.export.ExportedProgram as a verified ir.Graph.
 
@@ -547,7 +554,10 @@ def load_torch(model, example_inputs=None) -> ir.Graph:
         program = model
     else:
         raise TypeError(f"load_torch takes a torch.nn.Module or a torch.export.ExportedProgram, got {type(model)}")
-    program = program.run_decompositions()
+    table = torch.export.default_decompositions()
+    for op in kept_whole(torch):
+        table.pop(op, None)
+    program = program.run_decompositions(table)
     return Importer(program, example_inputs).run()
 
 

@@ -210,3 +210,42 @@ def argmax(ctx: NodeContext):
         x = ctx.call("reshape", [x], {"shape": (x.type.size,)}, last=False)
         dim = 0
     return ctx.call("argmax", [x], {"axis": int(dim) % x.type.rank, "keepdims": keepdim, "dtype": ir.DType.i64})
+
+
+@converter(aten.scaled_dot_product_attention.default)
+def scaled_dot_product_attention(ctx: NodeContext):
+    """softmax(q @ k^T * scale + mask) @ v, kept whole by the importer's decompositions (PyTorch 2.13's own
+    decomposition of it cannot be re-traced at batch > 1: see load_torch). A bool mask keeps where true;
+    is_causal is the top-left aligned lower triangle; rows with every key masked are zeros, as in PyTorch."""
+    q, k, v = ctx.tensor(0), ctx.tensor(1), ctx.tensor(2)
+    mask = ctx.arg(3, "attn_mask")
+    dropout, causal = ctx.arg(4, "dropout_p", 0.0), bool(ctx.arg(5, "is_causal", False))
+    scale, gqa = ctx.kwargs.get("scale", ctx.arg(6)), bool(ctx.kwargs.get("enable_gqa", False))
+    if dropout:
+        ctx.unsupported(f"dropout_p={dropout} (training) is not supported")
+    if gqa and q.shape[-3] != k.shape[-3]:
+        ctx.unsupported("grouped-query attention (enable_gqa with fewer key heads) is not supported")
+    queries, keys = q.shape[-2], k.shape[-2]
+    scale = 1.0 / float(np.sqrt(q.shape[-1])) if scale is None else float(scale)
+    rank = k.type.rank
+    perm = (*range(rank - 2), rank - 1, rank - 2)
+    scores = ctx.call("matmul", [q, ctx.call("transpose", [k], {"perm": perm}, last=False)], last=False)
+    scores = ctx.call("mul", [scores, ctx.constant(scale, scores.dtype)], last=False)
+    minus_inf = ctx.constant(-np.inf, scores.dtype)
+    if causal:
+        allowed = np.tril(np.ones((queries, keys), bool))
+        scores = ctx.call("where", [ctx.constant(allowed, ir.DType.bool), scores, minus_inf], last=False)
+    if mask is not None:
+        if mask.dtype is ir.DType.bool:
+            scores = ctx.call("where", [mask, scores, minus_inf], last=False)
+        else:
+            scores = ctx.call("add", [scores, ctx.as_tensor(mask, scores.dtype)], last=False)
+    weights = ctx.call("softmax", [scores], {"axis": rank - 1}, last=False)
+    if mask is not None or causal and queries > keys:  # a row with nothing to attend to: zeros
+        masked = ctx.call("equal", [scores, minus_inf], last=False)
+        attended = ctx.call("logical_not", [masked], last=False)
+        numbers = ctx.call("cast", [attended], {"dtype": ir.DType.i32}, last=False)
+        seen = ctx.call("reduce_max", [numbers], {"axes": (rank - 1,), "keepdims": True}, last=False)
+        valid = ctx.call("cast", [seen], {"dtype": ir.DType.bool}, last=False)
+        weights = ctx.call("where", [valid, weights, ctx.constant(0.0, scores.dtype)], last=False)
+    return ctx.call("matmul", [weights, v])
