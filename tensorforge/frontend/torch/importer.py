@@ -512,13 +512,12 @@ def _check_ops(nodes) -> None:
 def export_module(module, example_inputs):
     """`torch.export.export(module, args, strict=False)` of a module in eval mode, in the core ATen opset."""
     torch = _torch()
-    training = [(name or "the root module", type(m).__name__) for name, m in module.named_modules() if m.training]
+    training = [(name, type(m).__name__) for name, m in module.named_modules() if m.training]
     if training:
         name, kind = training[0]
-        where = name if name == "the root module" else f"module '{name}'"
-        raise TorchImportError(f"{type(module).__name__} is in training mode ({where} ({kind}) and "
-                               f"{len(training) - 1} more): call model.eval() first (the importer compiles "
-                               "inference: dropout off, batch norm on its running statistics)")
+        where = f" (its submodule '{name}' ({kind}) is)" if name else ""
+        raise TorchImportError(f"{type(module).__name__} is in training mode{where}: call model.eval() first "
+                               "(the importer compiles inference: dropout off, batch norm on its running statistics)")
     if isinstance(example_inputs, dict):
         program = torch.export.export(module, (), kwargs={k: to_torch_args(v)[0] for k, v in example_inputs.items()},
                                       strict=False)
