@@ -144,11 +144,9 @@ def split(ctx: NodeContext):
     else:
         sizes = [int(s) for s in ctx.arg(1)]
     parts, start = [], 0
-    for index, length in enumerate(sizes):
-        part = _slice(ctx, x, axis, start, start + length, last=False)
-        parts.append(part if (start, length) != (0, size) else x)
+    for length in sizes:
+        parts.append(x if (start, length) == (0, size) else _slice(ctx, x, axis, start, start + length, last=False))
         start += length
-        del index
     return parts
 
 
