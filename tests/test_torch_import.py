@@ -126,6 +126,45 @@ def test_check_takes_a_torch_module():
     tfg.check(model, x)  # raises CheckError naming a stage that diverges
 
 
+class _Function(torch.nn.Module):
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+
+    def forward(self, *args):
+        return self.function(*args)
+
+
+F = torch.nn.functional
+SMALL = {  # name -> (module or function, example inputs): ATen ops beyond the architectures above
+    "activations": (lambda x: F.leaky_relu(x, 0.1) + F.silu(x) + F.elu(x) + F.gelu(x, approximate="tanh")
+                    + F.hardsigmoid(x) + F.softplus(x), lambda: (torch.randn(2, 8),)),
+    "log_softmax": (lambda x: F.log_softmax(x, -1), lambda: (torch.randn(2, 8),)),
+    "layer_norm_two_axes": (lambda: torch.nn.LayerNorm([4, 8]), lambda: (torch.randn(2, 4, 8),)),
+    "conv1d": (lambda: torch.nn.Conv1d(4, 6, 3, padding=1), lambda: (torch.randn(2, 4, 10),)),
+    "pad_split_select": (lambda x: torch.cat(list(F.pad(x, (1, 2)).chunk(2, -1))[::-1], -1)[:, -1] + x[:, 0, :1],
+                         lambda: (torch.randn(2, 5, 7),)),
+    "reductions": (lambda x: x.sum(1) + x.max(1).values + x.min(1).values + x.mean() + x.amax((1, 2))[:, None],
+                   lambda: (torch.randn(2, 8, 3),)),
+    "argmax": (lambda x: x.argmax(-1), lambda: (torch.randn(2, 8),)),
+    "masked_fill": (lambda x, m: x.masked_fill(m, -1.0), lambda: (torch.randn(2, 8), torch.rand(2, 8) > 0.5)),
+    "matmul_transposed": (lambda a, b: a @ b.transpose(-1, -2), lambda: (torch.randn(2, 3, 4), torch.randn(2, 5, 4))),
+    "pools": (lambda x: F.max_pool2d(x, 3, 2, 1) + F.avg_pool2d(x, 3, 2, 0, ceil_mode=True)
+              + F.adaptive_avg_pool2d(x, 4), lambda: (torch.randn(1, 2, 8, 8),)),
+    "integer_arithmetic": (lambda x: (x * 2 + 1) > 7, lambda: (torch.randint(0, 10, (2, 4)),)),
+    "sdpa_causal": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                    lambda: tuple(torch.randn(1, 2, 6, 8) for _ in range(3))),
+}
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_small_ops(name):
+    make, inputs = SMALL[name]
+    torch.manual_seed(0)
+    model = make() if make.__code__.co_argcount == 0 else _Function(make)
+    _check(model.eval(), inputs())
+
+
 @pytest.fixture(scope="module")
 def transformers():
     return pytest.importorskip("transformers")

@@ -184,3 +184,37 @@ def full_like(ctx: NodeContext):
     fill = {aten.zeros_like.default: 0, aten.ones_like.default: 1, aten.empty_like.default: 0}.get(ctx.op)
     fill = ctx.arg(1, "fill_value") if fill is None else fill
     return ctx.builder.constant(np.full(ctx.shape, fill, ctx.dtype.numpy), ctx.name)
+
+
+@converter(aten.leaky_relu.default)
+def leaky_relu(ctx: NodeContext):
+    """where(x > 0, x, slope * x)."""
+    x = ctx.tensor(0)
+    slope = ctx.arg(1, "negative_slope", 0.01)
+    scaled = ctx.call("mul", [x, ctx.constant(slope, x.dtype)], last=False)
+    positive = ctx.call("greater", [x, ctx.constant(0, x.dtype)], last=False)
+    return ctx.call("where", [positive, x, scaled])
+
+
+@converter(aten.log1p.default, aten.expm1.default)
+def log1p_expm1(ctx: NodeContext):
+    """log(1 + x) and exp(x) - 1, computed as written (not to full precision near 0)."""
+    x = ctx.as_tensor(ctx.tensor(0), ctx.dtype)
+    one = ctx.constant(1.0, ctx.dtype)
+    if ctx.op is aten.log1p.default:
+        return ctx.call("log", [ctx.call("add", [x, one], last=False)])
+    return ctx.call("sub", [ctx.call("exp", [x], last=False), one])
+
+
+@converter(aten.elu.default)
+def elu(ctx: NodeContext):
+    """scale * (x if x > 0 else alpha * (exp(input_scale * x) - 1))."""
+    x = ctx.tensor(0)
+    alpha, scale, input_scale = (float(ctx.arg(i, name, 1.0)) for i, name in
+                                 ((1, "alpha"), (2, "scale"), (3, "input_scale")))
+    inner = x if input_scale == 1 else ctx.call("mul", [x, ctx.constant(input_scale, x.dtype)], last=False)
+    negative = ctx.call("sub", [ctx.call("exp", [inner], last=False), ctx.constant(1.0, x.dtype)], last=False)
+    negative = ctx.call("mul", [negative, ctx.constant(alpha, x.dtype)], last=False)
+    positive = ctx.call("greater", [x, ctx.constant(0, x.dtype)], last=False)
+    result = ctx.call("where", [positive, x, negative], last=scale == 1)
+    return result if scale == 1 else ctx.call("mul", [result, ctx.constant(scale, x.dtype)])

@@ -166,15 +166,19 @@ def _axes(ctx: NodeContext, x: ir.Node, dims) -> tuple[int, ...]:
     return tuple(sorted(int(d) % max(x.type.rank, 1) for d in dims))
 
 
-REDUCTIONS = {aten.mean.dim: "reduce_mean", aten.sum.dim_IntList: "reduce_sum", aten.amax.default: "reduce_max"}
+REDUCTIONS = {aten.mean.dim: "reduce_mean", aten.sum.dim_IntList: "reduce_sum", aten.amax.default: "reduce_max",
+              aten.mean.default: "reduce_mean", aten.sum.default: "reduce_sum"}
 
 
 @converter(*REDUCTIONS)
 def reduction(ctx: NodeContext):
+    """Over `dim` (every axis when absent, or for mean.default / sum.default)."""
     x = ctx.tensor(0)
     if x.dtype is not ctx.dtype:  # a dtype= argument; the sum of bools or int8 accumulates in int64
         x = ctx.as_tensor(x, ctx.dtype)
-    attrs = {"axes": _axes(ctx, x, ctx.arg(1)), "keepdims": bool(ctx.arg(2, "keepdim", False))}
+    whole = ctx.op in (aten.mean.default, aten.sum.default)
+    attrs = {"axes": _axes(ctx, x, None if whole else ctx.arg(1)),
+             "keepdims": False if whole else bool(ctx.arg(2, "keepdim", False))}
     return ctx.call(REDUCTIONS[ctx.op], [x], attrs)
 
 
@@ -249,3 +253,18 @@ def scaled_dot_product_attention(ctx: NodeContext):
         valid = ctx.call("cast", [seen], {"dtype": ir.DType.bool}, last=False)
         weights = ctx.call("where", [valid, weights, ctx.constant(0.0, scores.dtype)], last=False)
     return ctx.call("matmul", [weights, v])
+
+
+@converter(aten.max.dim, aten.min.dim)
+def max_min_dim(ctx: NodeContext):
+    """(values, indices) along a dim: reduce_max (of -x for min) and argmax (first on ties, as PyTorch on CPU)."""
+    x, dim = ctx.tensor(0), ctx.arg(1)
+    keepdim = bool(ctx.arg(2, "keepdim", False))
+    axis = int(dim) % x.type.rank
+    source = x if ctx.op is aten.max.dim else ctx.call("neg", [x], last=False)
+    attrs = {"axes": (axis,), "keepdims": keepdim}
+    values = ctx.call("reduce_max", [source], attrs, last=ctx.op is aten.max.dim)
+    if ctx.op is aten.min.dim:
+        values = ctx.call("neg", [values])
+    indices = ctx.call("argmax", [source], {"axis": axis, "keepdims": keepdim, "dtype": ir.DType.i64}, last=False)
+    return [values, indices]
