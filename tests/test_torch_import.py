@@ -218,6 +218,29 @@ def test_gpt2_logits_with_left_padding(transformers):
     assert "gpt.lm_head.weight" in names  # tied to wte: the graph reads it once, by the name export gives it
 
 
+def test_gpt2_causal_mask_known_at_import(transformers):
+    """Without an attention mask GPT-2's SDPA mask is the causal one, folded at import: every query sees a
+    key, so the importer emits no guard for fully masked rows (the graph is matmul, softmax, matmul)."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=500, n_embd=64, n_layer=1, n_head=4, n_positions=64)
+    gpt = transformers.GPT2LMHeadModel(config).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gpt = gpt
+
+        def forward(self, input_ids):
+            return self.gpt(input_ids=input_ids, use_cache=False).logits
+
+    ids = torch.randint(0, 500, (1, 16), generator=torch.Generator().manual_seed(1))
+    graph = load_torch(Logits().eval(), (ids,))
+    ops = [node.op for node in graph.nodes]
+    assert "reduce_max" not in ops and "equal" not in ops and ops.count("softmax") == 1
+    np.testing.assert_allclose(tfg.interpret(graph, ids.numpy()), _eager(Logits().eval(), (ids,))[0],
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_training_mode_is_refused():
     model, x = architectures.cnn("resnet_basic_block")
     model.train()

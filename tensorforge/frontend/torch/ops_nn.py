@@ -245,7 +245,7 @@ def scaled_dot_product_attention(ctx: NodeContext):
         else:
             scores = ctx.call("add", [scores, ctx.as_tensor(mask, scores.dtype)], last=False)
     weights = ctx.call("softmax", [scores], {"axis": rank - 1}, last=False)
-    if mask is not None or causal and queries > keys:  # a row with nothing to attend to: zeros
+    if _may_mask_a_row(ctx, mask, causal, queries, keys):  # a row with nothing to attend to: zeros
         masked = ctx.call("equal", [scores, minus_inf], last=False)
         attended = ctx.call("logical_not", [masked], last=False)
         numbers = ctx.call("cast", [attended], {"dtype": ir.DType.i32}, last=False)
@@ -268,3 +268,15 @@ def max_min_dim(ctx: NodeContext):
         values = ctx.call("neg", [values])
     indices = ctx.call("argmax", [source], {"axis": axis, "keepdims": keepdim, "dtype": ir.DType.i64}, last=False)
     return [values, indices]
+
+
+def _may_mask_a_row(ctx: NodeContext, mask: ir.Node | None, causal: bool, queries: int, keys: int) -> bool:
+    """Whether some query may have every key masked: not when the mask is known at import (GPT-2's causal
+    mask without padding) and leaves each row a key."""
+    allowed = np.tril(np.ones((queries, keys), bool)) if causal else np.ones((queries, keys), bool)
+    if mask is not None:
+        known = ctx.static(mask)
+        if known is None:
+            return True
+        allowed = allowed & known.astype(bool) if known.dtype == bool else allowed & (known > -np.inf)
+    return not allowed.any(axis=-1).all()
