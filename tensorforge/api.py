@@ -16,6 +16,7 @@ from .codegen import build
 from .codegen.target import Target
 from .frontend.onnx import is_onnx_model, load_onnx
 from .frontend.onnx.importer import ir_name
+from .frontend.torch import is_torch_model, load_torch
 from .frontend.tracing import trace as _trace
 from .ir import Graph, coerce_inputs
 from .passes import PassContext, SnapshotInstrument, TimingInstrument, VerifyInstrument, run_pipeline
@@ -34,11 +35,15 @@ def _as_tuple(example_inputs) -> tuple:
 def trace(model, example_inputs=None) -> Graph:
     """Record `model(*example_inputs)` as a graph. A Graph is returned as it is; an ONNX model (a path
     ending in .onnx, its bytes or a ModelProto) is imported, its symbolic axes sized by the example
-    inputs (by position, or a dict keyed by the model's input names)."""
+    inputs (by position, or a dict keyed by the model's input names); a torch.nn.Module (in eval mode)
+    or a torch.export.ExportedProgram is imported through torch.export (inputs: torch tensors or
+    numpy arrays, by position or by the forward's parameter names)."""
     if isinstance(model, Graph):
         return model
     if is_onnx_model(model):
         return load_onnx(model, example_inputs)
+    if is_torch_model(model):
+        return load_torch(model, example_inputs)
     if example_inputs is None:
         raise TypeError("trace() needs example_inputs to run the model on (one array or a tuple of arrays)")
     return _trace(model, _positional(example_inputs))
@@ -51,11 +56,19 @@ def _positional(example_inputs):
     return example_inputs
 
 
+def _numpy(value):
+    """A torch tensor (detached, on the CPU) as a numpy array; anything else as it is."""
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    return value
+
+
 def inputs_in_order(graph: Graph, inputs) -> tuple:
     """`inputs` as a tuple in the graph's input order: a tuple as it is, a dict by input name (the model's
-    own names, or the IR's, e.g. 'input.1' or 'input_1')."""
+    own names, or the IR's, e.g. 'input.1' or 'input_1'). Torch tensors become numpy arrays."""
     if not isinstance(inputs, dict):
-        return _as_tuple(inputs)
+        return tuple(_numpy(value) for value in _as_tuple(inputs))
+    inputs = {key: _numpy(value) for key, value in inputs.items()}
     by_ir_name = {ir_name(str(key)): value for key, value in inputs.items()}
     names = [node.name for node in graph.inputs]
     unknown = sorted(str(key) for key in inputs if ir_name(str(key)) not in names)
@@ -106,7 +119,8 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     """Trace `model` on `example_inputs`, optimize the graph and build native code for `target`.
 
     `model` is a tensorforge.nn Module, a plain function of arrays, an ONNX model (a path, bytes or
-    ModelProto; example inputs by position or by input name) or an ir.Graph (then `example_inputs`
+    ModelProto; example inputs by position or by input name), a torch.nn.Module in eval mode or a
+    torch.export.ExportedProgram (example inputs: torch tensors or numpy arrays) or an ir.Graph (then `example_inputs`
     may be omitted, as for an ONNX model whose input shapes are all static). Several inputs go in a
     tuple. `disabled` names passes to skip.
     `threads` is the most threads a kernel may use (default: every core of the host; 1 for other
@@ -120,7 +134,8 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     target = Target.parse(target)
     threads = checked_threads(threads, target)
     _check_prune(prune)
-    if not isinstance(model, Graph) and not is_onnx_model(model) and example_inputs is None:
+    if not isinstance(model, Graph) and not is_onnx_model(model) and example_inputs is None and \
+            not is_torch_model(model):
         raise TypeError("compile() needs example_inputs to trace the model (one array or a tuple of arrays)")
     start = time.perf_counter()
     graph = trace(model, example_inputs)

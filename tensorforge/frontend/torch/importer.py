@@ -1,0 +1,568 @@
+"""The PyTorch importer: `torch.export` a module, lower it to the core ATen opset, walk its FX graph.
+
+    graph = load_torch(model.eval(), (x,))
+    graph(%x: f32[2,16,12,12]) {
+      %conv1.0.weight = constant() : f32[32,16,3,3]                 parameters and buffers: module paths
+      %convolution = conv2d(%x, %conv1.0.weight) {stride=[2,2], padding=[1,1]} : f32[2,32,6,6]
+      ...
+
+A converter is a function of a `NodeContext` registered for one or more ATen ops with
+`@converter(aten.relu.default, ...)`; it returns the IR node (or a list, one per output of a
+multi-output op; None for an output it does not compute) standing for the FX node's value. IR values
+are named after the FX nodes (`convolution_3`, `addmm`), constants after the module path of the
+parameter, buffer or tensor constant they hold. What depends on constants only is folded at import:
+an op without a converter whose tensor operands are all known (arange, full, the index arithmetic
+of a mask) is run by PyTorch itself and becomes a constant; so is every integer or bool result of
+known operands. Symbolic sizes (`sym_size`, SymInt arithmetic) are evaluated on the example inputs'
+sizes. Anything else raises UnsupportedTorchOp naming the ATen op, the module and the source line.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ... import ir
+from ..builder import GraphBuilder
+
+
+class TorchImportError(ValueError):
+    """The module or its exported program cannot be imported (training mode, inputs, outputs)."""
+
+
+class UnsupportedTorchOp(TorchImportError):
+    """An ATen op (or an argument of it) the importer does not convert; names the op, module and line."""
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as error:  # pragma: no cover - the extra is missing
+        raise ImportError("importing a PyTorch model needs PyTorch: pip install 'tensorforge[torch]'") from error
+    return torch
+
+
+@dataclass(frozen=True)
+class Converter:
+    """How one ATen op overload becomes IR: `function(ctx)`."""
+
+    op: Any
+    function: Callable[[NodeContext], Any]
+
+
+CONVERTERS: dict[Any, Converter] = {}
+
+
+def converter(*ops):
+    """Decorator: register `function(ctx)` as the converter of the ATen op overloads `ops`."""
+    def wrap(function):
+        for op in ops:
+            if op in CONVERTERS:
+                raise ValueError(f"ATen op {op} has two converters")
+            CONVERTERS[op] = Converter(op, function)
+        return function
+
+    return wrap
+
+
+def _register() -> None:
+    """Import the converter modules, which register themselves (they import this module)."""
+    from . import ops_elementwise, ops_nn, ops_shape  # noqa: F401
+
+
+def supported_ops() -> list[str]:
+    """The ATen ops with a converter, as `aten.relu.default` (ops of known operands fold without one)."""
+    _register()
+    return sorted(str(op) for op in CONVERTERS)
+
+
+TORCH_DTYPES = {"float32": ir.DType.f32, "float64": ir.DType.f32, "int8": ir.DType.i8, "uint8": ir.DType.u8,
+                "int32": ir.DType.i32, "int64": ir.DType.i64, "bool": ir.DType.bool}
+
+
+def ir_dtype(torch_dtype, what: str = "a value") -> ir.DType:
+    name = str(torch_dtype).removeprefix("torch.")
+    if name not in TORCH_DTYPES:
+        raise UnsupportedTorchOp(f"{what} has dtype {torch_dtype}, which the IR does not have "
+                                 f"(supported: {', '.join(TORCH_DTYPES)})")
+    return TORCH_DTYPES[name]
+
+
+class Missing:
+    """An output of a multi-output op the converter does not compute (batch norm's saved statistics)."""
+
+    def __init__(self, node, index: int):
+        self.node, self.index = node, index
+
+
+def where_from(node) -> tuple[str, str]:
+    """(module path and class, source line) of an FX node, from its nn_module_stack and stack_trace."""
+    stack = node.meta.get("nn_module_stack") or {}
+    module = "the root module"
+    if stack:
+        path, kind = list(stack.values())[-1]
+        kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+        kind = kind.rsplit(".", 1)[-1]
+        module = f"module '{path}' ({kind})" if path else f"the root module ({kind})"
+    return module, source_line(node.meta.get("stack_trace") or "")
+
+
+_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.*)')
+
+
+def source_line(stack_trace: str) -> str:
+    """The stack trace's last frame outside PyTorch's own code ('model.py:12 in forward: x = ...')."""
+    frames = _FRAME.findall(stack_trace)
+    if not frames:
+        return "unknown source line"
+    outside = [f for f in frames if "/torch/" not in f[0].replace("\\", "/")]
+    file, line, function, code = (outside or frames)[-1]
+    return f"{file}:{line} in {function}: {code.strip()}"
+
+
+class NodeContext:
+    """What a converter sees of one FX node: its arguments (IR nodes for tensors), its output's type."""
+
+    def __init__(self, importer: Importer, node, args: list, kwargs: dict):
+        self.importer = importer
+        self.node = node
+        self.args = args
+        self.kwargs = kwargs
+        self.builder: GraphBuilder = importer.builder
+        self.name = node.name
+
+    @property
+    def op(self):
+        return self.node.target
+
+    def arg(self, index: int, name: str | None = None, default=None):
+        """Argument `index` (positional, or keyword `name`), `default` when absent."""
+        if index < len(self.args):
+            return self.args[index]
+        if name is not None and name in self.kwargs:
+            return self.kwargs[name]
+        return default
+
+    def tensor(self, index: int, name: str | None = None) -> ir.Node:
+        value = self.arg(index, name)
+        if not isinstance(value, ir.Node):
+            self.unsupported(f"argument {index} must be a tensor, got {value!r}")
+        return value
+
+    @property
+    def value(self):
+        """The FX node's example value (a FakeTensor, or a tuple of them)."""
+        return self.node.meta.get("val")
+
+    @property
+    def dtype(self) -> ir.DType:
+        """The IR dtype of the (first) output."""
+        value = self.value
+        value = value[0] if isinstance(value, (tuple, list)) else value
+        return ir_dtype(value.dtype, f"the output of {self.describe()}")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The (first) output's shape, symbolic sizes evaluated on the example inputs."""
+        value = self.value
+        value = value[0] if isinstance(value, (tuple, list)) else value
+        return tuple(self.importer.size(d) for d in value.shape)
+
+    def constant(self, value, dtype: ir.DType | None = None) -> ir.Node:
+        array = np.asarray(value, dtype=None if dtype is None else dtype.numpy)
+        return self.builder.constant(array)
+
+    def as_tensor(self, value, dtype: ir.DType) -> ir.Node:
+        """`value` (an IR node or a Python number) as an IR value of `dtype` (a cast or a scalar constant)."""
+        if isinstance(value, ir.Node):
+            return value if value.dtype is dtype else self.call("cast", [value], {"dtype": dtype}, last=False)
+        return self.constant(value, dtype)
+
+    def static(self, value: ir.Node) -> np.ndarray | None:
+        return self.builder.static(value)
+
+    def call(self, op: str, inputs, attrs: dict | None = None, last: bool = True) -> ir.Node:
+        """builder.call named after the FX node when `last` (the node's result), else with a fresh name."""
+        return self.builder.call(op, inputs, attrs, self.name if last else None)
+
+    def describe(self) -> str:
+        module, line = where_from(self.node)
+        return f"ATen op {self.node.target} (node '{self.node.name}', in {module}, at {line})"
+
+    def unsupported(self, detail: str):
+        raise UnsupportedTorchOp(f"{self.describe()}: {detail}")
+
+
+class Importer:
+    """The conversion of one ExportedProgram: FX values -> IR values (or Python values for sizes)."""
+
+    def __init__(self, program, example_inputs):
+        self.program = program
+        self.example_inputs = example_inputs
+        self.graph = ir.Graph()
+        self.builder = GraphBuilder(self.graph)
+        self.env: dict[Any, Any] = {}
+        self.symbols: dict[Any, int] = {}
+
+    # --- sizes -------------------------------------------------------------------------------------
+
+    def size(self, dim) -> int:
+        """A size (int or SymInt) as an int: symbols bound from the example inputs."""
+        if isinstance(dim, int):
+            return dim
+        expr = dim.node.expr
+        try:
+            return int(expr.subs(self.symbols))
+        except TypeError:
+            raise TorchImportError(f"the size {dim} is not determined by the example inputs' sizes") from None
+
+    def bind(self, placeholder, shape: tuple[int, ...], name: str) -> None:
+        """Bind the symbolic sizes of a user input's exported shape to the example input's sizes."""
+        value = placeholder.meta.get("val")
+        if value is None:
+            return
+        if len(value.shape) != len(shape):
+            raise TorchImportError(f"input '{name}' has rank {len(shape)}; the program was exported with rank "
+                                   f"{len(value.shape)} ({list(value.shape)})")
+        for dim, size in zip(value.shape, shape):
+            if isinstance(dim, int):
+                if dim != size:
+                    raise TorchImportError(f"input '{name}' has shape {list(shape)}; the program was exported "
+                                           f"for {list(value.shape)} (export with dynamic_shapes to vary a size)")
+            elif dim.node.expr.is_symbol:
+                self.symbols[dim.node.expr] = size
+
+    # --- values ------------------------------------------------------------------------------------
+
+    def resolve(self, value, user=None):
+        """An FX argument with FX nodes replaced by their values (IR nodes, ints, lists of them)."""
+        torch = _torch()
+        if isinstance(value, torch.fx.Node):
+            result = self.env[value]
+            if isinstance(result, Missing):
+                module, line = where_from(result.node)
+                raise UnsupportedTorchOp(f"output {result.index} of ATen op {result.node.target} (node "
+                                         f"'{result.node.name}', in {module}, at {line}) is not supported "
+                                         f"(it is read by node '{getattr(user, 'name', '?')}')")
+            return result
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.resolve(v, user) for v in value)
+        if isinstance(value, torch.SymInt):
+            return self.size(value)
+        return value
+
+    def run(self) -> ir.Graph:
+        torch = _torch()
+        signature = self.program.graph_signature
+        constants = {}
+        state = self.program.state_dict
+        for spec in signature.input_specs:
+            kind = spec.kind.name
+            if kind in ("PARAMETER", "BUFFER"):
+                tensor = state[spec.target] if spec.target in state else self.program.constants[spec.target]
+                constants[spec.arg.name] = (spec.target, tensor)
+            elif kind == "CONSTANT_TENSOR":
+                constants[spec.arg.name] = (spec.target, self.program.constants[spec.target])
+            elif kind != "USER_INPUT":
+                raise TorchImportError(f"the exported program's input '{spec.arg.name}' is a {kind}; only tensors "
+                                       "(user inputs, parameters, buffers, constants) are supported")
+        user_inputs = [spec.arg.name for spec in signature.input_specs if spec.kind.name == "USER_INPUT"]
+        examples = _example_arrays(self.example_inputs, user_inputs)
+        nodes = list(self.program.graph.nodes)
+        _check_ops(nodes)
+        for node in nodes:
+            if node.op == "placeholder":
+                if node.name in constants:
+                    target, tensor = constants[node.name]
+                    array = tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
+                    self.env[node] = _LazyConstant(array, _constant_name(target))
+                else:
+                    self.env[node] = self.add_input(node, examples)
+            elif node.op == "call_function":
+                self.convert(node)
+            elif node.op == "output":
+                self.set_outputs(node, signature)
+            elif node.op != "get_attr":
+                raise TorchImportError(f"FX node '{node.name}' ({node.op}) is not supported")
+        for node in reversed(list(self.graph.nodes)):  # what no output needs: unused weights, folded sizes
+            if node.op != "input" and not node.users and node not in self.graph.outputs:
+                self.graph.erase(node)
+        ir.verify(self.graph)
+        return self.graph
+
+    def add_input(self, node, examples: dict) -> ir.Node:
+        value = node.meta.get("val")
+        if node.name in examples:
+            array = examples[node.name]
+            shape, dtype = tuple(array.shape), ir_dtype_of_array(array, node.name)
+        elif value is not None and hasattr(value, "shape"):
+            shape = tuple(self.size(d) if isinstance(d, int) else d for d in value.shape)
+            if not all(isinstance(d, int) for d in shape):
+                raise TorchImportError(f"input '{node.name}' has symbolic sizes {list(value.shape)}: pass example "
+                                       "inputs to size them")
+            dtype = ir_dtype(value.dtype, f"input '{node.name}'")
+        else:
+            raise TorchImportError(f"input '{node.name}' is not a tensor ({value!r}); only tensor inputs are supported")
+        if value is not None and hasattr(value, "dtype") and ir_dtype(value.dtype, node.name) is not dtype:
+            raise TorchImportError(f"input '{node.name}' is {dtype.name}; the program was exported for {value.dtype}")
+        self.bind(node, shape, node.name)
+        return self.graph.add_input(node.name, ir.TensorType(shape, dtype))
+
+    def convert(self, node) -> None:
+        torch = _torch()
+        target = node.target
+        args = [self.resolve(a, node) for a in node.args]
+        kwargs = {k: self.resolve(v, node) for k, v in node.kwargs.items()}
+        args = [self.materialize(a) for a in args]
+        kwargs = {k: self.materialize(v) for k, v in kwargs.items()}
+        if not isinstance(target, torch._ops.OpOverload):
+            # Python-level functions: getitem of a multi-output op, SymInt arithmetic (operator.mul, sym_max ...)
+            self.env[node] = target(*args, **kwargs)
+            return
+        if target in IGNORED:
+            self.env[node] = None
+            return
+        if target is torch.ops.aten.sym_size.int:
+            self.env[node] = args[0].shape[args[1]]
+            return
+        entry = CONVERTERS.get(target)
+        ctx = NodeContext(self, node, args, kwargs)
+        if self.foldable(node, entry, args, kwargs):
+            self.env[node] = self.fold(ctx)
+            return
+        if entry is None:
+            ctx.unsupported("no converter, and its operands depend on the model's inputs "
+                            "(supported ops: tensorforge.frontend.torch.supported_ops())")
+        try:
+            result = entry.function(ctx)
+        except ir.OpError as error:
+            raise TorchImportError(f"{ctx.describe()}: {error}") from None
+        if isinstance(result, (list, tuple)):
+            result = [Missing(node, i) if r is None else r for i, r in enumerate(result)]
+        self.env[node] = result
+
+    def materialize(self, value):
+        if isinstance(value, _LazyConstant):
+            return value.node(self.builder)
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.materialize(v) for v in value)
+        return value
+
+    def foldable(self, node, entry, args, kwargs) -> bool:
+        """Fold at import: every tensor operand known, and no converter or an integer/bool result."""
+        tensors = [v for v in _flatten([args, kwargs]) if isinstance(v, ir.Node)]
+        if any(self.builder.static(t) is None for t in tensors):
+            return False
+        if entry is None:
+            return True
+        value = node.meta.get("val")
+        values = value if isinstance(value, (tuple, list)) else [value]
+        return all(getattr(v, "dtype", None) is not None and not v.dtype.is_floating_point for v in values)
+
+    def fold(self, ctx: NodeContext):
+        """Run the op with PyTorch on the known operands; the results become constants."""
+        torch = _torch()
+
+        def to_torch(value):
+            if isinstance(value, ir.Node):
+                return torch.from_numpy(np.array(self.builder.static(value)))
+            if isinstance(value, (list, tuple)):
+                return type(value)(to_torch(v) for v in value)
+            return value
+
+        try:
+            result = ctx.op(*to_torch(ctx.args), **{k: to_torch(v) for k, v in ctx.kwargs.items()})
+        except Exception as error:  # noqa: BLE001 - whatever the op raises on these values
+            raise TorchImportError(f"{ctx.describe()}: evaluating it on values known at import failed: "
+                                   f"{error}") from None
+
+        def to_ir(value, name):
+            if isinstance(value, torch.Tensor):
+                array = value.detach().cpu().numpy()
+                ir_dtype_of_array(array, ctx.name)
+                return self.builder.constant(array, name)
+            return value
+
+        if isinstance(result, (tuple, list)):
+            return [to_ir(v, None) for v in result]
+        return to_ir(result, ctx.name)
+
+    def set_outputs(self, node, signature) -> None:
+        kinds = [spec.kind.name for spec in signature.output_specs]
+        values = node.args[0] if isinstance(node.args[0], (tuple, list)) else [node.args[0]]
+        outputs = []
+        for kind, value in zip(kinds, values):
+            if kind != "USER_OUTPUT":
+                if kind == "BUFFER_MUTATION":
+                    raise TorchImportError("the model updates a buffer in its forward (a BatchNorm in training mode, "
+                                           "a cache): call model.eval() first, or keep state out of forward")
+                continue
+            result = self.materialize(self.resolve(value))
+            if not isinstance(result, ir.Node):
+                raise TorchImportError(f"an output of the model is not a tensor ({result!r})")
+            outputs.append(result)
+        self.graph.outputs = outputs
+
+
+class _LazyConstant:
+    """A parameter, buffer or constant tensor: an IR constant made when a converter first reads it."""
+
+    def __init__(self, array: np.ndarray, name: str):
+        self.array, self.name, self._node = array, name, None
+
+    def node(self, builder: GraphBuilder) -> ir.Node:
+        if self._node is None:
+            ir_dtype_of_array(self.array, self.name)
+            self._node = builder.constant(self.array, self.name)
+        return self._node
+
+
+IGNORED_NAMES = ("_assert_tensor_metadata.default", "_assert_scalar.default", "sym_constrain_range_for_size.default",
+                 "sym_constrain_range.default", "_assert_async.msg")
+
+
+def _ignored():
+    torch = _torch()
+    found = set()
+    for name in IGNORED_NAMES:
+        packet, overload = name.split(".")
+        op = getattr(torch.ops.aten, packet, None)
+        if op is not None and hasattr(op, overload):
+            found.add(getattr(op, overload))
+    return found
+
+
+IGNORED: set = set()
+
+
+def _flatten(value):
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _flatten(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _flatten(v)
+    else:
+        yield value
+
+
+_INVALID = re.compile(r"[^A-Za-z0-9_.]")
+
+
+def _constant_name(target: str) -> str:
+    name = _INVALID.sub("_", target) or "constant"
+    return f"v{name}" if name[0].isdigit() else name
+
+
+def ir_dtype_of_array(array: np.ndarray, name: str) -> ir.DType:
+    key = "float32" if array.dtype == np.float64 else str(array.dtype)
+    return ir_dtype(key, f"'{name}'")
+
+
+def _example_arrays(example_inputs, names: list[str]) -> dict[str, np.ndarray]:
+    """Example inputs (a tuple by position, or a dict by the forward's parameter names) as numpy arrays."""
+    if example_inputs is None:
+        return {}
+    if isinstance(example_inputs, dict):
+        unknown = sorted(set(example_inputs) - set(names))
+        if unknown:
+            raise TorchImportError(f"inputs {unknown} are not inputs of the model ({', '.join(names)})")
+        pairs = [(name, example_inputs[name]) for name in names if name in example_inputs]
+    else:
+        values = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        if len(values) != len(names):
+            raise TorchImportError(f"the model takes {len(names)} tensor inputs ({', '.join(names)}); "
+                                   f"got {len(values)}")
+        pairs = list(zip(names, values))
+    return {name: to_numpy(value) for name, value in pairs}
+
+
+def to_numpy(value) -> np.ndarray:
+    """A torch tensor (detached, on the CPU) or anything numpy takes, as an ndarray."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def to_torch_args(example_inputs) -> tuple:
+    """Example inputs as torch tensors for torch.export (numpy arrays converted)."""
+    torch = _torch()
+    values = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    return tuple(v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v)) for v in values)
+
+
+def _check_ops(nodes) -> None:
+    """Refuse, before converting anything, ATen ops outside the core opset that nothing converts or folds:
+    higher-order ops (control flow) and ops of other namespaces."""
+    torch = _torch()
+    for node in nodes:
+        if node.op != "call_function":
+            continue
+        if isinstance(node.target, torch._ops.HigherOrderOperator):
+            module, line = where_from(node)
+            raise UnsupportedTorchOp(f"{node.target} (node '{node.name}', in {module}, at {line}) is control flow "
+                                     "(torch.cond, a loop); only straight-line graphs are supported")
+
+
+def export_module(module, example_inputs):
+    """`torch.export.export(module, args, strict=False)` of a module in eval mode, in the core ATen opset."""
+    torch = _torch()
+    training = [(name, type(m).__name__) for name, m in module.named_modules() if m.training]
+    if training:
+        name, kind = training[0]
+        where = f" (its submodule '{name}' ({kind}) is)" if name else ""
+        raise TorchImportError(f"{type(module).__name__} is in training mode{where}: call model.eval() first "
+                               "(the importer compiles inference: dropout off, batch norm on its running statistics)")
+    if isinstance(example_inputs, dict):
+        program = torch.export.export(module, (), kwargs={k: to_torch_args(v)[0] for k, v in example_inputs.items()},
+                                      strict=False)
+    else:
+        program = torch.export.export(module, to_torch_args(example_inputs), strict=False)
+    return program
+
+
+def kept_whole(torch) -> tuple:
+    """Ops left out of the core ATen decompositions, converted whole: scaled_dot_product_attention, whose
+    decomposition on PyTorch 2.13 gives its output strides the meta kernel does not, so that GPT-2's
+    `view` of it fails to re-trace at batch > 1 (and whole, it is one recognizable attention)."""
+    return (torch.ops.aten.scaled_dot_product_attention.default,)
+
+
+def load_torch(model, example_inputs=None) -> ir.Graph:
+    """A torch.nn.Module (in eval mode) or a torch.export.ExportedProgram as a verified ir.Graph.
+
+    A module is exported with `torch.export.export(model, example_inputs, strict=False)`; the program is
+    lowered to the core ATen opset (`run_decompositions()`) and converted op by op. `example_inputs`
+    (torch tensors or numpy arrays, by position or in a dict by the forward's parameter names) also
+    size the symbolic dimensions of a program exported with dynamic shapes.
+    """
+    torch = _torch()
+    _register()
+    if not IGNORED:
+        IGNORED.update(_ignored())
+    if isinstance(model, torch.nn.Module):
+        if example_inputs is None:
+            raise TypeError("load_torch(module, example_inputs): a module needs example inputs to export it")
+        program = export_module(model, example_inputs)
+    elif isinstance(model, torch.export.ExportedProgram):
+        program = model
+    else:
+        raise TypeError(f"load_torch takes a torch.nn.Module or a torch.export.ExportedProgram, got {type(model)}")
+    table = torch.export.default_decompositions()
+    for op in kept_whole(torch):
+        table.pop(op, None)
+    program = program.run_decompositions(table)
+    return Importer(program, example_inputs).run()
+
+
+def is_torch_model(model) -> bool:
+    """A torch.nn.Module or ExportedProgram, told without importing torch (it is imported if the model is one)."""
+    torch = sys.modules.get("torch")  # a torch model exists only once torch is imported
+    if torch is None or not hasattr(torch, "nn") or not hasattr(torch, "export"):
+        return False
+    return isinstance(model, (torch.nn.Module, torch.export.ExportedProgram))
