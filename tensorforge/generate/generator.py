@@ -35,7 +35,9 @@ prompt's int8 logits differ, within int8 error, from those of an unpadded run; f
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -94,6 +96,7 @@ class Generator:
         is the prefill that computes the logits of one position (first_token_graph), for generation."""
         self.graphs, self.decode_model, self.first_model = graphs, decode, first
         self._prefill_model = prefill
+        self._in_use = threading.Lock()  # one KV cache: one generation at a time (see _exclusive)
         self.max_len, self.prompt_len = graphs.max_len, graphs.prompt_len
         self.vocab_size = decode.output_types[0].shape[-1]
         # every cache is one slice of a block per array it has (f32 rows; or int8 codes and scales), and
@@ -165,14 +168,30 @@ class Generator:
             logits = self._step(token)
         return logits
 
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the generator's one KV cache for a call or a whole stream; a second user (another thread,
+        or a new call while a stream is unfinished) is refused rather than given a cache it shares."""
+        if not self._in_use.acquire(blocking=False):
+            raise RuntimeError("this Generator is in use: another thread is generating with it, or a stream() "
+                               "is unfinished (a Generator holds one KV cache; use one Generator per thread, "
+                               "and finish or close a stream first)")
+        try:
+            yield
+        finally:
+            self._in_use.release()
+
     def next_logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """The logits after `token_ids` (their last position), [V]: what generation starts from."""
-        return self._start(self._check_tokens(token_ids, 0))
+        tokens = self._check_tokens(token_ids, 0)
+        with self._exclusive():
+            return self._start(tokens)
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """The logits after every prefix of `token_ids`, [len, V], through prefill and the cache."""
         tokens = self._check_tokens(token_ids, 0)
-        return self._prefill(tokens)
+        with self._exclusive():
+            return self._prefill(tokens)
 
     def _check_tokens(self, token_ids: Sequence[int], max_new_tokens: int) -> list[int]:
         """The prompt as a list of ints: a list, or an integer array [S] or [1, S] (the shape the
@@ -202,19 +221,20 @@ class Generator:
         tokens = self._check_tokens(prompt_ids, max_new_tokens)
         _check_sampling(temperature, top_k)
         rng = np.random.default_rng(seed)
-        stats = GenerationStats(prompt_tokens=len(tokens), cache_bytes=self.cache_bytes)
-        self.stats = stats
-        start = time.perf_counter()
-        logits = self._start(tokens)
-        stats.prefill_seconds = time.perf_counter() - start
-        for index in range(max_new_tokens):
-            token = sample(_top_k(logits, top_k), temperature, rng)
-            yield token
-            if index + 1 < max_new_tokens:
-                start = time.perf_counter()
-                logits = self._step(token)
-                stats.decode_seconds += time.perf_counter() - start
-                stats.decode_steps += 1
+        with self._exclusive():  # held until the stream ends or is closed (dropping it closes it)
+            stats = GenerationStats(prompt_tokens=len(tokens), cache_bytes=self.cache_bytes)
+            self.stats = stats
+            start = time.perf_counter()
+            logits = self._start(tokens)
+            stats.prefill_seconds = time.perf_counter() - start
+            for index in range(max_new_tokens):
+                token = sample(_top_k(logits, top_k), temperature, rng)
+                yield token
+                if index + 1 < max_new_tokens:
+                    start = time.perf_counter()
+                    logits = self._step(token)
+                    stats.decode_seconds += time.perf_counter() - start
+                    stats.decode_steps += 1
 
     def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
                  top_k: int | None = None, seed: int | None = None) -> list[int]:

@@ -48,12 +48,24 @@ def _is_ready(array, shape: tuple[int, ...], dtype: np.dtype) -> bool:
     return flags.c_contiguous and flags.aligned
 
 
+def _overlapping(inputs, outputs) -> list[int]:
+    """The positions of the output arrays that share memory with an input or with another output."""
+    return [index for index, array in enumerate(outputs)
+            if any(np.shares_memory(array, other) for other in inputs)
+            or any(np.shares_memory(array, other) for position, other in enumerate(outputs) if position != index)]
+
+
 class BoundCall:
     """CompiledModel.bind's call: runs the model on the arrays it was bound to; returns the outputs."""
 
     def __init__(self, model: CompiledModel, inputs: list[np.ndarray], outputs: list[np.ndarray]):
         self.model, self.inputs, self.outputs = model, inputs, outputs
-        self._run = model._executor.bound(inputs, outputs)
+        # outputs that overlap an input are computed into temporaries, copied in after the run
+        self._copies = [(index, np.empty_like(outputs[index])) for index in _overlapping(inputs, outputs)]
+        targets = list(outputs)
+        for index, temporary in self._copies:
+            targets[index] = temporary
+        self._run = model._executor.bound(inputs, targets)
         self._checks = [(ids, model.input_names[ids.position], inputs[ids.position]) for ids in model._index_inputs]
 
     def __call__(self) -> np.ndarray | tuple[np.ndarray, ...]:
@@ -64,6 +76,8 @@ class BoundCall:
             if problem is not None:
                 raise InputError(problem)
         self._run()
+        for index, temporary in self._copies:
+            np.copyto(self.outputs[index], temporary)
         return self.outputs[0] if self.model._single_output else tuple(self.outputs)
 
 
@@ -95,7 +109,9 @@ class CompiledModel:
     def __call__(self, *arrays, out: list[np.ndarray] | tuple[np.ndarray, ...] | None = None):
         """Run on `arrays`; the outputs are new arrays, or written into `out` (one array per output, of
         its exact shape and dtype, C-contiguous, writeable) and returned. An `out` array may be an
-        input array: an in-place state update (every input is read before any output is written)."""
+        input array, or overlap one: an in-place state update, a history shift (`cm(x, h1, h2,
+        out=[h1, h2])`), a swap. Such outputs are computed into temporaries and copied in after the
+        run, so every input is read before any output array is written."""
         executor = self._executor
         if executor is None:
             raise RuntimeError("this CompiledModel is closed")
@@ -109,9 +125,16 @@ class CompiledModel:
             problem = ids.problem(self.input_names[ids.position], arrays[ids.position])
             if problem is not None:
                 raise InputError(problem)
-        outputs = [np.empty(shape, dtype) for shape, dtype in self._output_specs] if out is None \
-            else self._check_out(out)
-        executor.run(arrays, outputs)
+        if out is None:
+            outputs = [np.empty(shape, dtype) for shape, dtype in self._output_specs]
+            executor.run(arrays, outputs)
+        else:
+            outputs = self._check_out(out)
+            overlapping = _overlapping(arrays, outputs)
+            targets = [np.empty_like(array) if index in overlapping else array for index, array in enumerate(outputs)]
+            executor.run(arrays, targets)  # every input is read before any output array is written
+            for index in overlapping:
+                np.copyto(outputs[index], targets[index])
         return outputs[0] if self._single_output else tuple(outputs)
 
     def bind(self, *arrays: np.ndarray, out: list[np.ndarray] | tuple[np.ndarray, ...] | None = None) -> BoundCall:

@@ -11,12 +11,10 @@
  * Linked with the model's object file; TF_ENTRY names its entry (default tf_run).
  */
 #include <errno.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #ifndef TF_ENTRY
@@ -90,7 +88,9 @@ static void *load_weights(const char *path) {
 }
 
 int main(int argc, char **argv) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL); /* do not outlive the Python process that started us */
+    /* No PR_SET_PDEATHSIG: it fires when the *thread* that started us exits (a first call from a worker
+       thread lost every later call). When the Python process ends, its end of our stdin closes and
+       read_exactly sees the end of file: we return. */
     errno = 0;
     if (argc < 5) fail("usage: runner WEIGHTS_FILE WORKSPACE_BYTES N_INPUTS IN_BYTES... N_OUTPUTS OUT_BYTES...");
     void *weights = load_weights(argv[1]);
