@@ -75,3 +75,37 @@ def test_a_generator_refuses_a_second_user_while_it_generates():
         assert errors and "this Generator is in use: another thread is generating with it" in errors[0]
         assert [first, *stream] == expected[3:]                     # the first stream was not disturbed
         assert gen.generate([1, 2, 3], 5) == expected               # free again once the stream ended
+
+
+def test_module_load_checks_the_archive_before_reading_it(tmp_path):
+    import io
+    import zipfile
+
+    model = nn.Linear(3, 2, rng=np.random.default_rng(0))
+    model.save(tmp_path / "good.npz")
+    copy = nn.Linear(3, 2, rng=np.random.default_rng(1))
+    copy.load(tmp_path / "good.npz")
+    np.testing.assert_array_equal(copy.weight, model.weight)
+    # a small archive whose member declares a gigabyte: refused from its header, before decompressing
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": (3, 2)})
+    header = buffer.getvalue()
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("weight.npy", header + bytes(2**24))
+        archive.writestr("bias.npy", header)
+    with pytest.raises(nn.StateDictError, match=r"weight.npy declares 16777344 bytes, its header needs 128"):
+        copy.load(tmp_path / "bomb.npz")
+    with zipfile.ZipFile(tmp_path / "names.npz", "w") as archive:
+        archive.writestr("weights.npy", header)
+    with pytest.raises(nn.StateDictError, match=r"missing \['weight', 'bias'\], unexpected \['weights'\]"):
+        copy.load(tmp_path / "names.npz")
+    (tmp_path / "text.npz").write_text("not a zip")
+    with pytest.raises(nn.StateDictError, match="is not an .npz archive"):
+        copy.load(tmp_path / "text.npz")
+
+
+def test_an_empty_batch_through_conv_and_max_pool_compiles():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, rng=np.random.default_rng(0)), nn.ReLU(), nn.MaxPool2d(2))
+    x = np.zeros((0, 3, 8, 8), np.float32)
+    with tfg.compile(model, x) as compiled:
+        assert compiled(x).shape == (0, 4, 4, 4) == tfg.interpret(tfg.trace(model, x), x).shape

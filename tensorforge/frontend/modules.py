@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,22 @@ import numpy as np
 
 from .. import ir
 from . import functional as F
+
+
+def _npy_header(stream, label: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from a .npy member's header, refusing object dtypes and Fortran order."""
+    try:
+        version = np.lib.format.read_magic(stream)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise ValueError(f"format version {version} is not one save() writes")
+        shape, fortran, dtype = readers[version](stream)
+    except ValueError as error:
+        raise StateDictError(f"{label} is not a .npy array: {error}") from None
+    if fortran or dtype.hasobject:
+        raise StateDictError(f"{label} holds {'a Fortran-ordered' if fortran else 'an object'} array; save() writes "
+                             "plain C-ordered numeric arrays")
+    return tuple(shape), dtype
 
 
 class StateDictError(KeyError, ValueError):
@@ -125,9 +142,36 @@ class Module:
             np.savez(file, **self.state_dict())
 
     def load(self, path: str | Path) -> None:
-        """Read arrays written by save() (np.load with allow_pickle=False) into this module."""
-        with np.load(path, allow_pickle=False) as archive:
-            self.load_state_dict({name: archive[name] for name in archive.files})
+        """Read arrays written by save() into this module. Before any array is read, the archive's
+        member names must be this module's, each member's .npy header must give the shape and a dtype
+        that converts, and its declared size must be what that header needs (a crafted archive cannot
+        make it decompress more); never a pickle."""
+        own = self.state_dict()
+        try:
+            archive = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as error:
+            raise StateDictError(f"{path} is not an .npz archive written by save(): {error}") from None
+        with archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            missing = [name for name in own if name not in members]
+            unexpected = [name for name in members if name not in own]
+            if missing or unexpected:
+                raise StateDictError(f"{path} does not match {type(self).__name__}: missing {missing}, "
+                                     f"unexpected {unexpected}")
+            state = {}
+            for name, array in own.items():
+                info = members[name]
+                with archive.open(info) as member:
+                    shape, dtype = _npy_header(member, f"{path}:{info.filename}")
+                    if shape != array.shape or not np.can_cast(dtype, array.dtype, "same_kind"):
+                        raise StateDictError(f"parameter {name}: {path} holds {dtype}{list(shape)}, the module "
+                                             f"has {array.dtype}{list(array.shape)}")
+                    header_bytes = member.tell()
+                    if info.file_size != header_bytes + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+                        raise StateDictError(f"parameter {name}: {path}:{info.filename} declares {info.file_size} "
+                                             f"bytes, its header needs {header_bytes} + {dtype}{list(shape)}")
+                    state[name] = np.frombuffer(member.read(), dtype=dtype).reshape(shape)
+        self.load_state_dict(state)
 
 
 class Linear(Module):

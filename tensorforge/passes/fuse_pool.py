@@ -25,8 +25,10 @@ def _two_by_two(pool: ir.Node) -> bool:
 
 
 def _open_f32(conv: ir.Node) -> bool:
-    """An f32 conv2d with no pool and no residual yet."""
-    return conv.dtype is ir.DType.f32 and conv.attrs["pool"] is None and not conv.attrs["residual"]
+    """An f32 conv2d with no pool and no residual yet, of at least one element (an empty batch has no
+    tiled convolution to pool in)."""
+    return (conv.dtype is ir.DType.f32 and conv.attrs["pool"] is None and not conv.attrs["residual"]
+            and conv.type.size > 0)
 
 
 CONV = Pattern("conv2d", name="conv", where=_open_f32, single_use=True)
