@@ -8,15 +8,8 @@ whose operands are all known at import is folded by PyTorch itself; anything els
 UnsupportedTorchOp naming the ATen op, the module path and the source line, before anything compiles.
 """
 
-from .importer import (
-                       CONVERTERS,
-                       TorchImportError,
-                       UnsupportedTorchOp,
-                       converter,
-                       is_torch_model,
-                       load_torch,
-                       supported_ops,
-)
+from .context import CONVERTERS, TorchImportError, UnsupportedTorchOp, converter, supported_ops
+from .importer import is_torch_model, load_torch
 
 __all__ = ["CONVERTERS", "TorchImportError", "UnsupportedTorchOp", "converter", "is_torch_model", "load_torch",
            "supported_ops"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import ir
-from .importer import NodeContext, _torch, converter, ir_dtype
+from .context import NodeContext, _torch, converter, ir_dtype
 
 aten = _torch().ops.aten
 

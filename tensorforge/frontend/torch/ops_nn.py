@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import ir
-from .importer import NodeContext, _torch, converter
+from .context import NodeContext, _torch, converter
 
 aten = _torch().ops.aten
 
