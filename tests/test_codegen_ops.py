@@ -279,6 +279,38 @@ def test_linear(x_shape, bias, arch):
     check_op(arch, "linear", operands, constants=(1, 2))
 
 
+def with_specials(values: np.ndarray) -> np.ndarray:
+    """`values` (scaled by 4, so that relu6 clips at both ends) with a NaN, +inf and -inf."""
+    values = values * np.float32(4)
+    flat = values.reshape(-1)
+    flat[0], flat[flat.size // 2], flat[-1] = np.nan, np.inf, -np.inf
+    return values
+
+
+@pytest.mark.parametrize("x_shape, depth", [((17,), 17), ((4, 64), 64), ((3, 5), 0)], ids=str)
+def test_linear_relu6(x_shape, depth, arch):
+    """activation="relu6" (fuse-activation's clip{min=0, max=6}) in the GEMM epilogue, and in the
+    loop after a linear of depth 0; NaN stays NaN as through the clip op."""
+    x = with_specials(sample((*x_shape[:-1], depth))) if depth else sample((*x_shape[:-1], 0))
+    check_op(arch, "linear", [x, np.abs(sample((depth, 10))), sample((10,))], {"activation": "relu6"},
+             constants=(1, 2))
+
+
+@pytest.mark.parametrize("x, w, attrs", [((2, 3, 9, 8), (4, 3, 3, 3), {"padding": 1}),
+                                         ((1, 16, 8, 8), (16, 16, 3, 3), {"padding": 1, "winograd": True}),
+                                         ((1, 4, 7, 7), (4, 1, 3, 3), {"groups": 4, "padding": 1, "stride": 2})],
+                         ids=["tiled", "winograd", "depthwise"])
+def test_conv2d_relu6(x, w, attrs, arch):
+    """conv2d's relu6 on each f32 path: the tiled GEMM conv, Winograd, depthwise; NaN stays NaN
+    (not given to Winograd, whose transforms make an infinite input NaN: select-winograd's caveat)."""
+    if attrs.get("winograd"):  # outputs of about 4 (Winograd's rounding is relative to its terms')
+        x, w = sample(x), sample(w) / np.float32(12)
+    else:
+        x, w = with_specials(sample(x)), np.abs(sample(w))
+    check_op(arch, "conv2d", [x, w, sample((w.shape[0],))],
+             {**attrs, "activation": "relu6"}, constants=(1, 2))
+
+
 @pytest.mark.parametrize("dtype", INTS, ids=str)
 def test_linear_integers(dtype, arch):
     check_op(arch, "linear", [sample((3, 17), dtype), sample((17, 5), dtype), sample((5,), dtype)])

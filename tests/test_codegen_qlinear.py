@@ -177,7 +177,7 @@ def dynamic_cases(draw, max_size: int = 40):
     weight = rng.integers(-127, 128, (depth, columns)).astype(np.int8)
     scale = rng.uniform(1e-4, 1e-1, columns).astype(np.float32)
     bias = rng.standard_normal(columns).astype(np.float32)
-    activation = draw(st.sampled_from([None, "relu", "gelu_tanh", "gelu_sigmoid", "gelu_exact"]))
+    activation = draw(st.sampled_from([None, "relu", "relu6", "gelu_tanh", "gelu_sigmoid", "gelu_exact"]))
     return [x, weight, scale, bias], {"activation": activation}
 
 
@@ -188,7 +188,7 @@ def check_dynamic(case, target: str, threads: int = 1) -> None:
     graph, inputs = single_op_graph("dynamic_qlinear", operands, attrs, constants=(1, 2, 3))
     (actual,) = compile_and_run(graph, *inputs, target=target, threads=threads)
     expected = ir.interpret(graph, *inputs)
-    if attrs["activation"] in (None, "relu"):
+    if attrs["activation"] in (None, "relu", "relu6"):
         np.testing.assert_array_equal(actual, expected)
     else:
         np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)

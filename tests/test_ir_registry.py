@@ -118,6 +118,16 @@ def test_a_fused_chain_counts_the_sum_of_its_ops():
     assert kernel_flops(node) == node.type.size * (OPS["exp"].flops + OPS["tanh"].flops)
 
 
+@pytest.mark.parametrize("activation, op", [("relu", "relu"), ("relu6", "clip"), ("gelu_tanh", "gelu")])
+def test_a_fused_activation_counts_its_op(activation, op):
+    """A contraction's fused activation counts the flops of the op it stands for (relu6: clip's)."""
+    graph = ir.Graph()
+    x = graph.add_input("x", ir.TensorType((2, 3), ir.DType.f32))
+    w = graph.constant(np.ones((3, 4), np.float32))
+    plain, fused = (graph.call("linear", [x, w], {"activation": a}) for a in (None, activation))
+    assert kernel_flops(fused) == kernel_flops(plain) + fused.type.size * OPS[op].element_flops({})
+
+
 def test_random_graphs_draw_every_total_elementwise_op():
     assert set(testing.unary_ops()) == {op for op in ir.ops_with("elementwise", "unary", "total")
                                          if all(v is not None for v in OPS[op].attrs.values())}

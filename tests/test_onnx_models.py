@@ -55,6 +55,22 @@ def test_cnn_architectures(name, tmp_path):
     _check(path, smaller)
 
 
+def test_mobilenet_v2_relu6_fuses_into_its_convolutions(tmp_path):
+    """PyTorch's ReLU6 exports as Clip(0, 6): fuse-activation puts it in the 1x1 and the depthwise
+    conv (which takes the depthwise kernel) and no clip is left."""
+    from tensorforge.codegen.ops.conv.depthwise import is_depthwise
+
+    model, x = architectures.cnn("mobilenet_v2_block")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = architectures.export(model, x, tmp_path, "mobilenet_v2_block")
+    with tfg.compile(str(path), {"x": x.numpy()}) as compiled:
+        nodes = list(compiled.artifact.graph.op_nodes())
+    assert not any(node.op == "clip" for node in nodes)
+    relu6 = [node for node in nodes if node.op == "conv2d" and node.attrs["activation"] == "relu6"]
+    assert len(relu6) == 2 and sum(map(is_depthwise, relu6)) == 1
+
+
 @pytest.fixture(scope="module")
 def transformers():
     return pytest.importorskip("transformers")

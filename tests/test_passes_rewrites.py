@@ -543,6 +543,56 @@ def test_fuse_activation_into_a_conv_with_a_folded_batch_norm():
         'activation="relu"} : f32[2,4,6,6]']
 
 
+def test_fuse_activation_takes_relu6_into_a_conv_and_a_linear():
+    """clip{min=0.0, max=6.0} (PyTorch's ReLU6 through ONNX) becomes activation="relu6"."""
+    graph = run_pass(fuse_activation, """
+        graph(%x: f32[1,2,4,4]) {
+          %w = constant() {value=[[[[1.0, -1.0], [0.5, 2.0]]], [[[-2.0, 1.0], [3.0, 0.25]]]]} : f32[2,1,2,2]
+          %c = conv2d(%x, %w) {stride=[1, 1], padding=[1, 1], dilation=[1, 1], groups=2} : f32[1,2,5,5]
+          %r = clip(%c) {min=0.0, max=6.0} : f32[1,2,5,5]
+          return %r
+        }""")
+    assert [node.format().split(" = ", 1)[1] for node in graph.op_nodes()] == [
+        'conv2d(%x, %w) {stride=[1, 1], padding=[1, 1], dilation=[1, 1], groups=2, activation="relu6"} : f32[1,2,5,5]']
+    assert_rewrites(fuse_activation, """
+        graph(%x: f32[2,3]) {
+          %w = constant() {value=[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]} : f32[3,2]
+          %lin = linear(%x, %w) : f32[2,2]
+          %r = clip(%lin) {min=0, max=6} : f32[2,2]
+          return %r
+        }""", """
+        graph(%x: f32[2,3]) {
+          %w = constant() {value=[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]} : f32[3,2]
+          %0 = linear(%x, %w) {activation="relu6"} : f32[2,2]
+          return %0
+        }""")
+
+
+LINEAR_THEN = """
+    graph(%x: f32[2,3]) {{
+      %w = constant() {{value=[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]}} : f32[3,2]
+      %lin = linear(%x, %w){attrs} : f32[2,2]
+      {lines}
+    }}"""
+
+
+@pytest.mark.parametrize("text", [
+    LINEAR_THEN.format(attrs="", lines="%r = clip(%lin) {min=0.0, max=5.0} : f32[2,2]\n      return %r"),
+    LINEAR_THEN.format(attrs="", lines="%r = clip(%lin) {min=-1.0, max=6.0} : f32[2,2]\n      return %r"),
+    LINEAR_THEN.format(attrs="", lines="%r = clip(%lin) {min=0.0} : f32[2,2]\n      return %r"),
+    LINEAR_THEN.format(attrs="", lines="%r = clip(%lin) {min=-0.0, max=6.0} : f32[2,2]\n      return %r"),
+    LINEAR_THEN.format(attrs=' {activation="relu"}',
+                       lines="%r = clip(%lin) {min=0.0, max=6.0} : f32[2,2]\n      return %r"),
+    LINEAR_THEN.format(attrs="", lines="%r = clip(%lin) {min=0.0, max=6.0} : f32[2,2]\n"
+                       "      %y = add(%r, %lin) : f32[2,2]\n      return %y"),
+    LINEAR_THEN.format(attrs="", lines="%r = clip(%lin) {min=0.0, max=6.0} : f32[2,2]\n      return %r, %lin"),
+], ids=["max5", "min-1", "no-max", "min-0", "has-relu", "second-user", "output"])
+def test_fuse_activation_takes_only_a_relu6_clip_of_a_single_use_contraction(text):
+    """Other bounds (min=-0.0 too: it gives -0.0 for negative x), a contraction with an activation
+    already, or one whose value is still read: unchanged."""
+    assert_unchanged(fuse_activation, text)
+
+
 def test_fuse_activation_keeps_a_contraction_whose_value_is_still_used():
     assert_unchanged(fuse_activation, """
         graph(%x: f32[2,3]) {

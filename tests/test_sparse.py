@@ -70,6 +70,8 @@ def dense_result(x, weight, bias, skip, activation) -> np.ndarray:
     y = np.matmul(x, weight)
     y = y if bias is None else y + bias
     y = y if skip is None else y + skip
+    if activation == "relu6":
+        return np.clip(y, np.float32(0), np.float32(6))
     return np.maximum(y, np.float32(0)) if activation == "relu" else y
 
 
@@ -79,7 +81,7 @@ def sparse_cases(draw):
     pattern = draw(st.sampled_from(PATTERNS))
     density = draw(st.sampled_from([0.02, 0.1, 0.3, 0.7]))
     return (lead, k, n, pattern, density, draw(st.booleans()), draw(st.booleans()),
-            draw(st.sampled_from([None, "relu"])), draw(st.integers(0, 2**16)))
+            draw(st.sampled_from([None, "relu", "relu6"])), draw(st.integers(0, 2**16)))
 
 
 def check_sparse(target: str, case, threads: int = 1) -> None:

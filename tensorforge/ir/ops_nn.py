@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops_math import gelu
+from .ops_math import clip, gelu
 from .ops_transformer import causal_allowed
 from .registry import OpError, int_pair, need_float, normalize_axis, register_op, same_dtype
 from .types import DType, TensorType, broadcast_shapes
@@ -85,22 +85,30 @@ def _infer_linear(types, attrs):
     return result
 
 
-ACTIVATIONS = (None, "relu")  # what a contraction may apply to its result (filled in by fuse-activation)
+ACTIVATIONS = (None, "relu", "relu6")  # what a contraction may apply to its result (filled in by fuse-activation)
+# relu6 is clip(y, 0, 6) (PyTorch's ReLU6, clip{min=0.0, max=6.0} from ONNX): f32 contractions only
+RELU6_BOUNDS = (0.0, 6.0)
 # an f32 linear may also end in a gelu, "gelu_" + its approximation (the GEMM epilogue computes it in registers)
 GELU_ACTIVATIONS = ("gelu_tanh", "gelu_sigmoid", "gelu_exact")
 LINEAR_ACTIVATIONS = ACTIVATIONS + GELU_ACTIVATIONS
 
 
-def check_activation(op: str, activation, allowed: tuple = ACTIVATIONS):
+def check_activation(op: str, activation, allowed: tuple = ACTIVATIONS, types=()):
+    """`activation` if it is one of `allowed`; one computed in f32 only (relu6, a gelu) needs an f32 x
+    (the first of `types`, when given)."""
     if activation not in allowed:
         raise OpError(f"op '{op}': activation must be one of {allowed}, got {activation!r}")
+    if activation not in (None, "relu") and types and types[0].dtype is not DType.f32:
+        raise OpError(f"op '{op}': activation {activation!r} needs f32, got {types[0].dtype.name}")
     return activation
 
 
 def activate(y: np.ndarray, activation) -> np.ndarray:
-    """The activation after a contraction: relu, or the gelu op's own reference."""
+    """The activation after a contraction: relu, relu6 (the clip op's own reference), or the gelu op's."""
     if activation in GELU_ACTIVATIONS:
         return gelu(y, approximation=activation.removeprefix("gelu_"))
+    if activation == "relu6":
+        return clip(y, min=RELU6_BOUNDS[0], max=RELU6_BOUNDS[1])
     return np.maximum(y, np.zeros((), y.dtype)) if activation == "relu" else y
 
 
@@ -111,16 +119,14 @@ def check_residual_flag(op: str, residual) -> bool:
 
 
 def _normalize_linear(types, attrs):
-    activation = check_activation("linear", attrs["activation"], LINEAR_ACTIVATIONS)
-    if activation in GELU_ACTIVATIONS and types and types[0].dtype is not DType.f32:
-        raise OpError(f"op 'linear': activation {activation!r} needs f32, got {types[0].dtype.name}")
+    activation = check_activation("linear", attrs["activation"], LINEAR_ACTIVATIONS, types)
     return {"activation": activation, "residual": check_residual_flag("linear", attrs["residual"])}
 
 
 @register_op("linear", infer=_infer_linear, operands=(2, 4), traits={"contraction"},
              attrs={"activation": None, "residual": False}, normalize=_normalize_linear)
 def linear(x, weight, *rest, activation=None, residual=False):
-    """x @ weight (+ bias) (+ residual), then the activation (none, relu or a gelu).
+    """x @ weight (+ bias) (+ residual), then the activation (none, relu, relu6 or a gelu).
 
     The residual (fuse-residual: a skip connection added to the result) is the last operand."""
     _, _, bias, skip = split_contraction([x, weight, *rest], residual)
@@ -187,7 +193,7 @@ def normalize_window(op):
         if "residual" in attrs:
             full["residual"] = check_residual_flag(op, attrs["residual"])
         if "activation" in attrs:
-            full["activation"] = check_activation(op, attrs["activation"])
+            full["activation"] = check_activation(op, attrs["activation"], types=types)
         if any(s <= 0 for s in full.get("stride", (1, 1))) or any(p < 0 for p in full["padding"]):
             raise OpError(f"op '{op}': stride must be positive and padding non-negative, got {full}")
         if "winograd" in attrs:

@@ -25,11 +25,13 @@ from .machine import MachinePeaks
 
 
 def _activation_flops(node: Node) -> int:
-    """FLOPs per element of a contraction's fused activation: none, relu, or a gelu ("gelu_tanh"...)."""
+    """FLOPs per element of a contraction's fused activation: none, relu, relu6 (the clip op's), or a
+    gelu ("gelu_tanh"...)."""
     activation = node.attrs.get("activation")
     if activation is None:
         return 0
-    return get_op("gelu" if activation.startswith("gelu") else activation).element_flops({})
+    op = "gelu" if activation.startswith("gelu") else "clip" if activation == "relu6" else activation
+    return get_op(op).element_flops({})
 
 
 def kernel_flops(node: Node) -> int:

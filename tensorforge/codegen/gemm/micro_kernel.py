@@ -42,7 +42,7 @@ from ..llvm.utils import (
 )
 from .tiling import FLOAT_BYTES, INDEPENDENT_CHAINS, GemmTiling
 
-ACTIVATIONS = ("relu", *float_math.GELU_ACTIVATIONS)  # ir.ops_nn's, computed on whole vectors
+ACTIVATIONS = ("relu", "relu6", *float_math.GELU_ACTIVATIONS)  # ir.ops_nn's, computed on whole vectors
 
 
 @dataclass(frozen=True)
@@ -195,11 +195,8 @@ def _apply_epilogue(builder: ir.IRBuilder, tile: _Tile, epilogue: Epilogue, bias
     if epilogue.residual:
         values = [builder.fadd(value, load_lanes(builder, pointer, count, vector))
                   for value, (pointer, count) in zip(values, residual_places)]
-    if epilogue.activation == "relu":  # np.maximum(x, 0): NaN stays NaN
-        zero = ir.Constant(vector, None)
-        values = [builder.select(builder.fcmp_unordered(">=", value, zero), value, zero) for value in values]
-    elif epilogue.activation is not None:  # a gelu: the elementwise op's own steps, lane by lane
-        values = [float_math.GELU_ACTIVATIONS[epilogue.activation](builder, value) for value in values]
+    # relu: np.maximum(x, 0), relu6: the clip op (NaN stays NaN); a gelu: the elementwise op's own steps
+    values = [float_math.activation(builder, epilogue.activation, value) for value in values]
     return values
 
 

@@ -218,6 +218,31 @@ def power(builder: ir.IRBuilder, x: ir.Value, y: ir.Value, name: str = "pow") ->
     return builder.select(one, like(x, 1.0), result, name=name)
 
 
+def relu(builder: ir.IRBuilder, x: ir.Value, name: str = "relu") -> ir.Value:
+    """np.maximum(x, 0) on an f32 scalar or vector: NaN stays NaN."""
+    zero = like(x, 0.0)
+    return builder.select(builder.fcmp_unordered(">=", x, zero, name=f"{name}.keep"), x, zero, name=name)
+
+
+def relu6(builder: ir.IRBuilder, x: ir.Value, name: str = "relu6") -> ir.Value:
+    """The clip op with min=0, max=6 (ir.ops_nn.RELU6_BOUNDS) on an f32 scalar or vector: NaN stays
+    NaN, -0.0 stays -0.0 (the comparisons are ordered, as in scalar.clip)."""
+    low, high = like(x, 0.0), like(x, 6.0)
+    x = builder.select(builder.fcmp_ordered("<", x, low, name=f"{name}.below"), low, x, name=f"{name}.low")
+    return builder.select(builder.fcmp_ordered(">", x, high, name=f"{name}.above"), high, x, name=name)
+
+
+def activation(builder: ir.IRBuilder, name: str | None, x: ir.Value) -> ir.Value:
+    """A contraction's fused `activation` (ir.ops_nn.LINEAR_ACTIVATIONS) on an f32 scalar or vector."""
+    if name is None:
+        return x
+    if name == "relu":
+        return relu(builder, x)
+    if name == "relu6":
+        return relu6(builder, x)
+    return GELU_ACTIVATIONS[name](builder, x)
+
+
 GELU = {"tanh": gelu_tanh, "sigmoid": gelu_sigmoid, "exact": gelu_exact}
 # a contraction's fused gelu, by its `activation` attribute (ir.ops_nn.GELU_ACTIVATIONS)
 GELU_ACTIVATIONS = {f"gelu_{approximation}": function for approximation, function in GELU.items()}

@@ -96,8 +96,8 @@ def activate_output(kernel: Kernel) -> None:
                                name="residual")
         if activation == "relu":
             value = scalar.relu(builder, dtype, value, "relu")
-        elif activation is not None:  # a gelu (f32 only: an f32 linear of depth 0 comes here)
-            value = float_math.GELU_ACTIVATIONS[activation](builder, value)
+        elif activation is not None:  # relu6 or a gelu (f32 only: an f32 linear of depth 0 comes here)
+            value = float_math.activation(builder, activation, value)
         store_element(builder, value, kernel.output, index)
 
 

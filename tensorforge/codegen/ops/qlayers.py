@@ -195,10 +195,7 @@ def emit_dynamic_qlinear(kernel: Kernel) -> None:
             with for_range(builder, column_count, "bias.column", unroll=False) as j:  # else rows gathered
                 n = builder.add(first_column, j)
                 value = builder.fadd(load_element(builder, line, j, F32), load_element(builder, bias, n, F32))
-                if activation == "relu":  # np.maximum(y, 0)
-                    value = builder.select(builder.fcmp_unordered(">=", value, zero), value, zero)
-                elif activation is not None:  # a gelu, as the linear's epilogue computes it
-                    value = float_math.GELU_ACTIVATIONS[activation](builder, value)
+                value = float_math.activation(builder, activation, value)  # as the linear's epilogue
                 store_element(builder, value, line, j)
 
     for_each_part_block(builder, tiling, (rows, depth, columns), kernel.part, kernel.parts, block)

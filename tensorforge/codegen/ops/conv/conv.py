@@ -1,6 +1,7 @@
 """Emission of conv2d and batch_norm (inference), NCHW; the pools are in ops/conv/pool.py.
 
-f32 conv2d runs on the GEMM micro-kernel (ops/conv/conv_gemm.py, or ops/conv/winograd.py); the loop
+f32 conv2d runs on the GEMM micro-kernel (ops/conv/conv_gemm.py, or ops/conv/winograd.py), a
+depthwise one (groups == channels == outputs) on its own loop nest (ops/conv/depthwise.py); the loop
 nests here compute integer and bool convolutions exactly, and batch norm.
 
 Padding is done as the numpy reference does it: the input is first copied into a padded buffer
@@ -38,6 +39,7 @@ from ...target import Target
 from ..matmul import activate_output, contraction_operands
 from ..shape import copy_elements
 from .conv_gemm import conv_parts, emit_conv2d_tiled, pack_conv_weight, tiled_conv_scratch_bytes, uses_tiled_conv
+from .depthwise import depthwise_parts, depthwise_scratch_bytes, emit_conv2d_depthwise, is_depthwise
 from .winograd import emit_conv2d_winograd, pack_winograd_weight, winograd_parts, winograd_scratch_bytes
 
 CONTRACT = ("contract",)
@@ -59,7 +61,10 @@ def _by_winograd(node: Node, packed: frozenset[int]) -> bool:
 
 
 def pack_conv2d_weight(node: Node, index: int, target: Target) -> PackedConstant | None:
-    """The constant weight as micro-kernel A panels: Winograd's G g G^T, or the direct conv's taps."""
+    """The constant weight as micro-kernel A panels: Winograd's G g G^T, or the direct conv's taps
+    (a depthwise conv reads it as stored)."""
+    if is_depthwise(node):
+        return None
     if node.attrs.get("winograd") and index == 1 and uses_tiled_conv(node) and node.inputs[1].op == "constant":
         return pack_winograd_weight(node, target)
     return pack_conv_weight(node, index, target)
@@ -67,13 +72,18 @@ def pack_conv2d_weight(node: Node, index: int, target: Target) -> PackedConstant
 
 def conv2d_parts(node: Node, target: Target, threads: int) -> int:
     """Parts for a team of `threads`: Winograd's (image, block of tile rows) units, or the direct
-    conv's images or rows (a weight convolved directly after all is split the same way)."""
+    conv's images or rows (a weight convolved directly after all is split the same way), or the
+    depthwise conv's blocks of planes."""
+    if is_depthwise(node):
+        return depthwise_parts(node, target, threads)
     return (winograd_parts if node.attrs.get("winograd") else conv_parts)(node, target, threads)
 
 
 def conv2d_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
     """The tiled f32 convolution's scratch (ops/conv/conv_gemm.py, ops/conv/winograd.py), or the padded
-    input of the exact one."""
+    input of the exact one, or the depthwise conv's padded plane."""
+    if is_depthwise(node):
+        return depthwise_scratch_bytes(node, target, packed)
     if _by_winograd(node, packed):
         return winograd_scratch_bytes(node, target)
     return tiled_conv_scratch_bytes(node, target, packed) if uses_tiled_conv(node) else padded_bytes(node, target)
@@ -94,7 +104,11 @@ def padded_input(kernel: Kernel, fill: ir.Value) -> tuple[ir.Value, int, int]:
 
 def emit_conv2d(kernel: Kernel) -> None:
     """conv2d with stride, padding, dilation, groups, an optional bias and the fused activation: f32
-    through the GEMM micro-kernel (ops/conv/conv_gemm.py), other dtypes exactly by the loop nest below."""
+    through the GEMM micro-kernel (ops/conv/conv_gemm.py) or, depthwise, directly (ops/conv/depthwise.py),
+    other dtypes exactly by the loop nest below."""
+    if is_depthwise(kernel.node):
+        emit_conv2d_depthwise(kernel)
+        return
     if _by_winograd(kernel.node, kernel.packed):
         emit_conv2d_winograd(kernel)
         return

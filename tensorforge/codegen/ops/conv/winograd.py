@@ -38,6 +38,7 @@ from ...gemm.micro_kernel import Epilogue, splat, store_lanes
 from ...gemm.packing import pack_a_panels
 from ...gemm.tiling import FLOAT_BYTES, gemm_tiling
 from ...kernel import Kernel
+from ...llvm import float_math
 from ...llvm.utils import (
     F32,
     I8,
@@ -264,8 +265,7 @@ def _transform_output(kernel: Kernel, geometry: WinogradGeometry, m: ir.Value, b
     tile's two output rows, or its maximum (pool="max_2x2"), into the output."""
     builder, node, conv, lanes = kernel.builder, kernel.node, geometry.conv, geometry.lanes
     vector = ir.VectorType(F32, lanes)
-    relu = node.attrs["activation"] == "relu"
-    zero = ir.Constant(vector, None)
+    activation = node.attrs["activation"]
     (out_height, out_width), (pooled_height, pooled_width) = (conv.out_height, conv.out_width), conv.pooled_shape
 
     def maximum(x: ir.Value, y: ir.Value) -> ir.Value:  # np.maximum: NaN wins
@@ -283,9 +283,7 @@ def _transform_output(kernel: Kernel, geometry: WinogradGeometry, m: ir.Value, b
             y = _output_tile(values, builder)
             if shift is not None:
                 y = [[builder.fadd(value, shift) for value in row] for row in y]
-            if relu:  # np.maximum(x, 0): NaN stays NaN
-                y = [[builder.select(builder.fcmp_unordered(">=", value, zero), value, zero) for value in row]
-                     for row in y]
+            y = [[float_math.activation(builder, activation, value) for value in row] for row in y]  # NaN stays NaN
             if conv.pooled:
                 valid = min(lanes, pooled_width - x0)
                 if valid <= 0:

@@ -13,6 +13,7 @@ from ....ir import Node
 from ....ir.ops_sparse import check_csr, split_sparse_operands
 from ...errors import CodegenError
 from ...kernel import Kernel
+from ...llvm import float_math
 from ...llvm.utils import F32, I32, I64, element_pointer, for_range, i64, load_element, store_element
 
 FLOAT_BYTES = 4
@@ -56,10 +57,7 @@ def finish_outputs(kernel: Kernel, total: ir.Value, row: ir.Value, at: ir.Value)
         total = builder.fadd(total, operand(bias, row, "bias"))
     if residual is not None:
         total = builder.fadd(total, operand(residual, at, "skip"))
-    if node.attrs["activation"] == "relu":  # np.maximum(x, 0): NaN stays NaN
-        zero = ir.Constant(total.type, None)
-        total = builder.select(builder.fcmp_unordered(">=", total, zero), total, zero, name="relu")
-    return total
+    return float_math.activation(builder, node.attrs["activation"], total)  # relu, relu6: NaN stays NaN
 
 
 def copy_row(kernel: Kernel, m: ir.Value, depth: int, padded: int) -> None:
