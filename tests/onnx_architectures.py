@@ -196,3 +196,31 @@ def export(model: nn.Module, inputs, folder: Path, name: str = "model", input_na
     torch.onnx.export(model, inputs, str(path), input_names=list(input_names), dynamic_axes=axes,
                       opset_version=opset, dynamo=False)
     return path
+
+
+# --- Hugging Face transformers from small configs (random weights), as the importer tests take them ----------
+
+class BertEncoder(nn.Module):
+    """BertModel's last hidden state and pooled output from (input_ids, attention_mask)."""
+
+    def __init__(self, transformers, layers: int = 2):
+        super().__init__()
+        config = transformers.BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=layers,
+                                         num_attention_heads=4, intermediate_size=128, max_position_embeddings=64)
+        self.bert = transformers.BertModel(config).eval()
+
+    def forward(self, input_ids, attention_mask):
+        out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
+        return out.last_hidden_state, out.pooler_output
+
+
+class Gpt2Logits(nn.Module):
+    """GPT2LMHeadModel's logits from input_ids (and an attention_mask if given), without a KV cache."""
+
+    def __init__(self, transformers, layers: int = 2):
+        super().__init__()
+        config = transformers.GPT2Config(vocab_size=500, n_embd=64, n_layer=layers, n_head=4, n_positions=64)
+        self.gpt = transformers.GPT2LMHeadModel(config).eval()
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.gpt(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits

@@ -78,25 +78,14 @@ def transformers():
 
 def test_bert_encoder_with_attention_mask(transformers, tmp_path):
     torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=128, max_position_embeddings=64)
-    bert = transformers.BertModel(config).eval()
-
-    class Encoder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask):
-            out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
-            return out.last_hidden_state, out.pooler_output
+    encoder = architectures.BertEncoder(transformers).eval()
 
     ids = torch.randint(0, 500, (2, 12))
     mask = torch.ones(2, 12, dtype=torch.int64)
     mask[1, 7:] = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Encoder(), (ids, mask), str(tmp_path / "bert.onnx"), dynamo=False, opset_version=17,
+        torch.onnx.export(encoder, (ids, mask), str(tmp_path / "bert.onnx"), dynamo=False, opset_version=17,
                           input_names=["input_ids", "attention_mask"],
                           dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
                                         "attention_mask": {0: "batch", 1: "sequence"}})
@@ -107,21 +96,12 @@ def test_bert_encoder_with_attention_mask(transformers, tmp_path):
 def test_gpt2_as_torch_export_exports_it(transformers, tmp_path):
     pytest.importorskip("onnxscript")  # the torch.export-based exporter (transformers 5's GPT-2 needs it)
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=500, n_embd=64, n_layer=2, n_head=4, n_positions=64)
-    gpt = transformers.GPT2LMHeadModel(config).eval()
-
-    class Logits(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.gpt = gpt
-
-        def forward(self, input_ids):
-            return self.gpt(input_ids=input_ids, use_cache=False).logits
+    logits = architectures.Gpt2Logits(transformers).eval()
 
     ids = torch.randint(0, 500, (1, 10))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Logits(), (ids,), str(tmp_path / "gpt2.onnx"), dynamo=True, opset_version=18,
+        torch.onnx.export(logits, (ids,), str(tmp_path / "gpt2.onnx"), dynamo=True, opset_version=18,
                           input_names=["input_ids"], verbose=False)
     _check(tmp_path / "gpt2.onnx", {"input_ids": ids.numpy()}, atol=1e-4)
 

@@ -172,23 +172,12 @@ def transformers():
 
 def test_bert_with_attention_mask(transformers):
     torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=128, max_position_embeddings=64)
-    bert = transformers.BertModel(config).eval()
-
-    class Encoder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask):
-            out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
-            return out.last_hidden_state, out.pooler_output
+    encoder = architectures.BertEncoder(transformers).eval()
 
     ids = torch.randint(0, 500, (2, 12), generator=torch.Generator().manual_seed(1))
     mask = torch.ones(2, 12, dtype=torch.int64)
     mask[1, 7:] = 0
-    graph = _check(Encoder().eval(), (ids, mask), atol=1e-4)
+    graph = _check(encoder, (ids, mask), atol=1e-4)
     assert [node.name for node in graph.inputs] == ["input_ids", "attention_mask"]
     names = {node.name for node in graph.nodes}
     assert {"bert.embeddings.word_embeddings.weight", "bert.encoder.layer.0.attention.self.query.weight"} <= names
@@ -198,21 +187,12 @@ def test_bert_with_attention_mask(transformers):
 def test_gpt2_logits_with_left_padding(transformers):
     """Batch 2, the first row left-padded: its padded queries attend to nothing (zeros, as PyTorch's SDPA)."""
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=500, n_embd=64, n_layer=2, n_head=4, n_positions=64)
-    gpt = transformers.GPT2LMHeadModel(config).eval()
-
-    class Logits(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.gpt = gpt
-
-        def forward(self, input_ids, attention_mask):
-            return self.gpt(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    logits = architectures.Gpt2Logits(transformers).eval()
 
     ids = torch.randint(0, 500, (2, 10), generator=torch.Generator().manual_seed(1))
     mask = torch.ones(2, 10, dtype=torch.int64)
     mask[0, :3] = 0
-    graph = _check(Logits().eval(), (ids, mask), atol=1e-4)
+    graph = _check(logits, (ids, mask), atol=1e-4)
     names = {node.name for node in graph.nodes}
     assert "gpt.transformer.h.0.attn.c_attn.weight" in names
     assert "gpt.lm_head.weight" in names  # tied to wte: the graph reads it once, by the name export gives it
@@ -222,22 +202,13 @@ def test_gpt2_causal_mask_known_at_import(transformers):
     """Without an attention mask GPT-2's SDPA mask is the causal one, folded at import: every query sees a
     key, so the importer emits no guard for fully masked rows (the graph is matmul, softmax, matmul)."""
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=500, n_embd=64, n_layer=1, n_head=4, n_positions=64)
-    gpt = transformers.GPT2LMHeadModel(config).eval()
-
-    class Logits(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.gpt = gpt
-
-        def forward(self, input_ids):
-            return self.gpt(input_ids=input_ids, use_cache=False).logits
+    logits = architectures.Gpt2Logits(transformers, layers=1).eval()
 
     ids = torch.randint(0, 500, (1, 16), generator=torch.Generator().manual_seed(1))
-    graph = load_torch(Logits().eval(), (ids,))
+    graph = load_torch(logits, (ids,))
     ops = [node.op for node in graph.nodes]
     assert "reduce_max" not in ops and "equal" not in ops and ops.count("softmax") == 1
-    np.testing.assert_allclose(tfg.interpret(graph, ids.numpy()), _eager(Logits().eval(), (ids,))[0],
+    np.testing.assert_allclose(tfg.interpret(graph, ids.numpy()), _eager(logits, (ids,))[0],
                                rtol=1e-4, atol=1e-4)
 
 
