@@ -133,3 +133,11 @@ def test_random_graphs_draw_every_total_elementwise_op():
                                          if all(v is not None for v in OPS[op].attrs.values())}
     assert set(testing.binary_ops()) == set(ir.ops_with("elementwise", "binary", "total"))
     assert "div" not in testing.binary_ops() and "log" not in testing.unary_ops()  # not total
+
+
+def test_weight_operands_are_operand_positions_of_their_op():
+    declared = {op: opdef.weights for op, opdef in OPS.items() if opdef.weights}
+    assert {"linear", "conv2d", "matmul"} <= set(declared)
+    for op, positions in declared.items():
+        limit = OPS[op].max_operands if OPS[op].max_operands is not None else max(positions) + 1
+        assert all(0 <= p < limit for p in positions), f"op '{op}' declares weight operands {positions}"

@@ -49,7 +49,7 @@ def _normalize_matmul(types, attrs):
     return {name: bool(value) for name, value in attrs.items()}
 
 
-@register_op("matmul", infer=_infer_matmul, operands=2, traits={"contraction"},
+@register_op("matmul", infer=_infer_matmul, operands=2, traits={"contraction"}, weights=(1,),
              attrs={"transpose_a": False, "transpose_b": False}, normalize=_normalize_matmul)
 def matmul(a, b, *, transpose_a=False, transpose_b=False):
     """a @ b over the last two axes (batch axes broadcast); either read transposed (absorb-transpose)."""
@@ -123,7 +123,7 @@ def _normalize_linear(types, attrs):
     return {"activation": activation, "residual": check_residual_flag("linear", attrs["residual"])}
 
 
-@register_op("linear", infer=_infer_linear, operands=(2, 4), traits={"contraction"},
+@register_op("linear", infer=_infer_linear, operands=(2, 4), traits={"contraction"}, weights=(1, 2),
              attrs={"activation": None, "residual": False}, normalize=_normalize_linear)
 def linear(x, weight, *rest, activation=None, residual=False):
     """x @ weight (+ bias) (+ residual), then the activation (none, relu, relu6 or a gelu).
@@ -267,7 +267,7 @@ def _windows(x, kh, kw, stride, dilation, out_h, out_w):
             yield i, j, x[:, :, i * dh: i * dh + sh * (out_h - 1) + 1: sh, j * dw: j * dw + sw * (out_w - 1) + 1: sw]
 
 
-@register_op("conv2d", infer=_infer_conv2d, operands=(2, 4), traits={"contraction"},
+@register_op("conv2d", infer=_infer_conv2d, operands=(2, 4), traits={"contraction"}, weights=(1, 2),
              attrs={"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "activation": None, "residual": False,
                     "pool": None, "winograd": False},
              normalize=normalize_window("conv2d"))

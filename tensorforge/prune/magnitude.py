@@ -21,10 +21,11 @@ SCOPES = ("global", "layer")
 
 
 def prunable_weights(graph: ir.Graph) -> list[ir.Node]:
-    """The constants read as the weight (operand 1) of a linear, conv2d or matmul, and by nothing else."""
+    """The f32 constants read as the weight (operand 1) of an op the registry says holds a weight there
+    (linear, conv2d, matmul), and by nothing else."""
     weights = []
     for node in graph.nodes:
-        if node.op in ("linear", "conv2d", "matmul") and len(node.inputs) > 1:
+        if node.op in ir.OPS and 1 in ir.OPS[node.op].weights and len(node.inputs) > 1:
             weight = node.inputs[1]
             if (weight.op == "constant" and weight.dtype is ir.DType.f32 and weight not in weights
                     and weight not in graph.outputs and all(user.inputs[1] is weight for user in weight.users)):
