@@ -11,14 +11,14 @@ import os
 import time
 import warnings
 
-from .check import FLOAT_TOLERANCE, CheckResult, compare_stages
+from .check import FLOAT_TOLERANCE, CheckResult, compare_stages, distances
 from .codegen import build
 from .codegen.target import Target
 from .frontend.onnx import is_onnx_model, load_onnx
 from .frontend.onnx.importer import ir_name
 from .frontend.torch import is_torch_model, load_torch
 from .frontend.tracing import trace as _trace
-from .ir import Graph, coerce_inputs
+from .ir import Graph, coerce_inputs, interpret
 from .passes import PassContext, SnapshotInstrument, TimingInstrument, VerifyInstrument, run_pipeline
 from .prune import PruneConfig, apply_pruning
 from .quant import QuantConfig
@@ -171,19 +171,29 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
 
 
 def check(model, inputs, target: str | Target = "host", opt_level: int = 2, *, rtol: float | None = None,
-          atol: float | None = None, disabled: tuple[str, ...] = (), threads: int | None = None) -> CheckResult:
+          atol: float | None = None, disabled: tuple[str, ...] = (), threads: int | None = None, prune=None,
+          quantize=None, calibration=None) -> CheckResult:
     """Differential test: every pass and the compiled code against the reference interpreter.
 
     Raises CheckError naming the first pass (or the codegen) whose outputs differ, the node and the
     max abs/rel error. Float tolerances default to rtol 1e-4, atol 1e-5; integer outputs are exact.
+    `prune=`, `quantize=` and `calibration=` build what `compile` would with them; the build is then
+    checked against its own pruned or quantized graph (the int8 kernels compute that graph's values
+    exactly), and `result.fp32_distance` says how far its outputs are from the fp32 model's.
     """
-    compiled = compile(model, inputs, target, opt_level, threads=threads, disabled=disabled)
+    compiled = compile(model, inputs, target, opt_level, threads=threads, disabled=disabled, prune=prune,
+                       quantize=quantize, calibration=calibration)
     inputs = inputs_in_order(compiled.source_graph, inputs)
     with compiled:
         arrays = tuple(coerce_inputs(compiled.source_graph, inputs))
         outputs = compiled(*arrays)
         outputs = list(outputs) if isinstance(outputs, tuple) else [outputs]
-        stages = [("traced graph", compiled.source_graph)] + list(compiled.snapshots[1:])
-        return compare_stages(stages, arrays, outputs, compiled.target.name,
-                              FLOAT_TOLERANCE["rtol"] if rtol is None else rtol,
-                              FLOAT_TOLERANCE["atol"] if atol is None else atol)
+        built = "quantized graph" if quantize is not None else "pruned graph" if prune is not None else "traced graph"
+        stages = [(built, compiled.source_graph)] + list(compiled.snapshots[1:])
+        result = compare_stages(stages, arrays, outputs, compiled.target.name,
+                                FLOAT_TOLERANCE["rtol"] if rtol is None else rtol,
+                                FLOAT_TOLERANCE["atol"] if atol is None else atol)
+        if quantize is not None or prune is not None:
+            fp32 = interpret(trace(model, inputs), *arrays)
+            result.fp32_distance = distances(list(fp32) if isinstance(fp32, tuple) else [fp32], outputs)
+        return result

@@ -27,11 +27,23 @@ class CheckResult:
 
     target: str
     stages: list[tuple[str, float, float]] = field(default_factory=list)  # (stage, max abs, max rel)
+    # an int8 or pruned build is checked against its own (quantized or pruned) graph; this is how far
+    # the compiled outputs are from the fp32 model's, per output: (max abs, max rel)
+    fp32_distance: list[tuple[float, float]] | None = None
 
     def __str__(self) -> str:
         lines = [f"check against the reference interpreter, target {self.target}: all stages agree"]
         lines += [f"  {stage:<36} max abs {abs_:.3g}  max rel {rel:.3g}" for stage, abs_, rel in self.stages]
+        if self.fp32_distance is not None:
+            lines.append("distance of the compiled outputs to the fp32 model's (not checked against a tolerance):")
+            lines += [f"  output {index:<29} max abs {abs_:.3g}  max rel {rel:.3g}"
+                      for index, (abs_, rel) in enumerate(self.fp32_distance)]
         return "\n".join(lines)
+
+
+def distances(expected: list[np.ndarray], actual: list[np.ndarray]) -> list[tuple[float, float]]:
+    """(max abs, max rel) error of each output of `actual` against `expected`."""
+    return [_errors(np.asarray(e), np.asarray(a)) for e, a in zip(expected, actual, strict=True)]
 
 
 def _errors(expected: np.ndarray, actual: np.ndarray) -> tuple[float, float]:

@@ -83,3 +83,19 @@ def test_unknown_target_lists_known_ones():
 def test_compile_needs_example_inputs():
     with pytest.raises(TypeError, match="example_inputs"):
         tf.compile(models.mlp((4, 2)))
+
+
+def test_check_takes_the_int8_and_pruned_builds_and_reports_the_distance_to_fp32():
+    rng = np.random.default_rng(0)
+    model = models.mlp()
+    x = rng.standard_normal((8, 784)).astype(np.float32)
+    calibration = rng.standard_normal((64, 784)).astype(np.float32)
+    result = tf.check(model, x, quantize="int8", calibration=calibration)
+    assert "lower-quant" in [stage for stage, _, _ in result.stages]
+    assert result.fp32_distance is not None and len(result.fp32_distance) == 1
+    abs_error, _ = result.fp32_distance[0]
+    assert 0 < abs_error < 0.5                                   # int8 error, measured, not a tolerance
+    assert "distance of the compiled outputs to the fp32 model's" in str(result)
+    pruned = tf.check(model, x, prune=tf.PruneConfig(method="structured", sparsity=0.5))
+    assert pruned.fp32_distance[0][0] > 0                         # half the neurons are gone
+    assert tf.check(model, x).fp32_distance is None
