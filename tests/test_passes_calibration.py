@@ -82,3 +82,17 @@ def test_tinytorch_constant_tensor_and_bad_methods():
         activation_params(np.ones(3, np.float32), "median")
     with pytest.raises(ValueError, match="i8 or u8"):
         activation_params(np.ones(3, np.float32), dtype=DType.i32)
+
+
+def test_entropy_ignores_the_exact_zeros_of_a_relu():
+    """Half of relu(N(0, 1)) is exactly 0: exact in any grid, they must not pull the clip down (they did: 2.06)."""
+    rng = np.random.default_rng(0)
+    normal = rng.standard_normal(200_000).astype(np.float32)
+    relu = np.maximum(normal, np.float32(0))
+    def top(samples):  # the largest value the i8 grid represents: (127 - zero point) * scale
+        params = activation_params(samples, "entropy")
+        return (127 - int(params.zero_point)) * float(params.scale)
+
+    relu_threshold, normal_threshold = top(relu), top(normal)
+    assert 3.0 < relu_threshold < 5.0
+    assert abs(relu_threshold - normal_threshold) < 0.1 * normal_threshold  # the same shape above 0
