@@ -17,6 +17,7 @@ from .codegen.target import Target
 from .frontend.onnx import is_onnx_model, load_onnx
 from .frontend.onnx.importer import ir_name
 from .frontend.torch import is_torch_model, load_torch
+from .frontend.torch.importer import to_numpy
 from .frontend.tracing import trace as _trace
 from .ir import Graph, coerce_inputs, interpret
 from .passes import PassContext, SnapshotInstrument, TimingInstrument, VerifyInstrument, run_pipeline
@@ -56,19 +57,12 @@ def _positional(example_inputs):
     return example_inputs
 
 
-def _numpy(value):
-    """A torch tensor (detached, on the CPU) as a numpy array; anything else as it is."""
-    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
-        return value.detach().cpu().numpy()
-    return value
-
-
 def inputs_in_order(graph: Graph, inputs) -> tuple:
     """`inputs` as a tuple in the graph's input order: a tuple as it is, a dict by input name (the model's
     own names, or the IR's, e.g. 'input.1' or 'input_1'). Torch tensors become numpy arrays."""
     if not isinstance(inputs, dict):
-        return tuple(_numpy(value) for value in _as_tuple(inputs))
-    inputs = {key: _numpy(value) for key, value in inputs.items()}
+        return tuple(to_numpy(value) for value in _as_tuple(inputs))
+    inputs = {key: to_numpy(value) for key, value in inputs.items()}
     by_ir_name = {ir_name(str(key)): value for key, value in inputs.items()}
     names = [node.name for node in graph.inputs]
     unknown = sorted(str(key) for key in inputs if ir_name(str(key)) not in names)

@@ -144,6 +144,31 @@ class GraphBuilder:
             result = self.call("add", [result, c], {}, name)
         return result
 
+    def layer_norm(self, x: ir.Node, scale: ir.Node | None, bias: ir.Node | None, axes: int, eps: float,
+                   name: str | None = None) -> ir.Node:
+        """Normalization over the last `axes` axes (ONNX's axis, PyTorch's normalized_shape): the IR's
+        layer_norm over the last axis, of x with those axes flattened into one when there are several;
+        scale and bias (None: ones and zeros) broadcast to the normalized shape, then flattened alike."""
+        normalized = x.shape[x.type.rank - axes:]
+        features = int(np.prod(normalized, dtype=np.int64))
+        parameters = []
+        for value, default in ((scale, 1.0), (bias, 0.0)):
+            value = self.constant(np.full(normalized, default, np.float32)) if value is None else value
+            value = self.expand(value, normalized) if value.shape != normalized else value
+            parameters.append(value if value.shape == (features,) else
+                              self.call("reshape", [value], {"shape": (features,)}))
+        if axes == 1:
+            return self.call("layer_norm", [x, *parameters], {"eps": eps}, name)
+        flat = self.call("reshape", [x], {"shape": (*x.shape[:x.type.rank - axes], features)})
+        result = self.call("layer_norm", [flat, *parameters], {"eps": eps})
+        return self.call("reshape", [result], {"shape": x.shape}, name)
+
+    def reduce_min(self, x: ir.Node, axes: Sequence[int], keepdims: bool, name: str | None = None) -> ir.Node:
+        """The minimum over `axes`: -max(-x) (the IR reduces by sum, mean and max)."""
+        negated = self.call("neg", [x])
+        return self.call("neg", [self.call("reduce_max", [negated], {"axes": tuple(axes), "keepdims": keepdims})],
+                         {}, name)
+
     def expand(self, x: ir.Node, shape: Sequence[int], name: str | None = None) -> ir.Node:
         """x broadcast to `shape` (numpy's rules, both ways as ONNX Expand): a product with ones."""
         target = tuple(int(d) for d in np.broadcast_shapes(x.shape, tuple(shape)))

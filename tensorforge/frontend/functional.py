@@ -48,8 +48,7 @@ def _generated(op: str):
     operand_names = ["x"] if opdef.max_operands == 1 else ["a", "b", "c", "d"][:opdef.min_operands]
 
     def function(*operands, **attrs):
-        opdef.check_operands(len(operands))
-        return apply(op, operands, attrs)
+        return apply(op, operands, attrs)  # the operand count is checked where the op is typed
 
     parameters = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_ONLY) for name in operand_names]
     parameters += [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=default)

@@ -49,10 +49,11 @@ def _is_ready(array, shape: tuple[int, ...], dtype: np.dtype) -> bool:
 
 
 def _overlapping(inputs, outputs) -> list[int]:
-    """The positions of the output arrays that share memory with an input or with another output."""
+    """The positions of the output arrays whose memory may overlap an input's or another output's (by
+    address bounds: a constant-time test on the call's path; a false alarm only costs a copy)."""
     return [index for index, array in enumerate(outputs)
-            if any(np.shares_memory(array, other) for other in inputs)
-            or any(np.shares_memory(array, other) for position, other in enumerate(outputs) if position != index)]
+            if any(np.may_share_memory(array, other) for other in inputs)
+            or any(np.may_share_memory(array, other) for position, other in enumerate(outputs) if position != index)]
 
 
 class BoundCall:

@@ -35,8 +35,9 @@ class TensorforgeRep(BackendRep):
         if not isinstance(inputs, (list, tuple, dict)):
             arrays = [inputs]
         key = tuple((a.shape, a.dtype.str) for a in arrays)
-        if key not in self._compiled:
-            self._compiled[key] = compile_model(self.model, tuple(arrays), target=self.target)
+        if key not in self._compiled:  # a model of static shapes was imported in prepare: compile that graph
+            source = self.model if self.graph is None else self.graph
+            self._compiled[key] = compile_model(source, tuple(arrays), target=self.target)
         outputs = self._compiled[key](*arrays)
         return tuple(outputs) if isinstance(outputs, tuple) else (outputs,)
 

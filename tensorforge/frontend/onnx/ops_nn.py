@@ -118,17 +118,7 @@ def layer_norm(ctx: NodeContext):
         ctx.unsupported(f"axis {ctx.attr('axis')} is out of range for {x.type}", "axis")
     if any(ctx.node.output[1:]):
         ctx.unsupported("the Mean and InvStdDev outputs are not supported")
-    normalized = x.shape[axis:]
-    features = int(np.prod(normalized, dtype=np.int64))
-    bias = ctx.optional(2) if ctx.optional(2) is not None else ctx.builder.constant(np.zeros(normalized, np.float32))
-    flat = x if axis == rank - 1 else ctx.call("reshape", [x], {"shape": (*x.shape[:axis], features)}, last=False)
-    parameters = []
-    for value in (scale, bias):
-        full = ctx.builder.expand(value, normalized) if value.shape != normalized else value
-        parameters.append(ctx.call("reshape", [full], {"shape": (features,)}, last=False)
-                          if full.shape != (features,) else full)
-    result = ctx.call("layer_norm", [flat, *parameters], {"eps": ctx.attr("epsilon", 1e-5)}, last=axis == rank - 1)
-    return result if axis == rank - 1 else ctx.call("reshape", [result], {"shape": x.shape})
+    return ctx.builder.layer_norm(x, scale, ctx.optional(2), rank - axis, ctx.attr("epsilon", 1e-5), ctx.name)
 
 
 @converter("Softmax", "LogSoftmax")
@@ -189,8 +179,7 @@ def reduce(ctx: NodeContext):
     if ctx.op_type in REDUCTIONS:
         return ctx.call(REDUCTIONS[ctx.op_type], [x], attrs)
     if ctx.op_type == "ReduceMin":
-        negated = ctx.call("neg", [x], last=False)
-        return ctx.call("neg", [ctx.call("reduce_max", [negated], attrs, last=False)])
+        return ctx.builder.reduce_min(x, attrs["axes"], keepdims, ctx.name)
     square = ctx.call("reduce_sum", [ctx.call("mul", [x, x], last=False)], attrs,
                       last=ctx.op_type == "ReduceSumSquare")
     return square if ctx.op_type == "ReduceSumSquare" else ctx.call("sqrt", [square])

@@ -95,8 +95,7 @@ def dynamic_quantize(ctx: NodeContext):
     scale = ctx.call("div", [ctx.call("sub", [high, low], last=False), ctx.builder.constant(np.float32(255))],
                      last=False)
     shifted = ctx.call("div", [ctx.call("neg", [low], last=False), scale], last=False)
-    zero_point = ctx.call("cast", [ctx.call("clip", [_round(ctx, shifted)], {"min": 0, "max": 255}, last=False)],
-                          {"dtype": ir.DType.i32}, last=False)
+    zero_point = ctx.call("cast", [_round(ctx, shifted)], {"dtype": ir.DType.i32}, last=False)  # in [0, 255]
     codes = ctx.call("quantize", [x, scale, zero_point], {"dtype": ir.DType.u8}, last=False)
     return [codes, scale, ctx.call("cast", [zero_point], {"dtype": ir.DType.u8}, last=False)]
 

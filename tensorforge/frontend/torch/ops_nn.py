@@ -108,17 +108,7 @@ def layer_norm(ctx: NodeContext):
     """Over the trailing axes `normalized_shape`: the IR's layer_norm over the last axis, of x with those
     axes flattened into one when there are several."""
     x, normalized, weight, bias, eps = ctx.tensor(0), tuple(ctx.arg(1)), ctx.arg(2), ctx.arg(3), float(ctx.arg(4))
-    features = int(np.prod(normalized, dtype=np.int64))
-    weight = weight if weight is not None else ctx.constant(np.ones(normalized, np.float32))
-    bias = bias if bias is not None else ctx.constant(np.zeros(normalized, np.float32))
-    params = [p if p.shape == (features,) else ctx.call("reshape", [p], {"shape": (features,)}, last=False)
-              for p in (weight, bias)]
-    several = len(normalized) > 1
-    flat = ctx.call("reshape", [x], {"shape": (*x.shape[:-len(normalized)], features)}, last=False) if several else x
-    result = ctx.call("layer_norm", [flat, *params], {"eps": eps}, last=not several)
-    if several:
-        result = ctx.call("reshape", [result], {"shape": x.shape})
-    return [result, None, None]
+    return [ctx.builder.layer_norm(x, weight, bias, len(normalized), eps, ctx.name), None, None]
 
 
 @converter(aten._softmax.default, aten._log_softmax.default)
@@ -186,8 +176,7 @@ def reduction(ctx: NodeContext):
 def amin(ctx: NodeContext):
     x = ctx.tensor(0)
     attrs = {"axes": _axes(ctx, x, ctx.arg(1)), "keepdims": bool(ctx.arg(2, "keepdim", False))}
-    negated = ctx.call("neg", [x], last=False)
-    return ctx.call("neg", [ctx.call("reduce_max", [negated], attrs, last=False)])
+    return ctx.builder.reduce_min(x, attrs["axes"], attrs["keepdims"], ctx.name)
 
 
 @converter(aten.any.dim, aten.any.dims, aten.any.default, aten.all.dim, aten.all.dims, aten.all.default)
