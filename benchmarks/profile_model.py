@@ -3,11 +3,14 @@
     python benchmarks/profile_model.py mlp --batch 64
     python benchmarks/profile_model.py cnn --batch 64
     python benchmarks/profile_model.py gpt2 --phase decode [--int8]      (or tiny; --phase prefill)
+    python benchmarks/profile_model.py resnet50 [--by-op] [--disable select-winograd]   (or mobilenetv2, squeezenet)
 
 mlp and cnn are bench_models.py's models (random input of the batch); tiny and gpt2 are
 bench_gpt.py's random-weight GPTs compiled by tf.compile_generator with prompt_len 32: the
 first-token prefill of a 32-token prompt (generation's: the output layer at the last position only),
-or one decode step at position 32 after it. `--threads` as in the other
+or one decode step at position 32 after it. resnet50, mobilenetv2 and squeezenet are bench_onnx.py's
+CNNs (onnx_zoo.py: random weights, 224x224), exported to ONNX in a temporary folder and imported;
+`--by-op` adds a line per op (kernels, time, share, GFLOP/s). `--threads` as in the other
 benchmarks (default 2). The table is the median of cm.profile's runs per kernel; the last line
 says how much of a call the kernels take.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +27,35 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_gpt import PROMPT, build_model, prompt_ids  # noqa: E402
+from onnx_zoo import CNNS, export_cnn, images  # noqa: E402
 
 import tensorforge as tf  # noqa: E402
 from tensorforge import models  # noqa: E402
 
 
+def print_by_op(profile) -> None:
+    """Kernels, time, share of the kernels' time and GFLOP/s, per op."""
+    by_op: dict[str, list[float]] = {}
+    for kernel in profile.rows:
+        totals = by_op.setdefault(kernel.op, [0, 0.0, 0])
+        totals[0] += 1
+        totals[1] += kernel.seconds
+        totals[2] += kernel.flops
+    total = sum(seconds for _, seconds, _ in by_op.values())
+    for op, (count, seconds, flops) in sorted(by_op.items(), key=lambda item: -item[1][1]):
+        print(f"{op:<20} {count:4d} kernels {seconds * 1e3:9.2f} ms {100 * seconds / total:5.1f}% "
+              f"{flops / seconds / 1e9 if seconds else 0:7.1f} GFLOP/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=("mlp", "cnn", "tiny", "gpt2"))
+    parser.add_argument("model", choices=("mlp", "cnn", "tiny", "gpt2", *CNNS))
     parser.add_argument("--batch", type=int, default=1, help="mlp and cnn")
     parser.add_argument("--phase", choices=("prefill", "decode"), default="decode", help="tiny and gpt2")
     parser.add_argument("--int8", action="store_true", help="tiny and gpt2: quantize='int8'")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--disable", nargs="*", default=(), metavar="PASS", help="passes to leave out (the CNNs)")
+    parser.add_argument("--by-op", action="store_true", help="also the time per op (the CNNs)")
     args = parser.parse_args()
     print("$ python " + " ".join(sys.argv))
     rng = np.random.default_rng(0)
@@ -44,6 +65,16 @@ def main() -> None:
         model = models.mlp() if args.model == "mlp" else models.cifar_cnn()
         with tf.compile(model, x, threads=args.threads) as compiled:
             print(compiled.profile(x))
+        return
+    if args.model in CNNS:
+        with tempfile.TemporaryDirectory() as folder:
+            path = export_cnn(args.model, 224, Path(folder))
+            x = images(args.batch, 224, 0)
+            with tf.compile(str(path), x, threads=args.threads, disabled=tuple(args.disable)) as compiled:
+                profile = compiled.profile(x)
+        print(profile)
+        if args.by_op:
+            print_by_op(profile)
         return
     model = build_model(args.model)
     with tf.compile_generator(model, model.max_seq_len, prompt_len=PROMPT, threads=args.threads,
