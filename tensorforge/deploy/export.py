@@ -73,11 +73,13 @@ def _fnv1a64(data: bytes) -> int:
 
 
 def layout_id(artifact) -> int:
-    """FNV-1a 64 of the weights' layout: the target, the total size, each stored constant's name and
-    offset. Files of the same model, retrained, share it; another model's differ."""
+    """FNV-1a 64 of the weights' layout: the target, the total size, each stored constant's name, offset
+    and type (a packed copy `name@layout`: its constant's). Files of the same model, retrained, share
+    it; another model's differ."""
+    types = {node.name: node.type for node in artifact.graph.nodes if node.op == "constant"}
     entries = sorted(artifact.weight_offsets.items(), key=lambda item: (item[1], item[0]))
     text = f"tensorforge weights layout 1\n{target_label(artifact.target)}\n{int(artifact.weights.nbytes)}\n"
-    text += "".join(f"{name}\t{offset}\n" for name, offset in entries)
+    text += "".join(f"{name}\t{offset}\t{types.get(name.split('@')[0], '?')}\n" for name, offset in entries)
     return _fnv1a64(text.encode())
 
 

@@ -95,7 +95,9 @@ static size_t npy_data_offset(const char *path, const unsigned char *data, size_
     if (!same_dtype && descr[0] == '\'' && want[0] == '<' && descr[1] == '=') /* native order: little-endian */
         same_dtype = strncmp(descr + 2, want + 1, 2) == 0 && descr[4] == '\'';
     if (!same_dtype) {
-        snprintf(message, sizeof message, "%s holds dtype %.8s, the input %s needs '%s'", path, descr, expected, want);
+        int quoted = descr[0] == '\'' ? (int)strcspn(descr + 1, "'") + 2 : (int)strcspn(descr, ",}");
+        snprintf(message, sizeof message, "%s holds dtype %.*s, the input %s needs '%s'", path, quoted < 32 ? quoted : 32,
+                 descr, expected, want);
         die("%s", message);
     }
     if (strncmp(order, "False", 5) != 0) {
