@@ -16,6 +16,7 @@ from hypothesis import given, note
 import tensorforge as tfg
 from tensorforge import ir, models
 from tensorforge.ir import DType, TensorType
+from tensorforge.ir.export import _label
 from tensorforge.passes import PIPELINE, PassContext, run_pipeline
 from tensorforge.testing import random_graphs
 
@@ -171,3 +172,4 @@ def test_fold_batch_norm_and_fusions_carry_the_layer_name():
     (fused,) = run_pipeline(graph, PassContext()).graph.op_nodes()
     assert fused.op == "conv2d" and fused.attrs["activation"] == "relu"
     assert fused.meta["layer"] == "block1.conv"
+    assert "layer %block1.conv" in _label(fused)  # pictures name it
