@@ -171,3 +171,21 @@ def test_minimize_changes_nothing_for_a_correct_model(tmp_path):
     minimized = tfg.check(model, x, minimize=True, repro_dir=tmp_path / "never")
     assert str(minimized) == str(plain)
     assert not (tmp_path / "never").exists()
+
+
+def test_minimize_a_codegen_divergence_compiles_each_candidate(monkeypatch, tmp_path):
+    """sigmoid compiled as tanh (a planted codegen bug): no pass diverges, the native code does; the
+    minimizer compiles its candidates and keeps the sigmoid alone."""
+    from tensorforge.codegen.ops import elementwise
+
+    graph, x, _ = residual_tanh_model(12)
+    chain = next(node for node in graph.op_nodes() if node.op == "tanh" and node.name.endswith("_0"))
+    with graph.inserting_before(chain):
+        squashed = graph.call("sigmoid", [chain.inputs[0]], name="squash")
+    chain.replace_input(chain.inputs[0], squashed)
+    monkeypatch.setitem(elementwise.ELEMENT, "sigmoid", elementwise.ELEMENT["tanh"])
+    with pytest.raises(tfg.CheckError) as caught:
+        tfg.check(graph, x, minimize=True, repro_dir=tmp_path / "repro")
+    assert caught.value.stage == "codegen (host)" and caught.value.divergence is None
+    assert [node.op for node in caught.value.minimized.op_nodes()] == ["sigmoid"]
+    assert "reproduces it" in str(caught.value)
