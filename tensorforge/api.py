@@ -184,6 +184,12 @@ def check(model, inputs, target: str | Target = "host", opt_level: int = 2, *, r
     repro.py) into `repro_dir` (default: a new temporary directory); the CheckError names it
     (`error.repro_dir`, `error.minimized`). `verbose` shows the minimizer's progress.
     """
+    if not isinstance(minimize, bool):
+        raise TypeError(f"minimize= takes True or False, got {minimize!r}")
+    if repro_dir is not None and not isinstance(repro_dir, (str, os.PathLike)):
+        raise TypeError(f"repro_dir= takes a directory path (str or pathlib.Path), got {repro_dir!r}")
+    if repro_dir is not None and not minimize:
+        raise ValueError("repro_dir= is where minimize=True writes its repro: pass minimize=True with it")
     target = Target.parse(target)
     compiled = compile(model, inputs, target, opt_level, threads=threads, disabled=disabled, prune=prune,
                        quantize=quantize, calibration=calibration)
@@ -200,8 +206,11 @@ def check(model, inputs, target: str | Target = "host", opt_level: int = 2, *, r
             result = compare_stages(stages, arrays, outputs, compiled.target.name, rtol, atol)
         except CheckError as error:
             if minimize:
-                _minimized(error, stages, arrays, target, opt_level, compiled.pass_report.disabled, threads, rtol, atol,
-                           repro_dir, verbose)
+                try:
+                    _minimized(error, stages, arrays, target, opt_level, compiled.pass_report.disabled, threads, rtol,
+                               atol, repro_dir, verbose)
+                except Exception as failure:  # noqa: BLE001 - the divergence found is still the error to raise
+                    error.args = (f"{error}\n(minimize failed: {type(failure).__name__}: {failure})",)
             raise
         if quantize is not None or prune is not None:
             fp32 = interpret(trace(model, inputs), *arrays)

@@ -189,3 +189,13 @@ def test_minimize_a_codegen_divergence_compiles_each_candidate(monkeypatch, tmp_
     assert caught.value.stage == "codegen (host)" and caught.value.divergence is None
     assert [node.op for node in caught.value.minimized.op_nodes()] == ["sigmoid"]
     assert "reproduces it" in str(caught.value)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"minimize": "yes"}, TypeError, "minimize= takes True or False"),
+    ({"minimize": True, "repro_dir": 3}, TypeError, "repro_dir= takes a directory path"),
+    ({"repro_dir": "somewhere"}, ValueError, "pass minimize=True with it"),
+])
+def test_minimize_arguments_are_checked(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        tfg.check(models.mlp((4, 2)), np.zeros((1, 4), np.float32), **kwargs)
