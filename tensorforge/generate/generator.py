@@ -4,6 +4,7 @@
     ids = gen.generate([5, 1, 7], max_new_tokens=20, temperature=0)     # prompt + 20 new ids
     for token in gen.stream([5, 1, 7], 20, temperature=0.8, top_k=10, seed=0): ...
     print(gen.stats)        # prefill seconds, decode tokens/s, cache bytes
+    gen.export("gpt/")      # a C package: prefill, decode and a greedy loop (tensorforge/deploy/export.py)
 
 Two compiled graphs: prefill(tokens[1, prompt_len]) -> logits and each layer's k and v, copied into
 the caches' first rows; decode(token[1,1], pos, caches...) -> logits[1,1,V] and the caches with row
@@ -241,6 +242,14 @@ class Generator:
         """The prompt followed by `max_new_tokens` new token ids (see stream)."""
         return self._check_tokens(prompt_ids, max_new_tokens) + list(
             self.stream(prompt_ids, max_new_tokens, temperature, top_k, seed))
+
+    def export(self, directory, *, weights: str = "linked", verbose: bool = False):
+        """Write a C package for the target into `directory`: the prefill (first-token when there is one)
+        and decode graphs, a greedy loop giving generate(prompt, n, temperature=0)'s ids
+        (generator.h), the generate program, a Makefile and a README (docs/deploy.md). Returns the directory."""
+        from ..deploy.export import export_generator
+
+        return export_generator(self, directory, weights=weights, verbose=verbose)
 
     def quant_report(self):
         """The decode graph's int8 layers (compile_generator(quantize="int8")): scheme and weight bytes."""

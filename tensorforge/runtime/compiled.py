@@ -4,6 +4,7 @@
     y = cm(x)                             # one output: an array; several: a tuple
     cm(x, state, out=[y, state])          # outputs written into given arrays (an input's: in place)
     cm.llvm_ir(), cm.assembly()           # what was generated
+    cm.export("out/")                     # a C package for the target: model.h, libmodel.a, main.c, Makefile
     cm.memory_report(), cm.profile(x)     # peak activation memory; time per kernel on the roofline
     cm.close()                            # or `with CompiledModel(artifact) as cm: ...`
 
@@ -207,6 +208,15 @@ class CompiledModel:
     def shared_library(self) -> Path | None:
         """The linked shared library (foreign targets; None on the host). It is removed by close()."""
         return getattr(self._executor, "shared_library", None)
+
+    def export(self, directory, *, weights: str = "linked", verbose: bool = False) -> Path:
+        """Write a C package for the target into `directory` (created if missing), run without Python:
+        model.h (the C API), model_io.h, libmodel.a and libmodel.so built for the target, main.c, a
+        Makefile and a README (docs/deploy.md). `weights="file"` puts the weights in model.weights,
+        which tf_model_open checks, instead of in the libraries. Returns the directory."""
+        from ..deploy.export import export_model
+
+        return export_model(self, directory, weights=weights, verbose=verbose)
 
     def report(self) -> str:
         """The pass report (pass, time, nodes before/after) as text; empty when none was given."""
