@@ -176,7 +176,8 @@ def test_run_an_onnx_file_writes_each_output_into_a_directory(files, tmp_path):
     expected = _reference(files / "cnn.onnx", np.load(files / "x.npy"))
     np.testing.assert_allclose(np.load(tmp_path / "y" / "logits.npy"), expected[0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.load(tmp_path / "y" / "features.npy"), expected[1], rtol=1e-4, atol=1e-5)
-    printed = _ok(tensorforge("run", files / "cnn.onnx", "--input", files / "x.npy", cwd=work))  # printed, not saved
+    np.savez(tmp_path / "inputs.npz", x=np.load(files / "x.npy"))  # inputs by name in one archive
+    printed = _ok(tensorforge("run", files / "cnn.onnx", "--input", tmp_path / "inputs.npz", cwd=work))  # printed
     assert "logits: float32[2, 5]" in printed and "features: float32[2, 8]" in printed
     assert _listing(work) == []
 

@@ -124,7 +124,10 @@ def parser() -> argparse.ArgumentParser:
               [inputs, build, _target()], compile_command)
     sub.add_argument("model", help="the .onnx file")
     sub.add_argument("-o", "--output", metavar="DIR", help="where the saved model (and the C package) go")
-    sub.add_argument("--export", action="store_true", help="also write the C package (model.h, libmodel.a, ...)")
+    sub.add_argument("--export", action="store_true",
+                     help="also write the C package: model.h, libmodel.a, libmodel.so, main.c, Makefile, README.md")
+    sub.add_argument("--weights", choices=("linked", "file"), default="linked",
+                     help="with --export: the weights linked into the libraries (default) or in DIR/model.weights")
     sub.add_argument("-v", "--verbose", action="store_true", help="print the pass report")
 
     sub = add("run", "run a saved model (or an .onnx file, compiled first) on inputs from files",

@@ -142,6 +142,8 @@ def compile_command(args) -> int:
     out = Path(args.output) if args.output else None
     if args.export and out is None:
         raise CliError("--export writes the C package into the -o directory: give -o DIR")
+    if args.weights != "linked" and not args.export:
+        raise CliError("--weights goes with --export (where the C package keeps the weights)")
     if out is not None and out.exists() and not out.is_dir():
         raise CliError(f"-o {out}: exists and is not a directory")
     for method in ("save",) + (("export",) if args.export else ()):
@@ -164,8 +166,7 @@ def compile_command(args) -> int:
             cm.save(saved)
         print(f"wrote {saved}")
         if args.export:
-            with step(f"exporting the C package into {out}", not args.quiet):
-                cm.export(out)
+            cm.export(out, weights=args.weights, verbose=not args.quiet)
             print(f"wrote the C package into {out} (see {out / 'README.md'})")
     return 0
 
