@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+import warnings
 
 from .arrays import RANDOM_HELP, CliError
 from .commands import (
@@ -190,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 1:
             print(f"tensorforge: error: --{option} must be at least 1, got {value}", file=sys.stderr)
             return 1
+    shown = warnings.showwarning
+    warnings.showwarning = _warning
     try:
         return args.function(args)
     except KeyboardInterrupt:
@@ -202,3 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"tensorforge: error: {_one_line(error)}", file=sys.stderr)
         return 1
+    finally:
+        warnings.showwarning = shown
+
+
+def _warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line, without the source line it came from."""
+    print(f"tensorforge: warning: {' '.join(str(message).split())}", file=sys.stderr)
