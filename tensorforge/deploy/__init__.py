@@ -1,0 +1,1 @@
+"""Getting compiled models out of the process that compiled them: saved models, the compile cache."""
