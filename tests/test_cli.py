@@ -134,10 +134,6 @@ def test_version_and_help_of_every_subcommand(tmp_path, capsys):
 
 # --- compile and run -----------------------------------------------------------------------------------------
 
-needs_save = pytest.mark.skipif(not hasattr(tfg, "load"), reason="tfg.load / cm.save (issue 20) not merged yet")
-
-
-@needs_save
 def test_compile_writes_the_saved_model_and_run_gives_its_outputs(files, tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     printed = _ok(tensorforge("compile", files / "cnn.onnx", "--input", files / "x.npy", "-o", out, cwd=work))
@@ -156,17 +152,37 @@ def test_compile_writes_the_saved_model_and_run_gives_its_outputs(files, tmp_pat
     assert _listing(work) == []
 
 
-@needs_save
 def test_compile_for_armv8_and_run_under_qemu(files, tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     _ok(tensorforge("compile", files / "cnn.onnx", "--input", files / "x.npy", "--target", "armv8", "-o", out,
                     cwd=work))
     _ok(tensorforge("run", out / "model.tfm", "--input", f"x={files / 'x.npy'}", "--output", tmp_path / "outputs",
                     cwd=work))
-    assert _listing(tmp_path / "outputs") == ["features.npy", "logits.npy"]
+    # a saved model names its outputs after the compiled graph's nodes (here the Gemm and the Flatten
+    # nodes', not the ONNX outputs' names: the importer names a node after the ONNX node)
+    with tfg.load(out / "model.tfm") as cm:
+        names = [node.name for node in cm.graph.outputs]
+    assert _listing(tmp_path / "outputs") == sorted(f"{name}.npy" for name in names)
     expected = _reference(files / "cnn.onnx", np.load(files / "x.npy"))
-    np.testing.assert_allclose(np.load(tmp_path / "outputs" / "logits.npy"), expected[0], rtol=1e-4, atol=1e-5)
+    for name, want in zip(names, expected):
+        np.testing.assert_allclose(np.load(tmp_path / "outputs" / f"{name}.npy"), want, rtol=1e-4, atol=1e-5)
     assert _listing(work) == []
+
+
+def test_compile_export_writes_the_c_package_beside_the_saved_model(files, tmp_path):
+    import shutil
+
+    if shutil.which("gcc") is None:
+        pytest.skip("the C package is built with gcc")
+    out, work = tmp_path / "out", tmp_path / "work"
+    _ok(tensorforge("compile", files / "cnn.onnx", "--input", files / "x.npy", "-o", out, "--export", "--weights",
+                    "file", "-q", cwd=work))
+    written = _listing(out)
+    for name in ("model.tfm", "model.h", "libmodel.a", "libmodel.so", "main.c", "Makefile", "README.md",
+                 "model.weights"):
+        assert name in written, written
+    assert _listing(work) == []
+    _error(tensorforge("compile", files / "cnn.onnx", "--input", files / "x.npy", "--export", "-q", cwd=work), "-o DIR")
 
 
 def test_run_an_onnx_file_writes_each_output_into_a_directory(files, tmp_path):
@@ -269,6 +285,7 @@ def test_bad_input_gives_one_line_and_exit_status_1(files, tmp_path):
     _error(tensorforge("run", model, "-q", cwd=tmp_path), "give every input as a file")
     _error(tensorforge("run", model, "--input", x, "-o", tmp_path / "a.npy", "-q", cwd=tmp_path), "2 output(s)")
     _error(tensorforge("check", model, "--input", x, "--target", "sparc", "-q", cwd=tmp_path), "unknown target")
+    _error(tensorforge("run", x, "--input", x, "-q", cwd=tmp_path), "not a tensorforge saved model")
     assert _listing(tmp_path) == []
 
 

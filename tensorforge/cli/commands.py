@@ -137,8 +137,6 @@ def summary(cm) -> str:
 # --- compile ----------------------------------------------------------------------------------------------
 
 def compile_command(args) -> int:
-    from ..runtime import CompiledModel
-
     out = Path(args.output) if args.output else None
     if args.export and out is None:
         raise CliError("--export writes the C package into the -o directory: give -o DIR")
@@ -146,10 +144,6 @@ def compile_command(args) -> int:
         raise CliError("--weights goes with --export (where the C package keeps the weights)")
     if out is not None and out.exists() and not out.is_dir():
         raise CliError(f"-o {out}: exists and is not a directory")
-    for method in ("save",) + (("export",) if args.export else ()):
-        if out is not None and not hasattr(CompiledModel, method):
-            raise CliError(f"this tensorforge has no CompiledModel.{method}() yet (issue 20): cannot write "
-                           f"{'the saved model' if method == 'save' else 'the C package'}")
     model = read_onnx(args)
     with compile_model(args, model, args.target) as cm:
         print(summary(cm))
@@ -196,11 +190,8 @@ def run_command(args) -> int:
     else:
         if args.input_shape or args.int8:
             raise CliError("--input-shape and --int8 are for an .onnx model; a saved model was compiled with them")
-        load = getattr(tfg, "load", None)
-        if load is None:
-            raise CliError("this tensorforge has no tfg.load() yet (issue 20): cannot read a saved model")
         with step(f"loading {path.name}", not args.quiet):
-            cm = load(path, target=args.target)
+            cm = tfg.load(path, target=args.target)
         arrays = names = None
     with cm:
         if arrays is None:
