@@ -8,10 +8,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
-from .check import FLOAT_TOLERANCE, CheckResult, compare_stages, distances
+from .check import FLOAT_TOLERANCE, CheckError, CheckResult, compare_stages, distances
 from .codegen import build
 from .codegen.target import Target
 from .frontend.onnx import is_onnx_model, load_onnx
@@ -166,28 +168,87 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
 
 def check(model, inputs, target: str | Target = "host", opt_level: int = 2, *, rtol: float | None = None,
           atol: float | None = None, disabled: tuple[str, ...] = (), threads: int | None = None, prune=None,
-          quantize=None, calibration=None) -> CheckResult:
+          quantize=None, calibration=None, minimize: bool = False, repro_dir=None,
+          verbose: bool = False) -> CheckResult:
     """Differential test: every pass and the compiled code against the reference interpreter.
 
-    Raises CheckError naming the first pass (or the codegen) whose outputs differ, the node and the
-    max abs/rel error. Float tolerances default to rtol 1e-4, atol 1e-5; integer outputs are exact.
+    Raises CheckError naming the first pass (or the codegen) whose outputs differ, the first node
+    whose value differs from the value it stands for before that pass (in both graphs, with op,
+    attributes, input shapes) and the errors. Float tolerances default to rtol 1e-4, atol 1e-5;
+    integer outputs are exact.
     `prune=`, `quantize=` and `calibration=` build what `compile` would with them; the build is then
     checked against its own pruned or quantized graph (the int8 kernels compute that graph's values
     exactly), and `result.fp32_distance` says how far its outputs are from the fp32 model's.
+    `minimize=True`: on a divergence, shrink the graph to a small one where the same stage diverges
+    (tensorforge/minimize.py) and write a standalone repro (graph.tfir, constants, inputs as .npy,
+    repro.py) into `repro_dir` (default: a new temporary directory); the CheckError names it
+    (`error.repro_dir`, `error.minimized`). `verbose` shows the minimizer's progress.
     """
+    if not isinstance(minimize, bool):
+        raise TypeError(f"minimize= takes True or False, got {minimize!r}")
+    if repro_dir is not None and not isinstance(repro_dir, (str, os.PathLike)):
+        raise TypeError(f"repro_dir= takes a directory path (str or pathlib.Path), got {repro_dir!r}")
+    if repro_dir is not None and not minimize:
+        raise ValueError("repro_dir= is where minimize=True writes its repro: pass minimize=True with it")
+    target = Target.parse(target)
     compiled = compile(model, inputs, target, opt_level, threads=threads, disabled=disabled, prune=prune,
                        quantize=quantize, calibration=calibration)
     inputs = inputs_in_order(compiled.source_graph, inputs)
+    rtol = FLOAT_TOLERANCE["rtol"] if rtol is None else rtol
+    atol = FLOAT_TOLERANCE["atol"] if atol is None else atol
     with compiled:
         arrays = tuple(coerce_inputs(compiled.source_graph, inputs))
         outputs = compiled(*arrays)
         outputs = list(outputs) if isinstance(outputs, tuple) else [outputs]
         built = "quantized graph" if quantize is not None else "pruned graph" if prune is not None else "traced graph"
         stages = [(built, compiled.source_graph)] + list(compiled.snapshots[1:])
-        result = compare_stages(stages, arrays, outputs, compiled.target.name,
-                                FLOAT_TOLERANCE["rtol"] if rtol is None else rtol,
-                                FLOAT_TOLERANCE["atol"] if atol is None else atol)
+        try:
+            result = compare_stages(stages, arrays, outputs, compiled.target.name, rtol, atol)
+        except CheckError as error:
+            if minimize:
+                try:
+                    _minimized(error, stages, arrays, target, opt_level, compiled.pass_report.disabled, threads, rtol,
+                               atol, repro_dir, verbose)
+                except Exception as failure:  # noqa: BLE001 - the divergence found is still the error to raise
+                    error.args = (f"{error}\n(minimize failed: {type(failure).__name__}: {failure})",)
+            raise
         if quantize is not None or prune is not None:
             fp32 = interpret(trace(model, inputs), *arrays)
             result.fp32_distance = distances(list(fp32) if isinstance(fp32, tuple) else [fp32], outputs)
         return result
+
+
+def _minimized(error: CheckError, stages, arrays, target: Target, opt_level: int, disabled: tuple[str, ...],
+               threads, rtol: float, atol: float, repro_dir, verbose: bool) -> None:
+    """Minimize the graph `error` was found on, write the repro and add both to `error`."""
+    from . import minimize
+
+    start = time.perf_counter()
+    names = [name for name, _ in stages]
+    stage = "codegen" if error.stage is None or error.stage.startswith("codegen") else error.stage
+
+    def run_compiled(graph, inputs, passes_disabled):
+        with compile(graph, inputs, target, opt_level, threads=threads, disabled=passes_disabled) as cm:
+            out = cm(*inputs)
+            return list(out) if isinstance(out, tuple) else [out]
+
+    failure = minimize.Failure(stage, opt_level, target, tuple(disabled), {}, rtol, atol, run_compiled)
+    suspects: set[str] = set()
+    if error.divergence is not None and stage in names:
+        suspects = minimize.traced_back(stages, names.index(stage) - 1, error.divergence.origin.values)
+    found = minimize.minimize(stages[0][1], arrays, failure, sorted(suspects), verbose=verbose)
+    directory = Path(repro_dir) if repro_dir is not None else Path(tempfile.mkdtemp(prefix="tensorforge-repro-"))
+    summary = str(error).splitlines()[0]
+    script = minimize.write_repro(directory, found, failure, target.name, summary)
+    try:  # the repro's own check, in this process: does the minimized graph fail at the same stage?
+        check(found.graph, found.inputs, target, opt_level, rtol=rtol, atol=atol, disabled=found.disabled,
+              threads=threads)
+        reproduced = "but its check passes (the minimized graph did not keep the failure)"
+    except CheckError as again:
+        reproduced = "reproduces it" if again.stage == error.stage else f"fails at {again.stage} instead"
+    except Exception as other:  # noqa: BLE001 - reported, not raised: the original error is the one to raise
+        reproduced = f"fails differently: {type(other).__name__}: {other}"
+    error.repro_dir, error.minimized = str(directory), found.graph
+    error.args = (f"{error}\nminimized from {found.nodes_before} to {found.nodes} nodes in {found.seconds:.2f} s "
+                  f"({found.trials} trials; {time.perf_counter() - start:.2f} s with the repro written and "
+                  f"checked): {script} {reproduced}",)

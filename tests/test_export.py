@@ -285,6 +285,17 @@ def test_the_generator_on_the_host_gives_the_tokens_of_generate_and_refuses_bad_
 
 
 @HOST
+def test_an_int8_generator_with_an_int8_cache_gives_the_tokens_of_generate(tmp_path):
+    with tf.compile_generator(tiny_gpt(), 24, prompt_len=4, target="host", quantize="int8",
+                              kv_cache="int8") as generator:
+        package = generator.export(tmp_path / "gpt")
+        make(package)
+        for prompt in ([5, 1, 7], [1, 2, 3, 4, 5, 6, 7]):
+            expected = generator.generate(prompt, 12, temperature=0)[len(prompt):]
+            assert [int(t) for t in run(package, "generate", "-n", "12", *prompt).stdout.split()] == expected
+
+
+@HOST
 def test_the_id_inputs_of_a_model_are_checked_as_cm_checks_them(tmp_path):
     with tf.compile_generator(tiny_gpt(), 24, prompt_len=4, target="host") as generator:
         package = exported(generator.decode_model, tmp_path / "decode")

@@ -49,7 +49,7 @@ def compiled_tiny():
 RNG = np.random.default_rng(3)
 MODULES = [  # (make the module, example input, the ops its graph holds)
     (lambda: nn.Embedding(11, 5, rng=RNG), np.array([[1, 10, 0], [3, 3, 2]]), ["gather"]),
-    (lambda: nn.PositionalEncoding(6, 5, rng=RNG), randn(RNG, 2, 4, 5), ["add"]),
+    (lambda: nn.PositionalEncoding(6, 5, rng=RNG), randn(RNG, 2, 4, 5), ["gather", "add"]),
     (lambda: nn.LayerNorm(5), randn(RNG, 2, 3, 5), ["layer_norm"]),
     (lambda: nn.MLP(6, rng=RNG), randn(RNG, 2, 3, 6), ["linear", "gelu", "linear"]),
     (lambda: nn.MultiHeadAttention(6, 3, rng=RNG), randn(RNG, 2, 4, 6),

@@ -96,3 +96,31 @@ def test_entropy_ignores_the_exact_zeros_of_a_relu():
     relu_threshold, normal_threshold = top(relu), top(normal)
     assert 3.0 < relu_threshold < 5.0
     assert abs(relu_threshold - normal_threshold) < 0.1 * normal_threshold  # the same shape above 0
+
+
+def test_entropy_keeps_the_whole_range_of_a_few_discrete_levels():
+    """The digits' pixels take 17 levels in [0, 1]: KL over spikes clipped them at 0.69 and the trained MLP's
+    first layer fell back to f32 (13.5 dB). A handful of levels keeps its range; a continuous tail still clips."""
+    rng = np.random.default_rng(0)
+    pixels = (rng.integers(0, 17, size=50_000) / 16).astype(np.float32)
+    params = activation_params(pixels, "entropy")
+    assert (127 - int(params.zero_point)) * float(params.scale) == pytest.approx(1.0, rel=1e-6)
+    tail = np.concatenate([pixels, rng.standard_normal(50_000).astype(np.float32) ** 3])  # not discrete
+    clipped = activation_params(tail, "entropy")
+    assert float(clipped.scale) * 127 < 0.5 * float(np.abs(tail).max())
+
+
+def test_entropy_keeps_the_trained_digits_mlp_int8():
+    import sys
+    from pathlib import Path
+
+    import tensorforge as tf
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "digits"))
+    from data import load_split
+    from evaluate import trained
+
+    x_train, _, x_test, _ = load_split("mlp")
+    _, report = tf.quantize(tf.trace(trained("mlp"), x_test), x_train, tf.QuantConfig(method="entropy"))
+    assert report.quantized == ["layers.0", "layers.2", "layers.4"], str(report)
+    assert report.weight_bytes[0] == 4 * report.weight_bytes[1]

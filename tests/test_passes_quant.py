@@ -112,6 +112,36 @@ def test_compiled_int8_model_equals_its_interpreted_graph_on_armv8(target, seed,
     compiled_equals_interpreted(qdq, x, target)
 
 
+def test_the_guard_judges_the_worst_output_channel():
+    """One weight of 1000 among weights of ~0.1, per-tensor scales: 31 of 32 output columns round to exact
+    zeros. The layer's SQNR over its whole output is 40.7 dB (it was kept int8); its worst channel's ~0 dB."""
+    rng = np.random.default_rng(0)
+    layer = nn.Linear(64, 32, rng=rng)
+    layer.weight[...] = rng.standard_normal(layer.weight.shape).astype(np.float32) * 0.1
+    layer.weight[3, 5] = 1000.0
+    x = rng.standard_normal((16, 64)).astype(np.float32)
+    calibration = rng.standard_normal((256, 64)).astype(np.float32)
+    cm = tf.compile(layer, x, quantize=tf.QuantConfig(per_channel=False), calibration=calibration)
+    (_, _, sqnr, decision, worst), = cm.quant_report().rows
+    assert sqnr > 30.0 and worst < 1.0 and decision == "fp32 (a channel below 20 dB)"
+    assert "a channel below 20 dB" in str(cm.quant_report())
+    reference = tf.interpret(tf.trace(layer, x), x)
+    np.testing.assert_allclose(cm(x), reference, rtol=1e-4, atol=1e-3)  # f32: no column of zeros
+    # per output channel weight scales handle the outlier: that layer stays int8
+    _, report = tf.quantize(tf.trace(layer, x), calibration, tf.QuantConfig(per_channel=True))
+    (_, _, sqnr, decision, worst), = report.rows
+    assert sqnr >= 30.0 and worst >= 20.0 and decision == "int8"
+
+
+def test_worst_channel_sqnr_by_hand():
+    reference = np.array([[1.0, 10.0, 0.0], [1.0, 10.0, 0.0]])
+    approximation = np.array([[1.1, 10.0, 0.0], [0.9, 10.1, 0.0]])
+    # channel 0: signal 2, noise 0.02 -> 20 dB; channel 1: 200 / 0.01 -> 43 dB; channel 2: exact, not judged
+    assert tf.quant.worst_channel_sqnr_db(reference, approximation, axis=1) == pytest.approx(20.0)
+    assert tf.quant.worst_channel_sqnr_db(reference, reference, axis=1) == float("inf")
+    assert tf.quant.worst_channel_sqnr_db(reference, approximation + [0, 0, 1e-3], axis=1) == float("-inf")
+
+
 def test_the_guard_keeps_a_layer_with_an_outlier_input_in_f32():
     rng = np.random.default_rng(3)
     model = mlp((32, 32, 8), seed=3)

@@ -423,7 +423,7 @@ def export_generator(generator, directory, *, weights: str = "linked", verbose: 
         target=target_label(target), make_line=_make_line(target), weights_note=WEIGHTS_NOTES[weights],
         weights_option=" -w prefill.weights decode.weights" if weights == "file" else "",
         prompt_len=generator.prompt_len, max_len=generator.max_len, vocab=vocab,
-        caches=f"{len(layout)} caches of {decode.artifact.input_types[2]}" if layout else "no caches",
+        caches=f"caches of {len(layout)} arrays such as {decode.artifact.input_types[2]}" if layout else "no caches",
         prefill_table=_io_table(prefill), decode_table=_io_table(decode))
     return _write_package(directory, [prefill, decode], weights, "generate", GENERATOR_SOURCES,
                           {"generator_io.h": header}, readme, verbose)

@@ -65,7 +65,8 @@ class Embedding(Module):
 
 
 class PositionalEncoding(Module):
-    """Learned positions: forward(x[..., seq, embed_dim]) -> x + position_embeddings[:seq]."""
+    """Learned positions: forward(x[..., seq, embed_dim]) -> x + position_embeddings[:seq] (traced as a
+    gather of the rows 0..seq-1, which tf.compile_generator turns into the row of the decoded position)."""
 
     def __init__(self, max_seq_len: int, embed_dim: int, *, rng: np.random.Generator | None = None):
         self.max_seq_len, self.embed_dim = max_seq_len, embed_dim
@@ -78,8 +79,10 @@ class PositionalEncoding(Module):
         seq = x.shape[-2]
         if seq > self.max_seq_len:
             raise ValueError(f"PositionalEncoding: sequence length {seq} exceeds max_seq_len {self.max_seq_len}")
-        positions = self.position_embeddings if seq == self.max_seq_len else self.position_embeddings[:seq]
-        return F.add(x, positions)
+        # rows 0..seq-1 gathered from the whole table, not a slice of it: a traced graph then holds the
+        # table and the positions, so the KV-cache rewrite can read the row of a run-time position instead
+        positions = F.constant_like(np.arange(seq, dtype=np.int64), x, "positions")
+        return F.add(x, F.embedding(positions, self.position_embeddings))
 
 
 class LayerNorm(Module):

@@ -6,6 +6,10 @@
     print(gen.stats)        # prefill seconds, decode tokens/s, cache bytes
     gen.export("gpt/")      # a C package: prefill, decode and a greedy loop (tensorforge/deploy/export.py)
     gen.save("gpt.tfm")     # one file; tf.load_generator("gpt.tfm") generates the same tokens (deploy/saved.py)
+    gen = tf.compile_generator(GPT2LMHeadModel(config).eval(), max_len=128)   # a PyTorch decoder too
+
+A torch.nn.Module is imported through its cache-free forward (frontend/torch/decoder.py: input_ids
+only, use_cache=False, the logits of its output), then rewritten as a traced model is.
 
 Two compiled graphs: prefill(tokens[1, prompt_len]) -> logits and each layer's k and v, copied into
 the caches' first rows; decode(token[1,1], pos, caches...) -> logits[1,1,V] and the caches with row
@@ -305,8 +309,10 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
                       opt_level: int = 2, *, threads: int | None = None, quantize=None, kv_cache: str = "f32",
                       verbose: bool = False) -> Generator:
     """Trace `model` (a GPT, or any model of tokens[1, S] -> logits[1, S, V] with causal attention;
-    or a Graph traced so) on tokens[1, prompt_len], rewrite it for a KV cache of `max_len` positions
-    and compile prefill and decode for `target`. prompt_len defaults to min(16, max_len).
+    a torch.nn.Module decoder in eval mode, such as a Hugging Face GPT2LMHeadModel, whose cache-free
+    forward is imported (frontend/torch/decoder.py); or a Graph traced so) on tokens[1, prompt_len],
+    rewrite it for a KV cache of `max_len` positions and compile prefill and decode for `target`.
+    prompt_len defaults to min(16, max_len).
 
     `quantize="int8"` (or a tf.QuantConfig with dynamic=True) turns every linear layer with a
     constant weight, in both graphs, into dynamic_qlinear: int8 weights (per output channel unless
@@ -326,14 +332,14 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
             graph = model
         else:
             prompt_len = min(16, max_len) if prompt_len is None else prompt_len
-            graph = trace(model, np.zeros((1, prompt_len), np.int64))
+            graph = _trace_decoder(model, prompt_len, trace)
         progress.update()
         graphs = rewrite_for_kv_cache(graph, max_len, kv_cache=kv_cache)
         progress.update()
         report = None
         if config is not None:
-            prefill_graph = quantize_graph(graphs.prefill, None, config)[0]
-            decode_graph, report = quantize_graph(graphs.decode, None, config)
+            prefill_graph = quantize_graph(transposed_weights_folded(graphs.prefill), None, config)[0]
+            decode_graph, report = quantize_graph(transposed_weights_folded(graphs.decode), None, config)
             graphs = dataclasses.replace(graphs, prefill=prefill_graph, decode=decode_graph)
             progress.update()
         first_graph = first_token_graph(graphs.prefill)
@@ -352,24 +358,82 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
     return generator
 
 
-def first_token_graph(prefill: Graph) -> Graph | None:
-    """The prefill graph with its logits computed at one position: a second input `last` (i64[1])
-    picks the row of the hidden states [1, S, D] that the output layer (a linear or dynamic_qlinear
-    on them) reads, so the logits are [1, 1, V] instead of [1, S, V]: for GPT-2's 50257-word
-    vocabulary that is a third of a 32-token prefill's work. None when the logits are not such a
-    layer. (Generation needs only the last prompt position's logits; logits() needs them all.)"""
-    graph = prefill.copy()
-    head = graph.outputs[0]
+def _trace_decoder(model, prompt_len: int, trace) -> Graph:
+    """The graph of `model` on tokens[1, prompt_len]: a torch.nn.Module through its cache-free forward
+    (logits only), anything else through tf.trace."""
+    from ..frontend.torch import is_torch_model
+
+    if is_torch_model(model):
+        import torch
+
+        if isinstance(model, torch.nn.Module):
+            from ..frontend.torch.decoder import load_decoder
+
+            return load_decoder(model, prompt_len)
+    return trace(model, np.zeros((1, prompt_len), np.int64))
+
+
+def _output_layer(graph: Graph):
+    """(linear, hidden [S, D] or [1, S, D]) when the graph's first output is a linear or dynamic_qlinear
+    on the hidden states of the S positions, directly or reshaped from [S, V] to [1, S, V] (as PyTorch's
+    exports write it); None otherwise."""
+    head, length = graph.outputs[0], graph.inputs[0].shape[-1]
+    if head.op == "reshape" and head.type.rank == 3 and head.shape[:2] == (1, length) \
+            and head.inputs[0].type.rank == 2 and head.inputs[0].shape[0] == length:
+        head = head.inputs[0]
     if head.op not in ("linear", "dynamic_qlinear") or head.attrs.get("residual"):
         return None
     hidden = head.inputs[0]
-    if hidden.type.rank != 3 or hidden.shape[0] != 1:
+    if hidden.shape[:-1] not in ((1, length), (length,)):
         return None
-    _, length, width = hidden.shape
+    return head, hidden
+
+
+def first_token_graph(prefill: Graph) -> Graph | None:
+    """The prefill graph with its logits computed at one position: a second input `last` (i64[1])
+    picks the row of the hidden states [1, S, D] (or [S, D]) that the output layer (a linear or
+    dynamic_qlinear on them) reads, so the logits are [1, 1, V] instead of [1, S, V]: for GPT-2's
+    50257-word vocabulary that is a third of a 32-token prefill's work. None when the logits are not
+    such a layer. (Generation needs only the last prompt position's logits; logits() needs them all.)"""
+    graph = prefill.copy()
+    found = _output_layer(graph)
+    if found is None:
+        return None
+    head, hidden = found
+    length, width = hidden.shape[-2:] if hidden.type.rank == 3 else hidden.shape
     last = graph.add_input("last", TensorType((1,), DType.i64))
-    row = graph.call("gather", [graph.call("reshape", [hidden], {"shape": (length, width)}), last])
+    rows = hidden if hidden.type.rank == 2 else graph.call("reshape", [hidden], {"shape": (length, width)})
+    row = graph.call("gather", [rows, last])
     logits = graph.call(head.op, [row, *head.inputs[1:]], head.attrs)
     graph.outputs = [graph.call("reshape", [logits], {"shape": (1, 1, logits.shape[-1])}), *graph.outputs[1:]]
+    return graph
+
+
+def transposed_weights_folded(graph: Graph) -> Graph:
+    """A copy of `graph` where a linear whose weight is a transpose of a constant (PyTorch's `x @ w.t()`:
+    Hugging Face GPT-2's lm_head, tied to the token embedding) reads the transposed constant itself, so
+    that int8 quantization, which takes constant weights, takes it too. The new constant is named
+    `<layer>.weight` when that name is free (the old one is no longer read), else `<layer>_t.weight`."""
+    graph = graph.copy()
+    for node in list(graph.nodes):
+        if node.op != "linear" or len(node.inputs) < 2:
+            continue
+        transpose = node.inputs[1]
+        if transpose.op != "transpose" or transpose.inputs[0].op != "constant" or transpose.type.rank != 2:
+            continue
+        table = transpose.inputs[0]
+        value = np.ascontiguousarray(np.transpose(table.value, transpose.attrs["perm"]))
+        alone = set(transpose.users) == {node} and set(table.users) == {transpose}
+        name = table.name if alone and table.name.endswith(".weight") else \
+            f"{table.name.removesuffix('.weight')}_t.weight"
+        for _ in range(2 if alone else 1):  # alone: once more, when the old constant has freed its name
+            with graph.inserting_before(node):
+                weight = graph.constant(value, name)
+            replaced = node.inputs[1]
+            node.inputs = [node.inputs[0], weight, *node.inputs[2:]]
+            for old in (replaced, *replaced.inputs):
+                if not old.users and old not in graph.outputs:
+                    graph.erase(old)
     return graph
 
 

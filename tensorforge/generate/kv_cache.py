@@ -13,18 +13,28 @@ one-token decode graph that reads per-layer K/V caches of `max_len` rows.
     return %logits                                      return %logits : f32[1,1,V], %k, %v (the new rows)
 
 Attention is found by its dataflow, not by module names: a softmax over the last axis whose
-operand comes from `matmul(q, k) {transpose_b}` through multiplications/divisions by a scalar
-constant and a causal mask (`causal_mask`, or an added constant that is 0 on and below the
-diagonal and -inf above it), and whose only user is `matmul(p, v)`. Everything else must act on
-each position separately, which the rewrite proves by following the sequence axis through every
-node (elementwise ops, linear, layer_norm, gather, a softmax over features, reshapes that keep the
-leading axes, transposes); anything else, bidirectional attention or a mask that is not causal
-raises KVCacheError naming the node. Prefill is the traced graph itself with each layer's k and v
-([1,H,S,D]) as extra outputs. Decode attention is then fused into cached_attention, whose kernel
-reads the cache rows before pos and the new row, and copies no cache (without the fusion, decode
-copies each cache in cache_write and computes over all max_len rows, those after pos masked to
--inf). Both graphs return each layer's new k and v rows; the caller owns the caches and writes the
-rows in at 0 (prefill) or pos (decode), so the caches are only ever read by compiled code.
+operand comes from q @ k^T (`matmul(q, k) {transpose_b}`, or `matmul(q, transpose(k))` swapping k's
+last two axes, as the PyTorch importer writes scaled_dot_product_attention) through multiplications
+or divisions by a scalar constant and a causal mask (`causal_mask`; an added constant that is 0 on
+and below the diagonal and -inf above it; or `where(keep, scores, -inf)` with a constant lower
+triangular `keep`; masks computed from constants count as constants, and a finite fill below
+-1e30, as Hugging Face's eager attention uses, as -inf), and whose only user is `matmul(p, v)`.
+PyTorch's batched matmuls that flatten [1, H, S, D] to [H, S, D] and back are first read as rank-4
+matmuls (batched_matmuls_unflattened). Everything else must act on each position separately,
+which the rewrite proves by following the sequence axis through every node (elementwise ops,
+linear, layer_norm, gather, a softmax over features, reshapes that keep the sequence axis whole,
+such as [1, S, E] -> [S, E], slices that keep it whole, transposes); anything else, bidirectional
+attention or a mask that is not causal raises KVCacheError naming the node and the assumption that
+failed. Positions are read from the graph's constants: integer ids c + 0..S-1 gathered from a table
+(nn.GPT's and Hugging Face GPT-2's `arange(S)`, shaped [S] or [1, S]) become `pos + c` in decode,
+and a slice of rows 0..S-1 of a constant table (a learned position parameter `table[:, :S]`)
+becomes a gather of row `pos`; the table must hold max_len rows. Prefill is the
+traced graph itself with each layer's k and v ([1,H,S,D]) as extra outputs. Decode attention is
+then fused into cached_attention, whose kernel reads the cache rows before pos and the new row, and
+copies no cache (without the fusion, decode copies each cache in cache_write and computes over all
+max_len rows, those after pos masked to -inf). Both graphs return each layer's new k and v rows; the
+caller owns the caches and writes the rows in at 0 (prefill) or pos (decode), so the caches are only
+ever read by compiled code.
 
 With kv_cache="int8" each cache is two arrays: i8 codes [1,H,max_len,D] and an f32 scale per row
 [1,H,max_len,1] (one position of one head: scale = max|row| / 127, codes = quantize(row, scale, 0);
@@ -41,6 +51,7 @@ import numpy as np
 
 from .. import ir
 from ..ir import DType, Graph, Node, TensorType
+from ..passes.absorb_transpose import swaps_last_two_axes
 from ..passes.dead_code import eliminate_dead_code
 from ..passes.rewrite import suffixed_name
 
@@ -48,6 +59,7 @@ KV_CACHE_DTYPES = ("f32", "int8")
 CODE_LIMIT = 127.0  # int8 cache codes are symmetric, -127..127
 SCALE_OPS = ("mul", "div")  # scores scaled by a scalar constant on the way to the mask
 ROW_OPS = ("linear", "layer_norm")  # ops that act on the last axis of each position
+MASKED = -1e30  # a mask value at or below this is never attended: its exp is 0 next to any finite score
 
 
 class KVCacheError(ValueError):
@@ -58,18 +70,28 @@ class KVCacheError(ValueError):
 class Attention:
     """One causal self-attention found in the traced graph: q @ k^T ... softmax ... @ v."""
 
-    scores: Node  # matmul(q, k) {transpose_b=true}
+    scores: Node  # matmul(q, k) {transpose_b=true}, or matmul(q, transpose(k)) swapping k's last two axes
     chain: tuple[Node, ...]  # from the scores to the softmax's operand: scalings and the mask
     softmax: Node
     output: Node  # matmul(softmax, v)
 
     @property
+    def q(self) -> Node:
+        return self.scores.inputs[0]
+
+    @property
     def k(self) -> Node:
-        return self.scores.inputs[1]
+        keys = self.scores.inputs[1]
+        return keys if self.scores.attrs["transpose_b"] else keys.inputs[0]
 
     @property
     def v(self) -> Node:
         return self.output.inputs[1]
+
+    @property
+    def name(self) -> str:
+        """How messages name it: its output, matmul(weights, v) (`scaled_dot_product_attention_1`)."""
+        return f"attention %{self.output.name}"
 
 
 @dataclass(frozen=True)
@@ -108,69 +130,169 @@ def quantized_rows(graph: Graph, x: Node, name: str) -> tuple[Node, Node]:
     return codes, scales
 
 
+class _Known:
+    """The values of a graph known at compile time: computed from constants only (a mask built by where
+    or expand of constants, as PyTorch exports Hugging Face's), evaluated by the op references once."""
+
+    def __init__(self, graph: Graph):
+        self.depends = _token_dependent(graph)
+        self.values: dict[Node, np.ndarray] = {}
+
+    def __call__(self, node: Node) -> np.ndarray | None:
+        if node in self.depends:
+            return None
+        if node not in self.values:
+            self.values[node] = node.value if node.op == "constant" else \
+                np.asarray(ir.evaluate(node.op, [self(operand) for operand in node.inputs], node.attrs))
+        return self.values[node]
+
+
 def _is_scalar_constant(node: Node) -> bool:
     return node.op == "constant" and node.value.size == 1
 
 
-def _is_causal_additive(mask: Node, queries: int, keys: int) -> bool:
-    """Whether constant `mask` broadcast to [queries, keys] is 0 on and below the diagonal, -inf above."""
-    if mask.op != "constant" or mask.value.ndim < 2 or mask.value.shape[-2:] != (queries, keys):
-        return False
-    if any(size != 1 for size in mask.value.shape[:-2]):
-        return False
-    value = mask.value.reshape(queries, keys)
-    lower = np.tril(np.ones((queries, keys), bool))
-    return bool(np.all(value[lower] == 0) and np.all(np.isneginf(value[~lower])))
+def _is_masked_fill(node: Node, known: _Known) -> bool:
+    """A scalar known at compile time that masks what it replaces: -inf, or a finite value below MASKED."""
+    value = known(node) if node.type.size == 1 else None
+    return value is not None and node.dtype.is_float and float(value.reshape(())) <= MASKED
 
 
-def _attention_of(softmax: Node) -> Attention | None:
-    """The attention around `softmax`, None when its operand does not come from q @ k^T; KVCacheError
-    when it does but the attention cannot be proven causal."""
+def _lower_triangle(keep: np.ndarray, queries: int, keys: int) -> bool:
+    """Whether bool `keep`, broadcast to [queries, keys], is true exactly on and below the diagonal."""
+    if keep.ndim < 2 or keep.shape[-2:] != (queries, keys) or any(size != 1 for size in keep.shape[:-2]):
+        return False
+    return bool(np.array_equal(keep.reshape(queries, keys), np.tril(np.ones((queries, keys), bool))))
+
+
+def _is_causal_additive(mask: Node, queries: int, keys: int, known: _Known) -> bool:
+    """Whether `mask` (known at compile time) broadcast to [queries, keys] is 0 on and below the diagonal,
+    -inf (or below MASKED) above."""
+    value = known(mask)
+    if value is None or not mask.dtype.is_float:
+        return False
+    return _lower_triangle(value == 0, queries, keys) and bool(np.all((value == 0) | (value <= MASKED)))
+
+
+def _is_scores(node: Node) -> bool:
+    """q @ k^T: matmul(q, k) {transpose_b}, or matmul(q, transpose(k)) with k's last two axes swapped."""
+    if node.op != "matmul" or node.attrs["transpose_a"]:
+        return False
+    return node.attrs["transpose_b"] or swaps_last_two_axes(node.inputs[1])
+
+
+def _chain_step(node: Node, known: _Known) -> int | None:
+    """The operand the walk from a softmax towards q @ k^T follows through `node` (a scaling by a scalar
+    constant or a causal mask); None when `node` is neither. KVCacheError for a mask that is not causal."""
+    constants = [i for i, operand in enumerate(node.inputs) if operand.op == "constant"]
+    fixed = [i for i, operand in enumerate(node.inputs) if operand not in known.depends]
+    if node.op == "causal_mask":
+        return 0
+    if node.op in SCALE_OPS and constants == [1] and _is_scalar_constant(node.inputs[1]):
+        return 0
+    if node.op == "mul" and constants == [0] and _is_scalar_constant(node.inputs[0]):
+        return 1
+    if node.op == "add" and len(fixed) == 1:
+        mask = node.inputs[fixed[0]]
+        if not _is_causal_additive(mask, *node.shape[-2:], known):
+            raise KVCacheError(f"kv-cache: the mask %{mask.name} added to the attention scores at %{node.name} "
+                               "is not lower-triangular (0 on and below the diagonal, -inf above): attention "
+                               "that sees later positions cannot use a KV cache")
+        return 1 - fixed[0]
+    if node.op == "where" and 0 in fixed and len(fixed) == 2:
+        follow = 1 if 2 in fixed else 2
+        fill = node.inputs[3 - follow]
+        condition = known(node.inputs[0]).astype(bool)
+        keep = condition if follow == 1 else ~condition
+        if not _is_masked_fill(fill, known) or not _lower_triangle(keep, *node.shape[-2:]):
+            raise KVCacheError(f"kv-cache: the mask %{node.inputs[0].name} that %{node.name} = where(...) applies "
+                               "to the attention scores does not keep exactly the keys on and below the diagonal "
+                               "(and fill the rest with -inf): attention that sees later positions cannot use a "
+                               "KV cache")
+        return follow
+    return None
+
+
+def _attention_of(softmax: Node, known: _Known) -> tuple[Attention | None, str]:
+    """The attention around `softmax`, or (None, why not) when its operand does not come from q @ k^T;
+    KVCacheError when it does but the attention cannot be proven causal."""
     chain, node, masked = [], softmax.inputs[0], False
-    while not (node.op == "matmul" and node.attrs["transpose_b"] and not node.attrs["transpose_a"]):
-        constants = [i for i, operand in enumerate(node.inputs) if operand.op == "constant"]
-        if node.op == "causal_mask":
-            masked, follow = True, 0
-        elif node.op in SCALE_OPS and constants == [1] and _is_scalar_constant(node.inputs[1]):
-            follow = 0
-        elif node.op == "mul" and constants == [0] and _is_scalar_constant(node.inputs[0]):
-            follow = 1
-        elif node.op == "add" and len(constants) == 1:
-            follow, mask = 1 - constants[0], node.inputs[constants[0]]
-            if not _is_causal_additive(mask, *node.shape[-2:]):
-                raise KVCacheError(f"kv-cache: the mask %{mask.name} added to the attention scores at %{node.name} "
-                                   "is not lower-triangular (0 on and below the diagonal, -inf above): attention "
-                                   "that sees later positions cannot use a KV cache")
-            masked = True
-        else:
-            return None
+    while not _is_scores(node):
+        follow = _chain_step(node, known)
+        if follow is None:
+            return None, (f"its scores come from %{node.name} = {node.op}(...), which is neither q @ k^T (a matmul "
+                          "reading k transposed), a scaling by a scalar constant nor a causal mask")
+        masked = masked or node.op in ("causal_mask", "add", "where")
         chain.append(node)
         node = node.inputs[follow]
     scores = node
-    if not masked:
-        raise KVCacheError(f"kv-cache: the attention at %{softmax.name} has no causal mask between "
-                           f"%{scores.name} = q @ k^T and the softmax: bidirectional attention cannot use a KV cache")
-    if softmax.attrs["axis"] != softmax.type.rank - 1:
-        raise KVCacheError(f"kv-cache: the softmax %{softmax.name} of attention must be over the keys (last axis)")
     users = list(softmax.users)
+    label = f"attention %{users[0].name}" if len(users) == 1 else f"the attention at %{softmax.name}"
+    if not masked:
+        raise KVCacheError(f"kv-cache: {label}: no causal mask between %{scores.name} = q @ k^T and the softmax "
+                           f"%{softmax.name}: bidirectional attention cannot use a KV cache")
+    if softmax.attrs["axis"] != softmax.type.rank - 1:
+        raise KVCacheError(f"kv-cache: {label}: the softmax %{softmax.name} must be over the keys (last axis)")
     if len(users) != 1 or users[0].op != "matmul" or users[0].inputs[0] is not softmax \
             or users[0].attrs["transpose_a"] or users[0].attrs["transpose_b"]:
-        raise KVCacheError(f"kv-cache: the attention weights %{softmax.name} must feed exactly one matmul(weights, v)")
+        raise KVCacheError(f"kv-cache: {label}: the attention weights %{softmax.name} must feed exactly one "
+                           "matmul(weights, v)")
     for node in (scores, *chain):
         if len(node.users) != 1:
-            raise KVCacheError(f"kv-cache: the attention scores %{node.name} have other users than the softmax")
-    return Attention(scores, tuple(reversed(chain)), softmax, users[0])
+            raise KVCacheError(f"kv-cache: {label}: the attention scores %{node.name} have other users than the "
+                               "softmax")
+    return Attention(scores, tuple(reversed(chain)), softmax, users[0]), ""
+
+
+def _scan(graph: Graph) -> tuple[list[Attention], dict[Node, str]]:
+    """Every causal self-attention of `graph`, in graph order; and for each softmax that is not one, the
+    nodes its walk towards q @ k^T went through, with the reason it stopped (for error messages)."""
+    found, missed, known = [], {}, _Known(graph)
+    for node in graph.nodes:
+        if node.op == "softmax":
+            attention, why = _attention_of(node, known)
+            if attention is not None:
+                found.append(attention)
+                continue
+            walked, step = [node], node.inputs[0]
+            while _chain_step(step, known) is not None:
+                walked.append(step)
+                step = step.inputs[_chain_step(step, known)]
+            walked.append(step)
+            missed.update((seen, f"the softmax %{node.name} is not recognized as causal attention: {why}")
+                          for seen in walked)
+    return found, missed
+
+
+def _dropped_leading_one(node: Node) -> Node | None:
+    """x when `node` = reshape(x) only drops x's leading axis of size 1 ([1, H, S, D] -> [H, S, D])."""
+    if node.op != "reshape" or node.inputs[0].shape != (1, *node.shape):
+        return None
+    return node.inputs[0]
+
+
+def batched_matmuls_unflattened(graph: Graph) -> Graph:
+    """A copy of `graph` in which reshape(matmul(reshape(a), reshape(b))) that only drop and restore a
+    leading axis of size 1 (PyTorch's bmm of [1, H, S, D] attention, as Hugging Face's eager attention
+    exports) is matmul(a, b) on the rank-4 values, so the attention reads as q @ k^T ... @ v."""
+    graph = graph.copy()
+    changed = False
+    for node in list(graph.nodes):
+        if node.op != "matmul" or len(node.users) != 1:
+            continue
+        operands = [_dropped_leading_one(operand) for operand in node.inputs]
+        (user,) = node.users
+        if None in operands or user.op != "reshape" or user.shape != (1, *node.shape) or node in graph.outputs:
+            continue
+        with graph.inserting_before(user):
+            unflattened = graph.call("matmul", operands, node.attrs, name=node.name)
+        user.replace_all_uses_with(unflattened)
+        changed = True
+    return eliminate_dead_code(graph) if changed else graph
 
 
 def find_attentions(graph: Graph) -> list[Attention]:
     """Every causal self-attention of `graph`, in graph order (see the module docstring)."""
-    found = []
-    for node in graph.nodes:
-        if node.op == "softmax":
-            attention = _attention_of(node)
-            if attention is not None:
-                found.append(attention)
-    return found
+    return _scan(graph)[0]
 
 
 def _tokens_input(graph: Graph) -> Node:
@@ -181,10 +303,83 @@ def _tokens_input(graph: Graph) -> Node:
     return graph.inputs[0]
 
 
-def _is_positions(node: Node, length: int) -> bool:
-    """The constant arange(S) that a traced GPT gathers its position embeddings with."""
-    return (node.op == "constant" and node.value.dtype.kind in "iu"
-            and np.array_equal(node.value, np.arange(length)))
+@dataclass(frozen=True)
+class Positions:
+    """Where the traced graph reads positions 0..S-1 (decode reads position `pos` instead): integer
+    ids `first` + 0..S-1 gathered from tables (kind "ids", the node a constant), or rows 0..S-1 of a
+    constant table sliced along `axis` (kind "rows", the node a slice)."""
+
+    node: Node
+    kind: str
+    axis: int  # the node's axis that runs over the positions
+    first: int = 0
+
+    def tables(self) -> list[tuple[Node, int]]:
+        """Each table the positions index, with its number of rows."""
+        if self.kind == "rows":
+            return [(self.node.inputs[0], self.node.inputs[0].shape[self.axis])]
+        return [(user.inputs[0], user.inputs[0].shape[0]) for user in self.node.users]
+
+
+def _sequence_axis_of_shape(shape: tuple[int, ...], length: int) -> int | None:
+    """The one axis of `shape` of size `length`, every other of size 1 (the last, if all are 1)."""
+    axes = [i for i, size in enumerate(shape) if size != 1]
+    if not shape or any(shape[i] != length for i in axes) or len(axes) > 1:
+        return None
+    return axes[0] if axes else len(shape) - 1
+
+
+def _positions_of(node: Node, length: int) -> Positions | None:
+    if node.op == "constant" and node.value.dtype.kind in "iu" and node.users \
+            and all(user.op == "gather" and user.inputs[1] is node and user.inputs[0] is not node
+                    for user in node.users):
+        axis = _sequence_axis_of_shape(node.shape, length)
+        ids = node.value.reshape(-1).astype(np.int64)
+        if axis is not None and np.array_equal(ids - ids[0], np.arange(length)) and ids[0] >= 0:
+            return Positions(node, "ids", axis, int(ids[0]))
+    if node.op == "slice" and node.inputs[0].op == "constant":
+        table = node.inputs[0].shape
+        cut = [i for i, (start, stop, step, size) in enumerate(zip(node.attrs["starts"], node.attrs["stops"],
+                                                                    node.attrs["steps"], table))
+               if (start, stop, step) != (0, size, 1)]
+        if len(cut) == 1 and node.shape[cut[0]] == length and node.attrs["starts"][cut[0]] == 0 \
+                and node.attrs["steps"][cut[0]] == 1 and all(size == 1 for size in table[:cut[0]]):
+            return Positions(node, "rows", cut[0])
+    return None
+
+
+def find_positions(graph: Graph) -> dict[Node, Positions]:
+    """Where a graph traced on tokens[1, S] reads the positions 0..S-1 (see Positions)."""
+    length = _tokens_input(graph).shape[1]
+    found = (_positions_of(node, length) for node in graph.nodes)
+    return {positions.node: positions for positions in found if positions is not None}
+
+
+def _reshaped_axis(before: tuple[int, ...], axis: int, after: tuple[int, ...]) -> int | None:
+    """The axis of a reshape's result that holds axis `axis` of its operand whole, the axes after it
+    flattened in the same order ([1, S, E] -> [S, E], [1, S, H*D] -> [1, S, H, D]); None if none does."""
+    inner = int(np.prod(before[axis + 1:], dtype=np.int64))
+    found = [j for j, size in enumerate(after)
+             if size == before[axis] and int(np.prod(after[j + 1:], dtype=np.int64)) == inner]
+    if not found:
+        return None
+    return axis if axis in found else found[-1]
+
+
+def _constant_sources(node: Node, limit: int = 3) -> str:
+    """The named constants `node` is computed from (at most `limit`), for messages."""
+    seen, stack, names = set(), [node], []
+    while stack and len(names) < limit:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current.op == "constant":
+            if not current.name.isdigit() or current.value.size > 1:
+                names.append(f"%{current.name}")
+        else:
+            stack.extend(reversed(current.inputs))
+    return ", ".join(names) or "scalars"
 
 
 class _Decode:
@@ -192,12 +387,16 @@ class _Decode:
 
     `axis[old]` is the axis of the old value that runs over the S positions (None: the value does
     not depend on the tokens, such as a weight); the new value has 1 there. Attention nodes are
-    rebuilt over the caches."""
+    rebuilt over the caches, position ids and rows (find_positions) read `pos`."""
 
-    def __init__(self, traced: Graph, attentions: list[Attention], max_len: int, kv_cache: str):
+    def __init__(self, traced: Graph, attentions: list[Attention], max_len: int, kv_cache: str,
+                 missed: dict[Node, str] | None = None):
         self.traced, self.max_len = traced, max_len
         self.tokens = _tokens_input(traced)
         self.length = self.tokens.shape[1]
+        self.positions = find_positions(traced)
+        self.missed = missed or {}
+        self.depends = _token_dependent(traced)
         self.graph = Graph()
         self.new: dict[Node, Node] = {}
         self.axis: dict[Node, int | None] = {}
@@ -210,6 +409,7 @@ class _Decode:
         self.caches: list[tuple[Node, ...]] = []  # each cache's inputs: (f32 rows,) or (int8 codes, scales)
         self.new_rows: list[Node] = []  # each layer's k and v [1,H,1,D] (or codes, scales): outputs after the logits
         for index, attention in enumerate(attentions):
+            self.check_operands(attention)
             batch, heads, _, head_dim = attention.k.shape
             rows = (batch, heads, max_len, head_dim)
             for name in ("k_cache", "v_cache"):
@@ -221,24 +421,51 @@ class _Decode:
                     self.caches.append((self.graph.add_input(f"{name}.{index}", TensorType(rows, attention.k.dtype)),))
 
     def fail(self, node: Node, why: str) -> KVCacheError:
-        return KVCacheError(f"kv-cache: {node.format()}: {why}")
+        missed = f"; {self.missed[node]}" if node in self.missed else ""
+        return KVCacheError(f"kv-cache: {node.format()}: {why}{missed}")
+
+    def check_operands(self, attention: Attention) -> None:
+        """q, k and v as [1, heads, positions, head_dim], each computed from the tokens."""
+        depends = self.depends
+        for role, value in (("queries", attention.q), ("keys", attention.k), ("values", attention.v)):
+            if value not in depends:
+                raise KVCacheError(f"kv-cache: {attention.name}: its {role} %{value.name} are not computed from "
+                                   f"the tokens: they read only constants ({_constant_sources(value)}); a KV cache "
+                                   "holds self-attention's keys and values of earlier positions")
+            if value.type.rank != 4 or value.shape[0] != 1:
+                raise KVCacheError(f"kv-cache: {attention.name}: its {role} %{value.name} are {value.type}; the "
+                                   "rewrite needs q, k and v as [1, heads, positions, head_dim]")
 
     def build(self) -> Graph:
         for node in self.traced.nodes:
             if node.op == "input":
                 continue
-            if node.op == "constant":
-                if _is_positions(node, self.length):  # positions 0..S-1 become the run-time position
-                    self.new[node], self.axis[node] = self.pos, 0
-                else:
-                    self.new[node], self.axis[node] = self.graph.constant(node.value, node.name), None
-                continue
-            self.new[node] = self.rewrite(node)
+            if node in self.positions:  # positions 0..S-1 become the run-time position
+                self.new[node], self.axis[node] = self.position(self.positions[node]), self.positions[node].axis
+            elif node.op == "constant":
+                self.new[node], self.axis[node] = self.graph.constant(node.value, node.name), None
+            else:
+                self.new[node] = self.rewrite(node)
         for output in self.traced.outputs:
             if self.axis.get(output) is None:
                 raise self.fail(output, "a graph output that does not run over the positions")
         self.graph.outputs = [self.new[node] for node in self.traced.outputs] + self.new_rows
-        return self.graph
+        return eliminate_dead_code(self.graph)
+
+    def position(self, positions: Positions) -> Node:
+        """The decode graph's value for `positions`: the ids `pos + first` shaped as the traced ids, or
+        the table's row `pos` shaped as the traced slice, with 1 on the sequence axis."""
+        node = positions.node
+        shape = tuple(1 if i == positions.axis else size for i, size in enumerate(node.shape))
+        if positions.kind == "ids":
+            ids = self.graph.call("reshape", [self.pos], {"shape": shape}, name=node.name)
+            if positions.first:
+                ids = self.graph.call("add", [ids, self.graph.constant(np.int64(positions.first))])
+            return ids
+        table = self.new[node.inputs[0]]
+        rows = self.graph.call("reshape", [table], {"shape": table.shape[positions.axis:]})
+        return self.graph.call("reshape", [self.graph.call("gather", [rows, self.pos])], {"shape": shape},
+                               name=node.name)
 
     def call(self, node: Node, inputs: list[Node], op: str | None = None, attrs: dict | None = None) -> Node:
         try:
@@ -250,11 +477,11 @@ class _Decode:
         operands = [self.new[operand] for operand in node.inputs]
         axes = [self.axis[operand] for operand in node.inputs]
         if node in self.attention_of:
-            return self.rewrite_attention(node, operands)
+            return self.rewrite_attention(node)
         if node in self.in_attention:
             self.axis[node] = None
-            if node.op in ("causal_mask", "add"):  # the mask: keys 0..pos
-                value = operands[0] if node.op == "causal_mask" or node.inputs[1].op == "constant" else operands[1]
+            if node.op in ("causal_mask", "add", "where"):  # the mask: keys 0..pos
+                value = next(new for old, new in zip(node.inputs, operands) if old in self.depends)
                 return self.call(node, [value, self.pos], "position_mask", {})
             return self.call(node, operands)
         if all(axis is None for axis in axes):
@@ -266,6 +493,10 @@ class _Decode:
             shape = list(attrs["shape"])
             shape[axis] = 1
             attrs = {**attrs, "shape": tuple(shape)}
+        elif node.op == "slice":
+            stops = list(attrs["stops"])
+            stops[axis] = 1
+            attrs = {**attrs, "stops": tuple(stops)}
         new = self.call(node, operands, attrs=attrs)
         expected = tuple(1 if i == axis else size for i, size in enumerate(node.shape))
         if new.shape != expected:
@@ -285,7 +516,8 @@ class _Decode:
                 at = axis - (rank - operand.type.rank)
                 if operand_axis is None and at >= 0 and operand.shape[at] != 1:
                     raise self.fail(node, f"%{operand.name} varies along the sequence axis but is not computed "
-                                          "from the tokens")
+                                          "from the tokens (positions are recognized as integer ids 0..S-1 "
+                                          "gathered from a table, or rows 0..S-1 sliced from a constant table)")
             return axis
         if node.op == "gather":
             if axes[0] is not None:
@@ -295,25 +527,36 @@ class _Decode:
         if any(other is not None for other in axes[1:]):
             raise self.fail(node, "only its first operand may depend on the tokens")
         if node.op in ROW_OPS or (node.op == "softmax" and node.attrs["axis"] == rank - 1):
-            if axis == rank - 1:
+            if axis == node.inputs[0].type.rank - 1:
                 raise self.fail(node, "it reduces over the sequence axis")
             return axis
-        if node.op == "reshape" and tuple(node.inputs[0].shape[:axis + 1]) == tuple(node.shape[:axis + 1]):
+        if node.op == "reshape":
+            reshaped = _reshaped_axis(node.inputs[0].shape, axis, node.shape)
+            if reshaped is None:
+                raise self.fail(node, f"it does not keep the sequence axis ({axis} of {node.inputs[0].type}) whole")
+            return reshaped
+        if node.op == "slice":
+            bounds = (node.attrs["starts"][axis], node.attrs["stops"][axis], node.attrs["steps"][axis])
+            if bounds != (0, node.inputs[0].shape[axis], 1):
+                raise self.fail(node, f"it takes part of the sequence axis ({axis} of {node.inputs[0].type})")
             return axis
         if node.op == "transpose":
             return list(node.attrs["perm"]).index(axis)
         raise self.fail(node, "the kv-cache rewrite cannot prove that it keeps positions apart (outside an "
                               "attention it knows ops that act on each position alone)")
 
-    def rewrite_attention(self, node: Node, operands: list[Node]) -> Node:
+    def rewrite_attention(self, node: Node) -> Node:
         """q @ k^T over the K cache with k written at pos, or weights @ v over the V cache."""
         attention = self.attention_of[node]
         is_scores = node is attention.scores
         cache = self.caches[2 * self.layer_of[attention] + (0 if is_scores else 1)]
-        value = node.inputs[1]
-        if self.axis[value] != 2 or value.type.rank != 4 or (is_scores and self.axis[node.inputs[0]] != 2):
-            raise self.fail(node, "attention needs q, k and v as [1, heads, positions, head_dim]")
-        new = operands[1]
+        value = attention.k if is_scores else attention.v
+        for role, operand in (("queries", attention.q), ("keys", attention.k)) if is_scores else (("values", value),):
+            if self.axis[operand] != 2:
+                raise self.fail(node, f"{attention.name}: its {role} %{operand.name} run over the positions along "
+                                      f"axis {self.axis[operand]} of {operand.type}; the rewrite needs q, k and v "
+                                      "as [1, heads, positions, head_dim]")
+        new = self.new[value]
         rows = [new] if len(cache) == 1 else list(quantized_rows(self.graph, new, f"{cache[0].name}_row"))
         written = [self.graph.call("cache_write", [array, row, self.pos], name=f"{array.name}.written")
                    for array, row in zip(cache, rows, strict=True)]
@@ -321,7 +564,18 @@ class _Decode:
             self.graph.call("dequantize", [*written, self.graph.constant(np.int32(0))])  # codes, scales
         self.new_rows.extend(rows)
         self.axis[node] = None if is_scores else 2
-        return self.call(node, [operands[0], read])
+        if is_scores:
+            return self.call(node, [self.new[attention.q], read], attrs={"transpose_a": False, "transpose_b": True})
+        return self.call(node, [self.new[node.inputs[0]], read])
+
+
+def _token_dependent(graph: Graph) -> set[Node]:
+    """The values of `graph` computed from its inputs."""
+    depends: set[Node] = set()
+    for node in graph.nodes:
+        if node.op == "input" or any(operand in depends for operand in node.inputs):
+            depends.add(node)
+    return depends
 
 
 def _scaling(node: Node) -> tuple[float, Node]:
@@ -384,17 +638,22 @@ def rewrite_for_kv_cache(graph: Graph, max_len: int, fuse_attention: bool = True
         raise ValueError(f"kv_cache must be one of {KV_CACHE_DTYPES}, got {kv_cache!r}")
     tokens = _tokens_input(graph)
     length = tokens.shape[1]
+    graph = batched_matmuls_unflattened(graph)
     if not length <= max_len:
         raise KVCacheError(f"kv-cache: max_len {max_len} is shorter than the traced sequence of {length} tokens")
-    attentions = find_attentions(graph)
+    attentions, missed = _scan(graph)
     if not attentions:
-        raise KVCacheError("kv-cache: no causal self-attention (q @ k^T -> causal mask -> softmax -> @ v) in the graph")
-    positions = [node for node in graph.nodes if _is_positions(node, length)]
-    for table in (user.inputs[0] for node in positions for user in node.users if user.op == "gather"):
-        if table.shape[0] < max_len:
-            raise KVCacheError(f"kv-cache: the position table %{table.name} has {table.shape[0]} rows, "
-                               f"fewer than max_len {max_len}")
-    decode = _Decode(graph, attentions, max_len, kv_cache)
+        softmaxes = [reason for node, reason in missed.items() if node.op == "softmax"]
+        why = f" ({softmaxes[0]})" if softmaxes else ""
+        raise KVCacheError("kv-cache: no causal self-attention (q @ k^T -> causal mask -> softmax -> @ v) in the "
+                           f"graph{why}")
+    for positions in find_positions(graph).values():
+        for table, rows in positions.tables():
+            if rows < positions.first + max_len:
+                first = f" (positions start at row {positions.first})" if positions.first else ""
+                raise KVCacheError(f"kv-cache: the position table %{table.name} has {rows} rows, fewer than "
+                                   f"max_len {max_len}{first}")
+    decode = _Decode(graph, attentions, max_len, kv_cache, missed)
     decoded = fuse_cached_attention(decode.build()) if fuse_attention else decode.build()
     prefill = graph.copy()
     rows = [prefill.node(node.name) for a in attentions for node in (a.k, a.v)]

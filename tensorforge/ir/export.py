@@ -27,6 +27,8 @@ def to_networkx(graph):
 def _label(node) -> str:
     attrs = {k: v for k, v in node.attrs.items() if k != "value" or v.size <= INLINE_CONSTANT_LIMIT}
     lines = [f"%{node.name} = {node.op}", str(node.type)]
+    if node.meta.get("layer", node.name) != node.name:  # a pass's new node: the model's layer it computes
+        lines.append(f"layer %{node.meta['layer']}")
     lines += [f"{k}={format_attr(v)}" for k, v in attrs.items()]
     return "\n".join(line if len(line) <= 48 else line[:45] + "..." for line in lines)
 

@@ -12,7 +12,8 @@ value known at compile time (weights), and any registered op name otherwise.
     }
 
 Use-def edges stay right on their own: assign `node.inputs`, or call `replace_all_uses_with`,
-`graph.erase`; `node.users` is then always up to date.
+`graph.erase`; `node.users` is then always up to date. After `graph.begin_rewrite()`, the nodes
+made are new and `graph.provenance` records which earlier value each stands for (provenance.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 from . import registry
 from .export import to_dot, to_networkx
 from .printer import format_node, print_graph
+from .provenance import Origin
 from .types import DType, TensorType
 from .verifier import verify
 
@@ -45,6 +47,7 @@ class Node:
         self.type = type_
         self.users: dict[Node, None] = {}
         self.meta: dict[str, Any] = {}
+        self.born = graph.epoch  # the rewrite epoch that made the node (Graph.begin_rewrite)
         self._inputs: tuple[Node, ...] = ()
         self.inputs = inputs
 
@@ -85,6 +88,9 @@ class Node:
         for user in list(self.users):
             user.replace_input(self, new)
         self.graph.outputs = [new if n is self else n for n in self.graph.outputs]
+        if self.graph.is_new(new) and new.name not in self.graph.provenance:
+            self.graph.provenance[new.name] = self.graph.origin(self)
+            new.meta.setdefault("layer", self.meta.get("layer", self.name))
 
     def format(self) -> str:
         return format_node(self)
@@ -103,6 +109,9 @@ class Graph:
         self._names: set[str] = set()
         self._counter = 0
         self._insert_at: Node | None = None  # None: append at the end
+        self.epoch = 0  # nodes born in this epoch are new: made by the rewrite under way
+        self.provenance: dict[str, Origin] = {}  # new node's name -> the earlier values it stands for
+        self._recorders: list[list[Node]] = []
 
     # --- building -------------------------------------------------------------------------
 
@@ -123,6 +132,8 @@ class Graph:
 
     def _insert(self, node: Node) -> Node:
         self._names.add(node.name)
+        for recorder in self._recorders:
+            recorder.append(node)
         if self._insert_at is None:
             self.nodes.append(node)
         else:
@@ -164,6 +175,44 @@ class Graph:
         finally:
             self._insert_at = saved
 
+    # --- provenance (provenance.py) -----------------------------------------------------------
+
+    def begin_rewrite(self) -> None:
+        """Start a rewrite: nodes made from now on are new, and provenance is recorded against the
+        graph as it is now (the record of the previous rewrite is dropped)."""
+        self.epoch += 1
+        self.provenance = {}
+
+    def is_new(self, node: Node) -> bool:
+        """Made since `begin_rewrite` (before any begin_rewrite: every node)."""
+        return node.born == self.epoch
+
+    def origin(self, node: Node) -> Origin:
+        """The values before the rewrite that `node` stands for: its recorded Origin when it is new,
+        else itself."""
+        if self.is_new(node) and node.name in self.provenance:
+            return self.provenance[node.name]
+        return Origin((node.name,))
+
+    def record_origin(self, node: Node, sources: Sequence[Node], relation: str = "derived") -> None:
+        """Record that new `node` is derived from (or the concatenation of) `sources`, resolved to the
+        values before the rewrite; a node that is not new, or already has an origin, is left alone."""
+        if not self.is_new(node) or node.name in self.provenance:
+            return
+        values = tuple(dict.fromkeys(name for source in sources for name in self.origin(source).values))
+        if values:
+            self.provenance[node.name] = Origin(values, relation)
+
+    @contextlib.contextmanager
+    def recording_created(self) -> Iterator[list[Node]]:
+        """The nodes made inside the block, in order, in the list it yields."""
+        created: list[Node] = []
+        self._recorders.append(created)
+        try:
+            yield created
+        finally:
+            self._recorders.remove(created)
+
     def erase(self, node: Node) -> None:
         if node.users:
             names = ", ".join(f"%{u.name}" for u in node.users)
@@ -175,6 +224,7 @@ class Graph:
         node.inputs = ()
         self.nodes.remove(node)
         self._names.discard(node.name)
+        self.provenance.pop(node.name, None)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -215,12 +265,14 @@ class Graph:
         for node in self.nodes:
             clone = Node(new, node.name, node.op, [mapping[i] for i in node.inputs], dict(node.attrs), node.type)
             clone.meta = dict(node.meta)
+            clone.born = node.born
             new.nodes.append(clone)
             new._names.add(clone.name)
             mapping[node] = clone
         new.inputs = [mapping[n] for n in self.inputs]
         new.outputs = [mapping[n] for n in self.outputs]
         new._counter = self._counter
+        new.epoch, new.provenance = self.epoch, dict(self.provenance)
         return new
 
     def __str__(self) -> str:

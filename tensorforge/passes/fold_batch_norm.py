@@ -10,7 +10,8 @@ linear(x, w[in,out], b) followed by a batch norm of its rank-2 output scales w's
 norm of a rank-3 linear output normalizes axis 1, which is not the feature axis: left alone).
 The arithmetic is done in float64 and stored as float32. The new bias is named after the old bias,
 or after the batch norm's beta when the conv/linear had none. The old constants are erased unless
-something else reads them.
+something else reads them. The new conv/linear stands for the batch norm's value and carries the
+conv's layer name (`meta["layer"]`); its constants are derived from the old ones and the statistics.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from .. import ir
 from .manager import PassContext
 from .registry import register_pass
-from .rewrite import derived_name, erase_if_unused, single_use
+from .rewrite import carry_layer, derive, derived_name, erase_if_unused, single_use
 
 
 def _folded(producer: ir.Node, norm: ir.Node) -> tuple[np.ndarray, np.ndarray]:
@@ -72,6 +73,9 @@ def fold_batch_norm(graph: ir.Graph, ctx: PassContext | None = None) -> ir.Graph
             new_weight = graph.constant(weight, derived_name(producer.inputs[1], "bn"))
             new_bias = graph.constant(bias, derived_name(old_bias, "bn"))
             replacement = graph.call(producer.op, [producer.inputs[0], new_weight, new_bias], producer.attrs)
+        derive(new_weight, producer.inputs[1], *norm.inputs[1:])
+        derive(new_bias, *producer.inputs[2:], *norm.inputs[1:])
+        carry_layer(replacement, [producer])
         norm.replace_all_uses_with(replacement)
         erase_if_unused(graph, norm, erased)  # with the conv/linear and the constants only they read
     return graph

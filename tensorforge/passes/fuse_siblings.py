@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import ir
 from .registry import register_pass
-from .rewrite import derived_name, erase_if_unused
+from .rewrite import carry_layer, derive, derived_name, erase_if_unused
 
 
 def _fusable(node: ir.Node) -> bool:
@@ -54,12 +54,16 @@ def fuse_sibling_linears(graph: ir.Graph, ctx=None) -> ir.Graph:
         with graph.inserting_before(first):
             operands = [first.inputs[0], graph.constant(np.concatenate(weights, axis=1),
                                                         derived_name(first.inputs[1], "siblings"))]
+            derive(operands[1], *(node.inputs[1] for node in group))
             if any(len(node.inputs) > 2 for node in group):
                 biases = [node.inputs[2].value if len(node.inputs) > 2 else np.zeros(width, np.float32)
                           for node, width in zip(group, widths)]
-                operands.append(graph.constant(np.concatenate(biases), derived_name(first, "siblings_bias")))
+                operands.append(derive(graph.constant(np.concatenate(biases), derived_name(first, "siblings_bias")),
+                                       *(bias for node in group for bias in node.inputs[2:])))
             fused = graph.call("linear", operands, {"activation": first.attrs["activation"]},
                                name=derived_name(first, "siblings"))
+            graph.record_origin(fused, group, "concat")  # provenance: the siblings' values side by side
+            carry_layer(fused, group)
             slices, start = [], 0
             for width in widths:
                 starts, stops = (0,) * (fused.type.rank - 1) + (start,), (*fused.shape[:-1], start + width)

@@ -27,7 +27,7 @@ import numpy as np
 from .. import ir
 from .dead_code import eliminate_dead_code
 from .registry import register_pass
-from .rewrite import derived_name, single_use
+from .rewrite import carry_layer, derive, derived_name, single_use
 
 F32 = np.float32
 INT32 = np.iinfo(np.int32)
@@ -109,7 +109,7 @@ def lower_contraction(graph: ir.Graph, node: ir.Node) -> bool:
     else:
         relu = node.attrs.get("activation") == "relu"
         multiplier, dtype, y_zero, replaced = accumulator_scale, ir.DType.f32, 0, node
-    with graph.inserting_before(node):
+    with graph.inserting_before(node), graph.recording_created() as created:
         operands = [x.inputs[0], graph.constant(codes, derived_name(weight, "codes")),
                     graph.constant(bias_codes, derived_name(node, "bias_i32")),
                     graph.constant(multiplier.astype(F32), derived_name(node, "multiplier")),
@@ -122,6 +122,10 @@ def lower_contraction(graph: ir.Graph, node: ir.Node) -> bool:
                              name=derived_name(node, "int8"))
         for op in between:  # the pools and reshapes, now on the codes
             lowered = graph.call(op.op, [lowered], dict(op.attrs), name=derived_name(op, "int8"))
+    for made in created:  # the int8 weights, bias, multiplier, and the layer before its pools: provenance
+        if made is not lowered:
+            derive(made, node, *node.inputs, replaced)
+    carry_layer(lowered, [node])
     replaced.replace_all_uses_with(lowered)
     return True
 

@@ -13,7 +13,9 @@
 The order of the passes is the one listing `PIPELINE` in `tensorforge/passes/__init__.py`. Before
 it runs anything, run_pipeline checks its list against every pass's `after`/`before` (registry.py:
 `check_order`, PassOrderError), and before each pass, that pass's `requires` on the graph it gets
-(PassRequirementError naming the pass and the condition that does not hold).
+(PassRequirementError naming the pass and the condition that does not hold). Each pass starts a
+rewrite epoch (`graph.begin_rewrite()`): its snapshot's `graph.provenance` says which value of the
+previous snapshot each new node stands for (ir/provenance.py; check.py compares by it).
 """
 
 from __future__ import annotations
@@ -163,6 +165,7 @@ def run_pipeline(graph: ir.Graph, ctx: PassContext | None = None, passes: list[s
             raise PassRequirementError(f"pass '{name}' requires that {'; and that '.join(unmet)}: "
                                        "the graph it was given does not")
         before_text, before_count = str(graph), len(graph)
+        graph.begin_rewrite()  # the pass's new nodes record the values they stand for (ir/provenance.py)
         _call_hook(instruments, "run_before_pass", name, graph, ctx)
         start = time.perf_counter()
         graph = PASSES[name].function(graph, ctx)

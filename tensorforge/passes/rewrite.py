@@ -20,6 +20,11 @@ node, or one it makes with graph.call or `rebuilt`, which the driver places righ
 matched node) or None when the rule does not apply after all. The driver does the bookkeeping:
 every use of the matched node goes to the replacement, then the nodes the pattern matched that
 nothing reads any more are erased.
+
+Provenance (ir/provenance.py): the replacement stands for the matched node's value (recorded by
+`replace_all_uses_with`); other nodes a rule makes are recorded as derived from the matched nodes;
+`meta["layer"]` of a fused node names the model's layer it computes (`layer_of`), e.g. the conv,
+not the relu, of `relu(conv(x))`.
 """
 
 from __future__ import annotations
@@ -127,9 +132,31 @@ def erase_unused(graph: ir.Graph, nodes: Iterable[ir.Node]) -> list[ir.Node]:
     return erased
 
 
+def layer_of(node: ir.Node) -> str:
+    """The name of the model's layer `node` computes: its own, or the one a rewrite carried over."""
+    return node.meta.get("layer", node.name)
+
+
+def carry_layer(new: ir.Node, nodes: Sequence[ir.Node]) -> None:
+    """Name `new` (when the running rewrite made it) after the layer of the first of `nodes` with its
+    op (the conv of `relu(conv(x))` rebuilt with activation="relu"), else after the first of them."""
+    if nodes and new.graph.is_new(new) and "layer" not in new.meta:
+        same_op = [node for node in nodes if node.op == new.op]
+        new.meta["layer"] = layer_of(same_op[0] if same_op else nodes[0])
+
+
+def derive(node: ir.Node, *sources: ir.Node) -> ir.Node:
+    """Record that new `node` (a weight or intermediate a rewrite made) is computed from `sources`."""
+    node.graph.record_origin(node, sources, "derived")
+    return node
+
+
 def replace_node(node: ir.Node, replacement: ir.Node, absorbed: Iterable[ir.Node] = ()) -> list[ir.Node]:
     """Make every reader of `node` read `replacement`, then erase `node` and those of `absorbed` that
-    nothing reads any more (erase_unused); returns the erased nodes."""
+    nothing reads any more (erase_unused); returns the erased nodes. The replacement stands for
+    `node`'s value (provenance) and carries the layer name of what it absorbed (carry_layer)."""
+    absorbed = list(absorbed)
+    carry_layer(replacement, [node, *absorbed])
     node.replace_all_uses_with(replacement)
     return erase_unused(node.graph, [node, *absorbed])
 
@@ -165,10 +192,13 @@ def rewrite_to_fixpoint(graph: ir.Graph, rules: Sequence[Rule], max_rounds: int 
                 captures, matched = {}, []
                 if not _match(pattern, node, captures, matched):
                     continue
-                with graph.inserting_before(node):
+                with graph.inserting_before(node), graph.recording_created() as created:
                     replacement = function(captures)
                 if replacement is None or replacement is node:
                     continue
+                for made in created:  # a rule's intermediates: computed from what it matched
+                    if made is not replacement:
+                        derive(made, *matched)
                 erased.update(replace_node(node, replacement, matched))
                 changed = True
                 break

@@ -24,7 +24,7 @@ from .. import ir
 from ..ir.ops_nn import ACTIVATIONS, split_contraction
 from ..ir.ops_sparse import to_csr
 from .registry import register_pass
-from .rewrite import derived_name, erase_if_unused
+from .rewrite import derive, derived_name, erase_if_unused
 
 # Fraction of zeros from which the sparse kernel beats the dense GEMM on a 1024 x 1024 linear with
 # bias, by rows of x (leading axes folded; a count between two entries takes the lower one's), per
@@ -73,7 +73,7 @@ def sparsify(graph: ir.Graph, ctx=None) -> ir.Graph:
             continue
         with graph.inserting_before(node):
             if weight not in converted:
-                converted[weight] = [graph.constant(array, derived_name(weight, f"csr_{part}"))
+                converted[weight] = [derive(graph.constant(array, derived_name(weight, f"csr_{part}")), weight)
                                      for array, part in zip(to_csr(weight.value), ("values", "columns", "row_starts"))]
             x, _, *rest = node.inputs
             sparse = graph.call("sparse_linear", [x, *converted[weight], *rest], dict(node.attrs))

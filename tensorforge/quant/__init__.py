@@ -18,10 +18,10 @@ then makes int8 qlinear / qconv2d layers of it.
 from .calibration import QuantParams, activation_params, tinytorch_params, weight_params
 from .config import QuantConfig
 from .insert_quant import LayerQuant, insert_quant, quantized_weight
-from .quantize import layer_name, quantize, sqnr_db
+from .quantize import layer_name, quantize, sqnr_db, worst_channel_sqnr_db
 from .report import QuantReport
 
 __all__ = [
     "LayerQuant", "QuantConfig", "QuantParams", "QuantReport", "activation_params", "insert_quant", "layer_name",
-    "quantize", "quantized_weight", "sqnr_db", "tinytorch_params", "weight_params",
+    "quantize", "quantized_weight", "sqnr_db", "tinytorch_params", "weight_params", "worst_channel_sqnr_db",
 ]

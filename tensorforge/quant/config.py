@@ -24,6 +24,7 @@ from .calibration import METHODS
 
 QUANT_METHODS = (*METHODS, "tinytorch")
 DEFAULT_SQNR_BUDGET = 30.0
+DEFAULT_CHANNEL_BUDGET = 20.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class QuantConfig:
     per_channel: bool = True  # weights: one scale per output column, else one per tensor
     activation_dtype: str = "i8"  # i8 or u8
     sqnr_budget: float | None = DEFAULT_SQNR_BUDGET  # dB; layers below stay f32; None quantizes all
+    channel_budget: float | None = DEFAULT_CHANNEL_BUDGET  # dB; a layer whose worst output channel is below stays f32
     dynamic: bool = False  # x's scale and zero point computed at run time (no calibration needed)
     verbose: bool = False  # a progress bar over the calibration samples
 
@@ -45,11 +47,24 @@ class QuantConfig:
             raise ValueError(f"QuantConfig.activation_dtype must be 'i8' or 'u8', got {self.activation_dtype!r}")
         if not 50.0 < self.percentile <= 100.0:
             raise ValueError(f"QuantConfig.percentile must be in (50, 100], got {self.percentile}")
-        budget = self.sqnr_budget
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
-                                   or not math.isfinite(budget)):
-            raise ValueError(f"QuantConfig.sqnr_budget must be a finite number of dB (or None: quantize every "
-                             f"layer), got {budget!r}")
+        for name in ("sqnr_budget", "channel_budget"):
+            budget = getattr(self, name)
+            if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                                       or not math.isfinite(budget)):
+                raise ValueError(f"QuantConfig.{name} must be a finite number of dB (or None: no such guard), "
+                                 f"got {budget!r}")
+
+    def keeps_fp32(self, sqnr: float, worst_channel: float) -> str | None:
+        """The guard's decision for a layer measured at `sqnr` dB (its whole output) and `worst_channel` dB
+        (its worst output channel): why it stays f32 ("fp32 (below 30 dB)"), or None to quantize it.
+        sqnr_budget=None quantizes every layer."""
+        if self.sqnr_budget is None:
+            return None
+        if sqnr < self.sqnr_budget:
+            return f"fp32 (below {self.sqnr_budget:g} dB)"
+        if self.channel_budget is not None and worst_channel < self.channel_budget:
+            return f"fp32 (a channel below {self.channel_budget:g} dB)"
+        return None
 
     @classmethod
     def of(cls, value) -> QuantConfig:

@@ -8,6 +8,11 @@
 The runner program stays alive across calls and speaks a small binary protocol over its
 stdin/stdout (see runner.c). Calls are serialized by a lock (there is one runner). A crash or a
 timeout raises RunnerError with qemu's stderr, and the runner restarts on the next call.
+
+A forked child (multiprocessing's "fork") never talks to its parent's runner: after a fork every
+executor gets a new lock (the parent's may have been held by another thread) and forgets the
+parent's runner and pipes; its first call links the parent's runner and weights into a directory of
+its own and starts its own runner there. Only the process that made a directory removes it.
 """
 
 from __future__ import annotations
@@ -105,11 +110,15 @@ def _read_into(fd: int, view: memoryview, deadline: float) -> None:
 
 
 class _Resources:
-    """What a CrossExecutor must clean up (kept apart so the finalizer does not keep the executor alive)."""
+    """What a CrossExecutor must clean up (kept apart so the finalizer does not keep the executor alive).
+
+    Only the process that created them cleans them up: a forked child's finalizers leave its parent's
+    runner and directory alone."""
 
     def __init__(self, directory: Path):
         self.directory = directory
         self.process: subprocess.Popen | None = None
+        self.owner = os.getpid()
 
     def stop_runner(self) -> None:
         process, self.process = self.process, None
@@ -120,8 +129,31 @@ class _Resources:
                 pipe.close()
 
     def cleanup(self) -> None:
+        if os.getpid() != self.owner:
+            return
         self.stop_runner()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop (without killing) the parent's runner, closing this process's copies of its
+        pipes, so that the runner sees the end of its input when the parent is done with it."""
+        process, self.process = self.process, None
+        if process is not None:
+            for pipe in (process.stdin, process.stdout):
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+
+# Every live executor, for the fork handler below
+_EXECUTORS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for executor in list(_EXECUTORS):
+        executor._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class CrossExecutor:
@@ -140,6 +172,7 @@ class CrossExecutor:
         weakref.finalize(self, self._resources.cleanup)
         self._lock = threading.Lock()
         self._closed = False
+        self._inherited: Path | None = None  # after a fork: the parent's directory, until the child has its own
         self.shared_library = self.directory / "libmodel.so"
         self.runner = self.directory / "runner"
         self.weights_file = self.directory / "weights.bin"
@@ -153,8 +186,42 @@ class CrossExecutor:
             self._resources.cleanup()
             raise
         sizes = [t.nbytes for t in artifact.input_types], [t.nbytes for t in artifact.output_types]
-        self._arguments = [str(self.weights_file), str(int(artifact.workspace_bytes)),
+        self._arguments = [str(int(artifact.workspace_bytes)),
                            str(len(sizes[0])), *map(str, sizes[0]), str(len(sizes[1])), *map(str, sizes[1])]
+        _EXECUTORS.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: a new lock, none of the parent's runner; the next call sets up this process's own."""
+        self._lock = threading.Lock()
+        self._resources.forget_after_fork()
+        if self._closed:
+            return
+        self._inherited = self.directory
+
+    def _own_directory(self) -> None:
+        """A forked child's first call: the parent's runner and weights linked (or copied) into a new directory
+        of this process, with its own finalizer."""
+        parent, self._inherited = self._inherited, None
+        directory = Path(tempfile.mkdtemp(prefix="tensorforge-"))
+        try:
+            for name in ("runner", "weights.bin", "libmodel.so"):
+                if name == "libmodel.so" and not (parent / name).exists():
+                    continue
+                try:
+                    os.link(parent / name, directory / name)
+                except OSError:
+                    shutil.copy2(parent / name, directory / name)
+        except OSError as err:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise RunnerError(f"this process was forked from the one that compiled the {self.target.name} model, "
+                              f"and its runner's files are gone ({err}): the parent closed the model. Compile it in "
+                              f"this process, or keep it open in the parent") from None
+        self.directory = directory
+        self._resources = _Resources(directory)
+        weakref.finalize(self, self._resources.cleanup)
+        self.runner, self.weights_file = directory / "runner", directory / "weights.bin"
+        self.shared_library = directory / "libmodel.so"
+        self._stderr_file = directory / "runner-stderr.log"
 
     def _link(self, entry: str) -> None:
         """Link libmodel.so and the (static) runner from model.o, both compilers at once.
@@ -203,7 +270,7 @@ class CrossExecutor:
 
     def _start(self, deadline: float) -> subprocess.Popen:
         command = [self.tools.qemu, *(["-L", self.tools.sysroot] if self.tools.sysroot else []), str(self.runner),
-                   *self._arguments]
+                   str(self.weights_file), *self._arguments]
         with open(self._stderr_file, "wb") as stderr:
             process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
                                        cwd=self.directory, bufsize=0)
@@ -235,6 +302,8 @@ class CrossExecutor:
         with self._lock:
             if self._closed:
                 raise RunnerError(f"the {self.target.name} executor is closed")
+            if self._inherited is not None:
+                self._own_directory()
             deadline = time.monotonic() + self.timeout_seconds
             process = self._resources.process
             if process is None:

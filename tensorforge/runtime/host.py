@@ -10,11 +10,17 @@ for the few instructions of the array entry). The caller has already checked the
 (threading.local), so calls from several threads overlap
 safely: ctypes releases the GIL for the native call. The JIT engine lives as long as this object
 (and any call in flight holds a reference to it); it is released when the object is collected.
+
+In a forked child the model works on its inherited copy of the code and weights; the pool's workers
+are its parent's and do not exist there, so a threaded model's parts all run on the calling thread
+(the pool's caller claims every unclaimed part itself). Only the process that made the engine
+joins the pool and frees it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -65,7 +71,9 @@ def data_address(array: np.ndarray) -> int:
 SHUTDOWN_TYPE = ctypes.CFUNCTYPE(None)
 
 
-def _release(tracker, engine, shutdown) -> None:
+def _release(owner: int, tracker, engine, shutdown) -> None:
+    if os.getpid() != owner:  # a forked child: the pool's threads and the engine are its parent's
+        return
     if shutdown is not None:  # join the model's pool threads before their code is freed
         shutdown()
     tracker.close()
@@ -106,7 +114,7 @@ class HostExecutor:
         self._arrays_function = None if offset is None else \
             arrays_entry_type(n_inputs + n_outputs)(tracker[self.entry + ARRAYS_ENTRY_SUFFIX])
         shutdown = SHUTDOWN_TYPE(tracker[SHUTDOWN]) if threaded else None
-        weakref.finalize(self, _release, tracker, engine, shutdown)
+        weakref.finalize(self, _release, os.getpid(), tracker, engine, shutdown)
         self.weights = aligned_copy(artifact.weights)
         self._weights_address = self.weights.ctypes.data
         self._counts = (n_inputs, n_outputs, int(artifact.workspace_bytes))

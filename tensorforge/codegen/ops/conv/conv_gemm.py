@@ -12,6 +12,12 @@ panels of NR pixels (the last panel of a row has OW % NR). For each depth block 
 channels, about kc taps) and panel, the kc x NR im2col sliver is gathered into scratch (whole
 vector copies when the stride is 1), then every row panel of A runs against it. im2col never
 exists beyond that one L1-sized sliver; a padded input needs one padded image in scratch.
+
+When an output row fills the column panels poorly (a 7 x 7 output leaves 25 of 32 AVX-512 lanes
+idle), the columns are the image's pixels in order instead (`flat_columns`): a panel may then span
+output rows, so its lanes gather through per-lane offsets, computed once per panel; the output tile
+is still contiguous (pixel p of the plane is element p of an output channel). A 1 x 1 convolution
+with stride 1 and no padding reads its pixels contiguously either way, and always takes this form.
 """
 
 from __future__ import annotations
@@ -112,6 +118,27 @@ class ConvGeometry:
         return self.out_height // 2, self.out_width // 2
 
 
+# Row panels fill at most this fraction of their lanes (OW / (ceil(OW / NR) * NR)) before the columns
+# become the plane's pixels in order (flat_columns).
+ROW_FILL_MIN = 0.75
+
+
+def flat_columns(shape: ConvGeometry, tiling: GemmTiling) -> bool:
+    """Whether the GEMM's columns are the plane's pixels in order rather than one output row at a time.
+
+    Always for a pointwise convolution read in place (1 x 1, stride 1, no padding: pixel p is element p
+    of an input plane); otherwise when one row fills its column panels poorly and the whole plane fills
+    them better. A fused pool keeps rows (it pools pairs of them)."""
+    if shape.pooled:
+        return False
+    if shape.window == 1 and shape.stride == (1, 1) and not shape.is_padded:
+        return True
+    nr = tiling.columns
+    row_fill = shape.out_width / (-(-shape.out_width // nr) * nr)
+    plane = shape.out_height * shape.out_width
+    return row_fill < ROW_FILL_MIN and plane / (-(-plane // nr) * nr) > row_fill
+
+
 def uses_tiled_conv(node: Node) -> bool:
     """f32 convolutions with a non-empty output go through the GEMM; integers keep the exact loop nest."""
     return node.inputs[0].dtype is DType.f32 and node.type.size > 0
@@ -165,6 +192,8 @@ def conv_parts(node: Node, target: Target, threads: int) -> int:
     shape = ConvGeometry.of(node)
     if shape.batch > 1:  # whole images: cut finer, a late thread takes fewer
         return split_parts(shape.batch, threads * parallel.PARTS_PER_THREAD)[0]
+    if flat_columns(shape, gemm_tiling(target)):  # column panels of one image
+        return split_parts(-(-shape.out_height * shape.out_width // gemm_tiling(target).columns), threads)[0]
     rows = shape.pooled_shape[0] if shape.pooled else shape.out_height
     return split_parts(rows, threads)[0]  # (pooled) rows of one image: every part pads its own copy
 
@@ -207,6 +236,44 @@ def _gather_sliver(builder: ir.IRBuilder, tiling: GemmTiling, shape: ConvGeometr
             builder.store(value, element_pointer(builder, target, v * width, F32), align=FLOAT_BYTES)
 
 
+def _gather_flat_sliver(builder: ir.IRBuilder, tiling: GemmTiling, shape: ConvGeometry, image: ir.Value,
+                        sliver: ir.Value, channels: ir.Value, origin: ir.Value, pixel: ir.Value, valid: int) -> None:
+    """sliver[q, t] = image[origin + c*plane + i*dh*WP + j*dw + at(pixel + t)] for q = (c, i, j), c < channels,
+    t < valid, where at(p) = (p // OW)*sh*WP + (p % OW)*sw: the input element under output pixel p.
+
+    `origin` is the element offset of the block's first channel; lanes past `valid` are zero. A pointwise
+    convolution read in place has at(p) = p: whole vectors are single loads. Otherwise each lane's
+    at() is computed once per panel, before the taps' loop.
+    """
+    (dh, dw), (sh, sw) = shape.dilation, shape.stride
+    width, vector = tiling.vector_width, vector_type(tiling)
+    in_place = shape.window == 1 and shape.stride == (1, 1) and not shape.is_padded
+    if not in_place:
+        lanes_at = []
+        for lane in range(valid):
+            at = builder.add(pixel, i64(lane))
+            y, x = builder.udiv(at, i64(shape.out_width)), builder.urem(at, i64(shape.out_width))
+            lanes_at.append(affine_offset(builder, [(y, sh * shape.padded_width), (x, sw)], 0))
+    with (for_range(builder, channels, "sliver.c", unroll=False) as c, for_range(builder, shape.kh, "sliver.i") as i,
+          for_range(builder, shape.kw, "sliver.j") as j):
+        tap = affine_offset(builder, [(c, shape.window), (i, shape.kw)], j, "q")
+        source_at = as_i64(affine_offset(builder, [(c, shape.padded_plane), (i, dh * shape.padded_width), (j, dw)],
+                                         origin))
+        target = element_pointer(builder, sliver, builder.mul(as_i64(tap), i64(tiling.columns)), F32, "sliver.to")
+        source = element_pointer(builder, image, builder.add(source_at, pixel) if in_place else source_at, F32,
+                                 "sliver.from")
+        for v in range(tiling.vectors):
+            lanes = max(0, min(width, valid - v * width))
+            if lanes == width and in_place:
+                value = builder.load(element_pointer(builder, source, v * width, F32), typ=vector, align=FLOAT_BYTES)
+            else:
+                value = ir.Constant(vector, None)
+                for lane in range(v * width, v * width + lanes):
+                    element = load_element(builder, source, lane if in_place else lanes_at[lane], F32)
+                    value = builder.insert_element(value, element, i64(lane - v * width))
+            builder.store(value, element_pointer(builder, target, v * width, F32), align=FLOAT_BYTES)
+
+
 def _image(kernel: Kernel, shape: ConvGeometry, n: ir.Value) -> ir.Value:
     """Image n of the input, copied into the zero-bordered scratch image when there is padding."""
     builder = kernel.builder
@@ -229,7 +296,8 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
     and the fused 2 x 2 max pool, through the GEMM micro-kernel.
 
     Without a pool: per image, group and depth block, every output row y (column panels of NR
-    pixels, then every row panel of output channels) goes straight to the output. With a pool:
+    pixels, then every row panel of output channels) goes straight to the output; with flat
+    columns (flat_columns), every panel of NR pixels of the plane in order instead. With a pool:
     per image, group and pooled row p, the depth blocks run over the convolution's rows 2p and
     2p + 1 into a two-row buffer in scratch (channel stride 2 * OW), and `_pool_pair` writes row p.
     """
@@ -247,6 +315,8 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
     if shape.is_padded:
         fill_elements(builder, kernel.scratch, shape.channels * shape.padded_plane, ir.Constant(F32, 0.0), "pad")
     out_plane = shape.out_height * shape.out_width
+    flat = flat_columns(shape, tiling)
+    by_images = shape.batch > 1
 
     def blocks(n: ir.Value, image: ir.Value, g: ir.Value, output_rows, c_at, ldc: int) -> None:
         """Every depth block of group g over the output rows `output_rows()` yields; c_at(y, pixel,
@@ -273,37 +343,44 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
             step = BlockStep(builder, tiling, epilogue, depth, builder.icmp_unsigned("!=", block, i64(0)),
                              builder.icmp_unsigned("==", block, i64(depth_count - 1)), i64(og), og % mr, a_panel)
             channel = affine_offset(builder, [(g, shape.group_channels)], first_channel)
-            with output_rows() as y:
 
-                def column_panel(x0: ir.Value, valid: int, y=y, channel=channel, group_row=group_row,
-                                 step=step) -> None:
-                    """Gather the sliver of output pixels (y, x0..x0+valid) and run every row panel on it."""
+            def column_panel(y: ir.Value, x0: ir.Value, valid: int, channel=channel, group_row=group_row,
+                             step=step) -> None:
+                """Gather the sliver of output pixels (y, x0..x0+valid) and run every row panel on it (flat
+                columns: y is 0 and x0 the panel's first pixel of the plane)."""
+                channels = builder.udiv(step.depth, i64(shape.window))
+                if flat:
+                    origin = affine_offset(builder, [(channel, shape.padded_plane)], 0)
+                    _gather_flat_sliver(builder, tiling, shape, image, sliver, channels, as_i64(origin), x0, valid)
+                else:
                     origin = affine_offset(builder, [(channel, shape.padded_plane),
                                                      (y, shape.stride[0] * shape.padded_width),
                                                      (x0, shape.stride[1])])
-                    channels = builder.udiv(step.depth, i64(shape.window))
                     _gather_sliver(builder, tiling, shape, image, sliver, channels, as_i64(origin), valid)
 
-                    def c_tile(t: ir.Value) -> ir.Value:
-                        return c_at(y, x0, affine_offset(builder, [(t, mr)], group_row))
+                def c_tile(t: ir.Value) -> ir.Value:
+                    return c_at(y, x0, affine_offset(builder, [(t, mr)], group_row))
 
-                    def residual_tile(t: ir.Value) -> ir.Value:
-                        row = affine_offset(builder, [(n, shape.outputs), (t, mr)], group_row)
-                        at = affine_offset(builder, [(row, out_plane), (y, shape.out_width)], x0)
-                        return element_pointer(builder, residual, at, F32, "residual_tile")
+                def residual_tile(t: ir.Value) -> ir.Value:
+                    row = affine_offset(builder, [(n, shape.outputs), (t, mr)], group_row)
+                    at = affine_offset(builder, [(row, out_plane), (y, shape.out_width)], x0)
+                    return element_pointer(builder, residual, at, F32, "residual_tile")
 
-                    def bias_at(t: ir.Value) -> ir.Value:
-                        return element_pointer(builder, bias, affine_offset(builder, [(t, mr)], group_row), F32)
+                def bias_at(t: ir.Value) -> ir.Value:
+                    return element_pointer(builder, bias, affine_offset(builder, [(t, mr)], group_row), F32)
 
-                    step.row_panels(sliver, valid, c_tile, ldc, bias_at if bias is not None else None,
-                                    residual_tile if residual is not None else None)
+                step.row_panels(sliver, valid, c_tile, ldc, bias_at if bias is not None else None,
+                                residual_tile if residual is not None else None)
 
+            if flat:
+                _flat_panels(builder, kernel, shape, nr, by_images, column_panel)
+                return
+            with output_rows() as y:
                 with for_range(builder, shape.out_width // nr, "xp") as panel:
-                    column_panel(builder.mul(panel, i64(nr)), nr)
+                    column_panel(y, builder.mul(panel, i64(nr)), nr)
                 if shape.out_width % nr:
-                    column_panel(i64(shape.out_width - shape.out_width % nr), shape.out_width % nr)
+                    column_panel(y, i64(shape.out_width - shape.out_width % nr), shape.out_width % nr)
 
-    by_images = shape.batch > 1
     with (_part_range(builder, kernel, shape.batch, "n") if by_images else for_range(builder, 1, "n")) as n:
         image = _image(kernel, shape, n)
         with for_range(builder, shape.groups, "g") as g:
@@ -318,6 +395,24 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
                 blocks(n, image, g, rows, to_output, out_plane)
             else:
                 _pooled_rows(builder, kernel, shape, pair, n, image, g, blocks)
+
+
+def _flat_panels(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, nr: int, by_images: bool,
+                 column_panel) -> None:
+    """column_panel(0, first pixel, valid) for every panel of NR pixels of the plane in order (this part's, for
+    one image), the last one with the plane's remaining pixels."""
+    plane = shape.out_height * shape.out_width
+    panels, tail = -(-plane // nr), plane % nr
+    with (for_range(builder, panels, "xp") if by_images else _part_range(builder, kernel, panels, "xp")) as panel:
+        first = builder.mul(panel, i64(nr), name="pixel")
+        if not tail:
+            column_panel(i64(0), first, nr)
+            return
+        with builder.if_else(builder.icmp_unsigned("==", panel, i64(panels - 1))) as (last, whole):
+            with last:
+                column_panel(i64(0), first, tail)
+            with whole:
+                column_panel(i64(0), first, nr)
 
 
 def _pooled_rows(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, pair: ir.Value, n: ir.Value,

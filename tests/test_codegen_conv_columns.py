@@ -1,0 +1,71 @@
+"""conv2d's flat columns (codegen/ops/conv/conv_gemm.py): when an output row fills the GEMM's column panels
+poorly (7 x 7 outputs on 32-lane panels), the panels run over the plane's pixels in order and may span
+output rows. Checked against the reference interpreter on host (1 and 2 threads) and armv8."""
+
+import numpy as np
+import pytest
+
+import tensorforge as tfg
+from tensorforge import nn
+from tensorforge.codegen.gemm.tiling import gemm_tiling
+from tensorforge.codegen.ops.conv.conv_gemm import ConvGeometry, flat_columns
+
+# (channels, outputs, size, kernel, stride, padding)
+CASES = [
+    (32, 64, 7, 3, 1, 1),   # ResNet's layer4: 49 pixels span two panels
+    (64, 48, 7, 1, 1, 0),   # pointwise, read in place
+    (16, 40, 14, 3, 2, 1),  # strided: lanes gather across output rows
+    (32, 32, 9, 1, 2, 0),   # strided pointwise: not in place
+    (8, 20, 5, 3, 1, 0),    # unpadded, 3 x 3 outputs
+]
+
+
+class ConvRelu(nn.Module):
+    def __init__(self, conv: nn.Conv2d, residual: bool):
+        super().__init__()
+        self.conv, self.residual = conv, residual
+
+    def forward(self, x):
+        y = self.conv(x)
+        return nn.ReLU()(y + x if self.residual else y)
+
+
+def _model(case, rng):
+    channels, outputs, _, kernel, stride, padding = case
+    conv = nn.Conv2d(channels, outputs, kernel, stride=stride, padding=padding, rng=rng)
+    return ConvRelu(conv, residual=channels == outputs and stride == 1 and 2 * padding == kernel - 1)
+
+
+def _uses_flat_columns(model, x, target) -> bool:
+    graph = tfg.compile(model, x, target=target).graph
+    convs = [node for node in graph.nodes if node.op == "conv2d"]
+    return bool(convs) and all(flat_columns(ConvGeometry.of(node), gemm_tiling(tfg.Target.parse(target)))
+                               for node in convs)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: "x".join(map(str, case)))
+@pytest.mark.parametrize("batch", [1, 3])
+def test_flat_columns_match_the_interpreter_on_host(case, batch):
+    rng = np.random.default_rng(sum(case) + batch)
+    model = _model(case, rng)
+    x = rng.standard_normal((batch, case[0], case[2], case[2])).astype(np.float32)
+    for threads in (1, 2):
+        tfg.check(model, x, target="host", threads=threads)
+
+
+@pytest.mark.parametrize("case", CASES[:3], ids=lambda case: "x".join(map(str, case)))
+def test_flat_columns_match_the_interpreter_on_armv8(case):
+    rng = np.random.default_rng(sum(case))
+    model = _model(case, rng)
+    x = rng.standard_normal((1, case[0], case[2], case[2])).astype(np.float32)
+    tfg.check(model, x, target="armv8")
+
+
+def test_the_cases_take_flat_columns_and_wide_rows_do_not():
+    rng = np.random.default_rng(0)
+    for case in CASES:
+        x = rng.standard_normal((1, case[0], case[2], case[2])).astype(np.float32)
+        assert _uses_flat_columns(_model(case, rng), x, "x86-64-v4"), case
+    wide = nn.Conv2d(8, 8, 3, padding=1, rng=rng)  # 32-pixel rows fill the panels: rows stay
+    assert not _uses_flat_columns(nn.Sequential(wide), rng.standard_normal((1, 8, 32, 32)).astype(np.float32),
+                                  "x86-64-v4")
