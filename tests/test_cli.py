@@ -221,13 +221,17 @@ def test_check_on_armv8_agrees_and_names_the_first_diverging_pass(files, tmp_pat
     printed = _ok(tensorforge("check", files / "cnn.onnx", "--input", files / "x.npy", "--target", "armv8",
                               cwd=tmp_path))
     assert "all stages agree" in printed and "codegen (armv8)" in printed
-    # at zero tolerance folding the batch norm into the conv changes the last bits: exit 1, naming it
+    assert _listing(tmp_path) == []
+    # at zero tolerance folding the batch norm into the conv changes the last bits: exit 1, naming it,
+    # and --repro writes the shrunk graph where it says
+    work, repro = tmp_path / "work", tmp_path / "repro"
     result = tensorforge("check", files / "cnn.onnx", "--input", files / "x.npy", "--rtol", "0", "--atol", "0",
-                         "-q", cwd=tmp_path)
+                         "--repro", repro, "-q", cwd=work)
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "check failed: fold-batch-norm changes output" in result.stderr
     assert "first diverging node" in result.stderr and "Traceback" not in result.stderr
-    assert _listing(tmp_path) == []
+    assert "repro.py" in _listing(repro) and "graph.tfir" in _listing(repro)
+    assert _listing(work) == []
 
 
 def test_check_int8_reports_the_distance_to_fp32(files, tmp_path):

@@ -148,6 +148,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("model", help="the .onnx file")
     sub.add_argument("--rtol", type=float, default=None, help="relative tolerance for floats (default 1e-4)")
     sub.add_argument("--atol", type=float, default=None, help="absolute tolerance for floats (default 1e-5)")
+    sub.add_argument("--repro", metavar="DIR", help="on a divergence, shrink the graph to a small one that still "
+                     "diverges and write a standalone repro (graph, inputs, repro.py) into DIR")
 
     sub = add("viz", "draw the graph after every pass, with an index.html (needs graphviz's dot)",
               f"{random_note}\n\n  tensorforge viz model.onnx -o pictures/", [inputs, build, _target()], viz_command)

@@ -220,11 +220,14 @@ def run_command(args) -> int:
 def check_command(args) -> int:
     import tensorforge as tfg
 
+    if args.repro and Path(args.repro).exists() and not Path(args.repro).is_dir():
+        raise CliError(f"--repro {args.repro}: exists and is not a directory")
     model = read_onnx(args)
     options = build_options(args, model, args.target)
     with step(f"checking every pass and the {args.target} code against the reference interpreter", not args.quiet):
         try:
-            result = tfg.check(model.graph, model.arrays, rtol=args.rtol, atol=args.atol, **options)
+            repro = {"minimize": True, "repro_dir": args.repro, "verbose": not args.quiet} if args.repro else {}
+            result = tfg.check(model.graph, model.arrays, rtol=args.rtol, atol=args.atol, **repro, **options)
         except tfg.CheckError as error:
             print(f"tensorforge: check failed: {error}", file=sys.stderr)
             return 1
