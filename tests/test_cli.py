@@ -149,6 +149,12 @@ def test_compile_writes_the_saved_model_and_run_gives_its_outputs(files, tmp_pat
     np.testing.assert_array_equal(features, expected[1])
     onnx_runtime = _reference(files / "cnn.onnx", x)
     np.testing.assert_allclose(logits, onnx_runtime[0], rtol=1e-4, atol=1e-5)
+    # a saved model is profiled without compiling again; bench needs the .onnx to run ONNX Runtime
+    assert "conv2d" in _ok(tensorforge("profile", out / "model.tfm", "--input", files / "x.npy", "--repeat", "2", "-q",
+                                       cwd=work))
+    _error(tensorforge("bench", out / "model.tfm", "--against", "onnxruntime", "-q", cwd=work),
+           "give the model as .onnx")
+    _error(tensorforge("run", out / "model.tfm", "-q", cwd=work), "missing: x: f32[2,3,8,8]")
     assert _listing(work) == []
 
 

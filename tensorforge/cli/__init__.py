@@ -159,8 +159,9 @@ def parser() -> argparse.ArgumentParser:
 
     sub = add("profile", "time every kernel on this machine: the per-kernel roofline table",
               f"host only (code under qemu says nothing about an ARM board's speed).\n{random_note}\n\n"
-              "  tensorforge profile model.onnx --plot roofline.png", [inputs, build], profile_command)
-    sub.add_argument("model", help="the .onnx file")
+              "  tensorforge profile model.onnx --plot roofline.png\n  tensorforge profile out/model.tfm --input "
+              "x.npy", [inputs, build], profile_command)
+    sub.add_argument("model", help=f"an .onnx file, or a saved host model ({SAVED_MODEL_NAME}; inputs from files)")
     sub.add_argument("--repeat", type=int, default=30, metavar="N", help="timed runs (default 30)")
     sub.add_argument("--plot", metavar="FILE", help="also draw the roofline into FILE (.png, .svg; needs matplotlib)")
 
@@ -171,7 +172,8 @@ def parser() -> argparse.ArgumentParser:
               f"engine in its own process).\n{random_note}\n\n"
               "  tensorforge bench model.onnx --against onnxruntime --repeat 15",
               [inputs, build], bench_command)
-    sub.add_argument("model", help="the .onnx file")
+    sub.add_argument("model", help=f"an .onnx file, or a saved host model ({SAVED_MODEL_NAME}; inputs from files; "
+                     "not with --against)")
     sub.add_argument("--against", choices=("onnxruntime",), default=None, help="also time ONNX Runtime")
     sub.add_argument("--repeat", type=int, default=15, metavar="N", help="interleaved rounds (default 15)")
     return main_parser

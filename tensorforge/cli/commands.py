@@ -176,33 +176,51 @@ def output_names(cm) -> list[str]:
     return [f"output{index}" for index in range(len(cm.output_types))]
 
 
-def run_command(args) -> int:
+@dataclass
+class Opened:
+    """A model ready to call: compiled from an .onnx file (then `onnx` is set) or loaded from a saved file."""
+
+    cm: object
+    arrays: tuple[np.ndarray, ...]
+    output_names: list[str]
+    onnx: OnnxModel | None
+
+
+def open_model(args, target: str | None, *, random_inputs: bool) -> Opened:
+    """`args.model` compiled for `target` (an .onnx file) or loaded (a saved model, checked against
+    `target` if one is given), with its inputs: files, or random for an .onnx file if `random_inputs`."""
     import tensorforge as tfg
 
     path = Path(args.model)
     if not path.is_file():
         raise CliError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-    destinations = list(args.output or [])
     if path.suffix.lower() == ".onnx":
-        model = read_onnx(args, need_all_inputs=True)
-        cm = compile_model(args, model, args.target or "host")
-        arrays, names = model.arrays, model.output_names
-    else:
-        if args.input_shape or args.int8:
-            raise CliError("--input-shape and --int8 are for an .onnx model; a saved model was compiled with them")
-        with step(f"loading {path.name}", not args.quiet):
-            cm = tfg.load(path, target=args.target)
-        arrays = names = None
-    with cm:
-        if arrays is None:
-            given = read_arrays(parse_named(args.input, "--input"), list(cm.input_names), "--input")
-            missing = [f"{name}: {t}" for name, t in zip(cm.input_names, cm.input_types) if name not in given]
-            if missing:
-                raise CliError(f"give every input as a file (--input NAME=FILE.npy); missing: {'; '.join(missing)}")
-            arrays = tuple(given[name] for name in cm.input_names)
-        names = names or output_names(cm)
+        model = read_onnx(args, need_all_inputs=not random_inputs)
+        cm = compile_model(args, model, target or "host")
+        return Opened(cm, model.arrays, model.output_names, model)
+    if args.input_shape or args.int8:
+        raise CliError(f"--input-shape and --int8 are for an .onnx model; {path.name} was compiled with its own")
+    with step(f"loading {path.name}", not args.quiet):
+        cm = tfg.load(path, target=target)
+    try:
+        given = read_arrays(parse_named(args.input, "--input"), list(cm.input_names), "--input")
+        missing = [f"{name}: {t}" for name, t in zip(cm.input_names, cm.input_types) if name not in given]
+        if missing:
+            raise CliError(f"give every input of a saved model as a file (--input NAME=FILE.npy); missing: "
+                           f"{'; '.join(missing)}")
+        return Opened(cm, tuple(given[name] for name in cm.input_names), output_names(cm), None)
+    except BaseException:
+        cm.close()
+        raise
+
+
+def run_command(args) -> int:
+    destinations = list(args.output or [])
+    opened = open_model(args, args.target, random_inputs=False)
+    with opened.cm as cm:
+        names = opened.output_names
         paths = output_paths(names, destinations) if destinations else None
-        outputs = cm(*arrays)
+        outputs = cm(*opened.arrays)
     outputs = list(outputs) if isinstance(outputs, tuple) else [outputs]
     if paths is None:
         for name, array in zip(names, outputs):
@@ -248,37 +266,41 @@ def viz_command(args) -> int:
 
 
 def profile_command(args) -> int:
-    model = read_onnx(args)
     if args.plot and Path(args.plot).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise CliError(f"--plot {args.plot}: name a .png, .svg or .pdf file")
-    with compile_model(args, model, "host") as cm:
+    opened = open_model(args, None, random_inputs=True)
+    with opened.cm as cm:
         print(summary(cm))
-        profile = cm.profile(*model.arrays, repeat=args.repeat, verbose=not args.quiet)
+        profile = cm.profile(*opened.arrays, repeat=args.repeat, verbose=not args.quiet)
     print(profile)
     if args.plot:
-        print(f"wrote {profile.plot(args.plot, title=f'roofline: {model.path.name}')}")
+        print(f"wrote {profile.plot(args.plot, title=f'roofline: {Path(args.model).name}')}")
     return 0
 
 
 def bench_command(args) -> int:
     from .bench import format_time, interleaved, onnxruntime_session, paired_ratio
 
-    model = read_onnx(args)
-    with compile_model(args, model, "host") as cm:
+    if args.against and Path(args.model).suffix.lower() != ".onnx":
+        raise CliError(f"--against {args.against} runs the .onnx file: give the model as .onnx, not {args.model}")
+    opened = open_model(args, None, random_inputs=True)
+    with opened.cm as cm:
+        if not cm.target.runs_in_process:
+            raise CliError(f"bench times code on this machine; {args.model} holds {cm.target.name} code")
         print(summary(cm) + f", {cm.artifact.threads} thread(s)")
-        engines = {"tensorforge": lambda: cm(*model.arrays)}
+        engines = {"tensorforge": lambda: cm(*opened.arrays)}
         ort_engines = []
         if args.against == "onnxruntime":
-            threads = sorted({1, max(2, cm.artifact.threads)})
-            ours = cm(*model.arrays)
+            feeds = opened.onnx.inputs
+            ours = cm(*opened.arrays)
             ours = list(ours) if isinstance(ours, tuple) else [ours]
-            for count in threads:
+            for count in sorted({1, max(2, cm.artifact.threads)}):
                 with step(f"onnxruntime session, {count} thread(s)", not args.quiet):
-                    session = onnxruntime_session(str(model.path), count)
+                    session = onnxruntime_session(args.model, count)
                 name = f"onnxruntime {count} thread" + ("s" if count > 1 else "")
-                engines[name] = (lambda s=session: s.run(None, model.inputs))
+                engines[name] = (lambda s=session: s.run(None, feeds))
                 ort_engines.append(name)
-            expected = session.run(None, model.inputs)
+            expected = session.run(None, feeds)
             errors = [float(np.abs(np.asarray(e, np.float64) - o).max()) if o.size else 0.0
                       for e, o in zip(expected, ours, strict=True)]
             print(f"max abs difference from onnxruntime's outputs: {max(errors):.3g}")
@@ -293,4 +315,3 @@ def bench_command(args) -> int:
         print(f"tensorforge is {ratio:.2f}x {best} ({'faster' if ratio >= 1 else 'slower'}; ratio of times "
               f"in the same round, median)")
     return 0
-
