@@ -280,3 +280,28 @@ def test_constants_without_names_quantize(dynamic):
     assert len(report.rows) == 2
     with tf.compile(quantized, x) as compiled:
         np.testing.assert_allclose(compiled(x), ir.interpret(graph, x), rtol=0.1, atol=0.1)
+
+
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_a_transposed_constant_weight_quantizes(dynamic):
+    """torch.export gives every nn.Linear as linear(x, transpose(W)) (ONNX's Gemm with transB too): such a
+    layer is quantized like one with a constant weight (none of them were)."""
+    rng = np.random.default_rng(5)
+    graph = ir.Graph()
+    x = graph.add_input("x", ir.TensorType((4, 12), ir.DType.f32))
+    layers = []
+    value = x
+    for index, (fan_in, fan_out) in enumerate([(12, 16), (16, 5)]):
+        weight = graph.constant(rng.standard_normal((fan_out, fan_in)).astype(np.float32), f"fc{index}.weight")
+        transposed = graph.call("transpose", [weight], {"perm": (1, 0)})
+        value = graph.call("linear", [value, transposed, graph.constant(np.zeros(fan_out, np.float32))])
+        layers.append(value)
+    graph.outputs = [value]
+    inputs = rng.standard_normal((4, 12)).astype(np.float32)
+    calibration = None if dynamic else rng.standard_normal((32, 12)).astype(np.float32)
+    quantized, report = tf.quantize(graph, calibration, tf.QuantConfig(dynamic=dynamic, sqnr_budget=None))
+    assert report.quantized == ["fc0", "fc1"]
+    assert not any(node.op == "transpose" for node in quantized.nodes)
+    expected = ir.interpret(graph, inputs)
+    np.testing.assert_allclose(ir.interpret(quantized, inputs), expected, rtol=0.05, atol=0.05 * np.abs(expected).max())
+    assert [node.op for node in graph.nodes].count("transpose") == 2  # the caller's graph is left as it was

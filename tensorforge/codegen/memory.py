@@ -30,6 +30,15 @@ def align_up(nbytes: int, alignment: int = ALIGNMENT) -> int:
     return -(-nbytes // alignment) * alignment
 
 
+def aligned_empty(nbytes: int, alignment: int = ALIGNMENT, zeroed: bool = False) -> np.ndarray:
+    """A uint8 buffer of `nbytes` (at least one alignment unit) starting at an aligned address; uninitialized
+    unless `zeroed`."""
+    size = max(nbytes, alignment)
+    raw = (np.zeros if zeroed else np.empty)(size + alignment, dtype=np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start:start + size]
+
+
 @dataclass
 class ConstantLayout:
     """What the weights buffer holds: `entries` (name, array), and per node the operands it reads
@@ -53,7 +62,7 @@ def pack_weights(entries: Sequence[tuple[str, np.ndarray]]) -> tuple[np.ndarray,
     for name, value in entries:
         offsets[name] = size
         size = align_up(size + value.nbytes)
-    buffer = np.zeros(size, dtype=np.uint8)
+    buffer = aligned_empty(size, zeroed=True)[:size]  # aligned: the runtime passes it as it is, no copy
     for name, value in entries:
         data = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
         buffer[offsets[name]:offsets[name] + data.size] = data

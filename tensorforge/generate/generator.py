@@ -338,8 +338,8 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
         progress.update()
         report = None
         if config is not None:
-            prefill_graph = quantize_graph(transposed_weights_folded(graphs.prefill), None, config)[0]
-            decode_graph, report = quantize_graph(transposed_weights_folded(graphs.decode), None, config)
+            prefill_graph = quantize_graph(graphs.prefill, None, config)[0]
+            decode_graph, report = quantize_graph(graphs.decode, None, config)
             graphs = dataclasses.replace(graphs, prefill=prefill_graph, decode=decode_graph)
             progress.update()
         first_graph = first_token_graph(graphs.prefill)
@@ -406,34 +406,6 @@ def first_token_graph(prefill: Graph) -> Graph | None:
     row = graph.call("gather", [rows, last])
     logits = graph.call(head.op, [row, *head.inputs[1:]], head.attrs)
     graph.outputs = [graph.call("reshape", [logits], {"shape": (1, 1, logits.shape[-1])}), *graph.outputs[1:]]
-    return graph
-
-
-def transposed_weights_folded(graph: Graph) -> Graph:
-    """A copy of `graph` where a linear whose weight is a transpose of a constant (PyTorch's `x @ w.t()`:
-    Hugging Face GPT-2's lm_head, tied to the token embedding) reads the transposed constant itself, so
-    that int8 quantization, which takes constant weights, takes it too. The new constant is named
-    `<layer>.weight` when that name is free (the old one is no longer read), else `<layer>_t.weight`."""
-    graph = graph.copy()
-    for node in list(graph.nodes):
-        if node.op != "linear" or len(node.inputs) < 2:
-            continue
-        transpose = node.inputs[1]
-        if transpose.op != "transpose" or transpose.inputs[0].op != "constant" or transpose.type.rank != 2:
-            continue
-        table = transpose.inputs[0]
-        value = np.ascontiguousarray(np.transpose(table.value, transpose.attrs["perm"]))
-        alone = set(transpose.users) == {node} and set(table.users) == {transpose}
-        name = table.name if alone and table.name.endswith(".weight") else \
-            f"{table.name.removesuffix('.weight')}_t.weight"
-        for _ in range(2 if alone else 1):  # alone: once more, when the old constant has freed its name
-            with graph.inserting_before(node):
-                weight = graph.constant(value, name)
-            replaced = node.inputs[1]
-            node.inputs = [node.inputs[0], weight, *node.inputs[2:]]
-            for old in (replaced, *replaced.inputs):
-                if not old.users and old not in graph.outputs:
-                    graph.erase(old)
     return graph
 
 

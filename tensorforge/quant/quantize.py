@@ -125,6 +125,7 @@ def quantize(graph: Graph, calibration=None, config: QuantConfig | str = "int8")
     With `config.dynamic`, the linear layers become dynamic_qlinear instead (calibration, if
     given, only measures their SQNR for the guard)."""
     config = QuantConfig.of(config)
+    graph = fold_transposed_weights(graph)
     if calibration is None:
         if not config.dynamic:
             raise TypeError("static int8 quantization needs calibration=<samples> to choose the scales "
@@ -218,6 +219,36 @@ def _dynamic(graph: Graph, config: QuantConfig, values: dict | None, samples: in
         replace_node(node, replacement, [weight_node, *rest])
     report.weight_bytes = (f32_bytes, int8_bytes)
     return graph, report
+
+
+def fold_transposed_weights(graph: Graph) -> Graph:
+    """A copy of `graph` where a linear whose weight is a transpose of a constant (every PyTorch nn.Linear as
+    torch.export gives it, `x @ w.t()`, ONNX's Gemm with transB, Hugging Face GPT-2's lm_head tied to the
+    token embedding) reads the transposed constant itself, so that int8 quantization, which takes
+    constant weights, takes it too (without it a torch Sequential of Linears quantized no layer). The new
+    constant is named `<layer>.weight` when that name is free (the old one is no longer read), else
+    `<layer>_t.weight`."""
+    graph = graph.copy()
+    for node in list(graph.nodes):
+        if node.op != "linear" or len(node.inputs) < 2:
+            continue
+        transpose = node.inputs[1]
+        if transpose.op != "transpose" or transpose.inputs[0].op != "constant" or transpose.type.rank != 2:
+            continue
+        table = transpose.inputs[0]
+        value = np.ascontiguousarray(np.transpose(table.value, transpose.attrs["perm"]))
+        alone = set(transpose.users) == {node} and set(table.users) == {transpose}
+        name = table.name if alone and table.name.endswith(".weight") else \
+            f"{table.name.removesuffix('.weight')}_t.weight"
+        for _ in range(2 if alone else 1):  # alone: once more, when the old constant has freed its name
+            with graph.inserting_before(node):
+                weight = graph.constant(value, name)
+            replaced = node.inputs[1]
+            node.inputs = [node.inputs[0], weight, *node.inputs[2:]]
+            for old in (replaced, *replaced.inputs):
+                if not old.users and old not in graph.outputs:
+                    graph.erase(old)
+    return graph
 
 
 def layer_name(node) -> str:

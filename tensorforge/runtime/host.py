@@ -28,22 +28,13 @@ from collections.abc import Callable, Sequence
 import llvmlite.binding as llvm
 import numpy as np
 
+from ..codegen.memory import ALIGNMENT, aligned_empty
 from ..codegen.target import initialize_llvm
 from ..codegen.threads.thread_pool import SHUTDOWN
 from .array_entry import ARRAYS_ENTRY_SUFFIX, arrays_entry_ir, arrays_entry_type, data_offset
 from .errors import NativeError
 
-ALIGNMENT = 64  # bytes: the weights buffer and workspace arena (docs/architecture.md)
-
 ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
-
-
-def aligned_empty(nbytes: int, alignment: int = ALIGNMENT) -> np.ndarray:
-    """An uninitialized uint8 buffer of `nbytes` (at least one alignment unit) starting at an aligned address."""
-    size = max(nbytes, alignment)
-    raw = np.empty(size + alignment, dtype=np.uint8)
-    start = -raw.ctypes.data % alignment
-    return raw[start:start + size]
 
 
 def aligned_copy(data: np.ndarray, alignment: int = ALIGNMENT) -> np.ndarray:
