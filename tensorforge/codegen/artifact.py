@@ -2,7 +2,8 @@
 
     artifact = build(graph, "armv8")
     artifact.llvm_ir            # optimized LLVM IR defining `i32 @tf_run(ptr, ptr, ptr, ptr)`
-    artifact.object_code()      # a PIC ELF object for the target (the armv8 runner links it)
+    artifact.object_code()      # a PIC ELF object for the target: what the runtime loads (host: LLJIT;
+                                # armv8: linked by gcc), made once and kept (a saved model stores it)
     artifact.weights            # every constant at artifact.weight_offsets[name], 64-byte aligned
 """
 
@@ -43,6 +44,10 @@ class Artifact:
     parts: dict[str, int] = field(default_factory=dict, repr=False)  # node name -> parts, for split kernels
     profile_offset: int | None = field(default=None, repr=False)  # profiling build: ns per kernel at this offset
     profile_kernels: list[str] = field(default_factory=list, repr=False)  # ... for these nodes, in order
+    object: bytes | None = field(default=None, repr=False)  # object_code(), once made (or as loaded from a file)
+
+    def __post_init__(self) -> None:
+        self._object_ir = self.llvm_ir if self.object is not None else None  # the IR `object` was made from
 
     def module(self) -> llvm.ModuleRef:
         """The optimized module, parsed and verified."""
@@ -55,5 +60,9 @@ class Artifact:
         return self.target.target_machine(self.opt_level).emit_assembly(self.module())
 
     def object_code(self) -> bytes:
-        """The module as a relocatable, position-independent ELF object for the target."""
-        return self.target.target_machine(self.opt_level).emit_object(self.module())
+        """The module as a relocatable, position-independent ELF object for the target (made on the
+        first call and kept: every runtime loads these bytes, so a saved model runs the same code)."""
+        if self.object is None or self._object_ir is not self.llvm_ir:  # (a test may edit llvm_ir)
+            self.object = self.target.target_machine(self.opt_level).emit_object(self.module())
+            self._object_ir = self.llvm_ir
+        return self.object

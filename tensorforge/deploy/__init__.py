@@ -1,1 +1,2 @@
-"""Deployment: compiled models exported as C packages (export.py), saved and loaded, cached."""
+"""Getting compiled models out of the process that compiled them: C packages (export.py), saved models
+(container.py, saved.py), the compile cache."""

@@ -5,6 +5,7 @@
     for token in gen.stream([5, 1, 7], 20, temperature=0.8, top_k=10, seed=0): ...
     print(gen.stats)        # prefill seconds, decode tokens/s, cache bytes
     gen.export("gpt/")      # a C package: prefill, decode and a greedy loop (tensorforge/deploy/export.py)
+    gen.save("gpt.tfm")     # one file; tf.load_generator("gpt.tfm") generates the same tokens (deploy/saved.py)
     gen = tf.compile_generator(GPT2LMHeadModel(config).eval(), max_len=128)   # a PyTorch decoder too
 
 A torch.nn.Module is imported through its cache-free forward (frontend/torch/decoder.py: input_ids
@@ -104,9 +105,14 @@ class Generator:
         self._in_use = threading.Lock()  # one KV cache: one generation at a time (see _exclusive)
         self.max_len, self.prompt_len = graphs.max_len, graphs.prompt_len
         self.vocab_size = decode.output_types[0].shape[-1]
+        # how it was compiled (compile_generator sets them; a loaded generator compiles its full prefill so)
+        self.options = {"opt_level": 2, "threads": getattr(decode.artifact, "threads", 1)}
+        self.loaded_from = None  # the file (gen.save / the compile cache) it was loaded from
+        # decode's inputs: token, pos, then each of the 2 * layers caches' arrays (graphs.cache_types each)
+        count = (len(decode.input_types) - 2) // len(graphs.cache_types)
+        self.layers = count // 2
         # every cache is one slice of a block per array it has (f32 rows; or int8 codes and scales), and
         # so is every new row a decode step returns: a step writes its rows in with one assignment a block
-        count = 2 * len(graphs.attentions)
         self._cache_blocks = [np.zeros((count, *t.shape), t.dtype.numpy) for t in graphs.cache_types]
         self.caches = [block[i] for i in range(count) for block in self._cache_blocks]  # decode's input order
         self.cache_bytes = sum(block.nbytes for block in self._cache_blocks)
@@ -255,6 +261,13 @@ class Generator:
 
         return export_generator(self, directory, weights=weights, verbose=verbose)
 
+    def save(self, path):
+        """Write the generator to one file at `path` (its compiled models, prefill and decode graphs and
+        settings; deploy/saved.py); `tensorforge.load_generator(path)` gives back one generating the same tokens."""
+        from ..deploy.saved import save_generator
+
+        return save_generator(self, path)
+
     def quant_report(self):
         """The decode graph's int8 layers (compile_generator(quantize="int8")): scheme and weight bytes."""
         return self.decode_model.quant_report()
@@ -271,7 +284,7 @@ class Generator:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"<Generator {self.decode_model.target.name}: {len(self.graphs.attentions)} layers, "
+        return (f"<Generator {self.decode_model.target.name}: {self.layers} layers, "
                 f"prompt_len {self.prompt_len}, max_len {self.max_len}, {self.graphs.kv_cache} cache "
                 f"{self.cache_bytes} bytes>")
 
@@ -340,7 +353,9 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
         decode = compile(graphs.decode, target=target, opt_level=opt_level, threads=threads)
         progress.update()
     decode.quantization = report
-    return Generator(graphs, prefill if first is not None else prefill(), decode, first)
+    generator = Generator(graphs, prefill if first is not None else prefill(), decode, first)
+    generator.options = {"opt_level": opt_level, "threads": threads}
+    return generator
 
 
 def _trace_decoder(model, prompt_len: int, trace) -> Graph:

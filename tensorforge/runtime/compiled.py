@@ -6,6 +6,7 @@
     cm.llvm_ir(), cm.assembly()           # what was generated
     cm.export("out/")                     # a C package for the target: model.h, libmodel.a, main.c, Makefile
     cm.memory_report(), cm.profile(x)     # peak activation memory; time per kernel on the roofline
+    cm.save("model.tfm")                  # one file; tfg.load("model.tfm") runs the same code (deploy/saved.py)
     cm.close()                            # or `with CompiledModel(artifact) as cm: ...`
 
 Every argument is checked (count, shape, dtype, C-contiguity, alignment, and token ids against the
@@ -94,8 +95,11 @@ class CompiledModel:
         self.output_types: list[TensorType] = list(artifact.output_types)
         self.graph: Graph | None = getattr(artifact, "graph", None)
         self.source_graph = source_graph
-        self.snapshots = list(snapshots or [])
+        self._snapshots = list(snapshots or [])
+        self._replay = None  # a cache hit's passes, run again when their snapshots are asked for (api.py)
         self.pass_report = report
+        self.loaded_from: Path | None = None  # the saved-model file or cache entry it was loaded from
+        self.cache_status = "off"  # compile's cache: "hit" (loaded from loaded_from), "miss" (stored), "off"
         self.compile_seconds: dict[str, float] = {"llvm": float(getattr(artifact, "compile_seconds", 0.0))}
         self.input_names = _input_names(artifact, source_graph)
         self._input_specs = [(t.shape, t.dtype.numpy) for t in self.input_types]
@@ -218,15 +222,46 @@ class CompiledModel:
 
         return export_model(self, directory, weights=weights, verbose=verbose)
 
+    def save(self, path) -> Path:
+        """Write this model to one file at `path` (object code, weights, graph text, io, build options,
+        versions; deploy/saved.py); `tensorforge.load(path)` gives back a model computing the same bits."""
+        from ..deploy.saved import save_model
+
+        return save_model(self, path)
+
+    @property
+    def snapshots(self) -> list[tuple[str, Graph]]:
+        """The graph before and after every pass: [("input", g0), (pass, g1), ...]. A model compile found
+        in the compile cache runs its passes again for them (no LLVM); a loaded file has none."""
+        if not self._snapshots and self._replay is not None:
+            replay, self._replay = self._replay, None
+            self._snapshots = replay().snapshots
+        return self._snapshots
+
+    @snapshots.setter
+    def snapshots(self, value) -> None:
+        self._snapshots = list(value)
+
     def report(self) -> str:
-        """The pass report (pass, time, nodes before/after) as text; empty when none was given."""
-        return "" if self.pass_report is None else str(self.pass_report)
+        """The pass report (pass, time, nodes before/after) as text; empty when none was given. A model
+        from a file or the compile cache gives its compile's report, after a line saying so."""
+        if self.pass_report is None:
+            return ""
+        if self.loaded_from is None:
+            return str(self.pass_report)
+        where = "the compile cache" if self.cache_status == "hit" else "a saved file"
+        return (f"loaded from {where} ({self.loaded_from}): the passes ran when it was compiled, "
+                f"with these times\n{self.pass_report}")
 
     def save_pictures(self, directory, fmt: str = "svg") -> Path:
-        """Draw the graph after every pass into `directory`, with an index.html; returns the directory."""
+        """Draw the graph after every pass into `directory`, with an index.html; returns the directory.
+        (A compile answered by the cache runs the passes again to draw them; a loaded file cannot.)"""
         from ..visualize import save_pictures
 
         if not self.snapshots:
+            if self.loaded_from is not None:
+                raise ValueError(f"this model was loaded from {self.loaded_from}, which keeps the optimized graph "
+                                 f"(cm.graph) but not the graph after every pass: compile the model to draw them")
             raise ValueError("this CompiledModel has no pass snapshots to draw (it was built without them)")
         return save_pictures(self.snapshots, self.pass_report, directory, fmt)
 

@@ -1,10 +1,13 @@
-"""In-process execution: the artifact's LLVM IR compiled by LLVM's ORC JIT (LLJIT), called through ctypes.
+"""In-process execution: the artifact's object code linked by LLVM's ORC JIT (LLJIT), called through ctypes.
 
     executor = HostExecutor(artifact)
     executor.run([x], [y])            # tf_run(inputs, outputs, weights, workspace); raises NativeError
 
-The caller has already checked the arrays (CompiledModel does). Each Python thread gets its own
-workspace arena and pointer arrays (threading.local), so calls from several threads overlap
+The object code is `artifact.object_code()`: made from the LLVM IR once (a saved model holds it,
+so loading one runs the same machine code and needs no LLVM optimization or code generation, but
+for the few instructions of the array entry). The caller has already checked the arrays
+(CompiledModel does). Each Python thread gets its own workspace arena and pointer arrays
+(threading.local), so calls from several threads overlap
 safely: ctypes releases the GIL for the native call. The JIT engine lives as long as this object
 (and any call in flight holds a reference to it); it is released when the object is collected.
 
@@ -81,14 +84,14 @@ class _ThreadState:
 
 
 class HostExecutor:
-    """Runs an artifact's tf_run in this process, JIT-compiled from its LLVM IR."""
+    """Runs an artifact's tf_run in this process, its object code linked by the JIT."""
 
     def __init__(self, artifact):
         initialize_llvm()
         self.entry = getattr(artifact, "entry", "tf_run")
-        llvm.parse_assembly(artifact.llvm_ir).verify()  # a clear error for bad IR, before the JIT sees it
+        code = artifact.object_code()  # bad IR raises here, with LLVM's message, before the JIT sees it
         engine = llvm.create_lljit_compiler(artifact.target.target_machine())
-        library = llvm.JITLibraryBuilder().add_ir(artifact.llvm_ir).add_current_process().export_symbol(self.entry)
+        library = llvm.JITLibraryBuilder().add_object_img(code).add_current_process().export_symbol(self.entry)
         n_inputs, n_outputs = len(artifact.input_types), len(artifact.output_types)
         offset = data_offset()
         if offset is not None:  # run() passes the array objects themselves (array_entry.py)

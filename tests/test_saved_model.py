@@ -1,0 +1,225 @@
+"""Saved models (tensorforge/deploy/saved.py): cm.save / tfg.load and gen.save / tfg.load_generator.
+
+The oracle is the model that was saved: a loaded model must give its outputs bit for bit (host in
+process, armv8 under qemu), a loaded generator its greedy tokens. Damaged, foreign or other-version
+files must be refused with SavedModelError naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+import sys
+
+import numpy as np
+import pytest
+
+import tensorforge as tfg
+from tensorforge import models, nn
+from tensorforge.codegen.artifact import Artifact
+from tensorforge.codegen.target import Target
+from tensorforge.deploy import container
+from tensorforge.runtime import ToolMissingError, find_cross_tools
+
+RNG = np.random.default_rng(0)
+X_CNN = RNG.standard_normal((2, 3, 12, 12), dtype=np.float32)
+X_MLP = RNG.standard_normal((3, 784), dtype=np.float32)
+
+
+def _has_cross_tools() -> bool:
+    try:
+        find_cross_tools("aarch64")
+        return True
+    except ToolMissingError:
+        return False
+
+
+needs_qemu = pytest.mark.skipif(not _has_cross_tools(), reason="needs gcc-aarch64-linux-gnu and qemu-user")
+
+
+@pytest.fixture(scope="module")
+def cnn() -> tfg.CompiledModel:
+    with tfg.compile(models.small_cnn(), X_CNN) as compiled:
+        yield compiled
+
+
+@pytest.fixture(scope="module")
+def cnn_file(cnn, tmp_path_factory):
+    return cnn.save(tmp_path_factory.mktemp("saved") / "cnn.tfm")
+
+
+def _round_trip(compiled, path, x, **load_options) -> tfg.CompiledModel:
+    compiled.save(path)
+    loaded = tfg.load(path, **load_options)
+    expected = compiled(x)
+    got = loaded(x)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32)), "the loaded model's bits differ"
+    return loaded
+
+
+def test_cnn_round_trip_on_the_host_is_bit_identical(cnn, tmp_path):
+    with _round_trip(cnn, tmp_path / "cnn.tfm", X_CNN) as loaded:
+        assert loaded.target.name == "host" and loaded.loaded_from == tmp_path / "cnn.tfm"
+        assert str(loaded.graph) == str(cnn.graph)
+        assert loaded.input_names == cnn.input_names and loaded.output_types == cnn.output_types
+        assert str(loaded.memory_report()) == str(cnn.memory_report())
+        assert "loaded from a saved file" in loaded.report() and "fold-constants" in loaded.report()
+        assert np.array_equal(loaded(X_CNN[::-1].copy()), cnn(X_CNN[::-1].copy()))
+
+
+def test_mlp_round_trip_with_threads_and_int8(tmp_path):
+    calibration = RNG.standard_normal((16, 784), dtype=np.float32)
+    with tfg.compile(models.mlp(), X_MLP, threads=2, quantize="int8", calibration=calibration) as compiled:
+        with _round_trip(compiled, tmp_path / "mlp.tfm", X_MLP) as loaded:
+            assert loaded.artifact.threads == compiled.artifact.threads
+            assert str(loaded.quant_report()) == str(compiled.quant_report())
+
+
+def test_pruned_model_keeps_its_prune_report(tmp_path):
+    with tfg.compile(models.mlp(), X_MLP, prune=tfg.PruneConfig(sparsity=0.9)) as compiled:
+        with _round_trip(compiled, tmp_path / "pruned.tfm", X_MLP) as loaded:
+            assert str(loaded.prune_report()) == str(compiled.prune_report())
+
+
+@needs_qemu
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_armv8_round_trip_under_qemu_is_bit_identical(name, tmp_path):
+    model, x = (models.mlp(), X_MLP) if name == "mlp" else (models.small_cnn(), X_CNN)
+    with tfg.compile(model, x, target="armv8") as compiled:
+        with _round_trip(compiled, tmp_path / f"{name}.tfm", x, target="armv8") as loaded:
+            assert loaded.target == Target.parse("armv8")
+
+
+def test_loading_runs_no_llvm(cnn_file, monkeypatch):
+    """The object code is linked as saved: no module is parsed, optimized or compiled on load (the
+    array entry, a few instructions of IR, is the only thing the JIT compiles)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("loading ran LLVM on the model")
+
+    monkeypatch.setattr(Artifact, "module", refuse)
+    monkeypatch.setattr(sys.modules["tensorforge.codegen.build"], "optimize", refuse)
+    with tfg.load(cnn_file) as loaded:
+        loaded(X_CNN)
+
+
+def test_saving_a_loaded_model_gives_the_same_file_contents(cnn_file, tmp_path):
+    with tfg.load(cnn_file) as loaded:
+        again = loaded.save(tmp_path / "again.tfm")
+    first, second = (json.loads(_header_text(path.read_bytes())) for path in (cnn_file, again))
+    assert first["model"]["object"] == second["model"]["object"]
+    assert first["sections"].keys() == second["sections"].keys()
+
+
+def test_save_writes_only_the_named_file(cnn, tmp_path):
+    directory = tmp_path / "out"
+    directory.mkdir()
+    cnn.save(directory / "model.tfm")
+    with tfg.load(directory / "model.tfm") as loaded:
+        loaded(X_CNN)
+    assert [path.name for path in directory.iterdir()] == ["model.tfm"]
+
+
+def test_generator_round_trip_gives_the_same_greedy_tokens(tmp_path):
+    gpt = nn.GPT(64, 32, 2, 2, 32, rng=np.random.default_rng(0))
+    generator = tfg.compile_generator(gpt, 32, prompt_len=8, kv_cache="int8")
+    generator.save(tmp_path / "gpt.tfm")
+    loaded = tfg.load_generator(tmp_path / "gpt.tfm")
+    assert (loaded.max_len, loaded.prompt_len, loaded.layers, loaded.graphs.kv_cache) == (32, 8, 2, "int8")
+    for prompt in ([5, 1, 7], list(range(1, 12))):  # shorter and longer than prompt_len
+        assert loaded.generate(prompt, 12) == generator.generate(prompt, 12)
+    assert np.array_equal(loaded.logits([3, 4, 5]), generator.logits([3, 4, 5]))  # the full prefill, compiled late
+    assert str(loaded.graphs.decode) == str(generator.graphs.decode)
+    generator.close()
+    loaded.close()
+
+
+# --- refusals -------------------------------------------------------------------------------------------
+
+def _header_text(data: bytes) -> bytes:
+    length = struct.unpack_from("<Q", data, 16)[0]
+    return data[24:24 + length]
+
+
+def _refused(path, match: str, load=tfg.load, **options):
+    with pytest.raises(tfg.SavedModelError, match=match) as info:
+        load(path, **options)
+    assert str(path) in str(info.value)
+
+
+def test_a_file_for_another_target_is_refused(cnn, cnn_file, tmp_path):
+    _refused(cnn_file, "holds code for target host .*, not armv8", target="armv8")
+    with tfg.compile(models.mlp(), X_MLP, target="armv8") as arm:
+        arm.save(tmp_path / "arm.tfm")
+    _refused(tmp_path / "arm.tfm", "holds code for target armv8 .*, not host", target="host")
+
+
+def test_code_for_cpu_features_this_machine_lacks_is_refused(cnn, tmp_path, monkeypatch):
+    """A file made on a machine with a feature this one lacks (as x86-64-v4 code on a CPU without AVX-512)."""
+    foreign = dataclasses.replace(cnn.target, features=cnn.target.features + ",+madeupfeature")
+    monkeypatch.setattr(cnn, "target", foreign)
+    cnn.save(tmp_path / "foreign.tfm")
+    _refused(tmp_path / "foreign.tfm", "CPU features this machine lacks: madeupfeature")
+
+
+@pytest.mark.skipif(Target.parse("host").has_feature("avx512f") or Target.parse("host").arch != "x86_64",
+                    reason="needs an x86-64 host without AVX-512")
+def test_avx512_code_on_a_machine_without_it_is_refused(tmp_path):
+    from tensorforge.codegen import build
+
+    graph = tfg.trace(models.mlp(), X_MLP)
+    artifact = build(graph, "x86-64-v4")
+    model = tfg.CompiledModel.__new__(tfg.CompiledModel)  # it cannot run here, so it was never loaded
+    model.artifact, model.target, model.input_names, model.pass_report = artifact, artifact.target, ["x"], None
+    from tensorforge.deploy.saved import save_model
+
+    save_model(model, tmp_path / "v4.tfm")
+    _refused(tmp_path / "v4.tfm", "avx512")
+
+
+def test_another_format_version_is_refused(cnn_file, tmp_path):
+    data = bytearray(cnn_file.read_bytes())
+    struct.pack_into("<I", data, 8, container.FORMAT_VERSION + 1)
+    (tmp_path / "v2.tfm").write_bytes(data)
+    _refused(tmp_path / "v2.tfm", f"format version {container.FORMAT_VERSION + 1}; this tensorforge reads version")
+
+
+@pytest.mark.parametrize("keep", [0, 5, 20, 100, 0.5, -1])
+def test_a_truncated_file_is_refused(cnn_file, tmp_path, keep):
+    data = cnn_file.read_bytes()
+    keep = int(len(data) * keep) if isinstance(keep, float) else keep % len(data)
+    (tmp_path / "cut.tfm").write_bytes(data[:keep])
+    _refused(tmp_path / "cut.tfm", "truncated|not a tensorforge saved model")
+
+
+def test_an_extended_file_is_refused(cnn_file, tmp_path):
+    (tmp_path / "long.tfm").write_bytes(cnn_file.read_bytes() + b"\0")
+    _refused(tmp_path / "long.tfm", "truncated or extended")
+
+
+def _altered_positions(data: bytes) -> dict[str, int]:
+    header = _header_text(data)
+    start = 24 + len(header) + 32
+    sections = json.loads(header)["sections"]
+    model = json.loads(header)["model"]
+    weights = max(model["weights"]["segments"], key=lambda segment: segment[1])[2]
+    return {"magic": 1, "header": 24 + header.index(b'"entry"') + 3, "header checksum": 24 + len(header) + 5,
+            "object code": start + sections[model["object"]][0] + 100,
+            "weights": start + sections[weights][0] + sections[weights][1] // 2, "last byte": len(data) - 1}
+
+
+@pytest.mark.parametrize("where", ["magic", "header", "header checksum", "object code", "weights", "last byte"])
+def test_an_altered_byte_is_refused(cnn_file, tmp_path, where):
+    data = bytearray(cnn_file.read_bytes())
+    data[_altered_positions(bytes(data))[where]] ^= 0x10
+    (tmp_path / "altered.tfm").write_bytes(data)
+    _refused(tmp_path / "altered.tfm", "checksum does not match|not a tensorforge saved model")
+
+
+def test_other_files_are_refused(cnn_file, tmp_path):
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    _refused(tmp_path / "array.npy", "not a tensorforge saved model")
+    _refused(tmp_path / "missing.tfm", "no such file")
+    _refused(tmp_path, "is a directory")
+    _refused(cnn_file, "holds a model, not a generator: open it with tfg.load", load=tfg.load_generator)
