@@ -13,6 +13,8 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from .check import FLOAT_TOLERANCE, CheckError, CheckResult, compare_stages, distances
 from .codegen import build
 from .codegen.target import Target
@@ -166,6 +168,15 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     return compiled
 
 
+def _int8_step(graph: Graph) -> float:
+    """One code of the coarsest int8 activation of a QDQ graph (the largest constant scale of a quantize
+    node); 0 when there is none. lower-quant's integer kernels compute the QDQ graph's values up to the
+    rounding of the int32 bias (half a step of x's scale times w's) and one code of a requantized value."""
+    scales = [float(np.max(node.inputs[1].value)) for node in graph.nodes
+              if node.op == "quantize" and node.inputs[1].op == "constant"]
+    return max(scales, default=0.0)
+
+
 def check(model, inputs, target: str | Target = "host", opt_level: int = 2, *, rtol: float | None = None,
           atol: float | None = None, disabled: tuple[str, ...] = (), threads: int | None = None, prune=None,
           quantize=None, calibration=None, minimize: bool = False, repro_dir=None,
@@ -174,11 +185,13 @@ def check(model, inputs, target: str | Target = "host", opt_level: int = 2, *, r
 
     Raises CheckError naming the first pass (or the codegen) whose outputs differ, the first node
     whose value differs from the value it stands for before that pass (in both graphs, with op,
-    attributes, input shapes) and the errors. Float tolerances default to rtol 1e-4, atol 1e-5;
-    integer outputs are exact.
+    attributes, input shapes) and the errors. Float tolerances default to rtol 1e-4, atol 1e-5
+    (with `quantize=`, atol is at least one code of the coarsest int8 activation); integer outputs
+    are exact.
     `prune=`, `quantize=` and `calibration=` build what `compile` would with them; the build is then
     checked against its own pruned or quantized graph (the int8 kernels compute that graph's values
-    exactly), and `result.fp32_distance` says how far its outputs are from the fp32 model's.
+    up to the int32 bias's rounding and one code of a requantized value), and `result.fp32_distance`
+    says how far its outputs are from the fp32 model's.
     `minimize=True`: on a divergence, shrink the graph to a small one where the same stage diverges
     (tensorforge/minimize.py) and write a standalone repro (graph.tfir, constants, inputs as .npy,
     repro.py) into `repro_dir` (default: a new temporary directory); the CheckError names it
@@ -195,7 +208,8 @@ def check(model, inputs, target: str | Target = "host", opt_level: int = 2, *, r
                        quantize=quantize, calibration=calibration)
     inputs = inputs_in_order(compiled.source_graph, inputs)
     rtol = FLOAT_TOLERANCE["rtol"] if rtol is None else rtol
-    atol = FLOAT_TOLERANCE["atol"] if atol is None else atol
+    if atol is None:
+        atol = max(FLOAT_TOLERANCE["atol"], _int8_step(compiled.source_graph) if quantize is not None else 0.0)
     with compiled:
         arrays = tuple(coerce_inputs(compiled.source_graph, inputs))
         outputs = compiled(*arrays)
