@@ -269,7 +269,8 @@ class Generator:
         return save_generator(self, path)
 
     def quant_report(self):
-        """The decode graph's int8 layers (compile_generator(quantize="int8")): scheme and weight bytes."""
+        """The int8 layers (compile_generator(quantize="int8")): scheme, SQNR on the calibration prompts
+        (the whole layer's and its worst output channel's), decision, weight bytes."""
         return self.decode_model.quant_report()
 
     def close(self) -> None:
@@ -306,8 +307,8 @@ def _check_lengths(max_len, prompt_len) -> None:
 
 
 def compile_generator(model, max_len: int, prompt_len: int | None = None, target: str | Target = "host",
-                      opt_level: int = 2, *, threads: int | None = None, quantize=None, kv_cache: str = "f32",
-                      verbose: bool = False) -> Generator:
+                      opt_level: int = 2, *, threads: int | None = None, quantize=None, calibration=None,
+                      kv_cache: str = "f32", verbose: bool = False) -> Generator:
     """Trace `model` (a GPT, or any model of tokens[1, S] -> logits[1, S, V] with causal attention;
     a torch.nn.Module decoder in eval mode, such as a Hugging Face GPT2LMHeadModel, whose cache-free
     forward is imported (frontend/torch/decoder.py); or a Graph traced so) on tokens[1, prompt_len],
@@ -318,7 +319,11 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
     constant weight, in both graphs, into dynamic_qlinear: int8 weights (per output channel unless
     the config says per-tensor), each call's activations quantized with their own range at run
     time, int32 accumulation (tensorforge/quant/quantize.py). Embeddings, layer norms, attention and the
-    cache stay f32. gen.quant_report() lists the layers. `kv_cache="int8"` stores the caches as int8
+    cache stay f32. The int8 guard measures each layer on prefills of `calibration` (token ids
+    [N, prompt_len], or a list of prompts, padded or cut to prompt_len; default: 8 prompts of random
+    ids, seed 0) and keeps in f32 the layers below the config's budgets (30 dB over the layer, 20 dB
+    on its worst output channel), in both graphs; gen.quant_report() lists the layers, their SQNR
+    and decision. `kv_cache="int8"` stores the caches as int8
     codes with a scale per row (see the module docstring), independently of `quantize`. `verbose`
     shows a progress bar over the stages (a GPT-2-size model takes some 10 s).
     """
@@ -338,8 +343,9 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
         progress.update()
         report = None
         if config is not None:
-            prefill_graph = quantize_graph(graphs.prefill, None, config)[0]
-            decode_graph, report = quantize_graph(graphs.decode, None, config)
+            samples = _calibration_prompts(calibration, graphs.prefill)
+            prefill_graph, report = quantize_graph(graphs.prefill, samples, config)
+            decode_graph = quantize_graph(graphs.decode, None, config, decided=report)[0]
             graphs = dataclasses.replace(graphs, prefill=prefill_graph, decode=decode_graph)
             progress.update()
         first_graph = first_token_graph(graphs.prefill)
@@ -409,13 +415,38 @@ def first_token_graph(prefill: Graph) -> Graph | None:
     return graph
 
 
+def _calibration_prompts(calibration, prefill: Graph) -> np.ndarray:
+    """The int8 guard's prompts as ids[N, prompt_len] for the prefill graph: `calibration` (an array
+    [N, prompt_len], or prompts of up to prompt_len ids, padded with PAD_ID), or 8 of random ids."""
+    tokens = prefill.inputs[0]
+    prompt_len = tokens.shape[-1]
+    vocab = _vocab_size(prefill)
+    if calibration is None:
+        return np.random.default_rng(0).integers(0, vocab, (8, prompt_len)).astype(tokens.dtype.numpy)
+    prompts = [np.asarray(prompt).reshape(-1) for prompt in calibration]
+    if not prompts or any(prompt.size == 0 or prompt.size > prompt_len for prompt in prompts):
+        raise ValueError(f"calibration= takes prompts of 1 to prompt_len ({prompt_len}) token ids each "
+                         f"(an array [N, {prompt_len}] or a list of id lists)")
+    ids = np.full((len(prompts), prompt_len), PAD_ID, np.int64)
+    for row, prompt in zip(ids, prompts):
+        if prompt.dtype.kind not in "iu" or prompt.min() < 0 or prompt.max() >= vocab:
+            raise ValueError(f"calibration prompts must hold integer token ids in [0, {vocab})")
+        row[:prompt.size] = prompt
+    return ids.astype(tokens.dtype.numpy)
+
+
+def _vocab_size(prefill: Graph) -> int:
+    """The vocabulary: the last axis of the prefill's logits (its first output)."""
+    return prefill.outputs[0].shape[-1]
+
+
 def _generator_quant_config(quantize) -> QuantConfig | None:
     """The dynamic int8 config `quantize` asks for (None: f32); static int8 is refused: its activation
-    scales would come from calibration prompts, which compile_generator does not take."""
+    scales would differ between a prefill's rows and a decode step's one row."""
     if quantize is None:
         return None
     if quantize == "int8":
-        return QuantConfig(dynamic=True, sqnr_budget=None)
+        return QuantConfig(dynamic=True)
     config = QuantConfig.of(quantize)
     if not config.dynamic:
         raise ValueError("compile_generator quantizes dynamically (activation scales at run time): pass "

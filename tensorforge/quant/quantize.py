@@ -119,13 +119,19 @@ def _layer_output(node, x: np.ndarray, weight: np.ndarray, rest: list[np.ndarray
     return evaluate(node.op, [x, weight, *rest], attrs)
 
 
-def quantize(graph: Graph, calibration=None, config: QuantConfig | str = "int8") -> tuple[Graph, QuantReport]:
+def quantize(graph: Graph, calibration=None, config: QuantConfig | str = "int8", *,
+             decided: QuantReport | None = None) -> tuple[Graph, QuantReport]:
     """A QDQ copy of `graph` (its linear layers quantized, as `config` says) and the report.
 
     With `config.dynamic`, the linear layers become dynamic_qlinear instead (calibration, if
-    given, only measures their SQNR for the guard)."""
+    given, only measures their SQNR for the guard). `decided`: a dynamic report whose decisions to
+    follow, by layer name, instead of measuring (a generator's decode graph follows its prefill's)."""
     config = QuantConfig.of(config)
     graph = fold_transposed_weights(graph)
+    if decided is not None:
+        if not config.dynamic:
+            raise ValueError("quantize(decided=...) follows a dynamic report's decisions: pass a dynamic config")
+        return _dynamic(graph, config, None, decided=decided)
     if calibration is None:
         if not config.dynamic:
             raise TypeError("static int8 quantization needs calibration=<samples> to choose the scales "
@@ -180,13 +186,15 @@ def quantize(graph: Graph, calibration=None, config: QuantConfig | str = "int8")
     return quantized, report
 
 
-def _dynamic(graph: Graph, config: QuantConfig, values: dict | None, samples: int = 0) -> tuple[Graph, QuantReport]:
+def _dynamic(graph: Graph, config: QuantConfig, values: dict | None, samples: int = 0,
+             decided: QuantReport | None = None) -> tuple[Graph, QuantReport]:
     """Every linear with a constant weight becomes dynamic_qlinear (kept in f32 below the SQNR budget,
-    when calibration values are there to measure it)."""
+    when calibration values are there to measure it, or as `decided` decided for the same layer)."""
+    earlier = {row[0]: row for row in decided.rows} if decided is not None else {}
     from ..ir import evaluate
 
     graph = graph.copy()
-    report = QuantReport(config, calibration_samples=samples)
+    report = QuantReport(config, calibration_samples=samples if decided is None else decided.calibration_samples)
     f32_bytes = int8_bytes = 0
     for node in _candidates(graph, ("linear",)):
         x, weight_node, *rest = node.inputs
@@ -199,7 +207,10 @@ def _dynamic(graph: Graph, config: QuantConfig, values: dict | None, samples: in
         bias = rest[0].value if rest else np.zeros(weight.shape[1], np.float32)
         sqnr = worst = float("nan")
         reason = None
-        if values is not None:
+        if layer_name(node) in earlier:
+            _, _, sqnr, decision, worst = earlier[layer_name(node)]
+            reason = None if decision == "int8" else decision
+        elif values is not None:
             inputs = values[x.name]
             approximation = evaluate("dynamic_qlinear", [inputs, codes, scale, bias], {})
             reference = _layer_output(node, inputs, weight, [bias])
