@@ -300,7 +300,12 @@ def test_names_survive_and_import_is_deterministic():
     model.graph.node[0].name = "/encoder/layer.0/act/Relu"
     first, second = load_onnx(model, feeds), load_onnx(model.SerializeToString(), feeds)
     assert str(first) == str(second)
-    assert "%encoder.layer.0.act.Relu = relu(%a)" in str(first)
+    assert "%y = relu(%a)" in str(first)  # a graph output is named as the model names it, its node as a layer
+    assert first.outputs[0].meta["layer"] == "encoder.layer.0.act.Relu"
+    model.graph.node[0].output[0] = "hidden"  # an inner value keeps its node's name
+    model.graph.node.append(helper.make_node("Neg", ["hidden"], ["y"], name="/head/Neg"))
+    inner = load_onnx(model, feeds)
+    assert "%encoder.layer.0.act.Relu = relu(%a)" in str(inner) and "%y = neg(" in str(inner)
 
 
 def test_inputs_by_name_and_symbolic_axes():

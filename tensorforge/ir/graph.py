@@ -150,6 +150,19 @@ class Graph:
         self.nodes.insert(len(self.inputs) - 1, node)
         return node
 
+    def rename(self, node: Node, name: str) -> None:
+        """Give `node` the free value name `name` (an importer naming a graph output after the model's)."""
+        if node.graph is not self:
+            raise ValueError(f"%{node.name} is not a value of this graph")
+        if name == node.name:
+            return
+        if not NAME_RE.fullmatch(name) or any(other.name == name for other in self.nodes):
+            raise ValueError(f"cannot rename %{node.name} to {name!r}: not a valid value name, or taken")
+        node.meta.setdefault("layer", node.name)  # pictures and the check still name the model's node
+        self._names.discard(node.name)
+        node.name = name
+        self._names.add(name)
+
     def constant(self, value, name: str | None = None) -> Node:
         array = np.asarray(value)
         return self._insert(Node(self, self._fresh_name(name), "constant", (), {"value": array},

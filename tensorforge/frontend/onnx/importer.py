@@ -19,6 +19,7 @@ Slice... get their shapes from Shape/Gather/Concat chains of a model exported wi
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -200,11 +201,23 @@ class Importer:
         for output in onnx_graph.output:
             outputs.append(self.value(output.name))
         self.graph.outputs = outputs
+        self._name_outputs(onnx_graph)
         for node in reversed(list(self.graph.nodes)):  # what no output needs: shape arithmetic, unused outputs
             if node.op != "input" and not node.users and node not in self.graph.outputs:
                 self.graph.erase(node)
         ir.verify(self.graph)
         return self.graph
+
+    def _name_outputs(self, onnx_graph) -> None:
+        """Each computed output named as the model names it ('logits', not its node's '/fc/Gemm'), where the
+        name is free and the value is that one output; so are the compiled model's outputs, pictures and
+        saved files."""
+        for node, output in zip(self.graph.outputs, onnx_graph.output):
+            wanted = ir_name(output.name)
+            if node.op in ("input", "constant") or not wanted or self.graph.outputs.count(node) > 1:
+                continue
+            with contextlib.suppress(ValueError):  # the name is another value's: the node keeps its own
+                self.graph.rename(node, wanted)
 
     def convert(self, node) -> None:
         entry = CONVERTERS.get(node.op_type)
