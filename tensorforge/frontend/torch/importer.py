@@ -19,6 +19,8 @@ sizes. Anything else raises UnsupportedTorchOp naming the ATen op, the module an
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import re
 import sys
 from typing import Any
@@ -160,6 +162,9 @@ class Importer:
         target = node.target
         args = [self.resolve(a, node) for a in node.args]
         kwargs = {k: self.resolve(v, node) for k, v in node.kwargs.items()}
+        if target in _weight_layouts() and args and isinstance(args[0], _LazyConstant) and not kwargs:
+            self.env[node] = args[0].relaid(target, args[1:])
+            return
         args = [self.materialize(a) for a in args]
         kwargs = {k: self.materialize(v) for k, v in kwargs.items()}
         if not isinstance(target, torch._ops.OpOverload):
@@ -237,18 +242,63 @@ class Importer:
     def set_outputs(self, node, signature) -> None:
         kinds = [spec.kind.name for spec in signature.output_specs]
         values = node.args[0] if isinstance(node.args[0], (tuple, list)) else [node.args[0]]
-        outputs = []
+        outputs, positions = [], []  # positions: per user output, its index in outputs (None: a None returned)
         for kind, value in zip(kinds, values):
             if kind != "USER_OUTPUT":
                 if kind == "BUFFER_MUTATION":
                     raise TorchImportError("the model updates a buffer in its forward (a BatchNorm in training mode, "
                                            "a cache): call model.eval() first, or keep state out of forward")
                 continue
+            if value is None:
+                positions.append(None)
+                continue
             result = self.materialize(self.resolve(value))
             if not isinstance(result, ir.Node):
                 raise TorchImportError(f"an output of the model is not a tensor ({result!r})")
+            positions.append(len(outputs))
             outputs.append(result)
         self.graph.outputs = outputs
+        self.graph.output_structure = output_structure(self.program.call_spec.out_spec, positions)
+
+
+def output_structure(spec, positions: list):
+    """torch.export's output TreeSpec as a plain-Python structure (ir/structure.py): each leaf replaced
+    by its output position (None for a None); tuples and lists (a namedtuple as a tuple) kept; a dict,
+    a Hugging Face ModelOutput (an OrderedDict of its fields that are not None) or a dataclass
+    registered with torch.export as a dict keyed by field name (a ModelOutput's None fields are not
+    among its keys). None when the program carries no spec (then the outputs are flat)."""
+    if spec is None:
+        return None
+    if spec.num_leaves != len(positions):
+        raise TorchImportError(f"the exported program returns {len(positions)} values but its output spec has "
+                               f"{spec.num_leaves} leaves")
+    leaves = iter(positions)
+
+    def walk(node):
+        if node.is_leaf():
+            return next(leaves)
+        children = [walk(child) for child in node.children()]
+        kind, context = node.type, node.context
+        if isinstance(kind, type) and issubclass(kind, dict):
+            keys = context[1] if kind is collections.defaultdict else context
+            return dict(zip((str(key) for key in keys), children, strict=True))
+        if isinstance(kind, type) and issubclass(kind, list):
+            return children
+        if isinstance(kind, type) and issubclass(kind, tuple) or _is_namedtuple_spec(node):
+            return tuple(children)
+        if dataclasses.is_dataclass(kind) and isinstance(context, (list, tuple)) and len(context) == 2:
+            return dict(zip(context[0], children, strict=True))  # register_dataclass: [fields set, fields None]
+        if isinstance(context, (list, tuple)) and len(context) == len(children) and \
+                all(isinstance(key, str) for key in context):  # another node keyed by its fields' names
+            return dict(zip(context, children, strict=True))
+        return tuple(children)
+
+    return walk(spec)
+
+
+def _is_namedtuple_spec(node) -> bool:
+    """pytree registers namedtuples with their class as the context (the node type is a function)."""
+    return isinstance(node.context, type) and issubclass(node.context, tuple)
 
 
 class _LazyConstant:
@@ -256,6 +306,13 @@ class _LazyConstant:
 
     def __init__(self, array: np.ndarray, name: str):
         self.array, self.name, self._node = array, name, None
+
+    def relaid(self, op, args) -> _LazyConstant:
+        """The parameter transposed by `op` (aten.t, permute, transpose) at import, under the parameter's
+        name: a linear layer's weight arrives as `t(weight)`, and the linear then reads a constant
+        named by its module path (what quantization and the pictures name the layer by)."""
+        result = op(_torch().from_numpy(self.array), *args)
+        return _LazyConstant(np.ascontiguousarray(result.numpy()), self.name)
 
     def node(self, builder: GraphBuilder) -> ir.Node:
         if self._node is None:
@@ -280,6 +337,12 @@ def _ignored():
 
 
 IGNORED: set = set()
+
+
+def _weight_layouts() -> tuple:
+    """The ATen ops that only transpose their operand: applied to a parameter, they are done at import."""
+    aten = _torch().ops.aten
+    return (aten.t.default, aten.permute.default, aten.transpose.int)
 
 
 def _flatten(value):
