@@ -15,14 +15,24 @@ an op without a converter whose tensor operands are all known (arange, full, the
 of a mask) is run by PyTorch itself and becomes a constant; so is every integer or bool result of
 known operands. Symbolic sizes (`sym_size`, SymInt arithmetic) are evaluated on the example inputs'
 sizes. Anything else raises UnsupportedTorchOp naming the ATen op, the module and the source line.
+A transpose of a parameter (a linear layer's `t(weight)`) is done at import and keeps the
+parameter's name, so the linear reads a constant named by its module path.
+
+The outputs: `graph.outputs` lists the tensors the module returns, flat; `graph.output_structure`
+(ir/structure.py) says how they nest into what it returned, from the program's output TreeSpec
+(a tuple, a list, a dict or a Hugging Face ModelOutput, as a dict of its fields that are not None).
+A module torch.export cannot export (data-dependent control flow, example inputs that do not fit
+its forward) raises TorchImportError naming the module and, when it is the model's, the line.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import inspect
 import re
 import sys
+import traceback
 from typing import Any
 
 import numpy as np
@@ -398,7 +408,7 @@ def to_torch_args(example_inputs) -> tuple:
     """Example inputs as torch tensors for torch.export (numpy arrays converted)."""
     torch = _torch()
     values = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    return tuple(v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v)) for v in values)
+    return tuple(v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v, order="C")) for v in values)
 
 
 def _check_ops(nodes) -> None:
@@ -424,11 +434,43 @@ def export_module(module, example_inputs):
         raise TorchImportError(f"{type(module).__name__} is in training mode{where}: call model.eval() first "
                                "(the importer compiles inference: dropout off, batch norm on its running statistics)")
     if isinstance(example_inputs, dict):
-        program = torch.export.export(module, (), kwargs={k: to_torch_args(v)[0] for k, v in example_inputs.items()},
-                                      strict=False)
+        args, kwargs = (), {k: to_torch_args(v)[0] for k, v in example_inputs.items()}
     else:
-        program = torch.export.export(module, to_torch_args(example_inputs), strict=False)
-    return program
+        args, kwargs = to_torch_args(example_inputs), {}
+    name = type(module).__name__
+    try:
+        signature = inspect.signature(module.forward)
+    except (TypeError, ValueError):  # a builtin forward: torch.export will say
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as error:
+            given = f"{len(args)} positional" if not kwargs else f"by name {sorted(kwargs)}"
+            raise TorchImportError(f"the example inputs ({given}) do not fit {name}.forward{signature}: "
+                                   f"{error}") from None
+    try:
+        return torch.export.export(module, args, kwargs=kwargs, strict=False)
+    except Exception as error:  # noqa: BLE001 - whatever torch.export raises, named for the user
+        raise TorchImportError(export_failure(name, error)) from error
+
+
+def export_failure(name: str, error: Exception) -> str:
+    """Why torch.export failed, in a line or two: the model's own source line where it failed (the
+    traceback's last frame outside PyTorch and tensorforge) and the kind of problem."""
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
+              if not any(part in frame.filename.replace("\\", "/") for part in ("/torch/", "/tensorforge/"))]
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}: `{frames[-1].line}`)" if frames \
+        else ""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    kind = type(error).__name__
+    if "DataDependent" in kind or "data-dependent" in text:
+        hint = ("the forward branches on (or sizes a tensor by) a tensor's value, data-dependent control flow "
+                "that a graph cannot hold: compute both sides and select with torch.where, or move the "
+                "decision out of forward")
+    else:
+        hint = f"{kind}: {text[:300]}"
+    return f"torch.export could not export {name}{where}: {hint}"
 
 
 def kept_whole(torch) -> tuple:
