@@ -365,3 +365,20 @@ def test_compiled_torch_model_checks_its_arguments():
             compiled(x.numpy(), np.zeros((2, 5), np.float32))
         with pytest.raises(tfg.ir.InputError, match=r"input 'x' has dtype int64, expected float32"):
             compiled(np.zeros((2, 4), np.int64), x.numpy())
+
+
+def test_hf_model_returning_a_cache_names_the_fix(transformers):
+    """GPT2LMHeadModel returns its DynamicCache by default, which torch.export cannot flatten: the error
+    says to turn use_cache off; then the compiled model returns {"logits": ...} as eager does."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=100, n_embd=32, n_layer=1, n_head=2, n_positions=32,
+                                     bos_token_id=0, eos_token_id=0)
+    gpt = transformers.GPT2LMHeadModel(config).eval()
+    ids = torch.randint(0, 100, (1, 6), generator=torch.Generator().manual_seed(1))
+    with pytest.raises(TorchImportError, match=r"GPT2LMHeadModel: it returns a transformers Cache.*use_cache = False"):
+        tfg.trace(gpt, (ids,))
+    gpt.config.use_cache = False
+    with tfg.compile(gpt, (ids,)) as compiled, torch.no_grad():
+        result = compiled(ids.numpy())
+        assert list(result) == ["logits"]
+        np.testing.assert_allclose(result["logits"], gpt(ids).logits.numpy(), rtol=1e-4, atol=1e-4)

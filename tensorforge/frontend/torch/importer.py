@@ -458,8 +458,8 @@ def export_module(module, example_inputs):
 def export_failure(name: str, error: Exception) -> str:
     """Why torch.export failed, in a line or two: the model's own source line where it failed (the
     traceback's last frame outside PyTorch and tensorforge) and the kind of problem."""
-    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
-              if not any(part in frame.filename.replace("\\", "/") for part in ("/torch/", "/tensorforge/"))]
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if not frame.filename.startswith("<")
+              and not any(part in frame.filename.replace("\\", "/") for part in ("/torch/", "/tensorforge/"))]
     where = f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}: `{frames[-1].line}`)" if frames \
         else ""
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -468,8 +468,12 @@ def export_failure(name: str, error: Exception) -> str:
         hint = ("the forward branches on (or sizes a tensor by) a tensor's value, data-dependent control flow "
                 "that a graph cannot hold: compute both sides and select with torch.where, or move the "
                 "decision out of forward")
+    elif "cache_utils" in text and "not a known type" in text:
+        hint = ("it returns a transformers Cache (past_key_values), which is not a tensor structure: set "
+                "model.config.use_cache = False (or pass use_cache=False) to compile the forward; "
+                "tfg.compile_generator adds a KV cache of its own")
     else:
-        hint = f"{kind}: {text[:300]}"
+        hint = f"{kind}: {text if len(text) <= 300 else text[:300].rsplit(' ', 1)[0] + ' ...'}"
     return f"torch.export could not export {name}{where}: {hint}"
 
 
