@@ -110,17 +110,25 @@ def bar_charts(path, panels: list[dict]) -> None:
 # own process, still sampled in the same interleaved rounds.
 
 def _engine_worker(connection, factory, arguments, min_seconds: float = 0.02) -> None:
-    """In the child: build the engine, size its block, then time one block per request."""
+    """In the child: build the engine, size its block(s), then time one block per request ("sample",
+    or ("sample", key) for one of several callables the factory returned in a dict)."""
     try:
         fn = factory(*arguments)
         if fn is None:
             raise EngineUnavailable(f"{factory.__name__}{arguments}")
-        count = block_size(fn, min_seconds)
-        connection.send(("ready", count))
-        while connection.recv() == "sample":
+        several = isinstance(fn, dict)
+        functions = fn if several else {None: fn}
+        counts = {key: block_size(function, min_seconds) for key, function in functions.items()}
+        connection.send(("ready", counts if several else counts[None]))
+        while True:
+            request = connection.recv()
+            if request != "sample" and not (isinstance(request, tuple) and request[0] == "sample"):
+                break
+            key = request[1] if isinstance(request, tuple) else None
+            function, count = functions[key], counts[key]
             start = time.perf_counter()
             for _ in range(count):
-                fn()
+                function()
             connection.send(("sample", (time.perf_counter() - start) / count))
     except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises it
         connection.send(("error", f"{type(error).__name__}: {error}"))
@@ -133,8 +141,10 @@ def measure_isolated(factories: dict[str, tuple[Callable, tuple]], rounds: int =
                      min_seconds: float = 0.02) -> dict[str, list[float]]:
     """Like measure_samples, each engine built by `factory(*arguments)` in a spawned process of its own.
 
-    A factory returns the no-argument callable to time (None: the engine is not available, dropped);
-    it must be a module-level function, and it checks its engine's results itself. A sample is a
+    A factory returns the no-argument callable to time (None: the engine is not available, dropped),
+    or a dict of them, {key: callable}, timed as engines "name|key" sharing the process (phases of
+    one engine: a prefill and a decode over the same weights); it must be a module-level function,
+    and it checks its engine's results itself. A sample is a
     block of calls of at least `min_seconds` (longer blocks amortize the first call after the sleep,
     slower as the engine's threads and caches wake up).
     """
@@ -142,6 +152,7 @@ def measure_isolated(factories: dict[str, tuple[Callable, tuple]], rounds: int =
 
     context = multiprocessing.get_context("spawn")
     workers = {}
+    timed: dict[str, tuple[str, object]] = {}  # what is timed: (its worker, the request that times it)
     try:
         for name, (factory, arguments) in factories.items():  # one at a time: builds peak in memory
             parent, child = context.Pipe()
@@ -156,15 +167,20 @@ def measure_isolated(factories: dict[str, tuple[Callable, tuple]], rounds: int =
                     del workers[name]
                     continue
                 raise RuntimeError(f"engine {name!r} failed to start: {value}")
-        samples: dict[str, list[float]] = {name: [] for name in workers}
-        order = list(workers)
+            if isinstance(value, dict):
+                timed.update({f"{name}|{key}": (name, ("sample", key)) for key in value})
+            else:
+                timed[name] = (name, "sample")
+        samples: dict[str, list[float]] = {name: [] for name in timed}
+        order = list(timed)
         for _ in tqdm(range(rounds), desc=desc, disable=not verbose, leave=False):
             random.shuffle(order)
             for name in order:
                 time.sleep(sleep)
-                connection = workers[name][1]
-                connection.send("sample")
-                kind, value = _receive(name, *workers[name])
+                worker, request = timed[name]
+                connection = workers[worker][1]
+                connection.send(request)
+                kind, value = _receive(name, *workers[worker])
                 if kind == "error":
                     raise RuntimeError(f"engine {name!r} failed: {value}")
                 samples[name].append(value)

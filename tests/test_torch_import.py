@@ -274,3 +274,111 @@ def test_supported_ops_lists_converters():
 def test_import_tensorforge_does_not_import_torch():
     code = "import sys, tensorforge, tensorforge.frontend.torch; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+REFERENCE_MODELS = {"mlp": (2, 784), "cifar_cnn": (2, 3, 32, 32), "small_cnn": (2, 3, 12, 12),
+                    "digits_mlp": (2, 64), "digits_cnn": (2, 1, 8, 8)}
+
+
+def _layers(graph) -> list[tuple]:
+    """The optimized graph's nodes: op and attributes (what fusion decided); a flatten is a reshape."""
+    from tensorforge.passes import PassContext, run_pipeline
+
+    optimized = run_pipeline(graph, PassContext(opt_level=2)).graph
+    return [("reshape", node.shape) if node.op in ("flatten", "reshape") else (node.op, sorted(node.attrs.items()))
+            for node in optimized.op_nodes()]
+
+
+@pytest.mark.parametrize("name", list(REFERENCE_MODELS))
+def test_reference_models_through_to_torch_are_the_same_function(name):
+    """A tensorforge.nn reference model traced directly, and its PyTorch twin (to_torch) through
+    torch.export: the same values (the interpreter, bit for bit) and the same layers once optimized."""
+    from tensorforge import models
+    from tensorforge.frontend.torch_bridge import to_torch
+
+    model = getattr(models, name)()
+    direct = tfg.trace(model, np.zeros(REFERENCE_MODELS[name], np.float32))
+    imported = tfg.trace(to_torch(model), torch.zeros(REFERENCE_MODELS[name]))
+    assert [n.type for n in imported.inputs] == [n.type for n in direct.inputs]
+    assert [n.type for n in imported.outputs] == [n.type for n in direct.outputs]
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        x = rng.standard_normal(REFERENCE_MODELS[name], dtype=np.float32)
+        np.testing.assert_array_equal(tfg.interpret(imported, x), tfg.interpret(direct, x))
+    assert _layers(imported) == _layers(direct)
+
+
+# --- bad input: clear exceptions naming the module, the line or the input -------------------------------
+
+class _Branches(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.sum() > 0:  # the line the error names
+            return self.fc(x)
+        return -x
+
+
+def test_data_dependent_control_flow_names_the_line():
+    with pytest.raises(TorchImportError) as error:
+        tfg.compile(_Branches().eval(), torch.randn(2, 4))
+    message = str(error.value)
+    assert "torch.export could not export _Branches" in message
+    assert "test_torch_import.py:" in message and "if x.sum() > 0:" in message
+    assert "data-dependent control flow" in message and "torch.where" in message
+
+
+class _Add(torch.nn.Module):
+    def forward(self, x, y):
+        return x + y
+
+
+def test_example_inputs_that_do_not_fit_the_forward():
+    with pytest.raises(TorchImportError, match=r"\(1 positional\) do not fit _Add\.forward\(x, y\): .*'y'"):
+        tfg.compile(_Add().eval(), (torch.randn(2, 4),))
+    with pytest.raises(TorchImportError, match=r"by name \['x', 'z'\].*_Add\.forward\(x, y\)"):
+        tfg.trace(_Add().eval(), {"x": torch.randn(2, 4), "z": torch.randn(2, 4)})
+    with pytest.raises(UnsupportedTorchOp, match="'x' has dtype float16, which the IR does not have"):
+        tfg.trace(_Add().eval(), (torch.randn(2, 4).half(), torch.randn(2, 4).half()))
+
+
+def test_exported_program_refuses_other_inputs():
+    program = torch.export.export(_Add().eval(), (torch.randn(2, 4), torch.randn(2, 4)))
+    with pytest.raises(TorchImportError, match=r"takes 2 tensor inputs \(x, y\); got 1"):
+        tfg.trace(program, (torch.randn(2, 4),))
+    with pytest.raises(TorchImportError, match=r"input 'x' has shape \[3, 4\]; the program was exported for \[2, 4\]"):
+        tfg.trace(program, (torch.randn(3, 4), torch.randn(3, 4)))
+    with pytest.raises(TorchImportError, match=r"input 'y' is i64; the program was exported for torch.float32"):
+        tfg.trace(program, (torch.randn(2, 4), torch.ones(2, 4, dtype=torch.int64)))
+
+
+def test_compiled_torch_model_checks_its_arguments():
+    """Calls with the wrong count, shape or dtype raise InputError naming the forward's parameter."""
+    x = torch.randn(2, 4)
+    with tfg.compile(_Add().eval(), (x, x)) as compiled:
+        np.testing.assert_allclose(compiled(x, x), (x + x).numpy())  # torch tensors in
+        with pytest.raises(tfg.ir.InputError, match=r"takes 2 input\(s\) \(x, y\), got 1"):
+            compiled(x.numpy())
+        with pytest.raises(tfg.ir.InputError, match=r"input 'y' has shape \(2, 5\), expected \(2, 4\)"):
+            compiled(x.numpy(), np.zeros((2, 5), np.float32))
+        with pytest.raises(tfg.ir.InputError, match=r"input 'x' has dtype int64, expected float32"):
+            compiled(np.zeros((2, 4), np.int64), x.numpy())
+
+
+def test_hf_model_returning_a_cache_names_the_fix(transformers):
+    """GPT2LMHeadModel returns its DynamicCache by default, which torch.export cannot flatten: the error
+    says to turn use_cache off; then the compiled model returns {"logits": ...} as eager does."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=100, n_embd=32, n_layer=1, n_head=2, n_positions=32,
+                                     bos_token_id=0, eos_token_id=0)
+    gpt = transformers.GPT2LMHeadModel(config).eval()
+    ids = torch.randint(0, 100, (1, 6), generator=torch.Generator().manual_seed(1))
+    with pytest.raises(TorchImportError, match=r"GPT2LMHeadModel: it returns a transformers Cache.*use_cache = False"):
+        tfg.trace(gpt, (ids,))
+    gpt.config.use_cache = False
+    with tfg.compile(gpt, (ids,)) as compiled, torch.no_grad():
+        result = compiled(ids.numpy())
+        assert list(result) == ["logits"]
+        np.testing.assert_allclose(result["logits"], gpt(ids).logits.numpy(), rtol=1e-4, atol=1e-4)

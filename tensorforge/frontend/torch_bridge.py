@@ -5,8 +5,9 @@
     copy_from_torch(model, net)      # the trained weights into the tensorforge model (TinyTorch layout)
 
 Linear weights are (in, out) here and (out, in) in torch; everything else has the same layout.
-Only the layers of the example and benchmark models are mapped (Linear, Conv2d, ReLU, MaxPool2d,
-Flatten); another layer raises NotImplementedError naming it.
+Only the layers of the reference models (tensorforge/models.py) and a few more are mapped (Linear,
+Conv2d, BatchNorm2d, MaxPool2d, AvgPool2d, ReLU, Sigmoid, Tanh, GELU, Softmax, Dropout, Flatten);
+another layer raises NotImplementedError naming it.
 """
 
 from __future__ import annotations
@@ -43,15 +44,37 @@ def to_torch(model):
             if layer.bias is not None:
                 conv.bias.data = torch.from_numpy(layer.bias.copy())
             layers.append(conv)
-        elif kind == "ReLU":
-            layers.append(torch.nn.ReLU())
-        elif kind == "MaxPool2d":
-            layers.append(torch.nn.MaxPool2d(layer.kernel_size))
-        elif kind == "Flatten":
-            layers.append(torch.nn.Flatten())
+        elif kind == "BatchNorm2d":
+            norm = torch.nn.BatchNorm2d(layer.num_features, eps=layer.eps)
+            for target, source in (("weight", layer.gamma), ("bias", layer.beta), ("running_mean", layer.running_mean),
+                                   ("running_var", layer.running_var)):
+                getattr(norm, target).data = torch.from_numpy(np.array(source, np.float32))
+            layers.append(norm)
+        elif kind in ("MaxPool2d", "AvgPool2d"):
+            pool = torch.nn.MaxPool2d if kind == "MaxPool2d" else torch.nn.AvgPool2d  # padding counted, as ours
+            layers.append(pool(layer.kernel_size, layer.stride, layer.padding))
+        elif kind in SIMPLE:
+            layers.append(SIMPLE[kind](torch, layer))
         else:
             raise NotImplementedError(f"no torch equivalent written for {kind}")
     return torch.nn.Sequential(*layers).eval()
+
+
+SIMPLE = {  # layers without weights: the torch module of the same function
+    "ReLU": lambda torch, layer: torch.nn.ReLU(),
+    "Sigmoid": lambda torch, layer: torch.nn.Sigmoid(),
+    "Tanh": lambda torch, layer: torch.nn.Tanh(),
+    "Flatten": lambda torch, layer: torch.nn.Flatten(),
+    "Dropout": lambda torch, layer: torch.nn.Dropout(layer.p),  # the identity in eval mode, as ours
+    "Softmax": lambda torch, layer: torch.nn.Softmax(layer.dim),
+    "GELU": lambda torch, layer: _gelu(torch, layer.approximate),
+}
+
+
+def _gelu(torch, approximate: str):
+    if approximate not in ("tanh", "exact"):
+        raise NotImplementedError(f"no torch equivalent written for GELU(approximate={approximate!r})")
+    return torch.nn.GELU(approximate="tanh" if approximate == "tanh" else "none")
 
 
 def copy_from_torch(model, net) -> None:
@@ -61,6 +84,11 @@ def copy_from_torch(model, net) -> None:
         raise ValueError(f"the torch model has {len(torch_layers)} layers, the tensorforge model {len(model.layers)}")
     for layer, source in zip(model.layers, torch_layers, strict=True):
         kind = type(layer).__name__
+        if kind == "BatchNorm2d":
+            for target, name in (("gamma", "weight"), ("beta", "bias"), ("running_mean", "running_mean"),
+                                 ("running_var", "running_var")):
+                getattr(layer, target)[...] = getattr(source, name).detach().cpu().numpy()
+            continue
         if kind not in ("Linear", "Conv2d"):
             continue
         weight = source.weight.detach().cpu().numpy()

@@ -106,6 +106,9 @@ class Graph:
         self.nodes: list[Node] = []
         self.inputs: list[Node] = []
         self.outputs: list[Node] = []
+        # how the outputs nest into what the model returned (ir/structure.py), set by the importer that
+        # made the graph; None: flat. copy() leaves it out: a rewrite may change the outputs' meaning
+        self.output_structure = None
         self._names: set[str] = set()
         self._counter = 0
         self._insert_at: Node | None = None  # None: append at the end

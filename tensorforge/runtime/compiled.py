@@ -1,13 +1,19 @@
 """CompiledModel: a compiled graph you call like a function, on this machine or under qemu.
 
     cm = CompiledModel(artifact)          # host targets: JIT in process; armv8 on x86: qemu runner
-    y = cm(x)                             # one output: an array; several: a tuple
+    y = cm(x)                             # one output: an array; several: a tuple (or the model's structure)
+    cm(x, flat=True)                      # the graph's outputs as they are listed: an array or a tuple
     cm(x, state, out=[y, state])          # outputs written into given arrays (an input's: in place)
     cm.llvm_ir(), cm.assembly()           # what was generated
     cm.export("out/")                     # a C package for the target: model.h, libmodel.a, main.c, Makefile
     cm.memory_report(), cm.profile(x)     # peak activation memory; time per kernel on the roofline
     cm.save("model.tfm")                  # one file; tfg.load("model.tfm") runs the same code (deploy/saved.py)
     cm.close()                            # or `with CompiledModel(artifact) as cm: ...`
+
+A model imported from PyTorch returns what the module returned (`output_structure`, ir/structure.py):
+an array, a tuple or list of them, or a dict of arrays for a dict or a Hugging Face ModelOutput. Only
+the default return is structured: `flat=True`, `out=` and `bind` give (and take) the flat outputs
+in the graph's order, and `cm.unflatten(outputs)` nests a flat list.
 
 Every argument is checked (count, shape, dtype, C-contiguity, alignment, and token ids against the
 table a gather reads them from) before native code runs.
@@ -26,6 +32,7 @@ import numpy as np
 from ..codegen.target import Target
 from ..ir import Graph, InputError, TensorType, coerce_input
 from ..ir.ops_transformer import index_inputs
+from ..ir.structure import check_structure, unflatten
 from .cross import DEFAULT_TIMEOUT_SECONDS, CrossExecutor
 from .host import HostExecutor
 
@@ -88,7 +95,7 @@ class CompiledModel:
     """A compiled model: checks its arguments, runs the native code, returns new output arrays."""
 
     def __init__(self, artifact, source_graph: Graph | None = None, snapshots: list[tuple[str, Graph]] | None = None,
-                 report=None, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS):
+                 report=None, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, output_structure=None):
         self.artifact = artifact
         self.target: Target = artifact.target
         self.input_types: list[TensorType] = list(artifact.input_types)
@@ -105,6 +112,9 @@ class CompiledModel:
         self._input_specs = [(t.shape, t.dtype.numpy) for t in self.input_types]
         self._output_specs = [(t.shape, t.dtype.numpy) for t in self.output_types]
         self._single_output = len(self.output_types) == 1
+        if output_structure is not None:
+            check_structure(output_structure, len(self.output_types))
+        self.output_structure = output_structure  # how the outputs nest (ir/structure.py); None: flat
         # token ids that index a gather's table straight from an input: checked on every call
         self._index_inputs = index_inputs(self.graph) if isinstance(self.graph, Graph) else []
         if self.target.runs_in_process:
@@ -112,9 +122,11 @@ class CompiledModel:
         else:
             self._executor = CrossExecutor(artifact, timeout_seconds)
 
-    def __call__(self, *arrays, out: list[np.ndarray] | tuple[np.ndarray, ...] | None = None):
-        """Run on `arrays`; the outputs are new arrays, or written into `out` (one array per output, of
-        its exact shape and dtype, C-contiguous, writeable) and returned. An `out` array may be an
+    def __call__(self, *arrays, out: list[np.ndarray] | tuple[np.ndarray, ...] | None = None, flat: bool = False):
+        """Run on `arrays`; the outputs are new arrays, nested as `output_structure` says (a model imported
+        from PyTorch: its tuple, list or dict; `flat=True`: one array, or a tuple in the graph's
+        order), or written into `out` (one array per output in the graph's order, of its exact shape
+        and dtype, C-contiguous, writeable) and returned as given (flat). An `out` array may be an
         input array, or overlap one: an in-place state update, a history shift (`cm(x, h1, h2,
         out=[h1, h2])`), a swap. Such outputs are computed into temporaries and copied in after the
         run, so every input is read before any output array is written."""
@@ -134,6 +146,8 @@ class CompiledModel:
         if out is None:
             outputs = [np.empty(shape, dtype) for shape, dtype in self._output_specs]
             executor.run(arrays, outputs)
+            if self.output_structure is not None and not flat:
+                return unflatten(self.output_structure, outputs)
         else:
             outputs = self._check_out(out)
             overlapping = _overlapping(arrays, outputs)
@@ -146,6 +160,7 @@ class CompiledModel:
     def bind(self, *arrays: np.ndarray, out: list[np.ndarray] | tuple[np.ndarray, ...] | None = None) -> BoundCall:
         """The model on fixed arrays: `call = cm.bind(x, out=[y])`, then write new values into x and
         `call()` writes y, as `cm(x, out=[y])` without the per-call checks and argument handling.
+        The call returns the flat outputs (`cm.unflatten(call())` nests them as the model did).
 
         The arrays are checked once, here: each input must already be what the model takes (an
         aligned C-contiguous ndarray of its exact shape and dtype: no conversion, as the call
@@ -164,6 +179,16 @@ class CompiledModel:
         outputs = [np.empty(shape, dtype) for shape, dtype in self._output_specs] if out is None \
             else self._check_out(out)
         return BoundCall(self, list(arrays), outputs)
+
+    def unflatten(self, outputs):
+        """Flat outputs (a BoundCall's, an `out=` list) nested as the model returned them (as they are
+        when the model has no output structure)."""
+        outputs = list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+        if len(outputs) != len(self._output_specs):
+            raise ValueError(f"the model has {len(self._output_specs)} output(s), got {len(outputs)}")
+        if self.output_structure is None:
+            return outputs[0] if self._single_output else tuple(outputs)
+        return unflatten(self.output_structure, outputs)
 
     def _count_error(self, count: int) -> InputError:
         return InputError(f"the model takes {len(self._input_specs)} input(s) ({', '.join(self.input_names)}), "

@@ -15,12 +15,24 @@ an op without a converter whose tensor operands are all known (arange, full, the
 of a mask) is run by PyTorch itself and becomes a constant; so is every integer or bool result of
 known operands. Symbolic sizes (`sym_size`, SymInt arithmetic) are evaluated on the example inputs'
 sizes. Anything else raises UnsupportedTorchOp naming the ATen op, the module and the source line.
+A transpose of a parameter (a linear layer's `t(weight)`) is done at import and keeps the
+parameter's name, so the linear reads a constant named by its module path.
+
+The outputs: `graph.outputs` lists the tensors the module returns, flat; `graph.output_structure`
+(ir/structure.py) says how they nest into what it returned, from the program's output TreeSpec
+(a tuple, a list, a dict or a Hugging Face ModelOutput, as a dict of its fields that are not None).
+A module torch.export cannot export (data-dependent control flow, example inputs that do not fit
+its forward) raises TorchImportError naming the module and, when it is the model's, the line.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import inspect
 import re
 import sys
+import traceback
 from typing import Any
 
 import numpy as np
@@ -160,6 +172,9 @@ class Importer:
         target = node.target
         args = [self.resolve(a, node) for a in node.args]
         kwargs = {k: self.resolve(v, node) for k, v in node.kwargs.items()}
+        if target in _weight_layouts() and args and isinstance(args[0], _LazyConstant) and not kwargs:
+            self.env[node] = args[0].relaid(target, args[1:])
+            return
         args = [self.materialize(a) for a in args]
         kwargs = {k: self.materialize(v) for k, v in kwargs.items()}
         if not isinstance(target, torch._ops.OpOverload):
@@ -237,18 +252,63 @@ class Importer:
     def set_outputs(self, node, signature) -> None:
         kinds = [spec.kind.name for spec in signature.output_specs]
         values = node.args[0] if isinstance(node.args[0], (tuple, list)) else [node.args[0]]
-        outputs = []
+        outputs, positions = [], []  # positions: per user output, its index in outputs (None: a None returned)
         for kind, value in zip(kinds, values):
             if kind != "USER_OUTPUT":
                 if kind == "BUFFER_MUTATION":
                     raise TorchImportError("the model updates a buffer in its forward (a BatchNorm in training mode, "
                                            "a cache): call model.eval() first, or keep state out of forward")
                 continue
+            if value is None:
+                positions.append(None)
+                continue
             result = self.materialize(self.resolve(value))
             if not isinstance(result, ir.Node):
                 raise TorchImportError(f"an output of the model is not a tensor ({result!r})")
+            positions.append(len(outputs))
             outputs.append(result)
         self.graph.outputs = outputs
+        self.graph.output_structure = output_structure(self.program.call_spec.out_spec, positions)
+
+
+def output_structure(spec, positions: list):
+    """torch.export's output TreeSpec as a plain-Python structure (ir/structure.py): each leaf replaced
+    by its output position (None for a None); tuples and lists (a namedtuple as a tuple) kept; a dict,
+    a Hugging Face ModelOutput (an OrderedDict of its fields that are not None) or a dataclass
+    registered with torch.export as a dict keyed by field name (a ModelOutput's None fields are not
+    among its keys). None when the program carries no spec (then the outputs are flat)."""
+    if spec is None:
+        return None
+    if spec.num_leaves != len(positions):
+        raise TorchImportError(f"the exported program returns {len(positions)} values but its output spec has "
+                               f"{spec.num_leaves} leaves")
+    leaves = iter(positions)
+
+    def walk(node):
+        if node.is_leaf():
+            return next(leaves)
+        children = [walk(child) for child in node.children()]
+        kind, context = node.type, node.context
+        if isinstance(kind, type) and issubclass(kind, dict):
+            keys = context[1] if kind is collections.defaultdict else context
+            return dict(zip((str(key) for key in keys), children, strict=True))
+        if isinstance(kind, type) and issubclass(kind, list):
+            return children
+        if isinstance(kind, type) and issubclass(kind, tuple) or _is_namedtuple_spec(node):
+            return tuple(children)
+        if dataclasses.is_dataclass(kind) and isinstance(context, (list, tuple)) and len(context) == 2:
+            return dict(zip(context[0], children, strict=True))  # register_dataclass: [fields set, fields None]
+        if isinstance(context, (list, tuple)) and len(context) == len(children) and \
+                all(isinstance(key, str) for key in context):  # another node keyed by its fields' names
+            return dict(zip(context, children, strict=True))
+        return tuple(children)
+
+    return walk(spec)
+
+
+def _is_namedtuple_spec(node) -> bool:
+    """pytree registers namedtuples with their class as the context (the node type is a function)."""
+    return isinstance(node.context, type) and issubclass(node.context, tuple)
 
 
 class _LazyConstant:
@@ -256,6 +316,13 @@ class _LazyConstant:
 
     def __init__(self, array: np.ndarray, name: str):
         self.array, self.name, self._node = array, name, None
+
+    def relaid(self, op, args) -> _LazyConstant:
+        """The parameter transposed by `op` (aten.t, permute, transpose) at import, under the parameter's
+        name: a linear layer's weight arrives as `t(weight)`, and the linear then reads a constant
+        named by its module path (what quantization and the pictures name the layer by)."""
+        result = op(_torch().from_numpy(self.array), *args)
+        return _LazyConstant(np.ascontiguousarray(result.numpy()), self.name)
 
     def node(self, builder: GraphBuilder) -> ir.Node:
         if self._node is None:
@@ -280,6 +347,12 @@ def _ignored():
 
 
 IGNORED: set = set()
+
+
+def _weight_layouts() -> tuple:
+    """The ATen ops that only transpose their operand: applied to a parameter, they are done at import."""
+    aten = _torch().ops.aten
+    return (aten.t.default, aten.permute.default, aten.transpose.int)
 
 
 def _flatten(value):
@@ -335,7 +408,7 @@ def to_torch_args(example_inputs) -> tuple:
     """Example inputs as torch tensors for torch.export (numpy arrays converted)."""
     torch = _torch()
     values = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    return tuple(v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v)) for v in values)
+    return tuple(v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v, order="C")) for v in values)
 
 
 def _check_ops(nodes) -> None:
@@ -361,11 +434,47 @@ def export_module(module, example_inputs):
         raise TorchImportError(f"{type(module).__name__} is in training mode{where}: call model.eval() first "
                                "(the importer compiles inference: dropout off, batch norm on its running statistics)")
     if isinstance(example_inputs, dict):
-        program = torch.export.export(module, (), kwargs={k: to_torch_args(v)[0] for k, v in example_inputs.items()},
-                                      strict=False)
+        args, kwargs = (), {k: to_torch_args(v)[0] for k, v in example_inputs.items()}
     else:
-        program = torch.export.export(module, to_torch_args(example_inputs), strict=False)
-    return program
+        args, kwargs = to_torch_args(example_inputs), {}
+    name = type(module).__name__
+    try:
+        signature = inspect.signature(module.forward)
+    except (TypeError, ValueError):  # a builtin forward: torch.export will say
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as error:
+            given = f"{len(args)} positional" if not kwargs else f"by name {sorted(kwargs)}"
+            raise TorchImportError(f"the example inputs ({given}) do not fit {name}.forward{signature}: "
+                                   f"{error}") from None
+    try:
+        return torch.export.export(module, args, kwargs=kwargs, strict=False)
+    except Exception as error:  # noqa: BLE001 - whatever torch.export raises, named for the user
+        raise TorchImportError(export_failure(name, error)) from error
+
+
+def export_failure(name: str, error: Exception) -> str:
+    """Why torch.export failed, in a line or two: the model's own source line where it failed (the
+    traceback's last frame outside PyTorch and tensorforge) and the kind of problem."""
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if not frame.filename.startswith("<")
+              and not any(part in frame.filename.replace("\\", "/") for part in ("/torch/", "/tensorforge/"))]
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}: `{frames[-1].line}`)" if frames \
+        else ""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    kind = type(error).__name__
+    if "DataDependent" in kind or "data-dependent" in text:
+        hint = ("the forward branches on (or sizes a tensor by) a tensor's value, data-dependent control flow "
+                "that a graph cannot hold: compute both sides and select with torch.where, or move the "
+                "decision out of forward")
+    elif "cache_utils" in text and "not a known type" in text:
+        hint = ("it returns a transformers Cache (past_key_values), which is not a tensor structure: set "
+                "model.config.use_cache = False (or pass use_cache=False) to compile the forward; "
+                "tfg.compile_generator adds a KV cache of its own")
+    else:
+        hint = f"{kind}: {text if len(text) <= 300 else text[:300].rsplit(' ', 1)[0] + ' ...'}"
+    return f"torch.export could not export {name}{where}: {hint}"
 
 
 def kept_whole(torch) -> tuple:
