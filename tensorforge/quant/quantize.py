@@ -32,6 +32,8 @@ Dynamic quantization (QuantConfig(dynamic=True)) covers linear layers only.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ..ir import DType, Graph, run_graph
@@ -263,9 +265,10 @@ def fold_transposed_weights(graph: Graph) -> Graph:
 
 
 def layer_name(node) -> str:
-    """A layer's name for people: its weight's ("fc1" for the weight "fc1.weight"), else the node's."""
-    weight = node.inputs[1].name
-    return weight.removesuffix(".weight") if weight.endswith(".weight") else node.name
+    """A layer's name for people: its weight's ("fc1" for the weight "fc1.weight", also for "fc1.weight_3", a
+    transposed copy the importer numbered beside the original), else the node's."""
+    match = re.fullmatch(r"(.+)\.weight(_\d+)?", node.inputs[1].name)
+    return match.group(1) if match else node.name
 
 
 def _fake(x: np.ndarray, params: QuantParams) -> np.ndarray:
