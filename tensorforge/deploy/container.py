@@ -366,7 +366,7 @@ class ContainerReader:
     def close(self) -> None:
         """Stop the checking threads. The mapping lives on while arrays view it (and goes with the last)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)  # after a failure, the checks not yet begun
             self._pool = None
 
     def __enter__(self) -> ContainerReader:

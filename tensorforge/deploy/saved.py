@@ -231,8 +231,15 @@ def _report_from(record):
     return report_type(**record)
 
 
+def _take_model(reader: ContainerReader, record: dict) -> None:
+    """Take a model's large sections first, so that their checks run (in threads) while graphs are parsed."""
+    for name in (record["weights"], record["object"], record["llvm_ir"]):
+        reader.section(name)
+
+
 def _read_model(reader: ContainerReader, record: dict, target: Target) -> Artifact:
     """The Artifact of a model record, its sections taken (check them with reader.verify() before running it)."""
+    _take_model(reader, record)
     graph = _read_graph(reader, record["graph"])
     input_types = [_type_from(entry[1:]) for entry in record["inputs"]]
     output_types = [_type_from(entry[1:]) for entry in record["outputs"]]
@@ -248,7 +255,7 @@ def _read_model(reader: ContainerReader, record: dict, target: Target) -> Artifa
     object_code = reader.section(record["object"])
     llvm_ir = reader.section(record["llvm_ir"])
     weights = reader.section(record["weights"])
-    reader.verify()  # every section this model uses, before it is decompressed or run
+    reader.verify()  # every section taken so far, before any is decompressed or run
     return Artifact(target=target, graph=graph, llvm_ir=zlib.decompress(llvm_ir).decode(), input_types=input_types,
                     output_types=output_types, weights=weights, weight_offsets=dict(record["weight_offsets"]),
                     workspace_bytes=int(record["workspace_bytes"]), compile_seconds=float(record["compile_seconds"]),
@@ -401,6 +408,9 @@ def read_generator(path, target=None, known: dict | None = None, cache_key: str 
     with reader:
         try:
             record = reader.header["generator"]
+            for model in record["models"].values():  # their checks run while the graphs are parsed
+                if model is not None:
+                    _take_model(reader, model)
             graphs = KVCacheGraphs(prefill=_read_graph(reader, record["graphs"]["prefill"]),
                                    decode=_read_graph(reader, record["graphs"]["decode"]), attentions=(),
                                    prompt_len=int(record["prompt_len"]), max_len=int(record["max_len"]),
