@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
@@ -18,12 +19,15 @@ import numpy as np
 from .check import FLOAT_TOLERANCE, CheckError, CheckResult, compare_stages, distances
 from .codegen import build
 from .codegen.target import Target
+from .deploy.cache import array_digest, cache_directory, config_record, entry_for
+from .deploy.saved import read_model, save_model
 from .frontend.onnx import is_onnx_model, load_onnx
 from .frontend.onnx.importer import ir_name
 from .frontend.torch import is_torch_model, load_torch
 from .frontend.torch.importer import to_numpy
 from .frontend.tracing import trace as _trace
 from .ir import Graph, coerce_inputs, interpret
+from .ir.structure import check_structure
 from .passes import PassContext, SnapshotInstrument, TimingInstrument, VerifyInstrument, run_pipeline
 from .prune import PruneConfig, apply_pruning
 from .quant import QuantConfig
@@ -113,7 +117,7 @@ def _check_prune(prune) -> None:
 def compile(model, example_inputs=None, target: str | Target = "host", opt_level: int = 2, *,
             threads: int | None = None, disabled: tuple[str, ...] = (), config: dict | None = None,
             pack: bool = True, share_memory: bool = True, prune=None, quantize=None, calibration=None,
-            verbose: bool = False) -> CompiledModel:
+            cache=True, verbose: bool = False) -> CompiledModel:
     """Trace `model` on `example_inputs`, optimize the graph and build native code for `target`.
 
     `model` is a tensorforge.nn Module, a plain function of arrays, an ONNX model (a path, bytes or
@@ -131,43 +135,88 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     A torch model's compiled call returns what the module returns: an array, a tuple or list of
     arrays, or a dict of arrays for a dict or a Hugging Face ModelOutput (its fields that are not
     None); `cm(x, flat=True)`, `out=` and `cm.bind` keep the flat list of the graph's outputs.
+    `cache` (True: the default directory, unless TENSORFORGE_CACHE=0; False: off; or a directory):
+    the compile cache (tensorforge/deploy/cache.py) returns the model an earlier compile of the same
+    traced graph, target and options built, skipping everything after tracing (cm.cache_status).
     """
     target = Target.parse(target)
     threads = checked_threads(threads, target)
     _check_prune(prune)
+    cache_directory(cache)  # a bad value is refused before any work
     if not isinstance(model, Graph) and not is_onnx_model(model) and example_inputs is None and \
             not is_torch_model(model):
         raise TypeError("compile() needs example_inputs to trace the model (one array or a tuple of arrays)")
-    start = time.perf_counter()
-    graph = trace(model, example_inputs)
-    structure = graph.output_structure  # the model's own output nesting (a torch model's); rewrites drop it
-    prune_report = None
-    if prune is not None:
-        graph, prune_report = apply_pruning(graph, prune)
-        disabled = (*disabled, *prune.disabled_passes)
-    quant_report = None
+    quant_config = None
     if quantize is not None:
         quant_config = QuantConfig.of(quantize)
         if calibration is None and not quant_config.dynamic:
             raise TypeError("compile(quantize=...) needs calibration=<samples> to choose the int8 scales "
                             "(or quantize=tf.QuantConfig(dynamic=True))")
-        graph, quant_report = quantize_graph(graph, calibration, quant_config)
+    if prune is not None:
+        disabled = (*disabled, *prune.disabled_passes)
+    start = time.perf_counter()
+    traced = trace(model, example_inputs)
+    structure = traced.output_structure  # the model's own output nesting (a torch model's); rewrites drop it
     trace_seconds = time.perf_counter() - start
-    ctx = PassContext(opt_level=opt_level, target=target, disabled=tuple(disabled), config=dict(config or {}),
-                      instruments=[VerifyInstrument(), TimingInstrument(), SnapshotInstrument()])
-    result = run_pipeline(graph, ctx)
+    llvm_level = LLVM_OPT_LEVEL[min(opt_level, 2)]
+
+    def rewritten(graph: Graph) -> tuple[Graph, object, object]:
+        """The graph the passes get: pruned, quantized (with their reports) as asked."""
+        prune_report = quant_report = None
+        if prune is not None:
+            graph, prune_report = apply_pruning(graph, prune)
+        if quant_config is not None:
+            graph, quant_report = quantize_graph(graph, calibration, quant_config)
+        return graph, prune_report, quant_report
+
+    def context() -> PassContext:
+        return PassContext(opt_level=opt_level, target=target, disabled=tuple(disabled), config=dict(config or {}),
+                           instruments=[VerifyInstrument(), TimingInstrument(), SnapshotInstrument()])
+
+    entry = None
+    if cache is not False:
+        options = {"opt_level": opt_level, "llvm_opt_level": llvm_level, "threads": threads,
+                   "disabled": sorted(set(disabled)), "config": config or {}, "pack": pack,
+                   "share_memory": share_memory, "prune": config_record(prune), "quantize": config_record(quant_config),
+                   "calibration": None if quant_config is None or calibration is None else array_digest(calibration)}
+        entry = entry_for(cache, "model", traced, target, options)
+    if entry is not None:
+        compiled = entry.load(read_model)
+        if compiled is not None:
+            compiled.cache_status = "hit"
+            if structure is not None:
+                check_structure(structure, len(compiled.output_types))
+                compiled.output_structure = structure
+            compiled.source_graph = traced if prune is None and quant_config is None else None
+            compiled._replay = lambda: run_pipeline(rewritten(traced)[0], context())
+            done = time.perf_counter()
+            compiled.compile_seconds = {"trace": trace_seconds, "passes": 0.0, "llvm": 0.0,
+                                        "cache key": entry.seconds["key"], "load": entry.seconds["load"],
+                                        "total": done - start}
+            if verbose:
+                print(compiled.report())
+            return compiled
+    rewriting = time.perf_counter()
+    graph, prune_report, quant_report = rewritten(traced)
+    trace_seconds += time.perf_counter() - rewriting  # tracing, pruning and quantizing, as before the cache
+    result = run_pipeline(graph, context())
     if prune_report is not None:
         prune_report.record_kernels(result.graph)
-    artifact = build(result.graph, target, LLVM_OPT_LEVEL[min(opt_level, 2)], threads=threads, pack=pack,
-                     share_memory=share_memory)
+    artifact = build(result.graph, target, llvm_level, threads=threads, pack=pack, share_memory=share_memory)
     loading = time.perf_counter()
     compiled = CompiledModel(artifact, source_graph=graph, snapshots=result.snapshots, report=result.report,
                              output_structure=structure)
     compiled.pruning = prune_report
     compiled.quantization = quant_report
     done = time.perf_counter()
-    compiled.compile_seconds = {"trace": trace_seconds, "passes": sum(r.seconds for r in result.report.rows),
-                                "llvm": artifact.compile_seconds, "load": done - loading, "total": done - start}
+    compiled.compile_seconds = {"trace": trace_seconds,
+                                "passes": sum(r.seconds for r in result.report.rows),
+                                "llvm": artifact.compile_seconds, "load": done - loading}
+    if entry is not None:
+        entry.store(functools.partial(save_model, compiled))
+        compiled.cache_status = "miss"
+        compiled.compile_seconds.update({"cache key": entry.seconds["key"], "cache store": entry.seconds["store"]})
+    compiled.compile_seconds["total"] = time.perf_counter() - start
     if verbose:
         print(result.report)
     return compiled
@@ -210,7 +259,7 @@ def check(model, inputs, target: str | Target = "host", opt_level: int = 2, *, r
         raise ValueError("repro_dir= is where minimize=True writes its repro: pass minimize=True with it")
     target = Target.parse(target)
     compiled = compile(model, inputs, target, opt_level, threads=threads, disabled=disabled, prune=prune,
-                       quantize=quantize, calibration=calibration)
+                       quantize=quantize, calibration=calibration, cache=False)  # it checks every pass: run them
     inputs = inputs_in_order(compiled.source_graph, inputs)
     rtol = FLOAT_TOLERANCE["rtol"] if rtol is None else rtol
     if atol is None:

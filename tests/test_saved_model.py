@@ -121,9 +121,14 @@ def test_save_writes_only_the_named_file(cnn, tmp_path):
     assert [path.name for path in directory.iterdir()] == ["model.tfm"]
 
 
-def test_generator_round_trip_gives_the_same_greedy_tokens(tmp_path):
+@pytest.fixture(scope="module")
+def generator():
     gpt = nn.GPT(64, 32, 2, 2, 32, rng=np.random.default_rng(0))
-    generator = tfg.compile_generator(gpt, 32, prompt_len=8, kv_cache="int8")
+    with tfg.compile_generator(gpt, 32, prompt_len=8, kv_cache="int8") as compiled:
+        yield compiled
+
+
+def test_generator_round_trip_gives_the_same_greedy_tokens(generator, tmp_path):
     generator.save(tmp_path / "gpt.tfm")
     loaded = tfg.load_generator(tmp_path / "gpt.tfm")
     assert (loaded.max_len, loaded.prompt_len, loaded.layers, loaded.graphs.kv_cache) == (32, 8, 2, "int8")
@@ -131,8 +136,27 @@ def test_generator_round_trip_gives_the_same_greedy_tokens(tmp_path):
         assert loaded.generate(prompt, 12) == generator.generate(prompt, 12)
     assert np.array_equal(loaded.logits([3, 4, 5]), generator.logits([3, 4, 5]))  # the full prefill, compiled late
     assert str(loaded.graphs.decode) == str(generator.graphs.decode)
-    generator.close()
     loaded.close()
+
+
+def test_every_copy_of_a_shared_weight_is_checked(generator, tmp_path):
+    """The first-token prefill's and decode's weights share most parts (one sha256 each): the reader
+    hashes the first copy and compares the second to it; an altered byte in either is refused."""
+    path = generator.save(tmp_path / "gpt.tfm")
+    data = path.read_bytes()
+    header = json.loads(_header_text(data))
+    start = -(-(24 + len(_header_text(data)) + 32) // 64) * 64
+    models = header["generator"]["models"]
+    regions = [header["sections"][models[name]["weights"]] for name in ("first", "decode")]
+    shared = {part[2] for part in regions[0][2]} & {part[2] for part in regions[1][2]}
+    assert shared, "the two weights buffers were expected to share parts"
+    digest = max(shared, key=lambda d: next(part[1] for part in regions[0][2] if part[2] == d))
+    for at, _, parts in regions:
+        offset, size, _ = next(part for part in parts if part[2] == digest)
+        altered = bytearray(data)
+        altered[start + at + offset + size // 2] ^= 0x01
+        (tmp_path / "altered.tfm").write_bytes(altered)
+        _refused(tmp_path / "altered.tfm", "does not match", load=tfg.load_generator)
 
 
 # --- refusals -------------------------------------------------------------------------------------------
@@ -200,21 +224,27 @@ def test_an_extended_file_is_refused(cnn_file, tmp_path):
 
 def _altered_positions(data: bytes) -> dict[str, int]:
     header = _header_text(data)
-    start = 24 + len(header) + 32
+    start = -(-(24 + len(header) + 32) // 64) * 64
     sections = json.loads(header)["sections"]
     model = json.loads(header)["model"]
-    weights = max(model["weights"]["segments"], key=lambda segment: segment[1])[2]
+    spans = sorted((start + offset, start + offset + size) for offset, size, _ in sections.values())
+    between = next(end for end, (next_start, _) in zip([end for _, end in spans], spans[1:]) if next_start > end)
+    weights_at, weights_size, weights_parts = sections[model["weights"]]
+    inside = next(weights_at + offset + size for (offset, size, _), (next_offset, _, _)
+                  in zip(weights_parts, weights_parts[1:]) if next_offset > offset + size)
     return {"magic": 1, "header": 24 + header.index(b'"entry"') + 3, "header checksum": 24 + len(header) + 5,
-            "object code": start + sections[model["object"]][0] + 100,
-            "weights": start + sections[weights][0] + sections[weights][1] // 2, "last byte": len(data) - 1}
+            "object code": start + sections[model["object"]][0] + 100, "padding between sections": between,
+            "weights": start + weights_at + weights_size // 2, "padding in the weights": start + inside,
+            "last byte": len(data) - 1}
 
 
-@pytest.mark.parametrize("where", ["magic", "header", "header checksum", "object code", "weights", "last byte"])
+@pytest.mark.parametrize("where", ["magic", "header", "header checksum", "object code", "weights",
+                                   "padding between sections", "padding in the weights", "last byte"])
 def test_an_altered_byte_is_refused(cnn_file, tmp_path, where):
     data = bytearray(cnn_file.read_bytes())
     data[_altered_positions(bytes(data))[where]] ^= 0x10
     (tmp_path / "altered.tfm").write_bytes(data)
-    _refused(tmp_path / "altered.tfm", "checksum does not match|not a tensorforge saved model")
+    _refused(tmp_path / "altered.tfm", "does not match|padding .* is not zero|not a tensorforge saved model")
 
 
 def test_other_files_are_refused(cnn_file, tmp_path):

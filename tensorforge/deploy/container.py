@@ -1,11 +1,12 @@
-"""The saved-model file: a JSON header and raw byte sections, each section checked by its sha256.
+"""The saved-model file: a JSON header and raw byte sections, every byte of them checked by sha256.
 
     writer = ContainerWriter()
-    digest = writer.add(array)                 # content-addressed: equal bytes are stored once
+    name = writer.add(array)                   # a section named by its sha256: equal bytes are stored once
+    name = writer.add_region(weights, cuts)    # one section checked in parts: [(offset, size), ...]
     writer.write(path, header)                 # header: any JSON object; the writer adds "sections"
-    reader = ContainerReader(path)             # checks magic, format version, size, the header's checksum
-    weights = reader.section(digest)           # a flat uint8 array, 64-byte aligned
-    reader.verify()                            # waits for every section's sha256; SavedModelError if one differs
+    reader = ContainerReader(path, known)      # checks magic, format version, size, the header's checksum
+    weights = reader.section(name)             # a flat uint8 array, 64-byte aligned: a view of the mapped file
+    reader.verify()                            # waits for every check; SavedModelError if a byte differs
 
 Layout (integers little-endian):
 
@@ -14,24 +15,44 @@ Layout (integers little-endian):
     8        4      u32 format version (FORMAT_VERSION)
     12       4      u32 reserved, 0
     16       8      u64 n: the header's length in bytes
-    24       n      the header: UTF-8 JSON; "sections" ({sha256 hex: [offset from the data start,
-                    size]}) and "data_bytes" (the file is data start + data_bytes long)
+    24       n      the header: UTF-8 JSON; "sections" ({name: [offset from the data start, size,
+                    parts]}, a part being [offset in the section, size, sha256 hex]) and "data_bytes"
+                    (the file is data start + data_bytes long)
     24+n     32     sha256 of bytes [0, 24+n): the header's checksum
-    56+n     ...    the sections, back to back (data start = 56+n)
+    ...             zeros up to the data start, 56+n rounded up to 64; the sections follow, each at a
+                    multiple of 64 bytes from it, zeros between them
+
+A plain section is one part, named by its sha256. A region (a model's weights buffer) is cut into
+parts (one per weight) named by the sha256 of its size and parts: a weight that is also a graph
+constant, or that two models' buffers both hold, has the same sha256 in each, so the reader checks
+its second copy against the first (or against an array the caller has in memory: `known`) with a
+memcmp instead of hashing it again. Bytes of a section outside its parts, and between sections,
+must be zero.
 
 Every byte is checked: a truncated or extended file fails the size check, an altered header its
-checksum, an altered section its own sha256 (listed in the checksummed header); nothing is used
-before it is checked. Sections are read into 64-byte aligned memory (the file needs no padding).
-Nothing is ever unpickled: numbers, names and types are JSON, arrays are raw bytes.
-Sections are read with `readinto` into aligned memory while a thread pool hashes what was read
-(hashlib releases the GIL), so reading and checking overlap on the cores there are.
+checksum, an altered section byte its part's sha256 (or comparison), an altered byte of padding
+the zero check; nothing is used before verify() returns. Nothing is ever unpickled: numbers, names
+and types are JSON, arrays are raw bytes. Hashes and comparisons run in a thread pool (hashlib and
+ctypes release the GIL).
+
+The reader maps the file (mmap, private copy-on-write) instead of reading it: a section is a view
+of the page cache, no copy and no fresh memory (the weights of a GPT-2-size model are 650 MB), and
+processes that load the same file share its pages. As with a shared library, a file must not be
+truncated or rewritten in place while a model loaded from it is alive (the mapping would fault);
+the writer never does: it writes a temporary file in the same directory and renames it over the path.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import functools
 import hashlib
 import json
+import mmap
 import os
+import stat
 import struct
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -52,11 +73,8 @@ class SavedModelError(ValueError):
     (a checksum differs), or for a target this machine cannot run. The message names the file."""
 
 
-def aligned_buffer(nbytes: int, zero: bool = False) -> np.ndarray:
-    """A flat uint8 array of `nbytes` starting at a 64-byte aligned address."""
-    raw = (np.zeros if zero else np.empty)(nbytes + ALIGNMENT, dtype=np.uint8)
-    start = -raw.ctypes.data % ALIGNMENT
-    return raw[start:start + nbytes]
+def align_up(value: int, alignment: int = ALIGNMENT) -> int:
+    return -(-value // alignment) * alignment
 
 
 def byte_view(data) -> memoryview:
@@ -72,111 +90,191 @@ def sha256(data) -> str:
 
 
 def hash_pool() -> ThreadPoolExecutor:
-    """Threads for sha256 (it releases the GIL on large buffers): one per core, at most 4."""
+    """Threads for sha256 and memcmp (both release the GIL): one per core, at most 4."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count() or 1
-    return ThreadPoolExecutor(max_workers=max(1, min(4, cores)), thread_name_prefix="tensorforge-sha256")
+    return ThreadPoolExecutor(max_workers=max(1, min(4, cores)), thread_name_prefix="tensorforge-check")
+
+
+@functools.cache
+def _memcmp():
+    """libc's memcmp through ctypes (which releases the GIL), or None where there is no libc to find."""
+    try:
+        library = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        function = library.memcmp
+    except (OSError, AttributeError):
+        return None
+    function.restype = ctypes.c_int
+    function.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+    return function
+
+
+def same_bytes(first: np.ndarray, second: np.ndarray) -> bool:
+    """Whether two flat uint8 arrays hold the same bytes (memcmp: several GB/s, against sha256's one)."""
+    if first.nbytes != second.nbytes:
+        return False
+    memcmp = _memcmp()
+    if memcmp is None or not first.nbytes:
+        return memoryview(first) == memoryview(second)
+    return memcmp(first.ctypes.data, second.ctypes.data, first.nbytes) == 0
+
+
+def _region_name(size: int, parts: list) -> str:
+    return hashlib.sha256(json.dumps(["region", size, parts], separators=(",", ":")).encode()).hexdigest()
 
 
 class ContainerWriter:
     """Collects sections (by content) and writes the file. Hashing an array object twice is avoided
     (its digest is remembered by identity while the writer holds it)."""
 
-    def __init__(self):
-        self.sections: dict[str, memoryview] = {}
+    def __init__(self, external: set[str] | frozenset = frozenset()):
+        """`external`: sha256 digests of arrays every reader will have in memory (the compile cache's
+        traced constants, which its key covers): sections with those digests are not written."""
+        self.sections: dict[str, tuple[memoryview, list]] = {}  # name -> (bytes, parts)
+        self.external = external
         self._by_identity: dict[int, tuple[object, str]] = {}
+        self._by_size: dict[int, list[tuple[np.ndarray, str]]] = {}  # parts hashed, for a memcmp before a hash
 
     def remember(self, array, digest: str) -> None:
-        """Tell the writer `array`'s digest (computed elsewhere, e.g. for a cache key)."""
+        """Tell the writer `array`'s sha256 (computed elsewhere, e.g. for a cache key)."""
         self._by_identity[id(array)] = (array, digest)
+
+    def digest_of(self, array) -> str | None:
+        known = self._by_identity.get(id(array))
+        return known[1] if known is not None and known[0] is array else None
+
+    def _hash(self, views: list[memoryview]) -> list[str]:
+        """The sha256 of each view; one equal to a part hashed before (memcmp) takes its digest unhashed."""
+        if not views:
+            return []
+
+        def digest(view: memoryview) -> str:
+            flat = np.frombuffer(view, np.uint8)
+            for other, known in self._by_size.get(flat.size, ()):
+                if same_bytes(flat, other):
+                    return known
+            return hashlib.sha256(view).hexdigest()
+
+        with hash_pool() as pool:
+            digests = list(pool.map(digest, views))
+        for view, found in zip(views, digests):
+            if view.nbytes >= 4096:  # worth comparing the next one of this size to
+                self._by_size.setdefault(view.nbytes, []).append((np.frombuffer(view, np.uint8), found))
+        return digests
 
     def add(self, data) -> str:
         return self.add_all([data])[0]
 
     def add_all(self, items: list) -> list[str]:
-        """Add arrays or bytes-like objects; their sha256 hex digests, in order (hashed in threads)."""
-        digests: list[str | None] = []
-        pending = []
-        for item in items:
-            known = self._by_identity.get(id(item))
-            digests.append(known[1] if known is not None and known[0] is item else None)
-            if digests[-1] is None:
-                pending.append(len(digests) - 1)
-        if pending:
-            views = {index: byte_view(items[index]) for index in pending}
-            with hash_pool() as pool:
-                hashed = dict(zip(pending, pool.map(lambda index: hashlib.sha256(views[index]).hexdigest(), pending)))
-            for index in pending:
-                digests[index] = hashed[index]
-                self._by_identity[id(items[index])] = (items[index], hashed[index])
-                self.sections.setdefault(hashed[index], views[index])
+        """Add arrays or bytes-like objects as plain sections; their names (sha256 hex), in order."""
+        digests = [self.digest_of(item) for item in items]
+        pending = [index for index, digest in enumerate(digests) if digest is None]
+        for index, digest in zip(pending, self._hash([byte_view(items[index]) for index in pending])):
+            digests[index] = digest
+            self.remember(items[index], digest)
         for item, digest in zip(items, digests):
-            if digest not in self.sections:  # remembered but not yet stored
-                self.sections[digest] = byte_view(item)
+            if digest not in self.sections and digest not in self.external:
+                view = byte_view(item)
+                self.sections[digest] = (view, [[0, view.nbytes, digest]])
         return digests
 
-    def write(self, path: str | os.PathLike, header: dict, *, atomic: bool = False) -> int:
-        """Write the file; its size in bytes. `atomic`: through a temporary file in the same directory,
-        renamed over `path` once complete (readers see the old file or the new one, never a part)."""
+    def add_region(self, data, cuts: list[tuple[int, int]], hints: dict[int, str] | None = None) -> str:
+        """Add `data` as one section checked in parts: `cuts` are (offset, size) pairs in order, not
+        overlapping; the bytes outside them must be zero. `hints`: sha256 already known by cut index."""
+        view = byte_view(data)
+        flat = np.frombuffer(view, np.uint8)
+        hints = hints or {}
+        covered, position = [], 0
+        for offset, size in cuts:
+            if offset < position or offset + size > flat.size:
+                raise ValueError(f"region cuts overlap or run past its {flat.size} bytes: ({offset}, {size})")
+            covered.append(flat[position:offset])
+            position = offset + size
+        covered.append(flat[position:])
+        if any(gap.any() for gap in covered):
+            raise ValueError("the bytes of a region outside its cuts must be zero")
+        pending = [index for index in range(len(cuts)) if index not in hints]
+        digests = dict(hints)
+        digests.update(zip(pending, self._hash([view[cuts[i][0]:cuts[i][0] + cuts[i][1]] for i in pending])))
+        parts = [[offset, size, digests[index]] for index, (offset, size) in enumerate(cuts)]
+        name = _region_name(view.nbytes, parts)
+        self.sections.setdefault(name, (view, parts))
+        return name
+
+    def write(self, path: str | os.PathLike, header: dict, *, private: bool = False) -> int:
+        """Write the file; its size in bytes. Always through a temporary file in the same directory,
+        renamed over `path` once complete: readers (and models loaded from the old file) see the old
+        file or the new one, never a part. `private` (the cache) keeps the temporary file's private
+        permissions (0600); a user's file gets the usual ones."""
         path = Path(path)
-        offsets, data_bytes = {}, 0
-        for digest, view in self.sections.items():
-            offsets[digest] = [data_bytes, view.nbytes]
+        table, data_bytes = {}, 0
+        for name, (view, parts) in self.sections.items():
+            data_bytes = align_up(data_bytes)
+            table[name] = [data_bytes, view.nbytes, parts]
             data_bytes += view.nbytes
-        text = json.dumps(dict(header, sections=offsets, data_bytes=data_bytes), separators=(",", ":")).encode()
+        text = json.dumps(dict(header, sections=table, data_bytes=data_bytes), separators=(",", ":")).encode()
         head = PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(text)) + text
         head += hashlib.sha256(head).digest()
-        total = len(head) + data_bytes
-        if atomic:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(handle, "wb") as file:
-                    self._write_body(file, head)
-                os.replace(temporary, path)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
-        else:
-            with open(path, "wb") as file:
-                self._write_body(file, head)
-        return total
-
-    def _write_body(self, file, head: bytes) -> None:
-        file.write(head)
-        for view in self.sections.values():
-            file.write(view)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a directory: save to a file path, e.g. {path / 'model.tfm'}")
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(head + bytes(align_up(len(head)) - len(head)))
+                position = 0
+                for view, _ in self.sections.values():
+                    file.write(bytes(align_up(position) - position))
+                    file.write(view)
+                    position = align_up(position) + view.nbytes
+            if not private:  # a user's file: the permissions a plain open() would give it
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(temporary, 0o666 & ~umask)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return align_up(len(head)) + data_bytes
 
 
 class ContainerReader:
-    """An open saved-model file whose header was checked; sections are read on demand and checked
-    by `verify()` (call it before using any section)."""
+    """An open saved-model file whose header was checked and which is mapped into memory; sections are
+    views of the mapping, each checked by `verify()` (call it before using any section). `known`
+    maps sha256 hex digests to flat uint8 arrays in memory with those bytes: parts with those digests
+    are compared to them rather than hashed."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, known: dict[str, np.ndarray] | None = None):
         self.path = Path(path)
+        self.known = dict(known or {})
         try:
-            self._file = open(self.path, "rb")  # noqa: SIM115 (closed by close())
+            descriptor = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
             raise SavedModelError(f"{self.path}: no such file") from None
         except IsADirectoryError:
             raise SavedModelError(f"{self.path} is a directory, not a saved model") from None
         try:
-            self.header = self._read_header()
-        except BaseException:
-            self._file.close()
-            raise
+            mode = os.fstat(descriptor).st_mode
+            if stat.S_ISDIR(mode):
+                raise SavedModelError(f"{self.path} is a directory, not a saved model")
+            if not stat.S_ISREG(mode):
+                raise self.fail("not a regular file")
+            self.header = self._read_header(descriptor)
+            self._map = _map(descriptor, self._size)
+        finally:
+            os.close(descriptor)  # the mapping stays
         self._sections: dict[str, np.ndarray] = {}
+        self._first: dict[str, np.ndarray] = {}  # digest -> the first part taken with it (hashed)
         self._pending: list[tuple[str, Future]] = []
         self._pool: ThreadPoolExecutor | None = None
 
     def fail(self, problem: str) -> SavedModelError:
         return SavedModelError(f"{self.path}: {problem}")
 
-    def _read_header(self) -> dict:
-        size = os.fstat(self._file.fileno()).st_size
-        preamble = self._file.read(PREAMBLE.size)
+    def _read_header(self, descriptor: int) -> dict:
+        size = self._size = os.fstat(descriptor).st_size
+        preamble = os.pread(descriptor, PREAMBLE.size, 0)
         if len(preamble) < len(MAGIC) or preamble[:len(MAGIC)] != MAGIC:
             raise self.fail("not a tensorforge saved model (its first bytes are not the magic number; "
                             "save one with cm.save(path))")
@@ -188,8 +286,8 @@ class ContainerReader:
                             f"{FORMAT_VERSION} (save it again with this version)")
         if length > MAX_HEADER_BYTES or PREAMBLE.size + length + DIGEST_BYTES > size:
             raise self.fail(f"truncated or damaged: the header claims {length} bytes, the file has {size}")
-        text = self._file.read(length)
-        digest = self._file.read(DIGEST_BYTES)
+        text = os.pread(descriptor, length, PREAMBLE.size)
+        digest = os.pread(descriptor, DIGEST_BYTES, PREAMBLE.size + length)
         if hashlib.sha256(preamble + text).digest() != digest:
             raise self.fail("the header's checksum does not match: the file was altered or damaged")
         try:
@@ -198,71 +296,114 @@ class ContainerReader:
             raise self.fail(f"the header is not JSON ({error})") from None
         if not isinstance(header, dict) or not isinstance(header.get("sections"), dict):
             raise self.fail("the header has no section table")
-        self._data_start = PREAMBLE.size + length + DIGEST_BYTES
+        self._data_start = align_up(PREAMBLE.size + length + DIGEST_BYTES)
         data_bytes = header.get("data_bytes")
         expected = self._data_start + data_bytes if isinstance(data_bytes, int) else None
         if expected != size:
             raise self.fail(f"truncated or extended: the file is {size} bytes, its header says {expected}")
-        for digest, entry in header["sections"].items():
-            if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(v, int) and v >= 0 for v in entry)
-                    and self._data_start + entry[0] + entry[1] <= size):
-                raise self.fail(f"section {digest[:12]} lies outside the file")
+        # the zero bytes: [end of one part, start of the next) between the header, sections and their parts
+        self._zeros, position = [], PREAMBLE.size + length + DIGEST_BYTES
+        for name, entry in sorted(header["sections"].items(), key=lambda item: _offset(item[1])):
+            start = self._data_start + _offset(entry)
+            if not _well_formed(entry) or start < position or start % ALIGNMENT or start + entry[1] > size:
+                raise self.fail(f"section {str(name)[:12]} is malformed, lies outside the file or overlaps another")
+            for offset, part_size, _ in entry[2]:
+                self._zeros.append((position, start + offset))
+                position = start + offset + part_size
+            self._zeros.append((position, start + entry[1]))
+            position = start + entry[1]
+        self._zeros.append((position, size))
+        self._zeros = [(begin, end) for begin, end in self._zeros if end > begin]
         return header
 
-    def _locate(self, digest: str) -> tuple[int, int]:
-        entry = self.header["sections"].get(digest) if isinstance(digest, str) else None
+    def _locate(self, name: str) -> list:
+        entry = self.header["sections"].get(name) if isinstance(name, str) else None
         if entry is None:
-            raise self.fail(f"the header refers to a section {str(digest)[:12]} that the file does not have")
-        return self._data_start + entry[0], entry[1]
+            hint = (" (a compile-cache entry leaves out the traced graph's constants: it loads only through "
+                    "tfg.compile; save a model with cm.save to load it)") if "cache_key" in self.header else ""
+            raise self.fail(f"the header refers to a section {str(name)[:12]} that the file does not have{hint}")
+        return entry
 
-    def size(self, digest: str) -> int:
-        return self._locate(digest)[1]
-
-    def read_into(self, digest: str, destination: np.ndarray) -> None:
-        """Read section `digest` into `destination` (a flat uint8 array of its size) and queue its check;
-        the destination becomes the section's array for later `section(digest)` calls."""
-        offset, size = self._locate(digest)
-        if destination.nbytes != size:
-            raise self.fail(f"section {digest[:12]} is {size} bytes, where {destination.nbytes} were expected")
-        view = memoryview(destination)
-        self._file.seek(offset)
-        done = 0
-        while done < size:
-            count = self._file.readinto(view[done:])
-            if not count:
-                raise self.fail(f"truncated while reading section {digest[:12]}")
-            done += count
-        if self._pool is None:
-            self._pool = hash_pool()
-        self._pending.append((digest, self._pool.submit(lambda: hashlib.sha256(view).hexdigest())))
-        self._sections[digest] = destination
-
-    def section(self, digest: str) -> np.ndarray:
-        """Section `digest` as a flat, 64-byte aligned uint8 array (read once; check with verify())."""
-        found = self._sections.get(digest)
+    def section(self, name: str) -> np.ndarray:
+        """Section `name` as a flat, 64-byte aligned uint8 array: a view of the mapped file (its checks
+        are queued on the first call; see verify())."""
+        found = self._sections.get(name)
         if found is None:
-            found = aligned_buffer(self._locate(digest)[1])
-            self.read_into(digest, found)
+            offset, size, parts = self._locate(name)
+            start = self._data_start + offset
+            found = np.frombuffer(self._map, np.uint8, size, start) if size else np.zeros(0, np.uint8)
+            if self._pool is None:
+                self._pool = hash_pool()
+            for part_offset, part_size, digest in parts:
+                self._check(digest, found[part_offset:part_offset + part_size])
+            self._sections[name] = found
         return found
 
-    def has_read(self, digest: str) -> bool:
-        return digest in self._sections
+    def _check(self, digest: str, part: np.ndarray) -> None:
+        reference = self.known.get(digest)
+        if reference is None:
+            reference = self._first.get(digest)
+        if reference is not None:
+            job = self._pool.submit(lambda: digest if same_bytes(part, reference) else "differs")
+        else:
+            self._first[digest] = part
+            view = memoryview(part)
+            job = self._pool.submit(lambda: hashlib.sha256(view).hexdigest())
+        self._pending.append((digest, job))
 
     def verify(self) -> None:
-        """Wait for the checks of every section read so far; SavedModelError naming the first that differs."""
+        """Wait for the checks of every section taken so far, and check the bytes between parts are
+        zero (once); SavedModelError naming the first part that differs."""
+        zeros, self._zeros = self._zeros, []
+        for begin, end in zeros:
+            if np.frombuffer(self._map, np.uint8, end - begin, begin).any():
+                raise self.fail(f"the padding at bytes {begin}-{end} is not zero: the file was altered or damaged")
         pending, self._pending = self._pending, []
-        for digest, future in pending:
-            if future.result() != digest:
-                raise self.fail(f"section {digest[:12]}'s checksum does not match: the file was altered or damaged")
+        for digest, job in pending:
+            if job.result() != digest:
+                raise self.fail(f"a part with sha256 {digest[:12]} does not match it: the file was altered or damaged")
 
     def close(self) -> None:
+        """Stop the checking threads. The mapping lives on while arrays view it (and goes with the last)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)  # after a failure, the checks not yet begun
             self._pool = None
-        self._file.close()
 
     def __enter__(self) -> ContainerReader:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _offset(entry) -> int:
+    return entry[0] if isinstance(entry, list) and entry and isinstance(entry[0], int) else -1
+
+
+def _well_formed(entry) -> bool:
+    """[offset, size, parts]: parts in order, inside the section, not overlapping."""
+    if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], int) and isinstance(entry[1], int)
+            and entry[0] >= 0 and entry[1] >= 0 and isinstance(entry[2], list)):
+        return False
+    position = 0
+    for part in entry[2]:
+        if not (isinstance(part, list) and len(part) == 3 and all(isinstance(v, int) for v in part[:2])
+                and isinstance(part[2], str) and position <= part[0] <= part[0] + part[1] <= entry[1]):
+            return False
+        position = part[0] + part[1]
+    return True
+
+
+def _map(descriptor: int, size: int) -> mmap.mmap | bytes:
+    """The file mapped private and copy-on-write: arrays on it are writable, and a write (none is
+    expected) copies that page for this process only. Its pages are mapped at once where the kernel
+    can (MADV_POPULATE_READ, Linux 5.14), not one fault at a time. (MAP_POPULATE would not do: on a
+    writable private mapping it copies every page.)"""
+    if size == 0:
+        return b""
+    if not hasattr(mmap, "MAP_PRIVATE"):
+        return mmap.mmap(descriptor, size, access=mmap.ACCESS_COPY)
+    mapped = mmap.mmap(descriptor, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        mapped.madvise(getattr(mmap, "MADV_POPULATE_READ", 22))
+    return mapped

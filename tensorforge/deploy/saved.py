@@ -10,12 +10,15 @@
 What a model's file holds (the container: deploy/container.py; JSON and raw bytes, no pickle):
 the target (triple, cpu, features), the entry's name, LLVM level, threads, workspace bytes; the
 inputs' names and types and the outputs' types; the ELF object (`Artifact.object_code()`: the
-machine code the runtime ran, so a loaded model computes the same bits); the weights buffer as
-segments (one per weight, stored once when two models or a graph constant share the bytes); the
-optimized graph's text (ir/printer.py) and its large constants, read back with ir/parser.py so
+machine code the runtime ran, so a loaded model computes the same bits); the weights buffer, as
+it is (loaded as a view of the mapped file: no copy); the optimized graph's text (ir/printer.py)
+and its large constants (a slice of the weights buffer when stored there as they are, else a
+section of their own, stored once however many graphs hold them), read back with ir/parser.py so
 `cm.graph`, `cm.memory_report()` and `cm.profile()` work; the LLVM IR (zlib), the split parts,
-the workspace plan, the pass report; and the tensorforge, llvmlite, LLVM and numpy versions
-(recorded, not required to match: the object needs none of them).
+the workspace plan, the pass, quantization and pruning reports; and the tensorforge, llvmlite,
+LLVM, numpy and Python versions (recorded, not required to match: the object needs none of them).
+A file is about twice the model's weights: the weights as the kernels read them (packed panels)
+plus the graph's constants as they are; a generator's holds each compiled graph's weights.
 
 Loading checks the file (magic, format version, size, every checksum) and that this machine can
 run its code (the same architecture with every CPU feature the code uses, or armv8 through the
@@ -24,6 +27,10 @@ A loaded model has no pass snapshots (`save_pictures` says so) and no source gra
 `report()` is the compile's pass report, marked as loaded. A generator's file holds its prefill and
 decode graphs too: a full prefill that was not compiled before saving is compiled (with LLVM) the
 first time `logits()` needs it.
+
+The file is mapped into memory, not read (container.py): a loaded model runs on the file's pages,
+shared by every process that loads it. Like a shared library, it must not be truncated or rewritten
+in place while a model loaded from it is alive; cm.save and the cache replace files by renaming.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from ..ir.printer import INLINE_CONSTANT_LIMIT, print_graph
 from ..passes.manager import PassReport, PassRow
 from ..runtime import CompiledModel
 from ..runtime.cross import CROSS_TOOLCHAINS
-from .container import ContainerReader, ContainerWriter, SavedModelError, aligned_buffer, byte_view
+from .container import ContainerReader, ContainerWriter, SavedModelError, byte_view
 
 __all__ = ["SavedModelError", "load", "load_generator", "save_generator", "save_model"]
 
@@ -92,28 +99,103 @@ def _json_meta(meta: dict) -> dict:
     return {key: value for key, value in meta.items() if isinstance(value, (str, int, float, bool))}
 
 
-def graph_record(writer: ContainerWriter, graph: Graph) -> dict:
-    """The graph's text, its large constants (printed without their values) as sections, node metadata."""
-    text = print_graph(graph)
-    large = [node for node in graph.nodes if node.op == "constant" and node.value.size > INLINE_CONSTANT_LIMIT]
-    digests = writer.add_all([node.value for node in large])
-    meta = {node.name: _json_meta(node.meta) for node in graph.nodes if _json_meta(node.meta)}
-    return {"text": text, "meta": meta,
-            "constants": {node.name: [digest, *_type_record(node.type)] for node, digest in zip(large, digests)}}
+class Records:
+    """Builds the header's records, adding their bytes to a ContainerWriter: a weights buffer is one
+    section (loaded as a view of the mapped file, no copy); a graph constant stored as it is in a
+    weights buffer is a slice of that section; any other large constant is a section of its own
+    (content-addressed: two graphs' equal constants are stored once)."""
+
+    def __init__(self, writer: ContainerWriter | None = None):
+        self.writer = writer or ContainerWriter()
+        self._slices: dict[int, tuple[np.ndarray, str, int]] = {}  # id(array) -> (array, weights digest, offset)
+
+    def weights(self, artifact) -> str:
+        """The weights buffer as a region cut at each weight (a constant stored as it is: exactly its bytes)."""
+        constants = {node.name: node.value for node in artifact.graph.nodes if node.op == "constant"}
+        weights = np.frombuffer(byte_view(artifact.weights), np.uint8)
+        offsets = sorted(artifact.weight_offsets.items(), key=lambda item: item[1])
+        cuts, hints, as_is = [], {}, []
+        for index, (name, offset) in enumerate(offsets):
+            end = offsets[index + 1][1] if index + 1 < len(offsets) else weights.size
+            value = constants.get(name)
+            if value is not None and value.nbytes <= end - offset and not weights[offset + value.nbytes:end].any():
+                end = offset + value.nbytes
+                as_is.append((value, offset))
+                if self.writer.digest_of(value) is not None:
+                    hints[len(cuts)] = self.writer.digest_of(value)
+            cuts.append((offset, end - offset))
+        digest = self.writer.add_region(weights, cuts, hints)
+        for value, offset in as_is:
+            self._slices[id(value)] = (value, digest, offset)
+        return digest
+
+    def graph(self, graph: Graph) -> dict:
+        """The graph's text, its large constants (printed without their values), node metadata."""
+        large = [node for node in graph.nodes if node.op == "constant" and node.value.size > INLINE_CONSTANT_LIMIT]
+        constants, separate = {}, []
+        for node in large:
+            found = self._slices.get(id(node.value))
+            if found is not None and found[0] is node.value:
+                constants[node.name] = ["slice", found[1], found[2], *_type_record(node.type)]
+            else:
+                separate.append(node)
+        for node, digest in zip(separate, self.writer.add_all([node.value for node in separate])):
+            constants[node.name] = ["section", digest, *_type_record(node.type)]
+        meta = {node.name: _json_meta(node.meta) for node in graph.nodes if _json_meta(node.meta)}
+        return {"text": print_graph(graph), "meta": meta, "constants": dict(sorted(constants.items()))}
+
+    def model(self, model: CompiledModel) -> dict:
+        """Everything a CompiledModel needs to be rebuilt without LLVM."""
+        artifact = model.artifact
+        if not isinstance(artifact, Artifact):
+            raise TypeError(f"only a model compiled by tensorforge can be saved, not one built from a "
+                            f"{type(artifact).__name__}")
+        weights = self.weights(artifact)
+        memory = artifact.memory
+        report = model.pass_report
+        return {
+            "entry": artifact.entry, "opt_level": artifact.opt_level, "threads": artifact.threads,
+            "workspace_bytes": int(artifact.workspace_bytes), "compile_seconds": float(artifact.compile_seconds),
+            "inputs": [[name, *_type_record(t)] for name, t in zip(model.input_names, artifact.input_types)],
+            "outputs": [[node.name, *_type_record(node.type)] for node in artifact.graph.outputs],
+            "object": self.writer.add(artifact.object_code()),
+            "llvm_ir": self.writer.add(zlib.compress(artifact.llvm_ir.encode(), 1)),
+            "weights": weights, "weight_offsets": artifact.weight_offsets,
+            "graph": self.graph(artifact.graph),
+            "parts": artifact.parts,
+            "memory": None if memory is None else {
+                "values": {node.name: offset for node, offset in memory.values.items()},
+                "scratch": {node.name: offset for node, offset in memory.scratch.items()},
+                "size": memory.size, "unshared_bytes": memory.unshared_bytes,
+                "in_place": {node.name: operand.name for node, operand in memory.in_place.items()}},
+            "profile_offset": artifact.profile_offset, "profile_kernels": artifact.profile_kernels,
+            "pass_report": None if report is None else {
+                "rows": [dataclasses.astuple(row) for row in report.rows], "disabled": list(report.disabled)},
+            "quantization": _report_record(getattr(model, "quantization", None)),
+            "pruning": _report_record(getattr(model, "pruning", None)),
+        }
 
 
-def _section_array(reader: ContainerReader, known: dict, digest: str, type_: TensorType) -> np.ndarray:
-    flat = known.get(digest)
-    if flat is None:
-        flat = reader.section(digest)
-    if flat.nbytes != type_.nbytes:
-        raise reader.fail(f"section {digest[:12]} is {flat.nbytes} bytes, not the {type_.nbytes} of a {type_}")
-    return flat.view(type_.dtype.numpy).reshape(type_.shape)
+def _constant(reader: ContainerReader, record: list) -> np.ndarray:
+    kind, digest, *rest = record
+    if kind == "slice":
+        offset, dtype, shape = rest
+        whole = reader.section(digest)
+    elif kind == "section":  # an array with its sha256 in memory is taken from there
+        offset, (dtype, shape) = 0, rest
+        whole = reader.known.get(digest)
+        if whole is None:
+            whole = reader.section(digest)
+    else:
+        raise reader.fail(f"unknown constant record {kind!r}")
+    type_ = _type_from((dtype, shape))
+    if not 0 <= offset <= whole.nbytes - type_.nbytes or (kind == "section" and whole.nbytes != type_.nbytes):
+        raise reader.fail(f"a constant's {type_.nbytes} bytes lie outside section {digest[:12]} ({whole.nbytes} bytes)")
+    return whole[offset:offset + type_.nbytes].view(type_.dtype.numpy).reshape(type_.shape)
 
 
-def _read_graph(reader: ContainerReader, record: dict, known: dict) -> Graph:
-    constants = {name: _section_array(reader, known, digest, _type_from((dtype, shape)))
-                 for name, (digest, dtype, shape) in record["constants"].items()}
+def _read_graph(reader: ContainerReader, record: dict) -> Graph:
+    constants = {name: _constant(reader, entry) for name, entry in record["constants"].items()}
     try:
         graph = parse(record["text"], constants)
     except ParseError as error:
@@ -121,62 +203,6 @@ def _read_graph(reader: ContainerReader, record: dict, known: dict) -> Graph:
     for name, meta in record.get("meta", {}).items():
         graph.node(name).meta.update(meta)
     return graph
-
-
-def _weight_segments(artifact) -> list[tuple[str, int, int]]:
-    """The weights buffer as (name, offset, size) segments; the bytes between them are zero (padding).
-    A segment that holds a graph constant as it is has that constant's size, so it is stored once."""
-    weights = byte_view(artifact.weights)
-    flat = np.frombuffer(weights, np.uint8)
-    offsets = sorted(getattr(artifact, "weight_offsets", {}).items(), key=lambda item: item[1])
-    if not offsets or offsets[0][1] != 0:
-        offsets.insert(0, ("", 0))
-    constants = {node.name: node.value for node in artifact.graph.nodes if node.op == "constant"} \
-        if isinstance(getattr(artifact, "graph", None), Graph) else {}
-    segments = []
-    for index, (name, offset) in enumerate(offsets):
-        end = offsets[index + 1][1] if index + 1 < len(offsets) else flat.size
-        size = end - offset
-        constant = constants.get(name)
-        if constant is not None and constant.nbytes <= size and not flat[offset + constant.nbytes:end].any():
-            size = constant.nbytes
-        segments.append((name, offset, size))
-    return segments
-
-
-def model_record(writer: ContainerWriter, model: CompiledModel) -> dict:
-    """Everything a CompiledModel needs to be rebuilt without LLVM (its sections added to `writer`)."""
-    artifact = model.artifact
-    if not isinstance(artifact, Artifact):
-        raise TypeError(f"only a model compiled by tensorforge can be saved, not one built from a "
-                        f"{type(artifact).__name__}")
-    weights = np.frombuffer(byte_view(artifact.weights), np.uint8)
-    segments = _weight_segments(artifact)
-    digests = writer.add_all([weights[offset:offset + size] for _, offset, size in segments])
-    memory = artifact.memory
-    report = model.pass_report
-    return {
-        "entry": artifact.entry, "opt_level": artifact.opt_level, "threads": artifact.threads,
-        "workspace_bytes": int(artifact.workspace_bytes), "compile_seconds": float(artifact.compile_seconds),
-        "inputs": [[name, *_type_record(t)] for name, t in zip(model.input_names, artifact.input_types)],
-        "outputs": [[node.name, *_type_record(node.type)] for node in artifact.graph.outputs],
-        "object": writer.add(artifact.object_code()),
-        "llvm_ir": writer.add(zlib.compress(artifact.llvm_ir.encode(), 1)),
-        "weights": {"bytes": int(weights.size), "offsets": artifact.weight_offsets,
-                    "segments": [[offset, size, digest] for (_, offset, size), digest in zip(segments, digests)]},
-        "graph": graph_record(writer, artifact.graph),
-        "parts": artifact.parts,
-        "memory": None if memory is None else {
-            "values": {node.name: offset for node, offset in memory.values.items()},
-            "scratch": {node.name: offset for node, offset in memory.scratch.items()},
-            "size": memory.size, "unshared_bytes": memory.unshared_bytes,
-            "in_place": {node.name: operand.name for node, operand in memory.in_place.items()}},
-        "profile_offset": artifact.profile_offset, "profile_kernels": artifact.profile_kernels,
-        "pass_report": None if report is None else {
-            "rows": [dataclasses.astuple(row) for row in report.rows], "disabled": list(report.disabled)},
-        "quantization": _report_record(getattr(model, "quantization", None)),
-        "pruning": _report_record(getattr(model, "pruning", None)),
-    }
 
 
 def _report_record(report) -> dict | None:
@@ -205,27 +231,16 @@ def _report_from(record):
     return report_type(**record)
 
 
-def _read_weights(reader: ContainerReader, record: dict, known: dict) -> np.ndarray:
-    buffer = aligned_buffer(int(record["bytes"]), zero=True)
-    for offset, size, digest in record["segments"]:
-        destination = buffer[offset:offset + size]
-        if destination.size != size:
-            raise reader.fail(f"a weights segment at {offset} ({size} bytes) lies outside the weights buffer")
-        source = known.get(digest)
-        if source is None and reader.has_read(digest):
-            source = reader.section(digest)
-        if source is not None:
-            if source.nbytes != size:
-                raise reader.fail(f"section {digest[:12]} is {source.nbytes} bytes, the weights segment {size}")
-            destination[:] = source
-        else:
-            reader.read_into(digest, destination)
-    return buffer
+def _take_model(reader: ContainerReader, record: dict) -> None:
+    """Take a model's large sections first, so that their checks run (in threads) while graphs are parsed."""
+    for name in (record["weights"], record["object"], record["llvm_ir"]):
+        reader.section(name)
 
 
-def _read_model(reader: ContainerReader, record: dict, target: Target, known: dict) -> Artifact:
-    """The Artifact of a model record, its sections read (check them with reader.verify() before running it)."""
-    graph = _read_graph(reader, record["graph"], known)
+def _read_model(reader: ContainerReader, record: dict, target: Target) -> Artifact:
+    """The Artifact of a model record, its sections taken (check them with reader.verify() before running it)."""
+    _take_model(reader, record)
+    graph = _read_graph(reader, record["graph"])
     input_types = [_type_from(entry[1:]) for entry in record["inputs"]]
     output_types = [_type_from(entry[1:]) for entry in record["outputs"]]
     if input_types != [node.type for node in graph.inputs] or output_types != [node.type for node in graph.outputs]:
@@ -237,16 +252,16 @@ def _read_model(reader: ContainerReader, record: dict, target: Target, known: di
                                {node(name): offset for name, offset in memory["scratch"].items()},
                                memory["size"], memory["unshared_bytes"],
                                {node(name): node(operand) for name, operand in memory["in_place"].items()})
-    object_code = bytes(reader.section(record["object"]))
+    object_code = reader.section(record["object"])
     llvm_ir = reader.section(record["llvm_ir"])
-    weights = _read_weights(reader, record["weights"], known)
-    reader.verify()  # every section this model uses, before it is decompressed or run
+    weights = reader.section(record["weights"])
+    reader.verify()  # every section taken so far, before any is decompressed or run
     return Artifact(target=target, graph=graph, llvm_ir=zlib.decompress(llvm_ir).decode(), input_types=input_types,
-                    output_types=output_types, weights=weights, weight_offsets=dict(record["weights"]["offsets"]),
+                    output_types=output_types, weights=weights, weight_offsets=dict(record["weight_offsets"]),
                     workspace_bytes=int(record["workspace_bytes"]), compile_seconds=float(record["compile_seconds"]),
                     opt_level=int(record["opt_level"]), entry=record["entry"], threads=int(record["threads"]),
                     memory=memory, parts=dict(record["parts"]), profile_offset=record["profile_offset"],
-                    profile_kernels=list(record["profile_kernels"]), object=object_code)
+                    profile_kernels=list(record["profile_kernels"]), object=bytes(object_code))
 
 
 def _compiled(artifact: Artifact, record: dict, path: Path) -> CompiledModel:
@@ -305,12 +320,15 @@ def _header(kind: str, target: Target, **fields) -> dict:
     return {"format": FORMAT_NAME, "kind": kind, "versions": versions(), "target": target_record(target), **fields}
 
 
-def _open(path, kind: str, requested_target) -> tuple[ContainerReader, Target]:
-    reader = ContainerReader(path)
+def _open(path, kind: str, requested_target, known: dict | None,
+          cache_key: str | None) -> tuple[ContainerReader, Target]:
+    reader = ContainerReader(path, known)
     try:
         header = reader.header
         if header.get("format") != FORMAT_NAME:
             raise reader.fail(f"its header is not a {FORMAT_NAME}'s")
+        if cache_key is not None and header.get("cache_key") != cache_key:
+            raise reader.fail(f"it is not the compile cache's entry for key {cache_key}")
         if header.get("kind") != kind:
             other = {"model": "tfg.load", "generator": "tfg.load_generator"}.get(header.get("kind"), "?")
             raise reader.fail(f"the file holds a {header.get('kind')}, not a {kind}: open it with {other}(path)")
@@ -324,22 +342,24 @@ def _malformed(reader: ContainerReader, error: Exception) -> SavedModelError:
     return reader.fail(f"its header is malformed ({type(error).__name__}: {error})")
 
 
-def save_model(model: CompiledModel, path, *, atomic: bool = False, writer: ContainerWriter | None = None,
+def save_model(model: CompiledModel, path, *, private: bool = False, writer: ContainerWriter | None = None,
                **header) -> Path:
-    """Write `model` to `path` (CompiledModel.save); returns the path."""
-    writer = writer or ContainerWriter()
-    record = model_record(writer, model)
+    """Write `model` to `path` (CompiledModel.save); returns the path. `private`: the cache's file mode."""
+    records = Records(writer)
+    record = records.model(model)
     path = Path(path)
-    writer.write(path, _header("model", model.target, model=record, **header), atomic=atomic)
+    records.writer.write(path, _header("model", model.target, model=record, **header), private=private)
     return path
 
 
-def read_model(path, target=None, known: dict | None = None) -> CompiledModel:
-    """tfg.load, with the arrays whose digests are `known` (flat uint8, by sha256) taken from memory."""
-    reader, saved_target = _open(path, "model", target)
+def read_model(path, target=None, known: dict | None = None, cache_key: str | None = None) -> CompiledModel:
+    """tfg.load, with the arrays whose sha256 are `known` (flat uint8 arrays by hex digest) taken from
+    memory, or compared to the file's bytes rather than hashed;
+    `cache_key`: the file must be the compile cache's entry of that key."""
+    reader, saved_target = _open(path, "model", target, known, cache_key)
     with reader:
         try:
-            artifact = _read_model(reader, reader.header["model"], saved_target, known or {})
+            artifact = _read_model(reader, reader.header["model"], saved_target)
         except SavedModelError:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, zlib.error) as error:
@@ -358,40 +378,44 @@ def load(path: str | os.PathLike, *, target=None) -> CompiledModel:
     return read_model(path, target)
 
 
-def save_generator(generator, path, *, atomic: bool = False, **header) -> Path:
+def save_generator(generator, path, *, private: bool = False, writer: ContainerWriter | None = None,
+                   **header) -> Path:
     """Write a Generator (Generator.save): its compiled models, prefill and decode graphs and settings."""
-    writer = ContainerWriter()
+    records = Records(writer)
     graphs = generator.graphs
     prefill = generator._prefill_model if isinstance(generator._prefill_model, CompiledModel) else None
     models = {"decode": generator.decode_model, "first": generator.first_model, "prefill": prefill}
+    models = {name: None if model is None else records.model(model) for name, model in models.items()}
     record = {
         "max_len": graphs.max_len, "prompt_len": graphs.prompt_len,
         "cache_types": [_type_record(t) for t in graphs.cache_types],
-        "options": dict(generator.options),
-        "graphs": {"prefill": graph_record(writer, graphs.prefill), "decode": graph_record(writer, graphs.decode)},
-        "models": {name: None if model is None else model_record(writer, model) for name, model in models.items()},
+        "options": dict(generator.options), "models": models,
+        "graphs": {"prefill": records.graph(graphs.prefill), "decode": records.graph(graphs.decode)},
     }
     path = Path(path)
-    writer.write(path, _header("generator", generator.decode_model.target, generator=record, **header), atomic=atomic)
+    records.writer.write(path, _header("generator", generator.decode_model.target, generator=record, **header),
+                         private=private)
     return path
 
 
-def read_generator(path, target=None, known: dict | None = None, cache=True):
-    """tfg.load_generator, with `known` arrays as for read_model. `cache`: the compile cache setting
-    for a full prefill compiled later (logits())."""
+def read_generator(path, target=None, known: dict | None = None, cache_key: str | None = None, cache=True):
+    """tfg.load_generator, with `known` arrays and `cache_key` as for read_model. `cache`: the compile
+    cache setting for a full prefill compiled later (logits())."""
     from ..generate.generator import Generator
     from ..generate.kv_cache import KVCacheGraphs
 
-    known = known or {}
-    reader, saved_target = _open(path, "generator", target)
+    reader, saved_target = _open(path, "generator", target, known, cache_key)
     with reader:
         try:
             record = reader.header["generator"]
-            graphs = KVCacheGraphs(prefill=_read_graph(reader, record["graphs"]["prefill"], known),
-                                   decode=_read_graph(reader, record["graphs"]["decode"], known), attentions=(),
+            for model in record["models"].values():  # their checks run while the graphs are parsed
+                if model is not None:
+                    _take_model(reader, model)
+            graphs = KVCacheGraphs(prefill=_read_graph(reader, record["graphs"]["prefill"]),
+                                   decode=_read_graph(reader, record["graphs"]["decode"]), attentions=(),
                                    prompt_len=int(record["prompt_len"]), max_len=int(record["max_len"]),
                                    cache_types=tuple(_type_from(t) for t in record["cache_types"]))
-            artifacts = {name: None if model is None else _read_model(reader, model, saved_target, known)
+            artifacts = {name: None if model is None else _read_model(reader, model, saved_target)
                          for name, model in record["models"].items()}
             options = dict(record["options"])
         except SavedModelError:
@@ -406,7 +430,7 @@ def read_generator(path, target=None, known: dict | None = None, cache=True):
         from ..api import compile
 
         return compile(graphs.prefill, target=saved_target, opt_level=options["opt_level"],
-                       threads=options["threads"])
+                       threads=options["threads"], cache=cache)
 
     generator = Generator(graphs, models["prefill"] or prefill, models["decode"], models["first"])
     generator.options = options

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -108,6 +109,8 @@ class Generator:
         # how it was compiled (compile_generator sets them; a loaded generator compiles its full prefill so)
         self.options = {"opt_level": 2, "threads": getattr(decode.artifact, "threads", 1)}
         self.loaded_from = None  # the file (gen.save / the compile cache) it was loaded from
+        self.cache_status = "off"  # compile_generator's cache: "hit" (loaded from loaded_from), "miss" (stored)
+        self.compile_seconds: dict[str, float] = {}  # compile_generator's: trace, cache key, load / store, total
         # decode's inputs: token, pos, then each of the 2 * layers caches' arrays (graphs.cache_types each)
         count = (len(decode.input_types) - 2) // len(graphs.cache_types)
         self.layers = count // 2
@@ -308,7 +311,7 @@ def _check_lengths(max_len, prompt_len) -> None:
 
 def compile_generator(model, max_len: int, prompt_len: int | None = None, target: str | Target = "host",
                       opt_level: int = 2, *, threads: int | None = None, quantize=None, calibration=None,
-                      kv_cache: str = "f32", verbose: bool = False) -> Generator:
+                      kv_cache: str = "f32", cache=True, verbose: bool = False) -> Generator:
     """Trace `model` (a GPT, or any model of tokens[1, S] -> logits[1, S, V] with causal attention;
     a torch.nn.Module decoder in eval mode, such as a Hugging Face GPT2LMHeadModel, whose cache-free
     forward is imported (frontend/torch/decoder.py); or a Graph traced so) on tokens[1, prompt_len],
@@ -325,20 +328,42 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
     on its worst output channel), in both graphs; gen.quant_report() lists the layers, their SQNR
     and decision. `kv_cache="int8"` stores the caches as int8
     codes with a scale per row (see the module docstring), independently of `quantize`. `verbose`
-    shows a progress bar over the stages (a GPT-2-size model takes some 10 s).
+    shows a progress bar over the stages (a GPT-2-size model takes some 10 s). `cache` as for
+    tf.compile: the whole generator is one entry of the compile cache (tensorforge/deploy/cache.py),
+    found again after tracing (gen.cache_status == "hit").
     """
-    from ..api import compile, trace
+    from ..api import compile, default_threads, trace
+    from ..deploy.cache import cache_directory, config_record, entry_for
+    from ..deploy.saved import read_generator, save_generator
 
     _check_lengths(max_len, prompt_len)
     config = _generator_quant_config(quantize)
+    target = Target.parse(target)
+    cache_directory(cache)  # a bad value is refused before any work
     stages = 4 + (config is not None)  # trace, rewrite, [int8,] compile prefill, compile decode
+    start = time.perf_counter()
     with tqdm(total=stages, desc="compile_generator", unit="stage", disable=not verbose) as progress:
         if isinstance(model, Graph):
             graph = model
         else:
             prompt_len = min(16, max_len) if prompt_len is None else prompt_len
             graph = _trace_decoder(model, prompt_len, trace)
+        seconds = {"trace": time.perf_counter() - start}
         progress.update()
+        entry = None if cache is False else entry_for(cache, "generator", graph, target, {
+            "max_len": max_len, "prompt_len": prompt_len, "kv_cache": kv_cache, "quantize": config_record(config),
+            "opt_level": opt_level, "threads": default_threads(target) if threads is None else threads,
+            "calibration": None if config is None or calibration is None else
+            [np.asarray(prompt).reshape(-1).tolist() for prompt in calibration]})
+        found = None if entry is None else entry.load(functools.partial(read_generator, cache=cache))
+        if found is not None:
+            for compiled in (found, found.first_model, found.decode_model, found._prefill_model):
+                if isinstance(compiled, (Generator, CompiledModel)):
+                    compiled.cache_status = "hit"
+            found.compile_seconds = {**seconds, "cache key": entry.seconds["key"], "load": entry.seconds["load"],
+                                     "total": time.perf_counter() - start}
+            progress.update(stages - 1)
+            return found
         graphs = rewrite_for_kv_cache(graph, max_len, kv_cache=kv_cache)
         progress.update()
         report = None
@@ -349,18 +374,26 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
             graphs = dataclasses.replace(graphs, prefill=prefill_graph, decode=decode_graph)
             progress.update()
         first_graph = first_token_graph(graphs.prefill)
+        # the generator is the cache entry: its models are not entries of their own (but a full
+        # prefill compiled later, by logits(), is)
         first = None if first_graph is None else compile(first_graph, target=target, opt_level=opt_level,
-                                                         threads=threads)
+                                                         threads=threads, cache=False)
 
         def prefill() -> CompiledModel:
-            return compile(graphs.prefill, target=target, opt_level=opt_level, threads=threads)
+            return compile(graphs.prefill, target=target, opt_level=opt_level, threads=threads,
+                           cache=cache if first is not None else False)
 
         progress.update()
-        decode = compile(graphs.decode, target=target, opt_level=opt_level, threads=threads)
+        decode = compile(graphs.decode, target=target, opt_level=opt_level, threads=threads, cache=False)
         progress.update()
     decode.quantization = report
     generator = Generator(graphs, prefill if first is not None else prefill(), decode, first)
     generator.options = {"opt_level": opt_level, "threads": threads}
+    if entry is not None:
+        entry.store(functools.partial(save_generator, generator))
+        generator.cache_status = "miss"
+        seconds.update({"cache key": entry.seconds["key"], "cache store": entry.seconds["store"]})
+    generator.compile_seconds = {**seconds, "total": time.perf_counter() - start}
     return generator
 
 
