@@ -117,7 +117,7 @@ def _check_prune(prune) -> None:
 def compile(model, example_inputs=None, target: str | Target = "host", opt_level: int = 2, *,
             threads: int | None = None, disabled: tuple[str, ...] = (), config: dict | None = None,
             pack: bool = True, share_memory: bool = True, prune=None, quantize=None, calibration=None,
-            cache=True, verbose: bool = False) -> CompiledModel:
+            cache=True, verbose: bool = False, weights_pool=None) -> CompiledModel:
     """Trace `model` on `example_inputs`, optimize the graph and build native code for `target`.
 
     `model` is a tensorforge.nn Module, a plain function of arrays, an ONNX model (a path, bytes or
@@ -138,6 +138,8 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     `cache` (True: the default directory, unless TENSORFORGE_CACHE=0; False: off; or a directory):
     the compile cache (tensorforge/deploy/cache.py) returns the model an earlier compile of the same
     traced graph, target and options built, skipping everything after tracing (cm.cache_status).
+    `weights_pool` (a codegen.memory.WeightsPool; with cache=False): the weights buffer shared with the
+    other models built with it (compile_generator's prefill and decode).
     """
     target = Target.parse(target)
     threads = checked_threads(threads, target)
@@ -202,7 +204,8 @@ def compile(model, example_inputs=None, target: str | Target = "host", opt_level
     result = run_pipeline(graph, context())
     if prune_report is not None:
         prune_report.record_kernels(result.graph)
-    artifact = build(result.graph, target, llvm_level, threads=threads, pack=pack, share_memory=share_memory)
+    artifact = build(result.graph, target, llvm_level, threads=threads, pack=pack, share_memory=share_memory,
+                     weights_pool=weights_pool)
     loading = time.perf_counter()
     compiled = CompiledModel(artifact, source_graph=graph, snapshots=result.snapshots, report=result.report,
                              output_structure=structure)

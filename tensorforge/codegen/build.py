@@ -14,6 +14,7 @@ The steps, in order:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 
@@ -24,7 +25,7 @@ from ..ir import Graph, Node, verify
 from .artifact import Artifact
 from .entry import ENTRY, NodePlan, StoredCopy, emit_module
 from .lowering import Lowering, lowering_for
-from .memory import ALIGNMENT, ConstantLayout, WorkspacePlan, align_up, pack_weights, plan_workspace
+from .memory import ALIGNMENT, ConstantLayout, WeightsPool, WorkspacePlan, align_up, pack_weights, plan_workspace
 from .target import Target, initialize_llvm
 
 
@@ -35,15 +36,19 @@ def live_nodes(graph: Graph) -> list[Node]:
 
 
 def layout_constants(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, Lowering],
-                     target: Target, pack: bool = True) -> ConstantLayout:
+                     target: Target, pack: bool = True, pool: WeightsPool | None = None) -> ConstantLayout:
     """Ask each lowering for its constant operands in its own layout (`pack_constant`).
 
     A packed copy is stored once per (constant, layout); the row-major original only if some user
     reads it as it is (another op, a view, or a graph output). `pack=False` stores every constant
     as it is (the kernels then pack at run time, on every call), except for kernels that only read
-    packed constants (Lowering.always_pack).
+    packed constants (Lowering.always_pack). With a `pool`, each entry is placed in it as soon as it
+    is made (`layout.offsets`), so that the packed copies never all exist at once beside the buffer
+    (a GPT-2-size model's are 0.5 GB); ValueError when they do not fit in it.
     """
-    copies: dict[str, np.ndarray] = {}
+    copies: dict[str, np.ndarray | None] = {}
+    sizes: dict[str, int] = {}
+    offsets: dict[str, int] = {}
     packed: dict[Node, dict[int, str]] = {}
     read_as_is: set[Node] = {node for node in graph.outputs if node.op == "constant"}
     for node, lowering in lowerings.items():
@@ -56,10 +61,20 @@ def layout_constants(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, 
                 read_as_is.add(operand)
                 continue
             key = copy.key(operand.name)
-            copies.setdefault(key, copy.value)
+            if key not in copies:
+                sizes[key] = copy.value.nbytes
+                if pool is None:
+                    copies[key] = copy.value
+                else:
+                    offsets.update(pool.place([(key, copy.value)]))
+                    copies[key] = None  # in the pool: the copy itself can go
             packed.setdefault(node, {})[index] = key
     originals = [(node.name, node.value) for node in nodes if node.op == "constant" and node in read_as_is]
-    return ConstantLayout(originals + list(copies.items()), packed)
+    sizes.update((name, value.nbytes) for name, value in originals)
+    if pool is not None:
+        offsets.update(pool.place(originals))
+        return ConstantLayout([], packed, sizes, offsets)
+    return ConstantLayout(originals + list(copies.items()), packed, sizes)
 
 
 def plan_nodes(nodes: Sequence[Node], lowerings: dict[Node, Lowering], constants: ConstantLayout,
@@ -101,13 +116,16 @@ def optimize(llvm_ir: str, target: Target, opt_level: int) -> str:
 
 
 def build(graph: Graph, target: Target | str = "host", opt_level: int = 3, threads: int = 1,
-          profile: bool = False, *, pack: bool = True, share_memory: bool = True) -> Artifact:
+          profile: bool = False, *, pack: bool = True, share_memory: bool = True,
+          weights_pool: WeightsPool | None = None) -> Artifact:
     """Compile `graph` for `target` into an Artifact holding `tf_run` (docs/architecture.md).
 
     `threads` > 1 lets the kernels that support it (threads/parallel.py) split work big enough to share
     among that many threads. `profile` times every kernel call (`Artifact.profile_kernels`).
     `pack=False` (no weight packing at compile time) and `share_memory=False` (every intermediate
     in bytes of its own) exist to measure what those two buy (benchmarks/bench_ablation.py).
+    `weights_pool`: the constants go into this shared buffer (memory.WeightsPool), equal ones only once
+    across the graphs built with it.
     """
     start = time.perf_counter()
     initialize_llvm()
@@ -118,8 +136,14 @@ def build(graph: Graph, target: Target | str = "host", opt_level: int = 3, threa
     nodes = live_nodes(graph)
     lowerings = {node: lowering_for(node, target) for node in nodes if node.op not in ("input", "constant")}
 
-    constants = layout_constants(graph, nodes, lowerings, target, pack)
-    weights, weight_offsets = pack_weights(constants.entries)
+    constants = None
+    if weights_pool is not None:
+        with contextlib.suppress(ValueError):  # the pool is full: a buffer of this graph's own
+            constants = layout_constants(graph, nodes, lowerings, target, pack, weights_pool)
+            weights, weight_offsets = weights_pool.buffer(), constants.offsets
+    if constants is None:
+        constants = layout_constants(graph, nodes, lowerings, target, pack)
+        weights, weight_offsets = pack_weights(constants.entries)
     computed = [node for node, lowering in lowerings.items() if not lowering.is_view]
     scratch = {node: lowerings[node].scratch_bytes(node, target, frozenset(constants.packed.get(node, {})))
                for node in computed if lowerings[node].scratch_bytes}

@@ -7,6 +7,10 @@ Both are laid out at compile time with every buffer at a 64-byte aligned offset:
     plan_workspace([%1 f32[4,32], %2 f32[4,32], %3 f32[4,32]], {})
         %1 dies when %2 is computed, so %3 takes its bytes: {%1: 0, %2: 512, %3: 0}, 1024 bytes
 
+Several graphs compiled together (a generator's prefill and decode) can share one buffer: a
+WeightsPool places each graph's constants, reusing the bytes of an equal constant (same name,
+dtype and bytes) placed before, so that every graph's offsets point into the same buffer.
+
 `plan_workspace` is memory planning by liveness: a value lives from the step that computes it to
 the last step that reads it (through views such as reshape, which share their operand's bytes);
 graph outputs live to the end, since tf_run copies them out last. Values whose lives overlap get
@@ -16,6 +20,7 @@ lowest aligned offset that is free during the value's whole life.
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -46,9 +51,11 @@ class ConstantLayout:
 
     entries: list[tuple[str, np.ndarray]]
     packed: dict[Node, dict[int, str]]
+    sizes: dict[str, int] = field(default_factory=dict)  # entry name -> bytes
+    offsets: dict[str, int] = field(default_factory=dict)  # placed in a WeightsPool already: name -> offset
 
     def nbytes(self, name: str) -> int:
-        return next(value.nbytes for entry, value in self.entries if entry == name)
+        return self.sizes[name]
 
 
 def pack_weights(entries: Sequence[tuple[str, np.ndarray]]) -> tuple[np.ndarray, dict[str, int]]:
@@ -67,6 +74,55 @@ def pack_weights(entries: Sequence[tuple[str, np.ndarray]]) -> tuple[np.ndarray,
         data = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
         buffer[offsets[name]:offsets[name] + data.size] = data
     return buffer, offsets
+
+
+class WeightsPool:
+    """One weights buffer for several graphs: `pool.place(entries)` gives each entry's offset, reusing the
+    bytes of an equal entry placed before (same name, dtype, shape and bytes), and `pool.buffer()` the
+    buffer so far (a view of the same memory every time, so buffers handed out earlier stay valid).
+
+    The memory is reserved up front (`capacity` bytes of an anonymous mapping: pages cost nothing until
+    written) and filled as graphs are placed; a graph that would not fit raises ValueError (the caller
+    gives that graph a buffer of its own)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = align_up(max(int(capacity), ALIGNMENT), mmap.PAGESIZE)
+        self._memory = mmap.mmap(-1, self.capacity)
+        self._bytes = np.frombuffer(self._memory, dtype=np.uint8)  # page aligned, zero filled
+        self.size = 0
+        self._placed: dict[str, list[tuple[int, np.dtype, tuple]]] = {}  # name -> where each copy is, as what
+
+    def place(self, entries: Sequence[tuple[str, np.ndarray]]) -> dict[str, int]:
+        """The offset of each (name, value) entry in the pool, placing the values not already there."""
+        offsets: dict[str, int] = {}
+        new: list[tuple[str, np.ndarray, int]] = []
+        size = self.size
+        for name, value in entries:
+            value = np.ascontiguousarray(value)
+            found = next((offset for offset, dtype, shape in self._placed.get(name, ())
+                          if dtype == value.dtype and shape == value.shape
+                          and np.array_equal(self._view(offset, dtype, shape), value,
+                                             equal_nan=value.dtype.kind == "f")), None)
+            if found is None:
+                found = align_up(size)
+                size = found + value.nbytes
+                new.append((name, value, found))
+            offsets[name] = found
+        if align_up(size) > self.capacity:
+            raise ValueError(f"the weights pool holds {self.capacity} bytes; these constants need {align_up(size)}")
+        for name, value, offset in new:
+            self._bytes[offset:offset + value.nbytes] = value.reshape(-1).view(np.uint8)
+            self._placed.setdefault(name, []).append((offset, value.dtype, value.shape))
+        self.size = align_up(size)
+        return offsets
+
+    def _view(self, offset: int, dtype: np.dtype, shape: tuple) -> np.ndarray:
+        count = int(np.prod(shape, dtype=np.int64))
+        return self._bytes[offset:offset + count * dtype.itemsize].view(dtype).reshape(shape)
+
+    def buffer(self) -> np.ndarray:
+        """The pool's bytes placed so far (a view: the memory is shared with every buffer given before)."""
+        return self._bytes[:self.size]
 
 
 @dataclass

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from ..codegen.memory import WeightsPool
 from ..codegen.target import Target
 from ..frontend.transformer import sample
 from ..ir import DType, Graph, TensorType
@@ -374,17 +375,23 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
             graphs = dataclasses.replace(graphs, prefill=prefill_graph, decode=decode_graph)
             progress.update()
         first_graph = first_token_graph(graphs.prefill)
+        # one weights buffer for the models: the decode graph's constants are the prefill's (a few bytes
+        # of its own), and every copy of a GPT-2-size model's weights is 0.5 GB
+        pool = _weights_pool(graphs)
         # the generator is the cache entry: its models are not entries of their own (but a full
         # prefill compiled later, by logits(), is)
         first = None if first_graph is None else compile(first_graph, target=target, opt_level=opt_level,
-                                                         threads=threads, cache=False)
+                                                         threads=threads, cache=False, weights_pool=pool)
 
         def prefill() -> CompiledModel:
-            return compile(graphs.prefill, target=target, opt_level=opt_level, threads=threads,
-                           cache=cache if first is not None else False)
+            if first is None:
+                return compile(graphs.prefill, target=target, opt_level=opt_level, threads=threads, cache=False,
+                               weights_pool=pool)
+            return compile(graphs.prefill, target=target, opt_level=opt_level, threads=threads, cache=cache)
 
         progress.update()
-        decode = compile(graphs.decode, target=target, opt_level=opt_level, threads=threads, cache=False)
+        decode = compile(graphs.decode, target=target, opt_level=opt_level, threads=threads, cache=False,
+                         weights_pool=pool)
         progress.update()
     decode.quantization = report
     generator = Generator(graphs, prefill if first is not None else prefill(), decode, first)
@@ -395,6 +402,14 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
         seconds.update({"cache key": entry.seconds["key"], "cache store": entry.seconds["store"]})
     generator.compile_seconds = {**seconds, "total": time.perf_counter() - start}
     return generator
+
+
+def _weights_pool(graphs: KVCacheGraphs) -> WeightsPool:
+    """A weights pool for the generator's models, with room for both graphs' constants in their packed
+    layouts (reserved, not allocated: only the bytes placed are memory)."""
+    constants = sum(node.value.nbytes for graph in (graphs.prefill, graphs.decode) for node in graph.nodes
+                    if node.op == "constant")
+    return WeightsPool(constants * 5 // 4 + (4 << 20))
 
 
 def _trace_decoder(model, prompt_len: int, trace) -> Graph:

@@ -1,0 +1,51 @@
+"""WeightsPool (codegen/memory.py): several graphs' constants in one buffer, equal ones stored once. A
+generator's prefill and decode share their weights (each had a buffer of its own: 2 x 0.5 GB at GPT-2 size)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tensorforge as tfg
+from tensorforge import nn
+from tensorforge.codegen.memory import WeightsPool
+
+
+def test_equal_entries_are_stored_once_and_others_apart():
+    pool = WeightsPool(1 << 20)
+    a, b = np.arange(100, dtype=np.float32), np.ones((4, 4), np.float32)
+    first = pool.place([("a", a), ("b", b)])
+    second = pool.place([("a", a.copy()), ("b", b * 2), ("c", a[:10])])
+    assert second["a"] == first["a"] and second["b"] != first["b"] and pool.size % 64 == 0
+    buffer = pool.buffer()
+    for offsets, values in ((first, {"a": a, "b": b}), (second, {"a": a, "b": b * 2, "c": a[:10]})):
+        for name, value in values.items():
+            stored = buffer[offsets[name]:offsets[name] + value.nbytes].view(value.dtype).reshape(value.shape)
+            np.testing.assert_array_equal(stored, value)
+    with pytest.raises(ValueError, match="holds"):
+        pool.place([("big", np.zeros(1 << 20, np.uint8))])
+
+
+def test_a_generators_models_share_one_buffer_and_generate_the_same():
+    gpt = nn.GPT(300, 64, 2, 4, 64, rng=np.random.default_rng(0))
+    with tfg.compile_generator(gpt, 64, prompt_len=8, cache=False) as gen:
+        first, decode = gen.first_model.artifact.weights, gen.decode_model.artifact.weights
+        assert first.ctypes.data == decode.ctypes.data  # one buffer: first's bytes are decode's prefix
+        constants = sum(node.value.nbytes for node in gen.graphs.decode.nodes if node.op == "constant")
+        assert decode.nbytes < 1.2 * constants
+        tokens = gen.generate([5, 1, 7], 12, temperature=0)
+    graph = tfg.trace(gpt, np.zeros((1, 15), np.int64))
+    ids = list(tokens[:3])
+    for _ in range(12):  # greedy decoding by full recompute in the reference interpreter
+        logits = tfg.interpret(graph, np.array([ids + [0] * (15 - len(ids))], np.int64))
+        ids.append(int(np.argmax(logits[0, len(ids) - 1])))
+    assert tokens == ids
+
+
+def test_a_graph_that_does_not_fit_gets_a_buffer_of_its_own():
+    model = nn.Sequential(nn.Linear(64, 64, rng=np.random.default_rng(0)))
+    x = np.ones((2, 64), np.float32)
+    pool = WeightsPool(4096)  # smaller than the 16 KiB weight
+    with tfg.compile(model, x, cache=False, weights_pool=pool) as cm:
+        assert cm.artifact.weights.nbytes >= 64 * 64 * 4
+        np.testing.assert_allclose(cm(x), tfg.interpret(tfg.trace(model, x), x), rtol=1e-5, atol=1e-5)
