@@ -44,13 +44,10 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -60,7 +57,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from harness import EngineUnavailable, format_time, measure_isolated, paired_ratio  # noqa: E402
+from harness import EngineUnavailable, commit_and_machine, format_time, measure_isolated, paired_ratio  # noqa: E402
 
 MODELS = ("resnet50", "mobilenetv2", "squeezenet", "bert", "minilm")
 TITLES = {"resnet50": "ResNet-50", "mobilenetv2": "MobileNetV2", "squeezenet": "SqueezeNet 1.1",
@@ -73,32 +70,9 @@ OURS = "ours"
 FP32_TOLERANCE = 1e-4  # an fp32 row whose relative error is above this is marked OFF in its check
 
 
-# --- progress ----------------------------------------------------------------------------------------
+# --- progress: the command line's (a ticking line while a long step runs) -------------------------------
 
-@contextlib.contextmanager
-def step(desc: str, verbose: bool):
-    """A progress line with the elapsed time while a long step with no progress of its own runs."""
-    if not verbose:
-        yield
-        return
-    from tqdm import tqdm
-
-    bar = tqdm(desc=desc, bar_format="{desc}: {elapsed}", file=sys.stderr)
-    stop = threading.Event()
-
-    def tick():
-        while not stop.wait(0.5):
-            bar.refresh()
-
-    thread = threading.Thread(target=tick, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        bar.close()
-
+from tensorforge.cli.progress import step  # noqa: E402
 
 # --- engines, each in its own process ------------------------------------------------------------------
 #
@@ -337,18 +311,9 @@ def cells(row: dict, precision: str) -> list[str]:
 def header(args, sizes: dict) -> list[str]:
     import onnxruntime
 
-    from tensorforge.codegen.target import Target
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        commit += " (uncommitted changes)" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    commit, machine = commit_and_machine(ROOT)
     return [f"$ python {' '.join(sys.argv)}",
-            f"machine: {Target.parse('host').cpu} ({platform.machine()}), {cpus} cpus; commit {commit}; "
+            f"machine: {machine}; commit {commit}; "
             f"onnxruntime {onnxruntime.__version__}, numpy {np.__version__}, python {platform.python_version()}",
             f"images {sizes['image']}x{sizes['image']}, sequence {sizes['sequence']}; rounds {args.rounds}; "
             f"ours threads {args.threads}; onnxruntime threads {args.ort_threads} (ORT_ENABLE_ALL, the faster "

@@ -56,11 +56,9 @@ import contextlib
 import csv
 import datetime
 import json
-import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -72,7 +70,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from harness import EngineUnavailable, format_time, measure_isolated, paired_ratio  # noqa: E402
+from harness import EngineUnavailable, commit_and_machine, format_time, measure_isolated, paired_ratio  # noqa: E402
 
 OURS, OURS_INT8 = "ours", "ours int8"
 FAMILIES = {"eager": "pytorch eager", "compile": "torch.compile", "onnxruntime": "onnxruntime"}
@@ -483,18 +481,7 @@ def _version(module: str) -> str:
 
 
 def header(args, sizes: dict) -> tuple[list[str], str]:
-    from tensorforge.codegen.target import Target
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        commit += " (uncommitted changes)" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    machine = f"{Target.parse('host').cpu} ({platform.machine()}), {cpus} cores"
+    commit, machine = commit_and_machine(ROOT)
     lines = [f"$ python {' '.join(sys.argv)}",
              f"machine: {machine}; commit {commit}; torch {_version('torch')}, transformers "
              f"{_version('transformers')}, onnxruntime {_version('onnxruntime')}, numpy {np.__version__}, "

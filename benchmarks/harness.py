@@ -14,26 +14,12 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
+from tensorforge.cli.bench import block_size, interleaved, paired_ratio  # noqa: F401 - timing, shared
+
 # Seconds of sleep before each sample, so the previous engine's spinning threads go idle. OpenBLAS's
 # workers spin for about 2^28 cycles (~0.1 s) after a call: multi-threaded comparisons need more.
 SLEEP_BEFORE_SAMPLE = 0.05
 SLEEP_AFTER_THREAD_POOLS = 0.25
-
-
-def block_size(fn: Callable[[], object], min_seconds: float = 0.02) -> int:
-    """How many calls make one sample of at least `min_seconds`.
-
-    Sized from the mean of the calls that fill a quarter of `min_seconds`, after three calls that
-    start thread pools and fault in pages: sized from one call (before 2026-12-03, second session),
-    a slow one made blocks of a few calls, each dominated by waking up after the sleep."""
-    for _ in range(3):
-        fn()
-    calls, start = 0, time.perf_counter()
-    while calls < 3 or time.perf_counter() - start < min_seconds / 4:
-        fn()
-        calls += 1
-    once = max((time.perf_counter() - start) / calls, 1e-7)
-    return max(1, int(min_seconds / once))
 
 
 def measure(engines: dict[str, Callable[[], object]], rounds: int = 15, verbose: bool = True,
@@ -43,28 +29,31 @@ def measure(engines: dict[str, Callable[[], object]], rounds: int = 15, verbose:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def paired_ratio(samples: dict[str, list[float]], engine: str, reference: str) -> float:
-    """The median over rounds of engine's time / reference's time in the same round: steadier than
-    the ratio of medians when the machine's speed drifts between rounds."""
-    return statistics.median(a / b for a, b in zip(samples[engine], samples[reference], strict=True))
-
-
 def measure_samples(engines: dict[str, Callable[[], object]], rounds: int = 15, verbose: bool = True,
                     desc: str = "timing", sleep: float = SLEEP_BEFORE_SAMPLE) -> dict[str, list[float]]:
-    """Seconds per call of each engine, one sample per round, interleaved in a random order."""
-    blocks = {name: block_size(fn) for name, fn in engines.items()}
-    samples: dict[str, list[float]] = {name: [] for name in engines}
-    order = list(engines)
-    for _ in tqdm(range(rounds), desc=desc, disable=not verbose, leave=False):
-        random.shuffle(order)
-        for name in order:
-            fn, count = engines[name], blocks[name]
-            time.sleep(sleep)
-            start = time.perf_counter()
-            for _ in range(count):
-                fn()
-            samples[name].append((time.perf_counter() - start) / count)
-    return samples
+    """Seconds per call of each engine, one sample per round, interleaved in a random order
+    (tensorforge/cli/bench.py's `interleaved`, the one implementation)."""
+    return interleaved(engines, rounds, verbose, sleep=sleep, desc=desc)
+
+
+def commit_and_machine(root) -> tuple[str, str]:
+    """The checkout's commit (marked when it has uncommitted changes) and the machine, for a results header."""
+    import os
+    import platform
+    import subprocess
+
+    from tensorforge.codegen.target import Target
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        commit += " (uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return commit, f"{Target.parse('host').cpu} ({platform.machine()}), {cpus} cores"
 
 
 def format_time(seconds: float) -> str:

@@ -105,18 +105,6 @@ def _array(value) -> np.ndarray:
     return value.detach().numpy() if hasattr(value, "detach") else np.asarray(value)
 
 
-class _Encoder(torch.nn.Module):
-    """A BertModel with tuple outputs, for the exporter (named last_hidden_state, pooler_output)."""
-
-    def __init__(self, bert):
-        super().__init__()
-        self.bert = bert
-
-    def forward(self, input_ids, attention_mask):
-        out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
-        return out.last_hidden_state, out.pooler_output
-
-
 def export_onnx(name: str, model, inputs: dict[str, torch.Tensor], folder: Path) -> tuple[Path, list[str]]:
     """A CNN or encoder exported to folder/<name>.onnx (batch axis symbolic); with its output names, in
     the order of outputs_of's."""
@@ -124,7 +112,7 @@ def export_onnx(name: str, model, inputs: dict[str, torch.Tensor], folder: Path)
     if name in CNNS:
         module, outputs = model, ["output"]
     else:
-        module, outputs = _Encoder(model), ["last_hidden_state", "pooler_output"]
+        module, outputs = onnx_zoo.Encoder(model), ["last_hidden_state", "pooler_output"]
     axes = {key: {0: "batch"} for key in [*inputs, *outputs]}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")

@@ -19,8 +19,12 @@ from collections.abc import Callable
 from tqdm import tqdm
 
 
-def block_size(fn: Callable[[], object], min_seconds: float) -> int:
-    """How many calls make a sample of at least `min_seconds` (after three warm-up calls)."""
+def block_size(fn: Callable[[], object], min_seconds: float = 0.02) -> int:
+    """How many calls make one sample of at least `min_seconds`.
+
+    Sized from the mean of the calls that fill a quarter of `min_seconds`, after three calls that
+    start thread pools and fault in pages: sized from one call (before 2026-12-03, second session),
+    a slow one made blocks of a few calls, each dominated by waking up after the sleep."""
     for _ in range(3):
         fn()
     calls, start = 0, time.perf_counter()
@@ -32,12 +36,13 @@ def block_size(fn: Callable[[], object], min_seconds: float) -> int:
 
 
 def interleaved(engines: dict[str, Callable[[], object]], rounds: int, verbose: bool = True,
-                min_seconds: float = 0.02, sleep: float = 0.05) -> dict[str, list[float]]:
-    """Seconds per call of each engine, one sample per round, the engines in a random order each round."""
+                min_seconds: float = 0.02, sleep: float = 0.05, desc: str = "timing") -> dict[str, list[float]]:
+    """Seconds per call of each engine, one sample per round, the engines in a random order each round
+    (benchmarks/harness.py times with this too)."""
     blocks = {name: block_size(fn, min_seconds) for name, fn in engines.items()}
     samples: dict[str, list[float]] = {name: [] for name in engines}
     order = list(engines)
-    for _ in tqdm(range(rounds), desc="timing", disable=not verbose, leave=False):
+    for _ in tqdm(range(rounds), desc=desc, disable=not verbose, leave=False):
         random.shuffle(order)
         for name in order:
             fn, count = engines[name], blocks[name]
@@ -50,7 +55,8 @@ def interleaved(engines: dict[str, Callable[[], object]], rounds: int, verbose: 
 
 
 def paired_ratio(samples: dict[str, list[float]], engine: str, reference: str) -> float:
-    """The median over rounds of engine's time / reference's time in the same round."""
+    """The median over rounds of engine's time / reference's time in the same round: steadier than
+    the ratio of medians when the machine's speed drifts between rounds."""
     return statistics.median(a / b for a, b in zip(samples[engine], samples[reference], strict=True))
 
 
