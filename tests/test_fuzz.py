@@ -281,6 +281,9 @@ def _check_nonfinite(model, inputs: tuple, target: str) -> None:
 
 # --- properties ------------------------------------------------------------------------------------
 
+ANY_MODEL = st.one_of(random_graphs().map(lambda c: ("graphs", c)),
+                      module_stacks().map(lambda c: ("modules", (c[0], (c[1],)))),
+                      numpy_functions().map(lambda c: ("numpy", c)))
 THREADS = [pytest.param("host", 1, id="host-t1"), pytest.param("host", 2, id="host-t2")]
 
 
@@ -313,9 +316,7 @@ def test_numpy_functions_match_the_interpreter(case, target, threads):
 
 
 @_fuzz(ARMV8)
-@given(case=st.one_of(random_graphs().map(lambda c: ("graphs", c)),
-                      module_stacks().map(lambda c: ("modules", (c[0], (c[1],)))),
-                      numpy_functions().map(lambda c: ("numpy", c))))
+@given(case=ANY_MODEL)
 def test_armv8_matches_the_interpreter(case):
     generator, (model, inputs) = case
     note(str(model) if isinstance(model, tfg.Graph) else "")
@@ -344,14 +345,22 @@ def test_int8_module_stacks_on_armv8(case, data):
     _count("modules-int8", "armv8", 1)
 
 
-@_fuzz(HOST)
-@given(case=st.one_of(random_graphs().map(lambda c: ("graphs", c)),
-                      module_stacks().map(lambda c: ("modules", (c[0], (c[1],)))),
-                      numpy_functions().map(lambda c: ("numpy", c))), data=st.data())
-def test_nonfinite_inputs_give_the_interpreters_nans(case, data):
+def _nonfinite(case, data, target: str) -> None:
     generator, (model, inputs) = case
     note(str(model) if isinstance(model, tfg.Graph) else "")
     poisoned = _poison(data.draw, inputs)
     note(f"poisoned inputs: {poisoned}")
-    _check_nonfinite(model, poisoned if len(poisoned) > 1 else poisoned[0], "host")
-    _count(f"{generator}-nonfinite", "host", 1)
+    _check_nonfinite(model, poisoned if len(poisoned) > 1 else poisoned[0], target)
+    _count(f"{generator}-nonfinite", target, 1)
+
+
+@_fuzz(HOST)
+@given(case=ANY_MODEL, data=st.data())
+def test_nonfinite_inputs_give_the_interpreters_nans(case, data):
+    _nonfinite(case, data, "host")
+
+
+@_fuzz(max(2, ARMV8 // 2))
+@given(case=ANY_MODEL, data=st.data())
+def test_nonfinite_inputs_on_armv8(case, data):
+    _nonfinite(case, data, "armv8")
