@@ -82,8 +82,18 @@ def cast(x, dtype):
 # --- contractions and normalizations ------------------------------------------------------------
 
 def matmul(a, b, transpose_a: bool = False, transpose_b: bool = False):
-    """a @ b for operands of rank >= 2; batch axes broadcast. `transpose_b=True` reads b's last two
-    axes swapped (q @ k^T without a transpose node)."""
+    """a @ b; batch axes broadcast. `transpose_b=True` reads b's last two axes swapped (q @ k^T
+    without a transpose node). A vector operand follows numpy: `a` of rank 1 is a row, `b` of rank 1
+    a column, and that axis is dropped from the result (reshapes around a matmul op of rank >= 2)."""
+    a_shape, b_shape = _shape(a), _shape(b)
+    if len(a_shape) == 1 or len(b_shape) == 1:
+        if transpose_a or transpose_b:
+            raise ir.OpError("matmul: transpose_a/transpose_b need operands of rank >= 2, got shapes "
+                             f"{a_shape} and {b_shape}")
+        product = matmul(reshape(a, (1, *a_shape)) if len(a_shape) == 1 else a,
+                         reshape(b, (*b_shape, 1)) if len(b_shape) == 1 else b)
+        shape = _shape(product)
+        return reshape(product, shape[:-2] + shape[-2:-1] * (len(a_shape) > 1) + shape[-1:] * (len(b_shape) > 1))
     return apply("matmul", [a, b], {"transpose_a": transpose_a, "transpose_b": transpose_b})
 
 
