@@ -107,7 +107,8 @@ def test_minilm_fp32_sentence_embeddings(minilm):
 
 def test_minilm_int8_sentence_embeddings_with_the_guard(minilm):
     """Static int8 calibrated on other sentences: the guard's report names each layer by module path,
-    with its SQNR; layers below the 30 dB budget (20 dB on the worst output channel) stay fp32; the embeddings stay within cosine 0.99."""
+    with its SQNR; layers below the 30 dB budget (20 dB on the worst output channel) stay fp32; the
+    embeddings stay within cosine 0.99."""
     ours, expected, cosine, report = _embeddings(minilm, quantize="int8", calibration=minilm[3])
     print(f"\nMiniLM int8: min cosine {cosine.min():.6f}, max abs {np.abs(ours - expected).max():.2e}\n{report}")
     assert cosine.min() > 0.99, cosine
