@@ -49,3 +49,17 @@ def test_a_graph_that_does_not_fit_gets_a_buffer_of_its_own():
     with tfg.compile(model, x, cache=False, weights_pool=pool) as cm:
         assert cm.artifact.weights.nbytes >= 64 * 64 * 4
         np.testing.assert_allclose(cm(x), tfg.interpret(tfg.trace(model, x), x), rtol=1e-5, atol=1e-5)
+
+
+def test_compile_generator_reads_a_modules_weights_in_place():
+    """No traced copy of the weights (0.5 GB at GPT-2 size): the graphs read the model's arrays, read-only."""
+    gpt = nn.GPT(300, 64, 2, 4, 64, rng=np.random.default_rng(0))
+    weights = list(gpt.state_dict().values())
+    with tfg.compile_generator(gpt, 64, prompt_len=8, cache=False) as gen:
+        constants = [node.value for node in gen.graphs.prefill.nodes if node.op == "constant"]
+        in_place = [value for value in constants if any(np.shares_memory(value, array) for array in weights)]
+        assert sum(value.nbytes for value in in_place) >= 0.9 * sum(array.nbytes for array in weights)
+        assert not any(value.flags.writeable for value in in_place)
+    graph = tfg.trace(gpt, np.zeros((1, 8), np.int64))  # trace itself still copies
+    assert not any(np.shares_memory(node.value, array) for node in graph.nodes if node.op == "constant"
+                   for array in weights)

@@ -76,9 +76,10 @@ def operand_array(value, dtype: np.dtype | None, op: str) -> np.ndarray:
 class Tracer:
     """The graph being recorded and the names of the arrays the model holds (by identity)."""
 
-    def __init__(self, graph: ir.Graph, array_names: dict[int, str]):
+    def __init__(self, graph: ir.Graph, array_names: dict[int, str], copy_constants: bool = True):
         self.graph = graph
         self.array_names = array_names
+        self.copy_constants = copy_constants
         self.active = True  # False once trace() has returned: the graph is finished
         self._constants: dict[int, tuple[np.ndarray, ir.Node]] = {}
 
@@ -87,8 +88,14 @@ class Tracer:
         key = id(value) if isinstance(value, np.ndarray) else None
         if key in self._constants:
             return self._constants[key][1]
-        # a copy: changing the model's arrays after tracing does not change the graph
-        array = np.array(operand_array(value, dtype, op))
+        # a copy: changing the model's arrays after tracing does not change the graph (or, without
+        # copy_constants, a read-only view of the model's array: the graph cannot change it)
+        array = operand_array(value, dtype, op)
+        if self.copy_constants:
+            array = np.array(array)
+        elif isinstance(array, np.ndarray):
+            array = array.view()
+            array.flags.writeable = False
         node = self.graph.constant(array, self.array_names.get(key))
         if key is not None:
             self._constants[key] = (value, node)  # keeps `value` alive, so its id is not reused

@@ -109,16 +109,18 @@ def array_names(model: Callable) -> dict[int, str]:
     return names
 
 
-def trace(model: Callable, example_inputs) -> ir.Graph:
+def trace(model: Callable, example_inputs, *, copy_constants: bool = True) -> ir.Graph:
     """Record `model(*example_inputs)` as a verified graph whose inputs have the example inputs' types.
 
     `model` is a Module or any callable taking arrays; `example_inputs` is one array or a tuple/list
     of arrays (see `example_arrays`). The model returns one value or a tuple/list of values: traced
-    values, or arrays and numbers, which become constant outputs.
+    values, or arrays and numbers, which become constant outputs. The graph's constants are copies
+    of the model's arrays; `copy_constants=False` makes them read-only views of them instead (no
+    second copy of a large model's weights: compile_generator), which see later changes to the model.
     """
     arrays = example_arrays(example_inputs)
     graph = ir.Graph()
-    tracer = Tracer(graph, array_names(model))
+    tracer = Tracer(graph, array_names(model), copy_constants)
     proxies = [Proxy(tracer, graph.add_input(name, ir.TensorType.of(array)))
                for name, array in zip(input_names(model, len(arrays)), arrays)]
     try:

@@ -54,6 +54,7 @@ from tqdm import tqdm
 
 from ..codegen.memory import WeightsPool
 from ..codegen.target import Target
+from ..frontend.modules import Module
 from ..frontend.transformer import sample
 from ..ir import DType, Graph, TensorType
 from ..quant import QuantConfig
@@ -329,7 +330,10 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
     on its worst output channel), in both graphs; gen.quant_report() lists the layers, their SQNR
     and decision. `kv_cache="int8"` stores the caches as int8
     codes with a scale per row (see the module docstring), independently of `quantize`. `verbose`
-    shows a progress bar over the stages (a GPT-2-size model takes some 10 s). `cache` as for
+    shows a progress bar over the stages (a GPT-2-size model takes some 10 s).
+    A tensorforge.nn model's weights are not copied (the compiled models hold theirs in one buffer):
+    the generator's graphs read the model's arrays, so compile again after changing them (gen.logits()
+    compiles the full prefill from those graphs on its first call, and gen.save() writes them). `cache` as for
     tf.compile: the whole generator is one entry of the compile cache (tensorforge/deploy/cache.py),
     found again after tracing (gen.cache_status == "hit").
     """
@@ -424,6 +428,10 @@ def _trace_decoder(model, prompt_len: int, trace) -> Graph:
             from ..frontend.torch.decoder import load_decoder
 
             return load_decoder(model, prompt_len)
+    if isinstance(model, Module):  # its weights read in place: a GPT-2's are 0.5 GB (see compile_generator)
+        from ..frontend.tracing import trace as trace_module
+
+        return trace_module(model, np.zeros((1, prompt_len), np.int64), copy_constants=False)
     return trace(model, np.zeros((1, prompt_len), np.int64))
 
 
