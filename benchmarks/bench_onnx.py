@@ -57,7 +57,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from harness import EngineUnavailable, commit_and_machine, format_time, measure_isolated, paired_ratio  # noqa: E402
+from harness import EngineUnavailable, commit_and_machine, format_time, measure_isolated, paired_ratio, write_results  # noqa: E402
 
 MODELS = ("resnet50", "mobilenetv2", "squeezenet", "bert", "minilm")
 TITLES = {"resnet50": "ResNet-50", "mobilenetv2": "MobileNetV2", "squeezenet": "SqueezeNet 1.1",
@@ -424,14 +424,7 @@ def main() -> None:
                     if failure:
                         print(f"  ours FAILED on {label}: {failure}", flush=True)
 
-    markdown = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    markdown += ["| " + " | ".join(values) + " |" for values in table]
-    print("\n" + "\n".join(markdown))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        text = [f"    {lines[0]}", *lines[1:], "\n".join(f"- {note}" for note in notes), "\n".join(markdown)]
-        args.out.write_text("\n\n".join(text) + "\n")
-        print(f"\nwritten to {args.out}")
+    write_results(columns, table, lines, notes, args.out)
 
 
 if __name__ == "__main__":

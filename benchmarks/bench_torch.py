@@ -70,7 +70,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from harness import EngineUnavailable, commit_and_machine, format_time, measure_isolated, paired_ratio  # noqa: E402
+from harness import EngineUnavailable, commit_and_machine, format_time, measure_isolated, paired_ratio, write_results  # noqa: E402
 
 OURS, OURS_INT8 = "ours", "ours int8"
 FAMILIES = {"eager": "pytorch eager", "compile": "torch.compile", "onnxruntime": "onnxruntime"}
@@ -590,14 +590,7 @@ def main() -> None:
                         csv_rows.append({"group": "torch", "workload": workload,
                                          "peer": PEER_TITLES.get(family, "ONNX Runtime int8"), "ratios": f"{ratio:.2f}",
                                          "over": "runs", "target": target, "machine": machine, "source": source})
-    markdown = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    markdown += ["| " + " | ".join(values) + " |" for values in table]
-    print("\n" + "\n".join(markdown))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        text = [f"    {lines[0]}", *lines[1:], "\n".join(f"- {note}" for note in notes), "\n".join(markdown)]
-        args.out.write_text("\n\n".join(text) + "\n")
-        print(f"\nwritten to {args.out}")
+    write_results(columns, table, lines, notes, args.out)
     if args.csv is not None:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         with open(args.csv, "w", newline="") as f:

@@ -56,6 +56,19 @@ def commit_and_machine(root) -> tuple[str, str]:
     return commit, f"{Target.parse('host').cpu} ({platform.machine()}), {cpus} cores"
 
 
+def write_results(columns: list[str], table: list[list[str]], lines: list[str], notes: list[str], out) -> None:
+    """Print the results as a markdown table; with `out` (a Path), also write the header lines (the
+    command first, indented), the notes and the table there."""
+    markdown = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    markdown += ["| " + " | ".join(values) + " |" for values in table]
+    print("\n" + "\n".join(markdown))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        text = [f"    {lines[0]}", *lines[1:], "\n".join(f"- {note}" for note in notes), "\n".join(markdown)]
+        out.write_text("\n\n".join(text) + "\n")
+        print(f"\nwritten to {out}")
+
+
 def format_time(seconds: float) -> str:
     if seconds < 1e-3:
         return f"{seconds * 1e6:.1f} us"
