@@ -6,12 +6,14 @@
     traced: %13 = matmul(%q, %k) {transpose_b=true} ... softmax ... matmul(%17, %v)    (all S positions)
         ->  decode: %18 = cached_attention(%q, %k_cache.0, %v_cache.0, %k, %v, %pos)  (one new position)
 
-kv_cache.py makes the prefill and the one-token decode graph of a traced decoder
-(`rewrite_for_kv_cache`); generator.py compiles both and runs them over caches it owns (Generator).
+attention.py finds the causal attentions and positions of a traced decoder; kv_cache.py makes its
+prefill and one-token decode graphs (`rewrite_for_kv_cache`);
+generator.py compiles both and runs them over caches it owns (Generator).
 """
 
+from .attention import Attention, KVCacheError, find_attentions
 from .generator import GenerationStats, Generator, compile_generator, first_token_graph
-from .kv_cache import Attention, KVCacheError, KVCacheGraphs, find_attentions, quantized_rows, rewrite_for_kv_cache
+from .kv_cache import KVCacheGraphs, quantized_rows, rewrite_for_kv_cache
 
 __all__ = [
     "Attention", "GenerationStats", "Generator", "KVCacheError", "KVCacheGraphs", "compile_generator",
