@@ -359,7 +359,7 @@ def export_model(model, directory, *, weights: str = "linked", verbose: bool = F
     _check_weights_mode(weights)
     part = Part.of(model, "tf_model")
     target = part.artifact.target
-    readme = Template(README_MODEL).substitute(
+    readme = Template(_c_source("README.model.md")).substitute(
         target=target_label(target), threads=part.artifact.threads, io_table=_io_table(part),
         make_line=_make_line(target), weights_note=WEIGHTS_NOTES[weights],
         weights_option=" -w model.weights" if weights == "file" else "",
@@ -419,7 +419,7 @@ def export_generator(generator, directory, *, weights: str = "linked", verbose: 
         f"#define TF_GENERATOR_CACHE_OUTER {{{', '.join(str(outer) for outer, _ in layout)}}}",
         f"#define TF_GENERATOR_CACHE_ROW_BYTES {{{', '.join(str(row) for _, row in layout)}}}",
         "#endif", ""])
-    readme = Template(README_GENERATOR).substitute(
+    readme = Template(_c_source("README.generator.md")).substitute(
         target=target_label(target), make_line=_make_line(target), weights_note=WEIGHTS_NOTES[weights],
         weights_option=" -w prefill.weights decode.weights" if weights == "file" else "",
         prompt_len=generator.prompt_len, max_len=generator.max_len, vocab=vocab,
@@ -437,108 +437,3 @@ WEIGHTS_NOTES = {
             "NULL with `tf_model_last_error()` saying why for a file of another model or target, a truncated "
             "or a damaged one.",
 }
-
-README_MODEL = """# A tensorforge model for $target
-
-Exported by tensorforge (`CompiledModel.export`). It needs no Python and no tensorforge: only a C
-compiler for the board (gcc) and the C library.
-
-| file | what |
-|---|---|
-| `model.h` | the C API (the same for every model) |
-| `model_io.h` | this model's inputs and outputs as constants (`TF_MODEL_N_INPUTS`, `TF_MODEL_INPUT0_SHAPE`, ...) |
-| `libmodel.a`, `libmodel.so` | the model, compiled for $target |
-| `main.c`, `Makefile` | a program that runs the model on files |
-| `src/` | the sources of the library's C wrapper, for reading (the libraries are prebuilt) |
-
-$weights_note
-
-## Inputs and outputs
-
-$io_table
-
-## Build and run
-
-```sh
-$make_line
-./main$weights_option $args        # .npy or raw little-endian files
-./main$weights_option -n 100 $args # the time of 100 calls
-./main -i                          # the inputs and outputs
-```
-
-An input file is a `.npy` of exactly the input's dtype, shape and C order, or raw little-endian
-bytes of exactly its size; anything else is refused with a message. An output whose name ends in
-`.npy` is written as `.npy`, any other as raw bytes.
-
-## The API
-
-```c
-#include "model.h"
-#include "model_io.h"
-
-tf_model *m = tf_model_open(NULL);            /* or a .weights path */
-if (!m) { fprintf(stderr, "%s\\n", tf_model_last_error()); exit(1); }
-const void *inputs[TF_MODEL_N_INPUTS] = {x};
-void *outputs[TF_MODEL_N_OUTPUTS] = {y};
-int code = tf_model_run(m, inputs, outputs); /* 0 = ok */
-if (code) fprintf(stderr, "%s\\n", tf_model_error(code));
-tf_model_close(m);
-```
-
-`tf_model_describe()` returns the same description at run time (names, dtypes, shapes, byte
-counts). Link with `libmodel.a -lm -lpthread` (or `-lmodel`, the shared library).
-
-Threads: call `tf_model_run` from several threads on separate `tf_model`s (each has its own
-workspace), never on one `tf_model` at once (`TF_ERROR_BUSY`). This model uses $threads
-thread(s): with more than one, `tf_model_open` starts a pool of worker threads shared by all open
-`tf_model`s (a call that finds them busy runs alone on its own thread), and the `tf_model_close`
-of the last open one joins them.
-"""
-
-README_GENERATOR = """# A tensorforge text generator for $target
-
-Exported by tensorforge (`Generator.export`): a GPT's prefill and decode graphs with a KV cache
-(prompt length $prompt_len, at most $max_len positions, $vocab token ids, $caches) and a greedy
-decoding loop in C. It needs no Python and no tensorforge.
-
-| file | what |
-|---|---|
-| `generator.h` | the API: `tf_generator_open/generate/close`, and the two graphs' `tf_prefill_*`, `tf_decode_*` |
-| `model.h`, `generator_io.h`, `prefill_io.h`, `decode_io.h` | types, sizes, the graphs' inputs and outputs |
-| `libmodel.a`, `libmodel.so` | the graphs compiled for $target, and the loop |
-| `generate.c`, `Makefile` | a program: prompt ids in, new ids out |
-| `src/` | the sources of the library's C parts, for reading (the libraries are prebuilt) |
-
-$weights_note
-
-## Build and run
-
-```sh
-$make_line
-./generate$weights_option -n 20 5 1 7        # prints 20 new ids after the prompt 5 1 7
-```
-
-The new ids are those of tensorforge's `gen.generate(prompt, 20, temperature=0)` (greedy, argmax).
-
-## The API
-
-```c
-#include "generator.h"
-
-tf_generator *g = tf_generator_open(NULL, NULL);      /* or the two .weights paths */
-if (!g) { fprintf(stderr, "%s\\n", tf_model_last_error()); exit(1); }
-int64_t prompt[] = {5, 1, 7}, ids[20];
-int code = tf_generator_generate(g, prompt, 3, 20, ids);  /* 0 = ok, else tf_model_error(code) */
-tf_generator_close(g);
-```
-
-## The graphs
-
-Prefill:
-
-$prefill_table
-
-Decode:
-
-$decode_table
-"""
