@@ -24,7 +24,7 @@ from .deploy.saved import read_model, save_model
 from .frontend.onnx import is_onnx_model, load_onnx
 from .frontend.onnx.importer import ir_name
 from .frontend.torch import is_torch_model, load_torch
-from .frontend.torch.importer import to_numpy
+from .frontend.torch.export import to_numpy
 from .frontend.tracing import trace as _trace
 from .ir import Graph, coerce_inputs, interpret
 from .ir.structure import check_structure
