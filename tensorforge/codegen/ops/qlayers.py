@@ -4,8 +4,9 @@
     dynamic_qlinear  x's range, scale and zero point, its codes (ops/quant.py: quantize_value), the GEMM
                      with multipliers sx * sw and no bias into f32, then + bias and relu
     qconv2d          per image: the taps of every output pixel gathered into rows (im2col, padded
-                     with x's zero point), the GEMM by the weight as [C*kh*kw, O] into scratch
-                     ([pixels, O]), and a transposing copy into the image's [O, pixels]
+                     with x's zero point; a loop over channels, kh x kw taps each), the GEMM by the
+                     weight as [C*kh*kw, O] into scratch ([pixels, O]), and a transposing copy into
+                     the image's [O, pixels]
 
 Each also gives build its hooks: the weight packed once (`pack_*_constant`, always: the kernels
 read it only in panels), the scratch and the parts for threads.
@@ -274,17 +275,21 @@ def emit_qconv2d(kernel: Kernel) -> None:
         with for_range(builder, oh, "oy") as oy, for_range(builder, ow, "ox") as ox:
             row = element_pointer(builder, taps, builder.mul(builder.add(builder.mul(oy, i64(ow)), ox), i64(depth)),
                                   I8, "taps.row")
-            for c in range(channels):  # static taps: C * kh * kw of them per pixel
+            rows = [builder.add(builder.mul(oy, i64(sh)), i64(i * dh - ph)) for i in range(kh)]
+            columns = [builder.add(builder.mul(ox, i64(sw)), i64(j * dw - pw)) for j in range(kw)]
+            inside = [[builder.and_(builder.icmp_unsigned("<", iy, i64(height)),
+                                    builder.icmp_unsigned("<", ix, i64(width))) for ix in columns] for iy in rows]
+            # every tap's offset in a channel plane, 0 (never read outside the image) for one in the padding
+            offsets = [[builder.select(inside[i][j], builder.add(builder.mul(iy, i64(width)), ix), i64(0))
+                        for j, ix in enumerate(columns)] for i, iy in enumerate(rows)]
+            with for_range(builder, channels, "c", unroll=False) as c:  # a loop: C * kh * kw taps per pixel
+                plane = element_pointer(builder, source, builder.mul(c, i64(height * width)), I8, "plane")
+                taps_of_c = element_pointer(builder, row, builder.mul(c, i64(kh * kw)), I8, "taps.c")
                 for i in range(kh):
-                    iy = builder.add(builder.mul(oy, i64(sh)), i64(i * dh - ph))
-                    inside_y = builder.icmp_unsigned("<", iy, i64(height))
                     for j in range(kw):
-                        ix = builder.add(builder.mul(ox, i64(sw)), i64(j * dw - pw))
-                        inside = builder.and_(inside_y, builder.icmp_unsigned("<", ix, i64(width)))
-                        at = builder.add(builder.mul(builder.add(i64(c * height), iy), i64(width)), ix)
-                        at = builder.select(inside, at, i64(0))  # never read outside the image
-                        value = builder.select(inside, load_element(builder, source, at, I8), padding_code)
-                        store_element(builder, value, row, (c * kh + i) * kw + j)
+                        value = builder.select(inside[i][j], load_element(builder, plane, offsets[i][j], I8),
+                                               padding_code)
+                        store_element(builder, value, taps_of_c, i * kw + j)
         emit_block(builder, tiling, q, requant, (pixels, depth, out), i64(0), i64(0), pixels, out)
         target = element_pointer(builder, kernel.output, builder.mul(image, i64(out * pixels)), out_element, "image.y")
         with for_range(builder, out, "channel") as o, for_range(builder, pixels, "pixel") as p:
