@@ -101,33 +101,50 @@ def _json_meta(meta: dict) -> dict:
 
 class Records:
     """Builds the header's records, adding their bytes to a ContainerWriter: a weights buffer is one
-    section (loaded as a view of the mapped file, no copy); a graph constant stored as it is in a
-    weights buffer is a slice of that section; any other large constant is a section of its own
-    (content-addressed: two graphs' equal constants are stored once)."""
+    section (loaded as a view of the mapped file, no copy), shared by the models whose buffers are
+    one memory (a generator's, from a WeightsPool: each is a prefix of the largest); a graph constant
+    stored as it is in a weights buffer is a slice of that section; any other large constant is a
+    section of its own (content-addressed: two graphs' equal constants are stored once)."""
 
     def __init__(self, writer: ContainerWriter | None = None):
         self.writer = writer or ContainerWriter()
         self._slices: dict[int, tuple[np.ndarray, str, int]] = {}  # id(array) -> (array, weights digest, offset)
+        self._weights: dict[int, tuple[Artifact, str, int]] = {}  # id(artifact) -> (it, section, its bytes)
 
-    def weights(self, artifact) -> str:
-        """The weights buffer as a region cut at each weight (a constant stored as it is: exactly its bytes)."""
-        constants = {node.name: node.value for node in artifact.graph.nodes if node.op == "constant"}
-        weights = np.frombuffer(byte_view(artifact.weights), np.uint8)
-        offsets = sorted(artifact.weight_offsets.items(), key=lambda item: item[1])
-        cuts, hints, as_is = [], {}, []
-        for index, (name, offset) in enumerate(offsets):
-            end = offsets[index + 1][1] if index + 1 < len(offsets) else weights.size
-            value = constants.get(name)
-            if value is not None and value.nbytes <= end - offset and not weights[offset + value.nbytes:end].any():
-                end = offset + value.nbytes
-                as_is.append((value, offset))
-                if self.writer.digest_of(value) is not None:
-                    hints[len(cuts)] = self.writer.digest_of(value)
-            cuts.append((offset, end - offset))
-        digest = self.writer.add_region(weights, cuts, hints)
-        for value, offset in as_is:
-            self._slices[id(value)] = (value, digest, offset)
-        return digest
+    def weights(self, artifacts: list[Artifact]) -> None:
+        """Add the artifacts' weights buffers: those starting at the same address (one WeightsPool's
+        memory, so each a prefix of the largest) as one region, cut at every weight any of them placed
+        (a constant stored as it is: exactly its bytes)."""
+        groups: dict[int, list[tuple[Artifact, np.ndarray]]] = {}
+        for artifact in artifacts:
+            if id(artifact) not in self._weights:
+                flat = np.frombuffer(byte_view(artifact.weights), np.uint8)
+                groups.setdefault(flat.ctypes.data if flat.size else id(flat), []).append((artifact, flat))
+        for members in groups.values():
+            whole = max((flat for _, flat in members), key=len)
+            placed: dict[int, list] = {}  # offset -> the constants stored there as they are, by any model
+            for artifact, _ in members:
+                constants = {node.name: node.value for node in artifact.graph.nodes if node.op == "constant"}
+                for name, offset in artifact.weight_offsets.items():
+                    placed.setdefault(offset, []).extend([constants[name]] if name in constants else [])
+            offsets = sorted(placed)
+            cuts, hints, as_is = [], {}, []
+            for index, offset in enumerate(offsets):
+                end = offsets[index + 1] if index + 1 < len(offsets) else whole.size
+                size = min((value.nbytes for value in placed[offset]), default=0)
+                values = [value for value in placed[offset] if value.nbytes == size]
+                if values and size <= end - offset and not whole[offset + size:end].any():
+                    end = offset + size
+                    as_is.extend((value, offset) for value in values)
+                    known = next(filter(None, map(self.writer.digest_of, values)), None)
+                    if known is not None:
+                        hints[len(cuts)] = known
+                cuts.append((offset, end - offset))
+            name = self.writer.add_region(whole, cuts, hints)
+            for value, offset in as_is:
+                self._slices[id(value)] = (value, name, offset)
+            for artifact, flat in members:
+                self._weights[id(artifact)] = (artifact, name, flat.size)
 
     def graph(self, graph: Graph) -> dict:
         """The graph's text, its large constants (printed without their values), node metadata."""
@@ -150,7 +167,8 @@ class Records:
         if not isinstance(artifact, Artifact):
             raise TypeError(f"only a model compiled by tensorforge can be saved, not one built from a "
                             f"{type(artifact).__name__}")
-        weights = self.weights(artifact)
+        self.weights([artifact])
+        _, weights, weights_bytes = self._weights[id(artifact)]
         memory = artifact.memory
         report = model.pass_report
         return {
@@ -160,7 +178,7 @@ class Records:
             "outputs": [[node.name, *_type_record(node.type)] for node in artifact.graph.outputs],
             "object": self.writer.add(artifact.object_code()),
             "llvm_ir": self.writer.add(zlib.compress(artifact.llvm_ir.encode(), 1)),
-            "weights": weights, "weight_offsets": artifact.weight_offsets,
+            "weights": weights, "weights_bytes": weights_bytes, "weight_offsets": artifact.weight_offsets,
             "graph": self.graph(artifact.graph),
             "parts": artifact.parts,
             "memory": None if memory is None else {
@@ -255,6 +273,10 @@ def _read_model(reader: ContainerReader, record: dict, target: Target) -> Artifa
     object_code = reader.section(record["object"])
     llvm_ir = reader.section(record["llvm_ir"])
     weights = reader.section(record["weights"])
+    size = record["weights_bytes"]
+    if not isinstance(size, int) or not 0 <= size <= weights.size:
+        raise reader.fail(f"a model's weights ({size} bytes) lie outside section {record['weights'][:12]}")
+    weights = weights[:size]  # one of the buffers that share the section: a prefix of it
     reader.verify()  # every section taken so far, before any is decompressed or run
     return Artifact(target=target, graph=graph, llvm_ir=zlib.decompress(llvm_ir).decode(), input_types=input_types,
                     output_types=output_types, weights=weights, weight_offsets=dict(record["weight_offsets"]),
@@ -385,6 +407,7 @@ def save_generator(generator, path, *, private: bool = False, writer: ContainerW
     graphs = generator.graphs
     prefill = generator._prefill_model if isinstance(generator._prefill_model, CompiledModel) else None
     models = {"decode": generator.decode_model, "first": generator.first_model, "prefill": prefill}
+    records.weights([model.artifact for model in models.values() if model is not None])  # shared buffers once
     models = {name: None if model is None else records.model(model) for name, model in models.items()}
     record = {
         "max_len": graphs.max_len, "prompt_len": graphs.prompt_len,
