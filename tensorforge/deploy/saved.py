@@ -103,13 +103,15 @@ class Records:
     """Builds the header's records, adding their bytes to a ContainerWriter: a weights buffer is one
     section (loaded as a view of the mapped file, no copy), shared by the models whose buffers are
     one memory (a generator's, from a WeightsPool: each is a prefix of the largest); a graph constant
-    stored as it is in a weights buffer is a slice of that section; any other large constant is a
-    section of its own (content-addressed: two graphs' equal constants are stored once)."""
+    stored as it is in a weights buffer (or an array in a weights buffer's memory, as a loaded model's
+    are) is a slice of that section; any other large constant is a section of its own (content-addressed:
+    two graphs' equal constants are stored once)."""
 
     def __init__(self, writer: ContainerWriter | None = None):
         self.writer = writer or ContainerWriter()
         self._slices: dict[int, tuple[np.ndarray, str, int]] = {}  # id(array) -> (array, weights digest, offset)
         self._weights: dict[int, tuple[Artifact, str, int]] = {}  # id(artifact) -> (it, section, its bytes)
+        self._regions: list[tuple[np.ndarray, str]] = []  # the weights buffers added, as sections
 
     def weights(self, artifacts: list[Artifact]) -> None:
         """Add the artifacts' weights buffers: those starting at the same address (one WeightsPool's
@@ -141,6 +143,7 @@ class Records:
                         hints[len(cuts)] = known
                 cuts.append((offset, end - offset))
             name = self.writer.add_region(whole, cuts, hints)
+            self._regions.append((whole, name))
             for value, offset in as_is:
                 self._slices[id(value)] = (value, name, offset)
             for artifact, flat in members:
@@ -152,7 +155,9 @@ class Records:
         constants, separate = {}, []
         for node in large:
             found = self._slices.get(id(node.value))
-            if found is not None and found[0] is node.value:
+            if found is None or found[0] is not node.value:
+                found = self._inside_weights(node.value)
+            if found is not None:
                 constants[node.name] = ["slice", found[1], found[2], *_type_record(node.type)]
             else:
                 separate.append(node)
@@ -160,6 +165,17 @@ class Records:
             constants[node.name] = ["section", digest, *_type_record(node.type)]
         meta = {node.name: _json_meta(node.meta) for node in graph.nodes if _json_meta(node.meta)}
         return {"text": print_graph(graph), "meta": meta, "constants": dict(sorted(constants.items()))}
+
+    def _inside_weights(self, value: np.ndarray) -> tuple[np.ndarray, str, int] | None:
+        """(value, section, offset) when `value` is an array in the memory of a weights buffer added."""
+        if not isinstance(value, np.ndarray) or not value.flags.c_contiguous or not value.nbytes:
+            return None
+        address = value.ctypes.data
+        for whole, name in self._regions:
+            start = whole.ctypes.data
+            if start <= address and address + value.nbytes <= start + whole.nbytes:
+                return value, name, address - start
+        return None
 
     def model(self, model: CompiledModel) -> dict:
         """Everything a CompiledModel needs to be rebuilt without LLVM."""
