@@ -8,6 +8,7 @@ files must be refused with SavedModelError naming the file and the problem.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import struct
 import sys
@@ -191,6 +192,20 @@ def test_every_copy_of_a_weight_is_checked(generator, tmp_path):
             assert "does not match" in str(error) and str(tmp_path / "altered.tfm") in str(error), where
         else:
             pytest.fail(f"an altered byte in {where} was not refused")
+
+
+def test_weights_past_their_section_are_refused(generator, tmp_path):
+    """A header (with a valid checksum) whose model claims more weights than the shared section holds."""
+    data = bytearray(generator.save(tmp_path / "gpt.tfm").read_bytes())
+    header = _header_text(bytes(data))
+    models = json.loads(header)["generator"]["models"]
+    claimed = f'"weights_bytes":{models["first"]["weights_bytes"]}'.encode()
+    bigger = f'"weights_bytes":{10 ** (len(claimed) - 16) - 1}'.encode()  # as many digits: the layout stays
+    assert claimed in header and len(bigger) == len(claimed)
+    data[24:24 + len(header)] = header.replace(claimed, bigger)
+    data[24 + len(header):24 + len(header) + 32] = hashlib.sha256(bytes(data[:24 + len(header)])).digest()
+    (tmp_path / "bad.tfm").write_bytes(data)
+    _refused(tmp_path / "bad.tfm", "weights .* lie outside section", load=tfg.load_generator)
 
 
 def test_the_writer_never_merges_different_bytes_with_one_digest(monkeypatch):

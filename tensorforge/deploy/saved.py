@@ -18,7 +18,9 @@ section of their own, stored once however many graphs hold them), read back with
 the workspace plan, the pass, quantization and pruning reports; and the tensorforge, llvmlite,
 LLVM, numpy and Python versions (recorded, not required to match: the object needs none of them).
 A file is about twice the model's weights: the weights as the kernels read them (packed panels)
-plus the graph's constants as they are; a generator's holds each compiled graph's weights.
+plus the graph's constants as they are. A generator's compiled graphs (first-token prefill and
+decode) share one weights buffer (a WeightsPool): the file stores it once, each model's buffer
+being a prefix of it (`weights_bytes`), and loaded they share it again.
 
 Loading checks the file (magic, format version, size, every checksum) and that this machine can
 run its code (the same architecture with every CPU feature the code uses, or armv8 through the
@@ -215,7 +217,7 @@ def _constant(reader: ContainerReader, record: list) -> np.ndarray:
     if kind == "slice":
         offset, dtype, shape = rest
         whole = reader.section(digest)
-    elif kind == "section":  # an array with its sha256 in memory is taken from there
+    elif kind == "section":  # an array with its digest in memory is taken from there
         offset, (dtype, shape) = 0, rest
         whole = reader.known.get(digest)
         if whole is None:
@@ -391,7 +393,7 @@ def save_model(model: CompiledModel, path, *, private: bool = False, writer: Con
 
 
 def read_model(path, target=None, known: dict | None = None, cache_key: str | None = None) -> CompiledModel:
-    """tfg.load, with the arrays whose sha256 are `known` (flat uint8 arrays by hex digest) taken from
+    """tfg.load, with the arrays whose digests are `known` (flat uint8 arrays by hex digest) taken from
     memory, or compared to the file's bytes rather than hashed;
     `cache_key`: the file must be the compile cache's entry of that key."""
     reader, saved_target = _open(path, "model", target, known, cache_key)
