@@ -8,6 +8,7 @@ files must be refused with SavedModelError naming the file and the problem.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import struct
 import sys
@@ -139,24 +140,85 @@ def test_generator_round_trip_gives_the_same_greedy_tokens(generator, tmp_path):
     loaded.close()
 
 
-def test_every_copy_of_a_shared_weight_is_checked(generator, tmp_path):
-    """The first-token prefill's and decode's weights share most parts (one sha256 each): the reader
-    hashes the first copy and compares the second to it; an altered byte in either is refused."""
+def _data_start(data: bytes) -> int:
+    return -(-(24 + len(_header_text(data)) + 32) // 64) * 64
+
+
+def test_a_generators_models_store_their_shared_weights_once(generator, tmp_path):
+    """The first-token prefill's and decode's weights are one WeightsPool's memory: the file holds it
+    once, each model's buffer a prefix of it; loaded, they are one memory again, and saving the loaded
+    generator gives the same sections."""
+    path = generator.save(tmp_path / "gpt.tfm")
+    header = json.loads(_header_text(path.read_bytes()))
+    models = header["generator"]["models"]
+    first, decode = generator.first_model.artifact.weights, generator.decode_model.artifact.weights
+    assert models["first"]["weights"] == models["decode"]["weights"]
+    assert (models["first"]["weights_bytes"], models["decode"]["weights_bytes"]) == (first.nbytes, decode.nbytes)
+    assert header["sections"][models["decode"]["weights"]][1] == max(first.nbytes, decode.nbytes)
+    with tfg.load_generator(path) as loaded:
+        weights = [loaded.first_model.artifact.weights, loaded.decode_model.artifact.weights]
+        assert weights[0].ctypes.data == weights[1].ctypes.data
+        assert np.array_equal(weights[0], np.frombuffer(first, np.uint8))
+        assert np.array_equal(weights[1], np.frombuffer(decode, np.uint8))
+        again = json.loads(_header_text(loaded.save(tmp_path / "again.tfm").read_bytes()))
+    assert again["sections"].keys() == header["sections"].keys()
+
+
+def test_every_copy_of_a_weight_is_checked(generator, tmp_path):
+    """A graph constant stored both as a section and as a part of the shared weights has one checksum:
+    the reader hashes the first copy and compares the second to it (memcmp). An altered byte in either
+    copy, in a part only decode uses (past the first model's prefix) or in one both use, is refused."""
     path = generator.save(tmp_path / "gpt.tfm")
     data = path.read_bytes()
     header = json.loads(_header_text(data))
-    start = -(-(24 + len(_header_text(data)) + 32) // 64) * 64
+    start = _data_start(data)
     models = header["generator"]["models"]
-    regions = [header["sections"][models[name]["weights"]] for name in ("first", "decode")]
-    shared = {part[2] for part in regions[0][2]} & {part[2] for part in regions[1][2]}
-    assert shared, "the two weights buffers were expected to share parts"
-    digest = max(shared, key=lambda d: next(part[1] for part in regions[0][2] if part[2] == d))
-    for at, _, parts in regions:
-        offset, size, _ = next(part for part in parts if part[2] == digest)
+    at, _, parts = header["sections"][models["decode"]["weights"]]
+    constants = {entry[1] for graph in header["generator"]["graphs"].values() for entry in graph["constants"].values()
+                 if entry[0] == "section"}
+    twice = max((part for part in parts if part[2] in constants), key=lambda part: part[1])
+    decode_only = next(part for part in parts if part[0] >= models["first"]["weights_bytes"])
+    positions = {"a shared weights part": start + at + twice[0] + twice[1] // 2,
+                 "its copy as a graph constant": start + header["sections"][twice[2]][0] + twice[1] // 2,
+                 "a part past the first model's weights": start + at + decode_only[0] + decode_only[1] // 2,
+                 "the first part": start + at}
+    for where, position in positions.items():
         altered = bytearray(data)
-        altered[start + at + offset + size // 2] ^= 0x01
+        altered[position] ^= 0x01
         (tmp_path / "altered.tfm").write_bytes(altered)
-        _refused(tmp_path / "altered.tfm", "does not match", load=tfg.load_generator)
+        try:
+            tfg.load_generator(tmp_path / "altered.tfm").close()
+        except tfg.SavedModelError as error:
+            assert "does not match" in str(error) and str(tmp_path / "altered.tfm") in str(error), where
+        else:
+            pytest.fail(f"an altered byte in {where} was not refused")
+
+
+def test_weights_past_their_section_are_refused(generator, tmp_path):
+    """A header (with a valid checksum) whose model claims more weights than the shared section holds."""
+    data = bytearray(generator.save(tmp_path / "gpt.tfm").read_bytes())
+    header = _header_text(bytes(data))
+    models = json.loads(header)["generator"]["models"]
+    claimed = f'"weights_bytes":{models["first"]["weights_bytes"]}'.encode()
+    bigger = f'"weights_bytes":{10 ** (len(claimed) - 16) - 1}'.encode()  # as many digits: the layout stays
+    assert claimed in header and len(bigger) == len(claimed)
+    data[24:24 + len(header)] = header.replace(claimed, bigger)
+    data[24 + len(header):24 + len(header) + 32] = hashlib.sha256(bytes(data[:24 + len(header)])).digest()
+    (tmp_path / "bad.tfm").write_bytes(data)
+    _refused(tmp_path / "bad.tfm", "weights .* lie outside section", load=tfg.load_generator)
+
+
+def test_the_writer_never_merges_different_bytes_with_one_digest(monkeypatch):
+    """Sections are named by their xxh3_128: should two different arrays ever hash alike, the writer
+    refuses rather than store one for the other (equal arrays are still stored once)."""
+    writer = container.ContainerWriter()
+    first, same = np.arange(2048, dtype=np.float32), np.arange(2048, dtype=np.float32)
+    assert writer.add(first) == writer.add(same) and len(writer.sections) == 1
+    monkeypatch.setattr(container, "digest", lambda data: "0" * 32)  # every array hashes alike
+    writer = container.ContainerWriter()
+    writer.add(first)
+    with pytest.raises(ValueError, match="same digest"):
+        writer.add(first + 1)
 
 
 # --- refusals -------------------------------------------------------------------------------------------
@@ -202,11 +264,14 @@ def test_avx512_code_on_a_machine_without_it_is_refused(tmp_path):
     _refused(tmp_path / "v4.tfm", "avx512")
 
 
-def test_another_format_version_is_refused(cnn_file, tmp_path):
+@pytest.mark.parametrize("version", [container.FORMAT_VERSION - 1, container.FORMAT_VERSION + 1])
+def test_another_format_version_is_refused(cnn_file, tmp_path, version):
+    """An older file (version 1 checked its parts by sha256) or a newer one."""
     data = bytearray(cnn_file.read_bytes())
-    struct.pack_into("<I", data, 8, container.FORMAT_VERSION + 1)
-    (tmp_path / "v2.tfm").write_bytes(data)
-    _refused(tmp_path / "v2.tfm", f"format version {container.FORMAT_VERSION + 1}; this tensorforge reads version")
+    struct.pack_into("<I", data, 8, version)
+    (tmp_path / "other.tfm").write_bytes(data)
+    _refused(tmp_path / "other.tfm", f"format version {version}; this tensorforge reads version "
+                                     f"{container.FORMAT_VERSION} \\(save it again")
 
 
 @pytest.mark.parametrize("keep", [0, 5, 20, 100, 0.5, -1])
@@ -224,7 +289,7 @@ def test_an_extended_file_is_refused(cnn_file, tmp_path):
 
 def _altered_positions(data: bytes) -> dict[str, int]:
     header = _header_text(data)
-    start = -(-(24 + len(header) + 32) // 64) * 64
+    start = _data_start(data)
     sections = json.loads(header)["sections"]
     model = json.loads(header)["model"]
     spans = sorted((start + offset, start + offset + size) for offset, size, _ in sections.values())

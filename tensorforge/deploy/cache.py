@@ -14,7 +14,8 @@ explicit `cache=<directory>` still uses that directory. Nothing is written anywh
 An entry is a saved-model file (deploy/saved.py) named `<kind>-<key>.tfm`, but for the traced graph's
 constants, which every hit has in memory (the key covers their bytes): it loads only through the
 cache. The key is the sha256 of
-the graph as traced (its text, every constant's name and sha256), the target (triple, cpu,
+the graph as traced (its text, every constant's name and digest: xxh3_128, as the saved-model
+file's checksums, container.py), the target (triple, cpu,
 features, vector width), every option that changes the code (opt level, LLVM level, threads,
 disabled passes, pass config, pack, share_memory; prune and quantize configs and the calibration
 samples' bytes; for a generator max_len, prompt_len, kv_cache), the tensorforge, llvmlite, LLVM,
@@ -49,7 +50,7 @@ import numpy as np
 
 from ..ir import Graph
 from ..ir.printer import print_graph
-from .container import FORMAT_VERSION, ContainerWriter, SavedModelError, byte_view, hash_pool
+from .container import FORMAT_VERSION, ContainerWriter, SavedModelError, digest, hash_pool
 from .saved import _json_meta, target_record, versions
 
 CACHE_VERSION = 1  # of the entries' records; bumped when what an entry holds changes meaning
@@ -101,24 +102,24 @@ def source_digest() -> str:
 
 
 def constant_digests(graph: Graph) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """Each constant node's sha256 (by node name), hashed in threads; and the arrays by digest, as flat
-    uint8 views (what a loaded entry may take from memory instead of reading, and a writer need not hash)."""
+    """Each constant node's digest (container.digest, by node name), hashed in threads; and the arrays by
+    digest, as flat uint8 views (what a loaded entry may take from memory instead of reading, and a writer
+    need not hash or store)."""
     constants = [node for node in graph.nodes if node.op == "constant"]
     arrays = {id(node.value): np.ascontiguousarray(node.value) for node in constants}
     with hash_pool() as pool:
-        hashed = dict(zip(arrays, pool.map(lambda array: hashlib.sha256(byte_view(array)).hexdigest(),
-                                           arrays.values())))
+        hashed = dict(zip(arrays, pool.map(digest, arrays.values())))
     by_name = {node.name: hashed[id(node.value)] for node in constants}
-    known = {hashed[key]: np.frombuffer(byte_view(array), np.uint8) for key, array in arrays.items()}
+    known = {hashed[key]: np.ascontiguousarray(array).reshape(-1).view(np.uint8) for key, array in arrays.items()}
     return by_name, known
 
 
 def array_digest(value) -> list:
-    """dtype, shape and sha256 of an array-like (calibration samples), or of each in a tuple or list."""
+    """dtype, shape and digest of an array-like (calibration samples), or of each in a tuple or list."""
     if isinstance(value, (tuple, list)):
         return [array_digest(item) for item in value]
     array = np.ascontiguousarray(value)
-    return [array.dtype.str, list(array.shape), hashlib.sha256(byte_view(array)).hexdigest()]
+    return [array.dtype.str, list(array.shape), digest(array)]
 
 
 def config_record(config) -> dict | None:
@@ -166,9 +167,9 @@ class CacheEntry:
         the directory, renamed into place (the writer knows the traced constants' digests already). A
         directory that cannot be written draws a warning, not an error."""
         start = time.perf_counter()
-        writer = ContainerWriter(external=frozenset(self.known))  # the traced constants: every hit has them
-        for array, digest in self._constants:
-            writer.remember(array, digest)
+        writer = ContainerWriter(external=self.known)  # the traced constants: every hit has them
+        for array, name in self._constants:
+            writer.remember(array, name)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._remove_stale_temporaries()

@@ -1,7 +1,7 @@
-"""The saved-model file: a JSON header and raw byte sections, every byte of them checked by sha256.
+"""The saved-model file: a JSON header and raw byte sections, every byte of them checked (xxh3_128).
 
     writer = ContainerWriter()
-    name = writer.add(array)                   # a section named by its sha256: equal bytes are stored once
+    name = writer.add(array)                   # a section named by its digest: equal bytes are stored once
     name = writer.add_region(weights, cuts)    # one section checked in parts: [(offset, size), ...]
     writer.write(path, header)                 # header: any JSON object; the writer adds "sections"
     reader = ContainerReader(path, known)      # checks magic, format version, size, the header's checksum
@@ -16,23 +16,29 @@ Layout (integers little-endian):
     12       4      u32 reserved, 0
     16       8      u64 n: the header's length in bytes
     24       n      the header: UTF-8 JSON; "sections" ({name: [offset from the data start, size,
-                    parts]}, a part being [offset in the section, size, sha256 hex]) and "data_bytes"
+                    parts]}, a part being [offset in the section, size, xxh3_128 hex]) and "data_bytes"
                     (the file is data start + data_bytes long)
     24+n     32     sha256 of bytes [0, 24+n): the header's checksum
     ...             zeros up to the data start, 56+n rounded up to 64; the sections follow, each at a
                     multiple of 64 bytes from it, zeros between them
 
-A plain section is one part, named by its sha256. A region (a model's weights buffer) is cut into
-parts (one per weight) named by the sha256 of its size and parts: a weight that is also a graph
-constant, or that two models' buffers both hold, has the same sha256 in each, so the reader checks
+The checksums are for integrity (a damaged, truncated or edited file), not against an adversary,
+who could rewrite them as easily as the bytes: a part's is its XXH3 128-bit hash (the xxhash
+package; about 10 GB/s on one core, against sha256's 1), the header's a sha256 (its few hundred
+kB cost nothing). `digest(data)` is the part checksum, also the compile cache's constant digest.
+
+A plain section is one part, named by its digest. A region (a model's weights buffer) is cut into
+parts (one per weight) named by the digest of its size and parts: a weight that is also a graph
+constant, or that two models' buffers both hold, has the same digest in each, so the reader checks
 its second copy against the first (or against an array the caller has in memory: `known`) with a
-memcmp instead of hashing it again. Bytes of a section outside its parts, and between sections,
-must be zero.
+memcmp instead of hashing it again; two parts that differ can thus never pass under one digest.
+Bytes of a section outside its parts, and between sections, must be zero. The writer stores equal
+bytes once, and never merges two arrays whose digests are equal but bytes not (a memcmp confirms).
 
 Every byte is checked: a truncated or extended file fails the size check, an altered header its
-checksum, an altered section byte its part's sha256 (or comparison), an altered byte of padding
+checksum, an altered section byte its part's digest (or comparison), an altered byte of padding
 the zero check; nothing is used before verify() returns. Nothing is ever unpickled: numbers, names
-and types are JSON, arrays are raw bytes. Hashes and comparisons run in a thread pool (hashlib and
+and types are JSON, arrays are raw bytes. Hashes and comparisons run in a thread pool (xxhash and
 ctypes release the GIL).
 
 The reader maps the file (mmap, private copy-on-write) instead of reading it: a section is a view
@@ -59,9 +65,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import xxhash
 
 MAGIC = b"\x89TFG\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: parts checked by xxh3_128 (1: sha256); a generator's models share one weights buffer
 PREAMBLE = struct.Struct("<8sIIQ")  # magic, format version, reserved, header length
 DIGEST_BYTES = 32
 ALIGNMENT = 64
@@ -85,12 +92,13 @@ def byte_view(data) -> memoryview:
     return memoryview(data).cast("B")
 
 
-def sha256(data) -> str:
-    return hashlib.sha256(byte_view(data)).hexdigest()
+def digest(data) -> str:
+    """The checksum of a part (and the name of a plain section): XXH3 128-bit of the raw bytes, as hex."""
+    return xxhash.xxh3_128_hexdigest(byte_view(data))
 
 
 def hash_pool() -> ThreadPoolExecutor:
-    """Threads for sha256 and memcmp (both release the GIL): one per core, at most 4."""
+    """Threads for hashing and memcmp (both release the GIL): one per core, at most 4."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -112,77 +120,87 @@ def _memcmp():
 
 
 def same_bytes(first: np.ndarray, second: np.ndarray) -> bool:
-    """Whether two flat uint8 arrays hold the same bytes (memcmp: several GB/s, against sha256's one)."""
+    """Whether two flat uint8 arrays hold the same bytes (memcmp, releasing the GIL)."""
     if first.nbytes != second.nbytes:
         return False
     memcmp = _memcmp()
     if memcmp is None or not first.nbytes:
         return memoryview(first) == memoryview(second)
+    if first.ctypes.data == second.ctypes.data:
+        return True
     return memcmp(first.ctypes.data, second.ctypes.data, first.nbytes) == 0
 
 
 def _region_name(size: int, parts: list) -> str:
-    return hashlib.sha256(json.dumps(["region", size, parts], separators=(",", ":")).encode()).hexdigest()
+    return digest(json.dumps(["region", size, parts], separators=(",", ":")).encode())
 
 
 class ContainerWriter:
     """Collects sections (by content) and writes the file. Hashing an array object twice is avoided
     (its digest is remembered by identity while the writer holds it)."""
 
-    def __init__(self, external: set[str] | frozenset = frozenset()):
-        """`external`: sha256 digests of arrays every reader will have in memory (the compile cache's
-        traced constants, which its key covers): sections with those digests are not written."""
+    def __init__(self, external: dict[str, np.ndarray] | None = None):
+        """`external`: arrays every reader will have in memory, by digest (the compile cache's traced
+        constants, which its key covers; flat uint8): sections with those bytes are not written."""
         self.sections: dict[str, tuple[memoryview, list]] = {}  # name -> (bytes, parts)
-        self.external = external
+        self.external = dict(external or {})
         self._by_identity: dict[int, tuple[object, str]] = {}
         self._by_size: dict[int, list[tuple[np.ndarray, str]]] = {}  # parts hashed, for a memcmp before a hash
+        self._by_digest: dict[str, np.ndarray] = {}  # the bytes each digest was first computed for
 
-    def remember(self, array, digest: str) -> None:
-        """Tell the writer `array`'s sha256 (computed elsewhere, e.g. for a cache key)."""
-        self._by_identity[id(array)] = (array, digest)
+    def remember(self, array, name: str) -> None:
+        """Tell the writer `array`'s digest (computed elsewhere, e.g. for a cache key)."""
+        self._by_identity[id(array)] = (array, name)
 
     def digest_of(self, array) -> str | None:
         known = self._by_identity.get(id(array))
         return known[1] if known is not None and known[0] is array else None
 
     def _hash(self, views: list[memoryview]) -> list[str]:
-        """The sha256 of each view; one equal to a part hashed before (memcmp) takes its digest unhashed."""
+        """The digest of each view; one equal to a part hashed before (memcmp) takes its digest unhashed.
+        ValueError if two different byte strings hash alike (which xxh3_128 makes vanishingly rare by
+        chance): they would be merged, so the file is not written."""
         if not views:
             return []
 
-        def digest(view: memoryview) -> str:
+        def one(view: memoryview) -> tuple[str, bool]:
             flat = np.frombuffer(view, np.uint8)
             for other, known in self._by_size.get(flat.size, ()):
                 if same_bytes(flat, other):
-                    return known
-            return hashlib.sha256(view).hexdigest()
+                    return known, False
+            return digest(view), True
 
         with hash_pool() as pool:
-            digests = list(pool.map(digest, views))
-        for view, found in zip(views, digests):
+            found = list(pool.map(one, views))
+        for view, (name, hashed) in zip(views, found):
+            flat = np.frombuffer(view, np.uint8)
+            first = self._by_digest.setdefault(name, self.external.get(name, flat))
+            if hashed and first is not flat and not same_bytes(first, flat):
+                raise ValueError(f"two different arrays ({first.nbytes} and {flat.nbytes} bytes) have the same "
+                                 f"digest {name}: refusing to store one in place of the other")
             if view.nbytes >= 4096:  # worth comparing the next one of this size to
-                self._by_size.setdefault(view.nbytes, []).append((np.frombuffer(view, np.uint8), found))
-        return digests
+                self._by_size.setdefault(view.nbytes, []).append((flat, name))
+        return [name for name, _ in found]
 
     def add(self, data) -> str:
         return self.add_all([data])[0]
 
     def add_all(self, items: list) -> list[str]:
-        """Add arrays or bytes-like objects as plain sections; their names (sha256 hex), in order."""
+        """Add arrays or bytes-like objects as plain sections; their names (digests), in order."""
         digests = [self.digest_of(item) for item in items]
-        pending = [index for index, digest in enumerate(digests) if digest is None]
-        for index, digest in zip(pending, self._hash([byte_view(items[index]) for index in pending])):
-            digests[index] = digest
-            self.remember(items[index], digest)
-        for item, digest in zip(items, digests):
-            if digest not in self.sections and digest not in self.external:
+        pending = [index for index, name in enumerate(digests) if name is None]
+        for index, name in zip(pending, self._hash([byte_view(items[index]) for index in pending])):
+            digests[index] = name
+            self.remember(items[index], name)
+        for item, name in zip(items, digests):
+            if name not in self.sections and name not in self.external:
                 view = byte_view(item)
-                self.sections[digest] = (view, [[0, view.nbytes, digest]])
+                self.sections[name] = (view, [[0, view.nbytes, name]])
         return digests
 
     def add_region(self, data, cuts: list[tuple[int, int]], hints: dict[int, str] | None = None) -> str:
         """Add `data` as one section checked in parts: `cuts` are (offset, size) pairs in order, not
-        overlapping; the bytes outside them must be zero. `hints`: sha256 already known by cut index."""
+        overlapping; the bytes outside them must be zero. `hints`: digests already known by cut index."""
         view = byte_view(data)
         flat = np.frombuffer(view, np.uint8)
         hints = hints or {}
@@ -196,9 +214,9 @@ class ContainerWriter:
         if any(gap.any() for gap in covered):
             raise ValueError("the bytes of a region outside its cuts must be zero")
         pending = [index for index in range(len(cuts)) if index not in hints]
-        digests = dict(hints)
-        digests.update(zip(pending, self._hash([view[cuts[i][0]:cuts[i][0] + cuts[i][1]] for i in pending])))
-        parts = [[offset, size, digests[index]] for index, (offset, size) in enumerate(cuts)]
+        names = dict(hints)
+        names.update(zip(pending, self._hash([view[cuts[i][0]:cuts[i][0] + cuts[i][1]] for i in pending])))
+        parts = [[offset, size, names[index]] for index, (offset, size) in enumerate(cuts)]
         name = _region_name(view.nbytes, parts)
         self.sections.setdefault(name, (view, parts))
         return name
@@ -242,7 +260,7 @@ class ContainerWriter:
 class ContainerReader:
     """An open saved-model file whose header was checked and which is mapped into memory; sections are
     views of the mapping, each checked by `verify()` (call it before using any section). `known`
-    maps sha256 hex digests to flat uint8 arrays in memory with those bytes: parts with those digests
+    maps digests (hex) to flat uint8 arrays in memory with those bytes: parts with those digests
     are compared to them rather than hashed."""
 
     def __init__(self, path: str | os.PathLike, known: dict[str, np.ndarray] | None = None):
@@ -287,8 +305,8 @@ class ContainerReader:
         if length > MAX_HEADER_BYTES or PREAMBLE.size + length + DIGEST_BYTES > size:
             raise self.fail(f"truncated or damaged: the header claims {length} bytes, the file has {size}")
         text = os.pread(descriptor, length, PREAMBLE.size)
-        digest = os.pread(descriptor, DIGEST_BYTES, PREAMBLE.size + length)
-        if hashlib.sha256(preamble + text).digest() != digest:
+        checksum = os.pread(descriptor, DIGEST_BYTES, PREAMBLE.size + length)
+        if hashlib.sha256(preamble + text).digest() != checksum:
             raise self.fail("the header's checksum does not match: the file was altered or damaged")
         try:
             header = json.loads(text)
@@ -334,22 +352,21 @@ class ContainerReader:
             found = np.frombuffer(self._map, np.uint8, size, start) if size else np.zeros(0, np.uint8)
             if self._pool is None:
                 self._pool = hash_pool()
-            for part_offset, part_size, digest in parts:
-                self._check(digest, found[part_offset:part_offset + part_size])
+            for part_offset, part_size, checksum in parts:
+                self._check(checksum, found[part_offset:part_offset + part_size])
             self._sections[name] = found
         return found
 
-    def _check(self, digest: str, part: np.ndarray) -> None:
-        reference = self.known.get(digest)
+    def _check(self, name: str, part: np.ndarray) -> None:
+        reference = self.known.get(name)
         if reference is None:
-            reference = self._first.get(digest)
+            reference = self._first.get(name)
         if reference is not None:
-            job = self._pool.submit(lambda: digest if same_bytes(part, reference) else "differs")
+            job = self._pool.submit(lambda: name if same_bytes(part, reference) else "differs")
         else:
-            self._first[digest] = part
-            view = memoryview(part)
-            job = self._pool.submit(lambda: hashlib.sha256(view).hexdigest())
-        self._pending.append((digest, job))
+            self._first[name] = part
+            job = self._pool.submit(digest, part)
+        self._pending.append((name, job))
 
     def verify(self) -> None:
         """Wait for the checks of every section taken so far, and check the bytes between parts are
@@ -359,9 +376,9 @@ class ContainerReader:
             if np.frombuffer(self._map, np.uint8, end - begin, begin).any():
                 raise self.fail(f"the padding at bytes {begin}-{end} is not zero: the file was altered or damaged")
         pending, self._pending = self._pending, []
-        for digest, job in pending:
-            if job.result() != digest:
-                raise self.fail(f"a part with sha256 {digest[:12]} does not match it: the file was altered or damaged")
+        for name, job in pending:
+            if job.result() != name:
+                raise self.fail(f"a part with checksum {name[:12]} does not match it: the file was altered or damaged")
 
     def close(self) -> None:
         """Stop the checking threads. The mapping lives on while arrays view it (and goes with the last)."""

@@ -18,7 +18,9 @@ section of their own, stored once however many graphs hold them), read back with
 the workspace plan, the pass, quantization and pruning reports; and the tensorforge, llvmlite,
 LLVM, numpy and Python versions (recorded, not required to match: the object needs none of them).
 A file is about twice the model's weights: the weights as the kernels read them (packed panels)
-plus the graph's constants as they are; a generator's holds each compiled graph's weights.
+plus the graph's constants as they are. A generator's compiled graphs (first-token prefill and
+decode) share one weights buffer (a WeightsPool): the file stores it once, each model's buffer
+being a prefix of it (`weights_bytes`), and loaded they share it again.
 
 Loading checks the file (magic, format version, size, every checksum) and that this machine can
 run its code (the same architecture with every CPU feature the code uses, or armv8 through the
@@ -101,33 +103,53 @@ def _json_meta(meta: dict) -> dict:
 
 class Records:
     """Builds the header's records, adding their bytes to a ContainerWriter: a weights buffer is one
-    section (loaded as a view of the mapped file, no copy); a graph constant stored as it is in a
-    weights buffer is a slice of that section; any other large constant is a section of its own
-    (content-addressed: two graphs' equal constants are stored once)."""
+    section (loaded as a view of the mapped file, no copy), shared by the models whose buffers are
+    one memory (a generator's, from a WeightsPool: each is a prefix of the largest); a graph constant
+    stored as it is in a weights buffer (or an array in a weights buffer's memory, as a loaded model's
+    are) is a slice of that section; any other large constant is a section of its own (content-addressed:
+    two graphs' equal constants are stored once)."""
 
     def __init__(self, writer: ContainerWriter | None = None):
         self.writer = writer or ContainerWriter()
         self._slices: dict[int, tuple[np.ndarray, str, int]] = {}  # id(array) -> (array, weights digest, offset)
+        self._weights: dict[int, tuple[Artifact, str, int]] = {}  # id(artifact) -> (it, section, its bytes)
+        self._regions: list[tuple[np.ndarray, str]] = []  # the weights buffers added, as sections
 
-    def weights(self, artifact) -> str:
-        """The weights buffer as a region cut at each weight (a constant stored as it is: exactly its bytes)."""
-        constants = {node.name: node.value for node in artifact.graph.nodes if node.op == "constant"}
-        weights = np.frombuffer(byte_view(artifact.weights), np.uint8)
-        offsets = sorted(artifact.weight_offsets.items(), key=lambda item: item[1])
-        cuts, hints, as_is = [], {}, []
-        for index, (name, offset) in enumerate(offsets):
-            end = offsets[index + 1][1] if index + 1 < len(offsets) else weights.size
-            value = constants.get(name)
-            if value is not None and value.nbytes <= end - offset and not weights[offset + value.nbytes:end].any():
-                end = offset + value.nbytes
-                as_is.append((value, offset))
-                if self.writer.digest_of(value) is not None:
-                    hints[len(cuts)] = self.writer.digest_of(value)
-            cuts.append((offset, end - offset))
-        digest = self.writer.add_region(weights, cuts, hints)
-        for value, offset in as_is:
-            self._slices[id(value)] = (value, digest, offset)
-        return digest
+    def weights(self, artifacts: list[Artifact]) -> None:
+        """Add the artifacts' weights buffers: those starting at the same address (one WeightsPool's
+        memory, so each a prefix of the largest) as one region, cut at every weight any of them placed
+        (a constant stored as it is: exactly its bytes)."""
+        groups: dict[int, list[tuple[Artifact, np.ndarray]]] = {}
+        for artifact in artifacts:
+            if id(artifact) not in self._weights:
+                flat = np.frombuffer(byte_view(artifact.weights), np.uint8)
+                groups.setdefault(flat.ctypes.data if flat.size else id(flat), []).append((artifact, flat))
+        for members in groups.values():
+            whole = max((flat for _, flat in members), key=len)
+            placed: dict[int, list] = {}  # offset -> the constants stored there as they are, by any model
+            for artifact, _ in members:
+                constants = {node.name: node.value for node in artifact.graph.nodes if node.op == "constant"}
+                for name, offset in artifact.weight_offsets.items():
+                    placed.setdefault(offset, []).extend([constants[name]] if name in constants else [])
+            offsets = sorted(placed)
+            cuts, hints, as_is = [], {}, []
+            for index, offset in enumerate(offsets):
+                end = offsets[index + 1] if index + 1 < len(offsets) else whole.size
+                size = min((value.nbytes for value in placed[offset]), default=0)
+                values = [value for value in placed[offset] if value.nbytes == size]
+                if values and size <= end - offset and not whole[offset + size:end].any():
+                    end = offset + size
+                    as_is.extend((value, offset) for value in values)
+                    known = next(filter(None, map(self.writer.digest_of, values)), None)
+                    if known is not None:
+                        hints[len(cuts)] = known
+                cuts.append((offset, end - offset))
+            name = self.writer.add_region(whole, cuts, hints)
+            self._regions.append((whole, name))
+            for value, offset in as_is:
+                self._slices[id(value)] = (value, name, offset)
+            for artifact, flat in members:
+                self._weights[id(artifact)] = (artifact, name, flat.size)
 
     def graph(self, graph: Graph) -> dict:
         """The graph's text, its large constants (printed without their values), node metadata."""
@@ -135,7 +157,9 @@ class Records:
         constants, separate = {}, []
         for node in large:
             found = self._slices.get(id(node.value))
-            if found is not None and found[0] is node.value:
+            if found is None or found[0] is not node.value:
+                found = self._inside_weights(node.value)
+            if found is not None:
                 constants[node.name] = ["slice", found[1], found[2], *_type_record(node.type)]
             else:
                 separate.append(node)
@@ -144,13 +168,25 @@ class Records:
         meta = {node.name: _json_meta(node.meta) for node in graph.nodes if _json_meta(node.meta)}
         return {"text": print_graph(graph), "meta": meta, "constants": dict(sorted(constants.items()))}
 
+    def _inside_weights(self, value: np.ndarray) -> tuple[np.ndarray, str, int] | None:
+        """(value, section, offset) when `value` is an array in the memory of a weights buffer added."""
+        if not isinstance(value, np.ndarray) or not value.flags.c_contiguous or not value.nbytes:
+            return None
+        address = value.ctypes.data
+        for whole, name in self._regions:
+            start = whole.ctypes.data
+            if start <= address and address + value.nbytes <= start + whole.nbytes:
+                return value, name, address - start
+        return None
+
     def model(self, model: CompiledModel) -> dict:
         """Everything a CompiledModel needs to be rebuilt without LLVM."""
         artifact = model.artifact
         if not isinstance(artifact, Artifact):
             raise TypeError(f"only a model compiled by tensorforge can be saved, not one built from a "
                             f"{type(artifact).__name__}")
-        weights = self.weights(artifact)
+        self.weights([artifact])
+        _, weights, weights_bytes = self._weights[id(artifact)]
         memory = artifact.memory
         report = model.pass_report
         return {
@@ -160,7 +196,7 @@ class Records:
             "outputs": [[node.name, *_type_record(node.type)] for node in artifact.graph.outputs],
             "object": self.writer.add(artifact.object_code()),
             "llvm_ir": self.writer.add(zlib.compress(artifact.llvm_ir.encode(), 1)),
-            "weights": weights, "weight_offsets": artifact.weight_offsets,
+            "weights": weights, "weights_bytes": weights_bytes, "weight_offsets": artifact.weight_offsets,
             "graph": self.graph(artifact.graph),
             "parts": artifact.parts,
             "memory": None if memory is None else {
@@ -181,7 +217,7 @@ def _constant(reader: ContainerReader, record: list) -> np.ndarray:
     if kind == "slice":
         offset, dtype, shape = rest
         whole = reader.section(digest)
-    elif kind == "section":  # an array with its sha256 in memory is taken from there
+    elif kind == "section":  # an array with its digest in memory is taken from there
         offset, (dtype, shape) = 0, rest
         whole = reader.known.get(digest)
         if whole is None:
@@ -255,6 +291,10 @@ def _read_model(reader: ContainerReader, record: dict, target: Target) -> Artifa
     object_code = reader.section(record["object"])
     llvm_ir = reader.section(record["llvm_ir"])
     weights = reader.section(record["weights"])
+    size = record["weights_bytes"]
+    if not isinstance(size, int) or not 0 <= size <= weights.size:
+        raise reader.fail(f"a model's weights ({size} bytes) lie outside section {record['weights'][:12]}")
+    weights = weights[:size]  # one of the buffers that share the section: a prefix of it
     reader.verify()  # every section taken so far, before any is decompressed or run
     return Artifact(target=target, graph=graph, llvm_ir=zlib.decompress(llvm_ir).decode(), input_types=input_types,
                     output_types=output_types, weights=weights, weight_offsets=dict(record["weight_offsets"]),
@@ -353,7 +393,7 @@ def save_model(model: CompiledModel, path, *, private: bool = False, writer: Con
 
 
 def read_model(path, target=None, known: dict | None = None, cache_key: str | None = None) -> CompiledModel:
-    """tfg.load, with the arrays whose sha256 are `known` (flat uint8 arrays by hex digest) taken from
+    """tfg.load, with the arrays whose digests are `known` (flat uint8 arrays by hex digest) taken from
     memory, or compared to the file's bytes rather than hashed;
     `cache_key`: the file must be the compile cache's entry of that key."""
     reader, saved_target = _open(path, "model", target, known, cache_key)
@@ -385,6 +425,7 @@ def save_generator(generator, path, *, private: bool = False, writer: ContainerW
     graphs = generator.graphs
     prefill = generator._prefill_model if isinstance(generator._prefill_model, CompiledModel) else None
     models = {"decode": generator.decode_model, "first": generator.first_model, "prefill": prefill}
+    records.weights([model.artifact for model in models.values() if model is not None])  # shared buffers once
     models = {name: None if model is None else records.model(model) for name, model in models.items()}
     record = {
         "max_len": graphs.max_len, "prompt_len": graphs.prompt_len,
