@@ -3,7 +3,8 @@
     python benchmarks/profile_model.py mlp --batch 64
     python benchmarks/profile_model.py cnn --batch 64
     python benchmarks/profile_model.py gpt2 --phase decode [--int8]      (or tiny; --phase prefill)
-    python benchmarks/profile_model.py resnet50 [--by-op] [--disable select-winograd]   (or mobilenetv2, squeezenet)
+    python benchmarks/profile_model.py resnet50 [--by-op] [--int8] [--disable select-winograd]  (or mobilenetv2,
+                                                  squeezenet)
 
 mlp and cnn are bench_models.py's models (random input of the batch); tiny and gpt2 are
 bench_gpt.py's random-weight GPTs compiled by tf.compile_generator with prompt_len 32: the
@@ -52,7 +53,8 @@ def main() -> None:
     parser.add_argument("model", choices=("mlp", "cnn", "tiny", "gpt2", *CNNS))
     parser.add_argument("--batch", type=int, default=1, help="mlp and cnn")
     parser.add_argument("--phase", choices=("prefill", "decode"), default="decode", help="tiny and gpt2")
-    parser.add_argument("--int8", action="store_true", help="tiny and gpt2: quantize='int8'")
+    parser.add_argument("--int8", action="store_true",
+                        help="tiny and gpt2: quantize='int8'; the CNNs: static int8 calibrated on 8 random images")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--disable", nargs="*", default=(), metavar="PASS", help="passes to leave out (the CNNs)")
     parser.add_argument("--by-op", action="store_true", help="also the time per op (the CNNs)")
@@ -70,7 +72,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             path = export_cnn(args.model, 224, Path(folder))
             x = images(args.batch, 224, 0)
-            with tf.compile(str(path), x, threads=args.threads, disabled=tuple(args.disable)) as compiled:
+            int8 = {"quantize": "int8", "calibration": (images(8, 224, 3),)} if args.int8 else {}
+            with tf.compile(str(path), x, threads=args.threads, disabled=tuple(args.disable), **int8) as compiled:
                 profile = compiled.profile(x)
         print(profile)
         if args.by_op:

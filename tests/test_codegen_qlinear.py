@@ -293,3 +293,25 @@ def test_qconv2d_reference_pads_with_the_zero_point():
     y = ir.evaluate("qconv2d", [x, weight, np.zeros(1, np.int32), np.float32(1), np.int32(7), np.int32(0)],
                     {"padding": 1, "dtype": DType.f32})
     np.testing.assert_array_equal(y, [[[[0.0]]]])
+
+
+@pytest.mark.parametrize("target", ["host", "armv8"])
+@pytest.mark.parametrize("dtype", ["u8", "f32"])
+def test_qconv2d_splits_each_images_pixels_among_threads(target, dtype):
+    """Two images of 11 x 13 output pixels on 2 threads: each thread takes whole row panels of every image
+    (the second part fewer of them), and together they write every pixel exactly."""
+    from tensorforge.codegen.ops.qlayers import _pixel_split
+
+    rows = qgemm_tiling(Target.parse(target)).rows
+    parts, per_part, last = _pixel_split(11 * 13, rows, 2)
+    assert parts == 2 and per_part % rows == 0 and 0 < last < per_part
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (2, 5, 11, 13)).astype(np.uint8)
+    weight = rng.integers(-127, 128, (7, 5, 3, 3)).astype(np.int8)
+    bias = rng.integers(-2**12, 2**12, 7).astype(np.int32)
+    multiplier = rng.uniform(1e-4, 1e-3, 7).astype(np.float32)
+    operands = [x, weight, bias, multiplier, np.int32(3), np.int32(9)]
+    attrs = {"stride": 1, "padding": 1, "dilation": 1, "dtype": dtype, "activation": "relu"}
+    graph, inputs = single_op_graph("qconv2d", operands, attrs, constants=(1, 2, 3, 4, 5))
+    (actual,) = compile_and_run(graph, *inputs, target=target, threads=2)
+    np.testing.assert_array_equal(actual, ir.interpret(graph, *inputs))

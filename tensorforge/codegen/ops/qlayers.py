@@ -6,7 +6,7 @@
     qconv2d          per image: the taps of every output pixel gathered into rows (im2col, padded
                      with x's zero point; a loop over channels, kh x kw taps each), the GEMM by the
                      weight as [C*kh*kw, O] into scratch ([pixels, O]), and a transposing copy into
-                     the image's [O, pixels]
+                     the image's [O, pixels]; threads split each image's pixels (whole row panels)
 
 Each also gives build its hooks: the weight packed once (`pack_*_constant`, always: the kernels
 read it only in panels), the scratch and the parts for threads.
@@ -236,11 +236,21 @@ def qconv_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = fro
     return block_bytes(tiling, pixels, depth) + round64(pixels * depth) + round64(pixels * out * node.dtype.itemsize)
 
 
+def _pixel_split(pixels: int, rows: int, threads: int) -> tuple[int, int, int]:
+    """(parts, pixels per part, pixels of the last part): an image's pixels (the GEMM's rows) in
+    whole panels of `rows`, as evenly as `threads` parts allow."""
+    panels = -(-pixels // rows)
+    per_part = -(-panels // max(1, min(threads, panels))) * rows
+    parts = -(-pixels // per_part)
+    return parts, per_part, pixels - per_part * (parts - 1)
+
+
 def qconv_parts(node: Node, target: Target, threads: int) -> int:
+    """Each image's pixels split among the threads (a batch of one image uses them all)."""
     images, pixels, depth, out = _conv_shape(node)
     if 2 * images * pixels * depth * out < parallel.MIN_PARALLEL_FLOPS:
         return 1
-    return parallel.split_parts(images, threads)[0]
+    return _pixel_split(pixels, qgemm_tiling(target).rows, threads)[0]
 
 
 def emit_qconv2d(kernel: Kernel) -> None:
@@ -268,33 +278,73 @@ def emit_qconv2d(kernel: Kernel) -> None:
               zero, low, high, result, kernel.scratch)
     requant = Requant(dtype, relu, node.inputs[3].shape != ())
     padding_code = builder.trunc(zx, I8, name="pad")
-    first, count = parallel.part_bounds(builder, kernel.part, kernel.parts, images, "image")
-    with for_range(builder, count, "image") as local:
-        image = builder.add(first, local, name="n")
+    # this part's pixels of every image: [first, first + count), whole panels of the GEMM's rows
+    parts, per_part, last = _pixel_split(pixels, tiling.rows, kernel.parts if kernel.part is not None else 1)
+    if parts == 1:
+        first, is_last, count = i64(0), None, i64(pixels)
+    else:
+        first = builder.mul(kernel.part, i64(per_part), name="pixel.first")
+        is_last = builder.icmp_unsigned("==", kernel.part, i64(parts - 1), name="part.last")
+        count = builder.select(is_last, i64(last), i64(per_part), name="pixel.count")
+    with for_range(builder, images, "image") as image:
         source = element_pointer(builder, x, builder.mul(image, i64(channels * height * width)), I8, "image.x")
-        with for_range(builder, oh, "oy") as oy, for_range(builder, ow, "ox") as ox:
-            row = element_pointer(builder, taps, builder.mul(builder.add(builder.mul(oy, i64(ow)), ox), i64(depth)),
-                                  I8, "taps.row")
-            rows = [builder.add(builder.mul(oy, i64(sh)), i64(i * dh - ph)) for i in range(kh)]
-            columns = [builder.add(builder.mul(ox, i64(sw)), i64(j * dw - pw)) for j in range(kw)]
-            inside = [[builder.and_(builder.icmp_unsigned("<", iy, i64(height)),
-                                    builder.icmp_unsigned("<", ix, i64(width))) for ix in columns] for iy in rows]
-            # every tap's offset in a channel plane, 0 (never read outside the image) for one in the padding
-            offsets = [[builder.select(inside[i][j], builder.add(builder.mul(iy, i64(width)), ix), i64(0))
-                        for j, ix in enumerate(columns)] for i, iy in enumerate(rows)]
-            with for_range(builder, channels, "c", unroll=False) as c:  # a loop: C * kh * kw taps per pixel
-                plane = element_pointer(builder, source, builder.mul(c, i64(height * width)), I8, "plane")
-                taps_of_c = element_pointer(builder, row, builder.mul(c, i64(kh * kw)), I8, "taps.c")
-                for i in range(kh):
-                    for j in range(kw):
-                        value = builder.select(inside[i][j], load_element(builder, plane, offsets[i][j], I8),
-                                               padding_code)
-                        store_element(builder, value, taps_of_c, i * kw + j)
-        emit_block(builder, tiling, q, requant, (pixels, depth, out), i64(0), i64(0), pixels, out)
+        with for_range(builder, count, "pixel") as local:
+            pixel = builder.add(first, local, name="p")
+            oy, ox = builder.udiv(pixel, i64(ow), name="oy"), builder.urem(pixel, i64(ow), name="ox")
+            row = element_pointer(builder, taps, builder.mul(pixel, i64(depth)), I8, "taps.row")
+            _gather_taps(builder, source, row, oy, ox, node.inputs[0].shape, (kh, kw), (sh, sw), (ph, pw), (dh, dw),
+                         padding_code)
+        if parts == 1:
+            emit_block(builder, tiling, q, requant, (pixels, depth, out), first, i64(0), pixels, out)
+        else:
+            with builder.if_else(is_last) as (in_last, in_other):
+                for branch, rows in ((in_last, last), (in_other, per_part)):
+                    with branch:
+                        emit_block(builder, tiling, q, requant, (pixels, depth, out), first, i64(0), rows, out)
         target = element_pointer(builder, kernel.output, builder.mul(image, i64(out * pixels)), out_element, "image.y")
-        with for_range(builder, out, "channel") as o, for_range(builder, pixels, "pixel") as p:
-            value = load_element(builder, result, builder.add(builder.mul(p, i64(out)), o), out_element)
-            store_element(builder, value, target, builder.add(builder.mul(o, i64(pixels)), p))
+        _transpose_out(builder, result, target, first, count, pixels, out, out_element, 64 // out_element_bytes(dtype))
+
+
+def out_element_bytes(dtype: DType) -> int:
+    return 4 if dtype is DType.f32 else 1
+
+
+def _transpose_out(builder: ir.IRBuilder, result: ir.Value, target: ir.Value, first: ir.Value, count: ir.Value,
+                   pixels: int, out: int, element: ir.Type, block: int) -> None:
+    """target[o, p] = result[p, o] for pixels p in [first, first + count), `block` pixels at a time (a
+    cache line of each output channel's row written while the block's rows of result stay in cache)."""
+    with for_range(builder, builder.udiv(builder.add(count, i64(block - 1)), i64(block)), "pixels") as b:
+        start = builder.add(first, builder.mul(b, i64(block)), name="block.first")
+        size = builder.sub(builder.add(first, count), start)
+        size = builder.select(builder.icmp_signed("<", size, i64(block)), size, i64(block), name="block.size")
+        rows = element_pointer(builder, result, builder.mul(start, i64(out)), element, "block.rows")
+        columns = element_pointer(builder, target, start, element, "block.columns")
+        with for_range(builder, out, "channel") as o, for_range(builder, size, "pixel", vectorize=False) as t:
+            value = load_element(builder, rows, builder.add(builder.mul(t, i64(out)), o), element)
+            store_element(builder, value, columns, builder.add(builder.mul(o, i64(pixels)), t))
+
+
+def _gather_taps(builder: ir.IRBuilder, source: ir.Value, row: ir.Value, oy: ir.Value, ox: ir.Value,
+                 shape: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+                 dilation: tuple[int, int], padding_code: ir.Value) -> None:
+    """row[(c * kh + i) * kw + j] = the image's x[c, oy * sh + i * dh - ph, ox * sw + j * dw - pw], or the
+    padding code outside it: a loop over the channels, kh x kw taps each, their offsets hoisted out of it."""
+    _, channels, height, width = shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    rows = [builder.add(builder.mul(oy, i64(sh)), i64(i * dh - ph)) for i in range(kh)]
+    columns = [builder.add(builder.mul(ox, i64(sw)), i64(j * dw - pw)) for j in range(kw)]
+    inside = [[builder.and_(builder.icmp_unsigned("<", iy, i64(height)),
+                            builder.icmp_unsigned("<", ix, i64(width))) for ix in columns] for iy in rows]
+    # every tap's offset in a channel plane, 0 (never read outside the image) for one in the padding
+    offsets = [[builder.select(inside[i][j], builder.add(builder.mul(iy, i64(width)), ix), i64(0))
+                for j, ix in enumerate(columns)] for i, iy in enumerate(rows)]
+    with for_range(builder, channels, "c", unroll=False) as c:
+        plane = element_pointer(builder, source, builder.mul(c, i64(height * width)), I8, "plane")
+        taps_of_c = element_pointer(builder, row, builder.mul(c, i64(kh * kw)), I8, "taps.c")
+        for i in range(kh):
+            for j in range(kw):
+                value = builder.select(inside[i][j], load_element(builder, plane, offsets[i][j], I8), padding_code)
+                store_element(builder, value, taps_of_c, i * kw + j)
 
 
 register_lowering("qconv2d", Lowering(emit_qconv2d, INT8, qconv_scratch_bytes, pack_qconv_constant, qconv_parts,
