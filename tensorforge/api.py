@@ -22,11 +22,11 @@ from .codegen.target import Target
 from .deploy.cache import array_digest, cache_directory, config_record, entry_for
 from .deploy.saved import read_model, save_model
 from .frontend.onnx import is_onnx_model, load_onnx
-from .frontend.onnx.importer import ir_name
 from .frontend.torch import is_torch_model, load_torch
 from .frontend.torch.export import to_numpy
 from .frontend.tracing import trace as _trace
 from .ir import Graph, coerce_inputs, interpret
+from .ir.names import in_input_order
 from .ir.structure import check_structure
 from .passes import PassContext, SnapshotInstrument, TimingInstrument, VerifyInstrument, run_pipeline
 from .prune import PruneConfig, apply_pruning
@@ -71,13 +71,7 @@ def inputs_in_order(graph: Graph, inputs) -> tuple:
     if not isinstance(inputs, dict):
         return tuple(to_numpy(value) for value in _as_tuple(inputs))
     inputs = {key: to_numpy(value) for key, value in inputs.items()}
-    by_ir_name = {ir_name(str(key)): value for key, value in inputs.items()}
-    names = [node.name for node in graph.inputs]
-    unknown = sorted(str(key) for key in inputs if ir_name(str(key)) not in names)
-    if unknown or len(by_ir_name) != len(names):
-        raise TypeError(f"inputs by name must name each of the model's inputs once ({', '.join(names)}); "
-                        f"got {', '.join(map(str, inputs))}")
-    return tuple(by_ir_name[name] for name in names)
+    return in_input_order([node.name for node in graph.inputs], inputs, TypeError)
 
 
 LLVM_OPT_LEVEL = {0: 0, 1: 1, 2: 3}  # compile's opt_level -> LLVM's

@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import tensorforge as tfg  # noqa: E402
 from tensorforge.frontend.onnx import OnnxImportError, UnsupportedOnnxOp, load_onnx  # noqa: E402
+from tensorforge.ir import InputError  # noqa: E402
 
 RNG = np.random.default_rng(0)
 F = TensorProto.FLOAT
@@ -328,6 +329,27 @@ def test_inputs_by_name_and_symbolic_axes():
         load_onnx(model)
     with pytest.raises(OnnxImportError, match=r"example input 'c' is not an input of the model"):
         load_onnx(model, {"a": a, "c": b})
+
+
+def test_compiled_model_takes_its_inputs_by_name():
+    """The dict a model was compiled with works for calling it too: cm(dict), cm.bind(dict), cm.profile(dict),
+    keyed by the ONNX names ('input.1') or their IR spelling; a missing or unknown name is named."""
+    model = model_of([helper.make_node("Sub", ["input.1", "mask:0"], ["y"])], [("input.1", F, [2, 3]),
+                                                                              ("mask:0", F, [2, 3])],
+                     [("y", F, [2, 3])])
+    a, b = rand(2, 3), rand(2, 3)
+    with tfg.compile(model, {"mask:0": b, "input.1": a}) as cm:
+        assert cm.input_names == ["input.1", "mask_0"]
+        np.testing.assert_array_equal(cm({"mask:0": b, "input.1": a}), a - b)
+        np.testing.assert_array_equal(cm({"mask_0": b, "input.1": a}), a - b)
+        np.testing.assert_array_equal(cm.bind({"input.1": a, "mask:0": b})(), a - b)
+        assert len(cm.profile({"input.1": a, "mask:0": b}, repeat=2, warmup=0).rows) == 1
+        with pytest.raises(InputError, match=r"missing mask_0"):
+            cm({"input.1": a})
+        with pytest.raises(InputError, match=r"unknown mask; missing mask_0"):
+            cm({"input.1": a, "mask": b})
+        with pytest.raises(InputError, match=r"takes 2 input\(s\) \(input.1, mask_0\), got 1"):
+            cm(a)
 
 
 # --- refused before compiling -------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..frontend.onnx.importer import ir_name
+from ..ir.names import ir_name
 
 
 class CliError(Exception):

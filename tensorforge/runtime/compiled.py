@@ -25,12 +25,14 @@ the input. Calls from several threads at once are safe.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from ..codegen.target import Target
 from ..ir import Graph, InputError, TensorType, coerce_input
+from ..ir.names import in_input_order
 from ..ir.ops_transformer import index_inputs
 from ..ir.structure import check_structure, unflatten
 from .cross import DEFAULT_TIMEOUT_SECONDS, CrossExecutor
@@ -123,8 +125,9 @@ class CompiledModel:
             self._executor = CrossExecutor(artifact, timeout_seconds)
 
     def __call__(self, *arrays, out: list[np.ndarray] | tuple[np.ndarray, ...] | None = None, flat: bool = False):
-        """Run on `arrays`; the outputs are new arrays, nested as `output_structure` says (a model imported
-        from PyTorch: its tuple, list or dict; `flat=True`: one array, or a tuple in the graph's
+        """Run on `arrays` (by position, or one dict keyed by the input names: an ONNX model's own names or
+        a torch module's forward parameters); the outputs are new arrays, nested as `output_structure`
+        says (a model imported from PyTorch: its tuple, list or dict; `flat=True`: one array, or a tuple in the graph's
         order), or written into `out` (one array per output in the graph's order, of its exact shape
         and dtype, C-contiguous, writeable) and returned as given (flat). An `out` array may be an
         input array, or overlap one: an in-place state update, a history shift (`cm(x, h1, h2,
@@ -133,8 +136,8 @@ class CompiledModel:
         executor = self._executor
         if executor is None:
             raise RuntimeError("this CompiledModel is closed")
-        if len(arrays) != len(self._input_specs):
-            raise self._count_error(len(arrays))
+        if len(arrays) != len(self._input_specs) or (arrays and isinstance(arrays[0], Mapping)):
+            arrays = self._positional(arrays)
         for array, (shape, dtype) in zip(arrays, self._input_specs):
             if not _is_ready(array, shape, dtype):
                 arrays = self._coerce(arrays)
@@ -169,8 +172,7 @@ class CompiledModel:
         inputs of a gather) are still checked on every call."""
         if self._executor is None:
             raise RuntimeError("this CompiledModel is closed")
-        if len(arrays) != len(self._input_specs):
-            raise self._count_error(len(arrays))
+        arrays = self._positional(arrays)
         for name, expected, array, (shape, dtype) in zip(self.input_names, self.input_types, arrays,
                                                          self._input_specs):
             if not _is_ready(array, shape, dtype):
@@ -189,6 +191,15 @@ class CompiledModel:
         if self.output_structure is None:
             return outputs[0] if self._single_output else tuple(outputs)
         return unflatten(self.output_structure, outputs)
+
+    def _positional(self, arrays: tuple) -> tuple:
+        """The arguments by position: one dict keyed by the input names (the model's own, e.g. an ONNX
+        model's 'input.1', or the IR's) in the inputs' order; InputError for a wrong count."""
+        if len(arrays) == 1 and isinstance(arrays[0], Mapping):
+            return in_input_order(self.input_names, arrays[0], InputError)
+        if len(arrays) != len(self._input_specs):
+            raise self._count_error(len(arrays))
+        return arrays
 
     def _count_error(self, count: int) -> InputError:
         return InputError(f"the model takes {len(self._input_specs)} input(s) ({', '.join(self.input_names)}), "

@@ -20,7 +20,6 @@ Slice... get their shapes from Shape/Gather/Concat chains of a model exported wi
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ... import ir
+from ...ir.names import ir_name
 from ..builder import GraphBuilder
 from .inputs import bind_inputs
 from .reader import OnnxImportError, UnsupportedOnnxOp, _onnx, opset_version, read_model, tensor_array
@@ -68,21 +68,6 @@ def supported_ops() -> list[str]:
 def _register() -> None:
     """Import the converter modules, which register themselves (they import this module)."""
     from . import ops_elementwise, ops_nn, ops_quant, ops_shape  # noqa: F401
-
-
-_INVALID = re.compile(r"[^A-Za-z0-9_.]")
-
-
-def ir_name(name: str) -> str | None:
-    """A model's value name as an IR name: '/layer1/layer1.0/conv1/Conv' -> 'layer1.layer1.0.conv1.Conv',
-    'onnx::Gemm_12' -> 'onnx.Gemm_12', '1' -> '1'. None for an empty name."""
-    name = name.strip("/").replace("::", ".").replace("/", ".")
-    name = _INVALID.sub("_", name)
-    if not name:
-        return None
-    if name[0].isdigit() and not name.isdigit():
-        name = f"v{name}"
-    return name
 
 
 class NodeContext:
