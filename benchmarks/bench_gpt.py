@@ -66,7 +66,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import EngineUnavailable, format_time, measure_isolated, paired_ratio  # noqa: E402
+from harness import EngineUnavailable, format_time, measure_isolated, onnxruntime_session, paired_ratio  # noqa: E402
 
 import tensorforge as tf  # noqa: E402
 from tensorforge import nn  # noqa: E402
@@ -243,16 +243,12 @@ class OrtRecompute:
 
 class OrtCache:
     def __init__(self, model, threads: int, int8: bool):
-        import onnxruntime as ort
         from onnx_models import to_onnx
 
         from tensorforge.generate.kv_cache import rewrite_for_kv_cache
 
         graphs = rewrite_for_kv_cache(tf.trace(model, np.zeros((1, PROMPT), np.int64)), model.max_seq_len)
         protos = [to_onnx(graphs.prefill, dynamic_sequence=True), to_onnx(graphs.decode, past_sequence=True)]
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         sessions = []
         with tempfile.TemporaryDirectory() as directory:
             for index, proto in enumerate(protos):
@@ -266,7 +262,7 @@ class OrtCache:
                     source.write_bytes(data)
                     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
                     data = target.read_bytes()
-                sessions.append(ort.InferenceSession(data, options, providers=["CPUExecutionProvider"]))
+                sessions.append(onnxruntime_session(data, threads))
         self.prefill_session, self.decode_session = sessions
         self.prefill_input = self.prefill_session.get_inputs()[0].name
         token, pos, *pasts = (value.name for value in self.decode_session.get_inputs())

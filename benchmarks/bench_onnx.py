@@ -57,7 +57,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from harness import EngineUnavailable, commit_and_machine, format_time, measure_isolated, paired_ratio, write_results  # noqa: E402
+from harness import (  # noqa: E402
+    EngineUnavailable,
+    commit_and_machine,
+    format_time,
+    measure_isolated,
+    onnxruntime_session,
+    paired_ratio,
+    write_results,
+)
 
 MODELS = ("resnet50", "mobilenetv2", "squeezenet", "bert", "minilm")
 TITLES = {"resnet50": "ResNet-50", "mobilenetv2": "MobileNetV2", "squeezenet": "SqueezeNet 1.1",
@@ -135,17 +143,13 @@ def onnxruntime_engine(job: dict, threads: int):
     """An ONNX Runtime session (every graph optimization, `threads` intra-op threads) on the job's model."""
     name = f"onnxruntime {threads}"
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401 - is it installed?
     except ImportError as error:
         raise EngineUnavailable(str(error)) from None
     feeds, reference = _load(job["inputs"]), _load(job["reference"])
     try:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         start = time.perf_counter()
-        session = ort.InferenceSession(job["ort_model"], options, providers=["CPUExecutionProvider"])
+        session = onnxruntime_session(job["ort_model"], threads)
         build = time.perf_counter() - start
         check = _errors(session.run(None, feeds), reference)
     except Exception as error:  # noqa: BLE001 - reported in the table's row

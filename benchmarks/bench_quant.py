@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "examples" / "digits"))
 
-from harness import EngineUnavailable, format_time, measure_isolated, measure_samples, paired_ratio  # noqa: E402
+from harness import EngineUnavailable, format_time, measure_isolated, measure_samples, onnxruntime_session, paired_ratio  # noqa: E402
 
 import tensorforge as tf  # noqa: E402
 from tensorforge.ir import DType, Graph, TensorType  # noqa: E402
@@ -103,7 +103,7 @@ def ours(quantized: bool, dynamic: bool = False):
 
 def onnxruntime_engine(quantized: bool):
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401 - is it installed?
         from onnx_models import to_onnx
         logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic's advice to pre-process the model
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -118,10 +118,7 @@ def onnxruntime_engine(quantized: bool):
             source.write_bytes(model)
             quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
             model = target.read_bytes()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = 2, 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(model, 2)
     feed = {f"v_{graph.inputs[0].name}": x}
     reference = tf.interpret(graph, x)
     error = np.abs(session.run(None, feed)[0] - reference).max() / np.abs(reference).max()

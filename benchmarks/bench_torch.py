@@ -70,7 +70,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from harness import EngineUnavailable, commit_and_machine, format_time, measure_isolated, paired_ratio, write_results  # noqa: E402
+from harness import (  # noqa: E402
+    EngineUnavailable,
+    commit_and_machine,
+    format_time,
+    measure_isolated,
+    onnxruntime_session,
+    paired_ratio,
+    write_results,
+)
 
 OURS, OURS_INT8 = "ours", "ours int8"
 FAMILIES = {"eager": "pytorch eager", "compile": "torch.compile", "onnxruntime": "onnxruntime"}
@@ -181,17 +189,13 @@ def onnxruntime_engine(job: dict, threads: int, int8: bool = False):
     """An ONNX Runtime session (every graph optimization, `threads` intra-op threads) per exported model."""
     engine = f"{FAMILIES['onnxruntime']}{' int8' if int8 else ''} {threads}"
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401 - is it installed?
     except ImportError as error:
         raise _failed(job, engine, error) from None
     try:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         start = time.perf_counter()
         paths = job["onnx_int8" if int8 else "onnx"]
-        sessions = [ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]) for path in paths]
+        sessions = [onnxruntime_session(path, threads) for path in paths]
         feeds = _load(job["inputs"])
         if job["kind"] == "decoder":
             return _decoder_engine(job, engine, OrtDecoder(sessions, feeds), start)

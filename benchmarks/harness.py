@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
-from tensorforge.cli.bench import block_size, interleaved, paired_ratio  # noqa: F401 - timing, shared
+from tensorforge.cli.bench import block_size, interleaved, onnxruntime_session, paired_ratio  # noqa: F401 - shared
 
 # Seconds of sleep before each sample, so the previous engine's spinning threads go idle. OpenBLAS's
 # workers spin for about 2^28 cycles (~0.1 s) after a call: multi-threaded comparisons need more.

@@ -190,14 +190,9 @@ def to_onnx(graph: ir.Graph, dynamic_sequence: bool = False, past_sequence: bool
 
 def onnx_session(graph: ir.Graph, threads: int = 2, **export):
     """An ONNX Runtime session for `graph` (to_onnx(graph, **export)) on the CPU, every graph optimization on."""
-    import onnxruntime as ort
+    from tensorforge.cli.bench import onnxruntime_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(to_onnx(graph, **export).SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
+    return onnxruntime_session(to_onnx(graph, **export).SerializeToString(), threads)
 
 
 def onnx_engine(graph: ir.Graph, x: np.ndarray, threads: int = 2):

@@ -68,8 +68,9 @@ def format_time(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
-def onnxruntime_session(path: str, threads: int):
-    """An ONNX Runtime CPU session with `threads` intra-op threads (sequential, every graph optimization)."""
+def onnxruntime_session(model: str | bytes, threads: int):
+    """An ONNX Runtime CPU session of `model` (a path or the model's bytes) with `threads` intra-op threads
+    (inter-op 1, sequential, every graph optimization): how the command line and the benchmarks run it."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -80,4 +81,4 @@ def onnxruntime_session(path: str, threads: int):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
