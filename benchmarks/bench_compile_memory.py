@@ -4,7 +4,8 @@
 
 Each measurement is a fresh Python process: it builds bench_gpt.py's random-weight model, reads its
 resident set (the model itself: its weights as numpy arrays, plus the interpreter and libraries), then
-runs tf.compile_generator(model, max_len, prompt_len=32) and reads the peak resident set of the process
+runs tf.compile_generator(model, max_len, prompt_len=32, cache=False) (a compile, never a load from the
+compile cache; storing in it does not raise the peak) and reads the peak resident set of the process
 (getrusage's ru_maxrss, which covers LLVM's memory too). Reported: weights (MB), the model's RSS, the
 peak, and (peak - model) / weights: what compiling costs beyond the model, in copies of its weights.
 """
@@ -37,7 +38,7 @@ def child(size: str, precision: str, threads: int) -> None:
     model = build_model(size)
     weights = sum(array.nbytes for array in model.state_dict().values()) / 2**20
     before = _rss_mb()
-    generator = tf.compile_generator(model, model.max_seq_len, prompt_len=32, threads=threads,
+    generator = tf.compile_generator(model, model.max_seq_len, prompt_len=32, threads=threads, cache=False,
                                      quantize="int8" if precision == "int8" else None)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     after = _rss_mb()

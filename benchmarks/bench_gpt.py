@@ -37,29 +37,38 @@ implementations, recomputing the context for each token): fp32 engines must agre
 int8 engines report how many agree. Ratios are the median over rounds of the peer's time over
 tensorforge's of the same precision in the same round ("vs": tensorforge int8 for the int8 peers
 when it runs, else tensorforge fp32; above 1: tensorforge faster). "build s" is the engine's set-up
-in its decode process: for tensorforge, tf.compile_generator (trace, rewrite, passes, LLVM, loading:
-the compile time); for the peers, building the model, export and session creation. Last, the
+in its process: for tensorforge, tf.compile_generator (trace, rewrite, passes, LLVM, loading:
+the compile time); for the peers, building the model, export and session creation. "RSS MB" is the
+engine's process after its build and check (its model, weights and caches: what stays resident
+while it is timed), "peak MB" that process's peak (during the build). Last, the
 weight-bandwidth bound: the read bandwidth machine_peaks measures with --threads threads once the
 engines are done, over the bytes of the weights a decode step reads (every matrix but the
 embedding tables; a quarter of it in int8), against tensorforge's decode tokens/s.
 
-Every engine is two processes of 1.5-4 GB at the gpt2 size, so all engines at once (14 processes)
-run out of the VM's 23 GB: pick two or three with --engines. Not measured: memory,
-a cold first call, torch.compile, sampling other than greedy, batch > 1, int8 accuracy beyond the
-greedy tokens' agreement. The pytorch prefill figure was the noisiest between runs on the 2-core VM.
+Each engine is one process (its prefill and decode share it and one copy of the model; the
+reference is computed in a process of its own), all resident while the rounds interleave them:
+1.4-4.3 GB each at the gpt2 size, 14.7 GB for all seven; a whole run with every engine peaked at
+15.5 GB (the processes' summed RSS, sampled every second; ONNX Runtime's engines, whose builds peak
+at 4.5-5.8 GB, are built first). (They were two processes each, 14 in all, and the parent held 1 GB
+after the reference: more than the VM's 23 GB.) Not measured: a cold first call, torch.compile,
+sampling other than greedy, batch > 1, int8 accuracy beyond the greedy tokens' agreement. The
+pytorch prefill figure was the noisiest between runs on the 2-core VM.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
+import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -306,24 +315,27 @@ def generate(engine, prompt: list[int]) -> tuple[np.ndarray, list[int]]:
     return first, tokens
 
 
-def make_engine(engine: str, phase: str, size: str, threads: int, expected_logits: np.ndarray,
-                expected_tokens: list[int], checks: str, int8_kv_cache: bool = False):
-    """In the engine's process: build it, check it against the reference (written to `checks`), and
-    return the callable to time: the prefill and first token, or the 63 decode steps after the prefill."""
+def make_engine(engine: str, size: str, threads: int, expected_logits: np.ndarray, expected_tokens: list[int],
+                checks: str, int8_kv_cache: bool = False) -> dict:
+    """In the engine's process: build it, check it against the reference (written to `checks`, with the
+    process's resident set after the build and its peak so far), and return the callables to time, in
+    one process over one copy of the model: the prefill and first token, and the 63 decode steps after
+    the prefill (each rewinds to just after the prompt, whose cache rows every prefill rewrites as they were)."""
     model, prompt = build_model(size), prompt_ids(size)
     start = time.perf_counter()
     built = build_engine(engine, model, threads, int8_kv_cache)
     build_seconds = time.perf_counter() - start
+    del model  # what the engine keeps of it (tensorforge reads its arrays in place) stays alive
     logits, tokens = generate(built, prompt)
     error = float(np.abs(logits - expected_logits).max() / np.abs(expected_logits).max())
     agree = sum(a == b for a, b in zip(tokens, expected_tokens, strict=True))
-    Path(checks, f"{engine}.{phase}.json").write_text(json.dumps({"error": error, "agree": agree,
-                                                                           "build": build_seconds}))
+    gc.collect()
+    Path(checks, f"{engine}.json").write_text(json.dumps({
+        "error": error, "agree": agree, "build": build_seconds, "rss_mb": _status_mb("VmRSS"),
+        "peak_mb": _status_mb("VmHWM")}))
     if engine in FP32 and (error > 1e-3 or agree != NEW):
         raise AssertionError(f"{engine}: prefill logits relative error {error:.2e}, {agree}/{NEW} greedy tokens "
                              f"agree with the reference")
-    if phase == "prefill":
-        return lambda: int(np.argmax(built.prefill(prompt)))
     first = tokens[0]
     built.prefill(prompt)
     past = list(built.past) if isinstance(built, OrtCache) else None
@@ -344,7 +356,20 @@ def make_engine(engine: str, phase: str, size: str, threads: int, expected_logit
             token = int(np.argmax(built.step(token)))
         return token
 
-    return decode
+    return {"prefill": lambda: int(np.argmax(built.prefill(prompt))), "decode": decode}
+
+
+def _status_mb(field: str) -> float:
+    """This process's resident set (VmRSS) or its peak (VmHWM), in MB."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith(f"{field}:"))
+
+
+def reference_in_child(size: str) -> tuple[np.ndarray, list[int]]:
+    """reference(size), computed in a process of its own: the parent then never holds a model (the
+    interpreter's freed arrays left this process 1 GB larger for the whole run)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(reference, size).result()
 
 
 def main() -> None:
@@ -371,24 +396,25 @@ def main() -> None:
           f"cpus {len(os.sched_getaffinity(0))}"
           + (f"; {OURS_INT8} with an int8 KV cache" if args.int8_kv_cache else ""))
     start = time.perf_counter()
-    expected_logits, expected_tokens = reference(args.size)
+    expected_logits, expected_tokens = reference_in_child(args.size)
     print(f"reference (tf.interpret prefill, numpy eager greedy): {time.perf_counter() - start:.1f} s")
+    # built one at a time, all then resident: ONNX Runtime's builds first, their peaks (up to 6 GB at the
+    # gpt2 size: traced graph, ONNX model, its bytes, sessions) beside the fewest engines already built
+    build_order = sorted(engines, key=lambda engine: not engine.startswith("onnxruntime"))
     with tempfile.TemporaryDirectory() as checks:
-        factories = {(engine, phase): (make_engine, (engine, phase, args.size, args.threads, expected_logits,
-                                                     expected_tokens, checks, args.int8_kv_cache))
-                     for engine in engines for phase in ("prefill", "decode")}
+        factories = {engine: (make_engine, (engine, args.size, args.threads, expected_logits, expected_tokens,
+                                            checks, args.int8_kv_cache)) for engine in build_order}
         start = time.perf_counter()
-        keyed = measure_isolated({f"{engine}|{phase}": factory for (engine, phase), factory in factories.items()},
-                                 args.rounds, not args.quiet, desc="gpt", min_seconds=args.block)
+        keyed = measure_isolated(factories, args.rounds, not args.quiet, desc="gpt", min_seconds=args.block)
         print(f"timing: {time.perf_counter() - start:.1f} s (engines built, checked and sampled)")
         samples = {tuple(key.split("|")): values for key, values in keyed.items()}
         results = {}
         for engine in engines:
-            path = Path(checks, f"{engine}.decode.json")
+            path = Path(checks, f"{engine}.json")
             if (engine, "decode") in samples and path.exists():
                 results[engine] = json.loads(path.read_text())
-    print(f"{'engine':<30} {'build s':>7} {'logits err':>10} {'tokens':>7} {'prefill':>10} {'decode tok/s':>12} "
-          f"{'vs':>16} {'ours faster: prefill':>20} {'decode':>7}")
+    print(f"{'engine':<30} {'build s':>7} {'RSS MB':>7} {'peak MB':>7} {'logits err':>10} {'tokens':>7} "
+          f"{'prefill':>10} {'decode tok/s':>12} {'vs':>16} {'ours faster: prefill':>20} {'decode':>7}")
     for engine in engines:
         if engine not in results:
             print(f"{engine:<30} (not available)")
@@ -401,9 +427,12 @@ def main() -> None:
         ours = {phase: f"{base}|{phase}" for phase in ("prefill", "decode")}
         ratios = [paired_ratio(keyed, keys[phase], ours[phase]) for phase in ("prefill", "decode")]
         check = results[engine]
-        print(f"{engine:<30} {check['build']:>7.1f} {check['error']:>10.1e} {check['agree']:>3}/{NEW:<3} "
-              f"{format_time(prefill):>10} {DECODE_STEPS / decode:>12.1f} {base:>16} {ratios[0]:>19.2f}x "
-              f"{ratios[1]:>6.2f}x")
+        print(f"{engine:<30} {check['build']:>7.1f} {check['rss_mb']:>7.0f} {check['peak_mb']:>7.0f} "
+              f"{check['error']:>10.1e} {check['agree']:>3}/{NEW:<3} {format_time(prefill):>10} "
+              f"{DECODE_STEPS / decode:>12.1f} {base:>16} {ratios[0]:>19.2f}x {ratios[1]:>6.2f}x")
+    resident = sum(check["rss_mb"] for check in results.values())
+    print(f"memory: the engines' processes, all resident while timed, {resident / 1024:.1f} GB after their builds "
+          f"(RSS MB; peak MB: a process's peak, while it built)")
     bandwidth = machine_peaks(args.threads).gbytes_per_second * 1e9  # measured after the engines exited
     f32_bytes = linear_weight_bytes(args.size)
     print(f"\nweight-bandwidth bound: read bandwidth {bandwidth / 1e9:.1f} GB/s with {args.threads} thread(s) "

@@ -324,6 +324,48 @@ def test_a_weight_is_packed_once_and_kept_as_is_only_when_read_as_is():
     assert set(build(graph, "host").weight_offsets) == {"w", f"w@gemm.b{columns}"}
 
 
+def _padded_panels(array: np.ndarray, columns: int) -> np.ndarray:
+    """B panels the plain way (zero-padded copy, split, transposed): the reference for pack_b_panels."""
+    *batch, depth, width = array.shape
+    panels = -(-width // columns)
+    padded = np.zeros((*batch, depth, panels * columns), array.dtype)
+    padded[..., :width] = array
+    return np.moveaxis(padded.reshape(*batch, depth, panels, columns), -2, -3)
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (3, 32), (3, 33), (2, 4, 70), (0, 5), (4, 0), (1, 1), (6, 100)])
+def test_panels_are_written_straight_from_any_layout(shape):
+    """pack_b_panels writes the panels with one allocation, from contiguous and transposed operands."""
+    a = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for columns in (1, 8, 16):
+        for array in (a, np.swapaxes(np.swapaxes(a, -1, -2).copy(), -1, -2)):
+            packed = pack_b_panels(array, columns)
+            assert packed.flags.c_contiguous
+            np.testing.assert_array_equal(packed, _padded_panels(array, columns))
+
+
+def test_a_constant_read_plain_and_transposed_gets_two_packed_copies():
+    """A weight that one matmul reads as B and another as B transposed (or A and A transposed) is
+    packed once per layout: both used to get the first one's panels (a wrong result, silently)."""
+    rng = np.random.default_rng(0)
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((4, 16), DType.f32))
+    w = graph.constant(rng.standard_normal((16, 16)).astype(np.float32), "w")
+    a = graph.constant(rng.standard_normal((16, 4)).astype(np.float32), "a")
+    plain, flags = {"transpose_a": False, "transpose_b": False}, {"transpose_a": False, "transpose_b": True}
+    graph.outputs = [graph.call("matmul", [x, w], plain), graph.call("matmul", [x, w], flags),
+                     graph.call("matmul", [a, x], plain),
+                     graph.call("matmul", [a, graph.call("transpose", [x], {"perm": (1, 0)})],
+                                {"transpose_a": True, "transpose_b": False})]
+    inputs = [rng.standard_normal((4, 16)).astype(np.float32)]
+    expected = ir.interpret(graph, *inputs)
+    artifact = build(graph, "host", opt_level=0)
+    assert len([name for name in artifact.weight_offsets if name.startswith("w@")]) == 2
+    assert len([name for name in artifact.weight_offsets if name.startswith("a@")]) == 2
+    for got, want in zip(compile_and_run(graph, *inputs), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("rows", [1, 3, 17])
 def test_a_is_packed_only_as_wide_as_its_rows(rows):
     """One row of A is read in place (no packing loop); a tail panel of r < MR rows is packed r wide

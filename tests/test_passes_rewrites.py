@@ -4,6 +4,7 @@ where the pass must not fire. Every rewrite is also checked to verify and to kee
 from __future__ import annotations
 
 import textwrap
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -386,6 +387,32 @@ def test_cse_keeps_nodes_that_differ():
           %neg0 = constant() {value=[-0.0, 0.0]} : f32[2]
           return %r0, %r1, %d1, %d2, %zf, %zi, %zm, %neg0
         }""")
+
+
+def test_cse_merges_large_constants_by_their_bytes_without_copying_them():
+    """Large constants are keyed by a fingerprint, then compared a chunk at a time: equal ones merge,
+    ones that differ only where the fingerprint does not look stay apart, and no copy of the
+    constants' bytes is made (it used to be tobytes() of each: 0.5 GB for a GPT-2)."""
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((256, 256)).astype(np.float32)
+    almost = weight.copy()
+    almost[0, 1] += 1  # element 1: between the fingerprint's samples
+    graph = ir.Graph()
+    x = graph.add_input("x", ir.TensorType((2, 256), ir.DType.f32))
+    values = [weight, weight.copy(), almost, np.zeros((256, 256), np.float32), np.zeros((256, 256), np.float32)]
+    constants = [graph.constant(value, f"w{index}") for index, value in enumerate(values)]
+    graph.outputs = [graph.call("linear", [x, constant]) for constant in constants]
+    tracemalloc.start()
+    try:
+        result = eliminate_common_subexpressions(graph, PassContext())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < weight.nbytes / 2, peak
+    ir.verify(result)
+    weights = [output.inputs[1].name for output in result.outputs]
+    assert weights == ["w0", "w0", "w2", "w3", "w3"]
+    assert len(result.outputs[0].inputs[0].users) == 3  # linear(x, w0) and linear(x, w1) are one node now
 
 
 # --- fold-batch-norm -----------------------------------------------------------------------------

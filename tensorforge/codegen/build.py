@@ -44,9 +44,11 @@ def layout_constants(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, 
     as it is (the kernels then pack at run time, on every call), except for kernels that only read
     packed constants (Lowering.always_pack). With a `pool`, each entry is placed in it as soon as it
     is made (`layout.offsets`), so that the packed copies never all exist at once beside the buffer
-    (a GPT-2-size model's are 0.5 GB); ValueError when they do not fit in it.
+    (a GPT-2-size model's are 0.5 GB), and a copy the pool holds already, made from the same constant
+    array for an earlier graph, is not made again (WeightsPool.place_copy); ValueError when they do
+    not fit in it.
     """
-    copies: dict[str, np.ndarray | None] = {}
+    copies: dict[str, np.ndarray] = {}
     sizes: dict[str, int] = {}
     offsets: dict[str, int] = {}
     packed: dict[Node, dict[int, str]] = {}
@@ -61,13 +63,13 @@ def layout_constants(graph: Graph, nodes: Sequence[Node], lowerings: dict[Node, 
                 read_as_is.add(operand)
                 continue
             key = copy.key(operand.name)
-            if key not in copies:
-                sizes[key] = copy.value.nbytes
+            if key not in sizes:
                 if pool is None:
-                    copies[key] = copy.value
-                else:
-                    offsets.update(pool.place([(key, copy.value)]))
-                    copies[key] = None  # in the pool: the copy itself can go
+                    copies[key] = copy.array()
+                    sizes[key] = copies[key].nbytes
+                else:  # in the pool as soon as made (or not made: the pool has it from the same array)
+                    offsets[key], sizes[key] = pool.place_copy(key, operand.value, copy.array)
+            del copy  # (not alive beside the next one, nor while the originals are placed)
             packed.setdefault(node, {})[index] = key
     originals = [(node.name, node.value) for node in nodes if node.op == "constant" and node in read_as_is]
     sizes.update((name, value.nbytes) for name, value in originals)

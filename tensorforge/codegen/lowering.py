@@ -37,17 +37,26 @@ INT8 = frozenset({DType.i8, DType.u8})
 
 @dataclass(frozen=True)
 class PackedConstant:
-    """A constant operand transformed for one kernel: its layout name and the transformed array.
+    """A constant operand transformed for one kernel: its layout name and the transformed array, or
+    a function making it (`make`, called only when the copy is stored: a weights pool holding the
+    copy made from the same array already takes that one).
 
-    Two users asking for the same layout of the same constant share one stored copy.
+    The copy depends only on the layout name and the constant's value (the name says everything else
+    it depends on, such as a transposition): two users asking for the same layout of the same constant
+    share one stored copy.
     """
 
     layout: str
-    value: np.ndarray
+    value: np.ndarray | None = None
+    make: Callable[[], np.ndarray] | None = None
 
     def key(self, constant_name: str) -> str:
         """The name of this copy in the weights buffer (Artifact.weight_offsets)."""
         return f"{constant_name}@{self.layout}"
+
+    def array(self) -> np.ndarray:
+        """The transformed array (made now, if it is made by `make`)."""
+        return self.make() if self.value is None else self.value
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ Both are laid out at compile time with every buffer at a 64-byte aligned offset:
 
 Several graphs compiled together (a generator's prefill and decode) can share one buffer: a
 WeightsPool places each graph's constants, reusing the bytes of an equal constant (same name,
-dtype and bytes) placed before, so that every graph's offsets point into the same buffer.
+dtype and bytes) placed before, so that every graph's offsets point into the same buffer; a packed
+copy of a constant array it placed for an earlier graph is not even made again (place_copy).
 
 `plan_workspace` is memory planning by liveness: a value lives from the step that computes it to
 the last step that reads it (through views such as reshape, which share their operand's bytes);
@@ -21,12 +22,14 @@ lowest aligned offset that is free during the value's whole life.
 from __future__ import annotations
 
 import mmap
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..ir import OPS, Node
+from ..ir.arrays import same_bytes
 
 ALIGNMENT = 64  # bytes, docs/architecture.md
 
@@ -78,8 +81,9 @@ def pack_weights(entries: Sequence[tuple[str, np.ndarray]]) -> tuple[np.ndarray,
 
 class WeightsPool:
     """One weights buffer for several graphs: `pool.place(entries)` gives each entry's offset, reusing the
-    bytes of an equal entry placed before (same name, dtype, shape and bytes), and `pool.buffer()` the
-    buffer so far (a view of the same memory every time, so buffers handed out earlier stay valid).
+    bytes of an equal entry placed before (same name, dtype, shape and bytes, compared a chunk at a time:
+    no temporaries the size of the entry), and `pool.buffer()` the buffer so far (a view of the same
+    memory every time, so buffers handed out earlier stay valid).
 
     The memory is reserved up front (`capacity` bytes of an anonymous mapping: pages cost nothing until
     written) and filled as graphs are placed; a graph that would not fit raises ValueError (the caller
@@ -91,6 +95,7 @@ class WeightsPool:
         self._bytes = np.frombuffer(self._memory, dtype=np.uint8)  # page aligned, zero filled
         self.size = 0
         self._placed: dict[str, list[tuple[int, np.dtype, tuple]]] = {}  # name -> where each copy is, as what
+        self._copies: dict[str, list[tuple[weakref.ref, int, int]]] = {}  # name -> (made from, offset, bytes)
 
     def place(self, entries: Sequence[tuple[str, np.ndarray]]) -> dict[str, int]:
         """The offset of each (name, value) entry in the pool, placing the values not already there."""
@@ -101,8 +106,7 @@ class WeightsPool:
             value = np.ascontiguousarray(value)
             found = next((offset for offset, dtype, shape in self._placed.get(name, ())
                           if dtype == value.dtype and shape == value.shape
-                          and np.array_equal(self._view(offset, dtype, shape), value,
-                                             equal_nan=value.dtype.kind == "f")), None)
+                          and same_bytes(self._view(offset, dtype, shape), value)), None)
             if found is None:
                 found = align_up(size)
                 size = found + value.nbytes
@@ -115,6 +119,19 @@ class WeightsPool:
             self._placed.setdefault(name, []).append((offset, value.dtype, value.shape))
         self.size = align_up(size)
         return offsets
+
+    def place_copy(self, name: str, source: np.ndarray, make: Callable[[], np.ndarray]) -> tuple[int, int]:
+        """The offset and size of a copy of the constant array `source` in another layout (`name`:
+        `<constant>@<layout>`): `make()` placed as by `place`, unless this pool placed a copy named so
+        from the same array object before, then that one, not made again. (A copy depends only on its
+        layout and the constant's value, and a constant's array is never written: lowering.PackedConstant.)"""
+        for made_from, offset, nbytes in self._copies.get(name, ()):
+            if made_from() is source:
+                return offset, nbytes
+        value = make()
+        offset = self.place([(name, value)])[name]
+        self._copies.setdefault(name, []).append((weakref.ref(source), offset, value.nbytes))
+        return offset, value.nbytes
 
     def _view(self, offset: int, dtype: np.dtype, shape: tuple) -> np.ndarray:
         count = int(np.prod(shape, dtype=np.int64))

@@ -57,6 +57,7 @@ from ..codegen.target import Target
 from ..frontend.modules import Module
 from ..frontend.transformer import sample
 from ..ir import DType, Graph, TensorType
+from ..ir.arrays import sharing_derived_arrays
 from ..quant import QuantConfig
 from ..quant import quantize as quantize_graph
 from ..runtime import CompiledModel
@@ -347,7 +348,10 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
     cache_directory(cache)  # a bad value is refused before any work
     stages = 4 + (config is not None)  # trace, rewrite, [int8,] compile prefill, compile decode
     start = time.perf_counter()
-    with tqdm(total=stages, desc="compile_generator", unit="stage", disable=not verbose) as progress:
+    # sharing_derived_arrays: the graphs' passes make one fused q, k, v weight per layer (one set of int8
+    # codes), not one per graph; and the weights pool packs each constant array once
+    with tqdm(total=stages, desc="compile_generator", unit="stage", disable=not verbose) as progress, \
+            sharing_derived_arrays():
         if isinstance(model, Graph):
             graph = model
         else:

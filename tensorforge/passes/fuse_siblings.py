@@ -8,6 +8,7 @@ with %wqkv the weights side by side ([in, 256 + 256 + 256], a new constant) and 
 another (zeros for a layer without one). An attention block's q, k and v projections are the usual
 case: one GEMM instead of three streams the weights once (one team of threads woken, not three) and
 gives the row-split GEMM of a prefill three times the columns. The slices copy only the results.
+Graphs compiled together (a generator's) share the new constant (ir/arrays.py: derived).
 
 Fires for two or more f32 `linear`s of one input whose weights (and biases, if any) are constants,
 with the same activation and no residual. Runs after fuse-residual and fuse-activation (those fuse
@@ -17,9 +18,12 @@ sparsify (a sparse layer is a sparse_linear by then, and keeps its own kernel).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import ir
+from ..ir.arrays import derived
 from .registry import register_pass
 from .rewrite import carry_layer, derive, derived_name, erase_if_unused
 
@@ -52,8 +56,8 @@ def fuse_sibling_linears(graph: ir.Graph, ctx=None) -> ir.Graph:
         weights = [node.inputs[1].value for node in group]
         widths = [weight.shape[1] for weight in weights]
         with graph.inserting_before(first):
-            operands = [first.inputs[0], graph.constant(np.concatenate(weights, axis=1),
-                                                        derived_name(first.inputs[1], "siblings"))]
+            side_by_side = derived(("concatenate", 1), weights, functools.partial(np.concatenate, weights, axis=1))
+            operands = [first.inputs[0], graph.constant(side_by_side, derived_name(first.inputs[1], "siblings"))]
             derive(operands[1], *(node.inputs[1] for node in group))
             if any(len(node.inputs) > 2 for node in group):
                 biases = [node.inputs[2].value if len(node.inputs) > 2 else np.zeros(width, np.float32)

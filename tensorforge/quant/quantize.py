@@ -32,11 +32,13 @@ Dynamic quantization (QuantConfig(dynamic=True)) covers linear layers only.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
 
 from ..ir import DType, Graph, run_graph
+from ..ir.arrays import derived
 from ..passes.rewrite import derived_name, replace_node, suffixed_name
 from .calibration import QuantParams, activation_params, tinytorch_params, weight_params
 from .config import QuantConfig
@@ -204,7 +206,9 @@ def _dynamic(graph: Graph, config: QuantConfig, values: dict | None, samples: in
             continue
         weight = weight_node.value
         params = weight_params(weight, axis=1 if config.per_channel else None)
-        codes = quantized_weight(weight, params)
+        # the same codes for the same weight in the graphs compiled together (ir/arrays.py: derived)
+        codes = derived(("int8 codes", params.dtype, params.scale.tobytes(), params.zero_point.tobytes()), [weight],
+                        functools.partial(quantized_weight, weight, params))
         scale = np.broadcast_to(params.scale.reshape(-1), (weight.shape[1],)).astype(np.float32)
         bias = rest[0].value if rest else np.zeros(weight.shape[1], np.float32)
         sqnr = worst = float("nan")

@@ -18,13 +18,19 @@ import numpy as np
 
 
 def pack_b_panels(array: np.ndarray, columns: int) -> np.ndarray:
-    """[..., K, N] -> [..., ceil(N / columns), K, columns], zero-padded: B panels for the micro-kernel."""
+    """[..., K, N] -> [..., ceil(N / columns), K, columns], zero-padded: B panels for the micro-kernel.
+    The panels are written straight from `array` (no padded or transposed temporaries: a GPT-2's output
+    layer alone is 150 MB)."""
     *batch, depth, width = array.shape
-    panels = -(-width // columns)
-    padded = np.zeros((*batch, depth, panels * columns), dtype=array.dtype)
-    padded[..., :width] = array
-    packed = padded.reshape(*batch, depth, panels, columns)
-    return np.ascontiguousarray(np.moveaxis(packed, -2, -3))
+    full, rest = divmod(width, columns)
+    packed = np.empty((*batch, full + (rest > 0), depth, columns), dtype=array.dtype)
+    if full:  # [..., K, full * NR] -> [..., K, full, NR] -> [..., full, K, NR]
+        packed[..., :full, :, :] = np.moveaxis(array[..., :full * columns].reshape(*batch, depth, full, columns),
+                                               -2, -3)
+    if rest:
+        packed[..., full, :, :rest] = array[..., full * columns:]
+        packed[..., full, :, rest:] = 0
+    return packed
 
 
 def pack_a_panels(array: np.ndarray, rows: int) -> np.ndarray:

@@ -12,9 +12,9 @@ accumulate in their own width and wrap, exactly as numpy's matmul; bool matmul i
 
 from __future__ import annotations
 
+import functools
 import math
 
-import numpy as np
 from llvmlite import ir
 
 from ...ir import DType, Node
@@ -141,14 +141,17 @@ def pack_gemm_constant(node: Node, index: int, target: Target) -> PackedConstant
     if not _prepacked(node, index):
         return None
     tiling = gemm_tiling(target)
-    value = node.inputs[index].value
-    if transposed(node)[index]:
-        value = np.ascontiguousarray(np.swapaxes(value, -1, -2))
+    value, swapped = node.inputs[index].value, transposed(node)[index]
     if index == 0:
         if node.op == "linear":  # every leading axis of x is a row of the one GEMM
             value = value.reshape(gemm_shape(node)[:2])
-        return PackedConstant(f"gemm.a{tiling.rows}", pack_a_panels(value, tiling.rows))
-    return PackedConstant(f"gemm.b{tiling.columns}", pack_b_panels(value, tiling.columns))
+        # a transposed A's rows are its columns: B panels of it are A panels of its transpose (and back)
+        panels = pack_b_panels if swapped else pack_a_panels
+        return PackedConstant(f"gemm.a{tiling.rows}{'t' if swapped else ''}",
+                              make=functools.partial(panels, value, tiling.rows))
+    panels = pack_a_panels if swapped else pack_b_panels
+    return PackedConstant(f"gemm.b{tiling.columns}{'t' if swapped else ''}",
+                          make=functools.partial(panels, value, tiling.columns))
 
 
 def gemm_node_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:

@@ -55,7 +55,8 @@ def pack_qlinear_constant(node: Node, index: int, target: Target) -> PackedConst
     if index != 1 or node.inputs[1].op != "constant" or node.type.size == 0:
         return None
     tiling = qgemm_tiling(target)
-    return PackedConstant(f"qgemm.{tiling.scheme.name}{tiling.columns}", pack_qweight(node.inputs[1].value, tiling))
+    weight = node.inputs[1].value
+    return PackedConstant(f"qgemm.{tiling.scheme.name}{tiling.columns}", make=lambda: pack_qweight(weight, tiling))
 
 
 def qlinear_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
@@ -225,8 +226,9 @@ def pack_qconv_constant(node: Node, index: int, target: Target) -> PackedConstan
         return None
     tiling = qgemm_tiling(target)
     weight = node.inputs[1].value
-    matrix = np.ascontiguousarray(weight.reshape(weight.shape[0], -1).T)  # [C*kh*kw, O]
-    return PackedConstant(f"qconv.{tiling.scheme.name}{tiling.columns}", pack_qweight(matrix, tiling))
+    return PackedConstant(f"qconv.{tiling.scheme.name}{tiling.columns}",  # as [C*kh*kw, O]
+                          make=lambda: pack_qweight(np.ascontiguousarray(weight.reshape(weight.shape[0], -1).T),
+                                                    tiling))
 
 
 def qconv_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:

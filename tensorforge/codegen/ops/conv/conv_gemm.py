@@ -173,7 +173,7 @@ def pack_conv_weight(node: Node, index: int, target: Target) -> PackedConstant |
         return None
     shape, rows = ConvGeometry.of(node), gemm_tiling(target).rows
     grouped = node.inputs[1].value.reshape(shape.groups, shape.group_outputs, shape.taps)
-    return PackedConstant(f"conv.a{rows}", pack_a_panels(grouped, rows))
+    return PackedConstant(f"conv.a{rows}.g{shape.groups}", make=lambda: pack_a_panels(grouped, rows))
 
 
 def worth_a_team(node: Node) -> bool:

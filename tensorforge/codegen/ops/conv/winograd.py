@@ -132,7 +132,8 @@ def winograd_weight(weight: np.ndarray) -> np.ndarray:
 def pack_winograd_weight(node: Node, target: Target) -> PackedConstant:
     """U as micro-kernel A panels, [16, ceil(O/MR), C, MR]."""
     rows = gemm_tiling(target).rows
-    return PackedConstant(f"conv.winograd.a{rows}", pack_a_panels(winograd_weight(node.inputs[1].value), rows))
+    weight = node.inputs[1].value
+    return PackedConstant(f"conv.winograd.a{rows}", make=lambda: pack_a_panels(winograd_weight(weight), rows))
 
 
 def _input_rows(d: list[list[ir.Value]], builder: ir.IRBuilder) -> list[list[ir.Value]]:
