@@ -36,6 +36,8 @@ last axis). Both are usually constants computed by calibration.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .ops_nn import LINEAR_ACTIVATIONS, activate, conv2d, normalize_window, out_size
@@ -118,7 +120,23 @@ def matmul_integer(a, b, a_zero_point=None, b_zero_point=None):
     8-bit values fit in int32; the result wraps beyond that, as int32 arithmetic does."""
     wide_a = a.astype(np.int64) - (0 if a_zero_point is None else int(a_zero_point))
     wide_b = b.astype(np.int64) - (0 if b_zero_point is None else int(b_zero_point))
-    return np.matmul(wide_a, wide_b).astype(np.int32)
+    return integer_matmul(wide_a, wide_b).astype(np.int32)
+
+
+def _exact_in_float64(a: np.ndarray, b: np.ndarray, terms: int) -> bool:
+    """Whether every sum of `terms` products of an element of a and one of b is an integer a float64
+    holds exactly (below 2^53 in magnitude), whatever order the sum is taken in."""
+    largest = [int(np.abs(array).max()) if array.size else 0 for array in (a, b)]
+    return largest[0] * largest[1] * terms < 2**53
+
+
+def integer_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b of int64 arrays, exactly, as int64. numpy multiplies integers without BLAS (a GPT-2-size
+    int8 check took minutes); products of 8-bit values summed over any practical depth stay far below
+    2^53, so float64 BLAS gives the same integers, in any summation order. Larger values take int64."""
+    if _exact_in_float64(a, b, a.shape[-1]):
+        return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
+    return np.matmul(a, b)
 
 
 # --- quantized linear layer -------------------------------------------------------------------
@@ -157,7 +175,8 @@ def _infer_qlinear(types, attrs):
              attrs={"dtype": DType.i8, "activation": None}, normalize=_normalize_qlinear)
 def qlinear(x, weight, bias, multiplier, x_zero_point, y_zero_point, *, dtype, activation):
     """(x - zx) @ weight + bias in int32, requantized with the f32 multiplier (module docstring)."""
-    accumulator = (np.matmul(x.astype(np.int64) - int(x_zero_point), weight.astype(np.int64)) + bias).astype(np.int32)
+    product = integer_matmul(x.astype(np.int64) - int(x_zero_point), weight.astype(np.int64))
+    accumulator = (product + bias).astype(np.int32)
     return requantize(accumulator, multiplier, y_zero_point, dtype, activation)
 
 
@@ -219,7 +238,7 @@ def dynamic_qlinear(x, weight, weight_scale, bias, *, activation):
     """x quantized with parameters from x itself, the int8 product, back to f32 (module docstring)."""
     scale, zero = dynamic_parameters(x)
     codes = quantize(x, scale, zero, dtype=DType.i8)
-    accumulator = np.matmul(codes.astype(np.int64) - int(zero), weight.astype(np.int64)).astype(np.int32)
+    accumulator = integer_matmul(codes.astype(np.int64) - int(zero), weight.astype(np.int64)).astype(np.int32)
 
     return activate(accumulator.astype(F32) * (scale * weight_scale) + bias, activation)
 
@@ -260,7 +279,10 @@ def qconv2d(x, weight, bias, multiplier, x_zero_point, y_zero_point, *, stride, 
 
     (ph, pw), zero = padding, int(x_zero_point)
     padded = np.pad(x.astype(np.int64) - zero, ((0, 0), (0, 0), (ph, ph), (pw, pw)))  # (x - zx) pads with 0
-    accumulator = conv2d(padded, weight.astype(np.int64), stride=stride, padding=(0, 0), dilation=dilation, groups=1)
+    wide = weight.astype(np.int64)
+    if _exact_in_float64(padded, wide, math.prod(weight.shape[1:])):  # as integer_matmul: exact, faster
+        padded, wide = padded.astype(np.float64), wide.astype(np.float64)
+    accumulator = conv2d(padded, wide, stride=stride, padding=(0, 0), dilation=dilation, groups=1).astype(np.int64)
     accumulator = (accumulator + bias.reshape(1, -1, 1, 1)).astype(np.int32)
     scale = multiplier.reshape(1, -1, 1, 1) if multiplier.ndim else multiplier
     return requantize(accumulator, scale, y_zero_point, dtype, activation)
