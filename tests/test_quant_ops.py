@@ -144,15 +144,20 @@ def test_integer_matmul_refuses_float_operands_and_vector_zero_points():
                                          TensorType((3,), DType.i32)], {})
 
 
-def test_integer_matmul_is_exact_in_float64_and_falls_back_to_int64():
+def test_integer_matmul_is_exact_in_float64_and_falls_back_to_int64(monkeypatch):
     """The int8 references multiply through float64 BLAS: the same integers as numpy's int64 matmul for
-    8-bit operands at the extremes, and int64 itself where float64 could round (products near 2^53)."""
+    8-bit operands at the extremes (an int8 weight's -128 too), its columns a block at a time, and int64
+    itself where float64 could round (sums above 2^53)."""
+    from tensorforge.ir import ops_quant
     from tensorforge.ir.ops_quant import integer_matmul
 
     rng = np.random.default_rng(3)
     a = rng.choice([-255, 255, 254, -1, 0], (2, 17, 4099)).astype(np.int64)  # (x - zx) of u8 codes
-    b = rng.choice([-128, 127, 1], (4099, 33)).astype(np.int64)
-    np.testing.assert_array_equal(integer_matmul(a, b), np.matmul(a, b))
+    b = rng.choice([-128, 127, 1], (4099, 33)).astype(np.int8)
+    expected = np.matmul(a, b.astype(np.int64))
+    np.testing.assert_array_equal(integer_matmul(a, b), expected)
+    monkeypatch.setattr(ops_quant, "FLOAT64_BLOCK", 4099 * 5)  # blocks of 5 columns, the last of 3
+    np.testing.assert_array_equal(integer_matmul(a, b), expected)
     large = np.array([[2**26 + 1, 2**26 + 1, 1]], np.int64)  # an odd sum above 2^53: float64 would round it
     expected = 2 * (2**26 + 1) ** 2 + 1
     assert float(expected) != expected and integer_matmul(large, large.T)[0, 0] == expected

@@ -123,20 +123,29 @@ def matmul_integer(a, b, a_zero_point=None, b_zero_point=None):
     return integer_matmul(wide_a, wide_b).astype(np.int32)
 
 
+FLOAT64_BLOCK = 1 << 21  # elements of b converted to float64 at a time (16 MB)
+
+
 def _exact_in_float64(a: np.ndarray, b: np.ndarray, terms: int) -> bool:
     """Whether every sum of `terms` products of an element of a and one of b is an integer a float64
     holds exactly (below 2^53 in magnitude), whatever order the sum is taken in."""
-    largest = [int(np.abs(array).max()) if array.size else 0 for array in (a, b)]
+    largest = [max(-int(array.min()), int(array.max())) if array.size else 0 for array in (a, b)]
     return largest[0] * largest[1] * terms < 2**53
 
 
 def integer_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b of int64 arrays, exactly, as int64. numpy multiplies integers without BLAS (a GPT-2-size
-    int8 check took minutes); products of 8-bit values summed over any practical depth stay far below
-    2^53, so float64 BLAS gives the same integers, in any summation order. Larger values take int64."""
-    if _exact_in_float64(a, b, a.shape[-1]):
-        return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
-    return np.matmul(a, b)
+    """a @ b of integer arrays (b: a weight, int8 or wider), exactly, as int64. numpy multiplies
+    integers without BLAS (a GPT-2-size int8 check took minutes); products of 8-bit values summed over
+    any practical depth stay far below 2^53, so float64 BLAS gives the same integers in any summation
+    order, b converted a block of columns at a time. Larger values take int64."""
+    if not _exact_in_float64(a, b, a.shape[-1]) or b.ndim != 2:
+        return np.matmul(a.astype(np.int64), b.astype(np.int64))
+    wide, columns = a.astype(np.float64), b.shape[1]
+    out = np.empty((*a.shape[:-1], columns), np.int64)
+    step = max(1, FLOAT64_BLOCK // max(1, b.shape[0]))  # b in column blocks: no float64 copy of a whole weight
+    for first in range(0, columns, step):
+        out[..., first:first + step] = np.matmul(wide, b[:, first:first + step].astype(np.float64))
+    return out
 
 
 # --- quantized linear layer -------------------------------------------------------------------
@@ -175,7 +184,7 @@ def _infer_qlinear(types, attrs):
              attrs={"dtype": DType.i8, "activation": None}, normalize=_normalize_qlinear)
 def qlinear(x, weight, bias, multiplier, x_zero_point, y_zero_point, *, dtype, activation):
     """(x - zx) @ weight + bias in int32, requantized with the f32 multiplier (module docstring)."""
-    product = integer_matmul(x.astype(np.int64) - int(x_zero_point), weight.astype(np.int64))
+    product = integer_matmul(x.astype(np.int64) - int(x_zero_point), weight)
     accumulator = (product + bias).astype(np.int32)
     return requantize(accumulator, multiplier, y_zero_point, dtype, activation)
 
@@ -238,7 +247,7 @@ def dynamic_qlinear(x, weight, weight_scale, bias, *, activation):
     """x quantized with parameters from x itself, the int8 product, back to f32 (module docstring)."""
     scale, zero = dynamic_parameters(x)
     codes = quantize(x, scale, zero, dtype=DType.i8)
-    accumulator = integer_matmul(codes.astype(np.int64) - int(zero), weight.astype(np.int64)).astype(np.int32)
+    accumulator = integer_matmul(codes.astype(np.int64) - int(zero), weight).astype(np.int32)
 
     return activate(accumulator.astype(F32) * (scale * weight_scale) + bias, activation)
 
