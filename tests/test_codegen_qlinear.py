@@ -299,7 +299,8 @@ def test_qconv2d_reference_pads_with_the_zero_point():
 @pytest.mark.parametrize("dtype", ["u8", "f32"])
 def test_qconv2d_splits_each_images_pixels_among_threads(target, dtype):
     """Two images of 11 x 13 output pixels on 2 threads: each thread takes whole row panels of every image
-    (the second part fewer of them), and together they write every pixel exactly."""
+    (the second part fewer of them), and together they write every pixel exactly; the copy into
+    [O, pixels] takes 37 channels as whole transposed tiles and a tail, pixels as blocks and a tail."""
     from tensorforge.codegen.ops.qlayers import _pixel_split
 
     rows = qgemm_tiling(Target.parse(target)).rows
@@ -307,9 +308,9 @@ def test_qconv2d_splits_each_images_pixels_among_threads(target, dtype):
     assert parts == 2 and per_part % rows == 0 and 0 < last < per_part
     rng = np.random.default_rng(5)
     x = rng.integers(0, 256, (2, 5, 11, 13)).astype(np.uint8)
-    weight = rng.integers(-127, 128, (7, 5, 3, 3)).astype(np.int8)
-    bias = rng.integers(-2**12, 2**12, 7).astype(np.int32)
-    multiplier = rng.uniform(1e-4, 1e-3, 7).astype(np.float32)
+    weight = rng.integers(-127, 128, (37, 5, 3, 3)).astype(np.int8)  # 37 channels: whole tiles and a tail
+    bias = rng.integers(-2**12, 2**12, 37).astype(np.int32)
+    multiplier = rng.uniform(1e-4, 1e-3, 37).astype(np.float32)
     operands = [x, weight, bias, multiplier, np.int32(3), np.int32(9)]
     attrs = {"stride": 1, "padding": 1, "dilation": 1, "dtype": dtype, "activation": "relu"}
     graph, inputs = single_op_graph("qconv2d", operands, attrs, constants=(1, 2, 3, 4, 5))

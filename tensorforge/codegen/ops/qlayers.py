@@ -22,6 +22,7 @@ from llvmlite import ir
 from ...ir import DType, Node
 from ..errors import CodegenError
 from ..gemm.gemm import GemmSplit, for_each_part_block
+from ..gemm.micro_kernel import load_lanes, store_lanes
 from ..gemm.qgemm import QGemm, Requant, block_bytes, emit_block, pack_qweight, qgemm_tiling, requant_limits, round64
 from ..gemm.tiling import FLOAT_BYTES
 from ..kernel import Kernel
@@ -35,6 +36,7 @@ from ..llvm.utils import (
     element_pointer,
     for_range,
     i64,
+    lane_indices,
     load_element,
     store_element,
 )
@@ -304,26 +306,57 @@ def emit_qconv2d(kernel: Kernel) -> None:
                     with branch:
                         emit_block(builder, tiling, q, requant, (pixels, depth, out), first, i64(0), rows, out)
         target = element_pointer(builder, kernel.output, builder.mul(image, i64(out * pixels)), out_element, "image.y")
-        _transpose_out(builder, result, target, first, count, pixels, out, out_element, 64 // out_element_bytes(dtype))
-
-
-def out_element_bytes(dtype: DType) -> int:
-    return 4 if dtype is DType.f32 else 1
+        _transpose_out(builder, result, target, first, count, pixels, out, out_element,
+                       kernel.target.vector_width if out_element == F32 else 16)
 
 
 def _transpose_out(builder: ir.IRBuilder, result: ir.Value, target: ir.Value, first: ir.Value, count: ir.Value,
-                   pixels: int, out: int, element: ir.Type, block: int) -> None:
-    """target[o, p] = result[p, o] for pixels p in [first, first + count), `block` pixels at a time (a
-    cache line of each output channel's row written while the block's rows of result stay in cache)."""
-    with for_range(builder, builder.udiv(builder.add(count, i64(block - 1)), i64(block)), "pixels") as b:
-        start = builder.add(first, builder.mul(b, i64(block)), name="block.first")
-        size = builder.sub(builder.add(first, count), start)
-        size = builder.select(builder.icmp_signed("<", size, i64(block)), size, i64(block), name="block.size")
+                   pixels: int, out: int, element: ir.Type, width: int) -> None:
+    """target[o, p] = result[p, o] for pixels p in [first, first + count): tiles of `width` pixels x
+    `width` channels transposed in registers (a row of the tile in, a column out, whole vectors), the
+    channels past the last whole tile and the pixels past the last whole block one element at a time."""
+    vector = ir.VectorType(element, width)
+
+    def scalar(start: ir.Value, size: ir.Value, channels: int, first_channel: int = 0) -> None:
+        with for_range(builder, channels, "channel") as o, for_range(builder, size, "pixel", vectorize=False) as t:
+            o = builder.add(o, i64(first_channel))
+            p = builder.add(start, t)
+            value = load_element(builder, result, builder.add(builder.mul(p, i64(out)), o), element)
+            store_element(builder, value, target, builder.add(builder.mul(o, i64(pixels)), p))
+
+    blocks = builder.udiv(count, i64(width), name="pixel.blocks")
+    whole = out - out % width
+    with for_range(builder, blocks, "pixels") as block:
+        start = builder.add(first, builder.mul(block, i64(width)), name="block.first")
         rows = element_pointer(builder, result, builder.mul(start, i64(out)), element, "block.rows")
         columns = element_pointer(builder, target, start, element, "block.columns")
-        with for_range(builder, out, "channel") as o, for_range(builder, size, "pixel", vectorize=False) as t:
-            value = load_element(builder, rows, builder.add(builder.mul(t, i64(out)), o), element)
-            store_element(builder, value, columns, builder.add(builder.mul(o, i64(pixels)), t))
+        if whole:
+            with for_range(builder, whole // width, "tiles", unroll=False) as tile:
+                channel = builder.mul(tile, i64(width))
+                tile_rows = [load_lanes(builder, element_pointer(builder, rows, builder.add(channel, i64(r * out)),
+                                                                 element), width, vector) for r in range(width)]
+                for k, column in enumerate(transposed(builder, tile_rows)):
+                    at = builder.mul(builder.add(channel, i64(k)), i64(pixels))
+                    store_lanes(builder, column, element_pointer(builder, columns, at, element), width)
+        if out % width:
+            scalar(start, i64(width), out % width, whole)
+    done = builder.mul(blocks, i64(width))
+    scalar(builder.add(first, done), builder.sub(count, done), out)
+
+
+def transposed(builder: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
+    """The columns of a square tile of vectors (rows[r][c] -> columns[c][r]): log2(width) rounds of
+    two-vector shuffles, each exchanging blocks of `step` lanes between rows `step` apart."""
+    rows, width = list(rows), len(rows)
+    step = width // 2
+    while step:
+        low = lane_indices(j if not j & step else width + j - step for j in range(width))
+        high = lane_indices(j + step if not j & step else width + j for j in range(width))
+        for r in (r for r in range(width) if not r & step):
+            a, b = rows[r], rows[r + step]
+            rows[r], rows[r + step] = builder.shuffle_vector(a, b, low), builder.shuffle_vector(a, b, high)
+        step //= 2
+    return rows
 
 
 def _gather_taps(builder: ir.IRBuilder, source: ir.Value, row: ir.Value, oy: ir.Value, ox: ir.Value,
