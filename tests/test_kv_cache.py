@@ -1,4 +1,4 @@
-"""The kv-cache rewrite (generate/kv_cache.py) and tf.compile_generator (generate/generator.py): decode logits
+"""The kv-cache rewrite (generate/kv_cache.py) and tf.compile_generator (generate/compile.py): decode logits
 after every prefix equal the reference interpreter's full recompute on the un-rewritten graph, greedy
 generation gives the same tokens, one armv8 decode step equals the reference, and graphs that are
 not provably causal (no mask, a mask that sees later positions) are refused with a clear message."""

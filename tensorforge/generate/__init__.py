@@ -8,11 +8,12 @@
 
 attention.py finds the causal attentions and positions of a traced decoder; kv_cache.py makes its
 prefill and one-token decode graphs (`rewrite_for_kv_cache`);
-generator.py compiles both and runs them over caches it owns (Generator).
+compile.py compiles both (compile_generator), generator.py runs them over caches it owns (Generator).
 """
 
 from .attention import Attention, KVCacheError, find_attentions
-from .generator import GenerationStats, Generator, compile_generator, first_token_graph
+from .compile import compile_generator, first_token_graph
+from .generator import GenerationStats, Generator
 from .kv_cache import KVCacheGraphs, quantized_rows, rewrite_for_kv_cache
 
 __all__ = [

@@ -136,11 +136,11 @@ class CompiledModel:
         executor = self._executor
         if executor is None:
             raise RuntimeError("this CompiledModel is closed")
-        if len(arrays) != len(self._input_specs) or (arrays and isinstance(arrays[0], Mapping)):
+        if len(arrays) != len(self._input_specs):
             arrays = self._positional(arrays)
         for array, (shape, dtype) in zip(arrays, self._input_specs):
-            if not _is_ready(array, shape, dtype):
-                arrays = self._coerce(arrays)
+            if not _is_ready(array, shape, dtype):  # (a dict of one model input is not ready either)
+                arrays = self._coerce(self._positional(arrays))
                 break
         for ids in self._index_inputs:
             problem = ids.problem(self.input_names[ids.position], arrays[ids.position])
