@@ -101,10 +101,10 @@ def cnn_with_pool_and_norm():
 
 def winograd_conv():
     graph = ir.Graph()
-    x = graph.add_input("x", TensorType((1, 16, 6, 6), DType.f32))
+    x = graph.add_input("x", TensorType((1, 16, 16, 16), DType.f32))
     conv = graph.call("conv2d", [x, _weight(graph, (16, 16, 3, 3)), _weight(graph, (16,), 1)], {"padding": 1})
     graph.outputs = [graph.call("relu", [conv])]
-    return graph, (_rng().standard_normal((1, 16, 6, 6)).astype(np.float32),)
+    return graph, (_rng().standard_normal((1, 16, 16, 16)).astype(np.float32),)
 
 
 def siblings_sparse_and_residual():

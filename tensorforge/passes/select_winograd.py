@@ -12,18 +12,23 @@ input gives NaN where the direct sum may give an infinity (the transforms subtra
 
 Fires on f32 conv2d with a constant 3 x 3 weight, stride 1, dilation 1, one group and no residual,
 when both channel counts are at least MIN_CHANNELS (a shallow GEMM leaves the transforms' cost
-uncovered: the CIFAR CNN's first conv, 3 input channels, stays direct). Disable it by name
+uncovered: the CIFAR CNN's first conv, 3 input channels, stays direct) and an image has at least
+MIN_TILES output tiles: the transformed weight is 16/9 the size of the direct one and is streamed
+once per block of an image's tiles, so a small plane is faster direct. ResNet-50 at batch 1 on the
+2-core Xeon (profile_model.py, per conv): 56 x 56 (784 tiles) 0.66 ms Winograd against 1.05 direct,
+28 x 28 (196) 0.88 against 0.96, 14 x 14 (49) 1.45 against 1.14, 7 x 7 (16) 3.66 against 1.61. Disable it by name
 (`tf.compile(..., disabled=["select-winograd"])`) for the direct convolution's rounding.
 """
 
 from __future__ import annotations
 
 from .. import ir
-from ..ir.ops_nn import winograd_computes
+from ..ir.ops_nn import unpooled_conv2d_type, winograd_computes
 from .registry import register_pass
 from .rewrite import replace_node
 
 MIN_CHANNELS = 16
+MIN_TILES = 64  # 2 x 2 output tiles of one image: a 16 x 16 output
 
 
 def winograd_fits(node: ir.Node) -> bool:
@@ -31,8 +36,10 @@ def winograd_fits(node: ir.Node) -> bool:
     if node.op != "conv2d" or node.attrs["winograd"]:
         return False
     x, weight = node.inputs[:2]
+    out_height, out_width = unpooled_conv2d_type(node).shape[2:]
     return (winograd_computes([operand.type for operand in node.inputs], node.attrs) and weight.op == "constant"
-            and min(x.shape[1], weight.shape[0]) >= MIN_CHANNELS)
+            and min(x.shape[1], weight.shape[0]) >= MIN_CHANNELS
+            and -(-out_height // 2) * -(-out_width // 2) >= MIN_TILES)
 
 
 @register_pass("select-winograd", opt_level=2, description="compute 3x3 convolutions by Winograd's F(2x2, 3x3)",

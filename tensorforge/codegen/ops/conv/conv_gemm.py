@@ -29,7 +29,7 @@ from llvmlite import ir
 
 from ....ir import DType, Node
 from ....ir.ops_nn import split_contraction, unpooled_conv2d_type
-from ...gemm.gemm import BlockStep, pack_a_rows
+from ...gemm.gemm import BlockStep, minimum, pack_a_rows
 from ...gemm.micro_kernel import Epilogue, vector_type
 from ...gemm.packing import pack_a_panels
 from ...gemm.tiling import FLOAT_BYTES, GemmTiling, gemm_tiling
@@ -185,13 +185,40 @@ def worth_a_team(node: Node) -> bool:
         >= parallel.MIN_PARALLEL_FLOPS
 
 
+def column_panels(shape: ConvGeometry, tiling: GemmTiling) -> int:
+    """The column panels (NR output pixels each) of one image and group."""
+    if flat_columns(shape, tiling):
+        return -(-shape.out_height * shape.out_width // tiling.columns)
+    return shape.out_height * -(-shape.out_width // tiling.columns)
+
+
+def splits_channels(shape: ConvGeometry, tiling: GemmTiling) -> bool:
+    """Whether the parts of a one-image convolution take blocks of output channels (row panels of the
+    GEMM, every pixel each) rather than blocks of its pixels.
+
+    A small plane has few column panels (a 7 x 7 one: two), and a part of them would stream the whole
+    weight for a few columns: split by channels, each part streams its share of the weight once, from
+    L2 for every column panel. Every part then gathers every sliver: worth it while the part's row
+    panels outnumber the column panels it would gather (CHANNEL_SPLIT_RATIO). A fused pool keeps rows."""
+    if shape.batch > 1 or shape.groups > 1 or shape.pooled:
+        return False
+    return -(-shape.group_outputs // tiling.rows) >= CHANNEL_SPLIT_RATIO * column_panels(shape, tiling)
+
+
+# splits_channels: the GEMM's row panels per column panel from which its parts split the output channels.
+CHANNEL_SPLIT_RATIO = 2
+
+
 def conv_parts(node: Node, target: Target, threads: int) -> int:
-    """Parts of a tiled conv2d for a team of `threads`: blocks of images, or of output rows for one image."""
+    """Parts of a tiled conv2d for a team of `threads`: blocks of images, of output channels, or of
+    output rows (or column panels) of one image."""
     if not worth_a_team(node):
         return 1
     shape = ConvGeometry.of(node)
     if shape.batch > 1:  # whole images: cut finer, a late thread takes fewer
         return split_parts(shape.batch, threads * parallel.PARTS_PER_THREAD)[0]
+    if splits_channels(shape, gemm_tiling(target)):
+        return split_parts(-(-shape.group_outputs // gemm_tiling(target).rows), threads)[0]
     if flat_columns(shape, gemm_tiling(target)):  # column panels of one image
         return split_parts(-(-shape.out_height * shape.out_width // gemm_tiling(target).columns), threads)[0]
     rows = shape.pooled_shape[0] if shape.pooled else shape.out_height
@@ -317,6 +344,13 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
     out_plane = shape.out_height * shape.out_width
     flat = flat_columns(shape, tiling)
     by_images = shape.batch > 1
+    by_channels = kernel.parts > 1 and splits_channels(shape, tiling)
+    # The part's output channels of each group: from row0, part_rows of them (all without a channel split).
+    first_panel, row0, part_rows = i64(0), i64(0), i64(og)
+    if by_channels:
+        first_panel, panel_count = parallel.part_bounds(builder, kernel.part, kernel.parts, -(-og // mr), "t")
+        row0 = builder.mul(first_panel, i64(mr), name="row0")
+        part_rows = minimum(builder, builder.sub(i64(og), row0), builder.mul(panel_count, i64(mr)), "part_rows")
 
     def blocks(n: ir.Value, image: ir.Value, g: ir.Value, output_rows, c_at, ldc: int) -> None:
         """Every depth block of group g over the output rows `output_rows()` yields; c_at(y, pixel,
@@ -327,21 +361,21 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
             block_taps = builder.mul(builder.sub(i64(shape.group_channels), first_channel), i64(shape.window))
             depth = builder.select(builder.icmp_signed("<", block_taps, i64(kc)), block_taps, i64(kc), name="kc")
             first_tap = builder.mul(first_channel, i64(shape.window), name="first_tap")
-            group_row = builder.mul(g, i64(og), name="group_row")
+            group_row = builder.add(builder.mul(g, i64(og)), row0, name="group_row")  # the part's first row
             if not weight_packed:
                 origin = affine_offset(builder, [(group_row, shape.taps)], first_tap)
                 pack_a_rows(builder, tiling, element_pointer(builder, kernel.inputs[1], origin, F32), shape.taps,
-                            i64(og), depth, weight_block)
+                            part_rows, depth, weight_block)
 
             def a_panel(t: ir.Value, g=g, first_tap=first_tap, depth=depth) -> ir.Value:
                 if not weight_packed:
                     return element_pointer(builder, weight_block, builder.mul(builder.mul(t, depth), i64(mr)), F32)
-                panel = affine_offset(builder, [(g, -(-og // mr))], t)
+                panel = affine_offset(builder, [(g, -(-og // mr))], builder.add(first_panel, t))
                 start = affine_offset(builder, [(panel, shape.taps)], first_tap)
                 return element_pointer(builder, kernel.inputs[1], builder.mul(start, i64(mr)), F32, "a_panel")
 
             step = BlockStep(builder, tiling, epilogue, depth, builder.icmp_unsigned("!=", block, i64(0)),
-                             builder.icmp_unsigned("==", block, i64(depth_count - 1)), i64(og), og % mr, a_panel)
+                             builder.icmp_unsigned("==", block, i64(depth_count - 1)), part_rows, og % mr, a_panel)
             channel = affine_offset(builder, [(g, shape.group_channels)], first_channel)
 
             def column_panel(y: ir.Value, x0: ir.Value, valid: int, channel=channel, group_row=group_row,
@@ -373,7 +407,7 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
                                 residual_tile if residual is not None else None)
 
             if flat:
-                _flat_panels(builder, kernel, shape, nr, by_images, column_panel)
+                _flat_panels(builder, kernel, shape, nr, by_images or by_channels, column_panel)
                 return
             with output_rows() as y:
                 with for_range(builder, shape.out_width // nr, "xp") as panel:
@@ -390,20 +424,20 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
                                                  (y, shape.out_width)], pixel)
                     return element_pointer(builder, kernel.output, at, F32, "c_tile")
 
-                rows = ((lambda: for_range(builder, shape.out_height, "y")) if by_images
+                rows = ((lambda: for_range(builder, shape.out_height, "y")) if by_images or by_channels
                         else (lambda: _part_range(builder, kernel, shape.out_height, "y")))
                 blocks(n, image, g, rows, to_output, out_plane)
             else:
                 _pooled_rows(builder, kernel, shape, pair, n, image, g, blocks)
 
 
-def _flat_panels(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, nr: int, by_images: bool,
+def _flat_panels(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, nr: int, whole_plane: bool,
                  column_panel) -> None:
-    """column_panel(0, first pixel, valid) for every panel of NR pixels of the plane in order (this part's, for
-    one image), the last one with the plane's remaining pixels."""
+    """column_panel(0, first pixel, valid) for every panel of NR pixels of the plane in order (this part's,
+    unless `whole_plane`), the last one with the plane's remaining pixels."""
     plane = shape.out_height * shape.out_width
     panels, tail = -(-plane // nr), plane % nr
-    with (for_range(builder, panels, "xp") if by_images else _part_range(builder, kernel, panels, "xp")) as panel:
+    with (for_range(builder, panels, "xp") if whole_plane else _part_range(builder, kernel, panels, "xp")) as panel:
         first = builder.mul(panel, i64(nr), name="pixel")
         if not tail:
             column_panel(i64(0), first, nr)
