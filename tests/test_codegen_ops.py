@@ -11,6 +11,8 @@ import pytest
 from codegen_harness import compile_and_run, single_op_graph
 
 from tensorforge import ir
+from tensorforge.codegen.ops.conv.pool import clamps_taps, pool_scratch_bytes
+from tensorforge.codegen.target import Target
 from tensorforge.ir import DType, TensorType
 
 RNG = np.random.default_rng(0)
@@ -349,6 +351,32 @@ POOLS = [((1, 1, 4, 4), {"kernel": 2}), ((2, 3, 9, 7), {"kernel": 3, "stride": 2
 @pytest.mark.parametrize("shape, attrs", POOLS, ids=str)
 def test_pool(op, shape, attrs, arch):
     check_op(arch, op, [sample(shape)], attrs)
+
+
+# Padded max pools read their taps in place, clamped into the image (ops/conv/pool.py: clamps_taps).
+CLAMPED_POOLS = [((1, 3, 40, 37), {"kernel": 3, "stride": 2, "padding": 1}),     # ResNet's, both edges
+                 ((2, 2, 9, 13), {"kernel": 4, "stride": 1, "padding": 2}),      # corner windows: 2 x 2 taps
+                 ((1, 2, 6, 35), {"kernel": (2, 4), "stride": (3, 1), "padding": (1, 2)})]
+
+
+@pytest.mark.parametrize("shape, attrs", CLAMPED_POOLS, ids=str)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_padded_max_pool_reads_clamped_taps(shape, attrs, threads):
+    """Against the reference, with NaN and -inf in the input, split among threads (a padded copy
+    would have kept one part), and with no scratch for a copy."""
+    x = sample(shape)
+    x.flat[::7], x.flat[3::11] = -np.inf, np.nan
+    graph, inputs = single_op_graph("max_pool2d", [x], attrs, ())
+    node = next(node for node in graph.nodes if node.op == "max_pool2d")
+    assert clamps_taps(node) and pool_scratch_bytes(node, Target.parse("host")) == 0
+    (actual,) = compile_and_run(graph, *inputs, threads=threads)
+    assert_matches(actual, ir.interpret(graph, *inputs))
+
+
+def test_padded_max_pool_reads_clamped_taps_on_armv8():
+    graph, inputs = single_op_graph("max_pool2d", [sample(CLAMPED_POOLS[0][0])], CLAMPED_POOLS[0][1], ())
+    (actual,) = compile_and_run(graph, *inputs, target="armv8", threads=2)
+    assert_matches(actual, ir.interpret(graph, *inputs))
 
 
 @pytest.mark.parametrize("dtype", INTS, ids=str)

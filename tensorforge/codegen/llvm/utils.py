@@ -217,6 +217,14 @@ def call_intrinsic(builder: ir.IRBuilder, name: str, return_type: ir.Type, args:
     return builder.call(function, list(args), name=result)
 
 
+def masked_load(builder: ir.IRBuilder, pointer: ir.Value, mask: ir.Value, passthru: ir.Value) -> ir.Value:
+    """llvm.masked.load of a float vector: the lanes of `mask` from memory at `pointer`, the others from
+    `passthru`; masked-off lanes are not read (no fault past a buffer's end)."""
+    vector = passthru.type
+    return call_intrinsic(builder, f"llvm.masked.load.v{vector.count}f32.p0", vector,
+                          [pointer, ir.Constant(ir.IntType(32), 4), mask, passthru])
+
+
 def copy_bytes(builder: ir.IRBuilder, destination: ir.Value, source: ir.Value, nbytes: int, may_overlap: bool) -> None:
     """memcpy, or memmove when the two buffers may overlap."""
     intrinsic = "llvm.memmove.p0.p0.i64" if may_overlap else "llvm.memcpy.p0.p0.i64"

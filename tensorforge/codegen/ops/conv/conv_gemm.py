@@ -30,7 +30,7 @@ from llvmlite import ir
 from ....ir import DType, Node
 from ....ir.ops_nn import split_contraction, unpooled_conv2d_type
 from ...gemm.gemm import BlockStep, minimum, pack_a_rows
-from ...gemm.micro_kernel import Epilogue, vector_type
+from ...gemm.micro_kernel import Epilogue, splat, vector_type
 from ...gemm.packing import pack_a_panels
 from ...gemm.tiling import FLOAT_BYTES, GemmTiling, gemm_tiling
 from ...kernel import Kernel
@@ -47,6 +47,7 @@ from ...llvm.utils import (
     i64,
     lane_indices,
     load_element,
+    masked_load,
 )
 from ...lowering import PackedConstant
 from ...memory import align_up
@@ -269,13 +270,16 @@ def _gather_flat_sliver(builder: ir.IRBuilder, tiling: GemmTiling, shape: ConvGe
     t < valid, where at(p) = (p // OW)*sh*WP + (p % OW)*sw: the input element under output pixel p.
 
     `origin` is the element offset of the block's first channel; lanes past `valid` are zero. A pointwise
-    convolution read in place has at(p) = p: whole vectors are single loads. Otherwise each lane's
-    at() is computed once per panel, before the taps' loop.
+    convolution read in place has at(p) = p: whole vectors are single loads. With a column stride of 1,
+    the lanes of one output row y are contiguous in the input: one masked load from y's offset fills
+    them (`_row_runs`), a few loads per vector. Otherwise each lane's at() is computed once per panel,
+    before the taps' loop, and the lanes are loaded one by one.
     """
     (dh, dw), (sh, sw) = shape.dilation, shape.stride
     width, vector = tiling.vector_width, vector_type(tiling)
     in_place = shape.window == 1 and shape.stride == (1, 1) and not shape.is_padded
-    if not in_place:
+    runs = _row_runs(builder, tiling, shape, pixel, valid) if sw == 1 and not in_place else None
+    if not in_place and runs is None:
         lanes_at = []
         for lane in range(valid):
             at = builder.add(pixel, i64(lane))
@@ -293,12 +297,44 @@ def _gather_flat_sliver(builder: ir.IRBuilder, tiling: GemmTiling, shape: ConvGe
             lanes = max(0, min(width, valid - v * width))
             if lanes == width and in_place:
                 value = builder.load(element_pointer(builder, source, v * width, F32), typ=vector, align=FLOAT_BYTES)
+            elif runs is not None:
+                value = ir.Constant(vector, None)
+                for offset, mask in runs[v]:
+                    value = masked_load(builder, element_pointer(builder, source, offset, F32), mask, value)
             else:
                 value = ir.Constant(vector, None)
                 for lane in range(v * width, v * width + lanes):
                     element = load_element(builder, source, lane if in_place else lanes_at[lane], F32)
                     value = builder.insert_element(value, element, i64(lane - v * width))
             builder.store(value, element_pointer(builder, target, v * width, F32), align=FLOAT_BYTES)
+
+
+def _row_runs(builder: ir.IRBuilder, tiling: GemmTiling, shape: ConvGeometry, pixel: ir.Value,
+              valid: int) -> list[list[tuple[ir.Value, ir.Value]]]:
+    """For each vector of a flat panel from `pixel` (column stride 1): (element offset, lane mask) per
+    output row its lanes touch. Lane l of the vector is pixel p = pixel + v*W + l, in row y = p // OW;
+    reading the vector at y*(sh*WP - OW) + pixel + v*W puts the input under p (y*sh*WP + p - y*OW) in
+    lane l, for the lanes of row y: the mask. Lanes past `valid` are in no mask (zero)."""
+    width, out_width = tiling.vector_width, shape.out_width
+    lanes32 = ir.VectorType(ir.IntType(32), width)
+    runs = []
+    for v in range(tiling.vectors):
+        lanes = max(0, min(width, valid - v * width))
+        first = builder.add(pixel, i64(v * width), name="run.first")
+        first_row = builder.udiv(first, i64(out_width), name="run.row")
+        lane_rows = builder.udiv(builder.add(splat(builder, builder.trunc(first, ir.IntType(32)), lanes32),
+                                             ir.Constant(lanes32, list(range(width)))),
+                                 ir.Constant(lanes32, [out_width] * width), name="run.lane_rows")
+        in_panel = ir.Constant(ir.VectorType(ir.IntType(1), width), [int(lane < lanes) for lane in range(width)])
+        vector_runs = []
+        for r in range((out_width + lanes - 2) // out_width + 1 if lanes else 0):  # rows a run of `lanes` spans
+            y = builder.add(first_row, i64(r))
+            mask = builder.and_(builder.icmp_unsigned("==", lane_rows, splat(builder, builder.trunc(y, ir.IntType(32)),
+                                                                               lanes32)), in_panel, name="run.mask")
+            vector_runs.append((affine_offset(builder, [(y, shape.stride[0] * shape.padded_width - out_width)], first),
+                                mask))
+        runs.append(vector_runs)
+    return runs
 
 
 def _image(kernel: Kernel, shape: ConvGeometry, n: ir.Value) -> ir.Value:
