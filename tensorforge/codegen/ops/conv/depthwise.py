@@ -6,18 +6,22 @@ convolved directly with its kh x kw taps held in registers:
 
     for plane p = (n, c) in this part's planes:
       source = x[n, c], or a copy of it inside a zero border (the padding) in this thread's scratch
-      for y < OH:  for x < OW:                                  (LLVM vectorizes the x loop)
+      for y < OH:  for x < OW, a vector of x at a time:
         acc = sum over i < kh, j < kw of w[c, 0, i, j] * source[y*sh + i*dh, x*sw + j*dw]
         out[n, c, y, x] = activation(acc (+ bias[c]) (+ residual[n, c, y, x]))
 
-The padded copy makes every tap's read valid without a branch in the hot loop (it costs one read
-and write per input element against kh * kw multiply-adds per output); the border is zeroed once
-per part and only the interior is copied per plane. Windows of more than MAX_REGISTER_TAPS taps
-(larger than 8 x 8) accumulate in the output row, one row of taps at a time, instead.
+The copy makes every tap's read valid without a branch in the hot loop (it costs one read and write
+per input element against kh * kw multiply-adds per output); the border is zeroed once per part and
+only the interior is copied per plane. With a column stride s > 1 the copy is also split by phase:
+each row holds its columns k, k + s, k + 2s, ... for k < s one after the other, so tap j of a vector
+of outputs x..x+V is one contiguous load (phase (j*dw) % s, from x + (j*dw) // s), as with stride 1.
 
-With stride 2 the x loop's reads are interleaved (every other float): LLVM vectorizes them with
-wide loads and shuffles, never gathers (tests/test_codegen_depthwise.py checks x86-64-v4's IR).
-Threads: blocks of planes (`depthwise_parts`); the weight is read as stored, [C, 1, kh, kw].
+The x loop is written in vectors (`_row_chunks`): whole vectors of the target's width, then the
+row's rest in halving widths (56 = 3 x 16 + 8, 7 = 4 + 2 + 1), never a scalar loop over a remainder
+(LLVM's vectorized loop left one: MobileNetV2's 14 x 14 and 7 x 7 planes ran scalar). Windows of
+more than MAX_REGISTER_TAPS taps (larger than 8 x 8) accumulate in the output row, one row of taps
+at a time, instead. Threads: blocks of planes (`depthwise_parts`); the weight is read as stored,
+[C, 1, kh, kw].
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ....ir import DType, Node
+from ...gemm.micro_kernel import splat
 from ...gemm.tiling import FLOAT_BYTES
 from ...kernel import Kernel
 from ...llvm import float_math
@@ -59,10 +64,42 @@ def is_depthwise(node: Node) -> bool:
             and node.attrs.get("pool") is None and not node.attrs.get("winograd"))
 
 
+def _copies(shape: ConvGeometry) -> bool:
+    """Whether each plane is copied into scratch: with padding, or split by phase for a column stride."""
+    return shape.is_padded or (shape.window <= MAX_REGISTER_TAPS and shape.stride[1] > 1)
+
+
+def _phase_length(shape: ConvGeometry) -> int:
+    """Elements of one phase of a copied row (the padded row's columns k, k + s, ...): ceil(WP / s)."""
+    return -(-shape.padded_width // shape.stride[1])
+
+
+def _row_stride(shape: ConvGeometry) -> int:
+    """Elements from one row of the plane the taps read to the next."""
+    if not _copies(shape):
+        return shape.width
+    if shape.window > MAX_REGISTER_TAPS:
+        return shape.padded_width
+    return shape.stride[1] * _phase_length(shape)
+
+
 def depthwise_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
-    """One padded plane (per thread), or nothing without padding."""
+    """One copied plane (per thread), or nothing when the taps read the input in place."""
     shape = ConvGeometry.of(node)
-    return shape.padded_plane * FLOAT_BYTES if shape.is_padded else 0
+    rows = shape.height + 2 * shape.padding[0]
+    return rows * _row_stride(shape) * FLOAT_BYTES if _copies(shape) else 0
+
+
+def _row_chunks(width: int, lanes: int) -> list[tuple[int, int]]:
+    """(first x, vector width) covering [0, width): whole vectors of `lanes`, then the rest in halving widths."""
+    chunks = [(x, lanes) for x in range(0, width - width % lanes, lanes)]
+    x, size = width - width % lanes, lanes // 2
+    while x < width:
+        while size > width - x:
+            size //= 2
+        chunks.append((x, size))
+        x += size
+    return chunks
 
 
 def depthwise_parts(node: Node, target: Target, threads: int) -> int:
@@ -83,15 +120,20 @@ def emit_conv2d_depthwise(kernel: Kernel) -> None:
     oh, ow, wp = shape.out_height, shape.out_width, shape.padded_width
     bias, residual = contraction_operands(kernel)
     activation = node.attrs.get("activation")
+    in_registers = shape.window <= MAX_REGISTER_TAPS
     if shape.is_padded:  # the border stays zero: each plane writes only the interior
-        fill_elements(builder, kernel.scratch, shape.padded_plane, ir.Constant(F32, 0.0), "border")
+        fill_elements(builder, kernel.scratch, (shape.height + 2 * ph) * _row_stride(shape), ir.Constant(F32, 0.0),
+                      "border")
     first, count = parallel.part_bounds(builder, kernel.part, kernel.parts, shape.batch * shape.channels, "plane")
     with for_range(builder, count, "plane.i", unroll=False) as index:
         plane = builder.add(first, index, name="plane")
         channel = builder.urem(plane, i64(shape.channels), name="channel")
         source = element_pointer(builder, kernel.inputs[0], builder.mul(plane, i64(shape.height * shape.width)), F32,
                                  "plane.x")
-        if shape.is_padded:
+        if in_registers and _copies(shape):
+            _copy_plane(builder, shape, source, kernel.scratch)
+            source = kernel.scratch
+        elif shape.is_padded:
             with for_range(builder, shape.height, "interior", unroll=False) as y:
                 copy_bytes(builder, element_pointer(builder, kernel.scratch, affine_offset(builder, [(y, wp)],
                                                                                            ph * wp + pw), F32),
@@ -110,19 +152,76 @@ def emit_conv2d_depthwise(kernel: Kernel) -> None:
                 total = builder.fadd(total, load_element(builder, residual, at, F32, "skip"), name="residual")
             store_element(builder, float_math.activation(builder, activation, total), kernel.output, at)
 
-        if shape.window <= MAX_REGISTER_TAPS:
+        if in_registers:
             weights = [load_element(builder, taps, t, F32, f"w{t}") for t in range(shape.window)]
-            with for_range(builder, oh, "y", unroll=False) as y, for_range(builder, ow, "x", unroll=False) as x:
-                start = affine_offset(builder, [(y, sh * wp), (x, sw)])  # wp is the width without padding
-                total = None
-                for i in range(shape.kh):
-                    for j in range(shape.kw):
-                        read = load_element(builder, source, builder.add(start, i64(i * dh * wp + j * dw)), F32, "x")
-                        product = builder.fmul(weights[i * shape.kw + j], read, name="product", flags=CONTRACT)
-                        total = product if total is None else builder.fadd(total, product, name="acc", flags=CONTRACT)
-                finish(total, affine_offset(builder, [(y, ow), (x, 1)], out_plane, "at"))
+            row_stride = _row_stride(shape)
+            phase = _phase_length(shape) if _copies(shape) else 0
+            with for_range(builder, oh, "y", unroll=False) as y:
+                def chunk(x: ir.Value, lanes: int, y=y) -> None:
+                    vector = ir.VectorType(F32, lanes)
+                    start = affine_offset(builder, [(y, sh * row_stride)], x)
+                    total = None
+                    for i in range(shape.kh):
+                        for j in range(shape.kw):
+                            column = (j * dw) % sw * phase + (j * dw) // sw
+                            at = builder.add(start, i64(i * dh * row_stride + column))
+                            read = builder.load(element_pointer(builder, source, at, F32), typ=vector,
+                                                align=FLOAT_BYTES)
+                            product = builder.fmul(splat(builder, weights[i * shape.kw + j], vector), read,
+                                                   name="product", flags=CONTRACT)
+                            total = product if total is None else builder.fadd(total, product, name="acc",
+                                                                               flags=CONTRACT)
+                    _finish_vector(builder, kernel, total, affine_offset(builder, [(y, ow)], builder.add(out_plane, x)),
+                                   shift, residual, activation)
+
+                chunks = _row_chunks(ow, kernel.target.vector_width)
+                whole = [first for first, lanes in chunks if lanes == kernel.target.vector_width]
+                if whole:
+                    with for_range(builder, len(whole), "xv", unroll=False) as v:
+                        chunk(builder.mul(v, i64(kernel.target.vector_width)), kernel.target.vector_width)
+                for first, lanes in chunks[len(whole):]:
+                    chunk(i64(first), lanes)
         else:
             _accumulate_rows(kernel, shape, source, taps, out_plane, finish)
+
+
+def _finish_vector(builder: ir.IRBuilder, kernel: Kernel, total: ir.Value, at: ir.Value, shift, residual,
+                   activation) -> None:
+    """+ bias, + residual, the activation, then the vector stored at out[at] (an element offset)."""
+    vector = total.type
+    if shift is not None:
+        total = builder.fadd(total, splat(builder, shift, vector), name="biased")
+    if residual is not None:
+        skip = builder.load(element_pointer(builder, residual, at, F32), typ=vector, align=FLOAT_BYTES)
+        total = builder.fadd(total, skip, name="residual")
+    builder.store(float_math.activation(builder, activation, total), element_pointer(builder, kernel.output, at, F32),
+                  align=FLOAT_BYTES)
+
+
+def _copy_plane(builder: ir.IRBuilder, shape: ConvGeometry, source: ir.Value, scratch: ir.Value) -> None:
+    """The plane's interior into scratch, rows _row_stride apart, each row split by phase: padded column
+    c (input column c - pw) at (c % s) * L + c // s, L = _phase_length. Phase k takes the input columns
+    t*s + k - pw that lie in the image (static bounds), a strided read and a contiguous write."""
+    (ph, pw), s, length = shape.padding, shape.stride[1], _phase_length(shape)
+    row_stride = _row_stride(shape)
+    with for_range(builder, shape.height, "copy.y", unroll=False) as y:
+        row_from = element_pointer(builder, source, builder.mul(y, i64(shape.width)), F32, "copy.from")
+        row_to = element_pointer(builder, scratch, affine_offset(builder, [(y, row_stride)], ph * row_stride), F32,
+                                 "copy.to")
+        for k in range(s):
+            first = max(0, -(-(pw - k) // s))  # t with 0 <= t*s + k - pw < width
+            last = (shape.width - 1 + pw - k) // s
+            if last < first:
+                continue
+            if s == 1:
+                copy_bytes(builder, element_pointer(builder, row_to, first, F32),
+                           element_pointer(builder, row_from, first - pw, F32), (last - first + 1) * FLOAT_BYTES,
+                           may_overlap=False)
+                continue
+            with for_range(builder, last - first + 1, f"copy.t{k}") as offset:
+                t = builder.add(offset, i64(first))
+                value = load_element(builder, row_from, affine_offset(builder, [(t, s)], k - pw), F32)
+                store_element(builder, value, row_to, builder.add(t, i64(k * length)))
 
 
 def _accumulate_rows(kernel: Kernel, shape: ConvGeometry, source: ir.Value, taps: ir.Value, out_plane: ir.Value,
