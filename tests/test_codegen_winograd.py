@@ -107,13 +107,17 @@ def test_the_pass_picks_the_cnns_second_conv():
     assert chosen(64, disabled=("select-winograd",)) == [(3, False), (32, False)]
 
 
-@pytest.mark.parametrize("change", ["5x5", "stride", "dilation", "groups", "computed weight", "small plane"])
+@pytest.mark.parametrize("change", ["5x5", "stride", "dilation", "groups", "computed weight", "small plane",
+                                    "small plane, big weight"])
 def test_the_pass_leaves_what_winograd_does_not_compute(change):
-    """Also a plane of fewer than MIN_TILES 2 x 2 tiles (15 x 15: 64 tiles fires, 14 x 14: 49 does not)."""
+    """Also a plane of fewer than SMALL_PLANE_TILES 2 x 2 tiles (12 x 12: 36), and one of fewer than
+    MIN_TILES (14 x 14: 49) whose transformed weight exceeds L2_WEIGHT_BYTES (16 x 192 x 192 floats)."""
     graph = ir.Graph()
-    size = 14 if change == "small plane" else 15
-    x = graph.add_input("x", TensorType((2, 16, size, size), DType.f32))
-    shape = (16, 16 // (2 if change == "groups" else 1), 5 if change == "5x5" else 3, 5 if change == "5x5" else 3)
+    size = {"small plane": 12, "small plane, big weight": 14}.get(change, 15)
+    channels = 192 if change == "small plane, big weight" else 16
+    x = graph.add_input("x", TensorType((2, channels, size, size), DType.f32))
+    shape = (channels, channels // (2 if change == "groups" else 1), 5 if change == "5x5" else 3,
+             5 if change == "5x5" else 3)
     weight = (graph.add_input("w", TensorType(shape, DType.f32)) if change == "computed weight"
               else graph.constant(np.ones(shape, np.float32)))
     attrs = {"stride": 2 if change == "stride" else 1, "dilation": 2 if change == "dilation" else 1,
@@ -123,11 +127,14 @@ def test_the_pass_leaves_what_winograd_does_not_compute(change):
     assert not any(node.attrs.get("winograd") for node in optimized.op_nodes())
 
 
-def test_the_pass_fires_from_min_tiles():
-    """The same conv as above, unchanged: 15 x 15 with padding 1 is 8 x 8 = 64 tiles, and it fires."""
+@pytest.mark.parametrize("size, channels", [(15, 192), (14, 16)])
+def test_the_pass_fires_from_min_tiles_or_on_a_small_weight(size, channels):
+    """The same conv as above, unchanged: 15 x 15 with padding 1 is 8 x 8 = 64 tiles, and it fires
+    whatever the weight; 14 x 14 (49 tiles) fires with a small transformed weight (16 x 16 x 16 floats)."""
     graph = ir.Graph()
-    x = graph.add_input("x", TensorType((2, 16, 15, 15), DType.f32))
-    graph.outputs = [graph.call("conv2d", [x, graph.constant(np.ones((16, 16, 3, 3), np.float32))], {"padding": 1})]
+    x = graph.add_input("x", TensorType((2, channels, size, size), DType.f32))
+    weight = graph.constant(np.ones((channels, channels, 3, 3), np.float32))
+    graph.outputs = [graph.call("conv2d", [x, weight], {"padding": 1})]
     optimized = run_pipeline(graph, PassContext(opt_level=2)).graph
     assert [node.attrs["winograd"] for node in optimized.op_nodes() if node.op == "conv2d"] == [True]
 
