@@ -69,3 +69,32 @@ def test_the_cases_take_flat_columns_and_wide_rows_do_not():
     wide = nn.Conv2d(8, 8, 3, padding=1, rng=rng)  # 32-pixel rows fill the panels: rows stay
     assert not _uses_flat_columns(nn.Sequential(wide), rng.standard_normal((1, 8, 32, 32)).astype(np.float32),
                                   "x86-64-v4")
+
+
+# Stride-2 convolutions that keep output rows (rows fill 3/4 of a panel or more): each vector of a
+# sliver row is two masked loads of the input and a shuffle of their even elements. Unpadded, the
+# last vector of the last channel ends at the input buffer's last element.
+ROW_STRIDED = [
+    (3, 20, 49, 3, 2, 0),   # 24-pixel rows, SqueezeNet's stem in small
+    (4, 9, 50, 3, 2, 1),    # padded: read from the padded copy
+    (2, 7, 113, 3, 2, 0),   # 56-pixel rows: a whole panel, then a part of one
+    (5, 6, 56, 1, 2, 0),    # strided pointwise with 28-pixel rows
+]
+
+
+@pytest.mark.parametrize("case", ROW_STRIDED, ids=lambda case: "x".join(map(str, case)))
+@pytest.mark.parametrize("batch", [1, 2])
+def test_strided_rows_match_the_interpreter_on_host(case, batch):
+    rng = np.random.default_rng(sum(case) + batch)
+    model = _model(case, rng)
+    x = rng.standard_normal((batch, case[0], case[2], case[2])).astype(np.float32)
+    assert not _uses_flat_columns(model, x, "x86-64-v4")
+    for threads in (1, 2):
+        tfg.check(model, x, target="host", threads=threads)
+
+
+@pytest.mark.parametrize("case", ROW_STRIDED[::2], ids=lambda case: "x".join(map(str, case)))
+def test_strided_rows_match_the_interpreter_on_armv8(case):
+    rng = np.random.default_rng(sum(case))
+    model = _model(case, rng)
+    tfg.check(model, rng.standard_normal((1, case[0], case[2], case[2])).astype(np.float32), target="armv8")
