@@ -52,6 +52,45 @@ def test_gemm_split_cuts_rows_evenly_and_columns_along_whole_panels(rows, column
         assert split.per_part == -(-rows // split.parts) and split.per_part - last <= split.parts - 1
 
 
+def test_a_streamed_weight_is_split_by_columns():
+    """A constant b of COLUMN_SPLIT_BYTES or more goes by columns once each thread gets two column panels,
+    though its rows would have split; a smaller b, a constant a, or too few column panels keep rows."""
+    from tensorforge.codegen.gemm.gemm import COLUMN_SPLIT_BYTES
+
+    tiling = gemm_tiling(Target.parse("host"))
+    shape = (128, 768, 4 * tiling.columns)
+    assert GemmSplit.of(tiling, shape, 2).axis == "rows"
+    assert GemmSplit.of(tiling, shape, 2, stream_bytes=COLUMN_SPLIT_BYTES).axis == "columns"
+    assert GemmSplit.of(tiling, shape, 2, stream_bytes=COLUMN_SPLIT_BYTES - 1).axis == "rows"
+    assert GemmSplit.of(tiling, shape, 2, a_constant=True, stream_bytes=COLUMN_SPLIT_BYTES).axis == "rows"
+    assert GemmSplit.of(tiling, shape, 3, stream_bytes=COLUMN_SPLIT_BYTES).axis == "rows"  # 4 panels < 2 x 3
+
+
+@pytest.mark.parametrize("target, threads", [("host", 2), ("host", 3), ("armv8", 2)])
+def test_a_linear_split_by_columns_matches_the_reference(target, threads):
+    """A 48-row linear with a 1.2 MiB weight (bias, relu, residual; a last, narrower column panel) split
+    by columns, against the reference interpreter."""
+    from codegen_harness import compile_and_run
+
+    from tensorforge.codegen.ops.matmul import gemm_parts
+
+    rng = np.random.default_rng(threads)
+    depth, columns = 512, 600
+    graph = ir.Graph()
+    x = graph.add_input("x", ir.TensorType((48, depth), ir.DType.f32))
+    skip = graph.add_input("skip", ir.TensorType((48, columns), ir.DType.f32))
+    weight = graph.constant((rng.standard_normal((depth, columns)) / 16).astype(np.float32), "w")
+    bias = graph.constant(rng.standard_normal(columns).astype(np.float32), "b")
+    graph.outputs = [graph.call("linear", [x, weight, bias, skip], {"activation": "relu", "residual": True})]
+    (node,) = graph.op_nodes()
+    tiling = gemm_tiling(Target.parse(target))
+    assert GemmSplit.of(tiling, (48, depth, columns), threads, stream_bytes=depth * columns * 4).axis == "columns"
+    assert gemm_parts(node, Target.parse(target), threads) == threads
+    inputs = [rng.standard_normal(shape).astype(np.float32) for shape in ((48, depth), (48, columns))]
+    (actual,) = compile_and_run(graph, *inputs, target=target, threads=threads)
+    np.testing.assert_allclose(actual, ir.interpret(graph, *inputs), rtol=1e-4, atol=1e-4)
+
+
 def linear_graph(rows: int, depth: int, columns: int) -> ir.Graph:
     rng = np.random.default_rng(0)
     graph = ir.Graph()

@@ -340,12 +340,19 @@ def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: Gemm
                         column_panel(full, columns % nr)
 
 
+# GemmSplit: a constant b from this size is split by columns (each part streams its share once).
+COLUMN_SPLIT_BYTES = 1 << 20
+
+
 @dataclass(frozen=True)
 class GemmSplit:
     """How a GEMM's work is cut into parts for threads: along "rows" (of a and c) when there are at
     least two row panels (MR rows) for every thread, or more row panels than column panels, else
     along "columns" (panels of NR columns of b and c); every part but the last has `per_part` units
-    of `unit` rows or columns.
+    of `unit` rows or columns. A constant b of `stream_bytes` >= COLUMN_SPLIT_BYTES is split by
+    columns whenever each thread gets two column panels: split by rows, every part would stream all
+    of it from memory (BERT-base at sequence 128: its f32 linears 101.6 -> 91.5 ms; the same
+    linears with the weight in cache ran as fast either way).
 
     Rows are split one by one, evenly: the micro-kernel's time follows the rows it has, full panel
     or not (f32 784 x 256 with 14 to 42 rows of A: 88-95 GFLOP/s on one Zen 4 core), so 64 rows run
@@ -361,10 +368,12 @@ class GemmSplit:
     unit: int
 
     @classmethod
-    def of(cls, tiling, shape: tuple[int, int, int], threads: int, a_constant: bool = False) -> GemmSplit:
+    def of(cls, tiling, shape: tuple[int, int, int], threads: int, a_constant: bool = False,
+           stream_bytes: int = 0) -> GemmSplit:
         rows, _, columns = shape
         column_panels, row_panels = -(-columns // tiling.columns), -(-rows // tiling.rows)
-        if row_panels >= 2 * threads or row_panels >= max(column_panels, 2):
+        streams = stream_bytes >= COLUMN_SPLIT_BYTES and column_panels >= 2 * threads and not a_constant
+        if not streams and (row_panels >= 2 * threads or row_panels >= max(column_panels, 2)):
             unit = tiling.rows if a_constant else 1
             return cls("rows", *split_parts(-(-rows // unit), threads), unit)
         return cls("columns", *split_parts(column_panels, threads), tiling.columns)
@@ -372,7 +381,7 @@ class GemmSplit:
 
 def for_each_part_block(builder: ir.IRBuilder, tiling, shape: tuple[int, int, int], part: ir.Value | None,
                         parts: int, emit: Callable[[ir.Value, ir.Value, int, int], None],
-                        a_constant: bool = False) -> None:
+                        a_constant: bool = False, stream_bytes: int = 0) -> None:
     """emit(first_row, first_column, row_count, column_count) for part `part` of `parts` of a GEMM's
     result (GemmSplit.of(tiling, shape, parts): the split the lowering chose), or for all of it when
     parts is 1. Counts are static: the last part, which may be smaller, gets code of its own.
@@ -381,7 +390,7 @@ def for_each_part_block(builder: ir.IRBuilder, tiling, shape: tuple[int, int, in
     if parts == 1 or part is None:
         emit(i64(0), i64(0), rows, columns)
         return
-    split = GemmSplit.of(tiling, shape, parts, a_constant)
+    split = GemmSplit.of(tiling, shape, parts, a_constant, stream_bytes)
     assert split.parts == parts, (split, parts)
     by_columns = split.axis == "columns"
     extent, size = (columns if by_columns else rows), split.per_part * split.unit
@@ -399,9 +408,9 @@ def for_each_part_block(builder: ir.IRBuilder, tiling, shape: tuple[int, int, in
 def emit_gemm_part(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: GemmOperand, c: ir.Value,
                    shape: tuple[int, int, int], scratch: ir.Value | None, bias: ir.Value | None,
                    epilogue: Epilogue, part: ir.Value | None, parts: int, residual: ir.Value | None = None,
-                   a_constant: bool = False) -> None:
-    """emit_gemm for part `part` of `parts` (for_each_part_block, GemmSplit.of(..., a_constant)); all
-    of it when parts is 1.
+                   a_constant: bool = False, stream_bytes: int = 0) -> None:
+    """emit_gemm for part `part` of `parts` (for_each_part_block, GemmSplit.of(..., a_constant,
+    stream_bytes)); all of it when parts is 1.
 
     A part is the GEMM of a block of rows x columns: the operands' pointers move to the block (a
     prepacked operand by whole panels of depth x panel elements), c keeps its row stride.
@@ -427,4 +436,4 @@ def emit_gemm_part(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b:
                   lda=rows if a.transposed else depth, ldb=depth if b.transposed else columns, ldc=columns,
                   residual=residual_block, whole_rows=rows)
 
-    for_each_part_block(builder, tiling, shape, part, parts, block, a_constant)
+    for_each_part_block(builder, tiling, shape, part, parts, block, a_constant, stream_bytes)

@@ -191,7 +191,8 @@ def emit_matmul(kernel: Kernel) -> None:
             operands = [GemmOperand(pointer, index in kernel.packed, flags[index] and index not in kernel.packed)
                         for index, pointer in enumerate((a, b))]
             emit_gemm_part(builder, tiling, *operands, c, (rows, depth, columns), kernel.scratch, None,
-                           gemm_epilogue(node, None), kernel.part, kernel.parts, a_constant=_a_constant(node))
+                           gemm_epilogue(node, None), kernel.part, kernel.parts, a_constant=_a_constant(node),
+                           stream_bytes=_b_stream_bytes(node))
         else:
             exact_gemm(kernel, a, b, c, rows, depth, columns, transposed=flags)
     if not tiled:
@@ -211,7 +212,7 @@ def emit_linear(kernel: Kernel) -> None:
     emit_gemm_part(kernel.builder, gemm_tiling(kernel.target), GemmOperand(kernel.inputs[0], 0 in kernel.packed),
                    GemmOperand(kernel.inputs[1], 1 in kernel.packed), kernel.output, (rows, depth, columns),
                    kernel.scratch, bias, gemm_epilogue(kernel.node, "column"), kernel.part, kernel.parts, residual,
-                   _a_constant(kernel.node))
+                   _a_constant(kernel.node), _b_stream_bytes(kernel.node))
 
 
 def gemm_parts(node: Node, target: Target, threads: int) -> int:
@@ -228,7 +229,16 @@ def gemm_parts(node: Node, target: Target, threads: int) -> int:
     tiling = gemm_tiling(target)
     if rows <= tiling.rows and weight_bytes:  # a weight stream: finer parts, a late thread takes fewer
         threads *= parallel.stream_parts_per_thread(weight_bytes)
-    return GemmSplit.of(tiling, (rows, depth, columns), threads, _a_constant(node)).parts
+    return GemmSplit.of(tiling, (rows, depth, columns), threads, _a_constant(node), _b_stream_bytes(node)).parts
+
+
+def _b_stream_bytes(node: Node) -> int:
+    """The bytes of one GEMM's b when it is a constant (a weight every part would stream), else 0."""
+    weight = node.inputs[1]
+    if weight.op != "constant":
+        return 0
+    rows, depth, columns = gemm_shape(node)
+    return depth * columns * weight.dtype.itemsize
 
 
 def _a_constant(node: Node) -> bool:
