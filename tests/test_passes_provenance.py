@@ -134,7 +134,22 @@ def attention_scores():
     return graph, tuple(rng.standard_normal((2, 6, 8)).astype(np.float32) for _ in range(2))
 
 
-TARGETED = [quantized_mlp, cnn_with_pool_and_norm, winograd_conv, siblings_sparse_and_residual, attention_scores]
+def exported_feed_forward():
+    """An ONNX-exported BERT feed-forward block: bias adds after bias-less linears (fuse-bias), the exact
+    gelu written out with erf (fuse-activation), a skip connection."""
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((4, 16), DType.f32))
+    hidden = graph.call("add", [_weight(graph, (32,), 1), graph.call("linear", [x, _weight(graph, (16, 32), 2)])])
+    erf = graph.call("erf", [graph.call("div", [hidden, graph.constant(np.float32(np.sqrt(2.0)))])])
+    gelu = graph.call("mul", [graph.call("mul", [hidden, graph.call("add", [erf, graph.constant(np.float32(1))])]),
+                              graph.constant(np.float32(0.5))])
+    out = graph.call("add", [_weight(graph, (16,), 3), graph.call("linear", [gelu, _weight(graph, (32, 16), 4)])])
+    graph.outputs = [graph.call("add", [out, x])]
+    return graph, (_rng().standard_normal((4, 16)).astype(np.float32),)
+
+
+TARGETED = [quantized_mlp, cnn_with_pool_and_norm, winograd_conv, siblings_sparse_and_residual, attention_scores,
+            exported_feed_forward]
 
 
 @pytest.mark.parametrize("make", TARGETED, ids=lambda make: make.__name__)

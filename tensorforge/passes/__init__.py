@@ -31,6 +31,7 @@ from .dead_code import eliminate_dead_code
 from .fold_batch_norm import fold_batch_norm
 from .fold_constants import fold_constants
 from .fuse_activation import fuse_activation
+from .fuse_bias import fuse_bias
 from .fuse_elementwise import fuse_elementwise
 from .fuse_pool import fuse_pool
 from .fuse_reduce import fuse_reduce
@@ -62,6 +63,7 @@ PIPELINE = [
     "fold-batch-norm",
     "eliminate-common-subexpressions",
     "absorb-transpose",
+    "fuse-bias",
     "fuse-residual",
     "fuse-activation",
     "fuse-pool",
@@ -78,7 +80,7 @@ __all__ = [
     "PassRequirementError", "PassRow", "PassVerifyError", "PipelineResult", "SnapshotInstrument", "TimingInstrument",
     "VerifyInstrument",
     "absorb_transpose", "check_order", "eliminate_common_subexpressions", "eliminate_dead_code", "fold_batch_norm",
-    "fold_constants", "fuse_activation", "fuse_elementwise", "fuse_pool", "fuse_reduce", "fuse_residual",
+    "fold_constants", "fuse_activation", "fuse_bias", "fuse_elementwise", "fuse_pool", "fuse_reduce", "fuse_residual",
     "fuse_sibling_linears", "fuse_softmax", "lower_quant", "order_constraints", "pipeline_for", "register_pass",
     "run_pipeline", "select_winograd", "simplify", "sparsify",
 ]

@@ -10,6 +10,12 @@ relu6 (clip{min=0.0, max=6.0}, PyTorch's ReLU6 from ONNX) right after an f32 lin
 The codegen applies the activation while the GEMM tile is still in registers, so the result is
 written once instead of written, read back and written again. Fires only when the contraction has
 no other user (else its un-activated value is still needed), is f32, and has no activation yet.
+
+The exact gelu as exporters write it out, x * 0.5 * (1 + erf(x / sqrt(2))) (the product in any
+order and grouping, the division or a multiplication by 1 / sqrt(2)), fuses the same way when x is
+such a linear and the formula's nodes are all that read it (`_written_out_gelu`): ONNX files
+exported from PyTorch carry it in every BERT layer. The epilogue's erf rounds differently from the
+interpreter's, within the f32 tolerances.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import math
 
 from .. import ir
 from ..ir.ops_nn import RELU6_BOUNDS
+from . import rewrite
 from .registry import register_pass
-from .rewrite import Pattern, rebuilt, rewrite_to_fixpoint
+from .rewrite import Captures, Pattern, rebuilt, rewrite_to_fixpoint
 
 # f32 results only: an int8 qlinear's relu is its clip at the zero point, which lower-quant sets
 CONTRACTIONS = ("linear", "conv2d", "dynamic_qlinear", "qlinear", "qconv2d")
@@ -37,6 +44,60 @@ def _relu6(clip: ir.Node) -> bool:
     return low is not None and high is not None and (low, high) == RELU6_BOUNDS and math.copysign(1.0, low) > 0
 
 
+SQRT_HALF = math.sqrt(0.5)
+
+
+def _scalar(node: ir.Node, value: float, rtol: float = 0.0) -> bool:
+    """An f32 constant of one element within `rtol` of `value`."""
+    return (node.op == "constant" and node.value.size == 1 and node.dtype is ir.DType.f32
+            and abs(float(node.value.reshape(())) - value) <= rtol * abs(value))
+
+
+def _factors(node: ir.Node, root: ir.Node) -> list[ir.Node]:
+    """The operands of a product of muls (an inner mul that only the product reads is opened up)."""
+    if node.op == "mul" and (node is root or rewrite.single_use(node)):
+        return [leaf for operand in node.inputs for leaf in _factors(operand, root)]
+    return [node]
+
+
+def _erf_of_scaled(one_plus: ir.Node) -> ir.Node | None:
+    """x when `one_plus` is 1 + erf(x / sqrt(2)) (or erf(x * (1 / sqrt(2)))), each node read once."""
+    if one_plus.op != "add" or not rewrite.single_use(one_plus):
+        return None
+    erf = next((value for value, other in (one_plus.inputs, one_plus.inputs[::-1])
+                if value.op == "erf" and _scalar(other, 1.0)), None)
+    if erf is None or not rewrite.single_use(erf):
+        return None
+    scaled = erf.inputs[0]
+    if not rewrite.single_use(scaled) or scaled.op not in ("div", "mul"):
+        return None
+    x, factor = scaled.inputs
+    if scaled.op == "div":
+        return x if _scalar(factor, math.sqrt(2.0), 1e-6) else None
+    for x, factor in (scaled.inputs, scaled.inputs[::-1]):
+        if _scalar(factor, SQRT_HALF, 1e-6):
+            return x
+    return None
+
+
+def _written_out_gelu(m: Captures) -> ir.Node | None:
+    """The linear with activation "gelu_exact" when the matched mul is x * 0.5 * (1 + erf(x / sqrt(2)))
+    of a linear x that nothing else reads."""
+    product = m["op"]
+    factors = _factors(product, product)
+    if len(factors) != 3:
+        return None
+    for x in factors:
+        rest = [node for node in factors if node is not x]
+        if len(rest) != 2 or x.op != "linear" or x.dtype is not ir.DType.f32 or x.attrs["activation"] is not None:
+            continue
+        half, one_plus = rest if _scalar(rest[0], 0.5) else rest[::-1]
+        if (_scalar(half, 0.5) and _erf_of_scaled(one_plus) is x and len(x.users) == 2
+                and x not in x.graph.outputs and product.type == x.type):
+            return rebuilt(x, activation="gelu_exact")
+    return None
+
+
 RULES = [
     # relu(linear(x, w, b)) -> linear(x, w, b){activation="relu"}  (or conv2d, qlinear, ...)
     (Pattern("relu", [_contraction(CONTRACTIONS)]), lambda m: rebuilt(m["c"], activation="relu")),
@@ -46,10 +107,19 @@ RULES = [
     # clip(conv2d(x, w, b)){min=0.0, max=6.0} -> conv2d(x, w, b){activation="relu6"}  (or linear)
     (Pattern("clip", [_contraction(("linear", "conv2d"))], where=_relu6),
      lambda m: rebuilt(m["c"], activation="relu6")),
+    # linear(x, w, b) * 0.5 * (1 + erf(linear(x, w, b) / sqrt(2))) -> linear(x, w, b){activation="gelu_exact"}
+    (Pattern("mul", name="op"), _written_out_gelu),
 ]
 
 
 @register_pass("fuse-activation", opt_level=2, description="fold a relu (gelu, relu6) into the preceding linear/conv2d",
                after={"fold-batch-norm": "so conv -> batch norm -> relu is one conv"})
 def fuse_activation(graph: ir.Graph, ctx=None) -> ir.Graph:
-    return rewrite_to_fixpoint(graph, RULES)
+    live = [node for node in graph.nodes if rewrite.is_live(node)]
+    rewrite_to_fixpoint(graph, RULES)
+    # a written-out gelu's formula (its division, erf, add and muls) is unused once its product is replaced
+    present, erased = set(graph.nodes), set()
+    for node in reversed(live):
+        if node in present and node not in erased and not rewrite.is_live(node):
+            rewrite.erase_if_unused(graph, node, erased)
+    return graph
