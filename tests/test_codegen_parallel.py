@@ -54,8 +54,9 @@ def test_gemm_split_cuts_rows_evenly_and_columns_along_whole_panels(rows, column
 
 def test_a_streamed_weight_is_split_by_columns():
     """A constant b of COLUMN_SPLIT_BYTES or more goes by columns once each thread gets two column panels,
-    though its rows would have split; a smaller b, a constant a, or too few column panels keep rows."""
-    from tensorforge.codegen.gemm.gemm import COLUMN_SPLIT_BYTES
+    though its rows would have split; a smaller b, more than COLUMN_SPLIT_ROWS rows, a constant a, or
+    too few column panels keep rows."""
+    from tensorforge.codegen.gemm.gemm import COLUMN_SPLIT_BYTES, COLUMN_SPLIT_ROWS
 
     tiling = gemm_tiling(Target.parse("host"))
     shape = (128, 768, 4 * tiling.columns)
@@ -64,6 +65,8 @@ def test_a_streamed_weight_is_split_by_columns():
     assert GemmSplit.of(tiling, shape, 2, stream_bytes=COLUMN_SPLIT_BYTES - 1).axis == "rows"
     assert GemmSplit.of(tiling, shape, 2, a_constant=True, stream_bytes=COLUMN_SPLIT_BYTES).axis == "rows"
     assert GemmSplit.of(tiling, shape, 3, stream_bytes=COLUMN_SPLIT_BYTES).axis == "rows"  # 4 panels < 2 x 3
+    many_rows = (COLUMN_SPLIT_ROWS + 1, 768, 4 * tiling.columns)
+    assert GemmSplit.of(tiling, many_rows, 2, stream_bytes=COLUMN_SPLIT_BYTES).axis == "rows"
 
 
 @pytest.mark.parametrize("target, threads", [("host", 2), ("host", 3), ("armv8", 2)])

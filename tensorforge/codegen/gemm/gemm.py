@@ -340,8 +340,10 @@ def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: Gemm
                         column_panel(full, columns % nr)
 
 
-# GemmSplit: a constant b from this size is split by columns (each part streams its share once).
+# GemmSplit: a constant b from this size, read by at most this many rows, is split by columns (each
+# part streams its share once).
 COLUMN_SPLIT_BYTES = 1 << 20
+COLUMN_SPLIT_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -349,10 +351,10 @@ class GemmSplit:
     """How a GEMM's work is cut into parts for threads: along "rows" (of a and c) when there are at
     least two row panels (MR rows) for every thread, or more row panels than column panels, else
     along "columns" (panels of NR columns of b and c); every part but the last has `per_part` units
-    of `unit` rows or columns. A constant b of `stream_bytes` >= COLUMN_SPLIT_BYTES is split by
-    columns whenever each thread gets two column panels: split by rows, every part would stream all
-    of it from memory (BERT-base at sequence 128: its f32 linears 101.6 -> 91.5 ms; the same
-    linears with the weight in cache ran as fast either way).
+    of `unit` rows or columns. A constant b of `stream_bytes` >= COLUMN_SPLIT_BYTES read by at most
+    COLUMN_SPLIT_ROWS rows is split by columns whenever each thread gets two column panels: split by
+    rows, every part would stream all of it from memory for few rows (BERT-base at sequence 128,
+    A/B in one process: 1.10x faster by columns; at batch 8, 1024 rows, 0.955x: rows kept there).
 
     Rows are split one by one, evenly: the micro-kernel's time follows the rows it has, full panel
     or not (f32 784 x 256 with 14 to 42 rows of A: 88-95 GFLOP/s on one Zen 4 core), so 64 rows run
@@ -372,7 +374,8 @@ class GemmSplit:
            stream_bytes: int = 0) -> GemmSplit:
         rows, _, columns = shape
         column_panels, row_panels = -(-columns // tiling.columns), -(-rows // tiling.rows)
-        streams = stream_bytes >= COLUMN_SPLIT_BYTES and column_panels >= 2 * threads and not a_constant
+        streams = (stream_bytes >= COLUMN_SPLIT_BYTES and rows <= COLUMN_SPLIT_ROWS and column_panels >= 2 * threads
+                   and not a_constant)
         if not streams and (row_panels >= 2 * threads or row_panels >= max(column_panels, 2)):
             unit = tiling.rows if a_constant else 1
             return cls("rows", *split_parts(-(-rows // unit), threads), unit)
