@@ -53,15 +53,19 @@ def _scalar(node: ir.Node, value: float, rtol: float = 0.0) -> bool:
             and abs(float(node.value.reshape(())) - value) <= rtol * abs(value))
 
 
-def _factors(node: ir.Node, root: ir.Node) -> list[ir.Node]:
-    """The operands of a product of muls (an inner mul that only the product reads is opened up)."""
+def _factors(node: ir.Node, root: ir.Node, muls: list[ir.Node]) -> list[ir.Node]:
+    """The operands of a product of muls (an inner mul that only the product reads is opened up, and
+    added to `muls`)."""
     if node.op == "mul" and (node is root or rewrite.single_use(node)):
-        return [leaf for operand in node.inputs for leaf in _factors(operand, root)]
+        if node is not root:
+            muls.append(node)
+        return [leaf for operand in node.inputs for leaf in _factors(operand, root, muls)]
     return [node]
 
 
-def _erf_of_scaled(one_plus: ir.Node) -> ir.Node | None:
-    """x when `one_plus` is 1 + erf(x / sqrt(2)) (or erf(x * (1 / sqrt(2)))), each node read once."""
+def _erf_of_scaled(one_plus: ir.Node) -> tuple[ir.Node, list[ir.Node]] | None:
+    """(x, the formula's nodes) when `one_plus` is 1 + erf(x / sqrt(2)) (or erf(x * (1 / sqrt(2)))),
+    each node read once."""
     if one_plus.op != "add" or not rewrite.single_use(one_plus):
         return None
     erf = next((value for value, other in (one_plus.inputs, one_plus.inputs[::-1])
@@ -71,20 +75,17 @@ def _erf_of_scaled(one_plus: ir.Node) -> ir.Node | None:
     scaled = erf.inputs[0]
     if not rewrite.single_use(scaled) or scaled.op not in ("div", "mul"):
         return None
-    x, factor = scaled.inputs
-    if scaled.op == "div":
-        return x if _scalar(factor, math.sqrt(2.0), 1e-6) else None
-    for x, factor in (scaled.inputs, scaled.inputs[::-1]):
-        if _scalar(factor, SQRT_HALF, 1e-6):
-            return x
-    return None
+    pairs = [scaled.inputs] if scaled.op == "div" else [scaled.inputs, scaled.inputs[::-1]]
+    factor = math.sqrt(2.0) if scaled.op == "div" else SQRT_HALF
+    x = next((x for x, constant in pairs if _scalar(constant, factor, 1e-6)), None)
+    return None if x is None else (x, [one_plus, erf, scaled])
 
 
-def _written_out_gelu(m: Captures) -> ir.Node | None:
+def _written_out_gelu(m: Captures) -> tuple[ir.Node, list[ir.Node]] | None:
     """The linear with activation "gelu_exact" when the matched mul is x * 0.5 * (1 + erf(x / sqrt(2)))
-    of a linear x that nothing else reads."""
-    product = m["op"]
-    factors = _factors(product, product)
+    of a linear x that nothing else reads; the formula's nodes are absorbed."""
+    product, muls = m["op"], []
+    factors = _factors(product, product, muls)
     if len(factors) != 3:
         return None
     for x in factors:
@@ -92,9 +93,10 @@ def _written_out_gelu(m: Captures) -> ir.Node | None:
         if len(rest) != 2 or x.op != "linear" or x.dtype is not ir.DType.f32 or x.attrs["activation"] is not None:
             continue
         half, one_plus = rest if _scalar(rest[0], 0.5) else rest[::-1]
-        if (_scalar(half, 0.5) and _erf_of_scaled(one_plus) is x and len(x.users) == 2
-                and x not in x.graph.outputs and product.type == x.type):
-            return rebuilt(x, activation="gelu_exact")
+        formula = _erf_of_scaled(one_plus) if _scalar(half, 0.5) else None
+        if (formula is not None and formula[0] is x and len(x.users) == 2 and x not in x.graph.outputs
+                and product.type == x.type):
+            return rebuilt(x, activation="gelu_exact"), [*muls, *formula[1], x]
     return None
 
 
@@ -115,11 +117,4 @@ RULES = [
 @register_pass("fuse-activation", opt_level=2, description="fold a relu (gelu, relu6) into the preceding linear/conv2d",
                after={"fold-batch-norm": "so conv -> batch norm -> relu is one conv"})
 def fuse_activation(graph: ir.Graph, ctx=None) -> ir.Graph:
-    live = [node for node in graph.nodes if rewrite.is_live(node)]
-    rewrite_to_fixpoint(graph, RULES)
-    # a written-out gelu's formula (its division, erf, add and muls) is unused once its product is replaced
-    present, erased = set(graph.nodes), set()
-    for node in reversed(live):
-        if node in present and node not in erased and not rewrite.is_live(node):
-            rewrite.erase_if_unused(graph, node, erased)
-    return graph
+    return rewrite_to_fixpoint(graph, RULES)

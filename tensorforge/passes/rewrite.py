@@ -56,7 +56,9 @@ class Pattern:
         return (self.op,) if isinstance(self.op, str) else self.op
 
 
-Rule = tuple[Pattern, Callable[[Captures], "ir.Node | None"]]
+# A rule's function returns the replacement, None (no rewrite), or (replacement, nodes it absorbed
+# beyond its pattern: they are erased when unused and lend their layer name, as the matched nodes do).
+Rule = tuple[Pattern, Callable[[Captures], "ir.Node | tuple[ir.Node, Sequence[ir.Node]] | None"]]
 
 
 def single_use(node: ir.Node) -> bool:
@@ -194,6 +196,9 @@ def rewrite_to_fixpoint(graph: ir.Graph, rules: Sequence[Rule], max_rounds: int 
                     continue
                 with graph.inserting_before(node), graph.recording_created() as created:
                     replacement = function(captures)
+                if isinstance(replacement, tuple):
+                    replacement, absorbed = replacement
+                    matched += [absorbed_node for absorbed_node in absorbed if absorbed_node not in matched]
                 if replacement is None or replacement is node:
                     continue
                 for made in created:  # a rule's intermediates: computed from what it matched

@@ -64,23 +64,25 @@ def is_depthwise(node: Node) -> bool:
             and node.attrs.get("pool") is None and not node.attrs.get("winograd"))
 
 
+def _phases(shape: ConvGeometry) -> int:
+    """The phases a copied row is split into: the column stride for windows in registers, else 1 (a
+    big window's rows are read as they are, `_accumulate_rows`)."""
+    return shape.stride[1] if shape.window <= MAX_REGISTER_TAPS else 1
+
+
 def _copies(shape: ConvGeometry) -> bool:
     """Whether each plane is copied into scratch: with padding, or split by phase for a column stride."""
-    return shape.is_padded or (shape.window <= MAX_REGISTER_TAPS and shape.stride[1] > 1)
+    return shape.is_padded or _phases(shape) > 1
 
 
 def _phase_length(shape: ConvGeometry) -> int:
     """Elements of one phase of a copied row (the padded row's columns k, k + s, ...): ceil(WP / s)."""
-    return -(-shape.padded_width // shape.stride[1])
+    return -(-shape.padded_width // _phases(shape))
 
 
 def _row_stride(shape: ConvGeometry) -> int:
     """Elements from one row of the plane the taps read to the next."""
-    if not _copies(shape):
-        return shape.width
-    if shape.window > MAX_REGISTER_TAPS:
-        return shape.padded_width
-    return shape.stride[1] * _phase_length(shape)
+    return _phases(shape) * _phase_length(shape) if _copies(shape) else shape.width
 
 
 def depthwise_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
@@ -116,8 +118,8 @@ def emit_conv2d_depthwise(kernel: Kernel) -> None:
     """The depthwise conv2d of the module docstring, for this part's planes."""
     node, builder = kernel.node, kernel.builder
     shape = ConvGeometry.of(node)
-    (sh, sw), (dh, dw), (ph, pw) = shape.stride, shape.dilation, shape.padding
-    oh, ow, wp = shape.out_height, shape.out_width, shape.padded_width
+    (sh, sw), (dh, dw), ph = shape.stride, shape.dilation, shape.padding[0]
+    oh, ow = shape.out_height, shape.out_width
     bias, residual = contraction_operands(kernel)
     activation = node.attrs.get("activation")
     in_registers = shape.window <= MAX_REGISTER_TAPS
@@ -130,32 +132,27 @@ def emit_conv2d_depthwise(kernel: Kernel) -> None:
         channel = builder.urem(plane, i64(shape.channels), name="channel")
         source = element_pointer(builder, kernel.inputs[0], builder.mul(plane, i64(shape.height * shape.width)), F32,
                                  "plane.x")
-        if in_registers and _copies(shape):
+        if _copies(shape):
             _copy_plane(builder, shape, source, kernel.scratch)
-            source = kernel.scratch
-        elif shape.is_padded:
-            with for_range(builder, shape.height, "interior", unroll=False) as y:
-                copy_bytes(builder, element_pointer(builder, kernel.scratch, affine_offset(builder, [(y, wp)],
-                                                                                           ph * wp + pw), F32),
-                           element_pointer(builder, source, builder.mul(y, i64(shape.width)), F32),
-                           shape.width * FLOAT_BYTES, may_overlap=False)
             source = kernel.scratch
         taps = element_pointer(builder, kernel.inputs[1], builder.mul(channel, i64(shape.window)), F32, "taps")
         shift = load_element(builder, bias, channel, F32, "bias") if bias is not None else None
         out_plane = builder.mul(plane, i64(oh * ow), name="out_plane")
 
         def finish(total: ir.Value, at: ir.Value) -> None:
-            """+ bias, + residual, the activation, then out[at] (at: an element offset in the output)."""
+            """+ bias, + residual, the activation, then total (a float or a vector) at out[at] (an element offset)."""
+            vector = total.type
             if shift is not None:
-                total = builder.fadd(total, shift, name="biased")
+                total = builder.fadd(total, splat(builder, shift, vector) if vector != F32 else shift, name="biased")
             if residual is not None:
-                total = builder.fadd(total, load_element(builder, residual, at, F32, "skip"), name="residual")
-            store_element(builder, float_math.activation(builder, activation, total), kernel.output, at)
+                skip = builder.load(element_pointer(builder, residual, at, F32), typ=vector, align=FLOAT_BYTES)
+                total = builder.fadd(total, skip, name="residual")
+            builder.store(float_math.activation(builder, activation, total),
+                          element_pointer(builder, kernel.output, at, F32), align=FLOAT_BYTES)
 
         if in_registers:
             weights = [load_element(builder, taps, t, F32, f"w{t}") for t in range(shape.window)]
-            row_stride = _row_stride(shape)
-            phase = _phase_length(shape) if _copies(shape) else 0
+            row_stride, phase = _row_stride(shape), _phase_length(shape)
             with for_range(builder, oh, "y", unroll=False) as y:
                 def chunk(x: ir.Value, lanes: int, y=y) -> None:
                     vector = ir.VectorType(F32, lanes)
@@ -171,8 +168,7 @@ def emit_conv2d_depthwise(kernel: Kernel) -> None:
                                                    name="product", flags=CONTRACT)
                             total = product if total is None else builder.fadd(total, product, name="acc",
                                                                                flags=CONTRACT)
-                    _finish_vector(builder, kernel, total, affine_offset(builder, [(y, ow)], builder.add(out_plane, x)),
-                                   shift, residual, activation)
+                    finish(total, affine_offset(builder, [(y, ow)], builder.add(out_plane, x)))
 
                 chunks = _row_chunks(ow, kernel.target.vector_width)
                 whole = [first for first, lanes in chunks if lanes == kernel.target.vector_width]
@@ -185,24 +181,11 @@ def emit_conv2d_depthwise(kernel: Kernel) -> None:
             _accumulate_rows(kernel, shape, source, taps, out_plane, finish)
 
 
-def _finish_vector(builder: ir.IRBuilder, kernel: Kernel, total: ir.Value, at: ir.Value, shift, residual,
-                   activation) -> None:
-    """+ bias, + residual, the activation, then the vector stored at out[at] (an element offset)."""
-    vector = total.type
-    if shift is not None:
-        total = builder.fadd(total, splat(builder, shift, vector), name="biased")
-    if residual is not None:
-        skip = builder.load(element_pointer(builder, residual, at, F32), typ=vector, align=FLOAT_BYTES)
-        total = builder.fadd(total, skip, name="residual")
-    builder.store(float_math.activation(builder, activation, total), element_pointer(builder, kernel.output, at, F32),
-                  align=FLOAT_BYTES)
-
-
 def _copy_plane(builder: ir.IRBuilder, shape: ConvGeometry, source: ir.Value, scratch: ir.Value) -> None:
     """The plane's interior into scratch, rows _row_stride apart, each row split by phase: padded column
     c (input column c - pw) at (c % s) * L + c // s, L = _phase_length. Phase k takes the input columns
     t*s + k - pw that lie in the image (static bounds), a strided read and a contiguous write."""
-    (ph, pw), s, length = shape.padding, shape.stride[1], _phase_length(shape)
+    (ph, pw), s, length = shape.padding, _phases(shape), _phase_length(shape)
     row_stride = _row_stride(shape)
     with for_range(builder, shape.height, "copy.y", unroll=False) as y:
         row_from = element_pointer(builder, source, builder.mul(y, i64(shape.width)), F32, "copy.from")

@@ -28,10 +28,11 @@ UNROLLED_TAPS = 16  # pool windows up to 4x4 are unrolled into straight-line cod
 
 
 def clamps_taps(node: Node) -> bool:
-    """Whether a padded max_pool2d reads its taps in place, clamped into the image: every window then
-    holds a tap inside it (padding below the kernel) and the window is unrolled (UNROLLED_TAPS)."""
-    (kh, kw), (ph, pw) = node.attrs["kernel"], node.attrs["padding"]
-    return node.op == "max_pool2d" and (ph, pw) != (0, 0) and ph < kh and pw < kw and kh * kw <= UNROLLED_TAPS
+    """Whether a padded max_pool2d reads its taps in place, clamped into the image: its window is
+    unrolled (UNROLLED_TAPS). Every window holds a tap inside the image: the IR keeps the padding at
+    most half the kernel."""
+    (kh, kw), padding = node.attrs["kernel"], node.attrs["padding"]
+    return node.op == "max_pool2d" and padding != (0, 0) and kh * kw <= UNROLLED_TAPS
 
 
 def pool_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
