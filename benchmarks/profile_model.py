@@ -11,14 +11,18 @@ bench_gpt.py's random-weight GPTs compiled by tf.compile_generator with prompt_l
 first-token prefill of a 32-token prompt (generation's: the output layer at the last position only),
 or one decode step at position 32 after it. resnet50, mobilenetv2 and squeezenet are bench_onnx.py's
 CNNs (onnx_zoo.py: random weights, 224x224), exported to ONNX in a temporary folder and imported;
-`--by-op` adds a line per op (kernels, time, share, GFLOP/s). `--threads` as in the other
-benchmarks (default 2). The table is the median of cm.profile's runs per kernel; the last line
+`--by-op` adds a line per op (kernels, time, share, GFLOP/s). `--onnxruntime` (the CNNs) also
+prints ONNX Runtime's own per-node profile of the same file (`enable_profiling`, its best settings:
+every graph optimization, --threads intra-op threads), the median of 30 runs per node, so layer
+times can be set side by side. `--threads` as in the other benchmarks (default 2). The table is the
+median of cm.profile's runs per kernel; the last line
 says how much of a call the kernels take.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -48,6 +52,32 @@ def print_by_op(profile) -> None:
               f"{flops / seconds / 1e9 if seconds else 0:7.1f} GFLOP/s")
 
 
+def print_onnxruntime_profile(path: str, x: np.ndarray, threads: int, folder: Path, runs: int = 30) -> None:
+    """ONNX Runtime's per-node kernel times of the model at `path` on `x` (the median of `runs` runs after
+    5 warm-ups), slowest first, with each node's op and input shapes; its JSON is written in `folder`."""
+    from tensorforge.cli.bench import onnxruntime_session
+
+    session = onnxruntime_session(path, threads, profile_prefix=str(folder / "onnxruntime"))
+    feed = {session.get_inputs()[0].name: x}
+    for _ in range(5 + runs):
+        session.run(None, feed)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    times: dict[str, list[float]] = {}
+    about: dict[str, tuple] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            name = event["name"].removesuffix("_kernel_time")
+            times.setdefault(name, []).append(event["dur"])
+            about[name] = (event["args"].get("op_name"), event["args"].get("input_type_shape"))
+    medians = {name: float(np.median(durations[-runs:])) for name, durations in times.items()}
+    print(f"\nONNX Runtime ({threads} threads), per node: median of {runs} runs; kernels "
+          f"{sum(medians.values()) / 1e3:.2f} ms")
+    for name, microseconds in sorted(medians.items(), key=lambda item: -item[1]):
+        op, shapes = about[name]
+        shown = [next(iter(shape.values())) for shape in shapes or []]
+        print(f"{name[:44]:<44} {op:<16} {microseconds:9.1f} us  {shown}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=("mlp", "cnn", "tiny", "gpt2", *CNNS))
@@ -58,6 +88,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--disable", nargs="*", default=(), metavar="PASS", help="passes to leave out (the CNNs)")
     parser.add_argument("--by-op", action="store_true", help="also the time per op (the CNNs)")
+    parser.add_argument("--onnxruntime", action="store_true",
+                        help="the CNNs: also ONNX Runtime's per-node profile of the same ONNX file")
     args = parser.parse_args()
     print("$ python " + " ".join(sys.argv))
     rng = np.random.default_rng(0)
@@ -75,9 +107,11 @@ def main() -> None:
             int8 = {"quantize": "int8", "calibration": (images(8, 224, 3),)} if args.int8 else {}
             with tf.compile(str(path), x, threads=args.threads, disabled=tuple(args.disable), **int8) as compiled:
                 profile = compiled.profile(x)
-        print(profile)
-        if args.by_op:
-            print_by_op(profile)
+            print(profile)
+            if args.by_op:
+                print_by_op(profile)
+            if args.onnxruntime:
+                print_onnxruntime_profile(str(path), x, args.threads, Path(folder))
         return
     model = build_model(args.model)
     with tf.compile_generator(model, model.max_seq_len, prompt_len=PROMPT, threads=args.threads,

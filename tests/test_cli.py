@@ -280,6 +280,25 @@ def test_bench_against_onnxruntime(files, tmp_path):
     assert _listing(tmp_path) == []
 
 
+def test_onnxruntime_session_profiles_per_node_at_the_given_prefix(files, tmp_path):
+    """profile_prefix turns on ONNX Runtime's own profiling (benchmarks/profile_model.py --onnxruntime):
+    its JSON lands at that prefix and names the model's nodes; without it nothing is written."""
+    import json
+
+    from tensorforge.cli.bench import onnxruntime_session
+
+    x = np.load(files / "x.npy")
+    plain = onnxruntime_session(str(files / "cnn.onnx"), threads=1)
+    plain.run(None, {plain.get_inputs()[0].name: x})
+    assert _listing(tmp_path) == []
+    session = onnxruntime_session(str(files / "cnn.onnx"), threads=1, profile_prefix=str(tmp_path / "ort"))
+    session.run(None, {session.get_inputs()[0].name: x})
+    written = Path(session.end_profiling())
+    assert written.parent == tmp_path and written.name.startswith("ort")
+    ops = {event["args"].get("op_name") for event in json.loads(written.read_text()) if event.get("cat") == "Node"}
+    assert "Conv" in ops
+
+
 # --- bad input: one line, exit 1, the traceback only with --debug ------------------------------------------
 
 def test_bad_input_gives_one_line_and_exit_status_1(files, tmp_path):

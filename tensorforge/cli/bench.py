@@ -68,9 +68,11 @@ def format_time(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
-def onnxruntime_session(model: str | bytes, threads: int):
+def onnxruntime_session(model: str | bytes, threads: int, profile_prefix: str | None = None):
     """An ONNX Runtime CPU session of `model` (a path or the model's bytes) with `threads` intra-op threads
-    (inter-op 1, sequential, every graph optimization): how the command line and the benchmarks run it."""
+    (inter-op 1, sequential, every graph optimization): how the command line and the benchmarks run it.
+    `profile_prefix`: ONNX Runtime's own per-node profiling on, its JSON written at that path prefix
+    (`session.end_profiling()` returns the file)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -81,4 +83,6 @@ def onnxruntime_session(model: str | bytes, threads: int):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    if profile_prefix is not None:
+        options.enable_profiling, options.profile_file_prefix = True, profile_prefix
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
