@@ -64,6 +64,12 @@ class Target:
         vpermi2ps (16 of 32). The sparse kernel's windowed slices need it (codegen/ops/sparse/linear.py)."""
         return self.arch == "x86_64" and self.vector_width == 16 and self.has_feature("avx512f")
 
+    @property
+    def has_ieee_maximum(self) -> bool:
+        """Whether llvm.maximum (NaN wins, +0 above -0) is one instruction: AArch64's fmax; x86's maxps
+        returns its second operand on NaN, so there it takes six (scalar.maximum_of)."""
+        return self.arch == "aarch64"
+
     def target_machine(self, opt_level: int = 3, reloc: str = "pic"):
         initialize_llvm()
         llvm_target = llvm.Target.from_triple(self.triple)

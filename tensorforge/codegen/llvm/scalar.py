@@ -70,13 +70,53 @@ def divide(builder: ir.IRBuilder, dtype: DType, x: ir.Value, y: ir.Value, name: 
 
 
 def maximum(builder: ir.IRBuilder, dtype: DType, x: ir.Value, y: ir.Value, name: str = "") -> ir.Value:
-    """np.maximum: a NaN operand gives NaN; integers compare signed or unsigned by dtype."""
+    """np.maximum: a NaN operand gives NaN; integers compare signed or unsigned by dtype. f32 scalars
+    or vectors."""
     if dtype.is_float:
-        intrinsic = "llvm.maximum.f32"
+        intrinsic = f"llvm.maximum.{_float_suffix(x.type)}"
     else:
         kind = "smax" if is_signed(dtype) else "umax"
         intrinsic = f"llvm.{kind}.i{x.type.width}"
     return call_intrinsic(builder, intrinsic, x.type, [x, y], name)
+
+
+def maximum_of(builder: ir.IRBuilder, dtype: DType, values: Sequence[ir.Value], native: bool = True,
+               name: str = "max") -> ir.Value:
+    """np.max of `values` (scalars or vectors of one type), combined as a balanced tree so no step waits
+    on a chain of the others.
+
+    `native`: the target computes llvm.maximum in one instruction (AArch64's fmax). x86 has none: each
+    llvm.maximum there expands into six (the NaN and signed-zero fix-ups), so floats take a tree of
+    select(a > b, a, b), one vmaxps each, and the result is NaN where an unordered compare of the
+    values in pairs found one (a pool's 3 x 3 window: 8 vmaxps, 5 compares, 4 mask ors, one blend).
+    Of +0 and -0 either may be returned, as np.maximum's own order does.
+    """
+    values = list(values)
+    if not dtype.is_float or native:
+        return _tree(values, lambda x, y: maximum(builder, dtype, x, y, name))
+    largest = _tree(values, lambda x, y: builder.select(builder.fcmp_ordered(">", x, y), x, y, name=name))
+    pairs = [(values[k], values[min(k + 1, len(values) - 1)]) for k in range(0, len(values), 2)]
+    unordered = _tree([builder.fcmp_unordered("uno", x, y) for x, y in pairs],
+                      lambda x, y: builder.or_(x, y, name=f"{name}.nan"))
+    nan = ir.Constant(largest.type, [float("nan")] * largest.type.count if isinstance(largest.type, ir.VectorType)
+                      else float("nan"))
+    return builder.select(unordered, nan, largest, name=name)
+
+
+def sum_of(builder: ir.IRBuilder, dtype: DType, values: Sequence[ir.Value], name: str = "sum") -> ir.Value:
+    """The sum of `values`, added as a balanced tree."""
+    return _tree(list(values), lambda x, y: add(builder, dtype, x, y, name))
+
+
+def _float_suffix(type_: ir.Type) -> str:
+    return f"v{type_.count}f32" if isinstance(type_, ir.VectorType) else "f32"
+
+
+def _tree(values: list[ir.Value], combine) -> ir.Value:
+    while len(values) > 1:
+        values = [combine(values[k], values[k + 1]) if k + 1 < len(values) else values[k]
+                  for k in range(0, len(values), 2)]
+    return values[0]
 
 
 def minimum(builder: ir.IRBuilder, dtype: DType, x: ir.Value, y: ir.Value, name: str = "") -> ir.Value:

@@ -225,6 +225,14 @@ def masked_load(builder: ir.IRBuilder, pointer: ir.Value, mask: ir.Value, passth
                           [pointer, ir.Constant(ir.IntType(32), 4), mask, passthru])
 
 
+def masked_store(builder: ir.IRBuilder, value: ir.Value, pointer: ir.Value, mask: ir.Value) -> None:
+    """llvm.masked.store of a float vector: the lanes of `mask` to memory at `pointer`; nothing else is
+    written."""
+    vector = value.type
+    call_intrinsic(builder, f"llvm.masked.store.v{vector.count}f32.p0", VOID,
+                   [value, pointer, ir.Constant(ir.IntType(32), 4), mask])
+
+
 def copy_bytes(builder: ir.IRBuilder, destination: ir.Value, source: ir.Value, nbytes: int, may_overlap: bool) -> None:
     """memcpy, or memmove when the two buffers may overlap."""
     intrinsic = "llvm.memmove.p0.p0.i64" if may_overlap else "llvm.memcpy.p0.p0.i64"
