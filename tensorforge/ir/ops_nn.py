@@ -146,6 +146,15 @@ def _normalize_softmax(types, attrs):
 
 def _infer_softmax(types, attrs):
     need_float("softmax", types[0])
+    if len(types) == 2:
+        mask = types[1]
+        try:
+            fits = mask.dtype is types[0].dtype and broadcast_shapes(types[0].shape, mask.shape) == types[0].shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise OpError(f"op 'softmax': the additive mask must be {types[0].dtype.name} and broadcast to the scores "
+                          f"{types[0]}, got {mask}")
     if attrs["causal"] and (types[0].rank < 2 or attrs["axis"] != types[0].rank - 1):
         raise OpError(f"op 'softmax': causal=true masks [..., queries, keys] and needs the softmax over the last "
                       f"axis of a rank >= 2 operand, got axis {attrs['axis']} of {types[0]}")
@@ -155,13 +164,16 @@ def _infer_softmax(types, attrs):
     return types[0]
 
 
-@register_op("softmax", infer=_infer_softmax, attrs={"axis": -1, "scale": None, "causal": False},
+@register_op("softmax", infer=_infer_softmax, operands=(1, 2), attrs={"axis": -1, "scale": None, "causal": False},
              normalize=_normalize_softmax)
-def softmax(x, *, axis, scale, causal):
+def softmax(x, mask=None, *, axis, scale, causal):
     """exp(x - max) / sum(exp(x - max)) along `axis`. fuse-softmax's prologue: x * scale first (an f32
-    multiply, as mul by a scalar constant), then with `causal` the causal_mask (-inf after the query)."""
+    multiply, as mul by a scalar constant), then + mask (an additive attention mask that broadcasts
+    to x), then with `causal` the causal_mask (-inf after the query)."""
     if scale is not None:
         x = x * F32(scale)
+    if mask is not None:
+        x = x + mask
     if causal:
         x = np.where(causal_allowed(*x.shape[-2:]), x, F32(-np.inf))
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))

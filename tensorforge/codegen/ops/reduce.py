@@ -27,6 +27,7 @@ from ..llvm.utils import (
     F32,
     add_offsets,
     alloca_once,
+    as_i64,
     element_pointer,
     fill_elements,
     for_range,
@@ -138,9 +139,11 @@ def emit_softmax(kernel: Kernel) -> None:
     softmax takes a block of rows per part.
 
     fuse-softmax's prologue, as the unfused ops did it: x * scale (an f32 multiply) as each score
-    is read; with `causal` (the axis is the last, so a row is one query's keys) key k of query i
-    is -inf after the query's position (k > i + keys - queries). The max is taken over the visible
-    keys only (a select in that loop kept it from vectorizing: 8x slower); the exp loop selects."""
+    is read, then + the additive mask's element (a second operand that broadcasts to x: its offset
+    is computed once per row, then a stride along the axis); with `causal` (the axis is the last,
+    so a row is one query's keys) key k of query i is -inf after the query's position
+    (k > i + keys - queries). The max is taken over the visible keys only (a select in that loop
+    kept it from vectorizing: 8x slower); the exp loop selects."""
     node, builder = kernel.node, kernel.builder
     axis, scale, causal = node.attrs["axis"], node.attrs["scale"], node.attrs["causal"]
     if node.type.size == 0:
@@ -161,18 +164,28 @@ def emit_softmax(kernel: Kernel) -> None:
             queries = node.shape[-2]
             visible = builder.add(builder.urem(o, i64(queries)), i64(length - queries + 1), name="visible")
 
-        def read(at, k=None) -> ir.Value:
+        if len(kernel.inputs) == 2:
+            mask_strides = broadcast_strides(node.inputs[1].shape, node.shape)
+            mask_row = _broadcast_offset(builder, o, node.shape[:axis], mask_strides[:axis])
+            mask_row = builder.add(mask_row, _broadcast_offset(builder, j, node.shape[axis + 1:],
+                                                               mask_strides[axis + 1:]), name="mask_row")
+
+        def read(at, k) -> ir.Value:
             value = load_element(builder, source, at, F32, "x")
             if scale is not None:
                 value = builder.fmul(value, ir.Constant(F32, scale), name="scaled")
-            if causal and k is not None:
+            if len(kernel.inputs) == 2:
+                mask_at = add_offsets(builder, mask_row, k, mask_strides[axis])
+                value = builder.fadd(value, load_element(builder, kernel.inputs[1], mask_at, F32, "mask"),
+                                     name="masked_add")
+            if causal:
                 value = builder.select(builder.icmp_unsigned("<", k, visible), value, ir.Constant(F32, -math.inf),
                                        name="masked")
             return value
 
         builder.store(scalar.lowest(kernel.dtype), running_max)
         with for_range(builder, visible, "max") as k:
-            value = read(add_offsets(builder, row, k, inner))
+            value = read(add_offsets(builder, row, k, inner), k)
             largest = scalar.maximum(builder, kernel.dtype, builder.load(running_max), value, "largest")
             builder.store(largest, running_max)
         largest = builder.load(running_max, name="row_max")
@@ -191,6 +204,17 @@ def emit_softmax(kernel: Kernel) -> None:
             at = add_offsets(builder, row, k, inner)
             e = load_element(builder, output, at, F32, "e")
             store_element(builder, builder.fdiv(e, total, name="probability"), output, at)
+
+
+def _broadcast_offset(builder: ir.IRBuilder, index: ir.Value, shape: tuple[int, ...],
+                      strides: tuple[int, ...]) -> ir.Value:
+    """The element offset, by `strides`, of the flat (C-order) `index` into `shape`."""
+    offset = 0
+    for extent, stride in reversed(list(zip(shape, strides))):
+        if stride:
+            offset = add_offsets(builder, offset, builder.urem(index, i64(extent)), stride)
+        index = builder.udiv(index, i64(extent))
+    return as_i64(offset)
 
 
 register_lowering("softmax", Lowering(emit_softmax, FLOAT, parts=softmax_parts))
