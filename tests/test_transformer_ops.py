@@ -223,3 +223,16 @@ def test_ids_are_checked_on_every_bound_call():
             ids[0, 0] = bad
             with pytest.raises(InputError, match=rf"input 'token' holds the id {bad} at \[0, 0\], outside \[0, 17\)"):
                 step()
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_split_layer_norm_takes_blocks_of_rows(threads):
+    """Its rows split among parts (the last part shorter with 3): each row normalized once, by the
+    reference, on host and armv8."""
+    x = (RNG.standard_normal((2, 7, 40)) * 3 + 1).astype(np.float32)
+    gamma, beta = randn(40), randn(40)
+    graph, inputs = single_op_graph("layer_norm", [x, gamma, beta], {"eps": 1e-5}, (1, 2))
+    expected = ir.interpret(graph, *inputs)
+    for target in ("host", "armv8"):
+        (actual,) = compile_and_run(graph, *inputs, target=target, threads=threads)
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)

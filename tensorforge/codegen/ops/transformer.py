@@ -24,6 +24,7 @@ import math
 
 from llvmlite import ir
 
+from ...ir import Node
 from ..kernel import Kernel
 from ..llvm import scalar
 from ..llvm.float_math import sqrt
@@ -42,6 +43,8 @@ from ..llvm.utils import (
     store_element,
 )
 from ..lowering import ALL, FLOAT, NUMERIC, Lowering, register_lowering
+from ..target import Target
+from ..threads import parallel
 from .reduce import REASSOCIATE
 
 
@@ -79,16 +82,26 @@ def _row_sum(builder: ir.IRBuilder, length: int, term, name: str) -> ir.Value:
     return total
 
 
+def layer_norm_parts(node: Node, target: Target, threads: int) -> int:
+    """Parts of a layer norm for a team of `threads`: blocks of rows, when it reads and writes enough
+    (three passes over each row, a divide an element)."""
+    rows = node.type.size // max(node.shape[-1], 1) if node.type.size else 0
+    return parallel.row_parts(rows, 8 * node.type.size, threads)
+
+
 def emit_layer_norm(kernel: Kernel) -> None:
     """Per row of the last axis: the mean, the biased variance (a second pass over the centered values),
-    then (x - mean) / sqrt(var + eps) * gamma + beta, in the reference's order of operations."""
+    then (x - mean) / sqrt(var + eps) * gamma + beta, in the reference's order of operations. A split
+    layer norm takes a block of rows per part."""
     node, builder = kernel.node, kernel.builder
     if node.type.size == 0:
         return
     length = node.shape[-1]
     x, gamma, beta = kernel.inputs
     count = ir.Constant(F32, float(length))
-    with for_range(builder, node.type.size // length, "row") as r:
+    first, rows = parallel.part_bounds(builder, kernel.part, kernel.parts, node.type.size // length, "rows")
+    with for_range(builder, rows, "row") as index:
+        r = builder.add(first, index, name="row_index")
         row = add_offsets(builder, 0, r, length, "row.at")
         x_row = element_pointer(builder, x, row, F32, "x_row")
         out_row = element_pointer(builder, kernel.output, row, F32, "out_row")
@@ -111,7 +124,7 @@ def emit_layer_norm(kernel: Kernel) -> None:
             store_element(builder, shifted, out_row, j)
 
 
-register_lowering("layer_norm", Lowering(emit_layer_norm, FLOAT))
+register_lowering("layer_norm", Lowering(emit_layer_norm, FLOAT, parts=layer_norm_parts))
 
 
 def emit_causal_mask(kernel: Kernel) -> None:
