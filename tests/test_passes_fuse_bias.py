@@ -59,7 +59,7 @@ def test_the_bias_stays_an_add(case):
 
 
 def _gelu_graph(form: str, scale_op: str = "div", linear_input: bool = True, extra_user: bool = False,
-                factor: float | None = None) -> ir.Graph:
+                factor: float | None = None, formula_user: bool = False) -> ir.Graph:
     graph = ir.Graph()
     x = graph.add_input("x", TensorType((3, 8), DType.f32))
     hidden = graph.call("linear", [x, _constant(graph, (8, 16), 0.5), _constant(graph, (16,))]) if linear_input \
@@ -74,7 +74,8 @@ def _gelu_graph(form: str, scale_op: str = "div", linear_input: bool = True, ext
         result = graph.call("mul", [graph.call("mul", [half, hidden]), one_plus])
     else:  # 0.5 * ((1 + erf) * x)
         result = graph.call("mul", [half, graph.call("mul", [one_plus, hidden])])
-    graph.outputs = [result] + ([graph.call("exp", [hidden])] if extra_user else [])
+    extra = ([graph.call("exp", [hidden])] if extra_user else []) + ([one_plus] if formula_user else [])
+    graph.outputs = [result, *extra]
     return graph
 
 
@@ -88,11 +89,31 @@ def test_a_written_out_gelu_becomes_the_epilogue(form, scale_op):
     tfg.check(graph, x)
 
 
-@pytest.mark.parametrize("change", ["not a linear", "read elsewhere", "wrong scale"])
-def test_a_formula_that_is_not_that_gelu_stays(change):
-    graph = _gelu_graph("torch", linear_input=change != "not a linear", extra_user=change == "read elsewhere",
-                        factor=1.5 if change == "wrong scale" else None)
+def _has_exact_gelu(nodes) -> bool:
+    return any((node.op == "gelu" and node.attrs["approximation"] == "exact")
+               or (node.op == "fused_elementwise" and "'gelu'" in str(node.attrs["program"])) for node in nodes)
+
+
+def _has_erf(nodes) -> bool:
+    return any(node.op == "erf" or (node.op == "fused_elementwise" and "'erf'" in str(node.attrs["program"]))
+               for node in nodes)
+
+
+@pytest.mark.parametrize("change", ["not a linear", "read elsewhere"])
+def test_a_written_out_gelu_of_anything_becomes_a_gelu_op(change):
+    """Not after a linear (a tanh), or after a linear that something else reads: one gelu op, no epilogue."""
+    graph = _gelu_graph("torch", linear_input=change != "not a linear", extra_user=change == "read elsewhere")
     nodes = _optimized(graph)
     assert not any(node.op == "linear" and node.attrs["activation"] for node in nodes)
-    assert any(node.op == "erf" or (node.op == "fused_elementwise" and "erf" in str(node.attrs["program"]))
-               for node in nodes)
+    assert _has_exact_gelu(nodes) and not _has_erf(nodes)
+    x = RNG.standard_normal((3, 8)).astype(np.float32) * 2
+    tfg.check(graph, x)
+
+
+@pytest.mark.parametrize("change", ["wrong scale", "formula read elsewhere"])
+def test_a_formula_that_is_not_that_gelu_stays(change):
+    graph = _gelu_graph("torch", factor=1.5 if change == "wrong scale" else None,
+                        formula_user=change == "formula read elsewhere")
+    nodes = _optimized(graph)
+    assert not any(node.op == "linear" and node.attrs["activation"] for node in nodes)
+    assert _has_erf(nodes) and not _has_exact_gelu(nodes)

@@ -305,3 +305,77 @@ def test_a_transposed_constant_weight_quantizes(dynamic):
     expected = ir.interpret(graph, inputs)
     np.testing.assert_allclose(ir.interpret(quantized, inputs), expected, rtol=0.05, atol=0.05 * np.abs(expected).max())
     assert [node.op for node in graph.nodes].count("transpose") == 2  # the caller's graph is left as it was
+
+
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_a_bias_added_after_a_linear_is_the_int8_layer_s_bias(dynamic):
+    """ONNX's MatMul + Add(bias) imports as a bias-less linear and an add; quantization runs before the
+    pipeline's fuse-bias, so it takes the bias first: the int8 layer adds it in its epilogue, no add is left."""
+    rng = np.random.default_rng(8)
+    graph = ir.Graph()
+    x = graph.add_input("x", ir.TensorType((6, 12), ir.DType.f32))
+    weight = graph.constant(rng.standard_normal((12, 10)).astype(np.float32) / 3, "fc.weight")
+    bias = rng.standard_normal(10).astype(np.float32)
+    graph.outputs = [graph.call("add", [graph.constant(bias, "fc.bias"), graph.call("linear", [x, weight])])]
+    inputs = rng.standard_normal((6, 12)).astype(np.float32)
+    calibration = None if dynamic else rng.standard_normal((32, 12)).astype(np.float32)
+    quantized, report = tf.quantize(graph, calibration, tf.QuantConfig(dynamic=dynamic, sqnr_budget=None))
+    assert report.quantized == ["fc"] and "add" not in ops(quantized)
+    if dynamic:
+        [layer] = [node for node in quantized.nodes if node.op == "dynamic_qlinear"]
+        np.testing.assert_array_equal(layer.inputs[3].value, bias)  # (x, codes, scales, bias)
+    expected = ir.interpret(graph, inputs)
+    np.testing.assert_allclose(ir.interpret(quantized, inputs), expected, rtol=0.05, atol=0.05 * np.abs(expected).max())
+    with tf.compile(quantized, inputs) as compiled:
+        np.testing.assert_allclose(compiled(inputs), expected, rtol=0.05, atol=0.05 * np.abs(expected).max())
+
+
+def test_a_written_out_gelu_after_a_dynamic_int8_layer_is_its_epilogue():
+    """BERT's feed-forward as ONNX has it: MatMul, Add(bias), then x * 0.5 * (1 + erf(x / sqrt 2)). With
+    dynamic int8 the layer takes the bias (quantize) and the gelu (the pipeline) in its epilogue."""
+    rng = np.random.default_rng(9)
+    graph = ir.Graph()
+    x = graph.add_input("x", ir.TensorType((2, 5, 12), ir.DType.f32))
+    weight = graph.constant(rng.standard_normal((12, 20)).astype(np.float32) / 3, "ff.weight")
+    hidden = graph.call("add", [graph.constant(rng.standard_normal(20).astype(np.float32), "ff.bias"),
+                                graph.call("linear", [x, weight])])
+    erf = graph.call("erf", [graph.call("div", [hidden, graph.constant(np.float32(np.sqrt(2.0)))])])
+    one_plus = graph.call("add", [erf, graph.constant(np.float32(1.0))])
+    graph.outputs = [graph.call("mul", [graph.call("mul", [hidden, one_plus]), graph.constant(np.float32(0.5))])]
+    inputs = rng.standard_normal((2, 5, 12)).astype(np.float32)
+    with tf.compile(graph, inputs, quantize=tf.QuantConfig(dynamic=True, sqnr_budget=None)) as compiled:
+        final = compiled.snapshots[-1][1]
+        assert ops(final) == ["dynamic_qlinear"]
+        assert final.outputs[0].attrs["activation"] == "gelu_exact"
+        actual = compiled(inputs)
+        np.testing.assert_allclose(actual, ir.interpret(final, inputs), rtol=1e-5, atol=1e-5)
+    expected = ir.interpret(graph, inputs)
+    assert np.abs(actual - expected).max() < 0.05 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("skip_first", [False, True])
+def test_a_skip_connection_after_a_dynamic_int8_layer_is_its_epilogue(skip_first):
+    """BERT's attention output and feed-forward: the layer's result + the block's input. The residual
+    is added after the bias and before the activation, as in linear; the op checks its operand."""
+    rng = np.random.default_rng(10)
+    graph = ir.Graph()
+    x = graph.add_input("x", ir.TensorType((3, 4, 16), ir.DType.f32))
+    skip = graph.add_input("skip", ir.TensorType((3, 4, 16), ir.DType.f32))
+    weight = graph.constant(rng.standard_normal((16, 16)).astype(np.float32) / 4, "out.weight")
+    layer = graph.call("linear", [x, weight, graph.constant(rng.standard_normal(16).astype(np.float32), "out.bias")])
+    graph.outputs = [graph.call("relu", [graph.call("add", [skip, layer] if skip_first else [layer, skip])])]
+    inputs = [rng.standard_normal((3, 4, 16)).astype(np.float32) for _ in range(2)]
+    with tf.compile(graph, tuple(inputs), quantize=tf.QuantConfig(dynamic=True, sqnr_budget=None)) as compiled:
+        final = compiled.snapshots[-1][1]
+        assert ops(final) == ["dynamic_qlinear"]
+        (layer,) = final.outputs
+        assert layer.attrs["residual"] and layer.attrs["activation"] == "relu" and layer.inputs[4].name == "skip"
+        actual = compiled(*inputs)
+        np.testing.assert_allclose(actual, ir.interpret(final, *inputs), rtol=1e-5, atol=1e-5)
+    with tf.compile(final, tuple(inputs), target="armv8") as cross:
+        np.testing.assert_allclose(cross(*inputs), actual, rtol=1e-5, atol=1e-5)
+    expected = ir.interpret(graph, *inputs)
+    assert np.abs(actual - expected).max() < 0.05 * np.abs(expected).max()
+    operand_types = [node.type for node in layer.inputs[:4]]
+    with pytest.raises(ir.OpError, match="the residual must be f32"):
+        ir.infer_type("dynamic_qlinear", [*operand_types, ir.TensorType((3, 16), ir.DType.f32)], {"residual": True})

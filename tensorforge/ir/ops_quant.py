@@ -221,7 +221,10 @@ def dynamic_parameters(x: np.ndarray) -> tuple[np.float32, np.int32]:
 
 
 def _infer_dynamic_qlinear(types, attrs):
-    x, w, w_scale, bias = types
+    if len(types) != 4 + bool(attrs["residual"]):
+        raise OpError(f"op 'dynamic_qlinear' takes x, weight, weight scale, bias"
+                      f"{' and the residual' if attrs['residual'] else ''}, got {len(types)} operands")
+    x, w, w_scale, bias = types[:4]
     if x.dtype is not DType.f32 or w.dtype is not DType.i8:
         raise OpError(f"op 'dynamic_qlinear' needs an f32 x and an i8 weight, got {x} and {w}")
     if w.rank != 2 or x.rank < 1 or x.shape[-1] != w.shape[0]:
@@ -230,7 +233,10 @@ def _infer_dynamic_qlinear(types, attrs):
     for name, value in (("weight scale", w_scale), ("bias", bias)):
         if value.dtype is not DType.f32 or value.shape != (out,):
             raise OpError(f"op 'dynamic_qlinear': the {name} must be f32[{out}], got {value}")
-    return TensorType(x.shape[:-1] + (out,), DType.f32)
+    result = TensorType(x.shape[:-1] + (out,), DType.f32)
+    if attrs["residual"] and types[4] != result:
+        raise OpError(f"op 'dynamic_qlinear': the residual must be {result}, got {types[4]}")
+    return result
 
 
 def _normalize_dynamic(types, attrs):
@@ -238,18 +244,19 @@ def _normalize_dynamic(types, attrs):
     if attrs["activation"] not in LINEAR_ACTIVATIONS:
         raise OpError(f"op 'dynamic_qlinear': activation must be one of {LINEAR_ACTIVATIONS}, "
                       f"got {attrs['activation']!r}")
-    return dict(attrs)
+    return {"activation": attrs["activation"], "residual": bool(attrs.get("residual", False))}
 
 
-@register_op("dynamic_qlinear", infer=_infer_dynamic_qlinear, operands=4, traits={"contraction"},
-             attrs={"activation": None}, normalize=_normalize_dynamic)
-def dynamic_qlinear(x, weight, weight_scale, bias, *, activation):
-    """x quantized with parameters from x itself, the int8 product, back to f32 (module docstring)."""
+@register_op("dynamic_qlinear", infer=_infer_dynamic_qlinear, operands=(4, 5), traits={"contraction"},
+             attrs={"activation": None, "residual": False}, normalize=_normalize_dynamic)
+def dynamic_qlinear(x, weight, weight_scale, bias, *skip, activation, residual):
+    """x quantized with parameters from x itself, the int8 product, back to f32, + bias (+ the residual,
+    fuse-residual's skip connection: the last operand), then the activation (module docstring)."""
     scale, zero = dynamic_parameters(x)
     codes = quantize(x, scale, zero, dtype=DType.i8)
     accumulator = integer_matmul(codes.astype(np.int64) - int(zero), weight).astype(np.int32)
-
-    return activate(accumulator.astype(F32) * (scale * weight_scale) + bias, activation)
+    y = accumulator.astype(F32) * (scale * weight_scale) + bias
+    return activate(y + skip[0] if residual else y, activation)
 
 
 def _infer_qconv2d(types, attrs):

@@ -1,6 +1,7 @@
 """fuse-activation: a relu right after a linear, conv2d or an f32 int8 layer becomes the contraction's
-epilogue; so does a gelu right after an f32 linear (activation "gelu_" + its approximation), and
-relu6 (clip{min=0.0, max=6.0}, PyTorch's ReLU6 from ONNX) right after an f32 linear or conv2d.
+epilogue; so does a gelu right after an f32 linear or dynamic_qlinear (activation "gelu_" + its
+approximation), and relu6 (clip{min=0.0, max=6.0}, PyTorch's ReLU6 from ONNX) right after an f32
+linear or conv2d.
 
     %1 = linear(%x, %w, %b) : f32[4,32]                 %2 = linear(%x, %w, %b) {activation="relu"} : f32[4,32]
     %2 = relu(%1) : f32[4,32]                     ->
@@ -12,10 +13,12 @@ written once instead of written, read back and written again. Fires only when th
 no other user (else its un-activated value is still needed), is f32, and has no activation yet.
 
 The exact gelu as exporters write it out, x * 0.5 * (1 + erf(x / sqrt(2))) (the product in any
-order and grouping, the division or a multiplication by 1 / sqrt(2)), fuses the same way when x is
-such a linear and the formula's nodes are all that read it (`_written_out_gelu`): ONNX files
-exported from PyTorch carry it in every BERT layer. The epilogue's erf rounds differently from the
-interpreter's, within the f32 tolerances.
+order and grouping, the division or a multiplication by 1 / sqrt(2)), becomes one gelu op of any
+f32 x when the formula's nodes are read only by the formula (`_written_out_gelu`); a linear x then
+fuses it as above. ONNX files exported from PyTorch carry it in every BERT layer, after the int8
+layers too (a bias add is between them). The gelu op computes erfc once, where the formula took an
+erf (two branches) and a division; it rounds differently from the interpreter, within the f32
+tolerances.
 """
 
 from __future__ import annotations
@@ -82,34 +85,33 @@ def _erf_of_scaled(one_plus: ir.Node) -> tuple[ir.Node, list[ir.Node]] | None:
 
 
 def _written_out_gelu(m: Captures) -> tuple[ir.Node, list[ir.Node]] | None:
-    """The linear with activation "gelu_exact" when the matched mul is x * 0.5 * (1 + erf(x / sqrt(2)))
-    of a linear x that nothing else reads; the formula's nodes are absorbed."""
+    """gelu(x){approximation="exact"} when the matched mul is x * 0.5 * (1 + erf(x / sqrt(2))) of an f32
+    x; the formula's nodes are absorbed. A linear x then takes it as its epilogue (the gelu rule)."""
     product, muls = m["op"], []
     factors = _factors(product, product, muls)
-    if len(factors) != 3:
+    if len(factors) != 3 or product.dtype is not ir.DType.f32:
         return None
     for x in factors:
         rest = [node for node in factors if node is not x]
-        if len(rest) != 2 or x.op != "linear" or x.dtype is not ir.DType.f32 or x.attrs["activation"] is not None:
+        if len(rest) != 2 or x.dtype is not ir.DType.f32:
             continue
         half, one_plus = rest if _scalar(rest[0], 0.5) else rest[::-1]
         formula = _erf_of_scaled(one_plus) if _scalar(half, 0.5) else None
-        if (formula is not None and formula[0] is x and len(x.users) == 2 and x not in x.graph.outputs
-                and product.type == x.type):
-            return rebuilt(x, activation="gelu_exact"), [*muls, *formula[1], x]
+        if formula is not None and formula[0] is x and product.type == x.type:
+            return product.graph.call("gelu", [x], {"approximation": "exact"}), [*muls, *formula[1]]
     return None
 
 
 RULES = [
     # relu(linear(x, w, b)) -> linear(x, w, b){activation="relu"}  (or conv2d, qlinear, ...)
     (Pattern("relu", [_contraction(CONTRACTIONS)]), lambda m: rebuilt(m["c"], activation="relu")),
-    # gelu(linear(x, w, b)){approximation=a} -> linear(x, w, b){activation="gelu_a"}
-    (Pattern("gelu", [_contraction("linear")], name="gelu"),
+    # gelu(linear(x, w, b)){approximation=a} -> linear(x, w, b){activation="gelu_a"}  (or dynamic_qlinear)
+    (Pattern("gelu", [_contraction(("linear", "dynamic_qlinear"))], name="gelu"),
      lambda m: rebuilt(m["c"], activation=f"gelu_{m['gelu'].attrs['approximation']}")),
     # clip(conv2d(x, w, b)){min=0.0, max=6.0} -> conv2d(x, w, b){activation="relu6"}  (or linear)
     (Pattern("clip", [_contraction(("linear", "conv2d"))], where=_relu6),
      lambda m: rebuilt(m["c"], activation="relu6")),
-    # linear(x, w, b) * 0.5 * (1 + erf(linear(x, w, b) / sqrt(2))) -> linear(x, w, b){activation="gelu_exact"}
+    # x * 0.5 * (1 + erf(x / sqrt(2))) -> gelu(x){approximation="exact"}  (then the rule above, for a linear x)
     (Pattern("mul", name="op"), _written_out_gelu),
 ]
 

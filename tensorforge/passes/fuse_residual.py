@@ -1,4 +1,5 @@
-"""fuse-residual: a skip connection added to a linear's or conv2d's result goes into its epilogue.
+"""fuse-residual: a skip connection added to a linear's, conv2d's or dynamic_qlinear's result goes into its
+epilogue.
 
     %c = conv2d(%x, %w, %b) : f32[N,C,H,W]        %c = conv2d(%x, %w, %b, %x) {residual=true} : f32[N,C,H,W]
     %y = add(%c, %x) : f32[N,C,H,W]          ->
@@ -6,9 +7,10 @@
 
 The GEMM adds the residual's tile while its result tile is in registers (codegen/gemm/micro_kernel.py),
 so the sum is written once instead of the contraction's result being written, read back with the
-residual and written again. Fires when the contraction is f32, has no activation or residual yet,
-no other user, is not a graph output, and the other addend has exactly the result's shape (a
-broadcast addend, such as a bias, is left to the elementwise passes).
+residual and written again (dynamic_qlinear adds it where it adds the bias). Fires when the
+contraction is f32, has no activation or residual yet, no other user, is not a graph output, and
+the other addend has exactly the result's shape (a broadcast addend, such as a bias, is left to
+the elementwise passes).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def _with_residual(m: Captures) -> ir.Node | None:
     return rebuilt(contraction, [*contraction.inputs, other], residual=True)
 
 
-CONTRACTION = Pattern(("linear", "conv2d"), name="c", where=_open_f32, single_use=True)
+CONTRACTION = Pattern(("linear", "conv2d", "dynamic_qlinear"), name="c", where=_open_f32, single_use=True)
 OTHER = Pattern(name="other")
 
 RULES = [

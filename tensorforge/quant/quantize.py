@@ -39,6 +39,7 @@ import numpy as np
 
 from ..ir import DType, Graph, run_graph
 from ..ir.arrays import derived
+from ..passes.fuse_bias import fuse_bias
 from ..passes.rewrite import derived_name, replace_node, suffixed_name
 from .calibration import QuantParams, activation_params, tinytorch_params, weight_params
 from .config import QuantConfig
@@ -131,7 +132,9 @@ def quantize(graph: Graph, calibration=None, config: QuantConfig | str = "int8",
     given, only measures their SQNR for the guard). `decided`: a dynamic report whose decisions to
     follow, by layer name, instead of measuring (a generator's decode graph follows its prefill's)."""
     config = QuantConfig.of(config)
-    graph = fold_transposed_weights(graph)
+    # the layers as the pipeline would see them: constant weights, and a bias added after a bias-less
+    # linear (ONNX's MatMul + Add) taken as the layer's bias, so the int8 layer adds it in its epilogue
+    graph = fuse_bias(fold_transposed_weights(graph))
     if decided is not None:
         if not config.dynamic:
             raise ValueError("quantize(decided=...) follows a dynamic report's decisions: pass a dynamic config")

@@ -151,15 +151,15 @@ def _range_with_zero(builder: ir.IRBuilder, x: ir.Value, count: int, width: int)
 
 def emit_dynamic_qlinear(kernel: Kernel) -> None:
     """dynamic_qlinear: x's range, scale and zero point (ops_quant.dynamic_parameters), x's codes, then
-    the int8 GEMM with multipliers sx * sw and no bias, then + bias and the activation (relu, a gelu)
-    over the f32 result."""
+    the int8 GEMM with multipliers sx * sw and no bias, then + bias, + the residual (fuse-residual)
+    and the activation (relu, a gelu) over the f32 result."""
     node, builder = kernel.node, kernel.builder
     rows, depth, columns = _operands(node)
     if node.type.size == 0:
         return
     _require_packed_weight(kernel)
     tiling = qgemm_tiling(kernel.target)
-    x, weight, weight_scale, bias = kernel.inputs
+    x, weight, weight_scale, bias, *skip = kernel.inputs
     block = qlinear_scratch_bytes(node, kernel.target)
     codes = element_pointer(builder, kernel.scratch, block, I8, "codes")
     multipliers = element_pointer(builder, kernel.scratch, block + round64(rows * depth), I8, "multipliers")
@@ -199,6 +199,8 @@ def emit_dynamic_qlinear(kernel: Kernel) -> None:
             with for_range(builder, column_count, "bias.column", unroll=False) as j:  # else rows gathered
                 n = builder.add(first_column, j)
                 value = builder.fadd(load_element(builder, line, j, F32), load_element(builder, bias, n, F32))
+                if skip:  # fuse-residual's skip connection, laid out as the output
+                    value = builder.fadd(value, load_element(builder, skip[0], builder.add(start, j), F32))
                 value = float_math.activation(builder, activation, value)  # as the linear's epilogue
                 store_element(builder, value, line, j)
 
