@@ -89,17 +89,19 @@ def test_a_copy_made_from_the_same_array_is_not_made_again():
     np.testing.assert_array_equal(stored, other.T)
 
 
-def test_a_generators_graphs_share_fused_weights_and_pack_each_weight_once(monkeypatch):
+@pytest.mark.parametrize("prompt_len", [8, 40])
+def test_a_generators_graphs_share_fused_weights_and_pack_each_weight_once(monkeypatch, prompt_len):
     """The prefill's and decode's fused q, k, v weights are one array (fuse-sibling-linears in a
     sharing_derived_arrays block), and each weight is packed for the first graph only: the decode
-    graph finds the copies in the pool."""
+    graph finds the copies in the pool. A prompt longer than SIBLING_ROWS fuses too (a generator lifts
+    the row limit): else the first graph would keep q, k, v apart and both copies be stored."""
     from tensorforge.codegen.ops import matmul
 
     packed = []
     monkeypatch.setattr(matmul, "pack_b_panels", lambda array, columns: packed.append(array.shape) or
                         pack_b_panels(array, columns))
     gpt = nn.GPT(300, 64, 2, 4, 64, rng=np.random.default_rng(0))
-    with tfg.compile_generator(gpt, 64, prompt_len=8, cache=False) as gen:
+    with tfg.compile_generator(gpt, 64, prompt_len=prompt_len, cache=False) as gen:
         graphs = [gen.first_model.artifact.graph, gen.decode_model.artifact.graph]
         fused = [{node.name: node.value for node in graph.nodes if node.op == "constant" and "siblings" in node.name
                   and node.value.ndim == 2} for graph in graphs]

@@ -113,18 +113,23 @@ def compile_generator(model, max_len: int, prompt_len: int | None = None, target
         pool = _weights_pool(graphs)
         # the generator is the cache entry: its models are not entries of their own (but a full
         # prefill compiled later, by logits(), is)
+        # the graphs share their weights: q, k and v fuse in all of them (fuse-sibling-linears would
+        # leave a long prefill's apart), else both the separate and the fused weights are kept
+        config = {"sibling_rows": None}
         first = None if first_graph is None else compile(first_graph, target=target, opt_level=opt_level,
-                                                         threads=threads, cache=False, weights_pool=pool)
+                                                         threads=threads, cache=False, weights_pool=pool,
+                                                         config=config)
 
         def prefill() -> CompiledModel:
             if first is None:
                 return compile(graphs.prefill, target=target, opt_level=opt_level, threads=threads, cache=False,
-                               weights_pool=pool)
-            return compile(graphs.prefill, target=target, opt_level=opt_level, threads=threads, cache=cache)
+                               weights_pool=pool, config=config)
+            return compile(graphs.prefill, target=target, opt_level=opt_level, threads=threads, cache=cache,
+                           config=config)
 
         progress.update()
         decode = compile(graphs.decode, target=target, opt_level=opt_level, threads=threads, cache=False,
-                         weights_pool=pool)
+                         weights_pool=pool, config=config)
         progress.update()
     decode.quantization = report
     generator = Generator(graphs, prefill if first is not None else prefill(), decode, first)

@@ -6,19 +6,20 @@
 
 with %wqkv the weights side by side ([in, 256 + 256 + 256], a new constant) and the biases after one
 another (zeros for a layer without one). An attention block's q, k and v projections are the usual
-case: one GEMM instead of three streams the weights once (one team of threads woken, not three) and
-gives the row-split GEMM of a prefill three times the columns. The slices copy only the results.
+case: in a decode step one GEMM instead of three streams the weights once (one team of threads
+woken, not three). The slices copy the results, which outweighs that from a few dozen rows on.
 Graphs compiled together (a generator's) share the new constant (ir/arrays.py: derived).
 
-Fires for two or more f32 `linear`s of one input whose weights (and biases, if any) are constants,
-with the same activation and no residual. Runs after fuse-residual and fuse-activation (those fuse
-into each layer's epilogue first: a fused relu is kept, as all siblings must share it) and after
-sparsify (a sparse layer is a sparse_linear by then, and keeps its own kernel).
+Fires for two or more f32 `linear`s of one input of at most SIBLING_ROWS rows whose weights (and
+biases, if any) are constants, with the same activation and no residual. Runs after fuse-residual
+and fuse-activation (those fuse into each layer's epilogue first: a fused relu is kept, as all
+siblings must share it) and after sparsify (a sparse layer is a sparse_linear by then, and keeps its own kernel).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -27,19 +28,26 @@ from ..ir.arrays import derived
 from .registry import register_pass
 from .rewrite import carry_layer, derive, derived_name, erase_if_unused
 
+# Siblings fuse when their input has at most this many rows (every leading axis of x): a decode step's
+# one row, a small batch. With more rows the slices' copies of the result cost more than one GEMM
+# saves (3 linears of 768 -> 768 read by attention: fused 0.91x the separate time at 8 rows, 1.00x at
+# 32 and 64, 1.03x at 128; BERT-base from ONNX at sequence 128 ran 1.04x slower fused at batch 1).
+SIBLING_ROWS = 16
 
-def _fusable(node: ir.Node) -> bool:
+
+def _fusable(node: ir.Node, rows: int | None) -> bool:
     operands = node.inputs
     return (node.op == "linear" and node.dtype is ir.DType.f32 and not node.attrs["residual"]
             and operands[1].op == "constant" and operands[1].type.rank == 2
-            and all(bias.op == "constant" for bias in operands[2:]))
+            and all(bias.op == "constant" for bias in operands[2:])
+            and (rows is None or math.prod(operands[0].shape[:-1]) <= rows))
 
 
-def _groups(graph: ir.Graph) -> list[list[ir.Node]]:
+def _groups(graph: ir.Graph, rows: int | None) -> list[list[ir.Node]]:
     """Fusable linears, grouped by input and activation, in graph order; groups of two or more."""
     groups: dict[tuple[ir.Node, object], list[ir.Node]] = {}
     for node in graph.nodes:
-        if _fusable(node):
+        if _fusable(node, rows):
             groups.setdefault((node.inputs[0], node.attrs["activation"]), []).append(node)
     return [group for group in groups.values() if len(group) > 1]
 
@@ -51,7 +59,10 @@ def _groups(graph: ir.Graph) -> list[list[ir.Node]]:
                                          "(a fused relu is kept, as all siblings must share it)",
                       "sparsify": "a sparse layer is a sparse_linear by then, and keeps its own kernel"})
 def fuse_sibling_linears(graph: ir.Graph, ctx=None) -> ir.Graph:
-    for group in _groups(graph):
+    """`ctx.config["sibling_rows"]`: the row limit (default SIBLING_ROWS; None: none, for graphs that
+    share their weights and must fuse alike, a generator's)."""
+    rows = (ctx.config if ctx is not None else {}).get("sibling_rows", SIBLING_ROWS)
+    for group in _groups(graph, rows):
         first = group[0]
         weights = [node.inputs[1].value for node in group]
         widths = [weight.shape[1] for weight in weights]
