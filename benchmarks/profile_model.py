@@ -5,14 +5,16 @@
     python benchmarks/profile_model.py gpt2 --phase decode [--int8]      (or tiny; --phase prefill)
     python benchmarks/profile_model.py resnet50 [--by-op] [--int8] [--disable select-winograd]  (or mobilenetv2,
                                                   squeezenet)
+    python benchmarks/profile_model.py bert [--batch 8] [--by-op] [--int8] [--onnxruntime]  (or minilm)
 
 mlp and cnn are bench_models.py's models (random input of the batch); tiny and gpt2 are
 bench_gpt.py's random-weight GPTs compiled by tf.compile_generator with prompt_len 32: the
 first-token prefill of a 32-token prompt (generation's: the output layer at the last position only),
 or one decode step at position 32 after it. resnet50, mobilenetv2 and squeezenet are bench_onnx.py's
 CNNs (onnx_zoo.py: random weights, 224x224), exported to ONNX in a temporary folder and imported;
-`--by-op` adds a line per op (kernels, time, share, GFLOP/s). `--onnxruntime` (the CNNs) also
-prints ONNX Runtime's own per-node profile of the same file (`enable_profiling`, its best settings:
+bert and minilm are its encoders at sequence 128 (random ids, --batch sequences; --int8: dynamic int8).
+`--by-op` adds a line per op (kernels, time, share, GFLOP/s). `--onnxruntime` (the CNNs and the fp32
+encoders) also prints ONNX Runtime's own per-node profile of the same file (`enable_profiling`, its best settings:
 every graph optimization, --threads intra-op threads), the median of 30 runs per node, so layer
 times can be set side by side. `--threads` as in the other benchmarks (default 2). The table is the
 median of cm.profile's runs per kernel; the last line
@@ -32,10 +34,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_gpt import PROMPT, build_model, prompt_ids  # noqa: E402
-from onnx_zoo import CNNS, export_cnn, images  # noqa: E402
+from onnx_zoo import CNNS, ENCODERS, encoder_inputs, export_cnn, export_encoder, images  # noqa: E402
 
 import tensorforge as tf  # noqa: E402
 from tensorforge import models  # noqa: E402
+
+SEQUENCE = 128  # bench_onnx.py's encoders' sequence
 
 
 def print_by_op(profile) -> None:
@@ -52,13 +56,14 @@ def print_by_op(profile) -> None:
               f"{flops / seconds / 1e9 if seconds else 0:7.1f} GFLOP/s")
 
 
-def print_onnxruntime_profile(path: str, x: np.ndarray, threads: int, folder: Path, runs: int = 30) -> None:
-    """ONNX Runtime's per-node kernel times of the model at `path` on `x` (the median of `runs` runs after
-    5 warm-ups), slowest first, with each node's op and input shapes; its JSON is written in `folder`."""
+def print_onnxruntime_profile(path: str, x: np.ndarray | dict, threads: int, folder: Path, runs: int = 30) -> None:
+    """ONNX Runtime's per-node kernel times of the model at `path` on `x` (an array for its one input, or
+    arrays by input name; the median of `runs` runs after 5 warm-ups), slowest first, with each node's
+    op and input shapes; its JSON is written in `folder`."""
     from tensorforge.cli.bench import onnxruntime_session
 
     session = onnxruntime_session(path, threads, profile_prefix=str(folder / "onnxruntime"))
-    feed = {session.get_inputs()[0].name: x}
+    feed = x if isinstance(x, dict) else {session.get_inputs()[0].name: x}
     for _ in range(5 + runs):
         session.run(None, feed)
     events = json.loads(Path(session.end_profiling()).read_text())
@@ -78,18 +83,32 @@ def print_onnxruntime_profile(path: str, x: np.ndarray, threads: int, folder: Pa
         print(f"{name[:44]:<44} {op:<16} {microseconds:9.1f} us  {shown}")
 
 
+def profile_onnx(args, path: Path, inputs: np.ndarray | dict, options: dict) -> None:
+    """Our profile of the ONNX file at `path` on `inputs` (compiled with `options`), then per op and ONNX
+    Runtime's, as `args` asks; ONNX Runtime writes its JSON beside the file."""
+    with tf.compile(str(path), inputs, threads=args.threads, disabled=tuple(args.disable), **options) as compiled:
+        profile = compiled.profile(inputs)
+    print(profile)
+    if args.by_op:
+        print_by_op(profile)
+    if args.onnxruntime:
+        print_onnxruntime_profile(str(path), inputs, args.threads, path.parent)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=("mlp", "cnn", "tiny", "gpt2", *CNNS))
-    parser.add_argument("--batch", type=int, default=1, help="mlp and cnn")
+    parser.add_argument("model", choices=("mlp", "cnn", "tiny", "gpt2", *CNNS, *ENCODERS))
+    parser.add_argument("--batch", type=int, default=1, help="mlp, cnn, the CNNs and the encoders")
     parser.add_argument("--phase", choices=("prefill", "decode"), default="decode", help="tiny and gpt2")
     parser.add_argument("--int8", action="store_true",
-                        help="tiny and gpt2: quantize='int8'; the CNNs: static int8 calibrated on 8 random images")
+                        help="tiny and gpt2: quantize='int8'; the CNNs: static int8 calibrated on 8 random images; "
+                             "the encoders: dynamic int8")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--disable", nargs="*", default=(), metavar="PASS", help="passes to leave out (the CNNs)")
-    parser.add_argument("--by-op", action="store_true", help="also the time per op (the CNNs)")
+    parser.add_argument("--disable", nargs="*", default=(), metavar="PASS",
+                        help="passes to leave out (the CNNs and encoders)")
+    parser.add_argument("--by-op", action="store_true", help="also the time per op (the CNNs and encoders)")
     parser.add_argument("--onnxruntime", action="store_true",
-                        help="the CNNs: also ONNX Runtime's per-node profile of the same ONNX file")
+                        help="the CNNs and the fp32 encoders: also ONNX Runtime's per-node profile of the same file")
     args = parser.parse_args()
     print("$ python " + " ".join(sys.argv))
     rng = np.random.default_rng(0)
@@ -103,15 +122,16 @@ def main() -> None:
     if args.model in CNNS:
         with tempfile.TemporaryDirectory() as folder:
             path = export_cnn(args.model, 224, Path(folder))
-            x = images(args.batch, 224, 0)
             int8 = {"quantize": "int8", "calibration": (images(8, 224, 3),)} if args.int8 else {}
-            with tf.compile(str(path), x, threads=args.threads, disabled=tuple(args.disable), **int8) as compiled:
-                profile = compiled.profile(x)
-            print(profile)
-            if args.by_op:
-                print_by_op(profile)
-            if args.onnxruntime:
-                print_onnxruntime_profile(str(path), x, args.threads, Path(folder))
+            profile_onnx(args, path, images(args.batch, 224, 0), int8)
+        return
+    if args.model in ENCODERS:
+        if args.int8 and args.onnxruntime:
+            parser.error("--onnxruntime profiles the fp32 encoders only (bench_onnx.py times ONNX Runtime's int8)")
+        with tempfile.TemporaryDirectory() as folder:
+            path, vocab, _ = export_encoder(args.model, SEQUENCE, Path(folder))
+            int8 = {"quantize": tf.QuantConfig(dynamic=True)} if args.int8 else {}
+            profile_onnx(args, path, encoder_inputs(args.batch, SEQUENCE, vocab, 0), int8)
         return
     model = build_model(args.model)
     with tf.compile_generator(model, model.max_seq_len, prompt_len=PROMPT, threads=args.threads,
