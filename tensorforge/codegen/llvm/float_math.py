@@ -61,7 +61,7 @@ def _shaped(x: ir.Value, element: ir.Type) -> ir.Type:
     return ir.VectorType(element, x.type.count) if isinstance(x.type, ir.VectorType) else element
 
 
-def _intrinsic(builder: ir.IRBuilder, base: str, arguments: list[ir.Value], name: str) -> ir.Value:
+def float_intrinsic(builder: ir.IRBuilder, base: str, arguments: list[ir.Value], name: str) -> ir.Value:
     """llvm.<base>.f32, or .v<N>f32 on vectors, of the f32 values `arguments`."""
     x = arguments[0]
     suffix = f"v{x.type.count}f32" if isinstance(x.type, ir.VectorType) else "f32"
@@ -69,7 +69,7 @@ def _intrinsic(builder: ir.IRBuilder, base: str, arguments: list[ir.Value], name
 
 
 def fabs(builder: ir.IRBuilder, x: ir.Value, name: str = "") -> ir.Value:
-    return _intrinsic(builder, "fabs", [x], name)
+    return float_intrinsic(builder, "fabs", [x], name)
 
 
 def polynomial(builder: ir.IRBuilder, t: ir.Value, coefficients: tuple[float, ...], name: str) -> ir.Value:
@@ -78,7 +78,7 @@ def polynomial(builder: ir.IRBuilder, t: ir.Value, coefficients: tuple[float, ..
     an add; a fused step rounds once, so it is no less accurate."""
     result = like(t, coefficients[-1])
     for coefficient in reversed(coefficients[:-1]):
-        result = _intrinsic(builder, "fmuladd", [result, t, like(t, coefficient)], name)
+        result = float_intrinsic(builder, "fmuladd", [result, t, like(t, coefficient)], name)
     return result
 
 
@@ -111,11 +111,11 @@ def exp(builder: ir.IRBuilder, x: ir.Value, name: str = "exp") -> ir.Value:
 
 
 def log(builder: ir.IRBuilder, x: ir.Value, name: str = "") -> ir.Value:
-    return _intrinsic(builder, "log", [x], name)
+    return float_intrinsic(builder, "log", [x], name)
 
 
 def sqrt(builder: ir.IRBuilder, x: ir.Value, name: str = "") -> ir.Value:
-    return _intrinsic(builder, "sqrt", [x], name)
+    return float_intrinsic(builder, "sqrt", [x], name)
 
 
 def tanh(builder: ir.IRBuilder, x: ir.Value, name: str = "tanh") -> ir.Value:
@@ -123,7 +123,7 @@ def tanh(builder: ir.IRBuilder, x: ir.Value, name: str = "tanh") -> ir.Value:
     magnitude = fabs(builder, x, f"{name}.abs")
     e = exp(builder, builder.fmul(magnitude, like(x, -2.0)), f"{name}.e")
     ratio = builder.fdiv(builder.fsub(like(x, 1.0), e), builder.fadd(like(x, 1.0), e), name=f"{name}.ratio")
-    signed = _intrinsic(builder, "copysign", [ratio, x], f"{name}.large")
+    signed = float_intrinsic(builder, "copysign", [ratio, x], f"{name}.large")
     square = builder.fmul(x, x, name=f"{name}.x2")
     series = polynomial(builder, square, TANH_SERIES, f"{name}.series")
     small = builder.fadd(x, builder.fmul(builder.fmul(x, square), series), name=f"{name}.small")
@@ -190,7 +190,7 @@ def erf(builder: ir.IRBuilder, x: ir.Value, name: str = "erf") -> ir.Value:
     square = builder.fmul(x, x, name=f"{name}.x2")
     series = builder.fmul(x, polynomial(builder, square, ERF_SERIES, f"{name}.series"), name=f"{name}.near")
     far = builder.fsub(like(x, 1.0), erfc_of_magnitude(builder, x, f"{name}.erfc"), name=f"{name}.far_abs")
-    signed = _intrinsic(builder, "copysign", [far, x], f"{name}.far")
+    signed = float_intrinsic(builder, "copysign", [far, x], f"{name}.far")
     near = builder.fcmp_ordered("<", fabs(builder, x, f"{name}.abs"), like(x, ERF_SERIES_BOUND), name=f"{name}.is_near")
     return builder.select(near, series, signed, name=name)
 
@@ -201,11 +201,12 @@ def power(builder: ir.IRBuilder, x: ir.Value, y: ir.Value, name: str = "pow") ->
     1 (NaN included), (-1) ** +-inf is 1."""
     magnitude = exp(builder, builder.fmul(y, log(builder, fabs(builder, x, f"{name}.abs")), name=f"{name}.ylog"),
                     f"{name}.exp")
-    whole = builder.fcmp_ordered("==", _intrinsic(builder, "rint", [y], f"{name}.y_rounded"), y, name=f"{name}.whole")
+    whole = builder.fcmp_ordered("==", float_intrinsic(builder, "rint", [y], f"{name}.y_rounded"), y,
+                                 name=f"{name}.whole")
     half = builder.fmul(y, like(y, 0.5), name=f"{name}.y_half")
-    odd = builder.and_(whole, builder.fcmp_ordered("!=", _intrinsic(builder, "rint", [half], f"{name}.h"), half),
+    odd = builder.and_(whole, builder.fcmp_ordered("!=", float_intrinsic(builder, "rint", [half], f"{name}.h"), half),
                        name=f"{name}.odd")
-    sign = _intrinsic(builder, "copysign", [like(x, 1.0), x], f"{name}.sign")
+    sign = float_intrinsic(builder, "copysign", [like(x, 1.0), x], f"{name}.sign")
     negative = builder.fcmp_ordered("<", sign, like(x, 0.0), name=f"{name}.negative")
     result = builder.select(builder.and_(negative, odd), builder.fneg(magnitude), magnitude, name=f"{name}.signed")
     finite_negative = builder.fcmp_ordered("<", x, like(x, 0.0), name=f"{name}.below_zero")

@@ -16,6 +16,7 @@ import numpy as np
 from llvmlite import ir
 
 from ...ir import DType
+from .float_math import float_intrinsic, like
 from .utils import I8, call_intrinsic, llvm_type
 
 SIGNED = frozenset({DType.i8, DType.i32, DType.i64})
@@ -73,11 +74,9 @@ def maximum(builder: ir.IRBuilder, dtype: DType, x: ir.Value, y: ir.Value, name:
     """np.maximum: a NaN operand gives NaN; integers compare signed or unsigned by dtype. f32 scalars
     or vectors."""
     if dtype.is_float:
-        intrinsic = f"llvm.maximum.{_float_suffix(x.type)}"
-    else:
-        kind = "smax" if is_signed(dtype) else "umax"
-        intrinsic = f"llvm.{kind}.i{x.type.width}"
-    return call_intrinsic(builder, intrinsic, x.type, [x, y], name)
+        return float_intrinsic(builder, "maximum", [x, y], name)
+    kind = "smax" if is_signed(dtype) else "umax"
+    return call_intrinsic(builder, f"llvm.{kind}.i{x.type.width}", x.type, [x, y], name)
 
 
 def maximum_of(builder: ir.IRBuilder, dtype: DType, values: Sequence[ir.Value], native: bool = True,
@@ -98,18 +97,12 @@ def maximum_of(builder: ir.IRBuilder, dtype: DType, values: Sequence[ir.Value], 
     pairs = [(values[k], values[min(k + 1, len(values) - 1)]) for k in range(0, len(values), 2)]
     unordered = _tree([builder.fcmp_unordered("uno", x, y) for x, y in pairs],
                       lambda x, y: builder.or_(x, y, name=f"{name}.nan"))
-    nan = ir.Constant(largest.type, [float("nan")] * largest.type.count if isinstance(largest.type, ir.VectorType)
-                      else float("nan"))
-    return builder.select(unordered, nan, largest, name=name)
+    return builder.select(unordered, like(largest, float("nan")), largest, name=name)
 
 
 def sum_of(builder: ir.IRBuilder, dtype: DType, values: Sequence[ir.Value], name: str = "sum") -> ir.Value:
     """The sum of `values`, added as a balanced tree."""
     return _tree(list(values), lambda x, y: add(builder, dtype, x, y, name))
-
-
-def _float_suffix(type_: ir.Type) -> str:
-    return f"v{type_.count}f32" if isinstance(type_, ir.VectorType) else "f32"
 
 
 def _tree(values: list[ir.Value], combine) -> ir.Value:
@@ -120,13 +113,12 @@ def _tree(values: list[ir.Value], combine) -> ir.Value:
 
 
 def minimum(builder: ir.IRBuilder, dtype: DType, x: ir.Value, y: ir.Value, name: str = "") -> ir.Value:
-    """np.minimum: a NaN operand gives NaN; integers compare signed or unsigned by dtype."""
+    """np.minimum: a NaN operand gives NaN; integers compare signed or unsigned by dtype. f32 scalars
+    or vectors."""
     if dtype.is_float:
-        intrinsic = "llvm.minimum.f32"
-    else:
-        kind = "smin" if is_signed(dtype) else "umin"
-        intrinsic = f"llvm.{kind}.i{x.type.width}"
-    return call_intrinsic(builder, intrinsic, x.type, [x, y], name)
+        return float_intrinsic(builder, "minimum", [x, y], name)
+    kind = "smin" if is_signed(dtype) else "umin"
+    return call_intrinsic(builder, f"llvm.{kind}.i{x.type.width}", x.type, [x, y], name)
 
 
 COMPARISONS = {"equal": "==", "not_equal": "!=", "less": "<", "less_equal": "<=", "greater": ">",

@@ -38,12 +38,12 @@ from ...gemm.micro_kernel import Epilogue
 from ...gemm.packing import pack_a_panels
 from ...gemm.tiling import FLOAT_BYTES, GemmTiling, gemm_tiling
 from ...kernel import Kernel
+from ...llvm import scalar
 from ...llvm.utils import (
     F32,
     I8,
     affine_offset,
     as_i64,
-    call_intrinsic,
     copy_bytes,
     element_pointer,
     fill_elements,
@@ -427,9 +427,8 @@ def _pool_pair(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, pair:
             vector = ir.VectorType(F32, width)
             top, bottom = (builder.load(element_pointer(builder, rows, dy * shape.out_width + start, F32), typ=vector,
                                         align=FLOAT_BYTES) for dy in (0, 1))
-            both = call_intrinsic(builder, f"llvm.maximum.v{width}f32", vector, [top, bottom])
+            both = scalar.maximum(builder, DType.f32, top, bottom)
             even, odd = (builder.shuffle_vector(both, both, lane_indices(range(first, width, 2))) for first in (0, 1))
-            pooled = call_intrinsic(builder, f"llvm.maximum.v{width // 2}f32", ir.VectorType(F32, width // 2),
-                                    [even, odd])
+            pooled = scalar.maximum(builder, DType.f32, even, odd)
             builder.store(pooled, element_pointer(builder, kernel.output, builder.add(as_i64(target), i64(start // 2)),
                                                   F32), align=FLOAT_BYTES)

@@ -31,19 +31,18 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from ....ir import Node
+from ....ir import DType, Node
 from ....ir.ops_nn import split_contraction
 from ...gemm.gemm import BlockStep
 from ...gemm.micro_kernel import Epilogue, splat, store_lanes
 from ...gemm.packing import pack_a_panels
 from ...gemm.tiling import FLOAT_BYTES, gemm_tiling
 from ...kernel import Kernel
-from ...llvm import float_math
+from ...llvm import float_math, scalar
 from ...llvm.utils import (
     F32,
     I8,
     affine_offset,
-    call_intrinsic,
     element_pointer,
     fill_elements,
     for_range,
@@ -270,7 +269,7 @@ def _transform_output(kernel: Kernel, geometry: WinogradGeometry, m: ir.Value, b
     (out_height, out_width), (pooled_height, pooled_width) = (conv.out_height, conv.out_width), conv.pooled_shape
 
     def maximum(x: ir.Value, y: ir.Value) -> ir.Value:  # np.maximum: NaN wins
-        return call_intrinsic(builder, f"llvm.maximum.v{lanes}f32", vector, [x, y])
+        return scalar.maximum(builder, DType.f32, x, y)
 
     with for_range(builder, conv.outputs, "wo.o", unroll=False) as o, for_range(builder, rows, "wo.r") as r:
         ty = builder.add(first_row, r, name="wo.ty")
