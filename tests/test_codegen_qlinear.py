@@ -178,6 +178,9 @@ def dynamic_cases(draw, max_size: int = 40):
     scale = rng.uniform(1e-4, 1e-1, columns).astype(np.float32)
     bias = rng.standard_normal(columns).astype(np.float32)
     activation = draw(st.sampled_from([None, "relu", "relu6", "gelu_tanh", "gelu_sigmoid", "gelu_exact"]))
+    if draw(st.booleans()):  # fuse-residual's skip connection, added in the GEMM's epilogue
+        skip = (rng.standard_normal((rows, columns)) * 10).astype(np.float32)
+        return [x, weight, scale, bias, skip], {"activation": activation, "residual": True}
     return [x, weight, scale, bias], {"activation": activation}
 
 

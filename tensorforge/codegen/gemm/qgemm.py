@@ -38,6 +38,7 @@ import numpy as np
 from llvmlite import ir
 
 from ...ir import DType
+from ..llvm import float_math
 from ..llvm.utils import (
     F32,
     I8,
@@ -153,15 +154,26 @@ def _row_block(tiling: QTiling, depth: int) -> int:
 
 @dataclass(frozen=True)
 class Requant:
-    """The epilogue of one qlinear: result dtype, relu, and whether the multiplier is per column."""
+    """The epilogue of one int8 GEMM: result dtype, activation (relu, or for an f32 result any of
+    ir.ops_nn.LINEAR_ACTIVATIONS), whether the multiplier is per column, and dynamic_qlinear's
+    `dynamic` epilogue: its f32 result is f32(acc) * (sx * m) + bias (+ the residual) with x's scale sx
+    known at run time and an f32 bias per column (the int32 bias is not read), as the reference."""
 
     dtype: DType
-    relu: bool
+    activation: str | None
     per_column: bool
+    dynamic: bool = False
+    residual: bool = False
+
+    def __post_init__(self):
+        if self.dtype is not DType.f32 and self.activation not in (None, "relu"):
+            raise ValueError(f"an int8 GEMM with a {self.dtype.name} result cannot end in {self.activation}")
 
     @property
     def suffix(self) -> str:
-        return f".{self.dtype.name}{'.relu' if self.relu else ''}{'.mcol' if self.per_column else ''}"
+        parts = (self.dtype.name, self.activation, self.per_column and "mcol", self.dynamic and "dynamic",
+                 self.residual and "residual")
+        return "".join(f".{part}" for part in parts if part)
 
 
 def multiply_add(builder: ir.IRBuilder, scheme: Int8Scheme, accumulator: ir.Value, a_word: ir.Value,
@@ -188,29 +200,32 @@ def multiply_add(builder: ir.IRBuilder, scheme: Int8Scheme, accumulator: ir.Valu
 
 def micro_kernel(module: ir.Module, tiling: QTiling, rows: int, columns: int, requant: Requant) -> ir.Function:
     """`void(i64 groups, ptr a, ptr b, ptr c, i64 ldc, ptr bias, ptr colsum, ptr m, i32 correction,
-    float zy, float low, float high)`: one rows x columns tile of the result, requantized.
+    float zy, float low, float high, float sx, ptr residual)`: one rows x columns tile of the
+    result, requantized.
 
     a and b are panels (module docstring), `groups` their k groups; a tail panel of fewer than MR
     rows is packed only `rows` wide (_pack_rows). bias, colsum and m point at the tile's first
     column (m at the scalar multiplier when it is not per column); `correction` is shift + zx.
-    A tile of few accumulators (a matrix-vector product's 1 x NR) keeps up to 4 partial tiles, k
-    groups taken in turn, to hide the instruction's latency. Defined once per module and variant.
+    With `requant.dynamic`, bias is f32 and sx is x's scale; `residual` is the residual's tile
+    (laid out as c) when requant.residual. A tile of few accumulators (a matrix-vector product's
+    1 x NR) keeps up to 4 partial tiles, k groups taken in turn, to hide the instruction's
+    latency. Defined once per module and variant.
     """
     scheme = tiling.scheme
     name = f"tf.qgemm.{scheme.name}.{tiling.rows}x{tiling.columns}.{rows}x{columns}{requant.suffix}"
     existing = module.globals.get(name)
     if existing is not None:
         return existing
-    function = ir.Function(module, ir.FunctionType(VOID, [I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, I32, F32, F32, F32]),
-                           name)
+    function = ir.Function(module, ir.FunctionType(VOID, [I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, I32, F32, F32, F32,
+                                                          F32, PTR]), name)
     function.linkage = "internal"
     for attribute in ("nounwind", "norecurse", "noinline"):
         function.attributes.add(attribute)
-    groups, a, b, c, ldc, bias, colsum, multiplier, correction, zero, low, high = function.args
+    groups, a, b, c, ldc, bias, colsum, multiplier, correction, zero, low, high, x_scale, residual = function.args
     for argument, label in zip(function.args, ("groups", "a", "b", "c", "ldc", "bias", "colsum", "m", "correction",
-                                               "zy", "low", "high")):
+                                               "zy", "low", "high", "sx", "residual")):
         argument.name = label
-    for pointer in (a, b, c):
+    for pointer in (a, b, c, residual):
         pointer.add_attribute("noalias")
     builder = ir.IRBuilder(function.append_basic_block("entry"))
     lanes, group = scheme.lanes, scheme.group
@@ -234,30 +249,42 @@ def micro_kernel(module: ir.Module, tiling: QTiling, rows: int, columns: int, re
     values = accumulate_in_turns(builder, groups, [ir.Constant(accumulator, None)] * (rows * len(counts)), step,
                                  builder.add)
 
-    # the epilogue: acc + bias - correction * colsum, per column; then requantize
+    # the epilogue: acc + bias - correction * colsum, per column (the dynamic epilogue's bias is f32,
+    # added after scaling); then requantize
     vector = ir.VectorType(F32, lanes)
     offsets = []
     for v, count in enumerate(counts):
-        column_bias = load_lanes(builder, element_pointer(builder, bias, v * lanes, I32), count, accumulator)
         sums = load_lanes(builder, element_pointer(builder, colsum, v * lanes, I32), count, accumulator)
-        offsets.append(builder.sub(column_bias, builder.mul(splat(builder, correction, accumulator), sums)))
+        offset = builder.mul(splat(builder, correction, accumulator), sums)
+        if requant.dynamic:
+            offsets.append(builder.neg(offset))
+        else:
+            column_bias = load_lanes(builder, element_pointer(builder, bias, v * lanes, I32), count, accumulator)
+            offsets.append(builder.sub(column_bias, offset))
     if requant.per_column:
         scales = [load_lanes(builder, element_pointer(builder, multiplier, v * lanes, F32), count, vector)
                   for v, count in enumerate(counts)]
     else:
         scales = [splat(builder, builder.load(multiplier, typ=F32), vector)] * len(counts)
+    if requant.dynamic:  # f32(acc) * (sx * sw) + bias, as the reference
+        scales = [builder.fmul(splat(builder, x_scale, vector), scale) for scale in scales]
+        float_bias = [load_lanes(builder, element_pointer(builder, bias, v * lanes, F32), count, vector)
+                      for v, count in enumerate(counts)]
     out_element = F32 if requant.dtype is DType.f32 else I8
     zero_v, low_v, high_v = (splat(builder, value, vector) for value in (zero, low, high))
     for r in range(rows):
         row = element_pointer(builder, c, builder.mul(ldc, i64(r)), out_element, f"c{r}")
+        skip = element_pointer(builder, residual, builder.mul(ldc, i64(r)), F32, f"r{r}") if requant.residual else None
         for v, count in enumerate(counts):
             total = builder.add(values[r * len(counts) + v], offsets[v])
             scaled = builder.fmul(builder.sitofp(total, vector), scales[v])
             if requant.dtype is DType.f32:
-                if requant.relu:
-                    scaled = builder.select(builder.fcmp_ordered(">", scaled, ir.Constant(vector, None)), scaled,
-                                            ir.Constant(vector, None))
-                result = scaled
+                if requant.dynamic:
+                    scaled = builder.fadd(scaled, float_bias[v])
+                if skip is not None:
+                    scaled = builder.fadd(scaled, load_lanes(builder, element_pointer(builder, skip, v * lanes, F32),
+                                                             count, vector))
+                result = float_math.activation(builder, requant.activation, scaled)
             else:
                 code = builder.fadd(call_intrinsic(builder, f"llvm.rint.v{lanes}f32", vector, [scaled]), zero_v)
                 code = builder.select(builder.fcmp_ordered("<", code, low_v), low_v, code)
@@ -332,6 +359,8 @@ class QGemm:
     high: ir.Value
     output: ir.Value
     scratch: ir.Value
+    x_scale: ir.Value | None = None  # the dynamic epilogue's (Requant.dynamic)
+    residual: ir.Value | None = None  # laid out as the output (Requant.residual)
 
 
 def emit_block(builder: ir.IRBuilder, tiling: QTiling, q: QGemm, requant: Requant, shape: tuple[int, int, int],
@@ -357,7 +386,7 @@ def emit_block(builder: ir.IRBuilder, tiling: QTiling, q: QGemm, requant: Requan
             panel = builder.udiv(column, i64(nr))
             b_panel = element_pointer(builder, q.weight, builder.mul(panel, i64(panel_bytes)), I8, "b_panel")
             colsum = element_pointer(builder, element_pointer(builder, q.weight, i64(colsum_start), I8), column, I32)
-            bias = element_pointer(builder, q.bias, column, I32)
+            bias = element_pointer(builder, q.bias, column, F32 if requant.dynamic else I32)
             multiplier = element_pointer(builder, q.multiplier, column, F32) if requant.per_column else q.multiplier
 
             def call(height: int, t: ir.Value) -> None:
@@ -365,10 +394,13 @@ def emit_block(builder: ir.IRBuilder, tiling: QTiling, q: QGemm, requant: Requan
                 a_panel = element_pointer(builder, q.scratch, builder.mul(t, i64(groups * scheme.group * mr)),
                                           scheme.a_type, "a_panel")
                 row = builder.add(ic, builder.mul(t, i64(mr)))
-                c_tile = element_pointer(builder, q.output, builder.add(builder.mul(row, i64(columns)), column),
-                                         out_element, "c_tile")
+                at = builder.add(builder.mul(row, i64(columns)), column)
+                c_tile = element_pointer(builder, q.output, at, out_element, "c_tile")
+                residual = (element_pointer(builder, q.residual, at, F32, "r_tile") if requant.residual
+                            else ir.Constant(PTR, None))
                 builder.call(kernel, [i64(groups), a_panel, b_panel, c_tile, i64(columns), bias, colsum, multiplier,
-                                      q.correction, q.zero, q.low, q.high])
+                                      q.correction, q.zero, q.low, q.high, q.x_scale or ir.Constant(F32, 1.0),
+                                      residual])
 
             full = builder.udiv(block_rows, i64(mr), name="row_panels")
             with for_range(builder, full, "ir") as t:

@@ -2,7 +2,7 @@
 
     qlinear          x (i8/u8) packed block by block, the GEMM, its requantizing epilogue
     dynamic_qlinear  x's range, scale and zero point, its codes (ops/quant.py: quantize_value), the GEMM
-                     with multipliers sx * sw and no bias into f32, then + bias and relu
+                     into f32 with the dynamic epilogue: * sx * sw, + bias, + the residual, the activation
     qconv2d          per image: the taps of every output pixel gathered into rows (im2col, padded
                      with x's zero point; a loop over channels, kh x kw taps each), the GEMM by the
                      weight as [C*kh*kw, O] into scratch ([pixels, O]), and a transposing copy into
@@ -26,7 +26,6 @@ from ..gemm.micro_kernel import load_lanes, store_lanes
 from ..gemm.qgemm import QGemm, Requant, block_bytes, emit_block, pack_qweight, qgemm_tiling, requant_limits, round64
 from ..gemm.tiling import FLOAT_BYTES
 from ..kernel import Kernel
-from ..llvm import float_math
 from ..llvm.utils import (
     F32,
     I8,
@@ -98,7 +97,7 @@ def emit_qlinear(kernel: Kernel) -> None:
     tiling = qgemm_tiling(kernel.target)
     x_dtype = node.inputs[0].dtype
     dtype, relu = node.dtype, node.attrs["activation"] == "relu"
-    requant = Requant(dtype, relu, node.inputs[3].shape != ())
+    requant = Requant(dtype, node.attrs["activation"], node.inputs[3].shape != ())
     x, _, bias, multiplier, x_zero, y_zero = kernel.inputs
     zx = load_element(builder, x_zero, 0, I32, "zx")
     zy = load_element(builder, y_zero, 0, I32, "zy")
@@ -119,9 +118,9 @@ register_lowering("qlinear", Lowering(emit_qlinear, INT8, qlinear_scratch_bytes,
 # --- dynamic quantization ---------------------------------------------------------------------
 
 def dynamic_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
-    """The packed block of x, then x's codes [M, K], the multipliers [N] and a zero int32 bias [N]."""
+    """The packed block of x, then x's codes [M, K]."""
     rows, depth, columns = _operands(node)
-    return qlinear_scratch_bytes(node, target) + round64(rows * depth) + 2 * round64(4 * columns)
+    return qlinear_scratch_bytes(node, target) + round64(rows * depth)
 
 
 def _range_with_zero(builder: ir.IRBuilder, x: ir.Value, count: int, width: int) -> tuple[ir.Value, ir.Value]:
@@ -151,8 +150,8 @@ def _range_with_zero(builder: ir.IRBuilder, x: ir.Value, count: int, width: int)
 
 def emit_dynamic_qlinear(kernel: Kernel) -> None:
     """dynamic_qlinear: x's range, scale and zero point (ops_quant.dynamic_parameters), x's codes, then
-    the int8 GEMM with multipliers sx * sw and no bias, then + bias, + the residual (fuse-residual)
-    and the activation (relu, a gelu) over the f32 result."""
+    the int8 GEMM whose epilogue (Requant.dynamic) scales by sx * sw, adds the bias and the residual
+    (fuse-residual) and applies the activation (relu, a gelu) in registers."""
     node, builder = kernel.node, kernel.builder
     rows, depth, columns = _operands(node)
     if node.type.size == 0:
@@ -160,10 +159,7 @@ def emit_dynamic_qlinear(kernel: Kernel) -> None:
     _require_packed_weight(kernel)
     tiling = qgemm_tiling(kernel.target)
     x, weight, weight_scale, bias, *skip = kernel.inputs
-    block = qlinear_scratch_bytes(node, kernel.target)
-    codes = element_pointer(builder, kernel.scratch, block, I8, "codes")
-    multipliers = element_pointer(builder, kernel.scratch, block + round64(rows * depth), I8, "multipliers")
-    zero_bias = element_pointer(builder, multipliers, round64(4 * columns), I8, "zero_bias")
+    codes = element_pointer(builder, kernel.scratch, qlinear_scratch_bytes(node, kernel.target), I8, "codes")
     zero = ir.Constant(F32, 0.0)
 
     low, high = _range_with_zero(builder, x, rows * depth, kernel.target.vector_width)
@@ -176,33 +172,18 @@ def emit_dynamic_qlinear(kernel: Kernel) -> None:
     x_zero = builder.select(builder.fcmp_ordered(">", shifted, ir.Constant(F32, 127.0)), ir.Constant(F32, 127.0),
                             shifted, name="zx")
     correction = builder.add(builder.fptosi(x_zero, I32), ir.Constant(I32, tiling.scheme.shift(DType.i8)))
-    q = QGemm(codes, DType.i8, weight, zero_bias, multipliers, correction, zero, zero, zero, kernel.output,
-              kernel.scratch)
-    activation = node.attrs["activation"]
+    q = QGemm(codes, DType.i8, weight, bias, weight_scale, correction, zero, zero, zero, kernel.output,
+              kernel.scratch, x_scale=scale, residual=skip[0] if skip else None)
+    requant = Requant(DType.f32, node.attrs["activation"], True, dynamic=True, residual=bool(skip))
 
     def block(first_row: ir.Value, first_column: ir.Value, row_count: int, column_count: int) -> None:
-        """A part's rows x columns: the codes of its rows, the multipliers of its columns (in its own
-        scratch), its share of the GEMM, then + bias and the activation over it."""
+        """A part's rows x columns: the codes of its rows (in its own scratch), then its share of the GEMM."""
         with for_range(builder, row_count * depth, "codes") as i:
             index = builder.add(builder.mul(first_row, i64(depth)), i)
             store_element(builder, quantize_value(builder, load_element(builder, x, index, F32), scale, x_zero,
                                                   DType.i8), codes, index)
-        with for_range(builder, column_count, "multipliers") as j:
-            n = builder.add(first_column, j)
-            store_element(builder, builder.fmul(scale, load_element(builder, weight_scale, n, F32)), multipliers, n)
-            store_element(builder, ir.Constant(I32, 0), zero_bias, n)
-        emit_block(builder, tiling, q, Requant(DType.f32, False, True), (rows, depth, columns), first_row,
-                   first_column, row_count, column_count)
-        with for_range(builder, row_count, "bias.row") as r:
-            start = builder.add(builder.mul(builder.add(first_row, r), i64(columns)), first_column)
-            line = element_pointer(builder, kernel.output, start, F32)
-            with for_range(builder, column_count, "bias.column", unroll=False) as j:  # else rows gathered
-                n = builder.add(first_column, j)
-                value = builder.fadd(load_element(builder, line, j, F32), load_element(builder, bias, n, F32))
-                if skip:  # fuse-residual's skip connection, laid out as the output
-                    value = builder.fadd(value, load_element(builder, skip[0], builder.add(start, j), F32))
-                value = float_math.activation(builder, activation, value)  # as the linear's epilogue
-                store_element(builder, value, line, j)
+        emit_block(builder, tiling, q, requant, (rows, depth, columns), first_row, first_column, row_count,
+                   column_count)
 
     for_each_part_block(builder, tiling, (rows, depth, columns), kernel.part, kernel.parts, block)
 
@@ -282,7 +263,7 @@ def emit_qconv2d(kernel: Kernel) -> None:
     low, high, zero = requant_limits(builder, dtype, relu, zy)
     q = QGemm(taps, x_dtype, weight, bias, multiplier, builder.add(zx, ir.Constant(I32, tiling.scheme.shift(x_dtype))),
               zero, low, high, result, kernel.scratch)
-    requant = Requant(dtype, relu, node.inputs[3].shape != ())
+    requant = Requant(dtype, node.attrs["activation"], node.inputs[3].shape != ())
     padding_code = builder.trunc(zx, I8, name="pad")
     # this part's pixels of every image: [first, first + count), whole panels of the GEMM's rows
     parts, per_part, last = _pixel_split(pixels, tiling.rows, kernel.parts if kernel.part is not None else 1)
