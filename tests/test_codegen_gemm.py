@@ -118,6 +118,28 @@ def test_matmul_with_several_cache_blocks(m, k, n):
         run_op("host", "matmul", [sample(rng, (m, k)), sample(rng, (k, n), 1 / np.sqrt(k))], constants)
 
 
+def streamed_weight_cases() -> list[tuple[str, int, int]]:
+    """(target, rows, threads) of a linear whose constant weight is read in depth blocks (BlockStep's
+    prefetch="b": the block's first call fetches the next panel): per block, whole row panels and a
+    tail; a last row block of a tail only (mc + 3 rows); parts of fewer rows than a panel."""
+    cases = []
+    for target in ("host", "armv8"):
+        tiling = gemm_tiling(Target.parse(target))
+        mr, mc = tiling.rows, tiling.mc
+        cases += [(target, 2 * mr + 5, 1), (target, 3 * mr, 1), (target, mc + 3, 1), (target, 2 * (mr - 2), 2),
+                  (target, 3 * mr + 1, 3)]
+    return cases
+
+
+@pytest.mark.parametrize("target, rows, threads", streamed_weight_cases(), ids=str)
+def test_linear_row_panels_with_a_streamed_weight(target, rows, threads):
+    """Each row panel once, whichever call fetches the weight's next panel (a depth of 3 blocks)."""
+    rng = np.random.default_rng(rows)
+    depth, columns = 700, 2 * gemm_tiling(Target.parse(target)).columns + 3
+    run_op(target, "linear", [sample(rng, (rows, depth)), sample(rng, (depth, columns), 1 / np.sqrt(depth))], (1,),
+           threads=threads)
+
+
 @st.composite
 def conv_cases(draw):
     groups = draw(st.sampled_from([1, 1, 1, 2, 3]))
@@ -407,6 +429,28 @@ FMA = {16: r"vfmadd\d+ps\s.*zmm", 8: r"vfmadd\d+ps\s.*ymm"}
 def test_micro_kernel_is_vector_fma(target, pattern):
     assembly = build(matmul_graph(64), target).assembly()
     assert len(re.findall(pattern, assembly)) >= gemm_tiling(Target.parse(target)).rows * 2
+
+
+PREFETCH_L2 = {"x86-64-v4": r"prefetcht1\s", "x86-64-v3": r"prefetcht1\s", "armv8": r"prfm\s+pldl2keep"}
+
+
+@pytest.mark.parametrize("target", sorted(PREFETCH_L2))
+def test_a_weight_read_in_depth_blocks_is_prefetched(target):
+    """The next panel of a linear's constant weight (B, read in depth blocks) and of a convolution's
+    (A) is fetched into L2 ahead of use; a weight of one depth block (a matrix-vector product's) is
+    left to the hardware prefetcher."""
+    def linear(rows: int) -> ir.Graph:
+        graph = ir.Graph()
+        x = graph.add_input("x", TensorType((rows, 700), DType.f32))
+        graph.outputs = [graph.call("linear", [x, graph.constant(np.ones((700, 64), np.float32), "w")])]
+        return graph
+
+    conv = ir.Graph()
+    x = conv.add_input("x", TensorType((1, 8, 10, 10), DType.f32))
+    conv.outputs = [conv.call("conv2d", [x, conv.constant(np.ones((16, 8, 3, 3), np.float32), "w")], {"padding": 1})]
+    for graph in (linear(64), conv):
+        assert re.search(PREFETCH_L2[target], build(graph, target).assembly())
+    assert not re.search(PREFETCH_L2[target], build(linear(1), target).assembly())
 
 
 def test_conv2d_runs_on_neon_fma():

@@ -176,6 +176,13 @@ class BlockStep:
     `a_panel(t)` is the packed A panel of row panel t of the block, `rows` the block's row count
     (the last row panel has `row_tail` rows when that is not 0), `depth` its kc. `narrow_tail`: the
     last panel's A is `row_tail` wide (pack_a_rows(tail=...), or a single row read in place).
+
+    `prefetch` ("a" or "b"; None: neither): that operand is a weight streamed from memory, packed in
+    panels whose next one lies `prefetch_ahead` elements on. Its panels are read a depth block at a
+    time, a jump every few KiB where the hardware prefetcher stalls, so the micro-kernel fetches the
+    next panel's sliver into L2, a k step at a time, while it works on this one. A weight as B (a
+    linear's): only the block's first call (its other row panels read the same sliver from cache).
+    A weight as A (a convolution's): every call, for the next row panel.
     """
 
     builder: ir.IRBuilder
@@ -188,6 +195,8 @@ class BlockStep:
     row_tail: int
     a_panel: object  # Callable[[ir.Value], ir.Value]
     narrow_tail: bool = False
+    prefetch: str | None = None
+    prefetch_ahead: int = 0
 
     def row_panels(self, b_panel: ir.Value, columns: int, c_tile, ldc: int, bias_at=None, residual_tile=None) -> None:
         """Call the micro-kernel for every row panel of the block against one B panel of `columns` columns.
@@ -199,20 +208,41 @@ class BlockStep:
         module = builder.module
         null = ir.Constant(PTR, None)
 
-        def call(rows: int, t: ir.Value) -> None:
+        def call(rows: int, t: ir.Value, prefetch: str | None = None) -> None:
             layout = (rows, 1) if self.narrow_tail and rows != tiling.rows else None
-            kernel = micro_kernel(module, tiling, rows, columns, self.epilogue, layout)
+            kernel = micro_kernel(module, tiling, rows, columns, self.epilogue, layout, prefetch)
             bias = bias_at(t) if bias_at is not None else null
             residual = residual_tile(t) if residual_tile is not None else null
             builder.call(kernel, [self.depth, self.a_panel(t), b_panel, c_tile(t), i64(ldc), self.accumulate,
-                                  self.finish, bias, residual])
+                                  self.finish, bias, residual, i64(self.prefetch_ahead)])
 
         full = builder.udiv(self.rows, i64(tiling.rows), name="row_panels")
-        with for_range(builder, full, "ir") as t:
-            call(tiling.rows, t)
-        if self.row_tail:
-            with builder.if_then(builder.icmp_unsigned("!=", builder.urem(self.rows, i64(tiling.rows)), i64(0))):
-                call(self.row_tail, full)
+        tail = builder.icmp_unsigned("!=", builder.urem(self.rows, i64(tiling.rows)), i64(0)) if self.row_tail else None
+        if self.prefetch != "b":
+            with for_range(builder, full, "ir") as t:
+                call(tiling.rows, t, self.prefetch)
+            if tail is not None:
+                with builder.if_then(tail):
+                    call(self.row_tail, full, self.prefetch)
+            return
+        # B's sliver is fetched by the first call: the first full panel's, else the tail's
+        with builder.if_else(builder.icmp_unsigned("!=", full, i64(0))) as (some, none):
+            with some:
+                call(tiling.rows, i64(0), "b")
+                with for_range(builder, builder.sub(full, i64(1)), "ir") as t:
+                    call(tiling.rows, builder.add(t, i64(1)))
+                if tail is not None:
+                    with builder.if_then(tail):
+                        call(self.row_tail, full)
+            with none:
+                if tail is not None:
+                    call(self.row_tail, i64(0), "b")
+
+
+def _streamed_b(b: GemmOperand, depth_count: int, panel: int) -> dict:
+    """BlockStep's prefetch for a B packed at compile time (a weight) read in depth blocks; a B of one
+    depth block is read panel after panel in one stream, which the hardware prefetcher follows."""
+    return {"prefetch": "b", "prefetch_ahead": panel} if b.prepacked and depth_count > 1 else {}
 
 
 def gemm_depth_blocks(tiling: GemmTiling, rows: int, depth: int, b_prepacked: bool) -> tuple[int, int]:
@@ -310,7 +340,8 @@ def emit_gemm(builder: ir.IRBuilder, tiling: GemmTiling, a: GemmOperand, b: Gemm
                 step = BlockStep(builder, tiling, epilogue, kc_here,
                                  builder.icmp_unsigned("!=", depth_block, i64(0)),
                                  builder.icmp_unsigned("==", depth_block, i64(depth_count - 1)),
-                                 mc, rows % mr, a_panel, narrow_tail=not a.prepacked)
+                                 mc, rows % mr, a_panel, narrow_tail=not a.prepacked,
+                                 **_streamed_b(b, depth_count, depth * nr))
 
                 def column_panel(u: ir.Value, count: int, ic=ic, step=step) -> None:
                     first_column = builder.add(jc, builder.mul(u, i64(nr)))

@@ -131,9 +131,11 @@ class _Tile:
 
 
 def _accumulate(builder: ir.IRBuilder, tile: _Tile, depth: ir.Value, a: ir.Value, b: ir.Value,
-                a_layout: tuple[int, int]) -> list[ir.Value]:
+                a_layout: tuple[int, int], prefetch: str | None = None,
+                ahead: ir.Value | None = None) -> list[ir.Value]:
     """The k loop: sum over k < depth of a[k, :rows] (outer product) b[k, :columns], row-major list of
     vectors; a's element (r, k) is at k * S + r * R for a_layout (S, R) (accumulate_in_turns).
+    `prefetch` ("a" or "b"): each k step also fetches into L2 that operand's k step `ahead` elements on.
     """
     tiling, vector, lanes = tile.tiling, tile.vector, tile.lanes
     width = tiling.vector_width
@@ -143,6 +145,10 @@ def _accumulate(builder: ir.IRBuilder, tile: _Tile, depth: ir.Value, a: ir.Value
         b_k = element_pointer(builder, b, builder.mul(k, i64(tiling.columns)), F32, "b_k")
         b_vectors = [builder.load(element_pointer(builder, b_k, v * width, F32), typ=vector, align=FLOAT_BYTES,
                                   name=f"b{v}") for v in range(len(lanes))]
+        if prefetch == "b":
+            prefetch_lines(builder, element_pointer(builder, b_k, ahead, F32), tiling.columns * FLOAT_BYTES)
+        elif prefetch == "a":
+            prefetch_lines(builder, element_pointer(builder, a_k, ahead, F32), a_layout[0] * FLOAT_BYTES)
         updated = []
         for r in range(tile.rows):
             a_element = splat(builder, load_element(builder, a_k, r * a_layout[1], F32, f"a{r}"), vector)
@@ -153,6 +159,17 @@ def _accumulate(builder: ir.IRBuilder, tile: _Tile, depth: ir.Value, a: ir.Value
 
     return accumulate_in_turns(builder, depth, [ir.Constant(vector, None)] * (tile.rows * len(lanes)), step,
                                builder.fadd)
+
+
+CACHE_LINE = 64
+
+
+def prefetch_lines(builder: ir.IRBuilder, pointer: ir.Value, nbytes: int) -> None:
+    """Fetch the `nbytes` at `pointer` into L2 (a read, llvm.prefetch locality 2: prefetcht1 on x86,
+    prfm pldl2keep on AArch64), one request per cache line; a hint, which never faults."""
+    for offset in range(0, nbytes, CACHE_LINE):
+        call_intrinsic(builder, "llvm.prefetch.p0", VOID, [element_pointer(builder, pointer, offset, ir.IntType(8)),
+                                                           *(ir.Constant(I32, flag) for flag in (0, 2, 1))])
 
 
 def accumulate_in_turns(builder: ir.IRBuilder, depth: ir.Value, cleared: list[ir.Value],
@@ -201,30 +218,33 @@ def _apply_epilogue(builder: ir.IRBuilder, tile: _Tile, epilogue: Epilogue, bias
 
 
 def micro_kernel(module: ir.Module, tiling: GemmTiling, rows: int, columns: int, epilogue: Epilogue,
-                 a_layout: tuple[int, int] | None = None) -> ir.Function:
-    """`void(i64 kc, ptr a, ptr b, ptr c, i64 ldc, i1 accumulate, i1 finish, ptr bias, ptr residual)`
-    for one tile shape.
+                 a_layout: tuple[int, int] | None = None, prefetch: str | None = None) -> ir.Function:
+    """`void(i64 kc, ptr a, ptr b, ptr c, i64 ldc, i1 accumulate, i1 finish, ptr bias, ptr residual,
+    i64 ahead)` for one tile shape.
 
     c[r, j] (+)= sum over k < kc of a[k * S + r * R] * b[k * NR + j], for r < rows and j < columns,
     with (S, R) = `a_layout`: (MR, 1) by default, a packed A panel; (rows, 1) a tail panel packed
     only `rows` wide; (1, lda) rows of a row-major A read in place (emit_gemm's `a_in_place`);
     `accumulate` adds the tile to what c holds, `finish` applies the epilogue (bias at the tile's
-    first row or column; the residual's tile, with c's row stride ldc). Defined once per module and
-    variant.
+    first row or column; the residual's tile, with c's row stride ldc). With `prefetch` ("a" or "b"),
+    each k step also fetches into L2 that operand's k step `ahead` elements on: the next panel of a
+    weight streamed from memory (BlockStep.prefetch); other variants ignore `ahead`. Defined once
+    per module and variant.
     """
     a_layout = (tiling.rows, 1) if a_layout is None else a_layout
     layout_suffix = "" if a_layout == (tiling.rows, 1) else f".a{a_layout[0]}_{a_layout[1]}"
-    name = f"tf.gemm.f32.{tiling.rows}x{tiling.columns}.{rows}x{columns}{layout_suffix}{epilogue.suffix}"
+    name = (f"tf.gemm.f32.{tiling.rows}x{tiling.columns}.{rows}x{columns}{layout_suffix}{epilogue.suffix}"
+            f"{f'.prefetch_{prefetch}' if prefetch else ''}")
     existing = module.globals.get(name)
     if existing is not None:
         return existing
-    function = ir.Function(module, ir.FunctionType(VOID, [I64, PTR, PTR, PTR, I64, I1, I1, PTR, PTR]), name)
+    function = ir.Function(module, ir.FunctionType(VOID, [I64, PTR, PTR, PTR, I64, I1, I1, PTR, PTR, I64]), name)
     function.linkage = "internal"
     for attribute in ("nounwind", "norecurse", "noinline"):
         function.attributes.add(attribute)
-    depth, a, b, c, ldc, accumulate, finish, bias, residual = function.args
+    depth, a, b, c, ldc, accumulate, finish, bias, residual, ahead = function.args
     for argument, label in zip(function.args, ("kc", "a", "b", "c", "ldc", "accumulate", "finish", "bias",
-                                               "residual")):
+                                               "residual", "ahead")):
         argument.name = label
     for pointer in (a, b, c):
         pointer.add_attribute("noalias")
@@ -238,7 +258,7 @@ def micro_kernel(module: ir.Module, tiling: GemmTiling, rows: int, columns: int,
             write, keep, data = (ir.Constant(I32, flag) for flag in (1, 3, 1))
             call_intrinsic(builder, "llvm.prefetch.p0", VOID, [element_pointer(builder, row, offset, F32), write,
                                                                keep, data])
-    values = _accumulate(builder, tile, depth, a, b, a_layout)
+    values = _accumulate(builder, tile, depth, a, b, a_layout, prefetch, ahead)
     places = [(element_pointer(builder, c_rows[r], v * width, F32), count) for r in range(rows)
               for v, count in enumerate(lanes)]
 

@@ -314,7 +314,8 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
                 return element_pointer(builder, kernel.inputs[1], builder.mul(start, i64(mr)), F32, "a_panel")
 
             step = BlockStep(builder, tiling, epilogue, depth, builder.icmp_unsigned("!=", block, i64(0)),
-                             builder.icmp_unsigned("==", block, i64(depth_count - 1)), part_rows, og % mr, a_panel)
+                             builder.icmp_unsigned("==", block, i64(depth_count - 1)), part_rows, og % mr, a_panel,
+                             prefetch="a" if weight_packed else None, prefetch_ahead=shape.taps * mr)
             channel = affine_offset(builder, [(g, shape.group_channels)], first_channel)
 
             def column_panel(y: ir.Value, x0: ir.Value, valid: int, channel=channel, group_row=group_row,
