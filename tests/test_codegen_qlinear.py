@@ -106,9 +106,9 @@ def test_packed_weight_holds_panels_and_column_sums():
 VNNI = Target("x86-64-vnni", "x86_64-unknown-linux-gnu", "x86-64-v3", "+avx,+avx2,+fma,+avxvnni", 8)
 
 
-def qlinear_graph(columns: int = 64) -> ir.Graph:
+def qlinear_graph(columns: int = 64, rows: int = 8) -> ir.Graph:
     graph = ir.Graph()
-    x = graph.add_input("x", TensorType((8, 64), DType.u8))
+    x = graph.add_input("x", TensorType((rows, 64), DType.u8))
     constants = [np.ones((64, columns), np.int8), np.zeros(columns, np.int32), np.float32(0.01), np.int32(128),
                  np.int32(0)]
     graph.outputs = [graph.call("qlinear", [x, *[graph.constant(c, f"c{i}") for i, c in enumerate(constants)]],
@@ -126,6 +126,15 @@ def test_the_int8_instructions_are_in_the_machine_code(target, scheme, pattern):
     assert int8_scheme(Target.parse(target)).name == scheme
     assembly = build(qlinear_graph(), target).assembly()
     assert len(re.findall(pattern, assembly)) >= qgemm_tiling(Target.parse(target)).rows
+
+
+@pytest.mark.parametrize("target, pattern", [("armv8.2-a+dotprod", r"prfm\s+pldl2keep"), (VNNI, r"prefetcht1\s")])
+def test_the_weight_s_next_panel_is_prefetched_with_several_row_panels(target, pattern):
+    """With several row panels, the first call for each weight panel fetches the next panel into L2;
+    a matrix-vector product's stream of panels is left to the hardware."""
+    tall = 3 * qgemm_tiling(Target.parse(target) if isinstance(target, str) else target).rows
+    assert re.search(pattern, build(qlinear_graph(rows=tall), target).assembly())
+    assert not re.search(pattern, build(qlinear_graph(rows=1), target).assembly())
 
 
 VNNI_512 = Target("x86-64-v4-vnni", "x86_64-unknown-linux-gnu", "x86-64-v4",

@@ -218,25 +218,35 @@ class BlockStep:
 
         full = builder.udiv(self.rows, i64(tiling.rows), name="row_panels")
         tail = builder.icmp_unsigned("!=", builder.urem(self.rows, i64(tiling.rows)), i64(0)) if self.row_tail else None
-        if self.prefetch != "b":
-            with for_range(builder, full, "ir") as t:
-                call(tiling.rows, t, self.prefetch)
-            if tail is not None:
-                with builder.if_then(tail):
-                    call(self.row_tail, full, self.prefetch)
-            return
-        # B's sliver is fetched by the first call: the first full panel's, else the tail's
-        with builder.if_else(builder.icmp_unsigned("!=", full, i64(0))) as (some, none):
-            with some:
-                call(tiling.rows, i64(0), "b")
-                with for_range(builder, builder.sub(full, i64(1)), "ir") as t:
-                    call(tiling.rows, builder.add(t, i64(1)))
-                if tail is not None:
-                    with builder.if_then(tail):
-                        call(self.row_tail, full)
-            with none:
-                if tail is not None:
-                    call(self.row_tail, i64(0), "b")
+        every = self.prefetch if self.prefetch == "a" else None
+        row_panel_calls(builder, tiling.rows, full, self.row_tail, tail,
+                        lambda rows, t, first: call(rows, t, "b" if first else every), self.prefetch == "b")
+
+
+def row_panel_calls(builder: ir.IRBuilder, mr: int, full: ir.Value, tail_rows: int, has_tail: ir.Value | None,
+                    call: Callable[[int, ir.Value, bool], None], first_fetches: bool) -> None:
+    """call(rows, t, first) for the row panels t < full of `mr` rows, then (when has_tail) panel
+    `full` of `tail_rows` rows. `first` is True only for the first call when `first_fetches` (the
+    first full panel's, else the tail's): the call that fetches a streamed B's next panel (the
+    f32 BlockStep.prefetch and the int8 GEMM's)."""
+    if not first_fetches:
+        with for_range(builder, full, "ir") as t:
+            call(mr, t, False)
+        if has_tail is not None:
+            with builder.if_then(has_tail):
+                call(tail_rows, full, False)
+        return
+    with builder.if_else(builder.icmp_unsigned("!=", full, i64(0))) as (some, none):
+        with some:
+            call(mr, i64(0), True)
+            with for_range(builder, builder.sub(full, i64(1)), "ir") as t:
+                call(mr, builder.add(t, i64(1)), False)
+            if has_tail is not None:
+                with builder.if_then(has_tail):
+                    call(tail_rows, full, False)
+        with none:
+            if has_tail is not None:
+                call(tail_rows, i64(0), True)
 
 
 def _streamed_b(b: GemmOperand, depth_count: int, panel: int) -> dict:

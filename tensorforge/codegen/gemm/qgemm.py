@@ -54,8 +54,8 @@ from ..llvm.utils import (
     store_element,
 )
 from ..target import Target
-from .gemm import minimum
-from .micro_kernel import accumulate_in_turns, load_lanes, splat, store_lanes
+from .gemm import minimum, row_panel_calls
+from .micro_kernel import accumulate_in_turns, load_lanes, prefetch_lines, splat, store_lanes
 
 I16 = ir.IntType(16)
 A_BLOCK_BYTES = 128 * 1024  # packed rows of x per block: about half of a 512 KiB L2
@@ -198,32 +198,36 @@ def multiply_add(builder: ir.IRBuilder, scheme: Int8Scheme, accumulator: ir.Valu
     return call_intrinsic(builder, name, accumulator.type, [accumulator, builder.bitcast(words, quads), b_bytes])
 
 
-def micro_kernel(module: ir.Module, tiling: QTiling, rows: int, columns: int, requant: Requant) -> ir.Function:
+def micro_kernel(module: ir.Module, tiling: QTiling, rows: int, columns: int, requant: Requant,
+                 prefetch: bool = False) -> ir.Function:
     """`void(i64 groups, ptr a, ptr b, ptr c, i64 ldc, ptr bias, ptr colsum, ptr m, i32 correction,
-    float zy, float low, float high, float sx, ptr residual)`: one rows x columns tile of the
-    result, requantized.
+    float zy, float low, float high, float sx, ptr residual, i64 ahead)`: one rows x columns tile of
+    the result, requantized.
 
     a and b are panels (module docstring), `groups` their k groups; a tail panel of fewer than MR
     rows is packed only `rows` wide (_pack_rows). bias, colsum and m point at the tile's first
     column (m at the scalar multiplier when it is not per column); `correction` is shift + zx.
     With `requant.dynamic`, bias is f32 and sx is x's scale; `residual` is the residual's tile
-    (laid out as c) when requant.residual. A tile of few accumulators (a matrix-vector product's
-    1 x NR) keeps up to 4 partial tiles, k groups taken in turn, to hide the instruction's
-    latency. Defined once per module and variant.
+    (laid out as c) when requant.residual. With `prefetch`, each k group also fetches into L2 the
+    weight's k group `ahead` bytes on (the next panel: emit_block). A tile of few accumulators (a
+    matrix-vector product's 1 x NR) keeps up to 4 partial tiles, k groups taken in turn, to hide
+    the instruction's latency. Defined once per module and variant.
     """
     scheme = tiling.scheme
-    name = f"tf.qgemm.{scheme.name}.{tiling.rows}x{tiling.columns}.{rows}x{columns}{requant.suffix}"
+    name = (f"tf.qgemm.{scheme.name}.{tiling.rows}x{tiling.columns}.{rows}x{columns}{requant.suffix}"
+            f"{'.prefetch' if prefetch else ''}")
     existing = module.globals.get(name)
     if existing is not None:
         return existing
     function = ir.Function(module, ir.FunctionType(VOID, [I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, I32, F32, F32, F32,
-                                                          F32, PTR]), name)
+                                                          F32, PTR, I64]), name)
     function.linkage = "internal"
     for attribute in ("nounwind", "norecurse", "noinline"):
         function.attributes.add(attribute)
-    groups, a, b, c, ldc, bias, colsum, multiplier, correction, zero, low, high, x_scale, residual = function.args
+    (groups, a, b, c, ldc, bias, colsum, multiplier, correction, zero, low, high, x_scale, residual,
+     ahead) = function.args
     for argument, label in zip(function.args, ("groups", "a", "b", "c", "ldc", "bias", "colsum", "m", "correction",
-                                               "zy", "low", "high", "sx", "residual")):
+                                               "zy", "low", "high", "sx", "residual", "ahead")):
         argument.name = label
     for pointer in (a, b, c, residual):
         pointer.add_attribute("noalias")
@@ -238,6 +242,8 @@ def micro_kernel(module: ir.Module, tiling: QTiling, rows: int, columns: int, re
         b_k = element_pointer(builder, b, builder.mul(k, i64(tiling.columns * group)), I8, "b_k")
         b_vectors = [builder.load(element_pointer(builder, b_k, v * lanes * group, I8), typ=b_vector, align=1)
                      for v in range(len(counts))]
+        if prefetch:
+            prefetch_lines(builder, element_pointer(builder, b_k, ahead, I8), tiling.columns * group)
         word = I32 if scheme.group * scheme.a_bits == 32 else scheme.a_type
         updated = []
         for r in range(rows):
@@ -389,8 +395,8 @@ def emit_block(builder: ir.IRBuilder, tiling: QTiling, q: QGemm, requant: Requan
             bias = element_pointer(builder, q.bias, column, F32 if requant.dynamic else I32)
             multiplier = element_pointer(builder, q.multiplier, column, F32) if requant.per_column else q.multiplier
 
-            def call(height: int, t: ir.Value) -> None:
-                kernel = micro_kernel(builder.module, tiling, height, width, requant)
+            def call(height: int, t: ir.Value, fetch: bool) -> None:
+                kernel = micro_kernel(builder.module, tiling, height, width, requant, fetch)
                 a_panel = element_pointer(builder, q.scratch, builder.mul(t, i64(groups * scheme.group * mr)),
                                           scheme.a_type, "a_panel")
                 row = builder.add(ic, builder.mul(t, i64(mr)))
@@ -400,14 +406,16 @@ def emit_block(builder: ir.IRBuilder, tiling: QTiling, q: QGemm, requant: Requan
                             else ir.Constant(PTR, None))
                 builder.call(kernel, [i64(groups), a_panel, b_panel, c_tile, i64(columns), bias, colsum, multiplier,
                                       q.correction, q.zero, q.low, q.high, q.x_scale or ir.Constant(F32, 1.0),
-                                      residual])
+                                      residual, i64(panel_bytes)])
 
+            # only the last block has a tail panel, of row_count % mr rows. With more than one row
+            # panel in the GEMM, the first call fetches the weight's next panel into L2: the panels
+            # follow each other, but the hardware prefetcher starts over at every 4 KiB page, and
+            # the micro-kernel waited on it (BERT-base int8). A matrix-vector product's stream of
+            # panels is left to the hardware, as the f32 GEMM's (_streamed_b).
             full = builder.udiv(block_rows, i64(mr), name="row_panels")
-            with for_range(builder, full, "ir") as t:
-                call(mr, t)
-            if row_count % mr:  # only the last block has a tail panel, of row_count % mr rows
-                with builder.if_then(builder.icmp_unsigned("!=", builder.urem(block_rows, i64(mr)), i64(0))):
-                    call(row_count % mr, full)
+            tail = builder.icmp_unsigned("!=", builder.urem(block_rows, i64(mr)), i64(0)) if row_count % mr else None
+            row_panel_calls(builder, mr, full, row_count % mr, tail, call, first_fetches=rows > mr)
 
         with for_range(builder, column_count // nr, "jr") as u:
             column_panel(u, nr)
