@@ -256,6 +256,32 @@ def test_slice(dtype, starts, stops, steps, arch):
     check_op(arch, "slice", [sample((17, 31), dtype)], {"starts": starts, "stops": stops, "steps": steps})
 
 
+COPIES_IN_PARTS = [
+    ("transpose", [(2, 3, 4, 5)], {"perm": (0, 2, 1, 3)}),  # 2 outer units: a third part copies nothing
+    ("transpose", [(3, 17)], {"perm": (1, 0)}),
+    ("transpose", [(1, 31, 7)], {"perm": (2, 0, 1)}),
+    ("concat", [(3, 4, 5), (3, 2, 5), (3, 1, 5)], {"axis": 1}),
+    ("concat", [(2, 3), (0, 3), (5, 3)], {"axis": 0}),
+    ("slice", [(17, 31)], {"starts": (0, 2), "stops": (3, 100), "steps": (2, 5)}),
+    ("slice", [(17, 31)], {"starts": (1,), "stops": (17,), "steps": (3,)}),
+]
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("op, shapes, attrs", COPIES_IN_PARTS, ids=str)
+def test_copies_in_parts(op, shapes, attrs, threads, arch):
+    """A copy split among threads (each part its share of the outermost coalesced axis) equals the
+    reference, also with more parts than that axis has units."""
+    from unittest import mock
+
+    from tensorforge.codegen.ops import shape
+
+    graph, inputs = single_op_graph(op, [sample(each, DType.i32) for each in shapes], attrs)
+    with mock.patch.object(shape, "PARALLEL_COPY_BYTES", 0):
+        (actual,) = compile_and_run(graph, *inputs, target=arch, threads=threads)
+    assert_matches(actual, ir.interpret(graph, *inputs))
+
+
 # --- matmul and linear ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("m, k, n", [(1, 1, 1), (3, 17, 31), (17, 64, 100), (5, 0, 3), (100, 3, 1)], ids=str)
