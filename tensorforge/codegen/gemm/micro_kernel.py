@@ -146,9 +146,9 @@ def _accumulate(builder: ir.IRBuilder, tile: _Tile, depth: ir.Value, a: ir.Value
         b_vectors = [builder.load(element_pointer(builder, b_k, v * width, F32), typ=vector, align=FLOAT_BYTES,
                                   name=f"b{v}") for v in range(len(lanes))]
         if prefetch == "b":
-            prefetch_lines(builder, element_pointer(builder, b_k, ahead, F32), tiling.columns * FLOAT_BYTES)
+            prefetch_lines(builder, b_k, builder.mul(ahead, i64(FLOAT_BYTES)), tiling.columns * FLOAT_BYTES)
         elif prefetch == "a":
-            prefetch_lines(builder, element_pointer(builder, a_k, ahead, F32), a_layout[0] * FLOAT_BYTES)
+            prefetch_lines(builder, a_k, builder.mul(ahead, i64(FLOAT_BYTES)), a_layout[0] * FLOAT_BYTES)
         updated = []
         for r in range(tile.rows):
             a_element = splat(builder, load_element(builder, a_k, r * a_layout[1], F32, f"a{r}"), vector)
@@ -164,12 +164,15 @@ def _accumulate(builder: ir.IRBuilder, tile: _Tile, depth: ir.Value, a: ir.Value
 CACHE_LINE = 64
 
 
-def prefetch_lines(builder: ir.IRBuilder, pointer: ir.Value, nbytes: int) -> None:
-    """Fetch the `nbytes` at `pointer` into L2 (a read, llvm.prefetch locality 2: prefetcht1 on x86,
-    prfm pldl2keep on AArch64), one request per cache line; a hint, which never faults."""
+def prefetch_lines(builder: ir.IRBuilder, base: ir.Value, ahead: ir.Value, nbytes: int) -> None:
+    """Fetch the `nbytes` `ahead` bytes past `base` into L2 (a read, llvm.prefetch locality 2:
+    prefetcht1 on x86, prfm pldl2keep on AArch64), one request per cache line; a hint, which never
+    faults. The address may lie past the operand (the last panel's next), so it is computed without
+    `inbounds`."""
+    byte = ir.IntType(8)
     for offset in range(0, nbytes, CACHE_LINE):
-        call_intrinsic(builder, "llvm.prefetch.p0", VOID, [element_pointer(builder, pointer, offset, ir.IntType(8)),
-                                                           *(ir.Constant(I32, flag) for flag in (0, 2, 1))])
+        at = builder.gep(base, [builder.add(ahead, i64(offset))], source_etype=byte)
+        call_intrinsic(builder, "llvm.prefetch.p0", VOID, [at, *(ir.Constant(I32, flag) for flag in (0, 2, 1))])
 
 
 def accumulate_in_turns(builder: ir.IRBuilder, depth: ir.Value, cleared: list[ir.Value],

@@ -243,7 +243,7 @@ def micro_kernel(module: ir.Module, tiling: QTiling, rows: int, columns: int, re
         b_vectors = [builder.load(element_pointer(builder, b_k, v * lanes * group, I8), typ=b_vector, align=1)
                      for v in range(len(counts))]
         if prefetch:
-            prefetch_lines(builder, element_pointer(builder, b_k, ahead, I8), tiling.columns * group)
+            prefetch_lines(builder, b_k, ahead, tiling.columns * group)
         word = I32 if scheme.group * scheme.a_bits == 32 else scheme.a_type
         updated = []
         for r in range(rows):
