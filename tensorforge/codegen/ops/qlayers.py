@@ -24,6 +24,7 @@ from ..errors import CodegenError
 from ..gemm.gemm import GemmSplit, for_each_part_block
 from ..gemm.micro_kernel import load_lanes, store_lanes
 from ..gemm.qgemm import QGemm, Requant, block_bytes, emit_block, pack_qweight, qgemm_tiling, requant_limits, round64
+from ..gemm.run_packing import transpose_square
 from ..gemm.tiling import FLOAT_BYTES
 from ..kernel import Kernel
 from ..llvm.utils import (
@@ -35,7 +36,6 @@ from ..llvm.utils import (
     element_pointer,
     for_range,
     i64,
-    lane_indices,
     load_element,
     store_element,
 )
@@ -318,28 +318,13 @@ def _transpose_out(builder: ir.IRBuilder, result: ir.Value, target: ir.Value, fi
                 channel = builder.mul(tile, i64(width))
                 tile_rows = [load_lanes(builder, element_pointer(builder, rows, builder.add(channel, i64(r * out)),
                                                                  element), width, vector) for r in range(width)]
-                for k, column in enumerate(transposed(builder, tile_rows)):
+                for k, column in enumerate(transpose_square(builder, tile_rows)):
                     at = builder.mul(builder.add(channel, i64(k)), i64(pixels))
                     store_lanes(builder, column, element_pointer(builder, columns, at, element), width)
         if out % width:
             scalar(start, i64(width), out % width, whole)
     done = builder.mul(blocks, i64(width))
     scalar(builder.add(first, done), builder.sub(count, done), out)
-
-
-def transposed(builder: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
-    """The columns of a square tile of vectors (rows[r][c] -> columns[c][r]): log2(width) rounds of
-    two-vector shuffles, each exchanging blocks of `step` lanes between rows `step` apart."""
-    rows, width = list(rows), len(rows)
-    step = width // 2
-    while step:
-        low = lane_indices(j if not j & step else width + j - step for j in range(width))
-        high = lane_indices(j + step if not j & step else width + j for j in range(width))
-        for r in (r for r in range(width) if not r & step):
-            a, b = rows[r], rows[r + step]
-            rows[r], rows[r + step] = builder.shuffle_vector(a, b, low), builder.shuffle_vector(a, b, high)
-        step //= 2
-    return rows
 
 
 def _gather_taps(builder: ir.IRBuilder, source: ir.Value, row: ir.Value, oy: ir.Value, ox: ir.Value,

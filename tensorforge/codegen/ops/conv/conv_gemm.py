@@ -33,9 +33,10 @@ from llvmlite import ir
 
 from ....ir import DType, Node
 from ....ir.ops_nn import split_contraction, unpooled_conv2d_type
-from ...gemm.gemm import BlockStep, minimum, pack_a_rows
+from ...gemm.gemm import BlockStep, minimum
 from ...gemm.micro_kernel import Epilogue
 from ...gemm.packing import pack_a_panels
+from ...gemm.run_packing import pack_a_rows
 from ...gemm.tiling import FLOAT_BYTES, GemmTiling, gemm_tiling
 from ...kernel import Kernel
 from ...llvm import scalar
