@@ -157,6 +157,45 @@ def test_packing_x_copies_whole_k_groups_without_lane_by_lane_vectors(x_dtype):
     assert not re.search(r"vpextrb|vpinsrb|vpmullq|scatter", assembly)
 
 
+AMX = Target("x86-64-amx", "x86_64-unknown-linux-gnu", "sapphirerapids",
+             "+avx,+avx2,+fma,+avx512f,+avx512bw,+avx512dq,+avx512vl,+avx512vnni,+amx-tile,+amx-int8", 16, 32)
+AMX_HOST = AMX.runs_in_process
+
+
+def test_amx_tiles_are_in_the_machine_code_and_tf_run_asks_for_them():
+    """On a target with AMX the int8 GEMM multiplies tiles (tdpbusd for u8 x, tdpbssd for i8, the
+    dynamic layer's codes), configured and released by each kernel; tf_run first asks Linux for
+    the tile state (arch_prctl 158, ARCH_REQ_XCOMP_PERM 0x1023). Built whatever the host."""
+    assembly = build(qlinear_graph(rows=64), AMX).assembly()
+    assert re.search(r"tdpbusd\s", assembly) and not re.search(r"tdpbssd\s|vpdpbusd", assembly)
+    assert "ldtilecfg" in assembly and "tilerelease" in assembly
+    assert re.search(r"\$4131,", assembly) and re.search(r"\$158,", assembly)
+    graph, _ = single_op_graph("dynamic_qlinear", [np.ones((40, 100), np.float32), np.ones((100, 24), np.int8),
+                                                   np.ones(24, np.float32), np.zeros(24, np.float32)],
+                               {"activation": None}, constants=(1, 2, 3))
+    assert re.search(r"tdpbssd\s", build(graph, AMX).assembly())
+    assert not re.search(r"tdpb|tilecfg|\$4131,", build(qlinear_graph(rows=64), VNNI_512).assembly())
+
+
+AMX_SHAPES = [(1, 64, 16), (16, 64, 32), (17, 100, 33), (33, 128, 17), (70, 200, 70), (5, 1, 1), (64, 192, 96)]
+
+
+@pytest.mark.skipif(not AMX_HOST, reason="needs a host with AMX int8 tiles (Sapphire Rapids or later)")
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("rows, depth, columns", AMX_SHAPES)
+@pytest.mark.parametrize("x_dtype, out", [("u8", "i8"), ("i8", "f32"), ("i8", "u8")])
+def test_qlinear_on_amx_tiles_is_exact(rows, depth, columns, x_dtype, out, threads):
+    """Tails of rows (a tile of fewer than 16 or 32 rows), of columns (within a 16-column tile and
+    past it) and of depth (x's rows copied with zeros to a multiple of 64 bytes; none when it is one)."""
+    rng = np.random.default_rng(rows * depth + columns)
+    low, high = LIMITS[x_dtype]
+    operands = [rng.integers(low, high + 1, (rows, depth)).astype(DType[x_dtype].numpy),
+                rng.integers(-128, 128, (depth, columns)).astype(np.int8),
+                rng.integers(-2**16, 2**16, columns).astype(np.int32),
+                (rng.uniform(0.1, 10, columns) / (depth * 128)).astype(np.float32), np.int32(low + 3), np.int32(1)]
+    check((operands, {"dtype": out, "activation": None}), AMX, threads=threads)
+
+
 def test_bad_operands_are_named():
     x, weight = np.zeros((2, 4), np.int8), np.zeros((4, 3), np.int8)
     good = [x, weight, np.zeros(3, np.int32), np.float32(1), np.int32(0), np.int32(0)]
@@ -246,6 +285,12 @@ def test_dynamic_qlinear_compiles_for_every_size_of_x(target, rows, depth):
 @settings(max_examples=ARMV8_EXAMPLES, deadline=None)
 def test_dynamic_qlinear_is_exact_on_armv8(target, case):
     check_dynamic(case, target, threads=2)
+
+
+@pytest.mark.skipif(not AMX_HOST, reason="needs a host with AMX int8 tiles (Sapphire Rapids or later)")
+@given(dynamic_cases(max_size=48))
+def test_dynamic_qlinear_on_amx_tiles_is_exact(case):
+    check_dynamic(case, AMX, threads=2)
 
 
 def test_dynamic_parameters_cover_zero_and_the_range():

@@ -35,6 +35,7 @@ from llvmlite import ir
 
 from ..ir import Graph, Node
 from ..ir.printer import format_attr
+from .gemm import amx
 from .kernel import Kernel
 from .llvm.utils import I32, I64, PTR, VOID, byte_pointer, copy_bytes, declare
 from .lowering import Lowering
@@ -277,5 +278,7 @@ def emit_module(graph: Graph, plans: Sequence[NodePlan], target: Target, threads
         destination = _load_pointer(builder, outputs, index, f"output.{index}")
         copy_bytes(builder, destination, source.pointer, node.type.nbytes, may_overlap=source.is_graph_input)
     builder.ret(ir.Constant(I32, 0))
+    if amx.uses_tiles(module):
+        amx.request_tiles(module.get_global(ENTRY))
     finish_pool(module)
     return module

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 import llvmlite.binding as llvm
 import numpy as np
 
+from ..codegen.gemm.amx import TILES_REFUSED
 from ..codegen.memory import ALIGNMENT, aligned_empty
 from ..codegen.target import initialize_llvm
 from ..codegen.threads.thread_pool import SHUTDOWN
@@ -120,6 +121,10 @@ class HostExecutor:
         return self._local.state.workspace[offset:offset + 8 * count].view(np.int64).copy()
 
     def _failure(self, status: int) -> NativeError:
+        if status == TILES_REFUSED:
+            return NativeError(f"{self.entry} returned status {status}: Linux refused this process the AMX tile state "
+                               f"(arch_prctl ARCH_REQ_XCOMP_PERM) its int8 kernels need; compile for a target "
+                               f"without amx-int8", status)
         return NativeError(f"{self.entry} returned status {status} (0 means success)", status)
 
     def _thread_state(self) -> _ThreadState:

@@ -17,11 +17,13 @@ instruction of the target's int8 scheme (`int8_scheme`):
     sdot     armv8.2-a + dotprod         G=4  s8 x s8, 4 products into each i32 lane
     widen    every other target          G=1  i32 multiply-add of sign-extended values
 
+A target with AMX's int8 tiles (Sapphire Rapids on) takes them instead (`qgemm_tiling`, gemm/amx.py):
+the same weight panels with NR = 32, x read in place a 32-row tile at a time (k padded to 64).
+
 vpdpbusd wants unsigned x and sdot signed: packing shifts x by 128 when its dtype is the other one
 (`shift`), and the epilogue takes the shift out with the column sums, together with x's zero
 point: sum((x - zx) * w) = sum((x + shift) * w) - (shift + zx) * colsum(w). The epilogue then adds
-the bias and requantizes in f32, exactly as the reference: rint(f32(acc) * m) + zy, clipped (to
-[max(qmin, zy), qmax] with a fused relu), or f32(acc) * m for an f32 result.
+the bias and requantizes in f32, exactly as the reference (gemm/requant.py).
 
 The loops: blocks of `mc` rows of x are packed (one block's panels stay in L2); for each column
 panel (K x NR bytes of weight, in L1) the micro-kernel runs on every row panel of the block. Work
@@ -38,7 +40,6 @@ import numpy as np
 from llvmlite import ir
 
 from ...ir import DType
-from ..llvm import float_math
 from ..llvm.utils import (
     F32,
     I8,
@@ -47,6 +48,7 @@ from ..llvm.utils import (
     PTR,
     VOID,
     call_intrinsic,
+    copy_bytes,
     element_pointer,
     for_range,
     i64,
@@ -54,8 +56,10 @@ from ..llvm.utils import (
     store_element,
 )
 from ..target import Target
+from . import amx
 from .gemm import minimum, row_panel_calls
-from .micro_kernel import accumulate_in_turns, load_lanes, prefetch_lines, splat, store_lanes
+from .micro_kernel import accumulate_in_turns, prefetch_lines, splat
+from .requant import Requant, TileArguments, write_tile
 
 I16 = ir.IntType(16)
 A_BLOCK_BYTES = 128 * 1024  # packed rows of x per block: about half of a 512 KiB L2
@@ -71,6 +75,7 @@ class Int8Scheme:
     a_bits: int
     lanes: int
     signed_a: bool = True
+    depth_step: int = 0  # k is padded to a multiple of it (0: of `group`)
 
     @property
     def a_type(self) -> ir.IntType:
@@ -78,16 +83,25 @@ class Int8Scheme:
 
     def shift(self, x_dtype: DType) -> int:
         """What packing adds to x so that it has the signedness the instruction wants (8-bit schemes)."""
-        if self.a_bits != 8:
+        if self.a_bits != 8 or self.name == "amx":  # AMX has an instruction for either sign
             return 0
         if self.signed_a:
             return -128 if x_dtype is DType.u8 else 0
         return 128 if x_dtype is DType.i8 else 0
 
 
+AMX = Int8Scheme("amx", 4, 8, amx.TILE_ROWS, signed_a=False, depth_step=amx.TILE_BYTES)
+
+
+def has_amx(target: Target) -> bool:
+    """Whether `target` has AMX's int8 tiles (gemm/amx.py); all such CPUs have AVX-512."""
+    return (target.arch == "x86_64" and target.has_feature("amx-tile") and target.has_feature("amx-int8")
+            and target.vector_width == 16 and target.has_feature("avx512bw"))
+
+
 @functools.cache
 def int8_scheme(target: Target) -> Int8Scheme:
-    """The best int8 scheme `target` has (module docstring)."""
+    """The best int8 scheme in vector registers `target` has (module docstring)."""
     width = target.vector_width
     if target.arch == "aarch64":
         return Int8Scheme("sdot", 4, 8, 4) if target.has_feature("dotprod") else Int8Scheme("widen", 1, 16, 4)
@@ -119,6 +133,8 @@ class QTiling:
 def qgemm_tiling(target: Target) -> QTiling:
     """6 x 16 on AVX2 (12 accumulators, 2 weight vectors, a broadcast: 15 of 16 ymm), 14 x 32 with
     32 zmm, 8 x 12 on NEON (24 of 32 q registers)."""
+    if has_amx(target):
+        return QTiling(AMX, amx.MR, amx.NR // AMX.lanes)
     scheme = int8_scheme(target)
     registers = target.vector_registers
     vectors = 3 if registers >= 32 and scheme.lanes <= 4 else 2
@@ -128,7 +144,8 @@ def qgemm_tiling(target: Target) -> QTiling:
 
 
 def padded_depth(depth: int, scheme: Int8Scheme) -> int:
-    return -(-depth // scheme.group) * scheme.group
+    step = scheme.depth_step or scheme.group
+    return -(-depth // step) * step
 
 
 def pack_qweight(weight: np.ndarray, tiling: QTiling) -> np.ndarray:
@@ -151,30 +168,6 @@ def _row_block(tiling: QTiling, depth: int) -> int:
 
 
 # --- the micro-kernel -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Requant:
-    """The epilogue of one int8 GEMM: result dtype, activation (relu, or for an f32 result any of
-    ir.ops_nn.LINEAR_ACTIVATIONS), whether the multiplier is per column, and dynamic_qlinear's
-    `dynamic` epilogue: its f32 result is f32(acc) * (sx * m) + bias (+ the residual) with x's scale sx
-    known at run time and an f32 bias per column (the int32 bias is not read), as the reference."""
-
-    dtype: DType
-    activation: str | None
-    per_column: bool
-    dynamic: bool = False
-    residual: bool = False
-
-    def __post_init__(self):
-        if self.dtype is not DType.f32 and self.activation not in (None, "relu"):
-            raise ValueError(f"an int8 GEMM with a {self.dtype.name} result cannot end in {self.activation}")
-
-    @property
-    def suffix(self) -> str:
-        parts = (self.dtype.name, self.activation, self.per_column and "mcol", self.dynamic and "dynamic",
-                 self.residual and "residual")
-        return "".join(f".{part}" for part in parts if part)
-
 
 def multiply_add(builder: ir.IRBuilder, scheme: Int8Scheme, accumulator: ir.Value, a_word: ir.Value,
                   b_bytes: ir.Value) -> ir.Value:
@@ -255,48 +248,9 @@ def micro_kernel(module: ir.Module, tiling: QTiling, rows: int, columns: int, re
     values = accumulate_in_turns(builder, groups, [ir.Constant(accumulator, None)] * (rows * len(counts)), step,
                                  builder.add)
 
-    # the epilogue: acc + bias - correction * colsum, per column (the dynamic epilogue's bias is f32,
-    # added after scaling); then requantize
-    vector = ir.VectorType(F32, lanes)
-    offsets = []
-    for v, count in enumerate(counts):
-        sums = load_lanes(builder, element_pointer(builder, colsum, v * lanes, I32), count, accumulator)
-        offset = builder.mul(splat(builder, correction, accumulator), sums)
-        if requant.dynamic:
-            offsets.append(builder.neg(offset))
-        else:
-            column_bias = load_lanes(builder, element_pointer(builder, bias, v * lanes, I32), count, accumulator)
-            offsets.append(builder.sub(column_bias, offset))
-    if requant.per_column:
-        scales = [load_lanes(builder, element_pointer(builder, multiplier, v * lanes, F32), count, vector)
-                  for v, count in enumerate(counts)]
-    else:
-        scales = [splat(builder, builder.load(multiplier, typ=F32), vector)] * len(counts)
-    if requant.dynamic:  # f32(acc) * (sx * sw) + bias, as the reference
-        scales = [builder.fmul(splat(builder, x_scale, vector), scale) for scale in scales]
-        float_bias = [load_lanes(builder, element_pointer(builder, bias, v * lanes, F32), count, vector)
-                      for v, count in enumerate(counts)]
-    out_element = F32 if requant.dtype is DType.f32 else I8
-    zero_v, low_v, high_v = (splat(builder, value, vector) for value in (zero, low, high))
-    for r in range(rows):
-        row = element_pointer(builder, c, builder.mul(ldc, i64(r)), out_element, f"c{r}")
-        skip = element_pointer(builder, residual, builder.mul(ldc, i64(r)), F32, f"r{r}") if requant.residual else None
-        for v, count in enumerate(counts):
-            total = builder.add(values[r * len(counts) + v], offsets[v])
-            scaled = builder.fmul(builder.sitofp(total, vector), scales[v])
-            if requant.dtype is DType.f32:
-                if requant.dynamic:
-                    scaled = builder.fadd(scaled, float_bias[v])
-                if skip is not None:
-                    scaled = builder.fadd(scaled, load_lanes(builder, element_pointer(builder, skip, v * lanes, F32),
-                                                             count, vector))
-                result = float_math.activation(builder, requant.activation, scaled)
-            else:
-                code = builder.fadd(call_intrinsic(builder, f"llvm.rint.v{lanes}f32", vector, [scaled]), zero_v)
-                code = builder.select(builder.fcmp_ordered("<", code, low_v), low_v, code)
-                code = builder.select(builder.fcmp_ordered(">", code, high_v), high_v, code)
-                result = builder.trunc(builder.fptosi(code, accumulator), ir.VectorType(I8, lanes))
-            store_lanes(builder, result, element_pointer(builder, row, v * lanes, out_element), count)
+    write_tile(builder, requant, lanes, rows, columns,
+               TileArguments(c, ldc, bias, colsum, multiplier, correction, zero, low, high, x_scale, residual),
+               lambda r, v: values[r * len(counts) + v])
     builder.ret_void()
     return function
 
@@ -369,23 +323,40 @@ class QGemm:
     residual: ir.Value | None = None  # laid out as the output (Requant.residual)
 
 
+def _pad_rows(builder: ir.IRBuilder, x: ir.Value, depth: int, padded: int, rows: ir.Value,
+              destination: ir.Value) -> None:
+    """destination[r, :depth] = x[r] for the `rows` rows of x, rows `padded` bytes apart: the rows of
+    AMX tiles of A (64 bytes of k per tile row) when depth is not a multiple of 64. The bytes past
+    depth are left as they are: the weight's rows there are zeros (pack_qweight), so they add
+    nothing; the copy is there so that the tiles never read past x's last row."""
+    with for_range(builder, rows, "pad.row", unroll=False) as row:
+        target = element_pointer(builder, destination, builder.mul(row, i64(padded)), I8, "pad.to")
+        copy_bytes(builder, target, element_pointer(builder, x, builder.mul(row, i64(depth)), I8), depth, False)
+
+
 def emit_block(builder: ir.IRBuilder, tiling: QTiling, q: QGemm, requant: Requant, shape: tuple[int, int, int],
                 first_row: ir.Value, first_column: ir.Value, row_count: int, column_count: int) -> None:
     """Rows [first_row, + row_count) x columns [first_column, + column_count) of the result
     (counts static, first panels aligned)."""
     rows, depth, columns = shape
     scheme = tiling.scheme
-    groups = padded_depth(depth, scheme) // scheme.group
+    padded = padded_depth(depth, scheme)
+    groups = padded // scheme.group
     panel_bytes = groups * scheme.group * tiling.columns
     colsum_start = -(-columns // tiling.columns) * panel_bytes
     out_element = F32 if requant.dtype is DType.f32 else I8
     mc = _row_block(tiling, depth)
     mr, nr = tiling.rows, tiling.columns
+    tiles = scheme is AMX
     with for_range(builder, -(-row_count // mc), "ic") as block:
         ic = builder.add(first_row, builder.mul(block, i64(mc)), name="ic")
         block_rows = minimum(builder, builder.sub(builder.add(first_row, i64(row_count)), ic), mc, "mc")
-        _pack_rows(builder, tiling, element_pointer(builder, q.x, builder.mul(ic, i64(depth)), I8), q.x_dtype, depth,
-                   block_rows, q.scratch, row_count % mr)
+        block_x = element_pointer(builder, q.x, builder.mul(ic, i64(depth)), I8)
+        if not tiles:
+            _pack_rows(builder, tiling, block_x, q.x_dtype, depth, block_rows, q.scratch, row_count % mr)
+        elif padded != depth:
+            _pad_rows(builder, block_x, depth, padded, block_rows, q.scratch)
+        tile_rows = block_x if tiles and padded == depth else q.scratch  # AMX: x's rows, or their padded copy
 
         def column_panel(u: ir.Value, width: int) -> None:
             column = builder.add(first_column, builder.mul(u, i64(nr)), name="column")
@@ -396,26 +367,31 @@ def emit_block(builder: ir.IRBuilder, tiling: QTiling, q: QGemm, requant: Requan
             multiplier = element_pointer(builder, q.multiplier, column, F32) if requant.per_column else q.multiplier
 
             def call(height: int, t: ir.Value, fetch: bool) -> None:
-                kernel = micro_kernel(builder.module, tiling, height, width, requant, fetch)
-                a_panel = element_pointer(builder, q.scratch, builder.mul(t, i64(groups * scheme.group * mr)),
-                                          scheme.a_type, "a_panel")
                 row = builder.add(ic, builder.mul(t, i64(mr)))
                 at = builder.add(builder.mul(row, i64(columns)), column)
                 c_tile = element_pointer(builder, q.output, at, out_element, "c_tile")
                 residual = (element_pointer(builder, q.residual, at, F32, "r_tile") if requant.residual
                             else ir.Constant(PTR, None))
-                builder.call(kernel, [i64(groups), a_panel, b_panel, c_tile, i64(columns), bias, colsum, multiplier,
-                                      q.correction, q.zero, q.low, q.high, q.x_scale or ir.Constant(F32, 1.0),
-                                      residual, i64(panel_bytes)])
+                epilogue = [c_tile, i64(columns), bias, colsum, multiplier, q.correction, q.zero, q.low, q.high,
+                            q.x_scale or ir.Constant(F32, 1.0), residual]
+                if tiles:
+                    kernel = amx.micro_kernel(builder.module, height, width, requant, q.x_dtype is DType.i8)
+                    a_tile = element_pointer(builder, tile_rows, builder.mul(t, i64(mr * padded)), I8, "a_tile")
+                    builder.call(kernel, [i64(padded // amx.TILE_BYTES), a_tile, i64(padded), b_panel, *epilogue])
+                    return
+                kernel = micro_kernel(builder.module, tiling, height, width, requant, fetch)
+                a_panel = element_pointer(builder, q.scratch, builder.mul(t, i64(groups * scheme.group * mr)),
+                                          scheme.a_type, "a_panel")
+                builder.call(kernel, [i64(groups), a_panel, b_panel, *epilogue, i64(panel_bytes)])
 
             # only the last block has a tail panel, of row_count % mr rows. With more than one row
             # panel in the GEMM, the first call fetches the weight's next panel into L2: the panels
             # follow each other, but the hardware prefetcher starts over at every 4 KiB page, and
             # the micro-kernel waited on it (BERT-base int8). A matrix-vector product's stream of
-            # panels is left to the hardware, as the f32 GEMM's (_streamed_b).
+            # panels is left to the hardware, as the f32 GEMM's (_streamed_b); so are AMX's tiles.
             full = builder.udiv(block_rows, i64(mr), name="row_panels")
             tail = builder.icmp_unsigned("!=", builder.urem(block_rows, i64(mr)), i64(0)) if row_count % mr else None
-            row_panel_calls(builder, mr, full, row_count % mr, tail, call, first_fetches=rows > mr)
+            row_panel_calls(builder, mr, full, row_count % mr, tail, call, first_fetches=rows > mr and not tiles)
 
         with for_range(builder, column_count // nr, "jr") as u:
             column_panel(u, nr)
@@ -428,21 +404,8 @@ def round64(nbytes: int) -> int:
 
 
 def block_bytes(tiling: QTiling, rows: int, depth: int) -> int:
+    """Scratch for a block of x's rows: packed, or for AMX padded (none when its rows need no padding)."""
+    if tiling.scheme is AMX and padded_depth(depth, AMX) == depth:
+        return 0
     block = min(_row_block(tiling, depth), -(-rows // tiling.rows) * tiling.rows)
     return round64(block * padded_depth(depth, tiling.scheme) * tiling.scheme.a_bits // 8)
-
-
-def requant_limits(builder: ir.IRBuilder, dtype: DType, relu: bool,
-                   zy: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
-    """(low, high, zy) as f32 for the requantizing epilogue (ops_quant.requantize_limits)."""
-    zero, low, high = builder.sitofp(zy, F32, name="zy"), ir.Constant(F32, 0.0), ir.Constant(F32, 0.0)
-    if dtype is not DType.f32:
-        info = np.iinfo(dtype.numpy)
-        low = ir.Constant(F32, float(info.min))
-        if relu:
-            clipped = builder.select(builder.icmp_signed(">", zy, ir.Constant(I32, int(info.max))),
-                                     ir.Constant(I32, int(info.max)), zy)
-            low = builder.select(builder.icmp_signed(">", clipped, ir.Constant(I32, int(info.min))),
-                                 builder.sitofp(clipped, F32), low, name="low")
-        high = ir.Constant(F32, float(info.max))
-    return low, high, zero

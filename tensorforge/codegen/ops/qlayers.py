@@ -23,7 +23,8 @@ from ...ir import DType, Node
 from ..errors import CodegenError
 from ..gemm.gemm import GemmSplit, for_each_part_block
 from ..gemm.micro_kernel import load_lanes, store_lanes
-from ..gemm.qgemm import QGemm, Requant, block_bytes, emit_block, pack_qweight, qgemm_tiling, requant_limits, round64
+from ..gemm.qgemm import QGemm, block_bytes, emit_block, pack_qweight, qgemm_tiling, round64
+from ..gemm.requant import Requant, requant_limits
 from ..gemm.run_packing import transpose_square
 from ..gemm.tiling import FLOAT_BYTES
 from ..kernel import Kernel
@@ -123,28 +124,55 @@ def dynamic_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = f
     return qlinear_scratch_bytes(node, target) + round64(rows * depth)
 
 
-def _range_with_zero(builder: ir.IRBuilder, x: ir.Value, count: int, width: int) -> tuple[ir.Value, ir.Value]:
-    """(min, max) of 0 and the `count` floats at x, NaN skipped (minnum/maxnum, as the reference):
-    whole vectors of `width` in a loop, then a horizontal reduction and the last few one by one.
-    Written in vectors, not left to LLVM's loop vectorizer: on a scalar loop of minnum/maxnum its
-    cost models disagree for some trip counts (120, 121, 136 seen), an assertion that aborts."""
-    vector = ir.VectorType(F32, width)
-    suffix = f"v{width}f32"
+RANGE_CHAINS = 4  # independent (min, max) accumulators of the range loop
 
-    def extremes(low: ir.Value, high: ir.Value, value: ir.Value, kind: str) -> list[ir.Value]:
-        return [call_intrinsic(builder, f"llvm.minnum.{kind}", low.type, [low, value]),
-                call_intrinsic(builder, f"llvm.maxnum.{kind}", high.type, [high, value])]
+
+def _range_with_zero(builder: ir.IRBuilder, x: ir.Value, count: int, width: int) -> tuple[ir.Value, ir.Value]:
+    """(min, max) of 0 and the `count` floats at x, NaN skipped (as the reference's np.where(isnan)):
+    RANGE_CHAINS vectors of `width` a step, each into its own accumulators, then a horizontal
+    reduction and the last few one by one.
+
+    Each update is `x < low ? x : low` (and `>` for high), false for a NaN x, so the accumulator
+    (never NaN: it starts at 0) stays: on x86 that is one vminps / vmaxps, whose NaN rule (the
+    second operand on an unordered compare) is the select's; llvm.minnum took three dependent
+    instructions there, and one accumulator pair made the loop wait on them (BERT-base's 768-wide
+    input took about as long as its int8 GEMM). Written in vectors, not left to LLVM's loop
+    vectorizer: on a scalar loop its cost models disagree for some trip counts (120, 121, 136
+    seen), an assertion that aborts."""
+    vector = ir.VectorType(F32, width)
+
+    def update(low: ir.Value, high: ir.Value, value: ir.Value) -> list[ir.Value]:
+        return [builder.select(builder.fcmp_ordered("<", value, low), value, low),
+                builder.select(builder.fcmp_ordered(">", value, high), value, high)]
 
     def step(index: ir.Value, values: list[ir.Value]) -> list[ir.Value]:
-        at = element_pointer(builder, x, builder.mul(index, i64(width)), F32)
-        return extremes(*values, builder.load(at, typ=vector, align=FLOAT_BYTES), suffix)
+        at = element_pointer(builder, x, builder.mul(index, i64(width * RANGE_CHAINS)), F32)
+        updated = []
+        for chain in range(RANGE_CHAINS):
+            value = builder.load(element_pointer(builder, at, chain * width, F32), typ=vector, align=FLOAT_BYTES)
+            updated += update(*values[2 * chain:2 * chain + 2], value)
+        return updated
 
     zeros = ir.Constant(vector, [0.0] * width)
-    low, high = carried_loop(builder, i64(0), i64(count // width), [zeros, zeros], step, "range")
+    step_size = width * RANGE_CHAINS
+    values = carried_loop(builder, i64(0), i64(count // step_size), [zeros] * (2 * RANGE_CHAINS), step, "range")
+    lows, highs = values[0::2], values[1::2]
+    for chain in range(1, RANGE_CHAINS):  # fold the chains (no NaN in them)
+        lows[0] = builder.select(builder.fcmp_ordered("<", lows[chain], lows[0]), lows[chain], lows[0])
+        highs[0] = builder.select(builder.fcmp_ordered(">", highs[chain], highs[0]), highs[chain], highs[0])
+    done = count - count % step_size
+
+    def single(index: ir.Value, values: list[ir.Value]) -> list[ir.Value]:  # the whole vectors left
+        at = element_pointer(builder, x, builder.add(i64(done), builder.mul(index, i64(width))), F32)
+        return update(*values, builder.load(at, typ=vector, align=FLOAT_BYTES))
+
+    low, high = carried_loop(builder, i64(0), i64(count % step_size // width), [lows[0], highs[0]], single,
+                             "range.rest")
+    suffix = f"v{width}f32"
     low = call_intrinsic(builder, f"llvm.vector.reduce.fmin.{suffix}", F32, [low], "low")
     high = call_intrinsic(builder, f"llvm.vector.reduce.fmax.{suffix}", F32, [high], "high")
     for index in range(count - count % width, count):
-        low, high = extremes(low, high, load_element(builder, x, index, F32), "f32")
+        low, high = update(low, high, load_element(builder, x, index, F32))
     return low, high
 
 
