@@ -274,10 +274,10 @@ def test_copies_in_parts(op, shapes, attrs, threads, arch):
     reference, also with more parts than that axis has units."""
     from unittest import mock
 
-    from tensorforge.codegen.ops import shape
+    from tensorforge.codegen.threads import parallel
 
     graph, inputs = single_op_graph(op, [sample(each, DType.i32) for each in shapes], attrs)
-    with mock.patch.object(shape, "PARALLEL_COPY_BYTES", 0):
+    with mock.patch.object(parallel, "PARALLEL_BYTES", 0):
         (actual,) = compile_and_run(graph, *inputs, target=arch, threads=threads)
     assert_matches(actual, ir.interpret(graph, *inputs))
 

@@ -148,8 +148,23 @@ def exported_feed_forward():
     return graph, (_rng().standard_normal((4, 16)).astype(np.float32),)
 
 
+def dynamic_int8_layers():
+    """Two dynamic_qlinear on an x of 8 rows (split-range), the second after a relu."""
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((8, 16), DType.f32))
+    rng = _rng(3)
+
+    def layer(source):
+        return graph.call("dynamic_qlinear", [source, graph.constant(rng.integers(-127, 128, (16, 16)).astype(np.int8)),
+                                              graph.constant(np.full(16, 0.01, np.float32)),
+                                              graph.constant(rng.standard_normal(16).astype(np.float32))])
+
+    graph.outputs = [layer(graph.call("relu", [layer(x)]))]
+    return graph, (rng.standard_normal((8, 16)).astype(np.float32),)
+
+
 TARGETED = [quantized_mlp, cnn_with_pool_and_norm, winograd_conv, siblings_sparse_and_residual, attention_scores,
-            exported_feed_forward]
+            exported_feed_forward, dynamic_int8_layers]
 
 
 @pytest.mark.parametrize("make", TARGETED, ids=lambda make: make.__name__)

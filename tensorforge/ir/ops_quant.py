@@ -26,6 +26,12 @@ the weight is int8 with a scale per column, and the result is f32:
     sx = (hi - lo) / 255 (1 if 0); zx = clip(rint(-128 - lo / sx)); xq = quantize(x, sx, zx)
     y = f32((xq - zx) @ w) * (sx * sw) + bias   (then relu or a gelu)   all in f32, NaN in x ignored
 
+x's range may come computed already (passes/split_range.py), as value_range's partial ranges of
+blocks of x's rows, its last operand with ranged=true: the same lo and hi, so the same result:
+
+    %r = value_range(%x) {blocks=8} : f32[2,8]      [min(0, block), max(0, block)] per block of rows
+    %y = dynamic_qlinear(%x, %w, %sw, %b, %r) {ranged=true} : f32[128,768]
+
 qconv2d is the same for a convolution (NCHW, groups 1; w i8 [O, C, kh, kw], bias and m per output
 channel); padding holds x's zero point, the code of 0.0, so padded taps contribute nothing.
 
@@ -208,11 +214,10 @@ def requantize_limits(dtype: DType, zero_point: int, activation) -> tuple[int, i
 
 # --- dynamic quantization ---------------------------------------------------------------------
 
-def dynamic_parameters(x: np.ndarray) -> tuple[np.float32, np.int32]:
-    """(scale, zero point) of x for dynamic quantization, in f32 steps the compiled code repeats."""
-    finite = np.where(np.isnan(x), F32(0), x)
-    low = min(F32(0), F32(finite.min(initial=0)))
-    high = max(F32(0), F32(finite.max(initial=0)))
+def range_parameters(low, high) -> tuple[np.float32, np.int32]:
+    """(scale, zero point) for dynamic quantization of values in [low, high] (low <= 0 <= high), in
+    f32 steps the compiled code repeats."""
+    low, high = F32(low), F32(high)
     scale = F32((high - low) / F32(255))
     if not scale > 0:
         scale = F32(1)
@@ -220,10 +225,59 @@ def dynamic_parameters(x: np.ndarray) -> tuple[np.float32, np.int32]:
     return scale, np.int32(zero)
 
 
+def value_range_of(x: np.ndarray) -> tuple[np.float32, np.float32]:
+    """(min(0, x), max(0, x)), NaN skipped."""
+    finite = np.where(np.isnan(x), F32(0), x)
+    return min(F32(0), F32(finite.min(initial=0))), max(F32(0), F32(finite.max(initial=0)))
+
+
+def dynamic_parameters(x: np.ndarray) -> tuple[np.float32, np.int32]:
+    """(scale, zero point) of x for dynamic quantization, in f32 steps the compiled code repeats."""
+    return range_parameters(*value_range_of(x))
+
+
+def range_rows(shape: tuple[int, ...], blocks: int) -> tuple[int, int, int]:
+    """(rows, row length, rows per block) of value_range: x as rows of its last axis, in `blocks`
+    blocks of ceil(rows / blocks) rows (the last ones may hold fewer, or none)."""
+    length = shape[-1] if shape else 1
+    rows = math.prod(shape[:-1]) if shape else 1
+    return rows, length, max(1, -(-rows // blocks))
+
+
+def _infer_value_range(types, attrs):
+    (x,) = types
+    if x.dtype is not DType.f32:
+        raise OpError(f"op 'value_range' needs an f32 operand, got {x}")
+    return TensorType((2, attrs["blocks"]), DType.f32)
+
+
+def _normalize_value_range(types, attrs):
+    blocks = attrs["blocks"]
+    if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)) or blocks < 1:
+        raise OpError(f"op 'value_range': blocks must be a positive int, got {blocks!r}")
+    return {"blocks": int(blocks)}
+
+
+@register_op("value_range", infer=_infer_value_range, operands=1, attrs={"blocks": 8},
+             normalize=_normalize_value_range)
+def value_range(x, *, blocks):
+    """[[min(0, block)], [max(0, block)]] for each block of x's rows (range_rows), NaN skipped; an
+    empty block gives 0 and 0."""
+    rows, length, per_block = range_rows(x.shape, blocks)
+    flat = x.reshape(rows, length)
+    ranges = np.zeros((2, blocks), F32)
+    for block in range(blocks):
+        ranges[:, block] = value_range_of(flat[block * per_block:(block + 1) * per_block])
+    return ranges
+
+
 def _infer_dynamic_qlinear(types, attrs):
-    if len(types) != 4 + bool(attrs["residual"]):
+    extra = bool(attrs["residual"]) + bool(attrs["ranged"])
+    if len(types) != 4 + extra:
+        named = " and ".join(name for name, on in (("the residual", attrs["residual"]),
+                                                    ("the ranges", attrs["ranged"])) if on)
         raise OpError(f"op 'dynamic_qlinear' takes x, weight, weight scale, bias"
-                      f"{' and the residual' if attrs['residual'] else ''}, got {len(types)} operands")
+                      f"{' and ' + named if named else ''}, got {len(types)} operands")
     x, w, w_scale, bias = types[:4]
     if x.dtype is not DType.f32 or w.dtype is not DType.i8:
         raise OpError(f"op 'dynamic_qlinear' needs an f32 x and an i8 weight, got {x} and {w}")
@@ -236,6 +290,9 @@ def _infer_dynamic_qlinear(types, attrs):
     result = TensorType(x.shape[:-1] + (out,), DType.f32)
     if attrs["residual"] and types[4] != result:
         raise OpError(f"op 'dynamic_qlinear': the residual must be {result}, got {types[4]}")
+    ranges = types[-1]
+    if attrs["ranged"] and (ranges.dtype is not DType.f32 or ranges.rank != 2 or ranges.shape[0] != 2):
+        raise OpError(f"op 'dynamic_qlinear': the ranges must be f32[2, blocks] (value_range), got {ranges}")
     return result
 
 
@@ -244,15 +301,22 @@ def _normalize_dynamic(types, attrs):
     if attrs["activation"] not in LINEAR_ACTIVATIONS:
         raise OpError(f"op 'dynamic_qlinear': activation must be one of {LINEAR_ACTIVATIONS}, "
                       f"got {attrs['activation']!r}")
-    return {"activation": attrs["activation"], "residual": bool(attrs.get("residual", False))}
+    return {"activation": attrs["activation"], "residual": bool(attrs.get("residual", False)),
+            "ranged": bool(attrs.get("ranged", False))}
 
 
-@register_op("dynamic_qlinear", infer=_infer_dynamic_qlinear, operands=(4, 5), traits={"contraction"},
-             attrs={"activation": None, "residual": False}, normalize=_normalize_dynamic)
-def dynamic_qlinear(x, weight, weight_scale, bias, *skip, activation, residual):
-    """x quantized with parameters from x itself, the int8 product, back to f32, + bias (+ the residual,
-    fuse-residual's skip connection: the last operand), then the activation (module docstring)."""
-    scale, zero = dynamic_parameters(x)
+@register_op("dynamic_qlinear", infer=_infer_dynamic_qlinear, operands=(4, 6), traits={"contraction"},
+             attrs={"activation": None, "residual": False, "ranged": False}, normalize=_normalize_dynamic)
+def dynamic_qlinear(x, weight, weight_scale, bias, *extra, activation, residual, ranged):
+    """x quantized with parameters from x itself (or from its ranges, value_range's, the last operand
+    with `ranged`), the int8 product, back to f32, + bias (+ the residual, fuse-residual's skip
+    connection), then the activation (module docstring)."""
+    if ranged:
+        ranges = extra[-1]
+        scale, zero = range_parameters(min(F32(0), ranges[0].min()), max(F32(0), ranges[1].max()))
+    else:
+        scale, zero = dynamic_parameters(x)
+    skip = extra[:1] if residual else ()
     codes = quantize(x, scale, zero, dtype=DType.i8)
     accumulator = integer_matmul(codes.astype(np.int64) - int(zero), weight).astype(np.int32)
     y = accumulator.astype(F32) * (scale * weight_scale) + bias

@@ -54,6 +54,7 @@ from .registry import (
 from .select_winograd import select_winograd
 from .simplify import simplify
 from .sparsify import sparsify
+from .split_range import split_range
 
 PIPELINE = [
     "eliminate-dead-code",
@@ -73,6 +74,7 @@ PIPELINE = [
     "fuse-softmax",
     "fuse-elementwise",
     "fuse-reduce",
+    "split-range",
 ]
 
 __all__ = [
@@ -82,7 +84,7 @@ __all__ = [
     "absorb_transpose", "check_order", "eliminate_common_subexpressions", "eliminate_dead_code", "fold_batch_norm",
     "fold_constants", "fuse_activation", "fuse_bias", "fuse_elementwise", "fuse_pool", "fuse_reduce", "fuse_residual",
     "fuse_sibling_linears", "fuse_softmax", "lower_quant", "order_constraints", "pipeline_for", "register_pass",
-    "run_pipeline", "select_winograd", "simplify", "sparsify",
+    "run_pipeline", "select_winograd", "simplify", "sparsify", "split_range",
 ]
 
 _MOVED = {"KVCacheError": "generate", "KVCacheGraphs": "generate", "find_attentions": "generate",

@@ -23,7 +23,7 @@ from .rewrite import Captures, Pattern, rebuilt, rewrite_to_fixpoint
 def _open_f32(contraction: ir.Node) -> bool:
     """An f32 result with no activation and no residual yet."""
     return (contraction.dtype is ir.DType.f32 and contraction.attrs["activation"] is None
-            and not contraction.attrs["residual"])
+            and not contraction.attrs["residual"] and not contraction.attrs.get("ranged"))
 
 
 def _with_residual(m: Captures) -> ir.Node | None:

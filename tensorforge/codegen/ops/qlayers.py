@@ -26,14 +26,12 @@ from ..gemm.micro_kernel import load_lanes, store_lanes
 from ..gemm.qgemm import QGemm, block_bytes, emit_block, pack_qweight, qgemm_tiling, round64
 from ..gemm.requant import Requant, requant_limits
 from ..gemm.run_packing import transpose_square
-from ..gemm.tiling import FLOAT_BYTES
 from ..kernel import Kernel
 from ..llvm.utils import (
     F32,
     I8,
     I32,
     call_intrinsic,
-    carried_loop,
     element_pointer,
     for_range,
     i64,
@@ -43,7 +41,7 @@ from ..llvm.utils import (
 from ..lowering import FLOAT, INT8, Lowering, PackedConstant, register_lowering
 from ..target import Target
 from ..threads import parallel
-from .quant import quantize_value
+from .quant import fold_ranges, quantize_value, range_with_zero
 
 
 def _operands(node: Node) -> tuple[int, int, int]:
@@ -124,58 +122,6 @@ def dynamic_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = f
     return qlinear_scratch_bytes(node, target) + round64(rows * depth)
 
 
-RANGE_CHAINS = 4  # independent (min, max) accumulators of the range loop
-
-
-def _range_with_zero(builder: ir.IRBuilder, x: ir.Value, count: int, width: int) -> tuple[ir.Value, ir.Value]:
-    """(min, max) of 0 and the `count` floats at x, NaN skipped (as the reference's np.where(isnan)):
-    RANGE_CHAINS vectors of `width` a step, each into its own accumulators, then a horizontal
-    reduction and the last few one by one.
-
-    Each update is `x < low ? x : low` (and `>` for high), false for a NaN x, so the accumulator
-    (never NaN: it starts at 0) stays: on x86 that is one vminps / vmaxps, whose NaN rule (the
-    second operand on an unordered compare) is the select's; llvm.minnum took three dependent
-    instructions there, and one accumulator pair made the loop wait on them (BERT-base's 768-wide
-    input took about as long as its int8 GEMM). Written in vectors, not left to LLVM's loop
-    vectorizer: on a scalar loop its cost models disagree for some trip counts (120, 121, 136
-    seen), an assertion that aborts."""
-    vector = ir.VectorType(F32, width)
-
-    def update(low: ir.Value, high: ir.Value, value: ir.Value) -> list[ir.Value]:
-        return [builder.select(builder.fcmp_ordered("<", value, low), value, low),
-                builder.select(builder.fcmp_ordered(">", value, high), value, high)]
-
-    def step(index: ir.Value, values: list[ir.Value]) -> list[ir.Value]:
-        at = element_pointer(builder, x, builder.mul(index, i64(width * RANGE_CHAINS)), F32)
-        updated = []
-        for chain in range(RANGE_CHAINS):
-            value = builder.load(element_pointer(builder, at, chain * width, F32), typ=vector, align=FLOAT_BYTES)
-            updated += update(*values[2 * chain:2 * chain + 2], value)
-        return updated
-
-    zeros = ir.Constant(vector, [0.0] * width)
-    step_size = width * RANGE_CHAINS
-    values = carried_loop(builder, i64(0), i64(count // step_size), [zeros] * (2 * RANGE_CHAINS), step, "range")
-    lows, highs = values[0::2], values[1::2]
-    for chain in range(1, RANGE_CHAINS):  # fold the chains (no NaN in them)
-        lows[0] = builder.select(builder.fcmp_ordered("<", lows[chain], lows[0]), lows[chain], lows[0])
-        highs[0] = builder.select(builder.fcmp_ordered(">", highs[chain], highs[0]), highs[chain], highs[0])
-    done = count - count % step_size
-
-    def single(index: ir.Value, values: list[ir.Value]) -> list[ir.Value]:  # the whole vectors left
-        at = element_pointer(builder, x, builder.add(i64(done), builder.mul(index, i64(width))), F32)
-        return update(*values, builder.load(at, typ=vector, align=FLOAT_BYTES))
-
-    low, high = carried_loop(builder, i64(0), i64(count % step_size // width), [lows[0], highs[0]], single,
-                             "range.rest")
-    suffix = f"v{width}f32"
-    low = call_intrinsic(builder, f"llvm.vector.reduce.fmin.{suffix}", F32, [low], "low")
-    high = call_intrinsic(builder, f"llvm.vector.reduce.fmax.{suffix}", F32, [high], "high")
-    for index in range(count - count % width, count):
-        low, high = update(low, high, load_element(builder, x, index, F32))
-    return low, high
-
-
 def emit_dynamic_qlinear(kernel: Kernel) -> None:
     """dynamic_qlinear: x's range, scale and zero point (ops_quant.dynamic_parameters), x's codes, then
     the int8 GEMM whose epilogue (Requant.dynamic) scales by sx * sw, adds the bias and the residual
@@ -186,11 +132,15 @@ def emit_dynamic_qlinear(kernel: Kernel) -> None:
         return
     _require_packed_weight(kernel)
     tiling = qgemm_tiling(kernel.target)
-    x, weight, weight_scale, bias, *skip = kernel.inputs
+    x, weight, weight_scale, bias, *extra = kernel.inputs
+    skip = extra[:1] if node.attrs["residual"] else []
     codes = element_pointer(builder, kernel.scratch, qlinear_scratch_bytes(node, kernel.target), I8, "codes")
     zero = ir.Constant(F32, 0.0)
 
-    low, high = _range_with_zero(builder, x, rows * depth, kernel.target.vector_width)
+    if node.attrs["ranged"]:  # value_range's partial ranges, its last operand
+        low, high = fold_ranges(builder, kernel.inputs[-1], node.inputs[-1].shape[1])
+    else:
+        low, high = range_with_zero(builder, x, rows * depth, kernel.target.vector_width)
     scale = builder.fdiv(builder.fsub(high, low), ir.Constant(F32, 255.0), name="sx")
     scale = builder.select(builder.fcmp_ordered(">", scale, zero), scale, ir.Constant(F32, 1.0), name="sx")
     shifted = call_intrinsic(builder, "llvm.rint.f32", F32, [builder.fsub(ir.Constant(F32, -128.0),

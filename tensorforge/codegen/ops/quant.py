@@ -4,6 +4,10 @@
                  (NaN -> zero_point), bit for bit what ir/ops_quant.py computes
     dequantize:  y = float(int32(q) - zero_point) * scale
     matmul_integer: (a - za) @ (b - zb) in int32, a widening loop nest
+    value_range: [min(0, block), max(0, block)] of each block of x's rows, NaN skipped; split
+                 among threads by blocks (each part reads the rows its core's producer wrote)
+
+`range_with_zero` and `fold_ranges` are also dynamic_qlinear's (ops/qlayers.py).
 """
 
 from __future__ import annotations
@@ -11,13 +15,16 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from ...ir import DType
+from ...ir import DType, Node
+from ...ir.ops_quant import range_rows
+from ..gemm.tiling import FLOAT_BYTES
 from ..kernel import Kernel
 from ..llvm import scalar
 from ..llvm.utils import (
     F32,
     I32,
     call_intrinsic,
+    carried_loop,
     element_pointer,
     fill_elements,
     for_range,
@@ -27,6 +34,8 @@ from ..llvm.utils import (
     store_element,
 )
 from ..lowering import FLOAT, INT8, Lowering, register_lowering
+from ..target import Target
+from ..threads import parallel
 from .elementwise import map_elements, map_lowering
 
 
@@ -102,3 +111,113 @@ def emit_matmul_integer(kernel: Kernel) -> None:
 
 
 register_lowering("matmul_integer", Lowering(emit_matmul_integer, INT8))
+
+
+# --- value ranges (dynamic quantization) ------------------------------------------------------
+
+RANGE_CHAINS = 4  # independent (min, max) accumulators of the range loop
+
+
+def range_with_zero(builder: ir.IRBuilder, x: ir.Value, count: int, width: int) -> tuple[ir.Value, ir.Value]:
+    """(min, max) of 0 and the `count` floats at x, NaN skipped (as the reference's np.where(isnan)):
+    RANGE_CHAINS vectors of `width` a step, each into its own accumulators, then a horizontal
+    reduction and the last few one by one.
+
+    Each update is `x < low ? x : low` (and `>` for high), false for a NaN x, so the accumulator
+    (never NaN: it starts at 0) stays: on x86 that is one vminps / vmaxps, whose NaN rule (the
+    second operand on an unordered compare) is the select's; llvm.minnum took three dependent
+    instructions there, and one accumulator pair made the loop wait on them (BERT-base's 768-wide
+    input took about as long as its int8 GEMM). Written in vectors, not left to LLVM's loop
+    vectorizer: on a scalar loop its cost models disagree for some trip counts (120, 121, 136
+    seen), an assertion that aborts."""
+    vector = ir.VectorType(F32, width)
+
+    def update(low: ir.Value, high: ir.Value, value: ir.Value) -> list[ir.Value]:
+        return [builder.select(builder.fcmp_ordered("<", value, low), value, low),
+                builder.select(builder.fcmp_ordered(">", value, high), value, high)]
+
+    def step(index: ir.Value, values: list[ir.Value]) -> list[ir.Value]:
+        at = element_pointer(builder, x, builder.mul(index, i64(width * RANGE_CHAINS)), F32)
+        updated = []
+        for chain in range(RANGE_CHAINS):
+            value = builder.load(element_pointer(builder, at, chain * width, F32), typ=vector, align=FLOAT_BYTES)
+            updated += update(*values[2 * chain:2 * chain + 2], value)
+        return updated
+
+    zeros = ir.Constant(vector, [0.0] * width)
+    step_size = width * RANGE_CHAINS
+    values = carried_loop(builder, i64(0), i64(count // step_size), [zeros] * (2 * RANGE_CHAINS), step, "range")
+    lows, highs = values[0::2], values[1::2]
+    for chain in range(1, RANGE_CHAINS):  # fold the chains (no NaN in them)
+        lows[0] = builder.select(builder.fcmp_ordered("<", lows[chain], lows[0]), lows[chain], lows[0])
+        highs[0] = builder.select(builder.fcmp_ordered(">", highs[chain], highs[0]), highs[chain], highs[0])
+    done = count - count % step_size
+
+    def single(index: ir.Value, values: list[ir.Value]) -> list[ir.Value]:  # the whole vectors left
+        at = element_pointer(builder, x, builder.add(i64(done), builder.mul(index, i64(width))), F32)
+        return update(*values, builder.load(at, typ=vector, align=FLOAT_BYTES))
+
+    low, high = carried_loop(builder, i64(0), i64(count % step_size // width), [lows[0], highs[0]], single,
+                             "range.rest")
+    suffix = f"v{width}f32"
+    low = call_intrinsic(builder, f"llvm.vector.reduce.fmin.{suffix}", F32, [low], "low")
+    high = call_intrinsic(builder, f"llvm.vector.reduce.fmax.{suffix}", F32, [high], "high")
+    for index in range(count - count % width, count):
+        low, high = update(low, high, load_element(builder, x, index, F32))
+    return low, high
+
+
+def fold_ranges(builder: ir.IRBuilder, ranges: ir.Value, blocks: int) -> tuple[ir.Value, ir.Value]:
+    """(min, max) of value_range's [2, blocks] partial ranges (each already holds 0, none is NaN)."""
+    low, high = load_element(builder, ranges, 0, F32), load_element(builder, ranges, blocks, F32)
+    for block in range(1, blocks):
+        value = load_element(builder, ranges, block, F32)
+        low = builder.select(builder.fcmp_ordered("<", value, low), value, low)
+        value = load_element(builder, ranges, blocks + block, F32)
+        high = builder.select(builder.fcmp_ordered(">", value, high), value, high)
+    return low, high
+
+
+def value_range_parts(node: Node, target: Target, threads: int) -> int:
+    """Blocks of rows shared among the threads from parallel.PARALLEL_BYTES of x."""
+    if node.inputs[0].type.nbytes < parallel.PARALLEL_BYTES:
+        return 1
+    return parallel.split_parts(node.attrs["blocks"], threads)[0]
+
+
+def emit_value_range(kernel: Kernel) -> None:
+    """Each block's range (range_with_zero over its rows: one run of floats) into column `block` of
+    the [2, blocks] result; a part takes whole blocks (parallel.part_bounds), an empty block gives 0 and 0."""
+    node, builder = kernel.node, kernel.builder
+    blocks = node.attrs["blocks"]
+    rows, length, per_block = range_rows(node.inputs[0].shape, blocks)
+    x, out = kernel.inputs[0], kernel.output
+    full, last = rows // per_block, rows % per_block  # whole blocks, the rows of a partial one after them
+    width = kernel.target.vector_width
+
+    def write(block: ir.Value, low: ir.Value, high: ir.Value) -> None:
+        store_element(builder, low, out, block)
+        store_element(builder, high, out, builder.add(block, i64(blocks)))
+
+    def block_range(block: ir.Value, count: int) -> None:
+        start = element_pointer(builder, x, builder.mul(block, i64(per_block * length)), F32, "block.x")
+        write(block, *range_with_zero(builder, start, count * length, width))
+
+    first, count = parallel.part_bounds(builder, kernel.part, kernel.parts, blocks, "blocks")
+    with for_range(builder, count, "block", unroll=False) as index:
+        block = builder.add(first, index, name="block")
+        with builder.if_else(builder.icmp_unsigned("<", block, i64(full))) as (whole, rest):
+            with whole:
+                block_range(block, per_block)
+            with rest:
+                if last:
+                    with builder.if_else(builder.icmp_unsigned("==", block, i64(full))) as (partial, empty):
+                        with partial:
+                            block_range(block, last)
+                        with empty:
+                            write(block, ir.Constant(F32, 0.0), ir.Constant(F32, 0.0))
+                else:
+                    write(block, ir.Constant(F32, 0.0), ir.Constant(F32, 0.0))
+
+
+register_lowering("value_range", Lowering(emit_value_range, FLOAT, parts=value_range_parts))

@@ -2,7 +2,7 @@
 
 reshape and flatten are views: their result is the operand's buffer (see lowering.VIEW). The
 other ops are strided copies, one loop nest each, contiguous on the side that is written, split
-among threads when big (PARALLEL_COPY_BYTES):
+among threads when big (parallel.PARALLEL_BYTES):
 
     %1 = transpose(%0) {perm=[1,0]} : f32[8,4]     with %0 : f32[4,8]
       for i0 in 0..8: for i1 in 0..4:  out[4*i0 + i1] = x[i0 + 8*i1]
@@ -20,20 +20,16 @@ from ..llvm.layout import Strides, coalesce, contiguous_strides
 from ..llvm.utils import add_offsets, i64, load_element, store_element, strided_loops
 from ..lowering import ALL, VIEW, Lowering, register_lowering
 from ..target import Target
+from ..threads import parallel
 
 for _view in ops_with("view"):  # reshape, flatten
     register_lowering(_view, VIEW)
 
 
-# A copy whose result has at least this many bytes is split among the threads (copy_elements: each
-# part its share of the outermost axis). SqueezeNet's concats (0.26-1.5 MB at batch 1, 2-12 MB at 8)
-# ran 1.09x and 1.13x faster as a whole model so (in-process A/B); BERT's head transposes (0.39 MB)
-# neither gained nor lost, and smaller copies stay on one thread: waking the team costs more.
-PARALLEL_COPY_BYTES = 256 << 10
-
-
 def copy_parts(node: Node, target: Target, threads: int) -> int:
-    return threads if node.type.size * node.dtype.itemsize >= PARALLEL_COPY_BYTES else 1
+    """All the threads from parallel.PARALLEL_BYTES of result (copy_elements: each part its share of
+    the outermost axis)."""
+    return threads if node.type.size * node.dtype.itemsize >= parallel.PARALLEL_BYTES else 1
 
 
 def copy_elements(kernel: Kernel, source: ir.Value, source_at: tuple[Strides, int], destination: ir.Value,

@@ -34,6 +34,12 @@ MIN_PARALLEL_FLOPS = 1 << 20
 # in that core's own L2 cache (a batch-1 linear of 784 x 256 runs 1.3x faster on two cores here).
 MIN_PARALLEL_WEIGHT_BYTES = 256 << 10
 
+# A kernel bound by memory (a copy, value_range's scan) whose data has at least this many bytes is
+# split among the threads. SqueezeNet's concats (0.26-1.5 MB at batch 1, 2-12 MB at 8) ran 1.09x
+# and 1.13x faster as a whole model so (in-process A/B); BERT's head transposes (0.39 MB) neither
+# gained nor lost, and smaller copies stay on one thread: waking the team costs more.
+PARALLEL_BYTES = 256 << 10
+
 # Independent pieces of work (images, rows of a pool) are cut into up to this many parts per
 # thread, so that a thread that starts late or runs slower (a busy core) can be made up for, and
 # the last part leaves little idle time (CNN at batch 64: 6.8 ms with 4 parts per thread, 6.1 with
