@@ -165,7 +165,8 @@ AMX_HOST = AMX.runs_in_process
 def test_amx_tiles_are_in_the_machine_code_and_tf_run_asks_for_them():
     """On a target with AMX the int8 GEMM multiplies tiles (tdpbusd for u8 x, tdpbssd for i8, the
     dynamic layer's codes), configured and released by each kernel; tf_run first asks Linux for
-    the tile state (arch_prctl 158, ARCH_REQ_XCOMP_PERM 0x1023). Built whatever the host."""
+    the tile state (arch_prctl 158, ARCH_REQ_XCOMP_PERM 0x1023). Fewer than 16 rows take VNNI on
+    the same panels. Built whatever the host."""
     assembly = build(qlinear_graph(rows=64), AMX).assembly()
     assert re.search(r"tdpbusd\s", assembly) and not re.search(r"tdpbssd\s|vpdpbusd", assembly)
     assert "ldtilecfg" in assembly and "tilerelease" in assembly
@@ -175,9 +176,12 @@ def test_amx_tiles_are_in_the_machine_code_and_tf_run_asks_for_them():
                                {"activation": None}, constants=(1, 2, 3))
     assert re.search(r"tdpbssd\s", build(graph, AMX).assembly())
     assert not re.search(r"tdpb|tilecfg|\$4131,", build(qlinear_graph(rows=64), VNNI_512).assembly())
+    few_rows = build(qlinear_graph(rows=15), AMX).assembly()  # a tile would cost as much for 1 row as for 16
+    assert re.search(r"vpdpbusd\s.*zmm", few_rows) and not re.search(r"tdpb|tilecfg|\$4131,", few_rows)
 
 
-AMX_SHAPES = [(1, 64, 16), (16, 64, 32), (17, 100, 33), (33, 128, 17), (70, 200, 70), (5, 1, 1), (64, 192, 96)]
+AMX_SHAPES = [(1, 64, 16), (16, 64, 32), (17, 100, 33), (33, 128, 17), (70, 200, 70), (5, 1, 1), (64, 192, 96),
+              (15, 70, 40), (40, 1, 3)]  # below 16 rows (a part's, with 3 threads too): VNNI on the AMX panels
 
 
 @pytest.mark.skipif(not AMX_HOST, reason="needs a host with AMX int8 tiles (Sapphire Rapids or later)")

@@ -129,14 +129,31 @@ class QTiling:
         return self.vectors * self.scheme.lanes
 
 
+# With AMX, a part of fewer rows than this (a decode step's one) takes VNNI on the same weight
+# panels (NR = 32, k in groups of 4, padded to 64): a tile's multiply costs the same for 1 row as
+# for 16. Chains of 768 -> 3072 dynamic_qlinear, 2 threads (in-process A/B): 1 row 1.22x and 4
+# rows 1.18x slower on tiles, 16 rows even.
+AMX_MIN_ROWS = 16
+AMX_VECTORS = Int8Scheme("vnni", 4, 8, 16, signed_a=False, depth_step=amx.TILE_BYTES)
+
+
 @functools.cache
 def qgemm_tiling(target: Target) -> QTiling:
     """6 x 16 on AVX2 (12 accumulators, 2 weight vectors, a broadcast: 15 of 16 ymm), 14 x 32 with
-    32 zmm, 8 x 12 on NEON (24 of 32 q registers)."""
+    32 zmm, 8 x 12 on NEON (24 of 32 q registers); 32 x 32 tiles with AMX."""
     if has_amx(target):
         return QTiling(AMX, amx.MR, amx.NR // AMX.lanes)
-    scheme = int8_scheme(target)
-    registers = target.vector_registers
+    return _vector_tiling(int8_scheme(target), target.vector_registers)
+
+
+def tiling_for_rows(tiling: QTiling, rows: int) -> QTiling:
+    """The tiling a part of `rows` rows of x takes: AMX's, or below AMX_MIN_ROWS VNNI's on its panels."""
+    if tiling.scheme is AMX and rows < AMX_MIN_ROWS:
+        return _vector_tiling(AMX_VECTORS, 32)
+    return tiling
+
+
+def _vector_tiling(scheme: Int8Scheme, registers: int) -> QTiling:
     vectors = 3 if registers >= 32 and scheme.lanes <= 4 else 2
     slack = 1 if registers >= 32 else 0
     rows = (registers - vectors - 1 - slack) // vectors
@@ -313,7 +330,7 @@ class QGemm:
     weight: ir.Value  # packed panels, then column sums
     bias: ir.Value
     multiplier: ir.Value
-    correction: ir.Value
+    x_zero: ir.Value  # i32; emit_block adds the scheme's shift (the micro-kernels' `correction`)
     zero: ir.Value
     low: ir.Value
     high: ir.Value
@@ -339,7 +356,9 @@ def emit_block(builder: ir.IRBuilder, tiling: QTiling, q: QGemm, requant: Requan
     """Rows [first_row, + row_count) x columns [first_column, + column_count) of the result
     (counts static, first panels aligned)."""
     rows, depth, columns = shape
+    tiling = tiling_for_rows(tiling, row_count)
     scheme = tiling.scheme
+    correction = builder.add(q.x_zero, ir.Constant(I32, scheme.shift(q.x_dtype)), name="correction")
     padded = padded_depth(depth, scheme)
     groups = padded // scheme.group
     panel_bytes = groups * scheme.group * tiling.columns
@@ -372,7 +391,7 @@ def emit_block(builder: ir.IRBuilder, tiling: QTiling, q: QGemm, requant: Requan
                 c_tile = element_pointer(builder, q.output, at, out_element, "c_tile")
                 residual = (element_pointer(builder, q.residual, at, F32, "r_tile") if requant.residual
                             else ir.Constant(PTR, None))
-                epilogue = [c_tile, i64(columns), bias, colsum, multiplier, q.correction, q.zero, q.low, q.high,
+                epilogue = [c_tile, i64(columns), bias, colsum, multiplier, correction, q.zero, q.low, q.high,
                             q.x_scale or ir.Constant(F32, 1.0), residual]
                 if tiles:
                     kernel = amx.micro_kernel(builder.module, height, width, requant, q.x_dtype is DType.i8)
@@ -404,8 +423,14 @@ def round64(nbytes: int) -> int:
 
 
 def block_bytes(tiling: QTiling, rows: int, depth: int) -> int:
-    """Scratch for a block of x's rows: packed, or for AMX padded (none when its rows need no padding)."""
-    if tiling.scheme is AMX and padded_depth(depth, AMX) == depth:
-        return 0
+    """Scratch for a block of x's rows: packed, or for AMX padded (none when its rows need no padding),
+    or packed for VNNI when a part may have fewer than AMX_MIN_ROWS rows (tiling_for_rows)."""
+    if tiling.scheme is AMX:
+        vector = block_bytes(tiling_for_rows(tiling, 1), min(rows, AMX_MIN_ROWS - 1), depth)
+        return vector if padded_depth(depth, AMX) == depth else max(vector, _block_bytes(tiling, rows, depth))
+    return _block_bytes(tiling, rows, depth)
+
+
+def _block_bytes(tiling: QTiling, rows: int, depth: int) -> int:
     block = min(_row_block(tiling, depth), -(-rows // tiling.rows) * tiling.rows)
     return round64(block * padded_depth(depth, tiling.scheme) * tiling.scheme.a_bits // 8)

@@ -100,9 +100,8 @@ def emit_qlinear(kernel: Kernel) -> None:
     x, _, bias, multiplier, x_zero, y_zero = kernel.inputs
     zx = load_element(builder, x_zero, 0, I32, "zx")
     zy = load_element(builder, y_zero, 0, I32, "zy")
-    correction = builder.add(zx, ir.Constant(I32, tiling.scheme.shift(x_dtype)), name="correction")
     low, high, zero = requant_limits(builder, dtype, relu, zy)
-    q = QGemm(x, x_dtype, kernel.inputs[1], bias, multiplier, correction, zero, low, high, kernel.output,
+    q = QGemm(x, x_dtype, kernel.inputs[1], bias, multiplier, zx, zero, low, high, kernel.output,
               kernel.scratch)
     shape = (rows, depth, columns)
     for_each_part_block(builder, tiling, shape, kernel.part, kernel.parts,
@@ -149,8 +148,7 @@ def emit_dynamic_qlinear(kernel: Kernel) -> None:
                              shifted)
     x_zero = builder.select(builder.fcmp_ordered(">", shifted, ir.Constant(F32, 127.0)), ir.Constant(F32, 127.0),
                             shifted, name="zx")
-    correction = builder.add(builder.fptosi(x_zero, I32), ir.Constant(I32, tiling.scheme.shift(DType.i8)))
-    q = QGemm(codes, DType.i8, weight, bias, weight_scale, correction, zero, zero, zero, kernel.output,
+    q = QGemm(codes, DType.i8, weight, bias, weight_scale, builder.fptosi(x_zero, I32), zero, zero, zero, kernel.output,
               kernel.scratch, x_scale=scale, residual=skip[0] if skip else None)
     requant = Requant(DType.f32, node.attrs["activation"], True, dynamic=True, residual=bool(skip))
 
@@ -239,7 +237,7 @@ def emit_qconv2d(kernel: Kernel) -> None:
     zx = load_element(builder, x_zero, 0, I32, "zx")
     zy = load_element(builder, y_zero, 0, I32, "zy")
     low, high, zero = requant_limits(builder, dtype, relu, zy)
-    q = QGemm(taps, x_dtype, weight, bias, multiplier, builder.add(zx, ir.Constant(I32, tiling.scheme.shift(x_dtype))),
+    q = QGemm(taps, x_dtype, weight, bias, multiplier, zx,
               zero, low, high, result, kernel.scratch)
     requant = Requant(dtype, node.attrs["activation"], node.inputs[3].shape != ())
     padding_code = builder.trunc(zx, I8, name="pad")
