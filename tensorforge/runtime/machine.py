@@ -1,5 +1,5 @@
 """This machine's measured peaks, for the profiler's roofline: f32 FLOP/s and memory read bandwidth;
-and the int8 GEMM instruction's peak (`int8_peak`), for the INT8 benchmark.
+and the int8 vector instruction's peak (`int8_peak`: VNNI, sdot, ...; not AMX tiles), for the INT8 benchmark.
 
     peaks = machine_peaks(threads=2)     # measured once per process and thread count (about 0.5 s)
     peaks.gflops, peaks.gbytes_per_second, peaks.ridge   # ridge: FLOPs per byte where the roofs meet
