@@ -26,8 +26,9 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from ..llvm.utils import F32, I32, I64, PTR, VOID, call_intrinsic, carried_loop, element_pointer, i64
-from .requant import Requant, TileArguments, write_tile
+from ..llvm.utils import I32, I64, PTR, VOID, call_intrinsic, carried_loop, element_pointer, i64
+from .micro_kernel import define_kernel
+from .requant import EPILOGUE_ARGUMENTS, Requant, TileArguments, write_tile
 
 I16 = ir.IntType(16)
 TILE_ROWS = 16
@@ -75,18 +76,10 @@ def micro_kernel(module: ir.Module, rows: int, columns: int, requant: Requant, s
     existing = module.globals.get(name)
     if existing is not None:
         return existing
-    function = ir.Function(module, ir.FunctionType(VOID, [I64, PTR, I64, PTR, PTR, I64, PTR, PTR, PTR, I32, F32, F32,
-                                                          F32, F32, PTR]), name)
-    function.linkage = "internal"
-    for attribute in ("nounwind", "norecurse", "noinline"):
-        function.attributes.add(attribute)
+    function = define_kernel(module, name, [("steps", I64), ("a", PTR), ("lda", I64), ("b", PTR), *EPILOGUE_ARGUMENTS],
+                             noalias=("a", "b", "c", "residual"))
     (steps, a, lda, b, c, ldc, bias, colsum, multiplier, correction, zero, low, high, x_scale,
      residual) = function.args
-    for argument, label in zip(function.args, ("steps", "a", "lda", "b", "c", "ldc", "bias", "colsum", "m",
-                                               "correction", "zy", "low", "high", "sx", "residual")):
-        argument.name = label
-    for pointer in (a, b, c, residual):
-        pointer.add_attribute("noalias")
     builder = ir.IRBuilder(function.append_basic_block("entry"))
     results = builder.alloca(ir.ArrayType(I32, MR * NR), name="results")
     results.align = 64

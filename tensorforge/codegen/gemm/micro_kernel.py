@@ -19,7 +19,7 @@ lanes of c (packed panels are zero-padded, so every load of a and b is whole).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from llvmlite import ir
@@ -220,6 +220,21 @@ def _apply_epilogue(builder: ir.IRBuilder, tile: _Tile, epilogue: Epilogue, bias
     return values
 
 
+def define_kernel(module: ir.Module, name: str, arguments: Sequence[tuple[str, ir.Type]],
+                  noalias: Sequence[str]) -> ir.Function:
+    """A micro-kernel's function: `void name(arguments)`, internal, never inlined (one copy per tile
+    shape, called from the loops), its arguments named and the pointers in `noalias` marked so."""
+    function = ir.Function(module, ir.FunctionType(VOID, [type_ for _, type_ in arguments]), name)
+    function.linkage = "internal"
+    for attribute in ("nounwind", "norecurse", "noinline"):
+        function.attributes.add(attribute)
+    for argument, (label, _) in zip(function.args, arguments):
+        argument.name = label
+        if label in noalias:
+            argument.add_attribute("noalias")
+    return function
+
+
 def micro_kernel(module: ir.Module, tiling: GemmTiling, rows: int, columns: int, epilogue: Epilogue,
                  a_layout: tuple[int, int] | None = None, prefetch: str | None = None) -> ir.Function:
     """`void(i64 kc, ptr a, ptr b, ptr c, i64 ldc, i1 accumulate, i1 finish, ptr bias, ptr residual,
@@ -241,16 +256,10 @@ def micro_kernel(module: ir.Module, tiling: GemmTiling, rows: int, columns: int,
     existing = module.globals.get(name)
     if existing is not None:
         return existing
-    function = ir.Function(module, ir.FunctionType(VOID, [I64, PTR, PTR, PTR, I64, I1, I1, PTR, PTR, I64]), name)
-    function.linkage = "internal"
-    for attribute in ("nounwind", "norecurse", "noinline"):
-        function.attributes.add(attribute)
+    function = define_kernel(module, name, [("kc", I64), ("a", PTR), ("b", PTR), ("c", PTR), ("ldc", I64),
+                                            ("accumulate", I1), ("finish", I1), ("bias", PTR), ("residual", PTR),
+                                            ("ahead", I64)], noalias=("a", "b", "c"))
     depth, a, b, c, ldc, accumulate, finish, bias, residual, ahead = function.args
-    for argument, label in zip(function.args, ("kc", "a", "b", "c", "ldc", "accumulate", "finish", "bias",
-                                               "residual", "ahead")):
-        argument.name = label
-    for pointer in (a, b, c):
-        pointer.add_attribute("noalias")
 
     tile = _Tile(tiling, rows, columns)
     lanes, width = tile.lanes, tiling.vector_width

@@ -46,7 +46,6 @@ from ..llvm.utils import (
     I32,
     I64,
     PTR,
-    VOID,
     call_intrinsic,
     copy_bytes,
     element_pointer,
@@ -58,8 +57,8 @@ from ..llvm.utils import (
 from ..target import Target
 from . import amx
 from .gemm import minimum, row_panel_calls
-from .micro_kernel import accumulate_in_turns, prefetch_lines, splat
-from .requant import Requant, TileArguments, write_tile
+from .micro_kernel import accumulate_in_turns, define_kernel, prefetch_lines, splat
+from .requant import EPILOGUE_ARGUMENTS, Requant, TileArguments, write_tile
 
 I16 = ir.IntType(16)
 A_BLOCK_BYTES = 128 * 1024  # packed rows of x per block: about half of a 512 KiB L2
@@ -229,18 +228,10 @@ def micro_kernel(module: ir.Module, tiling: QTiling, rows: int, columns: int, re
     existing = module.globals.get(name)
     if existing is not None:
         return existing
-    function = ir.Function(module, ir.FunctionType(VOID, [I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, I32, F32, F32, F32,
-                                                          F32, PTR, I64]), name)
-    function.linkage = "internal"
-    for attribute in ("nounwind", "norecurse", "noinline"):
-        function.attributes.add(attribute)
+    function = define_kernel(module, name, [("groups", I64), ("a", PTR), ("b", PTR), *EPILOGUE_ARGUMENTS,
+                                            ("ahead", I64)], noalias=("a", "b", "c", "residual"))
     (groups, a, b, c, ldc, bias, colsum, multiplier, correction, zero, low, high, x_scale, residual,
      ahead) = function.args
-    for argument, label in zip(function.args, ("groups", "a", "b", "c", "ldc", "bias", "colsum", "m", "correction",
-                                               "zy", "low", "high", "sx", "residual", "ahead")):
-        argument.name = label
-    for pointer in (a, b, c, residual):
-        pointer.add_attribute("noalias")
     builder = ir.IRBuilder(function.append_basic_block("entry"))
     lanes, group = scheme.lanes, scheme.group
     counts = [min(lanes, columns - v * lanes) for v in range(-(-columns // lanes))]

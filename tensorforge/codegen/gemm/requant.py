@@ -20,7 +20,7 @@ from llvmlite import ir
 
 from ...ir import DType
 from ..llvm import float_math
-from ..llvm.utils import F32, I8, I32, call_intrinsic, element_pointer, i64
+from ..llvm.utils import F32, I8, I32, I64, PTR, call_intrinsic, element_pointer, i64
 from .micro_kernel import load_lanes, splat, store_lanes
 
 
@@ -65,6 +65,11 @@ class TileArguments:
     high: ir.Value
     x_scale: ir.Value
     residual: ir.Value
+
+
+# The micro-kernels' arguments the epilogue reads (TileArguments), in this order after their own
+EPILOGUE_ARGUMENTS = [("c", PTR), ("ldc", I64), ("bias", PTR), ("colsum", PTR), ("m", PTR), ("correction", I32),
+                      ("zy", F32), ("low", F32), ("high", F32), ("sx", F32), ("residual", PTR)]
 
 
 def write_tile(builder: ir.IRBuilder, requant: Requant, lanes: int, rows: int, columns: int, tile: TileArguments,
