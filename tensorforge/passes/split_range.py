@@ -21,7 +21,7 @@ import math
 
 from .. import ir
 from .registry import register_pass
-from .rewrite import derived_name, rebuilt, replace_node
+from .rewrite import derive, derived_name, rebuilt, replace_node
 
 RANGE_BLOCKS = 8  # blocks of rows: whole blocks for 1, 2, 4 or 8 threads
 
@@ -40,8 +40,8 @@ def split_range(graph: ir.Graph, ctx=None) -> ir.Graph:
         x = node.inputs[0]
         if x not in ranges:
             with graph.inserting_before(node):
-                ranges[x] = graph.call("value_range", [x], {"blocks": RANGE_BLOCKS}, name=derived_name(x, "range"))
-            graph.record_origin(ranges[x], [x], "derived")
+                ranges[x] = derive(graph.call("value_range", [x], {"blocks": RANGE_BLOCKS},
+                                              name=derived_name(x, "range")), x)
         with graph.inserting_before(node):
             ranged = rebuilt(node, [*node.inputs, ranges[x]], ranged=True)
         replace_node(node, ranged)

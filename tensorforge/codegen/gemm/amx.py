@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from ..llvm.utils import I32, I64, PTR, VOID, call_intrinsic, carried_loop, element_pointer, i64
+from ..llvm.utils import I8, I32, I64, PTR, VOID, call_intrinsic, carried_loop, element_pointer, i64
 from .micro_kernel import define_kernel
 from .requant import EPILOGUE_ARGUMENTS, Requant, TileArguments, write_tile
 
@@ -56,12 +56,13 @@ class _TileType(ir.Type):
 TILE = _TileType()
 
 
-def _shape(rows: int, row_bytes: int) -> list[ir.Constant]:
-    return [ir.Constant(I16, rows), ir.Constant(I16, row_bytes)]
+def _shape(rows: int) -> list[ir.Constant]:
+    """A tile's shape operands: `rows` rows of TILE_BYTES bytes (every tile here is that wide)."""
+    return [ir.Constant(I16, rows), ir.Constant(I16, TILE_BYTES)]
 
 
 def _load(builder: ir.IRBuilder, rows: int, pointer: ir.Value, stride: ir.Value) -> ir.Value:
-    return call_intrinsic(builder, "llvm.x86.tileloadd64.internal", TILE, [*_shape(rows, TILE_BYTES), pointer, stride])
+    return call_intrinsic(builder, "llvm.x86.tileloadd64.internal", TILE, [*_shape(rows), pointer, stride])
 
 
 def micro_kernel(module: ir.Module, rows: int, columns: int, requant: Requant, signed_x: bool) -> ir.Function:
@@ -86,20 +87,20 @@ def micro_kernel(module: ir.Module, rows: int, columns: int, requant: Requant, s
     a_tiles = [min(TILE_ROWS, rows - TILE_ROWS * i) for i in range(-(-rows // TILE_ROWS))]
     b_tiles = -(-columns // TILE_ROWS)  # whole 16-column tiles: a panel's columns past N are zeros
     multiply = "llvm.x86.tdpbssd.internal" if signed_x else "llvm.x86.tdpbusd.internal"
-    zeros = [call_intrinsic(builder, "llvm.x86.tilezero.internal", TILE, _shape(height, TILE_BYTES))
+    zeros = [call_intrinsic(builder, "llvm.x86.tilezero.internal", TILE, _shape(height))
              for height in a_tiles for _ in range(b_tiles)]
     b_stride = i64(NR * 4)
 
     def step(k: ir.Value, tiles: list[ir.Value]) -> list[ir.Value]:
-        a_k = element_pointer(builder, a, builder.mul(k, i64(TILE_BYTES)), ir.IntType(8), "a_k")
-        b_k = element_pointer(builder, b, builder.mul(k, i64(TILE_ROWS * NR * 4)), ir.IntType(8), "b_k")
+        a_k = element_pointer(builder, a, builder.mul(k, i64(TILE_BYTES)), I8, "a_k")
+        b_k = element_pointer(builder, b, builder.mul(k, i64(TILE_ROWS * NR * 4)), I8, "b_k")
         a_values = [_load(builder, height, element_pointer(builder, a_k, builder.mul(lda, i64(TILE_ROWS * i)),
-                                                           ir.IntType(8)), lda)
+                                                           I8), lda)
                     for i, height in enumerate(a_tiles)]
-        b_values = [_load(builder, TILE_ROWS, element_pointer(builder, b_k, j * TILE_BYTES, ir.IntType(8)), b_stride)
+        b_values = [_load(builder, TILE_ROWS, element_pointer(builder, b_k, j * TILE_BYTES, I8), b_stride)
                     for j in range(b_tiles)]
         return [call_intrinsic(builder, multiply, TILE,
-                               [*_shape(height, TILE_BYTES), ir.Constant(I16, TILE_BYTES), tiles[i * b_tiles + j],
+                               [*_shape(height), ir.Constant(I16, TILE_BYTES), tiles[i * b_tiles + j],
                                 a_values[i], b_values[j]])
                 for i, height in enumerate(a_tiles) for j in range(b_tiles)]
 
@@ -108,7 +109,7 @@ def micro_kernel(module: ir.Module, rows: int, columns: int, requant: Requant, s
         for j in range(b_tiles):
             at = element_pointer(builder, results, (TILE_ROWS * i * NR + TILE_ROWS * j), I32)
             call_intrinsic(builder, "llvm.x86.tilestored64.internal", VOID,
-                           [*_shape(height, TILE_BYTES), at, i64(NR * 4), tiles[i * b_tiles + j]])
+                           [*_shape(height), at, i64(NR * 4), tiles[i * b_tiles + j]])
     vector = ir.VectorType(I32, TILE_ROWS)
 
     def accumulator(r: int, v: int) -> ir.Value:

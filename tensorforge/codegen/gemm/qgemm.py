@@ -67,13 +67,14 @@ A_BLOCK_BYTES = 128 * 1024  # packed rows of x per block: about half of a 512 Ki
 @dataclass(frozen=True)
 class Int8Scheme:
     """How one target multiplies int8: `group` k values per 32-bit lane, packed x elements of
-    `a_bits` bits, `lanes` int32 accumulators per vector; `signed_a`: what the instruction wants."""
+    `a_bits` bits, `lanes` int32 accumulators per vector; `signed_a`: what the instruction wants
+    (None: it has a form for either sign, as AMX)."""
 
     name: str
     group: int
     a_bits: int
     lanes: int
-    signed_a: bool = True
+    signed_a: bool | None = True
     depth_step: int = 0  # k is padded to a multiple of it (0: of `group`)
 
     @property
@@ -82,14 +83,14 @@ class Int8Scheme:
 
     def shift(self, x_dtype: DType) -> int:
         """What packing adds to x so that it has the signedness the instruction wants (8-bit schemes)."""
-        if self.a_bits != 8 or self.name == "amx":  # AMX has an instruction for either sign
+        if self.a_bits != 8 or self.signed_a is None:
             return 0
         if self.signed_a:
             return -128 if x_dtype is DType.u8 else 0
         return 128 if x_dtype is DType.i8 else 0
 
 
-AMX = Int8Scheme("amx", 4, 8, amx.TILE_ROWS, signed_a=False, depth_step=amx.TILE_BYTES)
+AMX = Int8Scheme("amx", 4, 8, amx.TILE_ROWS, signed_a=None, depth_step=amx.TILE_BYTES)
 
 
 def has_amx(target: Target) -> bool:

@@ -133,8 +133,7 @@ def range_with_zero(builder: ir.IRBuilder, x: ir.Value, count: int, width: int) 
     vector = ir.VectorType(F32, width)
 
     def update(low: ir.Value, high: ir.Value, value: ir.Value) -> list[ir.Value]:
-        return [builder.select(builder.fcmp_ordered("<", value, low), value, low),
-                builder.select(builder.fcmp_ordered(">", value, high), value, high)]
+        return [_lower(builder, value, low), _higher(builder, value, high)]
 
     def step(index: ir.Value, values: list[ir.Value]) -> list[ir.Value]:
         at = element_pointer(builder, x, builder.mul(index, i64(width * RANGE_CHAINS)), F32)
@@ -149,8 +148,7 @@ def range_with_zero(builder: ir.IRBuilder, x: ir.Value, count: int, width: int) 
     values = carried_loop(builder, i64(0), i64(count // step_size), [zeros] * (2 * RANGE_CHAINS), step, "range")
     lows, highs = values[0::2], values[1::2]
     for chain in range(1, RANGE_CHAINS):  # fold the chains (no NaN in them)
-        lows[0] = builder.select(builder.fcmp_ordered("<", lows[chain], lows[0]), lows[chain], lows[0])
-        highs[0] = builder.select(builder.fcmp_ordered(">", highs[chain], highs[0]), highs[chain], highs[0])
+        lows[0], highs[0] = _lower(builder, lows[chain], lows[0]), _higher(builder, highs[chain], highs[0])
     done = count - count % step_size
 
     def single(index: ir.Value, values: list[ir.Value]) -> list[ir.Value]:  # the whole vectors left
@@ -171,11 +169,18 @@ def fold_ranges(builder: ir.IRBuilder, ranges: ir.Value, blocks: int) -> tuple[i
     """(min, max) of value_range's [2, blocks] partial ranges (each already holds 0, none is NaN)."""
     low, high = load_element(builder, ranges, 0, F32), load_element(builder, ranges, blocks, F32)
     for block in range(1, blocks):
-        value = load_element(builder, ranges, block, F32)
-        low = builder.select(builder.fcmp_ordered("<", value, low), value, low)
-        value = load_element(builder, ranges, blocks + block, F32)
-        high = builder.select(builder.fcmp_ordered(">", value, high), value, high)
+        low = _lower(builder, load_element(builder, ranges, block, F32), low)
+        high = _higher(builder, load_element(builder, ranges, blocks + block, F32), high)
     return low, high
+
+
+def _lower(builder: ir.IRBuilder, value: ir.Value, low: ir.Value) -> ir.Value:
+    """value < low ? value : low: `low` when value is NaN (one vminps on x86)."""
+    return builder.select(builder.fcmp_ordered("<", value, low), value, low)
+
+
+def _higher(builder: ir.IRBuilder, value: ir.Value, high: ir.Value) -> ir.Value:
+    return builder.select(builder.fcmp_ordered(">", value, high), value, high)
 
 
 def value_range_parts(node: Node, target: Target, threads: int) -> int:
@@ -209,15 +214,11 @@ def emit_value_range(kernel: Kernel) -> None:
         with builder.if_else(builder.icmp_unsigned("<", block, i64(full))) as (whole, rest):
             with whole:
                 block_range(block, per_block)
-            with rest:
+            with rest:  # past the whole blocks: empty, but for the partial one right after them
+                write(block, ir.Constant(F32, 0.0), ir.Constant(F32, 0.0))
                 if last:
-                    with builder.if_else(builder.icmp_unsigned("==", block, i64(full))) as (partial, empty):
-                        with partial:
-                            block_range(block, last)
-                        with empty:
-                            write(block, ir.Constant(F32, 0.0), ir.Constant(F32, 0.0))
-                else:
-                    write(block, ir.Constant(F32, 0.0), ir.Constant(F32, 0.0))
+                    with builder.if_then(builder.icmp_unsigned("==", block, i64(full))):
+                        block_range(block, last)
 
 
 register_lowering("value_range", Lowering(emit_value_range, FLOAT, parts=value_range_parts))
