@@ -51,7 +51,8 @@ import numpy as np
 from ..ir import Graph
 from ..ir.printer import print_graph
 from .container import FORMAT_VERSION, ContainerWriter, SavedModelError, digest, hash_pool
-from .saved import _json_meta, target_record, versions
+from .records import json_meta, target_record
+from .saved import versions
 
 CACHE_VERSION = 1  # of the entries' records; bumped when what an entry holds changes meaning
 STALE_TEMPORARY_SECONDS = 3600  # a temporary file this old was left by a process that died while writing
@@ -202,7 +203,7 @@ def entry_for(cache, kind: str, graph: Graph, target, options: dict) -> CacheEnt
         "cache": CACHE_VERSION, "format": FORMAT_VERSION, "kind": kind, "versions": versions(),
         "source": source_digest(), "target": target_record(target), "options": options,
         "graph": print_graph(graph), "constants": digests,
-        "meta": {node.name: _json_meta(node.meta) for node in graph.nodes if _json_meta(node.meta)},
+        "meta": {node.name: json_meta(node.meta) for node in graph.nodes if json_meta(node.meta)},
     }
     text = json.dumps(material, sort_keys=True, separators=(",", ":"), default=repr)
     key = hashlib.sha256(text.encode()).hexdigest()[:40]
