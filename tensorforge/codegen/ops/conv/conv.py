@@ -40,6 +40,13 @@ from ..matmul import activate_output, contraction_operands
 from ..shape import copy_elements
 from .conv_gemm import conv_parts, emit_conv2d_tiled, pack_conv_weight, tiled_conv_scratch_bytes, uses_tiled_conv
 from .depthwise import depthwise_parts, depthwise_scratch_bytes, emit_conv2d_depthwise, is_depthwise
+from .pixel_rows import (
+    emit_conv2d_pixel_rows,
+    pixel_rows_parts,
+    pixel_rows_scratch_bytes,
+    pixel_weight,
+    prefers_pixel_rows,
+)
 from .winograd import emit_conv2d_winograd, pack_winograd_weight, winograd_parts, winograd_scratch_bytes
 
 CONTRACT = ("contract",)
@@ -67,6 +74,8 @@ def pack_conv2d_weight(node: Node, index: int, target: Target) -> PackedConstant
         return None
     if node.attrs.get("winograd") and index == 1 and uses_tiled_conv(node) and node.inputs[1].op == "constant":
         return pack_winograd_weight(node, target)
+    if index == 1 and prefers_pixel_rows(node, target):
+        return pixel_weight(node, target)
     return pack_conv_weight(node, index, target)
 
 
@@ -76,6 +85,8 @@ def conv2d_parts(node: Node, target: Target, threads: int) -> int:
     depthwise conv's blocks of planes."""
     if is_depthwise(node):
         return depthwise_parts(node, target, threads)
+    if prefers_pixel_rows(node, target):
+        return pixel_rows_parts(node, target, threads)
     return (winograd_parts if node.attrs.get("winograd") else conv_parts)(node, target, threads)
 
 
@@ -86,6 +97,8 @@ def conv2d_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = fr
         return depthwise_scratch_bytes(node, target, packed)
     if _by_winograd(node, packed):
         return winograd_scratch_bytes(node, target)
+    if prefers_pixel_rows(node, target):
+        return pixel_rows_scratch_bytes(node, target, packed)
     return tiled_conv_scratch_bytes(node, target, packed) if uses_tiled_conv(node) else padded_bytes(node, target)
 
 
@@ -111,6 +124,9 @@ def emit_conv2d(kernel: Kernel) -> None:
         return
     if _by_winograd(kernel.node, kernel.packed):
         emit_conv2d_winograd(kernel)
+        return
+    if prefers_pixel_rows(kernel.node, kernel.target):
+        emit_conv2d_pixel_rows(kernel)
         return
     if uses_tiled_conv(kernel.node):
         emit_conv2d_tiled(kernel)

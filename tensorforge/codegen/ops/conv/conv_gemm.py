@@ -230,7 +230,7 @@ def conv_parts(node: Node, target: Target, threads: int) -> int:
     return split_parts(rows, threads)[0]  # (pooled) rows of one image: every part pads its own copy
 
 
-def _part_range(builder: ir.IRBuilder, kernel: Kernel, units: int, name: str):
+def part_range(builder: ir.IRBuilder, kernel: Kernel, units: int, name: str):
     """for_range over this part's share of `units` (all of them unless the kernel is split); yields the unit."""
     return _offset_range(builder, *parallel.part_bounds(builder, kernel.part, kernel.parts, units, name), name)
 
@@ -241,7 +241,7 @@ def _offset_range(builder: ir.IRBuilder, first: ir.Value, count, name: str):
         yield builder.add(first, index, name=name)
 
 
-def _image(kernel: Kernel, shape: ConvGeometry, n: ir.Value) -> ir.Value:
+def padded_image(kernel: Kernel, shape: ConvGeometry, n: ir.Value) -> ir.Value:
     """Image n of the input, copied into the zero-bordered scratch image when there is padding."""
     builder = kernel.builder
     source = element_pointer(builder, kernel.inputs[0], builder.mul(n, i64(shape.channels * shape.height *
@@ -356,8 +356,8 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
                 if shape.out_width % nr:
                     column_panel(y, i64(shape.out_width - shape.out_width % nr), shape.out_width % nr)
 
-    with (_part_range(builder, kernel, shape.batch, "n") if by_images else for_range(builder, 1, "n")) as n:
-        image = _image(kernel, shape, n)
+    with (part_range(builder, kernel, shape.batch, "n") if by_images else for_range(builder, 1, "n")) as n:
+        image = padded_image(kernel, shape, n)
         with for_range(builder, shape.groups, "g") as g:
             if not shape.pooled:
                 def to_output(y: ir.Value, pixel: ir.Value, row: ir.Value, n=n) -> ir.Value:
@@ -366,7 +366,7 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
                     return element_pointer(builder, kernel.output, at, F32, "c_tile")
 
                 rows = ((lambda: for_range(builder, shape.out_height, "y")) if by_images or by_channels
-                        else (lambda: _part_range(builder, kernel, shape.out_height, "y")))
+                        else (lambda: part_range(builder, kernel, shape.out_height, "y")))
                 blocks(n, image, g, rows, to_output, out_plane)
             else:
                 _pooled_rows(builder, kernel, shape, pair, n, image, g, blocks)
@@ -378,7 +378,7 @@ def _flat_panels(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, nr:
     unless `whole_plane`), the last one with the plane's remaining pixels."""
     plane = shape.out_height * shape.out_width
     panels, tail = -(-plane // nr), plane % nr
-    with (for_range(builder, panels, "xp") if whole_plane else _part_range(builder, kernel, panels, "xp")) as panel:
+    with (for_range(builder, panels, "xp") if whole_plane else part_range(builder, kernel, panels, "xp")) as panel:
         first = builder.mul(panel, i64(nr), name="pixel")
         if not tail:
             column_panel(i64(0), first, nr)
@@ -396,7 +396,7 @@ def _pooled_rows(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, pai
     group g into the pair buffer (`blocks`), then their pool into the output (`_pool_pair`)."""
     og, pooled_height = shape.group_outputs, shape.pooled_shape[0]
     with (for_range(builder, pooled_height, "p") if shape.batch > 1
-          else _part_range(builder, kernel, pooled_height, "p")) as p:
+          else part_range(builder, kernel, pooled_height, "p")) as p:
         group_row = builder.mul(g, i64(og), name="group_row")
 
         def to_pair(y: ir.Value, pixel: ir.Value, row: ir.Value) -> ir.Value:

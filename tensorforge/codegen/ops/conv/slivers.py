@@ -27,6 +27,7 @@ from ...llvm.utils import (
     lane_indices,
     load_element,
     masked_load,
+    masked_store,
 )
 
 if TYPE_CHECKING:
@@ -65,20 +66,25 @@ def gather_sliver(builder: ir.IRBuilder, tiling: GemmTiling, shape: ConvGeometry
 
 
 def gather_flat_sliver(builder: ir.IRBuilder, tiling: GemmTiling, shape: ConvGeometry, image: ir.Value,
-                        sliver: ir.Value, channels: ir.Value, origin: ir.Value, pixel: ir.Value, valid: int) -> None:
+                        sliver: ir.Value, channels: ir.Value, origin: ir.Value, pixel: ir.Value, valid: int,
+                        row: int | None = None) -> None:
     """sliver[q, t] = image[origin + c*plane + i*dh*WP + j*dw + at(pixel + t)] for q = (c, i, j), c < channels,
     t < valid, where at(p) = (p // OW)*sh*WP + (p % OW)*sw: the input element under output pixel p.
 
-    `origin` is the element offset of the block's first channel; lanes past `valid` are zero. A pointwise
-    convolution read in place has at(p) = p: whole vectors are single loads. With a column stride of 1
+    The sliver's rows hold `row` elements (default NR: a B panel of conv_gemm.py; MR: an A panel of
+    pixel_rows.py), a vector's lanes past it are not stored. `origin` is the element offset of the
+    block's first channel; lanes past `valid` are zero. A pointwise convolution read in place has
+    at(p) = p: a vector is one (masked) load. With a column stride of 1
     or 2, the lanes of one output row y are contiguous or every other element in the input: masked
     loads from y's offset fill them (`_row_runs`, `_strided_load`), a few per vector. Otherwise each
     lane's at() is computed once per panel, before the taps' loop, and the lanes are loaded one by one.
     """
     (dh, dw), (sh, sw) = shape.dilation, shape.stride
     width, vector = tiling.vector_width, vector_type(tiling)
+    row = tiling.columns if row is None else row
+    vectors = -(-row // width)
     in_place = shape.window == 1 and shape.stride == (1, 1) and not shape.is_padded
-    runs = _row_runs(builder, tiling, shape, pixel, valid) if sw <= MASKED_STRIDE and not in_place else None
+    runs = _row_runs(builder, tiling, shape, pixel, valid, vectors) if sw <= MASKED_STRIDE and not in_place else None
     if not in_place and runs is None:
         lanes_at = []
         for lane in range(valid):
@@ -90,13 +96,16 @@ def gather_flat_sliver(builder: ir.IRBuilder, tiling: GemmTiling, shape: ConvGeo
         tap = affine_offset(builder, [(c, shape.window), (i, shape.kw)], j, "q")
         source_at = as_i64(affine_offset(builder, [(c, shape.padded_plane), (i, dh * shape.padded_width), (j, dw)],
                                          origin))
-        target = element_pointer(builder, sliver, builder.mul(as_i64(tap), i64(tiling.columns)), F32, "sliver.to")
+        target = element_pointer(builder, sliver, builder.mul(as_i64(tap), i64(row)), F32, "sliver.to")
         source = element_pointer(builder, image, builder.add(source_at, pixel) if in_place else source_at, F32,
                                  "sliver.from")
-        for v in range(tiling.vectors):
+        for v in range(vectors):
             lanes = max(0, min(width, valid - v * width))
             if lanes == width and in_place:
                 value = builder.load(element_pointer(builder, source, v * width, F32), typ=vector, align=FLOAT_BYTES)
+            elif in_place:
+                value = masked_load(builder, element_pointer(builder, source, v * width, F32),
+                                    _first_lanes(width, lanes), ir.Constant(vector, [0.0] * width))
             elif runs is not None:
                 value = ir.Constant(vector, None)
                 for offset, lane_mask, element_masks in runs[v]:
@@ -109,9 +118,18 @@ def gather_flat_sliver(builder: ir.IRBuilder, tiling: GemmTiling, shape: ConvGeo
             else:
                 value = ir.Constant(vector, None)
                 for lane in range(v * width, v * width + lanes):
-                    element = load_element(builder, source, lane if in_place else lanes_at[lane], F32)
+                    element = load_element(builder, source, lanes_at[lane], F32)
                     value = builder.insert_element(value, element, i64(lane - v * width))
-            builder.store(value, element_pointer(builder, target, v * width, F32), align=FLOAT_BYTES)
+            to = element_pointer(builder, target, v * width, F32)
+            if row - v * width >= width:
+                builder.store(value, to, align=FLOAT_BYTES)
+            else:
+                masked_store(builder, value, to, _first_lanes(width, row - v * width))
+
+
+def _first_lanes(width: int, lanes: int) -> ir.Constant:
+    """The mask of a vector's first `lanes` lanes."""
+    return ir.Constant(ir.VectorType(ir.IntType(1), width), [int(lane < lanes) for lane in range(width)])
 
 
 # Column strides up to this one gather a sliver's lanes by masked vector loads (_strided_load: 2 loads and a shuffle).
@@ -143,7 +161,7 @@ def _lane_rows(builder: ir.IRBuilder, first: ir.Value, lanes: list[int], out_wid
 
 
 def _row_runs(builder: ir.IRBuilder, tiling: GemmTiling, shape: ConvGeometry, pixel: ir.Value,
-              valid: int) -> list[list[tuple[ir.Value, ir.Value, list[ir.Value]]]]:
+              valid: int, vectors: int) -> list[list[tuple[ir.Value, ir.Value, list[ir.Value]]]]:
     """For each vector of a flat panel from `pixel` (column stride s <= MASKED_STRIDE): per output row
     its lanes touch, (element offset, lane mask, element masks). Lane l of the vector is pixel
     p = pixel + v*W + l, in row y = p // OW; from y's offset y*(sh*WP - s*OW) + s*(pixel + v*W),
@@ -152,14 +170,14 @@ def _row_runs(builder: ir.IRBuilder, tiling: GemmTiling, shape: ConvGeometry, pi
     `valid` are in no mask (zero)."""
     width, out_width, stride = tiling.vector_width, shape.out_width, shape.stride[1]
     runs = []
-    for v in range(tiling.vectors):
+    for v in range(vectors):
         lanes = max(0, min(width, valid - v * width))
         first = builder.add(pixel, i64(v * width), name="run.first")
         first_row = builder.udiv(first, i64(out_width), name="run.row")
         lane_rows = _lane_rows(builder, first, list(range(width)), out_width)
         element_rows = [_lane_rows(builder, first, [(h * width + k) // 2 for k in range(width)], out_width)
                         for h in range(2)] if stride == 2 else []
-        in_panel = ir.Constant(ir.VectorType(ir.IntType(1), width), [int(lane < lanes) for lane in range(width)])
+        in_panel = _first_lanes(width, lanes)
         needed = _even_elements(width, lanes)
         vector_runs = []
         for r in range((out_width + lanes - 2) // out_width + 1 if lanes else 0):  # rows a run of `lanes` spans
