@@ -98,3 +98,48 @@ def test_strided_rows_match_the_interpreter_on_armv8(case):
     rng = np.random.default_rng(sum(case))
     model = _model(case, rng)
     tfg.check(model, rng.standard_normal((1, case[0], case[2], case[2])).astype(np.float32), target="armv8")
+
+
+# Blocks of column panels (conv_gemm._block_panels): every row panel runs over a block's slivers in turn.
+# (channels, outputs, height, width, kernel, stride, padding): taps and panels such that a plane or a row
+# spans several blocks (COLUMN_BLOCK_BYTES of slivers), the last with the plane's or the row's tail panel.
+BLOCKED = [
+    (24, 30, 15, 15, 3, 1, 1),   # flat: 225 pixels, 8 panels (the last of 1) in blocks of 4 (216 taps)
+    (64, 20, 4, 200, 3, 1, 1),   # rows: 200 pixels, 7 panels in blocks of 3 (288 taps per depth block)
+    (40, 17, 24, 24, 1, 1, 0),   # pointwise in place: 576 pixels, 18 panels in one block (40 taps)
+]
+
+
+@pytest.mark.parametrize("case", BLOCKED, ids=lambda case: "x".join(map(str, case)))
+@pytest.mark.parametrize("residual", [False, True])
+def test_blocks_of_column_panels_match_the_interpreter(case, residual):
+    from codegen_harness import compile_and_run
+
+    from tensorforge import ir
+    from tensorforge.codegen.ops.conv import conv_gemm
+    from tensorforge.ir import TensorType
+
+    channels, outputs, height, width, kernel, stride, padding = case
+    rng = np.random.default_rng(sum(case))
+    x = rng.standard_normal((1, channels, height, width)).astype(np.float32)
+    weight = rng.standard_normal((outputs, channels, kernel, kernel)) / np.sqrt(channels * kernel ** 2)
+    graph = ir.Graph()
+    operands = [graph.add_input("x", TensorType.of(x)), graph.constant(weight.astype(np.float32), "w"),
+                graph.constant(rng.standard_normal(outputs).astype(np.float32), "b")]
+    inputs = [x]
+    if residual:
+        inputs.append(rng.standard_normal((1, outputs, height, width)).astype(np.float32))
+        operands.append(graph.add_input("r", TensorType.of(inputs[1])))
+    graph.outputs = [graph.call("conv2d", operands, {"stride": stride, "padding": padding, "activation": "relu",
+                                                     "residual": residual})]
+    shape, tiling = ConvGeometry.of(graph.outputs[0]), gemm_tiling(tfg.Target.parse("x86-64-v4"))
+    kc = tiling.depth_blocks(shape.taps, shape.window)[1]
+    panels = (-(-height * width // tiling.columns) if flat_columns(shape, tiling)
+              else -(-width // tiling.columns))
+    assert panels > conv_gemm._block_panels(tiling, kc) or case == BLOCKED[2]
+    expected = ir.interpret(graph, *inputs)
+    for threads in (1, 2, 3):
+        (actual,) = compile_and_run(graph, *inputs, threads=threads)
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+    (actual,) = compile_and_run(graph, *inputs, target="armv8")
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)

@@ -78,23 +78,30 @@ class BlockStep:
         `c_tile(t)`, `bias_at(t)` and `residual_tile(t)` give the tile's first element of c, of the
         bias and of the residual (laid out like c).
         """
+        self.each_row_panel(lambda rows, t, prefetch: self.call(rows, t, b_panel, columns, c_tile(t), ldc,
+                                                                  bias_at and bias_at(t),
+                                                                  residual_tile and residual_tile(t), prefetch))
+
+    def each_row_panel(self, visit) -> None:
+        """visit(rows, t, prefetch) for every row panel t of the block (`rows` MR, or the tail's), with
+        the prefetch variant that panel's first micro-kernel call takes (BlockStep.prefetch)."""
         builder, tiling = self.builder, self.tiling
-        module = builder.module
-        null = ir.Constant(PTR, None)
-
-        def call(rows: int, t: ir.Value, prefetch: str | None = None) -> None:
-            layout = (rows, 1) if self.narrow_tail and rows != tiling.rows else None
-            kernel = micro_kernel(module, tiling, rows, columns, self.epilogue, layout, prefetch)
-            bias = bias_at(t) if bias_at is not None else null
-            residual = residual_tile(t) if residual_tile is not None else null
-            builder.call(kernel, [self.depth, self.a_panel(t), b_panel, c_tile(t), i64(ldc), self.accumulate,
-                                  self.finish, bias, residual, i64(self.prefetch_ahead)])
-
         full = builder.udiv(self.rows, i64(tiling.rows), name="row_panels")
         tail = builder.icmp_unsigned("!=", builder.urem(self.rows, i64(tiling.rows)), i64(0)) if self.row_tail else None
         every = self.prefetch if self.prefetch == "a" else None
         row_panel_calls(builder, tiling.rows, full, self.row_tail, tail,
-                        lambda rows, t, first: call(rows, t, "b" if first else every), self.prefetch == "b")
+                        lambda rows, t, first: visit(rows, t, "b" if first else every), self.prefetch == "b")
+
+    def call(self, rows: int, t: ir.Value, b_panel: ir.Value, columns: int, c_tile: ir.Value, ldc: int,
+             bias: ir.Value | None = None, residual: ir.Value | None = None, prefetch: str | None = None) -> None:
+        """One micro-kernel call: row panel t (`rows` rows) against `b_panel` (`columns` columns) into the
+        tile at `c_tile`; `bias` and `residual` point at the tile's first element of each, if any."""
+        tiling, null = self.tiling, ir.Constant(PTR, None)
+        layout = (rows, 1) if self.narrow_tail and rows != tiling.rows else None
+        kernel = micro_kernel(self.builder.module, tiling, rows, columns, self.epilogue, layout, prefetch)
+        self.builder.call(kernel, [self.depth, self.a_panel(t), b_panel, c_tile, i64(ldc), self.accumulate,
+                                   self.finish, null if bias is None else bias,
+                                   null if residual is None else residual, i64(self.prefetch_ahead)])
 
 
 def row_panel_calls(builder: ir.IRBuilder, mr: int, full: ir.Value, tail_rows: int, has_tail: ir.Value | None,
