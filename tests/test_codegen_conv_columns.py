@@ -71,14 +71,14 @@ def test_the_cases_take_flat_columns_and_wide_rows_do_not():
                                   "x86-64-v4")
 
 
-# Stride-2 convolutions that keep output rows (rows fill 3/4 of a panel or more): each vector of a
-# sliver row is two masked loads of the input and a shuffle of their even elements. Unpadded, the
-# last vector of the last channel ends at the input buffer's last element.
+# Stride-2 convolutions that keep output rows (rows of whole panels: the plane fills them no better):
+# each vector of a sliver row is two masked loads of the input and a shuffle of their even elements.
+# Unpadded, the last vector of the last channel ends at the input buffer's last element.
 ROW_STRIDED = [
-    (3, 20, 49, 3, 2, 0),   # 24-pixel rows, SqueezeNet's stem in small
-    (4, 9, 50, 3, 2, 1),    # padded: read from the padded copy
-    (2, 7, 113, 3, 2, 0),   # 56-pixel rows: a whole panel, then a part of one
-    (5, 6, 56, 1, 2, 0),    # strided pointwise with 28-pixel rows
+    (3, 20, 65, 3, 2, 0),   # 32-pixel rows: one panel each
+    (4, 9, 64, 3, 2, 1),    # padded: read from the padded copy
+    (2, 7, 129, 3, 2, 0),   # 64-pixel rows: two panels
+    (5, 6, 64, 1, 2, 0),    # strided pointwise with 32-pixel rows
 ]
 
 
@@ -105,7 +105,7 @@ def test_strided_rows_match_the_interpreter_on_armv8(case):
 # spans several blocks (COLUMN_BLOCK_BYTES of slivers), the last with the plane's or the row's tail panel.
 BLOCKED = [
     (24, 30, 15, 15, 3, 1, 1),   # flat: 225 pixels, 8 panels (the last of 1) in blocks of 4 (216 taps)
-    (64, 20, 4, 200, 3, 1, 1),   # rows: 200 pixels, 7 panels in blocks of 3 (288 taps per depth block)
+    (64, 20, 3, 224, 3, 1, 1),   # rows: 224 pixels, 7 panels in blocks of 3 (288 taps per depth block)
     (40, 17, 24, 24, 1, 1, 0),   # pointwise in place: 576 pixels, 18 panels in one block (40 taps)
 ]
 
