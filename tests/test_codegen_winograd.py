@@ -24,41 +24,47 @@ F32_TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
 
 @st.composite
 def winograd_convs(draw):
-    """(graph with winograd=true, graph without, input): a 3 x 3 conv of random sizes, padding 0-2,
-    with or without bias, relu and the fused 2 x 2 pool."""
+    """(graph with winograd=true, graph without, inputs): a 3 x 3 conv of random sizes, padding 0-2,
+    with or without bias, relu, and either the fused 2 x 2 pool or a residual (a second input)."""
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     batch, channels, outputs = draw(st.integers(1, 3)), draw(st.integers(1, 20)), draw(st.integers(1, 20))
     padding = draw(st.integers(0, 2))
     height, width = (draw(st.integers(max(1, 3 - 2 * padding), 13)) for _ in range(2))
     pooled = draw(st.booleans()) and min(height, width) + 2 * padding - 2 >= 2
+    residual = not pooled and draw(st.booleans())
     attrs = {"padding": padding, "activation": draw(st.sampled_from([None, "relu"])),
-             "pool": "max_2x2" if pooled else None}
+             "pool": "max_2x2" if pooled else None, "residual": residual}
     weight = (rng.standard_normal((outputs, channels, 3, 3)) / np.sqrt(9 * channels)).astype(np.float32)
     bias = rng.standard_normal(outputs).astype(np.float32) if draw(st.booleans()) else None
     x = rng.standard_normal((batch, channels, height, width)).astype(np.float32)
+    inputs = [x]
+    if residual:
+        out_shape = (batch, outputs, height + 2 * padding - 2, width + 2 * padding - 2)
+        inputs.append(rng.standard_normal(out_shape).astype(np.float32))
     graphs = []
     for winograd in (True, False):
         graph = ir.Graph()
         operands = [graph.add_input("x", TensorType.of(x)), graph.constant(weight, "w")]
         operands += [] if bias is None else [graph.constant(bias, "b")]
+        operands += [graph.add_input("r", TensorType.of(inputs[1]))] if residual else []
         graph.outputs = [graph.call("conv2d", operands, {**attrs, "winograd": winograd})]
         graphs.append(graph)
-    return graphs[0], graphs[1], x
+    return graphs[0], graphs[1], inputs
 
 
 @given(winograd_convs(), st.sampled_from([1, 3]))
 def test_winograd_equals_the_reference_host(case, threads):
-    winograd, direct, x = case
-    (actual,) = compile_and_run(winograd, x, threads=threads)
-    np.testing.assert_allclose(actual, ir.interpret(direct, x), **F32_TOLERANCE)
+    winograd, direct, inputs = case
+    (actual,) = compile_and_run(winograd, *inputs, threads=threads)
+    np.testing.assert_allclose(actual, ir.interpret(direct, *inputs), **F32_TOLERANCE)
 
 
 @settings(max_examples=min(6, settings.default.max_examples))
 @given(winograd_convs())
 def test_winograd_equals_the_reference_armv8(case):
-    winograd, direct, x = case
-    (actual,) = compile_and_run(winograd, x, target="armv8", threads=2)
-    np.testing.assert_allclose(actual, ir.interpret(direct, x), **F32_TOLERANCE)
+    winograd, direct, inputs = case
+    (actual,) = compile_and_run(winograd, *inputs, target="armv8", threads=2)
+    np.testing.assert_allclose(actual, ir.interpret(direct, *inputs), **F32_TOLERANCE)
 
 
 @pytest.mark.parametrize("threads", [1, 3])
@@ -160,3 +166,21 @@ def test_a_weight_not_transformed_at_compile_time_is_convolved_directly(change):
     inputs = [w, x] if change == "computed weight" else [x]
     with tf.compile(graph, opt_level=0, pack=change != "pack=False") as compiled:
         np.testing.assert_allclose(compiled(*inputs), ir.interpret(graph, *inputs), **F32_TOLERANCE)
+
+
+def test_the_pass_picks_a_conv_with_a_residual():
+    """relu(conv(x) + x), ResNet-18's basic block: fuse-residual folds the add into the conv, and
+    select-winograd then computes it by Winograd (the residual added in the output transform)."""
+    rng = np.random.default_rng(4)
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((2, 16, 16, 16), DType.f32))
+    weight = graph.constant((rng.standard_normal((16, 16, 3, 3)) / 12).astype(np.float32), "w")
+    conv = graph.call("conv2d", [x, weight], {"padding": 1})
+    graph.outputs = [graph.call("relu", [graph.call("add", [conv, x])])]
+    optimized = run_pipeline(graph, PassContext(opt_level=2)).graph
+    convs = [node for node in optimized.op_nodes() if node.op == "conv2d"]
+    assert [(node.attrs["residual"], node.attrs["winograd"], node.attrs["activation"]) for node in convs] == [
+        (True, True, "relu")]
+    inputs = rng.standard_normal((2, 16, 16, 16)).astype(np.float32)
+    (actual,) = compile_and_run(optimized, inputs, threads=2)
+    np.testing.assert_allclose(actual, ir.interpret(graph, inputs), **F32_TOLERANCE)

@@ -217,10 +217,10 @@ def normalize_window(op):
 
 def winograd_computes(types, attrs) -> bool:
     """Whether Winograd's F(2x2, 3x3) computes a conv2d of these operand types and (normalized)
-    attributes: f32, a 3 x 3 kernel, stride 1, dilation 1, one group, no residual."""
+    attributes: f32, a 3 x 3 kernel, stride 1, dilation 1, one group, not both a residual and a pool."""
     return (len(types) > 1 and types[0].dtype is DType.f32 and types[1].shape[2:] == (3, 3)
             and attrs["stride"] == (1, 1) and attrs["dilation"] == (1, 1) and attrs["groups"] == 1
-            and not attrs["residual"])
+            and not (attrs["residual"] and attrs.get("pool")))
 
 
 def _check_winograd(types, attrs, winograd) -> bool:
@@ -231,7 +231,7 @@ def _check_winograd(types, attrs, winograd) -> bool:
     if winograd:
         if not winograd_computes(types, attrs):
             raise OpError("op 'conv2d': winograd=true needs an f32 3 x 3 kernel, stride 1, dilation 1, groups 1 "
-                          f"and no residual, got {[str(t) for t in types[:2]]} with {attrs}")
+                          f"and not both a residual and a pool, got {[str(t) for t in types[:2]]} with {attrs}")
     return bool(winograd)
 
 

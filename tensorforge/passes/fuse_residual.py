@@ -47,8 +47,8 @@ RULES = [
 
 
 def _is_closed_conv(node: ir.Node) -> bool:
-    """A conv2d with a fused pool or computed by Winograd: neither takes a residual."""
-    return node.op == "conv2d" and bool(node.attrs["pool"] or node.attrs["winograd"])
+    """A conv2d with a fused pool: it takes no residual."""
+    return node.op == "conv2d" and bool(node.attrs["pool"])
 
 
 def _no_sum_of_a_closed_conv(graph: ir.Graph) -> bool:

@@ -34,7 +34,7 @@ from llvmlite import ir
 from ....ir import DType, Node
 from ....ir.ops_nn import split_contraction
 from ...gemm.gemm import BlockStep
-from ...gemm.micro_kernel import Epilogue, splat, store_lanes
+from ...gemm.micro_kernel import Epilogue, load_lanes, splat, store_lanes
 from ...gemm.packing import pack_a_panels
 from ...gemm.tiling import FLOAT_BYTES, gemm_tiling
 from ...kernel import Kernel
@@ -164,7 +164,7 @@ def emit_conv2d_winograd(kernel: Kernel) -> None:
     v_at, m_at, _ = geometry.scratch_layout()
     image = kernel.scratch
     v, m = (builder.gep(kernel.scratch, [i64(offset)], inbounds=True, source_etype=I8) for offset in (v_at, m_at))
-    bias = split_contraction(list(kernel.inputs), False)[2]
+    _, _, bias, residual = split_contraction(list(kernel.inputs), node.attrs["residual"])
     fill_elements(builder, image, channels * height * width, ir.Constant(F32, 0.0), "border")
 
     units = conv.batch * geometry.blocks  # (image, block of tile rows): a part takes consecutive units
@@ -181,7 +181,7 @@ def emit_conv2d_winograd(kernel: Kernel) -> None:
                               i64(geometry.block_rows), name="tile_rows")
         _transform_input(kernel, geometry, v, first_row, rows)
         _gemms(kernel, geometry, v, m, builder.mul(rows, i64(geometry.row_tiles), name="tiles"))
-        _transform_output(kernel, geometry, m, bias, n, first_row, rows)
+        _transform_output(kernel, geometry, m, bias, residual, n, first_row, rows)
 
 
 def _copy_image(kernel: Kernel, geometry: WinogradGeometry, n: ir.Value) -> None:
@@ -260,9 +260,10 @@ def _gemms(kernel: Kernel, geometry: WinogradGeometry, v: ir.Value, m: ir.Value,
 
 
 def _transform_output(kernel: Kernel, geometry: WinogradGeometry, m: ir.Value, bias: ir.Value | None,
-                      n: ir.Value, first_row: ir.Value, rows: ir.Value) -> None:
-    """Y = A^T M A for every output channel and tile of the block, + bias, the activation, then the
-    tile's two output rows, or its maximum (pool="max_2x2"), into the output."""
+                      residual: ir.Value | None, n: ir.Value, first_row: ir.Value, rows: ir.Value) -> None:
+    """Y = A^T M A for every output channel and tile of the block, + bias, then either the tile's two
+    output rows (+ the residual's, then the activation) into the output, or (pool="max_2x2") the
+    maximum of its activated outputs."""
     builder, node, conv, lanes = kernel.builder, kernel.node, geometry.conv, geometry.lanes
     vector = ir.VectorType(F32, lanes)
     activation = node.attrs["activation"]
@@ -283,8 +284,8 @@ def _transform_output(kernel: Kernel, geometry: WinogradGeometry, m: ir.Value, b
             y = _output_tile(values, builder)
             if shift is not None:
                 y = [[builder.fadd(value, shift) for value in row] for row in y]
-            y = [[float_math.activation(builder, activation, value) for value in row] for row in y]  # NaN stays NaN
             if conv.pooled:
+                y = [[float_math.activation(builder, activation, value) for value in row] for row in y]  # NaN stays
                 valid = min(lanes, pooled_width - x0)
                 if valid <= 0:
                     continue
@@ -300,4 +301,8 @@ def _transform_output(kernel: Kernel, geometry: WinogradGeometry, m: ir.Value, b
                 with builder.if_then(builder.icmp_unsigned("<", output_row, i64(out_height))):
                     both = builder.shuffle_vector(y[dy][0], y[dy][1], interleave)
                     at = affine_offset(builder, [(channel, out_height * out_width), (output_row, out_width)], 2 * x0)
+                    if residual is not None:
+                        skip = element_pointer(builder, residual, at, F32, "wo.residual")
+                        both = builder.fadd(both, load_lanes(builder, skip, valid, both.type))
+                    both = float_math.activation(builder, activation, both)  # NaN stays NaN
                     store_lanes(builder, both, element_pointer(builder, kernel.output, at, F32), valid)
