@@ -110,3 +110,27 @@ def single_op_graph(op: str, operands: list[np.ndarray], attrs: dict | None = No
             inputs.append(array)
     graph.outputs = [graph.call(op, nodes, attrs or {})]
     return graph, inputs
+
+
+def conv_graph(rng: np.random.Generator, channels: int, outputs: int, height: int, width: int, kernel: int,
+               stride: int = 1, padding: int = 0, dilation: int = 1, batch: int = 1, residual: bool = False,
+               bias: bool = True) -> tuple[Graph, list[np.ndarray]]:
+    """An f32 conv2d graph (normalized random weight, random bias unless `bias` is False, relu, and with
+    `residual` a second input laid out like the output) and its inputs."""
+    from tensorforge.ir import TensorType
+
+    x = rng.standard_normal((batch, channels, height, width)).astype(np.float32)
+    weight = rng.standard_normal((outputs, channels, kernel, kernel)) / np.sqrt(channels * kernel ** 2)
+    graph = Graph()
+    operands = [graph.add_input("x", TensorType.of(x)), graph.constant(weight.astype(np.float32), "w")]
+    if bias:
+        operands.append(graph.constant(rng.standard_normal(outputs).astype(np.float32), "b"))
+    span = dilation * (kernel - 1) + 1
+    out_shape = (batch, outputs, *((size + 2 * padding - span) // stride + 1 for size in (height, width)))
+    inputs = [x]
+    if residual:
+        inputs.append(rng.standard_normal(out_shape).astype(np.float32))
+        operands.append(graph.add_input("r", TensorType.of(inputs[1])))
+    attrs = {"stride": stride, "padding": padding, "dilation": dilation, "activation": "relu", "residual": residual}
+    graph.outputs = [graph.call("conv2d", operands, attrs)]
+    return graph, inputs

@@ -113,25 +113,14 @@ BLOCKED = [
 @pytest.mark.parametrize("case", BLOCKED, ids=lambda case: "x".join(map(str, case)))
 @pytest.mark.parametrize("residual", [False, True])
 def test_blocks_of_column_panels_match_the_interpreter(case, residual):
-    from codegen_harness import compile_and_run
+    from codegen_harness import compile_and_run, conv_graph
 
     from tensorforge import ir
     from tensorforge.codegen.ops.conv import conv_gemm
-    from tensorforge.ir import TensorType
 
     channels, outputs, height, width, kernel, stride, padding = case
-    rng = np.random.default_rng(sum(case))
-    x = rng.standard_normal((1, channels, height, width)).astype(np.float32)
-    weight = rng.standard_normal((outputs, channels, kernel, kernel)) / np.sqrt(channels * kernel ** 2)
-    graph = ir.Graph()
-    operands = [graph.add_input("x", TensorType.of(x)), graph.constant(weight.astype(np.float32), "w"),
-                graph.constant(rng.standard_normal(outputs).astype(np.float32), "b")]
-    inputs = [x]
-    if residual:
-        inputs.append(rng.standard_normal((1, outputs, height, width)).astype(np.float32))
-        operands.append(graph.add_input("r", TensorType.of(inputs[1])))
-    graph.outputs = [graph.call("conv2d", operands, {"stride": stride, "padding": padding, "activation": "relu",
-                                                     "residual": residual})]
+    graph, inputs = conv_graph(np.random.default_rng(sum(case)), channels, outputs, height, width, kernel, stride,
+                               padding, residual=residual)
     shape, tiling = ConvGeometry.of(graph.outputs[0]), gemm_tiling(tfg.Target.parse("x86-64-v4"))
     kc = tiling.depth_blocks(shape.taps, shape.window)[1]
     panels = (-(-height * width // tiling.columns) if flat_columns(shape, tiling)

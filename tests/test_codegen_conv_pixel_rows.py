@@ -14,7 +14,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from codegen_harness import compile_and_run
+from codegen_harness import compile_and_run, conv_graph
 
 import tensorforge as tfg
 from tensorforge import ir
@@ -47,22 +47,7 @@ def pixel_form():
 
 def _graph(case, rng, batch: int, residual: bool, bias: bool = True) -> tuple[ir.Graph, list[np.ndarray]]:
     channels, outputs, height, width, kernel, stride, padding, dilation = case
-    x = rng.standard_normal((batch, channels, height, width)).astype(np.float32)
-    weight = (rng.standard_normal((outputs, channels, kernel, kernel)) / np.sqrt(channels * kernel ** 2))
-    graph = ir.Graph()
-    operands = [graph.add_input("x", TensorType.of(x)), graph.constant(weight.astype(np.float32), "w")]
-    if bias:
-        operands.append(graph.constant(rng.standard_normal(outputs).astype(np.float32), "b"))
-    attrs = {"stride": stride, "padding": padding, "dilation": dilation, "activation": "relu",
-             "residual": residual}
-    span = dilation * (kernel - 1) + 1
-    out_shape = (batch, outputs, *((size + 2 * padding - span) // stride + 1 for size in (height, width)))
-    inputs = [x]
-    if residual:
-        inputs.append(rng.standard_normal(out_shape).astype(np.float32))
-        operands.append(graph.add_input("r", TensorType.of(inputs[1])))
-    graph.outputs = [graph.call("conv2d", operands, attrs)]
-    return graph, inputs
+    return conv_graph(rng, channels, outputs, height, width, kernel, stride, padding, dilation, batch, residual, bias)
 
 
 def _conv(graph: ir.Graph) -> ir.Node:

@@ -8,7 +8,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from codegen_harness import compile_and_run
+from codegen_harness import compile_and_run, conv_graph
 
 import tensorforge as tfg
 from tensorforge import ir
@@ -28,19 +28,7 @@ CASES = [
 
 def _graph(case, rng, residual: bool) -> tuple[ir.Graph, list[np.ndarray]]:
     channels, outputs, height, width, kernel, stride, padding = case
-    x = rng.standard_normal((1, channels, height, width)).astype(np.float32)
-    weight = (rng.standard_normal((outputs, channels, kernel, kernel)) / np.sqrt(channels * kernel ** 2))
-    graph = ir.Graph()
-    operands = [graph.add_input("x", TensorType.of(x)), graph.constant(weight.astype(np.float32), "w"),
-                graph.constant(rng.standard_normal(outputs).astype(np.float32), "b")]
-    attrs = {"stride": stride, "padding": padding, "activation": "relu", "residual": residual}
-    out_shape = (1, outputs, *((size + 2 * padding - kernel) // stride + 1 for size in (height, width)))
-    inputs = [x]
-    if residual:
-        inputs.append(rng.standard_normal(out_shape).astype(np.float32))
-        operands.append(graph.add_input("r", TensorType.of(inputs[1])))
-    graph.outputs = [graph.call("conv2d", operands, attrs)]
-    return graph, inputs
+    return conv_graph(rng, channels, outputs, height, width, kernel, stride, padding, residual=residual)
 
 
 def _conv(graph: ir.Graph) -> ir.Node:
