@@ -89,13 +89,9 @@ def prefers_pixel_rows(node: Node, target: Target) -> bool:
     return pixel_use > channel_use * PIXEL_ROWS_MARGIN
 
 
-def _geometry(node: Node) -> ConvGeometry:
-    return ConvGeometry.of(node)
-
-
 def pixel_weight(node: Node, target: Target) -> PackedConstant:
     """The weight [O, C, kh, kw] as B panels of its transpose [C*kh*kw, O]: f32[ceil(O/NR), K, NR]."""
-    shape, columns = _geometry(node), gemm_tiling(target).columns
+    shape, columns = ConvGeometry.of(node), gemm_tiling(target).columns
     weight = node.inputs[1].value.reshape(shape.outputs, shape.taps)
     return PackedConstant(f"conv.b{columns}", make=lambda: pack_b_panels(weight.T, columns))
 
@@ -132,7 +128,7 @@ def _layout(shape, tiling: GemmTiling, weight_packed: bool) -> tuple[int, int, i
 
 
 def pixel_rows_scratch_bytes(node: Node, target: Target, packed: frozenset[int]) -> int:
-    return _layout(_geometry(node), gemm_tiling(target), 1 in packed)[3]
+    return _layout(ConvGeometry.of(node), gemm_tiling(target), 1 in packed)[3]
 
 
 def _splits_channels(shape, tiling: GemmTiling) -> bool:
@@ -145,7 +141,7 @@ def pixel_rows_parts(node: Node, target: Target, threads: int) -> int:
     """Parts for a team of `threads`: images, or one image's panels of pixels or of output channels."""
     if not worth_a_team(node):
         return 1
-    shape, tiling = _geometry(node), gemm_tiling(target)
+    shape, tiling = ConvGeometry.of(node), gemm_tiling(target)
     if shape.batch > 1:
         return split_parts(shape.batch, threads * parallel.PARTS_PER_THREAD)[0]
     if _splits_channels(shape, tiling):
@@ -157,7 +153,7 @@ def emit_conv2d_pixel_rows(kernel: Kernel) -> None:
     """conv2d (f32, one group, no pool) with stride, padding, dilation, bias, residual and activation,
     as out^T = im2col^T @ w^T on the micro-kernel (the module docstring's loops)."""
     node, builder, tiling = kernel.node, kernel.builder, gemm_tiling(kernel.target)
-    shape = _geometry(node)
+    shape = ConvGeometry.of(node)
     mr, nr = tiling.rows, tiling.columns
     depth_count, kc = tiling.depth_blocks(shape.taps, shape.window)
     mc = _pixel_block(tiling, kc)
