@@ -99,6 +99,20 @@ def for_range(builder: ir.IRBuilder, count: Offset, name: str = "i", unroll: boo
     builder.position_at_end(end)
 
 
+def with_tail(builder: ir.IRBuilder, index: ir.Value, last: int, tail: int, whole: int,
+              emit: Callable[[int], None]) -> None:
+    """emit(whole) for unit `index` of a loop, or emit(tail) when `index` is its unit `last` and that
+    unit is partial (`tail` not 0): a partial panel takes code of its own, its size static."""
+    if not tail:
+        emit(whole)
+        return
+    with builder.if_else(builder.icmp_unsigned("==", index, i64(last))) as (partial, full):
+        with partial:
+            emit(tail)
+        with full:
+            emit(whole)
+
+
 def carried_loop(builder: ir.IRBuilder, start: ir.Value, stop: ir.Value, values: list[ir.Value],
                  body: Callable[[ir.Value, list[ir.Value]], list[ir.Value]], name: str = "i") -> list[ir.Value]:
     """`for index in range(start, stop): values = body(index, values)`, the values carried in registers

@@ -38,8 +38,9 @@ from ...lowering import ALL, FLOAT, Lowering, PackedConstant, register_lowering
 from ...target import Target
 from ..matmul import activate_output, contraction_operands
 from ..shape import copy_elements
-from .conv_gemm import conv_parts, emit_conv2d_tiled, pack_conv_weight, tiled_conv_scratch_bytes, uses_tiled_conv
+from .conv_gemm import conv_parts, emit_conv2d_tiled, pack_conv_weight, tiled_conv_scratch_bytes
 from .depthwise import depthwise_parts, depthwise_scratch_bytes, emit_conv2d_depthwise, is_depthwise
+from .geometry import uses_tiled_conv
 from .pixel_rows import (
     emit_conv2d_pixel_rows,
     pixel_rows_parts,

@@ -28,12 +28,11 @@ else by output rows or column panels.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from llvmlite import ir
 
 from ....ir import DType, Node
-from ....ir.ops_nn import split_contraction, unpooled_conv2d_type
+from ....ir.ops_nn import split_contraction
 from ...gemm.gemm import BlockStep, minimum
 from ...gemm.micro_kernel import Epilogue
 from ...gemm.packing import pack_a_panels
@@ -46,82 +45,20 @@ from ...llvm.utils import (
     I8,
     affine_offset,
     as_i64,
-    copy_bytes,
     element_pointer,
     fill_elements,
     for_range,
     i64,
     lane_indices,
+    with_tail,
 )
 from ...lowering import PackedConstant
 from ...memory import align_up
 from ...target import Target
 from ...threads import parallel
 from ...threads.parallel import split_parts
+from .geometry import ConvGeometry, depth_block, padded_image, part_range, uses_tiled_conv, worth_a_team
 from .slivers import gather_flat_sliver, gather_sliver
-
-
-@dataclass(frozen=True)
-class ConvGeometry:
-    """The static sizes of one conv2d node, as the GEMM sees them."""
-
-    batch: int
-    channels: int
-    height: int
-    width: int
-    outputs: int
-    groups: int
-    group_channels: int  # Cg
-    kh: int
-    kw: int
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-    out_height: int  # of the convolution (before a fused pool)
-    out_width: int
-    pooled: bool = False  # pool="max_2x2": the node's result is the 2 x 2 max pool of the convolution's
-
-    @classmethod
-    def of(cls, node: Node) -> ConvGeometry:
-        n, c, h, w = node.inputs[0].shape
-        o, cg, kh, kw = node.inputs[1].shape
-        attrs = node.attrs
-        pooled = attrs.get("pool") is not None
-        out_height, out_width = (unpooled_conv2d_type(node) if pooled else node.type).shape[2:]
-        return cls(n, c, h, w, o, attrs["groups"], cg, kh, kw, attrs["stride"], attrs["padding"], attrs["dilation"],
-                   out_height, out_width, pooled)
-
-    @property
-    def group_outputs(self) -> int:
-        """Og: the GEMM's rows."""
-        return self.outputs // self.groups
-
-    @property
-    def window(self) -> int:
-        """kh * kw: the taps of one input channel (depth blocks hold whole channels)."""
-        return self.kh * self.kw
-
-    @property
-    def taps(self) -> int:
-        """K = Cg * kh * kw: the GEMM's depth."""
-        return self.group_channels * self.window
-
-    @property
-    def is_padded(self) -> bool:
-        return self.padding != (0, 0)
-
-    @property
-    def padded_width(self) -> int:
-        return self.width + 2 * self.padding[1]
-
-    @property
-    def padded_plane(self) -> int:
-        return (self.height + 2 * self.padding[0]) * self.padded_width
-
-    @property
-    def pooled_shape(self) -> tuple[int, int]:
-        """(height, width) of the pooled result: floor halves of the convolution's."""
-        return self.out_height // 2, self.out_width // 2
 
 
 def flat_columns(shape: ConvGeometry, tiling: GemmTiling) -> bool:
@@ -141,11 +78,6 @@ def flat_columns(shape: ConvGeometry, tiling: GemmTiling) -> bool:
     row_fill = shape.out_width / (-(-shape.out_width // nr) * nr)
     plane = shape.out_height * shape.out_width
     return plane / (-(-plane // nr) * nr) > row_fill
-
-
-def uses_tiled_conv(node: Node) -> bool:
-    """f32 convolutions with a non-empty output go through the GEMM; integers keep the exact loop nest."""
-    return node.inputs[0].dtype is DType.f32 and node.type.size > 0
 
 
 def _weight_prepacked(node: Node) -> bool:
@@ -181,15 +113,6 @@ def pack_conv_weight(node: Node, index: int, target: Target) -> PackedConstant |
     shape, rows = ConvGeometry.of(node), gemm_tiling(target).rows
     grouped = node.inputs[1].value.reshape(shape.groups, shape.group_outputs, shape.taps)
     return PackedConstant(f"conv.a{rows}.g{shape.groups}", make=lambda: pack_a_panels(grouped, rows))
-
-
-def worth_a_team(node: Node) -> bool:
-    """Whether a tiled conv2d's work (its direct multiply-adds) is big enough to split among threads."""
-    if not uses_tiled_conv(node):
-        return False
-    shape = ConvGeometry.of(node)
-    return 2 * shape.batch * shape.outputs * shape.taps * shape.out_height * shape.out_width \
-        >= parallel.MIN_PARALLEL_FLOPS
 
 
 def column_panels(shape: ConvGeometry, tiling: GemmTiling) -> int:
@@ -232,34 +155,6 @@ def conv_parts(node: Node, target: Target, threads: int) -> int:
     return split_parts(rows, threads)[0]  # (pooled) rows of one image: every part pads its own copy
 
 
-def part_range(builder: ir.IRBuilder, kernel: Kernel, units: int, name: str):
-    """for_range over this part's share of `units` (all of them unless the kernel is split); yields the unit."""
-    return _offset_range(builder, *parallel.part_bounds(builder, kernel.part, kernel.parts, units, name), name)
-
-
-@contextmanager
-def _offset_range(builder: ir.IRBuilder, first: ir.Value, count, name: str):
-    with for_range(builder, count, f"{name}.i") as index:
-        yield builder.add(first, index, name=name)
-
-
-def padded_image(kernel: Kernel, shape: ConvGeometry, n: ir.Value) -> ir.Value:
-    """Image n of the input, copied into the zero-bordered scratch image when there is padding."""
-    builder = kernel.builder
-    source = element_pointer(builder, kernel.inputs[0], builder.mul(n, i64(shape.channels * shape.height *
-                                                                            shape.width)), F32, "image")
-    if not shape.is_padded:
-        return source
-    (ph, pw), wp = shape.padding, shape.padded_width
-    with for_range(builder, shape.channels * shape.height, "interior", unroll=False) as row:
-        channel, y = builder.udiv(row, i64(shape.height)), builder.urem(row, i64(shape.height))
-        target = affine_offset(builder, [(channel, shape.padded_plane), (y, wp)], ph * wp + pw)
-        copy_bytes(builder, element_pointer(builder, kernel.scratch, target, F32),
-                   element_pointer(builder, source, builder.mul(row, i64(shape.width)), F32),
-                   shape.width * FLOAT_BYTES, may_overlap=False)
-    return kernel.scratch
-
-
 def emit_conv2d_tiled(kernel: Kernel) -> None:
     """conv2d (f32) with stride, padding, dilation, groups, an optional bias, the fused activation
     and the fused 2 x 2 max pool, through the GEMM micro-kernel.
@@ -299,10 +194,7 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
         row) is the element offset from kernel.output or the pair buffer of the output channel
         `row` (an i64 within the image) at row y, column `pixel`, with channel stride ldc."""
         with for_range(builder, depth_count, "pc") as block:
-            first_channel = builder.mul(block, i64(kc // shape.window), name="c0")
-            block_taps = builder.mul(builder.sub(i64(shape.group_channels), first_channel), i64(shape.window))
-            depth = builder.select(builder.icmp_signed("<", block_taps, i64(kc)), block_taps, i64(kc), name="kc")
-            first_tap = builder.mul(first_channel, i64(shape.window), name="first_tap")
+            first_channel, depth, first_tap = depth_block(builder, shape, block, kc)
             group_row = builder.add(builder.mul(g, i64(og)), row0, name="group_row")  # the part's first row
             if not weight_packed:
                 origin = affine_offset(builder, [(group_row, shape.taps)], first_tap)
@@ -349,20 +241,18 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
                     return None
                 return element_pointer(builder, bias, affine_offset(builder, [(t, mr)], group_row), F32)
 
-            if flat:
-                def run_block(first: ir.Value, count: ir.Value, step=step, gather=gather, c_tile=c_tile,
-                              residual_tile=residual_tile, bias_at=bias_at) -> None:
-                    _flat_block(builder, shape, tiling, sliver, kc, first, count, step, gather, c_tile,
-                                residual_tile, bias_at, ldc)
+            def run_block(each_panel, step=step, gather=gather, c_tile=c_tile, residual_tile=residual_tile,
+                          bias_at=bias_at) -> None:
+                _run_block(builder, step, ldc, each_panel, gather, c_tile, residual_tile, bias_at)
 
-                _flat_blocks(builder, kernel, shape, tiling, kc, by_images or by_channels, run_block)
+            if flat:
+                _flat_blocks(builder, kernel, shape, tiling, sliver, kc, by_images or by_channels, run_block)
                 return
             row = [(x0, min(nr, shape.out_width - x0)) for x0 in range(0, shape.out_width, nr)]
             per_block = _block_panels(tiling, kc)
             with output_rows() as y:
                 for start in range(0, len(row), per_block):
-                    _row_block(builder, tiling, sliver, kc, y, row[start:start + per_block], step, gather, c_tile,
-                               residual_tile, bias_at, ldc)
+                    run_block(_row_panels(builder, tiling, sliver, kc, y, row[start:start + per_block]))
 
     with (part_range(builder, kernel, shape.batch, "n") if by_images else for_range(builder, 1, "n")) as n:
         image = padded_image(kernel, shape, n)
@@ -393,57 +283,59 @@ def _block_panels(tiling: GemmTiling, kc: int) -> int:
     return max(1, COLUMN_BLOCK_BYTES // (kc * tiling.columns * FLOAT_BYTES))
 
 
-def _flat_blocks(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, tiling: GemmTiling, kc: int,
-                 whole_plane: bool, run_block) -> None:
-    """run_block(first panel, panel count) for the plane's panels of NR pixels (this part's, unless
-    `whole_plane`) in blocks of _block_panels."""
-    panels = -(-shape.out_height * shape.out_width // tiling.columns)
+def _flat_blocks(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, tiling: GemmTiling, sliver: ir.Value,
+                 kc: int, whole_plane: bool, run_block) -> None:
+    """run_block(each_panel) for the plane's panels of NR pixels (this part's, unless `whole_plane`) in
+    blocks of _block_panels; each_panel(visit) calls visit(u, sliver, y, first pixel, valid pixels)
+    for the block's panels, their slivers side by side from `sliver` (y is 0, `valid` NR but for the
+    plane's last panel)."""
+    nr = tiling.columns
+    plane = shape.out_height * shape.out_width
+    panels = -(-plane // nr)
     first, count = (i64(0), i64(panels)) if whole_plane else parallel.part_bounds(builder, kernel.part, kernel.parts,
                                                                                   panels, "xp")
     per_block = _block_panels(tiling, kc)
     blocks = builder.udiv(builder.add(count, i64(per_block - 1)), i64(per_block), name="xb.count")
     with for_range(builder, blocks, "xb", unroll=False) as block:
         start = builder.add(first, builder.mul(block, i64(per_block)), name="xb.first")
-        run_block(start, minimum(builder, builder.sub(builder.add(first, count), start), per_block, "xb.panels"))
+        block_panels = minimum(builder, builder.sub(builder.add(first, count), start), per_block, "xb.panels")
+
+        def each_panel(visit, start=start, block_panels=block_panels) -> None:
+            with for_range(builder, block_panels, "xb.u", unroll=False) as u:
+                panel = builder.add(start, u, name="xb.panel")
+                pixel = builder.mul(panel, i64(nr), name="xb.pixel")
+                into = element_pointer(builder, sliver, builder.mul(u, i64(kc * nr)), F32, "xb.sliver")
+                with_tail(builder, panel, panels - 1, plane % nr, nr,
+                          lambda valid, u=u, into=into, pixel=pixel: visit(u, into, i64(0), pixel, valid))
+
+        run_block(each_panel)
 
 
-def _flat_block(builder: ir.IRBuilder, shape: ConvGeometry, tiling: GemmTiling, sliver: ir.Value, kc: int,
-                first: ir.Value, count: ir.Value, step: BlockStep, gather, c_tile, residual_tile, bias_at,
-                ldc: int) -> None:
-    """Gather the slivers of panels first..first+count (the plane's last one holds its remaining
-    pixels) side by side, then for every row panel, the micro-kernel over each of them in turn (the
-    row panel's first call takes its prefetch)."""
-    nr = tiling.columns
-    plane = shape.out_height * shape.out_width
-    last, tail = -(-plane // nr) - 1, plane % nr
-
+def _row_panels(builder: ir.IRBuilder, tiling: GemmTiling, sliver: ir.Value, kc: int, y: ir.Value,
+                panels: list[tuple[int, int]]):
+    """each_panel (as _flat_blocks gives it) for output row y's column panels `panels` ((first column,
+    valid columns) each, static), their slivers side by side from `sliver`."""
     def each_panel(visit) -> None:
-        """visit(u, panel, pixel, valid) for u < count, with a static `valid` (a branch for the tail)."""
-        with for_range(builder, count, "xb.u", unroll=False) as u:
-            panel = builder.add(first, u, name="xb.panel")
-            pixel = builder.mul(panel, i64(nr), name="xb.pixel")
-            if not tail:
-                visit(u, panel, pixel, nr)
-                return
-            with builder.if_else(builder.icmp_unsigned("==", panel, i64(last))) as (partial, whole):
-                with partial:
-                    visit(u, panel, pixel, tail)
-                with whole:
-                    visit(u, panel, pixel, nr)
+        for u, (x0, valid) in enumerate(panels):
+            visit(u, element_pointer(builder, sliver, u * kc * tiling.columns, F32, "xb.sliver"), y, i64(x0), valid)
 
-    def sliver_of(u: ir.Value) -> ir.Value:
-        return element_pointer(builder, sliver, builder.mul(u, i64(kc * nr)), F32, "xb.sliver")
+    return each_panel
 
-    each_panel(lambda u, panel, pixel, valid: gather(i64(0), pixel, valid, sliver_of(u)))
+
+def _run_block(builder: ir.IRBuilder, step: BlockStep, ldc: int, each_panel, gather, c_tile, residual_tile,
+               bias_at) -> None:
+    """One block of column panels: each panel's sliver gathered (`gather(y, x0, valid, into)`), then for
+    every row panel the micro-kernel over each of them in turn; the row panel's first call (the block's
+    panel u = 0, static or not) takes its prefetch."""
+    each_panel(lambda u, into, y, x0, valid: gather(y, x0, valid, into))
 
     def row_panel(rows: int, t: ir.Value, prefetch: str | None) -> None:
-        def visit(u, panel, pixel, valid) -> None:
+        def visit(u, into: ir.Value, y: ir.Value, x0: ir.Value, valid: int) -> None:
             def call(fetch: str | None) -> None:
-                step.call(rows, t, sliver_of(u), valid, c_tile(t, i64(0), pixel), ldc, bias_at(t),
-                          residual_tile(t, i64(0), pixel), fetch)
+                step.call(rows, t, into, valid, c_tile(t, y, x0), ldc, bias_at(t), residual_tile(t, y, x0), fetch)
 
-            if prefetch is None:
-                call(None)
+            if prefetch is None or isinstance(u, int):
+                call(prefetch if u == 0 else None)
                 return
             with builder.if_else(builder.icmp_unsigned("==", u, i64(0))) as (first_call, other):
                 with first_call:
@@ -452,22 +344,6 @@ def _flat_block(builder: ir.IRBuilder, shape: ConvGeometry, tiling: GemmTiling, 
                     call(None)
 
         each_panel(visit)
-
-    step.each_row_panel(row_panel)
-
-
-def _row_block(builder: ir.IRBuilder, tiling: GemmTiling, sliver: ir.Value, kc: int, y: ir.Value,
-               panels: list[tuple[int, int]], step: BlockStep, gather, c_tile, residual_tile, bias_at,
-               ldc: int) -> None:
-    """_flat_block for output row y's column panels `panels` ((first column, valid columns) each, static)."""
-    slivers = [element_pointer(builder, sliver, u * kc * tiling.columns, F32, "xb.sliver") for u in range(len(panels))]
-    for into, (x0, valid) in zip(slivers, panels):
-        gather(y, i64(x0), valid, into)
-
-    def row_panel(rows: int, t: ir.Value, prefetch: str | None) -> None:
-        for u, (into, (x0, valid)) in enumerate(zip(slivers, panels)):
-            step.call(rows, t, into, valid, c_tile(t, y, i64(x0)), ldc, bias_at(t), residual_tile(t, y, i64(x0)),
-                      prefetch if u == 0 else None)
 
     step.each_row_panel(row_panel)
 

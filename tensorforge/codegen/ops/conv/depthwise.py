@@ -48,7 +48,7 @@ from ...target import Target
 from ...threads import parallel
 from ...threads.parallel import split_parts
 from ..matmul import contraction_operands
-from .conv_gemm import ConvGeometry
+from .geometry import ConvGeometry
 
 MAX_REGISTER_TAPS = 64  # windows up to 8 x 8 are accumulated in registers, the taps unrolled
 CONTRACT = ("contract",)  # a multiply and its add may become one fma

@@ -48,13 +48,15 @@ from ...llvm.utils import (
     load_element,
     masked_load,
     masked_store,
+    with_tail,
 )
 from ...lowering import PackedConstant
 from ...memory import align_up
 from ...target import Target
 from ...threads import parallel
 from ...threads.parallel import split_parts
-from .conv_gemm import ConvGeometry, column_panels, padded_image, part_range, uses_tiled_conv, worth_a_team
+from .conv_gemm import column_panels
+from .geometry import ConvGeometry, depth_block, padded_image, part_range, uses_tiled_conv, worth_a_team
 from .slivers import gather_flat_sliver
 
 # The pixel form is taken when its panels' lane use beats the channel form's by this factor, for a
@@ -192,39 +194,29 @@ def emit_conv2d_pixel_rows(kernel: Kernel) -> None:
             block_pixels = minimum(builder, builder.sub(builder.add(first_pixel, part_pixels), block_first), mc,
                                    "block_pixels")
             block_panels = builder.udiv(builder.add(block_pixels, i64(mr - 1)), i64(mr), name="block_panels")
-            with for_range(builder, depth_count, "pc") as depth_block:
-                first_in = builder.mul(depth_block, i64(kc // shape.window), name="c0")
-                block_taps = builder.mul(builder.sub(i64(shape.channels), first_in), i64(shape.window))
-                depth = builder.select(builder.icmp_signed("<", block_taps, i64(kc)), block_taps, i64(kc), name="kc")
-                first_tap = builder.mul(first_in, i64(shape.window), name="first_tap")
+            with for_range(builder, depth_count, "pc") as depth_index:
+                first_in, depth, first_tap = depth_block(builder, shape, depth_index, kc)
                 channels = builder.udiv(depth, i64(shape.window))
                 origin = builder.mul(first_in, i64(shape.padded_plane))
+
+                def a_panel(t: ir.Value, depth=depth) -> ir.Value:
+                    return element_pointer(builder, a_block, builder.mul(builder.mul(t, depth), i64(mr)), F32)
+
                 with for_range(builder, block_panels, "gather", unroll=False) as t:
                     pixel = builder.add(block_first, builder.mul(t, i64(mr)), name="panel_pixel")
-                    panel = element_pointer(builder, a_block, builder.mul(builder.mul(t, depth), i64(mr)), F32)
+                    panel = a_panel(t)
 
                     def gather(valid: int, pixel=pixel, panel=panel, channels=channels, origin=origin) -> None:
                         gather_flat_sliver(builder, tiling, shape, image, panel, channels, origin, pixel, valid, mr)
 
-                    if plane % mr:
-                        last = builder.icmp_unsigned("==", pixel, i64(plane - plane % mr))
-                        with builder.if_else(last) as (tail, whole):
-                            with tail:
-                                gather(plane % mr)
-                            with whole:
-                                gather(mr)
-                    else:
-                        gather(mr)
+                    with_tail(builder, pixel, plane - plane % mr, plane % mr, mr, gather)
                 if not weight_packed:
                     weight = element_pointer(builder, kernel.inputs[1], first_tap, F32)
                     pack_b_rows(builder, tiling, weight, shape.taps, depth, i64(shape.outputs), shape.outputs % nr,
                                 b_block, transposed=True)
 
-                def a_panel(t: ir.Value, depth=depth) -> ir.Value:
-                    return element_pointer(builder, a_block, builder.mul(builder.mul(t, depth), i64(mr)), F32)
-
-                step = BlockStep(builder, tiling, Epilogue(), depth, builder.icmp_unsigned("!=", depth_block, i64(0)),
-                                 builder.icmp_unsigned("==", depth_block, i64(depth_count - 1)), block_pixels,
+                step = BlockStep(builder, tiling, Epilogue(), depth, builder.icmp_unsigned("!=", depth_index, i64(0)),
+                                 builder.icmp_unsigned("==", depth_index, i64(depth_count - 1)), block_pixels,
                                  plane % mr, a_panel, prefetch="b" if weight_packed and depth_count > 1 else None,
                                  prefetch_ahead=shape.taps * nr)
 
@@ -242,14 +234,8 @@ def emit_conv2d_pixel_rows(kernel: Kernel) -> None:
 
                 with for_range(builder, part_channel_panels, "jr", unroll=False) as j:
                     u = builder.add(first_channel_panel, j, name="oc_panel")
-                    if shape.outputs % nr:
-                        with builder.if_else(builder.icmp_unsigned("==", u, i64(channel_panels - 1))) as (tail, whole):
-                            with tail:
-                                column_panel(u, shape.outputs % nr)
-                            with whole:
-                                column_panel(u, nr)
-                    else:
-                        column_panel(u, nr)
+                    with_tail(builder, u, channel_panels - 1, shape.outputs % nr, nr,
+                              lambda columns, u=u: column_panel(u, columns))
             _copy_out(kernel, shape, tiling, result, ldc, n, block_first, block_pixels, first_output, part_outputs,
                       bias, residual)
 

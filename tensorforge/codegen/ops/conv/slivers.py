@@ -31,7 +31,7 @@ from ...llvm.utils import (
 )
 
 if TYPE_CHECKING:
-    from .conv_gemm import ConvGeometry
+    from .geometry import ConvGeometry
 
 
 def gather_sliver(builder: ir.IRBuilder, tiling: GemmTiling, shape: ConvGeometry, image: ir.Value,

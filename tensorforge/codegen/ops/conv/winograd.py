@@ -56,7 +56,7 @@ from ...memory import align_up
 from ...target import Target
 from ...threads import parallel
 from ...threads.parallel import split_parts
-from .conv_gemm import ConvGeometry, worth_a_team
+from .geometry import ConvGeometry, worth_a_team
 
 # F(2x2, 3x3)'s weight transform (the input's B^T and the output's A^T are written out as additions below)
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
