@@ -68,11 +68,12 @@ def test_winograd_equals_the_reference_armv8(case):
 
 
 @pytest.mark.parametrize("threads", [1, 3])
-def test_big_images_take_several_blocks_of_tile_rows(threads):
-    """A 64 x 64 image with 80 channels in and out of the GEMMs is 8 blocks of 4 tile rows: parts
-    start inside an image (each copies it first), and an odd size leaves a last, shorter block."""
+def test_big_images_take_several_blocks(threads):
+    """A 63 x 61 image (32 x 31 tiles) with 80 channels in and out of the GEMMs is several blocks of
+    whole panels: parts start inside an image (each copies it first), blocks inside rows of tiles, and
+    the remainder leaves a short block 0."""
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((2, 16, 63, 64)).astype(np.float32)
+    x = rng.standard_normal((2, 16, 63, 61)).astype(np.float32)
     weight = (rng.standard_normal((64, 16, 3, 3)) / 12).astype(np.float32)
     graphs = []
     for winograd in (True, False):
@@ -86,6 +87,35 @@ def test_big_images_take_several_blocks_of_tile_rows(threads):
     assert WinogradGeometry.of(node, tf.codegen.Target.parse("host")).blocks > 4
     (actual,) = compile_and_run(graphs[0], x, threads=threads)
     np.testing.assert_allclose(actual, ir.interpret(graphs[1], x), **F32_TOLERANCE)
+
+
+@pytest.mark.parametrize("target", ["host", "armv8"])
+@pytest.mark.parametrize("epilogue", ["residual", "pool"])
+def test_blocks_of_one_panel_cut_rows_of_tiles(monkeypatch, target, epilogue):
+    """With BLOCK_BYTES so small that a block is one NR panel of tiles, blocks begin and end inside rows of
+    tiles (27 x 25 outputs: rows of 13 tiles, so a vector of tiles spans two or three rows), block 0 of
+    each image is the short one, and parts of three threads start inside images."""
+    from tensorforge.codegen.ops.conv import winograd
+
+    monkeypatch.setattr(winograd, "BLOCK_BYTES", 1)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 27, 25)).astype(np.float32)
+    weight = (rng.standard_normal((7, 5, 3, 3)) / 6).astype(np.float32)
+    bias = rng.standard_normal(7).astype(np.float32)
+    inputs = [x] + ([rng.standard_normal((2, 7, 27, 25)).astype(np.float32)] if epilogue == "residual" else [])
+    attrs = {"padding": 1, "activation": "relu", "residual": epilogue == "residual",
+             "pool": "max_2x2" if epilogue == "pool" else None}
+    graphs = []
+    for flag in (True, False):
+        graph = ir.Graph()
+        operands = [graph.add_input("x", TensorType.of(x)), graph.constant(weight, "w"), graph.constant(bias, "b")]
+        operands += [graph.add_input("r", TensorType.of(inputs[1]))] if epilogue == "residual" else []
+        graph.outputs = [graph.call("conv2d", operands, {**attrs, "winograd": flag})]
+        graphs.append(graph)
+    geometry = winograd.WinogradGeometry.of(graphs[0].outputs[0], tf.codegen.Target.parse(target))
+    assert geometry.panels == 1 and geometry.blocks > 4 and geometry.first_tiles < geometry.block_tiles
+    (actual,) = compile_and_run(graphs[0], *inputs, target=target, threads=3)
+    np.testing.assert_allclose(actual, ir.interpret(graphs[1], *inputs), **F32_TOLERANCE)
 
 
 def test_the_transforms_compute_the_convolution_in_numpy():
@@ -113,17 +143,13 @@ def test_the_pass_picks_the_cnns_second_conv():
     assert chosen(64, disabled=("select-winograd",)) == [(3, False), (32, False)]
 
 
-@pytest.mark.parametrize("change", ["5x5", "stride", "dilation", "groups", "computed weight", "small plane",
-                                    "small plane, big weight"])
+@pytest.mark.parametrize("change", ["5x5", "stride", "dilation", "groups", "computed weight", "small plane"])
 def test_the_pass_leaves_what_winograd_does_not_compute(change):
-    """Also a plane of fewer than SMALL_PLANE_TILES 2 x 2 tiles (12 x 12: 36), and one of fewer than
-    MIN_TILES (14 x 14: 49) whose transformed weight exceeds L2_WEIGHT_BYTES (16 x 192 x 192 floats)."""
+    """Also a plane of fewer than MIN_TILES 2 x 2 tiles (12 x 12: 36)."""
     graph = ir.Graph()
-    size = {"small plane": 12, "small plane, big weight": 14}.get(change, 15)
-    channels = 192 if change == "small plane, big weight" else 16
-    x = graph.add_input("x", TensorType((2, channels, size, size), DType.f32))
-    shape = (channels, channels // (2 if change == "groups" else 1), 5 if change == "5x5" else 3,
-             5 if change == "5x5" else 3)
+    size = 12 if change == "small plane" else 14
+    x = graph.add_input("x", TensorType((2, 16, size, size), DType.f32))
+    shape = (16, 16 // (2 if change == "groups" else 1), 5 if change == "5x5" else 3, 5 if change == "5x5" else 3)
     weight = (graph.add_input("w", TensorType(shape, DType.f32)) if change == "computed weight"
               else graph.constant(np.ones(shape, np.float32)))
     attrs = {"stride": 2 if change == "stride" else 1, "dilation": 2 if change == "dilation" else 1,
@@ -133,12 +159,12 @@ def test_the_pass_leaves_what_winograd_does_not_compute(change):
     assert not any(node.attrs.get("winograd") for node in optimized.op_nodes())
 
 
-@pytest.mark.parametrize("size, channels", [(15, 192), (14, 16)])
-def test_the_pass_fires_from_min_tiles_or_on_a_small_weight(size, channels):
-    """The same conv as above, unchanged: 15 x 15 with padding 1 is 8 x 8 = 64 tiles, and it fires
-    whatever the weight; 14 x 14 (49 tiles) fires with a small transformed weight (16 x 16 x 16 floats)."""
+@pytest.mark.parametrize("size, channels", [(14, 16), (14, 256), (13, 64)])
+def test_the_pass_fires_from_min_tiles_whatever_the_weight(size, channels):
+    """The same conv as above, unchanged: 14 x 14 or 13 x 13 with padding 1 is 7 x 7 = 49 tiles, and it
+    fires with a small or a big transformed weight (16 x 256 x 256 floats: 4 MiB)."""
     graph = ir.Graph()
-    x = graph.add_input("x", TensorType((2, channels, size, size), DType.f32))
+    x = graph.add_input("x", TensorType((1, channels, size, size), DType.f32))
     weight = graph.constant(np.ones((channels, channels, 3, 3), np.float32))
     graph.outputs = [graph.call("conv2d", [x, weight], {"padding": 1})]
     optimized = run_pipeline(graph, PassContext(opt_level=2)).graph

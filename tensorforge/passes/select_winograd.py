@@ -14,14 +14,12 @@ Fires on f32 conv2d with a constant 3 x 3 weight, stride 1, dilation 1 and one g
 added in the output transform: ResNet-18, whose basic blocks end so, ran 1.05x faster at batch 1 and 8),
 when both channel counts are at least MIN_CHANNELS (a shallow GEMM leaves the transforms' cost
 uncovered: the CIFAR CNN's first conv, 3 input channels, stays direct) and an image has at least
-MIN_TILES output tiles, or SMALL_PLANE_TILES with a transformed weight of at most L2_WEIGHT_BYTES.
-The transformed weight is 16/9 the size of the direct one and is read once per block of an image's
-tiles: a small plane is faster direct unless that weight stays in the core's L2 between blocks.
-Per conv at batch 1 on the 2-core Xeon (profile_model.py): ResNet-50's 56 x 56 (784 tiles) 0.66 ms
-Winograd against 1.05 direct, 28 x 28 (196) 0.88 against 0.96, 14 x 14 (49 tiles, 256 channels
-in and out: a 4 MiB transformed weight) 1.45 against 1.0, 7 x 7 (16) 3.66 against 1.61; SqueezeNet's
-13 x 13 (49 tiles, 64 -> 256 channels: 1 MiB) 0.16 against 0.20. Disable it by name
-(`tf.compile(..., disabled=["select-winograd"])`) for the direct convolution's rounding.
+MIN_TILES output tiles. Below that (ResNet's 7 x 7: 16 tiles) the GEMMs are too narrow for their weight,
+16/9 the direct one's, read once per image: ResNet-50 with its 7 x 7 convs by Winograd ran 2% slower at
+batch 8 (an in-process A/B, 2026-12-07), and 512 -> 512 channels at 7 x 7 alone 1.6x slower
+at batch 1. From 14 x 14 (49 tiles) Winograd was faster at every channel count tried: 256 -> 256 alone
+0.62 ms against 0.82 direct at batch 1. Disable it by name (`tf.compile(..., disabled=["select-winograd"])`)
+for the direct convolution's rounding.
 """
 
 from __future__ import annotations
@@ -32,9 +30,7 @@ from .registry import register_pass
 from .rewrite import replace_node
 
 MIN_CHANNELS = 16
-MIN_TILES = 64  # 2 x 2 output tiles of one image: a 16 x 16 output
-SMALL_PLANE_TILES = 49  # a 13 x 13 or 14 x 14 output ...
-L2_WEIGHT_BYTES = 2 << 20  # ... with a transformed weight [16, O, C] of f32 up to this size
+MIN_TILES = 49  # 2 x 2 output tiles of one image: a 13 x 13 or 14 x 14 output
 
 
 def winograd_fits(node: ir.Node) -> bool:
@@ -46,9 +42,7 @@ def winograd_fits(node: ir.Node) -> bool:
             and min(x.shape[1], weight.shape[0]) >= MIN_CHANNELS):
         return False
     out_height, out_width = unpooled_conv2d_type(node).shape[2:]
-    tiles = -(-out_height // 2) * -(-out_width // 2)
-    transformed_bytes = 16 * weight.shape[0] * weight.shape[1] * 4
-    return tiles >= MIN_TILES or (tiles >= SMALL_PLANE_TILES and transformed_bytes <= L2_WEIGHT_BYTES)
+    return -(-out_height // 2) * -(-out_width // 2) >= MIN_TILES
 
 
 @register_pass("select-winograd", opt_level=2, description="compute 3x3 convolutions by Winograd's F(2x2, 3x3)",
