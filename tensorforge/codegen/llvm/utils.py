@@ -254,6 +254,13 @@ def copy_bytes(builder: ir.IRBuilder, destination: ir.Value, source: ir.Value, n
     builder.call(function, [destination, source, i64(nbytes), ir.Constant(I1, 0)])
 
 
+def zero_bytes(builder: ir.IRBuilder, destination: ir.Value, nbytes: int) -> None:
+    """memset to zero (the bytes of 0.0 in f32); nothing for 0 bytes."""
+    if nbytes:
+        function = declare(builder.module, "llvm.memset.p0.i64", VOID, [PTR, ir.IntType(8), I64, I1])
+        builder.call(function, [destination, ir.Constant(ir.IntType(8), 0), i64(nbytes), ir.Constant(I1, 0)])
+
+
 def fill_elements(builder: ir.IRBuilder, base: ir.Value, count: int, value: ir.Value, name: str = "fill") -> None:
     """base[0:count] = value."""
     with for_range(builder, count, name) as index:

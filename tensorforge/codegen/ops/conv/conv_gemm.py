@@ -46,7 +46,6 @@ from ...llvm.utils import (
     affine_offset,
     as_i64,
     element_pointer,
-    fill_elements,
     for_range,
     i64,
     lane_indices,
@@ -176,8 +175,6 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
     _, _, bias, residual = split_contraction(list(kernel.inputs), node.attrs["residual"])
     epilogue = Epilogue(bias="row" if bias is not None else None, activation=node.attrs.get("activation"),
                         residual=residual is not None)
-    if shape.is_padded:
-        fill_elements(builder, kernel.scratch, shape.channels * shape.padded_plane, ir.Constant(F32, 0.0), "pad")
     out_plane = shape.out_height * shape.out_width
     flat = flat_columns(shape, tiling)
     by_images = shape.batch > 1
@@ -254,8 +251,17 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
                 for start in range(0, len(row), per_block):
                     run_block(_row_panels(builder, tiling, sliver, kc, y, row[start:start + per_block]))
 
+    pixels = None  # the part's output pixels, when it takes a share of one image's: their input rows are copied
+    if kernel.parts > 1 and not (by_images or by_channels or shape.pooled):
+        if flat:
+            first, count = parallel.part_bounds(builder, kernel.part, kernel.parts, -(-out_plane // nr), "xp")
+            pixels = (builder.mul(first, i64(nr)), minimum(builder, builder.mul(count, i64(nr)),
+                                                           builder.sub(i64(out_plane), builder.mul(first, i64(nr)))))
+        else:
+            first, count = parallel.part_bounds(builder, kernel.part, kernel.parts, shape.out_height, "y")
+            pixels = (builder.mul(first, i64(shape.out_width)), builder.mul(count, i64(shape.out_width)))
     with (part_range(builder, kernel, shape.batch, "n") if by_images else for_range(builder, 1, "n")) as n:
-        image = padded_image(kernel, shape, n)
+        image = padded_image(kernel, shape, n, pixels)
         with for_range(builder, shape.groups, "g") as g:
             if not shape.pooled:
                 def to_output(y: ir.Value, pixel: ir.Value, row: ir.Value, n=n) -> ir.Value:

@@ -15,7 +15,7 @@ from ....ir import DType, Node
 from ....ir.ops_nn import unpooled_conv2d_type
 from ...gemm.tiling import FLOAT_BYTES
 from ...kernel import Kernel
-from ...llvm.utils import F32, affine_offset, copy_bytes, element_pointer, for_range, i64
+from ...llvm.utils import F32, affine_offset, copy_bytes, element_pointer, for_range, i64, zero_bytes
 from ...threads import parallel
 
 
@@ -116,18 +116,43 @@ def _offset_range(builder: ir.IRBuilder, first: ir.Value, count, name: str):
         yield builder.add(first, index, name=name)
 
 
-def padded_image(kernel: Kernel, shape: ConvGeometry, n: ir.Value) -> ir.Value:
-    """Image n of the input, copied into the zero-bordered scratch image when there is padding."""
+def padded_image(kernel: Kernel, shape: ConvGeometry, n: ir.Value,
+                 pixels: tuple[ir.Value, ir.Value] | None = None) -> ir.Value:
+    """Image n of the input, or (padding) its zero-bordered copy in scratch: every row of it, border
+    included, or with `pixels` (first, count: a part's output pixels of the plane) only the rows their
+    windows read. Each part used to zero and copy the whole image: ResNet-50's layer2 downsampling
+    3 x 3 conv (128 channels of 56 x 56) spent 13% of its time so, and ran 1.07x faster on its part's
+    rows; whole CNNs about 1.01x (in-process A/B, 2026-12-07)."""
     builder = kernel.builder
     source = element_pointer(builder, kernel.inputs[0], builder.mul(n, i64(shape.channels * shape.height *
                                                                             shape.width)), F32, "image")
     if not shape.is_padded:
         return source
     (ph, pw), wp = shape.padding, shape.padded_width
-    with for_range(builder, shape.channels * shape.height, "interior", unroll=False) as row:
-        channel, y = builder.udiv(row, i64(shape.height)), builder.urem(row, i64(shape.height))
-        target = affine_offset(builder, [(channel, shape.padded_plane), (y, wp)], ph * wp + pw)
-        copy_bytes(builder, element_pointer(builder, kernel.scratch, target, F32),
-                   element_pointer(builder, source, builder.mul(row, i64(shape.width)), F32),
-                   shape.width * FLOAT_BYTES, may_overlap=False)
+    padded_height = shape.height + 2 * ph
+    first_row, rows = i64(0), i64(padded_height)
+    if pixels is not None:  # output rows y0..y1 read padded rows y0 * sh .. y1 * sh + (kh - 1) * dh
+        first, count = pixels
+        sh, reach = shape.stride[0], (shape.kh - 1) * shape.dilation[0] + 1
+        first_row = builder.mul(builder.udiv(first, i64(shape.out_width)), i64(sh), name="pad.first_row")
+        last_output = builder.udiv(builder.sub(builder.add(first, count), i64(1)), i64(shape.out_width))
+        end = builder.add(builder.mul(last_output, i64(sh)), i64(reach))
+        rows = builder.sub(builder.select(builder.icmp_signed("<", end, i64(padded_height)), end, i64(padded_height)),
+                           first_row, name="pad.rows")
+    with for_range(builder, shape.channels, "pad.c", unroll=False) as c, for_range(builder, rows, "pad.y") as r:
+        padded_row = builder.add(first_row, r)
+        y = builder.sub(padded_row, i64(ph), name="pad.input_row")
+        row = element_pointer(builder, kernel.scratch, affine_offset(builder, [(c, shape.padded_plane),
+                                                                               (padded_row, wp)], 0), F32, "pad.row")
+        inside = builder.and_(builder.icmp_signed(">=", y, i64(0)), builder.icmp_signed("<", y, i64(shape.height)))
+        with builder.if_else(inside) as (interior, border):
+            with interior:
+                zero_bytes(builder, row, pw * FLOAT_BYTES)
+                input_row = builder.add(builder.mul(c, i64(shape.height)), y)
+                copy_bytes(builder, element_pointer(builder, row, pw, F32),
+                           element_pointer(builder, source, builder.mul(input_row, i64(shape.width)), F32),
+                           shape.width * FLOAT_BYTES, may_overlap=False)
+                zero_bytes(builder, element_pointer(builder, row, pw + shape.width, F32), pw * FLOAT_BYTES)
+            with border:
+                zero_bytes(builder, row, wp * FLOAT_BYTES)
     return kernel.scratch

@@ -42,7 +42,6 @@ from ...llvm.utils import (
     I8,
     affine_offset,
     element_pointer,
-    fill_elements,
     for_range,
     i64,
     load_element,
@@ -167,8 +166,6 @@ def emit_conv2d_pixel_rows(kernel: Kernel) -> None:
     a_block, result, b_block = (builder.gep(kernel.scratch, [i64(offset)], inbounds=True, source_etype=I8)
                                 for offset in (a_at, result_at, b_at))
     _, _, bias, residual = split_contraction(list(kernel.inputs), node.attrs["residual"])
-    if shape.is_padded:
-        fill_elements(builder, kernel.scratch, shape.channels * shape.padded_plane, ir.Constant(F32, 0.0), "pad")
 
     by_images = shape.batch > 1
     by_channels = kernel.parts > 1 and not by_images and _splits_channels(shape, tiling)
@@ -187,7 +184,7 @@ def emit_conv2d_pixel_rows(kernel: Kernel) -> None:
                            builder.mul(part_channel_panels, i64(nr)), "part_outputs")
 
     with (part_range(builder, kernel, shape.batch, "n") if by_images else for_range(builder, 1, "n")) as n:
-        image = padded_image(kernel, shape, n)
+        image = padded_image(kernel, shape, n, (first_pixel, part_pixels))
         blocks = builder.udiv(builder.add(part_pixels, i64(mc - 1)), i64(mc), name="pixel_blocks")
         with for_range(builder, blocks, "ic", unroll=False) as block:
             block_first = builder.add(first_pixel, builder.mul(block, i64(mc)), name="block_first")
