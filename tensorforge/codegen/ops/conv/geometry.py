@@ -116,6 +116,13 @@ def _offset_range(builder: ir.IRBuilder, first: ir.Value, count, name: str):
         yield builder.add(first, index, name=name)
 
 
+def input_image(kernel: Kernel, shape: ConvGeometry, n: ir.Value) -> ir.Value:
+    """Image n of the conv's input."""
+    builder = kernel.builder
+    return element_pointer(builder, kernel.inputs[0], builder.mul(n, i64(shape.channels * shape.height * shape.width)),
+                           F32, "image")
+
+
 def padded_image(kernel: Kernel, shape: ConvGeometry, n: ir.Value,
                  pixels: tuple[ir.Value, ir.Value] | None = None) -> ir.Value:
     """Image n of the input, or (padding) its zero-bordered copy in scratch: every row of it, border
@@ -124,12 +131,10 @@ def padded_image(kernel: Kernel, shape: ConvGeometry, n: ir.Value,
     3 x 3 conv (128 channels of 56 x 56) spent 13% of its time so, and ran 1.07x faster on its part's
     rows; whole CNNs about 1.01x (in-process A/B, 2026-12-07)."""
     builder = kernel.builder
-    source = element_pointer(builder, kernel.inputs[0], builder.mul(n, i64(shape.channels * shape.height *
-                                                                            shape.width)), F32, "image")
+    source = input_image(kernel, shape, n)
     if not shape.is_padded:
         return source
-    (ph, pw), wp = shape.padding, shape.padded_width
-    padded_height = shape.height + 2 * ph
+    padded_height = shape.height + 2 * shape.padding[0]
     first_row, rows = i64(0), i64(padded_height)
     if pixels is not None:  # output rows y0..y1 read padded rows y0 * sh .. y1 * sh + (kh - 1) * dh
         first, count = pixels
@@ -139,11 +144,21 @@ def padded_image(kernel: Kernel, shape: ConvGeometry, n: ir.Value,
         end = builder.add(builder.mul(last_output, i64(sh)), i64(reach))
         rows = builder.sub(builder.select(builder.icmp_signed("<", end, i64(padded_height)), end, i64(padded_height)),
                            first_row, name="pad.rows")
+    bordered_rows(kernel, shape, source, first_row, rows, shape.padded_width, shape.padded_plane)
+    return kernel.scratch
+
+
+def bordered_rows(kernel: Kernel, shape: ConvGeometry, source: ir.Value, first_row: ir.Value, rows: ir.Value,
+                  width: int, plane: int) -> None:
+    """Rows [first_row, first_row + rows) of every channel of the zero-bordered image in scratch (rows
+    `width` elements apart, at least the padded width; channels `plane` apart): the input's row under
+    each (from `source`, one image) between zeros, or zeros in the padding above and below."""
+    builder, (ph, pw) = kernel.builder, shape.padding
     with for_range(builder, shape.channels, "pad.c", unroll=False) as c, for_range(builder, rows, "pad.y") as r:
         padded_row = builder.add(first_row, r)
         y = builder.sub(padded_row, i64(ph), name="pad.input_row")
-        row = element_pointer(builder, kernel.scratch, affine_offset(builder, [(c, shape.padded_plane),
-                                                                               (padded_row, wp)], 0), F32, "pad.row")
+        row = element_pointer(builder, kernel.scratch, affine_offset(builder, [(c, plane), (padded_row, width)], 0),
+                              F32, "pad.row")
         inside = builder.and_(builder.icmp_signed(">=", y, i64(0)), builder.icmp_signed("<", y, i64(shape.height)))
         with builder.if_else(inside) as (interior, border):
             with interior:
@@ -152,7 +167,7 @@ def padded_image(kernel: Kernel, shape: ConvGeometry, n: ir.Value,
                 copy_bytes(builder, element_pointer(builder, row, pw, F32),
                            element_pointer(builder, source, builder.mul(input_row, i64(shape.width)), F32),
                            shape.width * FLOAT_BYTES, may_overlap=False)
-                zero_bytes(builder, element_pointer(builder, row, pw + shape.width, F32), pw * FLOAT_BYTES)
+                zero_bytes(builder, element_pointer(builder, row, pw + shape.width, F32),
+                           (width - pw - shape.width) * FLOAT_BYTES)
             with border:
-                zero_bytes(builder, row, wp * FLOAT_BYTES)
-    return kernel.scratch
+                zero_bytes(builder, row, width * FLOAT_BYTES)

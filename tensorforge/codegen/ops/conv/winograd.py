@@ -16,8 +16,9 @@ remainder. At batch 1 the block size is the one that shares the image best betwe
 28 x 28 output in blocks of three tile rows left one part 3 of 5 blocks, and 48 of 64 columns busy).
 The units that parts share out are (image, block):
 
-    image:  the image in scratch with a zero border: the conv's padding, and a row and a column
-            more where the output's size is odd (the last tile's outputs past the edge are dropped)
+    image:  the rows of the image that the part's blocks of it read, in scratch with a zero border:
+            the conv's padding, and a row and a column more where the output's size is odd (the last
+            tile's outputs past the edge are dropped); written once per part and image
     V:      the input transform written straight into the micro-kernel's packed B panels
             (16 x [panels, C, NR]), `lanes` consecutive tiles at a time, one vector each (`lanes`
             divides NR: a vector never crosses a panel). A vector's tiles may continue on the next
@@ -49,21 +50,19 @@ from ...llvm.utils import (
     I8,
     affine_offset,
     element_pointer,
-    fill_elements,
     for_range,
     i64,
     lane_indices,
     load_element,
     masked_load,
     masked_store,
-    store_element,
 )
 from ...lowering import PackedConstant
 from ...memory import align_up
 from ...target import Target
 from ...threads import parallel
 from ...threads.parallel import split_parts
-from .geometry import ConvGeometry, worth_a_team
+from .geometry import ConvGeometry, bordered_rows, input_image, worth_a_team
 
 # F(2x2, 3x3)'s weight transform (the input's B^T and the output's A^T are written out as additions below)
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -181,25 +180,27 @@ def emit_conv2d_winograd(kernel: Kernel) -> None:
     takes consecutive (image, block of tiles) units."""
     node, builder, target = kernel.node, kernel.builder, kernel.target
     geometry = WinogradGeometry.of(node, target)
-    conv, channels = geometry.conv, geometry.conv.channels
-    height, width = geometry.image_height, geometry.image_width
+    conv = geometry.conv
     v_at, m_at, _ = geometry.scratch_layout()
-    image = kernel.scratch
     v, m = (builder.gep(kernel.scratch, [i64(offset)], inbounds=True, source_etype=I8) for offset in (v_at, m_at))
     _, _, bias, residual = split_contraction(list(kernel.inputs), node.attrs["residual"])
-    fill_elements(builder, image, channels * height * width, ir.Constant(F32, 0.0), "border")
+
+    def block_end(block: ir.Value) -> ir.Value:  # the tile after block `block` of an image
+        return builder.add(builder.mul(block, i64(geometry.block_tiles)), i64(geometry.first_tiles))
 
     units = conv.batch * geometry.blocks  # (image, block of tiles): a part takes consecutive units
     first, count = parallel.part_bounds(builder, kernel.part, kernel.parts, units, "unit")
+    last = builder.sub(builder.add(first, count), i64(1), name="unit.last")
     with for_range(builder, count, "unit.i", unroll=False) as index:
         unit = builder.add(first, index, name="unit")
         n, block = builder.udiv(unit, i64(geometry.blocks), name="n"), builder.urem(unit, i64(geometry.blocks))
         short = builder.icmp_unsigned("==", block, i64(0), name="short")
+        t0 = builder.select(short, i64(0), block_end(builder.sub(block, i64(1))), name="t0")
         with builder.if_then(builder.or_(short, builder.icmp_unsigned("==", index, i64(0)))):
-            _copy_image(kernel, geometry, n)  # the part's first unit of image n copies it
-        span = _Span(geometry, builder, short, builder.select(
-            short, i64(0), builder.sub(builder.mul(block, i64(geometry.block_tiles)),
-                                       i64(geometry.block_tiles - geometry.first_tiles)), name="t0"))
+            # the part's first unit of image n copies the rows of the part's blocks of it
+            last_block = minimum(builder, builder.sub(last, builder.mul(n, i64(geometry.blocks))), geometry.blocks - 1)
+            _copy_rows(kernel, geometry, n, t0, block_end(last_block))
+        span = _Span(geometry, builder, short, t0)
         _transform_input(kernel, geometry, v, span)
         _gemms(kernel, geometry, v, m, short)
         _transform_output(kernel, geometry, m, bias, residual, n, span)
@@ -277,18 +278,16 @@ def _load_span(builder: ir.IRBuilder, pointer: ir.Value, vector: ir.VectorType, 
     return value
 
 
-def _copy_image(kernel: Kernel, geometry: WinogradGeometry, n: ir.Value) -> None:
-    """Image n into the bordered image in scratch (its border stays zero)."""
-    builder, conv = kernel.builder, geometry.conv
-    (ph, pw), plane = conv.padding, geometry.image_height * geometry.image_width
-    with for_range(builder, conv.channels * conv.height, "copy", unroll=False) as row:
-        channel, y = builder.udiv(row, i64(conv.height)), builder.urem(row, i64(conv.height))
-        target = affine_offset(builder, [(channel, plane), (y, geometry.image_width)], ph * geometry.image_width + pw)
-        source = affine_offset(builder, [(n, conv.channels * conv.height), (row, 1)], 0)
-        destination = element_pointer(builder, kernel.scratch, target, F32, "copy.to")
-        origin = element_pointer(builder, kernel.inputs[0], builder.mul(source, i64(conv.width)), F32, "copy.from")
-        with for_range(builder, conv.width, "copy.x") as x:
-            store_element(builder, load_element(builder, origin, x, F32), destination, x)
+def _copy_rows(kernel: Kernel, geometry: WinogradGeometry, n: ir.Value, first_tile: ir.Value,
+               end_tile: ir.Value) -> None:
+    """The rows of image n's bordered copy in scratch that tiles [first_tile, end_tile) read (a tile
+    row ty reads rows 2 ty .. 2 ty + 3), border included."""
+    builder, tiles_x = kernel.builder, geometry.tiles_x
+    first_row = builder.mul(builder.udiv(first_tile, i64(tiles_x)), i64(2), name="copy.first_row")
+    end = builder.add(builder.mul(builder.udiv(builder.sub(end_tile, i64(1)), i64(tiles_x)), i64(2)), i64(4))
+    rows = builder.sub(minimum(builder, end, geometry.image_height), first_row, name="copy.rows")
+    bordered_rows(kernel, geometry.conv, input_image(kernel, geometry.conv, n), first_row, rows, geometry.image_width,
+                  geometry.image_height * geometry.image_width)
 
 
 def _transform_input(kernel: Kernel, geometry: WinogradGeometry, v: ir.Value, span: _Span) -> None:
