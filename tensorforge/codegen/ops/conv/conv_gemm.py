@@ -56,7 +56,15 @@ from ...memory import align_up
 from ...target import Target
 from ...threads import parallel
 from ...threads.parallel import split_parts
-from .geometry import ConvGeometry, depth_block, padded_image, part_range, uses_tiled_conv, worth_a_team
+from .geometry import (
+    ConvGeometry,
+    depth_block,
+    offset_range,
+    padded_image,
+    part_range,
+    uses_tiled_conv,
+    worth_a_team,
+)
 from .slivers import gather_flat_sliver, gather_sliver
 
 
@@ -243,7 +251,7 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
                 _run_block(builder, step, ldc, each_panel, gather, c_tile, residual_tile, bias_at)
 
             if flat:
-                _flat_blocks(builder, kernel, shape, tiling, sliver, kc, by_images or by_channels, run_block)
+                _flat_blocks(builder, shape, tiling, sliver, kc, share, run_block)
                 return
             row = [(x0, min(nr, shape.out_width - x0)) for x0 in range(0, shape.out_width, nr)]
             per_block = _block_panels(tiling, kc)
@@ -251,15 +259,18 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
                 for start in range(0, len(row), per_block):
                     run_block(_row_panels(builder, tiling, sliver, kc, y, row[start:start + per_block]))
 
-    pixels = None  # the part's output pixels, when it takes a share of one image's: their input rows are copied
-    if kernel.parts > 1 and not (by_images or by_channels or shape.pooled):
-        if flat:
-            first, count = parallel.part_bounds(builder, kernel.part, kernel.parts, -(-out_plane // nr), "xp")
-            pixels = (builder.mul(first, i64(nr)), minimum(builder, builder.mul(count, i64(nr)),
-                                                           builder.sub(i64(out_plane), builder.mul(first, i64(nr)))))
-        else:
-            first, count = parallel.part_bounds(builder, kernel.part, kernel.parts, shape.out_height, "y")
-            pixels = (builder.mul(first, i64(shape.out_width)), builder.mul(count, i64(shape.out_width)))
+    # The part's share of one image's (unpooled) output, all of it when the parts split images or channels:
+    # (first, count) of the plane's panels (flat columns) or of its output rows. The padded copy of the
+    # image holds the input rows that share reads.
+    share_units = -(-out_plane // nr) if flat else shape.out_height
+    share = ((i64(0), i64(share_units)) if by_images or by_channels
+             else parallel.part_bounds(builder, kernel.part, kernel.parts, share_units, "share"))
+    pixels = None
+    if not shape.pooled:
+        first, count = share
+        unit = nr if flat else shape.out_width
+        pixels = (builder.mul(first, i64(unit)), minimum(builder, builder.mul(count, i64(unit)),
+                                                         builder.sub(i64(out_plane), builder.mul(first, i64(unit)))))
     with (part_range(builder, kernel, shape.batch, "n") if by_images else for_range(builder, 1, "n")) as n:
         image = padded_image(kernel, shape, n, pixels)
         with for_range(builder, shape.groups, "g") as g:
@@ -269,9 +280,7 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
                                                  (y, shape.out_width)], pixel)
                     return element_pointer(builder, kernel.output, at, F32, "c_tile")
 
-                rows = ((lambda: for_range(builder, shape.out_height, "y")) if by_images or by_channels
-                        else (lambda: part_range(builder, kernel, shape.out_height, "y")))
-                blocks(n, image, g, rows, to_output, out_plane)
+                blocks(n, image, g, lambda: offset_range(builder, *share, "y"), to_output, out_plane)
             else:
                 _pooled_rows(builder, kernel, shape, pair, n, image, g, blocks)
 
@@ -289,17 +298,16 @@ def _block_panels(tiling: GemmTiling, kc: int) -> int:
     return max(1, COLUMN_BLOCK_BYTES // (kc * tiling.columns * FLOAT_BYTES))
 
 
-def _flat_blocks(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, tiling: GemmTiling, sliver: ir.Value,
-                 kc: int, whole_plane: bool, run_block) -> None:
-    """run_block(each_panel) for the plane's panels of NR pixels (this part's, unless `whole_plane`) in
+def _flat_blocks(builder: ir.IRBuilder, shape: ConvGeometry, tiling: GemmTiling, sliver: ir.Value, kc: int,
+                 share: tuple[ir.Value, ir.Value], run_block) -> None:
+    """run_block(each_panel) for the plane's panels of NR pixels `share` (first, count) in
     blocks of _block_panels; each_panel(visit) calls visit(u, sliver, y, first pixel, valid pixels)
     for the block's panels, their slivers side by side from `sliver` (y is 0, `valid` NR but for the
     plane's last panel)."""
     nr = tiling.columns
     plane = shape.out_height * shape.out_width
     panels = -(-plane // nr)
-    first, count = (i64(0), i64(panels)) if whole_plane else parallel.part_bounds(builder, kernel.part, kernel.parts,
-                                                                                  panels, "xp")
+    first, count = share
     per_block = _block_panels(tiling, kc)
     blocks = builder.udiv(builder.add(count, i64(per_block - 1)), i64(per_block), name="xb.count")
     with for_range(builder, blocks, "xb", unroll=False) as block:

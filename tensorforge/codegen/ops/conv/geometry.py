@@ -107,11 +107,12 @@ def depth_block(builder: ir.IRBuilder, shape: ConvGeometry, block: ir.Value, kc:
 
 def part_range(builder: ir.IRBuilder, kernel: Kernel, units: int, name: str):
     """for_range over this part's share of `units` (all of them unless the kernel is split); yields the unit."""
-    return _offset_range(builder, *parallel.part_bounds(builder, kernel.part, kernel.parts, units, name), name)
+    return offset_range(builder, *parallel.part_bounds(builder, kernel.part, kernel.parts, units, name), name)
 
 
 @contextmanager
-def _offset_range(builder: ir.IRBuilder, first: ir.Value, count, name: str):
+def offset_range(builder: ir.IRBuilder, first: ir.Value, count, name: str):
+    """for_range over units [first, first + count); yields the unit."""
     with for_range(builder, count, f"{name}.i") as index:
         yield builder.add(first, index, name=name)
 
