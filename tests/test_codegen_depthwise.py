@@ -15,9 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tensorforge import ir
-from tensorforge.codegen import build
-from tensorforge.codegen.ops.conv import conv
+from tensorforge.codegen import Target, build
+from tensorforge.codegen.ops.conv import conv, depthwise
 from tensorforge.codegen.ops.conv.depthwise import MAX_REGISTER_TAPS, is_depthwise
+from tensorforge.codegen.ops.conv.geometry import ConvGeometry
 from tensorforge.ir import TensorType
 
 F32_TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
@@ -146,3 +147,39 @@ def test_depthwise_vectorizes_without_gathers(stride):
     assert "masked.gather" not in llvm_ir and "masked.scatter" not in llvm_ir
     (actual,) = compile_and_run(graph, x)
     np.testing.assert_allclose(actual, ir.interpret(graph, x), **F32_TOLERANCE)
+
+
+@pytest.mark.parametrize("width, stride", [(7, 1), (14, 2), (14, 1), (40, 1), (81, 2)])
+@pytest.mark.parametrize("residual", [False, True])
+def test_whole_vectors_with_masked_stores(width, stride, residual):
+    """On AVX-512 a copied plane's outputs are whole vectors with masked stores: rows of at most 16
+    outputs share a vector (7 x 7: 2 rows of 9 copied columns; 14 wide at stride 2: 7 outputs in
+    sub-planes 8 wide), longer rows end in one masked vector (40 = 2 x 16 + 8 lanes; 81 at stride 2:
+    41 = 2 x 16 + 9). Built for x86-64-v4 (its IR has the masked stores), run on the host."""
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((2, 5, width - 1, width)) * 2).astype(np.float32)
+    graph = depthwise_graph(x, rng.standard_normal((5, 1, 3, 3)).astype(np.float32),
+                            rng.standard_normal(5).astype(np.float32),
+                            {"stride": stride, "padding": 1, "activation": "relu6"}, residual)
+    layout = depthwise._Layout.of(ConvGeometry.of(graph.outputs[0]), Target.parse("x86-64-v4"))
+    out_width = graph.outputs[0].shape[3]
+    assert layout.masked and (layout.group(ConvGeometry.of(graph.outputs[0]), 16) > 0) == (out_width <= 16)
+    llvm_ir = build(graph, "x86-64-v4").llvm_ir
+    assert "llvm.masked.store.v16f32" in llvm_ir and ("llvm.masked.load.v16f32" in llvm_ir) == residual
+    inputs = [x] + ([rng.standard_normal(graph.outputs[0].shape).astype(np.float32)] if residual else [])
+    for threads in (1, 3):
+        (actual,) = compile_and_run(graph, *inputs, threads=threads)
+        np.testing.assert_allclose(actual, ir.interpret(graph, *inputs), **F32_TOLERANCE)
+
+
+def test_planes_of_few_taps_are_shared_by_their_bytes():
+    """MobileNetV2's last depthwise conv (960 planes of 7 x 7: under a MFLOP, but 376 KB read and
+    written) is split among threads; a small one stays on the caller."""
+    def node(channels: int, size: int) -> ir.Node:
+        x = np.zeros((1, channels, size, size), np.float32)
+        return depthwise_graph(x, np.ones((channels, 1, 3, 3), np.float32), None, {"padding": 1}).outputs[0]
+
+    host = Target.parse("host")
+    assert depthwise.depthwise_parts(node(960, 7), host, 2) > 1
+    assert depthwise.depthwise_parts(node(960, 7), host, 1) == 1
+    assert depthwise.depthwise_parts(node(16, 7), host, 2) == 1

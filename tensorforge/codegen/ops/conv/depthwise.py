@@ -12,19 +12,24 @@ convolved directly with its kh x kw taps held in registers:
 
 The copy makes every tap's read valid without a branch in the hot loop (it costs one read and write
 per input element against kh * kw multiply-adds per output); the border is zeroed once per part and
-only the interior is copied per plane. With a column stride s > 1 the copy is also split by phase:
-each row holds its columns k, k + s, k + 2s, ... for k < s one after the other, so tap j of a vector
-of outputs x..x+V is one contiguous load (phase (j*dw) % s, from x + (j*dw) // s), as with stride 1.
+only the interior is copied per plane. With a stride the copy is also split by phase (`_Layout`):
+sub-plane (r % sh, c % sw) holds the padded plane's rows r and columns c of those phases, so tap
+(i, j) of a vector of outputs x..x+V is one contiguous load, and output rows y and y + 1 read rows
+one sub-plane row apart, as with stride 1.
 
-The x loop is written in vectors (`_row_chunks`): whole vectors of the target's width, then the
-row's rest in halving widths (56 = 3 x 16 + 8, 7 = 4 + 2 + 1), never a scalar loop over a remainder
-(LLVM's vectorized loop left one: MobileNetV2's 14 x 14 and 7 x 7 planes ran scalar). Windows of
-more than MAX_REGISTER_TAPS taps (larger than 8 x 8) accumulate in the output row, one row of taps
-at a time, instead. Threads: blocks of planes (`depthwise_parts`); the weight is read as stored,
-[C, 1, kh, kw].
+On x86 (masked stores are instructions) every vector is whole (`_masked_outputs`): a row of up to V
+outputs shares its vector with the next rows (7 x 7 planes: rows in pairs, 4 vectors a plane,
+against 7 rows of 4 + 2 + 1 lanes), a longer row ends in one masked vector, and the stores (and a
+residual's loads) are masked. Elsewhere the x loop takes whole vectors, then the row's rest in
+halving widths (`_row_chunks`: 56 = 3 x 16 + 8, 7 = 4 + 2 + 1), never a scalar loop over a
+remainder. Windows of more than MAX_REGISTER_TAPS taps (larger than 8 x 8) accumulate in the output
+row, one row of taps at a time, instead. Threads: blocks of planes (`depthwise_parts`); the weight
+is read as stored, [C, 1, kh, kw].
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from llvmlite import ir
 
@@ -35,6 +40,7 @@ from ...kernel import Kernel
 from ...llvm import float_math
 from ...llvm.utils import (
     F32,
+    I1,
     affine_offset,
     copy_bytes,
     element_pointer,
@@ -42,7 +48,10 @@ from ...llvm.utils import (
     for_range,
     i64,
     load_element,
+    masked_load,
+    masked_store,
     store_element,
+    zero_bytes,
 )
 from ...target import Target
 from ...threads import parallel
@@ -50,6 +59,7 @@ from ...threads.parallel import split_parts
 from ..matmul import contraction_operands
 from .geometry import ConvGeometry
 
+PARALLEL_BYTES = 128 << 10  # planes read and written from which a team shares them (depthwise_parts)
 MAX_REGISTER_TAPS = 64  # windows up to 8 x 8 are accumulated in registers, the taps unrolled
 CONTRACT = ("contract",)  # a multiply and its add may become one fma
 
@@ -64,32 +74,63 @@ def is_depthwise(node: Node) -> bool:
             and node.attrs.get("pool") is None and not node.attrs.get("winograd"))
 
 
-def _phases(shape: ConvGeometry) -> int:
-    """The phases a copied row is split into: the column stride for windows in registers, else 1 (a
-    big window's rows are read as they are, `_accumulate_rows`)."""
-    return shape.stride[1] if shape.window <= MAX_REGISTER_TAPS else 1
+@dataclass(frozen=True)
+class _Layout:
+    """Where the taps read a plane: the input in place, or its copy in this thread's scratch.
 
+    A copy is split by phase: padded row r and column c of the plane go to sub-plane
+    (r % sh, c % sw) at row r // sh and column c // sw, every sub-plane `rows` x `length`, so tap
+    (i, j) of output (y, x) lies at sub-plane ((i*dh) % sh, (j*dw) % sw), row y + (i*dh) // sh,
+    column x + (j*dw) // sw: the outputs of one row of a sub-plane read contiguous elements, whatever
+    the stride. Output (y, x) reads from y * length + x on, past the row's end into the next rows,
+    and the last vector up to a vector past the copy (scratch has room for it).
 
-def _copies(shape: ConvGeometry) -> bool:
-    """Whether each plane is copied into scratch: with padding, or split by phase for a column stride."""
-    return shape.is_padded or _phases(shape) > 1
+    `masked` (x86, a copy): whole vectors with masked stores (`_masked_outputs`); else each output
+    row in vectors of its own (`_row_outputs`).
+    """
 
+    copies: bool
+    row_phases: int
+    column_phases: int
+    rows: int  # of one sub-plane
+    length: int  # elements of one sub-plane row: the step from output row y to y + 1
+    masked: bool
 
-def _phase_length(shape: ConvGeometry) -> int:
-    """Elements of one phase of a copied row (the padded row's columns k, k + s, ...): ceil(WP / s)."""
-    return -(-shape.padded_width // _phases(shape))
+    @classmethod
+    def of(cls, shape: ConvGeometry, target: Target) -> _Layout:
+        if shape.window > MAX_REGISTER_TAPS:  # `_accumulate_rows` reads the padded rows as they are
+            return cls(shape.is_padded, 1, 1, shape.height + 2 * shape.padding[0], shape.padded_width, False)
+        sh, sw = shape.stride
+        copies = shape.is_padded or (sh, sw) != (1, 1)
+        if not copies:
+            return cls(False, 1, 1, shape.height, shape.width, False)
+        rows, length = -(-(shape.height + 2 * shape.padding[0]) // sh), -(-shape.padded_width // sw)
+        return cls(True, sh, sw, rows, length, target.arch == "x86_64")
 
+    @property
+    def elements(self) -> int:
+        """Elements of the copy: every sub-plane."""
+        return self.row_phases * self.column_phases * self.rows * self.length
 
-def _row_stride(shape: ConvGeometry) -> int:
-    """Elements from one row of the plane the taps read to the next."""
-    return _phases(shape) * _phase_length(shape) if _copies(shape) else shape.width
+    def group(self, shape: ConvGeometry, lanes: int) -> int:
+        """Output rows one vector of `lanes` holds (`_masked_outputs`): as many as start within it and
+        end by its last lane; 0 for rows longer than a vector."""
+        return (lanes - shape.out_width) // self.length + 1 if shape.out_width <= lanes else 0
+
+    def tap(self, shape: ConvGeometry, i: int, j: int) -> int:
+        """The offset of tap (i, j) from output (0, 0)'s reads."""
+        (dh, dw), sh, sw = shape.dilation, self.row_phases, self.column_phases
+        if not self.copies:
+            return i * dh * self.length + j * dw
+        sub_plane = (i * dh) % sh * sw + (j * dw) % sw
+        return (sub_plane * self.rows + (i * dh) // sh) * self.length + (j * dw) // sw
 
 
 def depthwise_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
-    """One copied plane (per thread), or nothing when the taps read the input in place."""
-    shape = ConvGeometry.of(node)
-    rows = shape.height + 2 * shape.padding[0]
-    return rows * _row_stride(shape) * FLOAT_BYTES if _copies(shape) else 0
+    """One copied plane (per thread) and a vector past it (the flat form's last reads), or nothing when
+    the taps read the input in place."""
+    layout = _Layout.of(ConvGeometry.of(node), target)
+    return (layout.elements + target.vector_width) * FLOAT_BYTES if layout.copies else 0
 
 
 def _row_chunks(width: int, lanes: int) -> list[tuple[int, int]]:
@@ -106,10 +147,13 @@ def _row_chunks(width: int, lanes: int) -> list[tuple[int, int]]:
 
 def depthwise_parts(node: Node, target: Target, threads: int) -> int:
     """Blocks of (image, channel) planes, cut finer than one per thread (a busy core takes fewer),
-    when the multiply-adds reach MIN_PARALLEL_FLOPS."""
+    when the multiply-adds reach MIN_PARALLEL_FLOPS or the planes read and written PARALLEL_BYTES:
+    a few taps per element, the kernel's time follows its bytes (MobileNetV2's 960 planes of 7 x 7:
+    0.85 MFLOP, 40 us alone on one thread, 25 us split in an in-process A/B)."""
     shape = ConvGeometry.of(node)
     work = 2 * shape.batch * shape.channels * shape.out_height * shape.out_width * shape.window
-    if threads <= 1 or work < parallel.MIN_PARALLEL_FLOPS:
+    if threads <= 1 or (work < parallel.MIN_PARALLEL_FLOPS and node.inputs[0].type.nbytes + node.type.nbytes
+                        < PARALLEL_BYTES):
         return 1
     return split_parts(shape.batch * shape.channels, threads * parallel.PARTS_PER_THREAD)[0]
 
@@ -118,93 +162,166 @@ def emit_conv2d_depthwise(kernel: Kernel) -> None:
     """The depthwise conv2d of the module docstring, for this part's planes."""
     node, builder = kernel.node, kernel.builder
     shape = ConvGeometry.of(node)
-    (sh, sw), (dh, dw), ph = shape.stride, shape.dilation, shape.padding[0]
+    layout = _Layout.of(shape, kernel.target)
     oh, ow = shape.out_height, shape.out_width
     bias, residual = contraction_operands(kernel)
     activation = node.attrs.get("activation")
-    in_registers = shape.window <= MAX_REGISTER_TAPS
-    if shape.is_padded:  # the border stays zero: each plane writes only the interior
-        fill_elements(builder, kernel.scratch, (shape.height + 2 * ph) * _row_stride(shape), ir.Constant(F32, 0.0),
-                      "border")
+    if layout.copies:  # the border stays zero: each plane writes only the interior
+        zero_bytes(builder, kernel.scratch, (layout.elements + kernel.target.vector_width) * FLOAT_BYTES)
     first, count = parallel.part_bounds(builder, kernel.part, kernel.parts, shape.batch * shape.channels, "plane")
     with for_range(builder, count, "plane.i", unroll=False) as index:
         plane = builder.add(first, index, name="plane")
         channel = builder.urem(plane, i64(shape.channels), name="channel")
         source = element_pointer(builder, kernel.inputs[0], builder.mul(plane, i64(shape.height * shape.width)), F32,
                                  "plane.x")
-        if _copies(shape):
-            _copy_plane(builder, shape, source, kernel.scratch)
+        if layout.copies:
+            _copy_plane(builder, shape, layout, source, kernel.scratch)
             source = kernel.scratch
         taps = element_pointer(builder, kernel.inputs[1], builder.mul(channel, i64(shape.window)), F32, "taps")
         shift = load_element(builder, bias, channel, F32, "bias") if bias is not None else None
         out_plane = builder.mul(plane, i64(oh * ow), name="out_plane")
 
-        def finish(total: ir.Value, at: ir.Value) -> None:
-            """+ bias, + residual, the activation, then total (a float or a vector) at out[at] (an element offset)."""
+        def epilogue(total: ir.Value, skip: ir.Value | None) -> ir.Value:
+            """total (a float or a vector) + bias, + the residual's `skip`, then the activation."""
             vector = total.type
             if shift is not None:
                 total = builder.fadd(total, splat(builder, shift, vector) if vector != F32 else shift, name="biased")
-            if residual is not None:
-                skip = builder.load(element_pointer(builder, residual, at, F32), typ=vector, align=FLOAT_BYTES)
+            if skip is not None:
                 total = builder.fadd(total, skip, name="residual")
-            builder.store(float_math.activation(builder, activation, total),
-                          element_pointer(builder, kernel.output, at, F32), align=FLOAT_BYTES)
+            return float_math.activation(builder, activation, total)
 
-        if in_registers:
-            weights = [load_element(builder, taps, t, F32, f"w{t}") for t in range(shape.window)]
-            row_stride, phase = _row_stride(shape), _phase_length(shape)
-            with for_range(builder, oh, "y", unroll=False) as y:
-                def chunk(x: ir.Value, lanes: int, y=y) -> None:
-                    vector = ir.VectorType(F32, lanes)
-                    start = affine_offset(builder, [(y, sh * row_stride)], x)
-                    total = None
-                    for i in range(shape.kh):
-                        for j in range(shape.kw):
-                            column = (j * dw) % sw * phase + (j * dw) // sw
-                            at = builder.add(start, i64(i * dh * row_stride + column))
-                            read = builder.load(element_pointer(builder, source, at, F32), typ=vector,
-                                                align=FLOAT_BYTES)
-                            product = builder.fmul(splat(builder, weights[i * shape.kw + j], vector), read,
-                                                   name="product", flags=CONTRACT)
-                            total = product if total is None else builder.fadd(total, product, name="acc",
-                                                                               flags=CONTRACT)
-                    finish(total, affine_offset(builder, [(y, ow)], builder.add(out_plane, x)))
+        def finish(total: ir.Value, at: ir.Value) -> None:
+            """The epilogue, then total at out[at] (an element offset)."""
+            skip = None
+            if residual is not None:
+                skip = builder.load(element_pointer(builder, residual, at, F32), typ=total.type, align=FLOAT_BYTES)
+            builder.store(epilogue(total, skip), element_pointer(builder, kernel.output, at, F32), align=FLOAT_BYTES)
 
-                chunks = _row_chunks(ow, kernel.target.vector_width)
-                whole = [first for first, lanes in chunks if lanes == kernel.target.vector_width]
-                if whole:
-                    with for_range(builder, len(whole), "xv", unroll=False) as v:
-                        chunk(builder.mul(v, i64(kernel.target.vector_width)), kernel.target.vector_width)
-                for first, lanes in chunks[len(whole):]:
-                    chunk(i64(first), lanes)
-        else:
+        if shape.window > MAX_REGISTER_TAPS:
             _accumulate_rows(kernel, shape, source, taps, out_plane, finish)
+        else:
+            weights = [load_element(builder, taps, t, F32, f"w{t}") for t in range(shape.window)]
+            offsets = [layout.tap(shape, i, j) for i in range(shape.kh) for j in range(shape.kw)]
+
+            def window(start: ir.Value, lanes: int) -> ir.Value:
+                """sum over the taps of w * the `lanes` elements at source[start + tap offset]."""
+                vector, total = ir.VectorType(F32, lanes), None
+                for weight, offset in zip(weights, offsets):
+                    read = builder.load(element_pointer(builder, source, builder.add(start, i64(offset)), F32),
+                                        typ=vector, align=FLOAT_BYTES)
+                    product = builder.fmul(splat(builder, weight, vector), read, name="product", flags=CONTRACT)
+                    total = product if total is None else builder.fadd(total, product, name="acc", flags=CONTRACT)
+                return total
+
+            if layout.masked:
+                _masked_outputs(kernel, shape, layout, window, epilogue, out_plane, residual)
+            else:
+                _row_outputs(kernel, shape, layout, window, finish, out_plane)
 
 
-def _copy_plane(builder: ir.IRBuilder, shape: ConvGeometry, source: ir.Value, scratch: ir.Value) -> None:
-    """The plane's interior into scratch, rows _row_stride apart, each row split by phase: padded column
-    c (input column c - pw) at (c % s) * L + c // s, L = _phase_length. Phase k takes the input columns
-    t*s + k - pw that lie in the image (static bounds), a strided read and a contiguous write."""
-    (ph, pw), s, length = shape.padding, _phases(shape), _phase_length(shape)
-    row_stride = _row_stride(shape)
+def _row_outputs(kernel: Kernel, shape: ConvGeometry, layout: _Layout, window, finish, out_plane: ir.Value) -> None:
+    """Each output row in vectors of its own: whole vectors, then the rest in halving widths."""
+    builder, lanes = kernel.builder, kernel.target.vector_width
+    ow = shape.out_width
+    with for_range(builder, shape.out_height, "y", unroll=False) as y:
+        def chunk(x: ir.Value, width: int, y=y) -> None:
+            start = affine_offset(builder, [(y, layout.length)], x)
+            finish(window(start, width), affine_offset(builder, [(y, ow)], builder.add(out_plane, x)))
+
+        chunks = _row_chunks(ow, lanes)
+        whole = [first for first, width in chunks if width == lanes]
+        if whole:
+            with for_range(builder, len(whole), "xv", unroll=False) as v:
+                chunk(builder.mul(v, i64(lanes)), lanes)
+        for first, width in chunks[len(whole):]:
+            chunk(i64(first), width)
+
+
+def _masked_outputs(kernel: Kernel, shape: ConvGeometry, layout: _Layout, window, epilogue,
+                    out_plane: ir.Value, residual: ir.Value | None) -> None:
+    """`_Layout.masked`: every vector is whole, its lanes past the outputs masked off at the store (and at
+    the residual's load). A row of at most V outputs shares its vector with the next rows: lanes
+    k * length + x hold output (y + k, x) for k < group (`_Layout.group`), stored at
+    out[(y + k) * OW - k * length + lane]. A longer row takes whole vectors, then one for the rest."""
+    builder, lanes = kernel.builder, kernel.target.vector_width
+    oh, ow, length = shape.out_height, shape.out_width, layout.length
+    group = layout.group(shape, lanes)
+
+    def emit(start: ir.Value, out_at: ir.Value, rows: int, width: int) -> None:
+        """One vector from flat position `start`: `rows` rows of `width` outputs, the first at out[out_at]."""
+        total = window(start, lanes)
+        places = [(builder.add(out_at, i64(k * (ow - length))),
+                   ir.Constant(ir.VectorType(I1, lanes), [k * length <= lane < k * length + width
+                                                           for lane in range(lanes)]))
+                  for k in range(rows)]
+        skip = None
+        if residual is not None:
+            skip = ir.Constant(total.type, None)
+            for at, mask in places:
+                skip = masked_load(builder, _unbounded_pointer(builder, residual, at), mask, skip)
+        result = epilogue(total, skip)
+        for at, mask in places:
+            masked_store(builder, result, _unbounded_pointer(builder, kernel.output, at), mask)
+
+    if group:
+        def rows_from(y: ir.Value, rows: int) -> None:
+            emit(builder.mul(y, i64(length)), affine_offset(builder, [(y, ow)], out_plane), rows, ow)
+
+        with for_range(builder, oh // group, "group", unroll=False) as g:
+            rows_from(builder.mul(g, i64(group)), group)
+        if oh % group:
+            rows_from(i64(oh - oh % group), oh % group)
+        return
+    with for_range(builder, oh, "y", unroll=False) as y:
+        out_row = affine_offset(builder, [(y, ow)], out_plane)
+        whole = ow // lanes
+        with for_range(builder, whole, "xv", unroll=False) as v:
+            x = builder.mul(v, i64(lanes))
+            emit(affine_offset(builder, [(y, length)], x), builder.add(out_row, x), 1, lanes)
+        if ow % lanes:
+            x = i64(whole * lanes)
+            emit(affine_offset(builder, [(y, length)], x), builder.add(out_row, x), 1, ow % lanes)
+
+
+def _unbounded_pointer(builder: ir.IRBuilder, base: ir.Value, offset: ir.Value) -> ir.Value:
+    """base + offset floats, without `inbounds`: a masked access's base may lie before its buffer (its
+    lanes there are masked off)."""
+    return builder.gep(base, [offset], source_etype=F32)
+
+
+def _copy_plane(builder: ir.IRBuilder, shape: ConvGeometry, layout: _Layout, source: ir.Value,
+                scratch: ir.Value) -> None:
+    """The plane's interior into scratch as `_Layout` says: input row y (padded row r = y + ph) to
+    row r // sh of the row-phase r % sh sub-planes; in each, padded column c (input column c - pw) at
+    column c // sw of sub-plane c % sw: a row copy, or per column phase k the input columns
+    t*sw + k - pw that lie in the image (static bounds)."""
+    (ph, pw), sh, sw, length = shape.padding, layout.row_phases, layout.column_phases, layout.length
     with for_range(builder, shape.height, "copy.y", unroll=False) as y:
         row_from = element_pointer(builder, source, builder.mul(y, i64(shape.width)), F32, "copy.from")
-        row_to = element_pointer(builder, scratch, affine_offset(builder, [(y, row_stride)], ph * row_stride), F32,
-                                 "copy.to")
-        for k in range(s):
-            first = max(0, -(-(pw - k) // s))  # t with 0 <= t*s + k - pw < width
-            last = (shape.width - 1 + pw - k) // s
-            if last < first:
-                continue
-            if s == 1:
-                copy_bytes(builder, element_pointer(builder, row_to, first, F32),
-                           element_pointer(builder, row_from, first - pw, F32), (last - first + 1) * FLOAT_BYTES,
-                           may_overlap=False)
-                continue
-            with for_range(builder, last - first + 1, f"copy.t{k}") as offset:
-                t = builder.add(offset, i64(first))
-                value = load_element(builder, row_from, affine_offset(builder, [(t, s)], k - pw), F32)
-                store_element(builder, value, row_to, builder.add(t, i64(k * length)))
+        padded_row = builder.add(y, i64(ph))
+        phase, sub_row = (builder.urem(padded_row, i64(sh)), builder.udiv(padded_row, i64(sh))) if sh > 1 else \
+            (i64(0), padded_row)
+
+        def row_to(k: int) -> ir.Value:
+            """The start of this row in column-phase k's sub-plane."""
+            sub_plane = builder.add(builder.mul(phase, i64(sw)), i64(k))
+            return element_pointer(builder, scratch, builder.mul(builder.add(builder.mul(sub_plane, i64(layout.rows)),
+                                                                              sub_row), i64(length)), F32, "copy.to")
+
+        if sw == 1:
+            copy_bytes(builder, element_pointer(builder, row_to(0), pw, F32), row_from, shape.width * FLOAT_BYTES,
+                       may_overlap=False)
+        else:  # a strided read and a contiguous write per phase (LLVM vectorizes it: wide loads, shuffles)
+            for k in range(sw):
+                first = max(0, -(-(pw - k) // sw))  # t with 0 <= t*s + k - pw < width
+                last = (shape.width - 1 + pw - k) // sw
+                if last < first:
+                    continue
+                to = row_to(k)
+                with for_range(builder, last - first + 1, f"copy.t{k}") as offset:
+                    t = builder.add(offset, i64(first))
+                    value = load_element(builder, row_from, affine_offset(builder, [(t, sw)], k - pw), F32)
+                    store_element(builder, value, to, t)
 
 
 def _accumulate_rows(kernel: Kernel, shape: ConvGeometry, source: ir.Value, taps: ir.Value, out_plane: ir.Value,
