@@ -7,6 +7,7 @@ than asked for (OMP_THREAD_LIMIT=1) still computes every part.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import threading
@@ -15,7 +16,7 @@ import time
 import llvmlite.binding as llvm
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tensorforge as tf
@@ -36,6 +37,61 @@ def test_parts_cover_every_unit_once(units, threads):
     assert 1 <= parts <= max(1, min(threads, units))
     last = units - per_part * (parts - 1)
     assert (parts == 1 and per_part == max(units, 1)) or 1 <= last <= per_part
+
+
+def even_bounds_of(parts: int, units: int, total: int, unit_size: int) -> list[tuple[int, int]]:
+    """(first, count) of every part from parallel.even_bounds, emitted in a JIT function of the part."""
+    from llvmlite import ir as llvm_ir
+
+    from tensorforge.codegen.llvm.utils import I64, PTR, VOID, i64
+    from tensorforge.codegen.target import initialize_llvm
+
+    initialize_llvm()
+    host = Target.parse("host")
+    module = llvm_ir.Module("bounds")
+    module.triple = host.triple
+    function = llvm_ir.Function(module, llvm_ir.FunctionType(VOID, [I64, PTR]), "bounds")
+    builder = llvm_ir.IRBuilder(function.append_basic_block("entry"))
+    first, count = parallel.even_bounds(builder, function.args[0], parts, units, total, unit_size, "b")
+    builder.store(first, function.args[1])
+    builder.store(count, builder.gep(function.args[1], [i64(1)], source_etype=I64))
+    builder.ret_void()
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(str(module)), host.target_machine())
+    try:
+        engine.finalize_object()
+        entry = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p)(engine.get_function_address("bounds"))
+        result = []
+        for part in range(parts):
+            out = np.zeros(2, np.int64)
+            entry(part, out.ctypes.data)
+            result.append((int(out[0]), int(out[1])))
+        return result
+    finally:
+        engine.close()
+
+
+@settings(max_examples=60)
+@given(st.integers(1, 40), st.integers(1, 64), st.data())
+def test_even_bounds_give_each_part_a_fair_share_of_the_elements(units, unit_size, data):
+    """Every unit once, in order, at least one per part; with two or more units a part, each part's
+    elements lie within a unit of total / parts, a short last unit counted by its elements."""
+    parts = data.draw(st.integers(2, max(2, units)))
+    total = (units - 1) * unit_size + data.draw(st.integers(1, unit_size))
+    if units < parts:
+        return
+    bounds = even_bounds_of(parts, units, total, unit_size)
+    assert [first for first, _ in bounds] == [sum(count for _, count in bounds[:k]) for k in range(parts)]
+    assert sum(count for _, count in bounds) == units and min(count for _, count in bounds) >= 1
+    if units >= 2 * parts:
+        elements = [min(total, (first + count) * unit_size) - first * unit_size for first, count in bounds]
+        assert max(abs(e - total / parts) for e in elements) <= unit_size
+
+
+def test_a_short_last_panel_goes_with_the_larger_share():
+    """196 pixels in panels of 32 (6 and a panel of 4): 3 + 3 panels, 96 and 100 pixels (equal counts
+    would be 4 + 3: 128 and 68)."""
+    assert even_bounds_of(2, 7, 196, 32) == [(0, 3), (3, 4)]
+    assert even_bounds_of(2, 2, 49, 32) == [(0, 1), (1, 1)]
 
 
 @given(st.integers(1, 5000), st.integers(1, 5000), st.integers(2, 8), st.booleans())

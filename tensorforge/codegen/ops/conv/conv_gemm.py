@@ -190,7 +190,7 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
     # The part's output channels of each group: from row0, part_rows of them (all without a channel split).
     first_panel, row0, part_rows = i64(0), i64(0), i64(og)
     if by_channels:
-        first_panel, panel_count = parallel.part_bounds(builder, kernel.part, kernel.parts, -(-og // mr), "t")
+        first_panel, panel_count = parallel.even_bounds(builder, kernel.part, kernel.parts, -(-og // mr), og, mr, "t")
         row0 = builder.mul(first_panel, i64(mr), name="row0")
         part_rows = minimum(builder, builder.sub(i64(og), row0), builder.mul(panel_count, i64(mr)), "part_rows")
 
@@ -264,6 +264,7 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
     # image holds the input rows that share reads.
     share_units = -(-out_plane // nr) if flat else shape.out_height
     share = ((i64(0), i64(share_units)) if by_images or by_channels
+             else parallel.even_bounds(builder, kernel.part, kernel.parts, share_units, out_plane, nr, "share") if flat
              else parallel.part_bounds(builder, kernel.part, kernel.parts, share_units, "share"))
     pixels = None
     if not shape.pooled:
