@@ -86,8 +86,8 @@ class _Layout:
     the stride. Output (y, x) reads from y * length + x on, past the row's end into the next rows,
     and the last vector up to a vector past the copy (scratch has room for it).
 
-    `masked` (x86, a copy): whole vectors with masked stores (`_masked_outputs`); else each output
-    row in vectors of its own (`_row_outputs`).
+    `masked` (x86): whole vectors with masked stores, read in place (`_in_place_outputs`) or from
+    the copy (`_masked_outputs`); else each output row in vectors of its own (`_row_outputs`).
     """
 
     copies: bool
@@ -102,7 +102,7 @@ class _Layout:
         if shape.window > MAX_REGISTER_TAPS:  # `_accumulate_rows` reads the padded rows as they are
             return cls(shape.is_padded, 1, 1, shape.height + 2 * shape.padding[0], shape.padded_width, False)
         sh, sw = shape.stride
-        x86 = target.arch == "x86_64"
+        x86 = target.arch == "x86_64" and target.vector_width >= 8  # masked loads and stores (AVX and up)
         # in place: rows of two vectors or more have some vectors no mask is needed for; 28 wide on
         # AVX-512 (16 + 12, both masked) ran as fast as copied
         wide = x86 and sw <= 2 and shape.out_width >= 2 * target.vector_width
@@ -131,8 +131,8 @@ class _Layout:
 
 
 def depthwise_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
-    """One copied plane (per thread) and a vector past it (the flat form's last reads), or nothing when
-    the taps read the input in place."""
+    """One copied plane (per thread) and a vector past it (`_masked_outputs`' last vector reads into
+    it), or nothing when the taps read the input in place."""
     layout = _Layout.of(ConvGeometry.of(node), target)
     return (layout.elements + target.vector_width) * FLOAT_BYTES if layout.copies else 0
 
