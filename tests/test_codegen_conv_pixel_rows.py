@@ -5,8 +5,8 @@ tails (pixels past whole row panels, channels past whole column panels and past 
 pixel blocks and depth blocks, strides, padding and dilation, pointwise convolutions read in place,
 parts by images, by pixels and by output channels, and a weight packed at run time; on host and armv8.
 
-The cases are small: the form's thresholds are lowered here (PIXEL_ROWS_MARGIN 0, PIXEL_ROWS_MIN_TAPS 1)
-so that every eligible convolution takes it on any target; the last tests check the real thresholds.
+The cases are small: the form's threshold is lowered here (PIXEL_ROWS_MIN_GAIN -inf) so that every
+eligible convolution takes it on any target; the last tests check the real threshold.
 """
 
 from contextlib import contextmanager
@@ -40,8 +40,7 @@ CASES = [
 @contextmanager
 def pixel_form():
     """Every eligible convolution takes the pixel form, whatever its lanes or depth."""
-    with mock.patch.object(pixel_rows, "PIXEL_ROWS_MARGIN", 0.0), mock.patch.object(pixel_rows,
-                                                                                   "PIXEL_ROWS_MIN_TAPS", 1):
+    with mock.patch.object(pixel_rows, "PIXEL_ROWS_MIN_GAIN", -np.inf):
         yield
 
 
@@ -109,19 +108,26 @@ def _resnet_conv(channels: int, outputs: int, size: int, kernel: int, stride: in
     return _conv(graph)
 
 
-def test_the_real_thresholds_pick_deep_convolutions_whose_lanes_favour_pixels():
-    """On AVX-512 (panels of 14 x 32): ResNet-50's 3 x 3 convs at 14 x 14 (196 pixels on 7 panels of 32,
-    256 channels on 19 rows of 14) and 7 x 7 and its deep 1 x 1 convs take the pixel form; a depth under
-    PIXEL_ROWS_MIN_TAPS (1 x 1 from 64 or 256 channels), channels and pixels that fill the channel-major
-    panels exactly (70 = 5 x 14 channels, 32 x 32 = 32 x 32 pixels), a grouped conv or a weight that is
-    not a constant do not."""
+def test_the_real_threshold_picks_deep_convolutions_whose_lanes_favour_pixels():
+    """On AVX-512 (panels of 14 x 32), the pixel form saves taps x (1 / channel-form use - 1 / pixel-form
+    use) multiply-adds per output, and is taken from PIXEL_ROWS_MIN_GAIN (90). ResNet-50's 3 x 3 convs at
+    14 x 14 (196 pixels on 7 panels of 32, 256 channels on 19 rows of 14: gain 432) and 7 x 7 (823), its
+    deep 1 x 1 convs (192, 366) and MobileNetV2's from 576 taps at 7 x 7 and 14 x 14 (165, 96) take it.
+    Shallower ones do not, though their lanes favour pixels as much: ResNet-50's 256 -> 1024 (40) and
+    64 -> 256 (2.5), ResNet-18's stride-2 3 x 3 64 -> 128 (67), MobileNetV2's 320 -> 1280 at 7 x 7 (55).
+    Nor channels and pixels that fill the channel-major panels exactly (70 = 5 x 14 channels, 32 x 32
+    pixels), a grouped conv or a weight that is not a constant."""
     target = tfg.Target.parse("x86-64-v4")
     assert pixel_rows.prefers_pixel_rows(_resnet_conv(256, 256, 14, 3), target)
     assert pixel_rows.prefers_pixel_rows(_resnet_conv(512, 512, 7, 3), target)
     assert pixel_rows.prefers_pixel_rows(_resnet_conv(1024, 256, 14, 1), target)
     assert pixel_rows.prefers_pixel_rows(_resnet_conv(2048, 512, 7, 1), target)
-    assert not pixel_rows.prefers_pixel_rows(_resnet_conv(256, 1024, 14, 1), target)  # 256 taps
-    assert not pixel_rows.prefers_pixel_rows(_resnet_conv(64, 256, 56, 1), target)  # 64 taps
+    assert pixel_rows.prefers_pixel_rows(_resnet_conv(960, 320, 7, 1), target)
+    assert pixel_rows.prefers_pixel_rows(_resnet_conv(576, 96, 14, 1), target)
+    assert not pixel_rows.prefers_pixel_rows(_resnet_conv(256, 1024, 14, 1), target)
+    assert not pixel_rows.prefers_pixel_rows(_resnet_conv(64, 256, 56, 1), target)
+    assert not pixel_rows.prefers_pixel_rows(_resnet_conv(64, 128, 56, 3, stride=2), target)
+    assert not pixel_rows.prefers_pixel_rows(_resnet_conv(320, 1280, 7, 1), target)
     assert not pixel_rows.prefers_pixel_rows(_resnet_conv(1024, 70, 32, 1), target)
     assert not pixel_rows.prefers_pixel_rows(_resnet_conv(512, 512, 7, 3, groups=2), target)
     graph = ir.Graph()

@@ -58,13 +58,16 @@ from .conv_gemm import column_panels
 from .geometry import ConvGeometry, depth_block, padded_image, part_range, uses_tiled_conv, worth_a_team
 from .slivers import gather_flat_sliver
 
-# The pixel form is taken when its panels' lane use beats the channel form's by this factor, for a
-# depth of at least PIXEL_ROWS_MIN_TAPS: it also writes its result to scratch and copies it out
-# through register transposes, a cost per output element that a small depth does not amortize.
-# (ResNet-50 at batch 1, each conv timed both ways in one process: from 1024 taps the pixel form
-# ran 0.88-0.97x the time where the lanes favour it; at 64-512 taps 1.07-1.5x.)
-PIXEL_ROWS_MARGIN = 1.02
-PIXEL_ROWS_MIN_TAPS = 1024
+# The pixel form is taken when it saves at least PIXEL_ROWS_MIN_GAIN multiply-adds of padded lanes per
+# output element (taps / channel-form use - taps / pixel-form use): it also writes its result to scratch
+# and copies it out through register transposes, a cost per output element that only a deep enough
+# convolution with enough lanes saved amortizes. Measured in-process, each conv timed both ways in its
+# model, the gain in brackets: ResNet-50's 1 x 1 and 3 x 3 convs from 1024 taps (133-823) ran 0.88-0.97x
+# the time in the pixel form; MobileNetV2's 1 x 1 convs from 576 taps at 7 x 7 and 14 x 14 (96-219)
+# 0.85-0.94x at batch 1 and 0.78-0.93x at batch 8, its 384 -> 64 at 14 x 14 (96) the same time;
+# ResNet-18's stride-2 3 x 3 64 -> 128 (67), MobileNetV2's 192 -> 32 at 28 x 28 (65) and 320 -> 1280
+# at 7 x 7 (55, batch 1) 1.02-1.2x; shallower ones up to 1.5x.
+PIXEL_ROWS_MIN_GAIN = 90.0
 # One image's parts take panels of output channels when there are this many times more of them
 # than panels of pixels (conv_gemm.CHANNEL_SPLIT_RATIO's rule, the other way round).
 CHANNEL_SPLIT_RATIO = 2
@@ -77,17 +80,22 @@ def _fill(count: int, panel: int) -> float:
 
 def prefers_pixel_rows(node: Node, target: Target) -> bool:
     """Whether an f32 conv2d takes the pixel form: one group, no fused pool, a constant weight, and
-    panels that waste fewer lanes than conv_gemm.py's (by PIXEL_ROWS_MARGIN)."""
+    panels that waste fewer lanes than conv_gemm.py's by PIXEL_ROWS_MIN_GAIN multiply-adds per output."""
     if not uses_tiled_conv(node) or node.attrs.get("winograd") or node.inputs[1].op != "constant":
         return False
     shape = ConvGeometry.of(node)
-    if shape.groups != 1 or shape.pooled or shape.taps < PIXEL_ROWS_MIN_TAPS:
+    if shape.groups != 1 or shape.pooled:
         return False
-    tiling = gemm_tiling(target)
+    return pixel_rows_gain(shape, gemm_tiling(target)) >= PIXEL_ROWS_MIN_GAIN
+
+
+def pixel_rows_gain(shape: ConvGeometry, tiling: GemmTiling) -> float:
+    """Multiply-adds of padded lanes the pixel form saves per output element: taps / (share of the
+    channel form's panel slots that are real) - taps / (the pixel form's share)."""
     plane = shape.out_height * shape.out_width
     channel_use = _fill(shape.outputs, tiling.rows) * plane / (column_panels(shape, tiling) * tiling.columns)
     pixel_use = _fill(shape.outputs, tiling.columns) * _fill(plane, tiling.rows)
-    return pixel_use > channel_use * PIXEL_ROWS_MARGIN
+    return shape.taps * (1 / channel_use - 1 / pixel_use)
 
 
 def pixel_weight(node: Node, target: Target) -> PackedConstant:
