@@ -103,9 +103,11 @@ class _Layout:
             return cls(shape.is_padded, 1, 1, shape.height + 2 * shape.padding[0], shape.padded_width, False)
         sh, sw = shape.stride
         x86 = target.arch == "x86_64" and target.vector_width >= 8  # masked loads and stores (AVX and up)
-        # in place: rows of two vectors or more have some vectors no mask is needed for; 28 wide on
-        # AVX-512 (16 + 12, both masked) ran as fast as copied
-        wide = x86 and sw <= 2 and shape.out_width >= 2 * target.vector_width
+        # in place: rows of two vectors or more have some vectors no mask is needed for. Rows of one
+        # to two vectors (both masked) ran as fast as copied at column stride 1 and faster at 2, whose
+        # copy splits the columns by phase (MobileNetV2's 144 planes of 56 x 56 to 28 x 28: 0.88x the
+        # time, in-process kernel profiles of the model)
+        wide = x86 and sw <= 2 and shape.out_width > (2 * target.vector_width - 1 if sw == 1 else target.vector_width)
         if wide or (sh, sw) == (1, 1) and not shape.is_padded:
             return cls(False, 1, 1, shape.height, shape.width, x86)  # in place (`in_place_outputs` on x86)
         rows, length = -(-(shape.height + 2 * shape.padding[0]) // sh), -(-shape.padded_width // sw)
