@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .ops_math import clip, gelu
@@ -189,7 +191,33 @@ def out_size(op, size, kernel, stride, pad, dilation=1):
     return (size + 2 * pad - span) // stride + 1
 
 
-POOLS = (None, "max_2x2")  # conv2d's fused pool: none, or max_pool2d with kernel 2, stride 2, no padding
+# conv2d's fused pool (the fuse-pool pass): None, or a max_pool2d window named by fused_pool_name:
+# "max_2x2" (kernel 2, stride 2, no padding: the one Winograd fuses too) or "max_3x3_s2x2_p1x1" and so on.
+_FUSED_POOL = re.compile(r"max_(\d+)x(\d+)(?:_s(\d+)x(\d+)_p(\d+)x(\d+))?")
+
+
+def fused_pool_name(kernel, stride, padding) -> str:
+    """conv2d's `pool` attribute for a max_pool2d of these (normalized) kernel, stride and padding."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    if (kh, kw) == (sh, sw) == (2, 2) and (ph, pw) == (0, 0):
+        return "max_2x2"
+    return f"max_{kh}x{kw}_s{sh}x{sw}_p{ph}x{pw}"
+
+
+def fused_pool_window(pool: str) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """(kernel, stride, padding) of conv2d's `pool` attribute (fused_pool_name's inverse); OpError if it
+    names no max pool window."""
+    match = _FUSED_POOL.fullmatch(pool) if isinstance(pool, str) else None
+    if match is None:
+        raise OpError(f"op 'conv2d': pool must be None or a max pool window such as 'max_2x2' or "
+                      f"'max_3x3_s2x2_p1x1', got {pool!r}")
+    kh, kw, sh, sw, ph, pw = match.groups()
+    kernel = (int(kh), int(kw))
+    window = (kernel, (int(sh), int(sw)) if sh else kernel, (int(ph), int(pw)) if ph else (0, 0))
+    if min(*window[0], *window[1]) < 1 or fused_pool_name(*window) != pool:
+        raise OpError(f"op 'conv2d': pool {pool!r} is not a canonical max pool window (kernel and stride "
+                      f"at least 1; 'max_2x2' for kernel 2, stride 2 and no padding)")
+    return window
 
 
 def normalize_window(op):
@@ -197,8 +225,8 @@ def normalize_window(op):
         full = {k: int_pair(op, k, v) for k, v in attrs.items()
                 if k not in ("groups", "activation", "residual", "pool", "winograd")}
         if "pool" in attrs:
-            if attrs["pool"] not in POOLS:
-                raise OpError(f"op '{op}': pool must be one of {POOLS}, got {attrs['pool']!r}")
+            if attrs["pool"] is not None:
+                fused_pool_window(attrs["pool"])
             full["pool"] = attrs["pool"]
         if "groups" in attrs:
             full["groups"] = int(attrs["groups"])
@@ -217,10 +245,11 @@ def normalize_window(op):
 
 def winograd_computes(types, attrs) -> bool:
     """Whether Winograd's F(2x2, 3x3) computes a conv2d of these operand types and (normalized)
-    attributes: f32, a 3 x 3 kernel, stride 1, dilation 1, one group, not both a residual and a pool."""
+    attributes: f32, a 3 x 3 kernel, stride 1, dilation 1, one group, no fused pool but the 2 x 2 one, and
+    not both a residual and a pool."""
     return (len(types) > 1 and types[0].dtype is DType.f32 and types[1].shape[2:] == (3, 3)
             and attrs["stride"] == (1, 1) and attrs["dilation"] == (1, 1) and attrs["groups"] == 1
-            and not (attrs["residual"] and attrs.get("pool")))
+            and attrs.get("pool") in (None, "max_2x2") and not (attrs["residual"] and attrs.get("pool")))
 
 
 def _check_winograd(types, attrs, winograd) -> bool:
@@ -261,8 +290,8 @@ def _infer_conv2d(types, attrs):
     if attrs.get("pool") is not None:
         if residual is not None:
             raise OpError("op 'conv2d': a fused pool and a residual do not go together")
-        out_h, out_w = result.shape[2:]
-        result = TensorType((n, o, out_size("conv2d", out_h, 2, 2, 0), out_size("conv2d", out_w, 2, 2, 0)), dtype)
+        result = _infer_pool("conv2d")([result], dict(zip(("kernel", "stride", "padding"),
+                                                          fused_pool_window(attrs["pool"]))))
     return result
 
 
@@ -286,7 +315,7 @@ def _windows(x, kh, kw, stride, dilation, out_h, out_w):
 def conv2d(x, weight, *rest, stride, padding, dilation, groups, activation=None, residual=False, pool=None,
            winograd=False):
     """The convolution (+ bias per output channel) (+ residual, the last operand), then the activation,
-    then (pool="max_2x2", made by the fuse-pool pass) max_pool2d with kernel 2 and stride 2.
+    then (pool="max_2x2" or another fused_pool_name, made by the fuse-pool pass) that max_pool2d.
     `winograd` (the select-winograd pass) changes how the codegen computes it, not what."""
     _, _, bias, skip = split_contraction([x, weight, *rest], residual)
     n, c, h, w = x.shape
@@ -306,7 +335,10 @@ def conv2d(x, weight, *rest, stride, padding, dilation, groups, activation=None,
     if skip is not None:
         out += skip
     out = activate(out, activation)
-    return out if pool is None else max_pool2d(out, kernel=(2, 2), stride=(2, 2), padding=(0, 0))
+    if pool is None:
+        return out
+    kernel, stride, padding = fused_pool_window(pool)
+    return max_pool2d(out, kernel=kernel, stride=stride, padding=padding)
 
 
 def _infer_pool(op):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ir import Node, get_op
-from ..ir.ops_nn import unpooled_conv2d_type
+from ..ir.ops_nn import fused_pool_window, unpooled_conv2d_type
 from .machine import MachinePeaks
 
 
@@ -46,12 +46,13 @@ def kernel_flops(node: Node) -> int:
         return 2 * rows * node.inputs[1].shape[0] + epilogue - 2 * size
     if op == "matmul":
         return 2 * size * node.inputs[0].shape[-2 if node.attrs["transpose_a"] else -1] + epilogue
-    if op == "conv2d":  # a fused pool: the convolution's elements, then 3 compares per pooled element
+    if op == "conv2d":  # a fused pool: the convolution's elements, then a window's compares per pooled element
         out_channels, group_channels, kh, kw = node.inputs[1].shape
         pooled = node.attrs.get("pool") is not None
         convolved = unpooled_conv2d_type(node).size if pooled else size
         epilogue = convolved * (len(node.inputs) - 2 + _activation_flops(node))
-        return 2 * convolved * group_channels * kh * kw + epilogue + (3 * size if pooled else 0)
+        compares = int(np.prod(fused_pool_window(node.attrs["pool"])[0])) - 1 if pooled else 0
+        return 2 * convolved * group_channels * kh * kw + epilogue + compares * size
     if op in ("qlinear", "dynamic_qlinear"):
         return 2 * size * node.inputs[0].shape[-1] + 4 * size  # requantization: convert, scale, round, clip
     if op == "qconv2d":

@@ -27,14 +27,12 @@ else by output rows or column panels.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 from llvmlite import ir
 
 from ....ir import DType, Node
 from ....ir.ops_nn import split_contraction
 from ...gemm.gemm import BlockStep, minimum
-from ...gemm.micro_kernel import Epilogue
+from ...gemm.micro_kernel import Epilogue, store_lanes
 from ...gemm.packing import pack_a_panels
 from ...gemm.run_packing import pack_a_rows
 from ...gemm.tiling import FLOAT_BYTES, GemmTiling, gemm_tiling
@@ -42,13 +40,18 @@ from ...kernel import Kernel
 from ...llvm import scalar
 from ...llvm.utils import (
     F32,
+    I1,
     I8,
+    I64,
     affine_offset,
+    alloca_once,
     as_i64,
     element_pointer,
     for_range,
     i64,
     lane_indices,
+    load_element,
+    masked_store,
     with_tail,
 )
 from ...lowering import PackedConstant
@@ -76,7 +79,7 @@ def flat_columns(shape: ConvGeometry, tiling: GemmTiling) -> bool:
     row does. Besides the lanes, a block of the plane's panels writes each output channel in one run
     of its pixels, several rows long: SqueezeNet's convs at 111 x 111 and 55 x 55 (rows filling
     7/8 of their panels) ran 1.05-1.08x faster so than by rows (in-process A/B, batch 1 and 8),
-    though the lanes gained little. A fused pool keeps rows (it pools pairs of them)."""
+    though the lanes gained little. A fused pool keeps rows (it pools runs of them)."""
     if shape.pooled:
         return False
     if shape.window == 1 and shape.stride == (1, 1) and not shape.is_padded:
@@ -93,8 +96,8 @@ def _weight_prepacked(node: Node) -> bool:
 
 def _scratch_layout(shape: ConvGeometry, tiling: GemmTiling, weight_packed: bool) -> tuple[int, int, int, int]:
     """Byte offsets in scratch of the im2col sliver, the packed weight block and (with a fused pool)
-    the two rows of the convolution's result that one pooled row reads (the padded image is at 0),
-    and the total."""
+    the ring of the convolution's rows that a pooled row reads (the padded image is at 0), and the
+    total."""
     kc = tiling.depth_blocks(shape.taps, shape.window)[1]
     image = shape.channels * shape.padded_plane if shape.is_padded else 0
     sliver_at = align_up(image * FLOAT_BYTES)
@@ -103,9 +106,9 @@ def _scratch_layout(shape: ConvGeometry, tiling: GemmTiling, weight_packed: bool
         slivers = min(slivers, -(-shape.out_width // tiling.columns))
     weight_at = align_up(sliver_at + slivers * kc * tiling.columns * FLOAT_BYTES)
     rows = -(-shape.group_outputs // tiling.rows) * tiling.rows
-    pair_at = align_up(weight_at + (0 if weight_packed else rows * kc * FLOAT_BYTES))
-    pair_bytes = shape.group_outputs * 2 * shape.out_width * FLOAT_BYTES if shape.pooled else 0
-    return sliver_at, weight_at, pair_at, pair_at + pair_bytes
+    ring_at = align_up(weight_at + (0 if weight_packed else rows * kc * FLOAT_BYTES))
+    ring_bytes = _ring_elements(shape, tiling.vector_width) * FLOAT_BYTES if shape.pooled else 0
+    return sliver_at, weight_at, ring_at, ring_at + ring_bytes
 
 
 def tiled_conv_scratch_bytes(node: Node, target: Target, packed: frozenset[int] = frozenset()) -> int:
@@ -164,22 +167,23 @@ def conv_parts(node: Node, target: Target, threads: int) -> int:
 
 def emit_conv2d_tiled(kernel: Kernel) -> None:
     """conv2d (f32) with stride, padding, dilation, groups, an optional bias, the fused activation
-    and the fused 2 x 2 max pool, through the GEMM micro-kernel.
+    and the fused max pool, through the GEMM micro-kernel.
 
     Without a pool: per image, group and depth block, every output row y (blocks of its column
     panels of NR pixels, then every row panel of output channels over the block) goes straight to
     the output; with flat columns (flat_columns), blocks of the plane's panels in order instead. With a pool:
-    per image, group and pooled row p, the depth blocks run over the convolution's rows 2p and
-    2p + 1 into a two-row buffer in scratch (channel stride 2 * OW), and `_pool_pair` writes row p.
+    per image, group and pooled row p, the depth blocks run over the convolution's rows its window
+    reads that are not computed yet into a ring of kh rows in scratch (channel stride kh * OW), and
+    `_pooled_rows` writes row p from them.
     """
     node, builder, tiling = kernel.node, kernel.builder, gemm_tiling(kernel.target)
     shape = ConvGeometry.of(node)
     depth_count, kc = tiling.depth_blocks(shape.taps, shape.window)
     og, mr, nr = shape.group_outputs, tiling.rows, tiling.columns
     weight_packed = 1 in kernel.packed
-    sliver_at, weight_at, pair_at, _ = _scratch_layout(shape, tiling, weight_packed)
-    sliver, weight_block, pair = (builder.gep(kernel.scratch, [i64(offset)], inbounds=True, source_etype=I8)
-                                  for offset in (sliver_at, weight_at, pair_at))
+    sliver_at, weight_at, ring_at, _ = _scratch_layout(shape, tiling, weight_packed)
+    sliver, weight_block, ring = (builder.gep(kernel.scratch, [i64(offset)], inbounds=True, source_etype=I8)
+                                  for offset in (sliver_at, weight_at, ring_at))
     _, _, bias, residual = split_contraction(list(kernel.inputs), node.attrs["residual"])
     epilogue = Epilogue(bias="row" if bias is not None else None, activation=node.attrs.get("activation"),
                         residual=residual is not None)
@@ -196,7 +200,7 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
 
     def blocks(n: ir.Value, image: ir.Value, g: ir.Value, output_rows, c_at, ldc: int) -> None:
         """Every depth block of group g over the output rows `output_rows()` yields; c_at(y, pixel,
-        row) is the element offset from kernel.output or the pair buffer of the output channel
+        row) is the element offset from kernel.output or the ring (a fused pool) of the output channel
         `row` (an i64 within the image) at row y, column `pixel`, with channel stride ldc."""
         with for_range(builder, depth_count, "pc") as block:
             first_channel, depth, first_tap = depth_block(builder, shape, block, kc)
@@ -283,7 +287,7 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
 
                 blocks(n, image, g, lambda: offset_range(builder, *share, "y"), to_output, out_plane)
             else:
-                _pooled_rows(builder, kernel, shape, pair, n, image, g, blocks)
+                _pooled_rows(builder, kernel, shape, ring, n, image, g, blocks)
 
 
 # Column panels run in blocks: the slivers of a block are gathered side by side, then every row panel
@@ -363,47 +367,130 @@ def _run_block(builder: ir.IRBuilder, step: BlockStep, ldc: int, each_panel, gat
     step.each_row_panel(row_panel)
 
 
-def _pooled_rows(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, pair: ir.Value, n: ir.Value,
+def _pooled_rows(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, ring: ir.Value, n: ir.Value,
                  image: ir.Value, g: ir.Value, blocks) -> None:
-    """For each pooled row p (this part's, for one image): the convolution's rows 2p and 2p + 1 of
-    group g into the pair buffer (`blocks`), then their pool into the output (`_pool_pair`)."""
-    og, pooled_height = shape.group_outputs, shape.pooled_shape[0]
+    """For each pooled row p (this part's, for one image): the convolution's rows of group g that its
+    window reads and no earlier p of the part has computed go into the ring buffer (`blocks`: row y at
+    slot y % kh, channel stride kh * OW), each is pooled along its columns (`_pool_columns`), then the
+    window's rows of those into the output (`_pool_rows`). Overlapping windows (a stride under the
+    kernel) compute and pool each row once."""
+    (kh, _), (sh, _), (ph, _) = shape.pool_window
+    og, pooled_height, height = shape.group_outputs, shape.pooled_shape[0], shape.out_height
+    columns = element_pointer(builder, ring, og * kh * shape.out_width, F32, "pool.columns")
+    computed = alloca_once(builder, I64, "pool.computed")  # the part's rows below this one are in the ring
+    builder.store(i64(0), computed)
     with (for_range(builder, pooled_height, "p") if shape.batch > 1
           else part_range(builder, kernel, pooled_height, "p")) as p:
         group_row = builder.mul(g, i64(og), name="group_row")
+        top = builder.sub(builder.mul(p, i64(sh)), i64(ph), name="pool.top")  # may be negative (padding)
+        first = _larger(builder, _larger(builder, top, i64(0)), builder.load(computed))
+        end = _smaller(builder, builder.add(top, i64(kh)), i64(height))
+        count = builder.select(builder.icmp_signed(">", end, first), builder.sub(end, first), i64(0))
+        builder.store(_larger(builder, end, builder.load(computed)), computed)
 
-        def to_pair(y: ir.Value, pixel: ir.Value, row: ir.Value) -> ir.Value:
-            at = affine_offset(builder, [(builder.sub(row, group_row), 2 * shape.out_width),
-                                         (builder.sub(y, builder.mul(p, i64(2))), shape.out_width)], pixel)
-            return element_pointer(builder, pair, at, F32, "pair_tile")
+        def to_ring(y: ir.Value, pixel: ir.Value, row: ir.Value) -> ir.Value:
+            at = affine_offset(builder, [(builder.sub(row, group_row), kh * shape.out_width),
+                                         (builder.urem(y, i64(kh)), shape.out_width)], pixel)
+            return element_pointer(builder, ring, at, F32, "ring_tile")
 
-        @contextmanager
-        def two_rows():
-            with for_range(builder, 2, "dy") as dy:
-                yield builder.add(builder.mul(p, i64(2)), dy, name="y")
-
-        blocks(n, image, g, two_rows, to_pair, 2 * shape.out_width)
-        _pool_pair(builder, kernel, shape, pair, n, group_row, p)
+        blocks(n, image, g, lambda: offset_range(builder, first, count, "y"), to_ring, kh * shape.out_width)
+        with offset_range(builder, first, count, "pool.y") as y:
+            _pool_columns(builder, kernel, shape, ring, columns, builder.urem(y, i64(kh)))
+        _pool_rows(builder, kernel, shape, columns, n, group_row, p, top)
 
 
-def _pool_pair(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, pair: ir.Value, n: ir.Value,
-               group_row: ir.Value, p: ir.Value) -> None:
-    """Pooled row p of the group's output channels: out[n, group_row + o, p, j] = the max of pair[o, 0:2,
-    2j:2j+2], whole rows of up to 2W floats a vector at a time (np.maximum's NaN: llvm.maximum)."""
-    pooled_height, pooled_width = shape.pooled_shape
-    chunk = 2 * kernel.target.vector_width
+def _larger(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
+    return builder.select(builder.icmp_signed(">", a, b), a, b)
 
+
+def _smaller(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
+    return builder.select(builder.icmp_signed("<", a, b), a, b)
+
+
+def _pooled_columns(shape: ConvGeometry, lanes: int) -> int:
+    """The row length of `_pool_columns`' results: the pooled width in whole vectors."""
+    return -(-shape.pooled_shape[1] // lanes) * lanes
+
+
+def _ring_elements(shape: ConvGeometry, lanes: int) -> int:
+    """Scratch of a fused pool: kh rows of the convolution and kh rows pooled along columns, per output
+    channel of a group, and two vectors past them (`_pool_columns` reads whole vectors across a row's end)."""
+    kh = shape.pool_window[0][0]
+    return shape.group_outputs * kh * (shape.out_width + _pooled_columns(shape, lanes)) + 2 * lanes
+
+
+def _maximum(builder: ir.IRBuilder, kernel: Kernel, values: list[ir.Value]) -> ir.Value:
+    """np.maximum of the values (NaN stays)."""
+    return scalar.maximum_of(builder, DType.f32, values, kernel.target.has_ieee_maximum)
+
+
+def _pool_columns(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, ring: ir.Value, columns: ir.Value,
+                  slot: ir.Value) -> None:
+    """Every output channel's convolution row in ring slot `slot`, pooled along its columns into the same
+    slot of `columns`: columns[o, slot, j] = the maximum of row[j * sw - pw .. + kw] within the row, a
+    vector of j at a time, read in place (at stride 1 one load per tap, at 2 the even lanes of two). The
+    lanes of a tap past either end of the row (the pool's padding) take -inf: static masks."""
+    (kh, kw), (_, sw), (_, pw) = shape.pool_window
+    width, lanes = shape.out_width, kernel.target.vector_width
+    pooled, row_length = shape.pooled_shape[1], _pooled_columns(shape, lanes)
+    vector = ir.VectorType(F32, lanes)
+    lowest = ir.Constant(vector, [float("-inf")] * lanes)
+    evens = lane_indices(range(0, 2 * lanes, 2))
     with for_range(builder, shape.group_outputs, "pool.o", unroll=False) as o:
-        rows = element_pointer(builder, pair, builder.mul(o, i64(2 * shape.out_width)), F32, "pool.rows")
+        at = builder.mul(builder.add(builder.mul(o, i64(kh)), slot), i64(width))
+        row = element_pointer(builder, ring, at, F32, "pool.row")
+        into = element_pointer(builder, columns, builder.mul(builder.add(builder.mul(o, i64(kh)), slot),
+                                                             i64(row_length)), F32, "pool.into")
+        for j0 in range(0, pooled, lanes):
+            taps = []
+            for k in range(kw):
+                x0 = j0 * sw - pw + k  # the column of lane 0 (those past the row are masked off)
+                inside = [0 <= x0 + lane * sw < width for lane in range(lanes)]
+                if not any(inside):
+                    continue
+                source = element_pointer(builder, row, x0, F32)  # (x0 < 0: scratch before the ring)
+                if sw == 1:
+                    value = builder.load(source, typ=vector, align=FLOAT_BYTES)
+                elif sw == 2:
+                    low, high = (builder.load(element_pointer(builder, source, half * lanes, F32), typ=vector,
+                                              align=FLOAT_BYTES) for half in (0, 1))
+                    value = builder.shuffle_vector(low, high, evens)
+                else:
+                    value = lowest
+                    for lane in range(lanes):
+                        if inside[lane]:
+                            value = builder.insert_element(value, load_element(builder, source, lane * sw, F32),
+                                                           i64(lane))
+                if not all(inside):
+                    mask = ir.Constant(ir.VectorType(I1, lanes), [int(flag) for flag in inside])
+                    value = builder.select(mask, value, lowest)
+                taps.append(value)
+            builder.store(_maximum(builder, kernel, taps), element_pointer(builder, into, j0, F32), align=FLOAT_BYTES)
+
+
+def _pool_rows(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, columns: ir.Value, n: ir.Value,
+               group_row: ir.Value, p: ir.Value, top: ir.Value) -> None:
+    """Pooled row p of the group's output channels: the maximum of the window's rows of `columns` (rows
+    past the convolution's edges clamped to its first or last: the same maximum), a vector at a time."""
+    kh = shape.pool_window[0][0]
+    pooled_height, pooled_width = shape.pooled_shape
+    lanes = kernel.target.vector_width
+    row_length = _pooled_columns(shape, lanes)
+    vector = ir.VectorType(F32, lanes)
+    slots = [builder.urem(_smaller(builder, _larger(builder, builder.add(top, i64(i)), i64(0)),
+                                   i64(shape.out_height - 1)), i64(kh)) for i in range(kh)]
+    masked = kernel.target.arch == "x86_64" and lanes >= 8
+    with for_range(builder, shape.group_outputs, "pool.o", unroll=False) as o:
+        rows = element_pointer(builder, columns, builder.mul(o, i64(kh * row_length)), F32, "pool.rows")
         channel = affine_offset(builder, [(n, shape.outputs)], builder.add(group_row, o))
         target = affine_offset(builder, [(channel, pooled_height * pooled_width), (p, pooled_width)], 0)
-        for start in range(0, 2 * pooled_width, chunk):
-            width = min(chunk, 2 * pooled_width - start)
-            vector = ir.VectorType(F32, width)
-            top, bottom = (builder.load(element_pointer(builder, rows, dy * shape.out_width + start, F32), typ=vector,
-                                        align=FLOAT_BYTES) for dy in (0, 1))
-            both = scalar.maximum(builder, DType.f32, top, bottom)
-            even, odd = (builder.shuffle_vector(both, both, lane_indices(range(first, width, 2))) for first in (0, 1))
-            pooled = scalar.maximum(builder, DType.f32, even, odd)
-            builder.store(pooled, element_pointer(builder, kernel.output, builder.add(as_i64(target), i64(start // 2)),
-                                                  F32), align=FLOAT_BYTES)
+        for j0 in range(0, pooled_width, lanes):
+            loads = [builder.load(element_pointer(builder, rows, affine_offset(builder, [(slot, row_length)], j0), F32),
+                                  typ=vector, align=FLOAT_BYTES) for slot in slots]
+            value, count = _maximum(builder, kernel, loads), min(lanes, pooled_width - j0)
+            out_at = element_pointer(builder, kernel.output, builder.add(as_i64(target), i64(j0)), F32)
+            if count < lanes and masked:
+                masked_store(builder, value, out_at, ir.Constant(ir.VectorType(I1, lanes),
+                                                                 [int(lane < count) for lane in range(lanes)]))
+            else:
+                store_lanes(builder, value, out_at, count)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from ....ir import DType, Node
-from ....ir.ops_nn import unpooled_conv2d_type
+from ....ir.ops_nn import fused_pool_window, unpooled_conv2d_type
 from ...gemm.tiling import FLOAT_BYTES
 from ...kernel import Kernel
 from ...llvm.utils import F32, affine_offset, copy_bytes, element_pointer, for_range, i64, zero_bytes
@@ -37,7 +37,8 @@ class ConvGeometry:
     dilation: tuple[int, int]
     out_height: int  # of the convolution (before a fused pool)
     out_width: int
-    pooled: bool = False  # pool="max_2x2": the node's result is the 2 x 2 max pool of the convolution's
+    pooled: bool = False  # a fused pool: the node's result is a max pool of the convolution's
+    pool_window: tuple = ((2, 2), (2, 2), (0, 0))  # its (kernel, stride, padding) (ops_nn.fused_pool_window)
 
     @classmethod
     def of(cls, node: Node) -> ConvGeometry:
@@ -46,8 +47,9 @@ class ConvGeometry:
         attrs = node.attrs
         pooled = attrs.get("pool") is not None
         out_height, out_width = (unpooled_conv2d_type(node) if pooled else node.type).shape[2:]
+        window = fused_pool_window(attrs["pool"]) if pooled else cls.pool_window
         return cls(n, c, h, w, o, attrs["groups"], cg, kh, kw, attrs["stride"], attrs["padding"], attrs["dilation"],
-                   out_height, out_width, pooled)
+                   out_height, out_width, pooled, window)
 
     @property
     def group_outputs(self) -> int:
@@ -78,8 +80,9 @@ class ConvGeometry:
 
     @property
     def pooled_shape(self) -> tuple[int, int]:
-        """(height, width) of the pooled result: floor halves of the convolution's."""
-        return self.out_height // 2, self.out_width // 2
+        """(height, width) of the pooled result (floor division, as max_pool2d)."""
+        (kh, kw), (sh, sw), (ph, pw) = self.pool_window
+        return (self.out_height + 2 * ph - kh) // sh + 1, (self.out_width + 2 * pw - kw) // sw + 1
 
 
 def uses_tiled_conv(node: Node) -> bool:
