@@ -252,7 +252,8 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
 
             def run_block(each_panel, step=step, gather=gather, c_tile=c_tile, residual_tile=residual_tile,
                           bias_at=bias_at) -> None:
-                _run_block(builder, step, ldc, each_panel, gather, c_tile, residual_tile, bias_at)
+                _run_block(builder, step, ldc, each_panel, gather, c_tile, residual_tile, bias_at,
+                           -(-og // mr) <= INTERLEAVED_ROW_PANELS)
 
             if flat:
                 _flat_blocks(builder, shape, tiling, sliver, kc, share, run_block)
@@ -296,6 +297,9 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
 # 1 x 1 convs at 56 x 56 ran 1.2-1.45x faster, whole CNNs at batch 8 1.05-1.07x, in-process A/B).
 # A block's slivers fill up to this much of scratch (64 KiB to 512 KiB timed the same).
 COLUMN_BLOCK_BYTES = 128 << 10
+# A GEMM of at most this many row panels runs each panel's sliver as soon as it is gathered, so the
+# next gather can overlap the micro-kernel calls (no A panel is reused across many slivers anyway).
+INTERLEAVED_ROW_PANELS = 2
 
 
 def _block_panels(tiling: GemmTiling, kc: int) -> int:
@@ -342,10 +346,22 @@ def _row_panels(builder: ir.IRBuilder, tiling: GemmTiling, sliver: ir.Value, kc:
 
 
 def _run_block(builder: ir.IRBuilder, step: BlockStep, ldc: int, each_panel, gather, c_tile, residual_tile,
-               bias_at) -> None:
+               bias_at, interleaved: bool) -> None:
     """One block of column panels: each panel's sliver gathered (`gather(y, x0, valid, into)`), then for
     every row panel the micro-kernel over each of them in turn; the row panel's first call (the block's
-    panel u = 0, static or not) takes its prefetch."""
+    panel u = 0, static or not) takes its prefetch. `interleaved` (few row panels): each panel's sliver
+    is gathered, then every row panel runs over it, before the next panel's."""
+    if interleaved:
+        def per_panel(u, into: ir.Value, y: ir.Value, x0: ir.Value, valid: int) -> None:
+            gather(y, x0, valid, into)
+
+            def row_panel(rows: int, t: ir.Value, prefetch: str | None) -> None:
+                step.call(rows, t, into, valid, c_tile(t, y, x0), ldc, bias_at(t), residual_tile(t, y, x0), None)
+
+            step.each_row_panel(row_panel)
+
+        each_panel(per_panel)
+        return
     each_panel(lambda u, into, y, x0, valid: gather(y, x0, valid, into))
 
     def row_panel(rows: int, t: ir.Value, prefetch: str | None) -> None:
