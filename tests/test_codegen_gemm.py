@@ -437,8 +437,8 @@ PREFETCH_L2 = {"x86-64-v4": r"prefetcht1\s", "x86-64-v3": r"prefetcht1\s", "armv
 @pytest.mark.parametrize("target", sorted(PREFETCH_L2))
 def test_a_weight_read_in_depth_blocks_is_prefetched(target):
     """The next panel of a linear's constant weight (B, read in depth blocks) and of a convolution's
-    (A) is fetched into L2 ahead of use; a weight of one depth block (a matrix-vector product's) is
-    left to the hardware prefetcher."""
+    (A, 48 output channels: more row panels than conv_gemm interleaves) is fetched into L2 ahead of
+    use; a weight of one depth block (a matrix-vector product's) is left to the hardware prefetcher."""
     def linear(rows: int) -> ir.Graph:
         graph = ir.Graph()
         x = graph.add_input("x", TensorType((rows, 700), DType.f32))
@@ -447,7 +447,7 @@ def test_a_weight_read_in_depth_blocks_is_prefetched(target):
 
     conv = ir.Graph()
     x = conv.add_input("x", TensorType((1, 8, 10, 10), DType.f32))
-    conv.outputs = [conv.call("conv2d", [x, conv.constant(np.ones((16, 8, 3, 3), np.float32), "w")], {"padding": 1})]
+    conv.outputs = [conv.call("conv2d", [x, conv.constant(np.ones((48, 8, 3, 3), np.float32), "w")], {"padding": 1})]
     for graph in (linear(64), conv):
         assert re.search(PREFETCH_L2[target], build(graph, target).assembly())
     assert not re.search(PREFETCH_L2[target], build(linear(1), target).assembly())
