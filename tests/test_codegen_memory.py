@@ -169,3 +169,58 @@ def test_an_in_place_kernel_has_no_scalar_fallback_loop():
     data = np.random.default_rng(0).standard_normal((32, 1024)).astype(np.float32)
     (actual,) = compile_and_run(graph, data)
     np.testing.assert_allclose(actual, ir.interpret(graph, data), rtol=1e-4, atol=1e-5)
+
+
+def fire(batch: int = 1, squeeze_user: bool = False, expand_output: bool = False, width: int = 8,
+         twice: bool = False, left_outputs: int = 16) -> ir.Graph:
+    """SqueezeNet's Fire module: a 1 x 1 squeeze, then 1 x 1 and 3 x 3 expands concatenated along the
+    channels, then a relu; variants give an operand a second user or make it a graph output."""
+    rng = np.random.default_rng(3)
+    graph = ir.Graph()
+    x = graph.add_input("x", TensorType((batch, 8, width, width), DType.f32))
+
+    def conv(value, outputs, kernel, name):
+        weight = graph.constant((rng.standard_normal((outputs, value.shape[1], kernel, kernel)) / 4).astype(np.float32),
+                                f"{name}.w")
+        return graph.call("conv2d", [value, weight], {"padding": kernel // 2, "activation": "relu"}, name=name)
+
+    squeeze = conv(x, 4, 1, "squeeze")
+    left, right = conv(squeeze, left_outputs, 1, "left"), conv(squeeze, 16, 3, "right")
+    joined = graph.call("concat", [left, left] if twice else [left, right], {"axis": 1}, name="joined")
+    graph.outputs = [graph.call("tanh", [joined], name="out")]
+    if squeeze_user:
+        graph.outputs.append(graph.call("neg", [left], name="other"))
+    if expand_output:
+        graph.outputs.append(right)
+    return graph
+
+
+def test_a_concat_gathers_its_operands_in_place_at_batch_one():
+    """At batch 1 each expand's result is one contiguous block of the concat's: its kernel writes there
+    (16 x 8 x 8 floats = 4096 bytes on), the concat is no kernel, and the results stay right."""
+    graph = fire()
+    computed, plan = plan_for(graph)
+    joined, left, right = graph.node("joined"), graph.node("left"), graph.node("right")
+    assert plan.gathered == frozenset({joined})
+    assert plan.values[left] == plan.values[joined] and plan.values[right] == plan.values[joined] + 4096
+    x = np.random.default_rng(0).standard_normal((1, 8, 8, 8)).astype(np.float32)
+    for target, threads in (("host", 1), ("host", 2), ("armv8", 2)):
+        (actual,) = compile_and_run(graph, x, target=target, threads=threads)
+        np.testing.assert_allclose(actual, ir.interpret(graph, x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_concat_copies_where_its_operands_cannot_be_written_in_place():
+    """A batch of two (an operand is two blocks of the result), an operand with another user, one that
+    is a graph output, the same operand twice, or a second block at an unaligned offset (12 x 5 x 5
+    floats: 1,200 bytes)."""
+    for graph in (fire(batch=2), fire(squeeze_user=True), fire(expand_output=True), fire(twice=True),
+                  fire(width=5, left_outputs=12)):
+        _, plan = plan_for(graph)
+        assert plan.gathered == frozenset(), graph
+        inputs = [np.random.default_rng(1).standard_normal(graph.inputs[0].shape).astype(np.float32)]
+        expected = ir.interpret(graph, *inputs)
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        actual = compile_and_run(graph, *inputs)
+        assert len(actual) == len(expected)
+        for got, want in zip(actual, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -96,6 +96,9 @@ def plan_nodes(nodes: Sequence[Node], lowerings: dict[Node, Lowering], constants
             continue
         copies = {index: StoredCopy(name, weight_offsets[name], constants.nbytes(name))
                   for index, name in constants.packed.get(node, {}).items()}
+        if node in workspace.gathered:
+            plans.append(NodePlan(node, lowering, workspace.values[node], gathered=True))
+            continue
         plans.append(NodePlan(node, lowering, workspace.values[node], copies, scratch.get(node, 0),
                               workspace.scratch.get(node, 0), parts.get(node, 1), workspace.in_place.get(node)))
     return plans
@@ -155,8 +158,10 @@ def build(graph: Graph, target: Target | str = "host", opt_level: int = 3, threa
     parts = {node: count for node, count in parts.items() if count > 1}
     team_scratch = {node: nbytes * (threads if node in parts else 1) for node, nbytes in scratch.items()}
     workspace = plan_workspace(computed, team_scratch, share=share_memory)
+    parts = {node: count for node, count in parts.items() if node not in workspace.gathered}
+    called = [node for node in computed if node not in workspace.gathered]  # the kernels tf_run calls
     profile_offset = align_up(workspace.size) if profile else None
-    workspace_bytes = workspace.size + (8 * len(computed) + ALIGNMENT if profile else 0)
+    workspace_bytes = workspace.size + (8 * len(called) + ALIGNMENT if profile else 0)
 
     plans = plan_nodes(nodes, lowerings, constants, weight_offsets, scratch, parts, workspace)
     module = emit_module(graph, plans, target, threads, profile_offset)
@@ -167,4 +172,4 @@ def build(graph: Graph, target: Target | str = "host", opt_level: int = 3, threa
                     compile_seconds=time.perf_counter() - start, opt_level=opt_level, entry=ENTRY,
                     threads=threads if parts else 1, memory=workspace,
                     parts={node.name: count for node, count in parts.items()}, profile_offset=profile_offset,
-                    profile_kernels=[node.name for node in computed] if profile else [])
+                    profile_kernels=[node.name for node in called] if profile else [])

@@ -69,6 +69,7 @@ class NodePlan:
     `offset` is a constant's bytes in the weights buffer (None when every user reads a packed copy)
     or a computed value's in the workspace. A node split into `parts` runs on the team, its scratch
     then holding `scratch_bytes` per thread; `in_place_of` is the operand whose bytes it overwrites.
+    `gathered`: a concat whose operands were computed into its bytes (memory.concat_sinks): no call.
     """
 
     node: Node
@@ -79,6 +80,7 @@ class NodePlan:
     scratch_offset: int = 0
     parts: int = 1
     in_place_of: Node | None = None
+    gathered: bool = False
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,10 @@ def emit_module(graph: Graph, plans: Sequence[NodePlan], target: Target, threads
             continue
         if plan.lowering.is_view:
             buffers[node] = buffers[node.inputs[0]]
+            continue
+        if plan.gathered:
+            buffers[node] = Buffer(byte_pointer(builder, workspace, plan.offset, f"value.{node.name}"), ALIGNMENT,
+                                   node.type.nbytes, False)
             continue
         output = Buffer(byte_pointer(builder, workspace, plan.offset, f"value.{node.name}"), ALIGNMENT,
                         node.type.nbytes, False)

@@ -17,6 +17,11 @@ the last step that reads it (through views such as reshape, which share their op
 graph outputs live to the end, since tf_run copies them out last. Values whose lives overlap get
 disjoint bytes; the others may share. Offsets are found greedily, biggest value first, at the
 lowest aligned offset that is free during the value's whole life.
+
+A concat whose operands are each a contiguous block of its result (every axis before the concat's
+has size 1: a batch of one along channels) and are computed for it alone gathers them in place
+(`concat_sinks`): each operand's kernel writes into the concat's bytes, which live from the first
+operand's step, and the concat itself is no kernel (SqueezeNet's Fire modules at batch 1).
 """
 
 from __future__ import annotations
@@ -155,6 +160,7 @@ class WorkspacePlan:
     size: int
     unshared_bytes: int = 0
     in_place: dict[Node, Node] = field(default_factory=dict)  # value -> the operand whose bytes it overwrites
+    gathered: frozenset = frozenset()  # concats whose operands are computed into their bytes: no kernel
 
 
 @dataclass(frozen=True)
@@ -166,9 +172,10 @@ class _Life:
 
 
 def _lives(values: Sequence[Node], scratch_bytes: dict[Node, int],
-           in_place: dict[Node, Node] | None = None) -> list[_Life]:
+           in_place: dict[Node, Node] | None = None, sinks: dict[Node, tuple[Node, int]] | None = None) -> list[_Life]:
     """The lives of every value and scratch buffer; a value computed in place of an operand
-    (`in_place`) has no life of its own: its operand's lasts until the value's last reader."""
+    (`in_place`) has no life of its own: its operand's lasts until the value's last reader. Nor has an
+    operand a concat gathers (`sinks`): the concat's life starts at its first operand's step."""
     step = {node: index for index, node in enumerate(values)}
 
     def storage(node: Node) -> Node | None:
@@ -194,22 +201,28 @@ def _lives(values: Sequence[Node], scratch_bytes: dict[Node, int],
     for node in reversed(values):  # a chain x -> relu -> neg in place: x lives until neg's last reader
         if node in in_place:
             last[in_place[node]] = max(last[in_place[node]], last[node])
-    lives = [_Life(("value", node), align_up(max(node.type.nbytes, 1)), step[node], last[node]) for node in values
-             if node not in in_place]
+    sinks = sinks or {}
+    first = dict(step)
+    for operand, (concat, _) in sinks.items():
+        first[concat] = min(first[concat], step[operand])
+    lives = [_Life(("value", node), align_up(max(node.type.nbytes, 1)), first[node], last[node]) for node in values
+             if node not in in_place and node not in sinks]
     lives += [_Life(("scratch", node), align_up(nbytes), step[node], step[node])
               for node, nbytes in scratch_bytes.items()]
     return lives
 
 
-def _in_place_pairs(values: Sequence[Node], last: dict[Node, int]) -> dict[Node, Node]:
+def _in_place_pairs(values: Sequence[Node], last: dict[Node, int],
+                    sinks: dict[Node, tuple[Node, int]] | None = None) -> dict[Node, Node]:
     """Elementwise values that may overwrite an operand: one of the same bytes and shape, computed
     here (not an input, a constant or a view), read for the last time by this value. Each element
-    is read before the same element is written, so the loop stays correct."""
+    is read before the same element is written, so the loop stays correct. A value a concat gathers
+    (`sinks`) is written in the concat's bytes instead."""
     step = {node: index for index, node in enumerate(values)}
     in_place: dict[Node, Node] = {}
     taken: set[Node] = set()
     for node in values:
-        if "elementwise" not in getattr(OPS.get(node.op), "traits", ()):
+        if "elementwise" not in getattr(OPS.get(node.op), "traits", ()) or node in (sinks or {}):
             continue
         for operand in node.inputs:
             if (operand in step and operand not in taken and last[operand] == step[node]
@@ -229,15 +242,17 @@ def _root(node: Node, in_place: dict[Node, Node]) -> Node:
 def plan_workspace(values: Sequence[Node], scratch_bytes: dict[Node, int], share: bool = True) -> WorkspacePlan:
     """Offsets for `values` (computed nodes in execution order) and each kernel's scratch, by liveness.
 
-    An elementwise value whose operand dies at its step takes that operand's bytes (`in_place`).
+    An elementwise value whose operand dies at its step takes that operand's bytes (`in_place`); the
+    operands of a concat that gathers them in place (`concat_sinks`) lie in the concat's bytes.
     `share=False` gives every buffer bytes of its own (as if all lived throughout): no planning.
     """
     placed: list[tuple[_Life, int]] = []
     offsets: dict[tuple[str, Node], int] = {}
     in_place: dict[Node, Node] = {}
+    sinks = concat_sinks(values) if share else {}
     if share:  # the lives without in-place reuse tell which operands die where
-        in_place = _in_place_pairs(values, {life.key[1]: life.last for life in _lives(values, {})})
-    lives = _lives(values, scratch_bytes, in_place)
+        in_place = _in_place_pairs(values, {life.key[1]: life.last for life in _lives(values, {})}, sinks)
+    lives = _lives(values, scratch_bytes, in_place, sinks)
     if not share:
         lives = [_Life(life.key, life.nbytes, 0, len(values)) for life in lives]
     for life in sorted(lives, key=lambda life: (-life.nbytes, life.first)):
@@ -251,10 +266,33 @@ def plan_workspace(values: Sequence[Node], scratch_bytes: dict[Node, int], share
         placed.append((life, offset))
         offsets[life.key] = offset
     size = max((offset + life.nbytes for life, offset in placed), default=0)
+    for operand, (concat, at) in sinks.items():
+        offsets[("value", operand)] = offsets[("value", concat)] + at
     return WorkspacePlan({node: offsets[("value", _root(node, in_place))] for node in values},
                          {node: offsets[("scratch", node)] for node in scratch_bytes}, size,
                          sum(align_up(max(node.type.nbytes, 1)) for node in values)
-                         + sum(align_up(nbytes) for nbytes in scratch_bytes.values()), in_place)
+                         + sum(align_up(nbytes) for nbytes in scratch_bytes.values()), in_place,
+                         frozenset(concat for concat, _ in sinks.values()))
+
+
+def concat_sinks(values: Sequence[Node]) -> dict[Node, tuple[Node, int]]:
+    """{operand: (concat, byte offset in it)} for every concat among `values` (computed nodes in
+    execution order) that gathers its operands in place: each axis before the concat's has size 1, so
+    an operand is one contiguous block of the result, at an aligned offset; and each operand is
+    computed here (not an input, a constant or a view), read by this concat alone and once, neither a
+    graph output nor a concat itself."""
+    computed = set(values)
+    outputs = set(values[0].graph.outputs) if values else set()
+    sinks: dict[Node, tuple[Node, int]] = {}
+    for node in values:
+        if node.op != "concat" or int(np.prod(node.type.shape[:node.attrs["axis"]])) != 1:
+            continue
+        starts = np.cumsum([0] + [operand.type.nbytes for operand in node.inputs[:-1]])
+        if all(operand in computed and operand.op != "concat" and operand not in outputs and operand not in sinks
+               and list(operand.users) == [node] and node.inputs.count(operand) == 1 and start % ALIGNMENT == 0
+               for operand, start in zip(node.inputs, starts)):
+            sinks.update({operand: (node, int(start)) for operand, start in zip(node.inputs, starts)})
+    return sinks
 
 
 @dataclass

@@ -150,7 +150,8 @@ class Records:
                 "values": {node.name: offset for node, offset in memory.values.items()},
                 "scratch": {node.name: offset for node, offset in memory.scratch.items()},
                 "size": memory.size, "unshared_bytes": memory.unshared_bytes,
-                "in_place": {node.name: operand.name for node, operand in memory.in_place.items()}},
+                "in_place": {node.name: operand.name for node, operand in memory.in_place.items()},
+                "gathered": sorted(node.name for node in memory.gathered)},
             "profile_offset": artifact.profile_offset, "profile_kernels": artifact.profile_kernels,
             "pass_report": None if report is None else {
                 "rows": [dataclasses.astuple(row) for row in report.rows], "disabled": list(report.disabled)},
@@ -234,7 +235,8 @@ def read_artifact(reader: ContainerReader, record: dict, target: Target) -> Arti
         memory = WorkspacePlan({node(name): offset for name, offset in memory["values"].items()},
                                {node(name): offset for name, offset in memory["scratch"].items()},
                                memory["size"], memory["unshared_bytes"],
-                               {node(name): node(operand) for name, operand in memory["in_place"].items()})
+                               {node(name): node(operand) for name, operand in memory["in_place"].items()},
+                               frozenset(node(name) for name in memory.get("gathered", ())))
     object_code = reader.section(record["object"])
     llvm_ir = reader.section(record["llvm_ir"])
     weights = reader.section(record["weights"])
