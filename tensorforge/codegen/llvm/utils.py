@@ -239,6 +239,16 @@ def masked_load(builder: ir.IRBuilder, pointer: ir.Value, mask: ir.Value, passth
                           [pointer, ir.Constant(ir.IntType(32), 4), mask, passthru])
 
 
+def lane_mask(lanes: int, valid) -> ir.Constant:
+    """The i1 vector of `valid(lane)` for lane < lanes (a static mask for masked loads, stores, selects)."""
+    return ir.Constant(ir.VectorType(I1, lanes), [bool(valid(lane)) for lane in range(lanes)])
+
+
+def first_lanes(lanes: int, count: int) -> ir.Constant:
+    """The mask of a vector's first `count` of `lanes` lanes."""
+    return lane_mask(lanes, lambda lane: lane < count)
+
+
 def masked_store(builder: ir.IRBuilder, value: ir.Value, pointer: ir.Value, mask: ir.Value) -> None:
     """llvm.masked.store of a float vector: the lanes of `mask` to memory at `pointer`; nothing else is
     written."""

@@ -29,29 +29,22 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from ....ir import DType, Node
+from ....ir import Node
 from ....ir.ops_nn import split_contraction
 from ...gemm.gemm import BlockStep, minimum
-from ...gemm.micro_kernel import Epilogue, store_lanes
+from ...gemm.micro_kernel import Epilogue
 from ...gemm.packing import pack_a_panels
 from ...gemm.run_packing import pack_a_rows
 from ...gemm.tiling import FLOAT_BYTES, GemmTiling, gemm_tiling
 from ...kernel import Kernel
-from ...llvm import scalar
 from ...llvm.utils import (
     F32,
-    I1,
     I8,
-    I64,
     affine_offset,
-    alloca_once,
     as_i64,
     element_pointer,
     for_range,
     i64,
-    lane_indices,
-    load_element,
-    masked_store,
     with_tail,
 )
 from ...lowering import PackedConstant
@@ -59,6 +52,7 @@ from ...memory import align_up
 from ...target import Target
 from ...threads import parallel
 from ...threads.parallel import split_parts
+from .fused_pool import pooled_rows, ring_elements
 from .geometry import (
     ConvGeometry,
     depth_block,
@@ -107,7 +101,7 @@ def _scratch_layout(shape: ConvGeometry, tiling: GemmTiling, weight_packed: bool
     weight_at = align_up(sliver_at + slivers * kc * tiling.columns * FLOAT_BYTES)
     rows = -(-shape.group_outputs // tiling.rows) * tiling.rows
     ring_at = align_up(weight_at + (0 if weight_packed else rows * kc * FLOAT_BYTES))
-    ring_bytes = _ring_elements(shape, tiling.vector_width) * FLOAT_BYTES if shape.pooled else 0
+    ring_bytes = ring_elements(shape, tiling.vector_width) * FLOAT_BYTES if shape.pooled else 0
     return sliver_at, weight_at, ring_at, ring_at + ring_bytes
 
 
@@ -174,7 +168,7 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
     the output; with flat columns (flat_columns), blocks of the plane's panels in order instead. With a pool:
     per image, group and pooled row p, the depth blocks run over the convolution's rows its window
     reads that are not computed yet into a ring of kh rows in scratch (channel stride kh * OW), and
-    `_pooled_rows` writes row p from them.
+    `fused_pool.pooled_rows` writes row p from them.
     """
     node, builder, tiling = kernel.node, kernel.builder, gemm_tiling(kernel.target)
     shape = ConvGeometry.of(node)
@@ -288,7 +282,7 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
 
                 blocks(n, image, g, lambda: offset_range(builder, *share, "y"), to_output, out_plane)
             else:
-                _pooled_rows(builder, kernel, shape, ring, n, image, g, blocks)
+                pooled_rows(builder, kernel, shape, ring, n, image, g, blocks)
 
 
 # Column panels run in blocks: the slivers of a block are gathered side by side, then every row panel
@@ -350,163 +344,31 @@ def _run_block(builder: ir.IRBuilder, step: BlockStep, ldc: int, each_panel, gat
     """One block of column panels: each panel's sliver gathered (`gather(y, x0, valid, into)`), then for
     every row panel the micro-kernel over each of them in turn; the row panel's first call (the block's
     panel u = 0, static or not) takes its prefetch. `interleaved` (few row panels): each panel's sliver
-    is gathered, then every row panel runs over it, before the next panel's."""
+    is gathered, then every row panel runs over it, before the next panel's (no prefetch)."""
+    def call(rows: int, t: ir.Value, into: ir.Value, y: ir.Value, x0: ir.Value, valid: int,
+             fetch: str | None) -> None:
+        step.call(rows, t, into, valid, c_tile(t, y, x0), ldc, bias_at(t), residual_tile(t, y, x0), fetch)
+
     if interleaved:
-        def per_panel(u, into: ir.Value, y: ir.Value, x0: ir.Value, valid: int) -> None:
+        def gather_and_run(u, into: ir.Value, y: ir.Value, x0: ir.Value, valid: int) -> None:
             gather(y, x0, valid, into)
+            step.each_row_panel(lambda rows, t, _: call(rows, t, into, y, x0, valid, None))
 
-            def row_panel(rows: int, t: ir.Value, prefetch: str | None) -> None:
-                step.call(rows, t, into, valid, c_tile(t, y, x0), ldc, bias_at(t), residual_tile(t, y, x0), None)
-
-            step.each_row_panel(row_panel)
-
-        each_panel(per_panel)
+        each_panel(gather_and_run)
         return
     each_panel(lambda u, into, y, x0, valid: gather(y, x0, valid, into))
 
     def row_panel(rows: int, t: ir.Value, prefetch: str | None) -> None:
         def visit(u, into: ir.Value, y: ir.Value, x0: ir.Value, valid: int) -> None:
-            def call(fetch: str | None) -> None:
-                step.call(rows, t, into, valid, c_tile(t, y, x0), ldc, bias_at(t), residual_tile(t, y, x0), fetch)
-
             if prefetch is None or isinstance(u, int):
-                call(prefetch if u == 0 else None)
+                call(rows, t, into, y, x0, valid, prefetch if u == 0 else None)
                 return
             with builder.if_else(builder.icmp_unsigned("==", u, i64(0))) as (first_call, other):
                 with first_call:
-                    call(prefetch)
+                    call(rows, t, into, y, x0, valid, prefetch)
                 with other:
-                    call(None)
+                    call(rows, t, into, y, x0, valid, None)
 
         each_panel(visit)
 
     step.each_row_panel(row_panel)
-
-
-def _pooled_rows(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, ring: ir.Value, n: ir.Value,
-                 image: ir.Value, g: ir.Value, blocks) -> None:
-    """For each pooled row p (this part's, for one image): the convolution's rows of group g that its
-    window reads and no earlier p of the part has computed go into the ring buffer (`blocks`: row y at
-    slot y % kh, channel stride kh * OW), each is pooled along its columns (`_pool_columns`), then the
-    window's rows of those into the output (`_pool_rows`). Overlapping windows (a stride under the
-    kernel) compute and pool each row once."""
-    (kh, _), (sh, _), (ph, _) = shape.pool_window
-    og, pooled_height, height = shape.group_outputs, shape.pooled_shape[0], shape.out_height
-    columns = element_pointer(builder, ring, og * kh * shape.out_width, F32, "pool.columns")
-    computed = alloca_once(builder, I64, "pool.computed")  # the part's rows below this one are in the ring
-    builder.store(i64(0), computed)
-    with (for_range(builder, pooled_height, "p") if shape.batch > 1
-          else part_range(builder, kernel, pooled_height, "p")) as p:
-        group_row = builder.mul(g, i64(og), name="group_row")
-        top = builder.sub(builder.mul(p, i64(sh)), i64(ph), name="pool.top")  # may be negative (padding)
-        first = _larger(builder, _larger(builder, top, i64(0)), builder.load(computed))
-        end = _smaller(builder, builder.add(top, i64(kh)), i64(height))
-        count = builder.select(builder.icmp_signed(">", end, first), builder.sub(end, first), i64(0))
-        builder.store(_larger(builder, end, builder.load(computed)), computed)
-
-        def to_ring(y: ir.Value, pixel: ir.Value, row: ir.Value) -> ir.Value:
-            at = affine_offset(builder, [(builder.sub(row, group_row), kh * shape.out_width),
-                                         (builder.urem(y, i64(kh)), shape.out_width)], pixel)
-            return element_pointer(builder, ring, at, F32, "ring_tile")
-
-        blocks(n, image, g, lambda: offset_range(builder, first, count, "y"), to_ring, kh * shape.out_width)
-        with offset_range(builder, first, count, "pool.y") as y:
-            _pool_columns(builder, kernel, shape, ring, columns, builder.urem(y, i64(kh)))
-        _pool_rows(builder, kernel, shape, columns, n, group_row, p, top)
-
-
-def _larger(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
-    return builder.select(builder.icmp_signed(">", a, b), a, b)
-
-
-def _smaller(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
-    return builder.select(builder.icmp_signed("<", a, b), a, b)
-
-
-def _pooled_columns(shape: ConvGeometry, lanes: int) -> int:
-    """The row length of `_pool_columns`' results: the pooled width in whole vectors."""
-    return -(-shape.pooled_shape[1] // lanes) * lanes
-
-
-def _ring_elements(shape: ConvGeometry, lanes: int) -> int:
-    """Scratch of a fused pool: kh rows of the convolution and kh rows pooled along columns, per output
-    channel of a group, and two vectors past them (`_pool_columns` reads whole vectors across a row's end)."""
-    kh = shape.pool_window[0][0]
-    return shape.group_outputs * kh * (shape.out_width + _pooled_columns(shape, lanes)) + 2 * lanes
-
-
-def _maximum(builder: ir.IRBuilder, kernel: Kernel, values: list[ir.Value]) -> ir.Value:
-    """np.maximum of the values (NaN stays)."""
-    return scalar.maximum_of(builder, DType.f32, values, kernel.target.has_ieee_maximum)
-
-
-def _pool_columns(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, ring: ir.Value, columns: ir.Value,
-                  slot: ir.Value) -> None:
-    """Every output channel's convolution row in ring slot `slot`, pooled along its columns into the same
-    slot of `columns`: columns[o, slot, j] = the maximum of row[j * sw - pw .. + kw] within the row, a
-    vector of j at a time, read in place (at stride 1 one load per tap, at 2 the even lanes of two). The
-    lanes of a tap past either end of the row (the pool's padding) take -inf: static masks."""
-    (kh, kw), (_, sw), (_, pw) = shape.pool_window
-    width, lanes = shape.out_width, kernel.target.vector_width
-    pooled, row_length = shape.pooled_shape[1], _pooled_columns(shape, lanes)
-    vector = ir.VectorType(F32, lanes)
-    lowest = ir.Constant(vector, [float("-inf")] * lanes)
-    evens = lane_indices(range(0, 2 * lanes, 2))
-    with for_range(builder, shape.group_outputs, "pool.o", unroll=False) as o:
-        at = builder.mul(builder.add(builder.mul(o, i64(kh)), slot), i64(width))
-        row = element_pointer(builder, ring, at, F32, "pool.row")
-        into = element_pointer(builder, columns, builder.mul(builder.add(builder.mul(o, i64(kh)), slot),
-                                                             i64(row_length)), F32, "pool.into")
-        for j0 in range(0, pooled, lanes):
-            taps = []
-            for k in range(kw):
-                x0 = j0 * sw - pw + k  # the column of lane 0 (those past the row are masked off)
-                inside = [0 <= x0 + lane * sw < width for lane in range(lanes)]
-                if not any(inside):
-                    continue
-                source = element_pointer(builder, row, x0, F32)  # (x0 < 0: scratch before the ring)
-                if sw == 1:
-                    value = builder.load(source, typ=vector, align=FLOAT_BYTES)
-                elif sw == 2:
-                    low, high = (builder.load(element_pointer(builder, source, half * lanes, F32), typ=vector,
-                                              align=FLOAT_BYTES) for half in (0, 1))
-                    value = builder.shuffle_vector(low, high, evens)
-                else:
-                    value = lowest
-                    for lane in range(lanes):
-                        if inside[lane]:
-                            value = builder.insert_element(value, load_element(builder, source, lane * sw, F32),
-                                                           i64(lane))
-                if not all(inside):
-                    mask = ir.Constant(ir.VectorType(I1, lanes), [int(flag) for flag in inside])
-                    value = builder.select(mask, value, lowest)
-                taps.append(value)
-            builder.store(_maximum(builder, kernel, taps), element_pointer(builder, into, j0, F32), align=FLOAT_BYTES)
-
-
-def _pool_rows(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, columns: ir.Value, n: ir.Value,
-               group_row: ir.Value, p: ir.Value, top: ir.Value) -> None:
-    """Pooled row p of the group's output channels: the maximum of the window's rows of `columns` (rows
-    past the convolution's edges clamped to its first or last: the same maximum), a vector at a time."""
-    kh = shape.pool_window[0][0]
-    pooled_height, pooled_width = shape.pooled_shape
-    lanes = kernel.target.vector_width
-    row_length = _pooled_columns(shape, lanes)
-    vector = ir.VectorType(F32, lanes)
-    slots = [builder.urem(_smaller(builder, _larger(builder, builder.add(top, i64(i)), i64(0)),
-                                   i64(shape.out_height - 1)), i64(kh)) for i in range(kh)]
-    masked = kernel.target.arch == "x86_64" and lanes >= 8
-    with for_range(builder, shape.group_outputs, "pool.o", unroll=False) as o:
-        rows = element_pointer(builder, columns, builder.mul(o, i64(kh * row_length)), F32, "pool.rows")
-        channel = affine_offset(builder, [(n, shape.outputs)], builder.add(group_row, o))
-        target = affine_offset(builder, [(channel, pooled_height * pooled_width), (p, pooled_width)], 0)
-        for j0 in range(0, pooled_width, lanes):
-            loads = [builder.load(element_pointer(builder, rows, affine_offset(builder, [(slot, row_length)], j0), F32),
-                                  typ=vector, align=FLOAT_BYTES) for slot in slots]
-            value, count = _maximum(builder, kernel, loads), min(lanes, pooled_width - j0)
-            out_at = element_pointer(builder, kernel.output, builder.add(as_i64(target), i64(j0)), F32)
-            if count < lanes and masked:
-                masked_store(builder, value, out_at, ir.Constant(ir.VectorType(I1, lanes),
-                                                                 [int(lane < count) for lane in range(lanes)]))
-            else:
-                store_lanes(builder, value, out_at, count)

@@ -23,13 +23,14 @@ from ...gemm.tiling import FLOAT_BYTES
 from ...kernel import Kernel
 from ...llvm.utils import (
     F32,
-    I1,
     affine_offset,
     element_pointer,
     fill_elements,
+    first_lanes,
     for_range,
     i64,
     lane_indices,
+    lane_mask,
     load_element,
     masked_load,
     masked_store,
@@ -73,11 +74,6 @@ def store_outputs(kernel: Kernel, epilogue, residual: ir.Value | None, total: ir
             builder.store(result, element_pointer(builder, kernel.output, at, F32), align=FLOAT_BYTES)
         else:
             masked_store(builder, result, unbounded_pointer(builder, kernel.output, at), mask)
-
-
-def lane_mask(lanes: int, valid) -> ir.Constant:
-    """The i1 vector of `valid(lane)` for lane < lanes."""
-    return ir.Constant(ir.VectorType(I1, lanes), [bool(valid(lane)) for lane in range(lanes)])
 
 
 def row_chunks(width: int, lanes: int) -> list[tuple[int, int]]:
@@ -194,7 +190,7 @@ def in_place_outputs(kernel: Kernel, shape: ConvGeometry, weights: list[ir.Value
                     total = multiply_add(builder, total, weights[i * shape.kw + j], taps)
         out_at = builder.add(affine_offset(builder, [(y, ow)], out_plane), x0)
         store(zero if total is None else total,
-              [(out_at, None if count == lanes else lane_mask(lanes, lambda lane: lane < count))])
+              [(out_at, None if count == lanes else first_lanes(lanes, count))])
 
     chunks = [(x0, min(lanes, ow - x0)) for x0 in range(0, ow, lanes)]
     # the vectors whose every read lies in the row (a run in the middle: the left edge's condition grows

@@ -37,8 +37,7 @@ class ConvGeometry:
     dilation: tuple[int, int]
     out_height: int  # of the convolution (before a fused pool)
     out_width: int
-    pooled: bool = False  # a fused pool: the node's result is a max pool of the convolution's
-    pool_window: tuple = ((2, 2), (2, 2), (0, 0))  # its (kernel, stride, padding) (ops_nn.fused_pool_window)
+    pool_window: tuple | None = None  # a fused max pool's (kernel, stride, padding) (ops_nn.fused_pool_window)
 
     @classmethod
     def of(cls, node: Node) -> ConvGeometry:
@@ -47,9 +46,13 @@ class ConvGeometry:
         attrs = node.attrs
         pooled = attrs.get("pool") is not None
         out_height, out_width = (unpooled_conv2d_type(node) if pooled else node.type).shape[2:]
-        window = fused_pool_window(attrs["pool"]) if pooled else cls.pool_window
         return cls(n, c, h, w, o, attrs["groups"], cg, kh, kw, attrs["stride"], attrs["padding"], attrs["dilation"],
-                   out_height, out_width, pooled, window)
+                   out_height, out_width, fused_pool_window(attrs["pool"]) if pooled else None)
+
+    @property
+    def pooled(self) -> bool:
+        """Whether the node's result is a max pool of the convolution's (conv2d's `pool`)."""
+        return self.pool_window is not None
 
     @property
     def group_outputs(self) -> int:
@@ -80,7 +83,10 @@ class ConvGeometry:
 
     @property
     def pooled_shape(self) -> tuple[int, int]:
-        """(height, width) of the pooled result (floor division, as max_pool2d)."""
+        """(height, width) of the node's result: the pooled one (floor division, as max_pool2d), or the
+        convolution's without a pool."""
+        if self.pool_window is None:
+            return self.out_height, self.out_width
         (kh, kw), (sh, sw), (ph, pw) = self.pool_window
         return (self.out_height + 2 * ph - kh) // sh + 1, (self.out_width + 2 * pw - kw) // sw + 1
 

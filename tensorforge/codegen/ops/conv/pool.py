@@ -20,13 +20,14 @@ from ...kernel import Kernel
 from ...llvm import scalar
 from ...llvm.utils import (
     F32,
-    I1,
     affine_offset,
     alloca_once,
     element_pointer,
+    first_lanes,
     for_range,
     i64,
     lane_indices,
+    lane_mask,
     load_element,
     masked_load,
     masked_store,
@@ -185,14 +186,13 @@ def _emit_vector_windows(kernel: Kernel, source: ir.Value, width: int, rows: lis
         if valid == lanes:
             builder.store(value, pointer, align=FLOAT_BYTES)
         else:
-            masked_store(builder, value, pointer, ir.Constant(ir.VectorType(I1, lanes),
-                                                              [int(lane < valid) for lane in range(lanes)]))
+            masked_store(builder, value, pointer, first_lanes(lanes, valid))
 
     def columns_inside(x0: int) -> list[ir.Constant | None]:
         masks = []
         for offset in offsets:
             inside = [0 <= x0 * sw - pad + offset + k < width for k in range(lanes)]
-            masks.append(None if all(inside) else ir.Constant(ir.VectorType(I1, lanes), [int(b) for b in inside]))
+            masks.append(None if all(inside) else lane_mask(lanes, inside.__getitem__))
         return masks
 
     starts = list(range(x_first, x_end, lanes))

@@ -22,6 +22,7 @@ from ...llvm.utils import (
     affine_offset,
     as_i64,
     element_pointer,
+    first_lanes,
     for_range,
     i64,
     lane_indices,
@@ -105,15 +106,15 @@ def gather_flat_sliver(builder: ir.IRBuilder, tiling: GemmTiling, shape: ConvGeo
                 value = builder.load(element_pointer(builder, source, v * width, F32), typ=vector, align=FLOAT_BYTES)
             elif in_place:
                 value = masked_load(builder, element_pointer(builder, source, v * width, F32),
-                                    _first_lanes(width, lanes), ir.Constant(vector, [0.0] * width))
+                                    first_lanes(width, lanes), ir.Constant(vector, [0.0] * width))
             elif runs is not None:
                 value = ir.Constant(vector, None)
-                for offset, lane_mask, element_masks in runs[v]:
+                for offset, run_mask, element_masks in runs[v]:
                     run_from = element_pointer(builder, source, offset, F32)
                     if sw == 1:
-                        value = masked_load(builder, run_from, lane_mask, value)
+                        value = masked_load(builder, run_from, run_mask, value)
                     else:
-                        value = builder.select(lane_mask, _strided_load(builder, run_from, element_masks, vector),
+                        value = builder.select(run_mask, _strided_load(builder, run_from, element_masks, vector),
                                                value)
             else:
                 value = ir.Constant(vector, None)
@@ -124,12 +125,7 @@ def gather_flat_sliver(builder: ir.IRBuilder, tiling: GemmTiling, shape: ConvGeo
             if row - v * width >= width:
                 builder.store(value, to, align=FLOAT_BYTES)
             else:
-                masked_store(builder, value, to, _first_lanes(width, row - v * width))
-
-
-def _first_lanes(width: int, lanes: int) -> ir.Constant:
-    """The mask of a vector's first `lanes` lanes."""
-    return ir.Constant(ir.VectorType(ir.IntType(1), width), [int(lane < lanes) for lane in range(width)])
+                masked_store(builder, value, to, first_lanes(width, row - v * width))
 
 
 # Column strides up to this one gather a sliver's lanes by masked vector loads (_strided_load: 2 loads and a shuffle).
@@ -177,7 +173,7 @@ def _row_runs(builder: ir.IRBuilder, tiling: GemmTiling, shape: ConvGeometry, pi
         lane_rows = _lane_rows(builder, first, list(range(width)), out_width)
         element_rows = [_lane_rows(builder, first, [(h * width + k) // 2 for k in range(width)], out_width)
                         for h in range(2)] if stride == 2 else []
-        in_panel = _first_lanes(width, lanes)
+        in_panel = first_lanes(width, lanes)
         needed = _even_elements(width, lanes)
         vector_runs = []
         for r in range((out_width + lanes - 2) // out_width + 1 if lanes else 0):  # rows a run of `lanes` spans
