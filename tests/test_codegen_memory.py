@@ -13,7 +13,7 @@ from test_codegen_random import random_graphs
 
 from tensorforge import ir
 from tensorforge.codegen.build import live_nodes
-from tensorforge.codegen.lowering import lowering_for
+from tensorforge.codegen.lowering import lowering_for, writes_images_apart
 from tensorforge.codegen.memory import plan_workspace
 from tensorforge.codegen.target import Target
 from tensorforge.ir import DType, TensorType
@@ -32,7 +32,7 @@ def plan_for(graph: ir.Graph):
     nodes = live_nodes(graph)
     host = Target.parse("host")
     computed = [node for node in nodes if node.op not in ("input", "constant") and not lowering_for(node, host).is_view]
-    return computed, plan_workspace(computed, {})
+    return computed, plan_workspace(computed, {}, image_strided=lambda node: writes_images_apart(node, host))
 
 
 def test_an_elementwise_chain_runs_in_one_buffer_whatever_its_length():
@@ -172,9 +172,10 @@ def test_an_in_place_kernel_has_no_scalar_fallback_loop():
 
 
 def fire(batch: int = 1, squeeze_user: bool = False, expand_output: bool = False, width: int = 8,
-         twice: bool = False, left_outputs: int = 16) -> ir.Graph:
+         twice: bool = False, left_outputs: int = 16, right=None) -> ir.Graph:
     """SqueezeNet's Fire module: a 1 x 1 squeeze, then 1 x 1 and 3 x 3 expands concatenated along the
-    channels, then a relu; variants give an operand a second user or make it a graph output."""
+    channels, then a relu; variants give an operand a second user or make it a graph output, or make
+    the right operand `right(graph, squeeze)` instead of the 3 x 3 expand."""
     rng = np.random.default_rng(3)
     graph = ir.Graph()
     x = graph.add_input("x", TensorType((batch, 8, width, width), DType.f32))
@@ -185,7 +186,8 @@ def fire(batch: int = 1, squeeze_user: bool = False, expand_output: bool = False
         return graph.call("conv2d", [value, weight], {"padding": kernel // 2, "activation": "relu"}, name=name)
 
     squeeze = conv(x, 4, 1, "squeeze")
-    left, right = conv(squeeze, left_outputs, 1, "left"), conv(squeeze, 16, 3, "right")
+    left = conv(squeeze, left_outputs, 1, "left")
+    right = conv(squeeze, 16, 3, "right") if right is None else right(graph, squeeze)
     joined = graph.call("concat", [left, left] if twice else [left, right], {"axis": 1}, name="joined")
     graph.outputs = [graph.call("tanh", [joined], name="out")]
     if squeeze_user:
@@ -209,11 +211,80 @@ def test_a_concat_gathers_its_operands_in_place_at_batch_one():
         np.testing.assert_allclose(actual, ir.interpret(graph, x), rtol=1e-5, atol=1e-6)
 
 
+def test_a_concat_of_several_images_gathers_convolutions_with_their_images_apart():
+    """At batch 3 each operand is three blocks of the concat's result, one per image: its convolution
+    writes its images there, the concat's image apart (output_image_stride). The Fire module's expands
+    (32 x 8 x 8 floats an image) by the direct GEMM (1 x 1) and by Winograd (3 x 3); a deep pair at
+    7 x 7 (576 -> 96 by the pixel form, 576 -> 16 by the direct GEMM of 3 x 3 taps); a conv with a
+    fused 2 x 2 max pool beside a stride-2 one; at 1 and 2 threads and on armv8."""
+    from tensorforge.codegen.memory import output_image_stride
+    from tensorforge.codegen.ops.conv.pixel_rows import prefers_pixel_rows
+
+    rng = np.random.default_rng(5)
+
+    def winograd(graph, squeeze):
+        weight = graph.constant((rng.standard_normal((16, 4, 3, 3)) / 4).astype(np.float32), "right.w")
+        bias = graph.constant(rng.standard_normal(16).astype(np.float32), "right.b")
+        return graph.call("conv2d", [squeeze, weight, bias], {"padding": 1, "activation": "relu", "winograd": True},
+                          name="right")
+
+    def deep() -> ir.Graph:
+        graph = ir.Graph()
+        x = graph.add_input("x", TensorType((3, 576, 7, 7), DType.f32))
+        convs = []
+        for name, outputs, kernel in (("left", 96, 1), ("right", 16, 3)):
+            weight = graph.constant((rng.standard_normal((outputs, 576, kernel, kernel)) / 24).astype(np.float32),
+                                    f"{name}.w")
+            convs.append(graph.call("conv2d", [x, weight], {"padding": kernel // 2}, name=name))
+        graph.outputs = [graph.call("concat", convs, {"axis": 1}, name="joined")]
+        graph.outputs = [graph.call("tanh", graph.outputs, name="out")]
+        return graph
+
+    def pooled() -> ir.Graph:
+        graph = ir.Graph()
+        x = graph.add_input("x", TensorType((3, 8, 16, 16), DType.f32))
+        convs = []
+        for name, kernel, attrs in (("left", 3, {"padding": 1, "pool": "max_2x2"}), ("right", 1, {"stride": 2})):
+            weight = graph.constant((rng.standard_normal((16, 8, kernel, kernel)) / 4).astype(np.float32), f"{name}.w")
+            convs.append(graph.call("conv2d", [x, weight], attrs, name=name))
+        graph.outputs = [graph.call("tanh", [graph.call("concat", convs, {"axis": 1}, name="joined")], name="out")]
+        return graph
+
+    host = Target.parse("host")
+    for graph, left_floats in ((fire(batch=3, right=winograd), 16 * 64), (deep(), 96 * 49), (pooled(), 16 * 64)):
+        joined, left, right = graph.node("joined"), graph.node("left"), graph.node("right")
+        _, plan = plan_for(graph)
+        assert plan.gathered == frozenset({joined})
+        assert plan.values[left] == plan.values[joined] and plan.values[right] == plan.values[joined] + 4 * left_floats
+        image = joined.type.size // 3
+        assert output_image_stride(left, plan.gathered) == output_image_stride(right, plan.gathered) == image
+        assert output_image_stride(graph.node("out"), plan.gathered) == 0
+        if graph.inputs[0].shape[1] == 576:
+            assert prefers_pixel_rows(left, host) and not prefers_pixel_rows(right, host)
+        x = rng.standard_normal(graph.inputs[0].shape).astype(np.float32)
+        for target, threads in (("host", 1), ("host", 2), ("armv8", 2)):
+            (actual,) = compile_and_run(graph, x, target=target, threads=threads)
+            np.testing.assert_allclose(actual, ir.interpret(graph, x), rtol=1e-5, atol=1e-5)
+
+
 def test_a_concat_copies_where_its_operands_cannot_be_written_in_place():
-    """A batch of two (an operand is two blocks of the result), an operand with another user, one that
-    is a graph output, the same operand twice, or a second block at an unaligned offset (12 x 5 x 5
-    floats: 1,200 bytes)."""
-    for graph in (fire(batch=2), fire(squeeze_user=True), fire(expand_output=True), fire(twice=True),
+    """At batch two, an operand whose kernel writes its images only contiguously (a depthwise conv,
+    a relu), a graph input, or blocks at unaligned offsets (12 x 5 x 5 floats: 1,200 bytes); at batch
+    one, an operand with another user, one that is a graph output, the same operand twice, or a
+    second block at an unaligned offset."""
+    def depthwise(graph, squeeze):
+        weight = graph.constant(np.full((4, 1, 3, 3), 0.1, np.float32), "dw.w")
+        return graph.call("conv2d", [squeeze, weight], {"padding": 1, "groups": 4}, name="right")
+
+    def relu(graph, squeeze):
+        return graph.call("relu", [squeeze], name="right")
+
+    def graph_input(graph, squeeze):
+        return graph.inputs[0]
+
+    for graph in (fire(batch=2, right=depthwise), fire(batch=2, right=relu), fire(batch=2, right=graph_input),
+                  fire(batch=2, width=5, left_outputs=12),
+                  fire(squeeze_user=True), fire(expand_output=True), fire(twice=True),
                   fire(width=5, left_outputs=12)):
         _, plan = plan_for(graph)
         assert plan.gathered == frozenset(), graph

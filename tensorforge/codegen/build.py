@@ -24,8 +24,17 @@ import numpy as np
 from ..ir import Graph, Node, verify
 from .artifact import Artifact
 from .entry import ENTRY, NodePlan, StoredCopy, emit_module
-from .lowering import Lowering, lowering_for
-from .memory import ALIGNMENT, ConstantLayout, WeightsPool, WorkspacePlan, align_up, pack_weights, plan_workspace
+from .lowering import Lowering, lowering_for, writes_images_apart
+from .memory import (
+    ALIGNMENT,
+    ConstantLayout,
+    WeightsPool,
+    WorkspacePlan,
+    align_up,
+    output_image_stride,
+    pack_weights,
+    plan_workspace,
+)
 from .target import Target, initialize_llvm
 
 
@@ -100,7 +109,8 @@ def plan_nodes(nodes: Sequence[Node], lowerings: dict[Node, Lowering], constants
             plans.append(NodePlan(node, lowering, workspace.values[node], gathered=True))
             continue
         plans.append(NodePlan(node, lowering, workspace.values[node], copies, scratch.get(node, 0),
-                              workspace.scratch.get(node, 0), parts.get(node, 1), workspace.in_place.get(node)))
+                              workspace.scratch.get(node, 0), parts.get(node, 1), workspace.in_place.get(node),
+                              output_image_stride=output_image_stride(node, workspace.gathered)))
     return plans
 
 
@@ -157,7 +167,8 @@ def build(graph: Graph, target: Target | str = "host", opt_level: int = 3, threa
              if threads > 1 and lowerings[node].parts}
     parts = {node: count for node, count in parts.items() if count > 1}
     team_scratch = {node: nbytes * (threads if node in parts else 1) for node, nbytes in scratch.items()}
-    workspace = plan_workspace(computed, team_scratch, share=share_memory)
+    workspace = plan_workspace(computed, team_scratch, share=share_memory,
+                               image_strided=lambda node: writes_images_apart(node, target))
     parts = {node: count for node, count in parts.items() if node not in workspace.gathered}
     called = [node for node in computed if node not in workspace.gathered]  # the kernels tf_run calls
     profile_offset = align_up(workspace.size) if profile else None

@@ -70,6 +70,8 @@ class NodePlan:
     or a computed value's in the workspace. A node split into `parts` runs on the team, its scratch
     then holding `scratch_bytes` per thread; `in_place_of` is the operand whose bytes it overwrites.
     `gathered`: a concat whose operands were computed into its bytes (memory.concat_sinks): no call.
+    `output_image_stride`: elements between the images of the output of such an operand, when the
+    concat joins the channels of several images (0: contiguous).
     """
 
     node: Node
@@ -81,6 +83,7 @@ class NodePlan:
     parts: int = 1
     in_place_of: Node | None = None
     gathered: bool = False
+    output_image_stride: int = 0
 
 
 @dataclass(frozen=True)
@@ -132,14 +135,16 @@ def emit_node_function(module: ir.Module, plan: NodePlan, operands: Sequence[Buf
         _mark_arguments(body, node, operands, scratch_bytes, in_place_of)
         part = body.args[-1]
         part.name = "part"
-        _emit_kernel(body, node, plan.lowering, operands, scratch_bytes, target, packed, part, parts, in_place_of)
+        _emit_kernel(body, node, plan.lowering, operands, scratch_bytes, target, packed, part, parts, in_place_of,
+                     plan.output_image_stride)
         for argument, source in zip(function.args, body.args):
             argument.name = source.name
         emit_team_call(function, body, threads, parts, scratch_bytes, target)
         return function
     function.attributes.add("norecurse")
     _mark_arguments(function, node, operands, scratch_bytes, in_place_of)
-    _emit_kernel(function, node, plan.lowering, operands, scratch_bytes, target, packed, None, 1, in_place_of)
+    _emit_kernel(function, node, plan.lowering, operands, scratch_bytes, target, packed, None, 1, in_place_of,
+                 plan.output_image_stride)
     return function
 
 
@@ -155,7 +160,8 @@ def kernel_key(plan: NodePlan, operands: Sequence[Buffer]) -> tuple | None:
         return None
     inputs = tuple((str(operand.type), operand.op == "constant", node.inputs.index(operand), buffer.align,
                     buffer.nbytes, operand is in_place_of) for operand, buffer in zip(node.inputs, operands))
-    return node.op, attrs, inputs, str(node.type), plan.scratch_bytes, tuple(sorted(plan.packed)), plan.parts
+    return (node.op, attrs, inputs, str(node.type), plan.scratch_bytes, tuple(sorted(plan.packed)), plan.parts,
+            plan.output_image_stride)
 
 
 def _mark_arguments(function: ir.Function, node: Node, operands: Sequence[Buffer], scratch_bytes: int,
@@ -175,13 +181,13 @@ def _mark_arguments(function: ir.Function, node: Node, operands: Sequence[Buffer
 
 def _emit_kernel(function: ir.Function, node: Node, lowering: Lowering, operands: Sequence[Buffer],
                  scratch_bytes: int, target: Target, packed: frozenset[int], part: ir.Value | None,
-                 parts: int, in_place_of: Node | None = None) -> None:
+                 parts: int, in_place_of: Node | None = None, output_image_stride: int = 0) -> None:
     arguments = list(function.args)
     output = arguments[len(operands)]
     inputs = [output if operand is in_place_of else argument for operand, argument in zip(node.inputs, arguments)]
     scratch = arguments[len(operands) + 1] if scratch_bytes else None
     builder = ir.IRBuilder(function.append_basic_block("entry"))
-    lowering.emit(Kernel(node, builder, inputs, output, scratch, target, packed, part, parts))
+    lowering.emit(Kernel(node, builder, inputs, output, scratch, target, packed, part, parts, output_image_stride))
     builder.ret_void()
 
 

@@ -34,6 +34,12 @@ class Kernel:
     packed: frozenset[int] = field(default=frozenset())  # operands received in the lowering's packed layout
     part: ir.Value | None = None  # i64: which part of the node's work to do, when it is split (threads/parallel.py)
     parts: int = 1  # how many parts the work is split into (1: all of it, `part` is None)
+    output_image_stride: int = 0  # elements between the output's images (0: contiguous; Lowering.image_strided)
+
+    @property
+    def output_image(self) -> int:
+        """Elements from one image of the output to the next (its size unless output_image_stride)."""
+        return self.output_image_stride or self.node.type.size // max(self.node.type.shape[0], 1)
 
     @property
     def dtype(self) -> DType:

@@ -82,6 +82,9 @@ class Lowering:
     parts: Callable[[Node, Target, int], int] | None = None
     always_pack: bool = False  # the kernel reads its constants only packed (also with build's pack=False)
     reads_values: bool = False  # the code depends on a constant operand's values (not only its type): never shared
+    # whether the node's kernel can write its output's images kernel.output_image_stride elements apart
+    # (an operand of a concat gathered in place along channels, memory.concat_sinks)
+    image_strided: Callable[[Node, Target], bool] | None = None
 
     @property
     def is_view(self) -> bool:
@@ -118,3 +121,9 @@ def lowering_for(node: Node, target: Target) -> Lowering:
         raise CodegenError(f"cannot compile %{node.name} = {node.op}(...) : {node.type} for target {target.name}: "
                            f"op '{node.op}' does not support dtype {dtype.name} (supported: {supported})")
     return lowering
+
+
+def writes_images_apart(node: Node, target: Target) -> bool:
+    """Whether the kernel of computed node `node` can write its output's images apart (Lowering.image_strided)."""
+    lowering = lowering_for(node, target)
+    return lowering.image_strided is not None and lowering.image_strided(node, target)

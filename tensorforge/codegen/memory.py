@@ -18,10 +18,12 @@ graph outputs live to the end, since tf_run copies them out last. Values whose l
 disjoint bytes; the others may share. Offsets are found greedily, biggest value first, at the
 lowest aligned offset that is free during the value's whole life.
 
-A concat whose operands are each a contiguous block of its result (every axis before the concat's
-has size 1: a batch of one along channels) and are computed for it alone gathers them in place
-(`concat_sinks`): each operand's kernel writes into the concat's bytes, which live from the first
-operand's step, and the concat itself is no kernel (SqueezeNet's Fire modules at batch 1).
+A concat whose operands are computed for it alone gathers them in place (`concat_sinks`): each
+operand's kernel writes into the concat's bytes, which live from the first operand's step, and the
+concat itself is no kernel (SqueezeNet's Fire modules). At a batch of one along channels (every axis
+before the concat's of size 1) an operand is one contiguous block of the result; along the channels
+of several images it is one block per image, which only kernels that write their output's images
+`output_image_stride` elements apart can fill (Lowering.image_strided: the f32 convolutions).
 """
 
 from __future__ import annotations
@@ -239,17 +241,19 @@ def _root(node: Node, in_place: dict[Node, Node]) -> Node:
     return node
 
 
-def plan_workspace(values: Sequence[Node], scratch_bytes: dict[Node, int], share: bool = True) -> WorkspacePlan:
+def plan_workspace(values: Sequence[Node], scratch_bytes: dict[Node, int], share: bool = True,
+                   image_strided: Callable[[Node], bool] = lambda node: False) -> WorkspacePlan:
     """Offsets for `values` (computed nodes in execution order) and each kernel's scratch, by liveness.
 
     An elementwise value whose operand dies at its step takes that operand's bytes (`in_place`); the
-    operands of a concat that gathers them in place (`concat_sinks`) lie in the concat's bytes.
-    `share=False` gives every buffer bytes of its own (as if all lived throughout): no planning.
+    operands of a concat that gathers them in place (`concat_sinks`, with `image_strided` the nodes
+    whose kernels can write their images apart) lie in the concat's bytes. `share=False` gives every
+    buffer bytes of its own (as if all lived throughout): no planning.
     """
     placed: list[tuple[_Life, int]] = []
     offsets: dict[tuple[str, Node], int] = {}
     in_place: dict[Node, Node] = {}
-    sinks = concat_sinks(values) if share else {}
+    sinks = concat_sinks(values, image_strided) if share else {}
     if share:  # the lives without in-place reuse tell which operands die where
         in_place = _in_place_pairs(values, {life.key[1]: life.last for life in _lives(values, {})}, sinks)
     lives = _lives(values, scratch_bytes, in_place, sinks)
@@ -275,24 +279,44 @@ def plan_workspace(values: Sequence[Node], scratch_bytes: dict[Node, int], share
                          frozenset(concat for concat, _ in sinks.values()))
 
 
-def concat_sinks(values: Sequence[Node]) -> dict[Node, tuple[Node, int]]:
+def concat_sinks(values: Sequence[Node], image_strided: Callable[[Node], bool] = lambda node: False
+                 ) -> dict[Node, tuple[Node, int]]:
     """{operand: (concat, byte offset in it)} for every concat among `values` (computed nodes in
-    execution order) that gathers its operands in place: each axis before the concat's has size 1, so
-    an operand is one contiguous block of the result, at an aligned offset; and each operand is
-    computed here (not an input, a constant or a view), read by this concat alone and once, neither a
-    graph output nor a concat itself."""
+    execution order) that gathers its operands in place. Each operand is computed here (not an input,
+    a constant or a view), read by this concat alone and once, neither a graph output nor a concat
+    itself, and starts at an aligned offset. Either every axis before the concat's has size 1 (an
+    operand is one contiguous block of the result), or the concat joins the channels (axis 1) of
+    several images, each image's bytes a multiple of the alignment, and every operand's kernel can
+    write its images apart (`image_strided(operand)`; see output_image_stride)."""
     computed = set(values)
     outputs = set(values[0].graph.outputs) if values else set()
     sinks: dict[Node, tuple[Node, int]] = {}
     for node in values:
-        if node.op != "concat" or int(np.prod(node.type.shape[:node.attrs["axis"]])) != 1:
+        if node.op != "concat":
             continue
-        starts = np.cumsum([0] + [operand.type.nbytes for operand in node.inputs[:-1]])
+        axis = node.attrs["axis"]
+        if int(np.prod(node.type.shape[:axis])) != 1:
+            if axis != 1 or node.type.size == 0 or node.type.nbytes // node.type.shape[0] % ALIGNMENT or not all(
+                    operand in computed and image_strided(operand) for operand in node.inputs):
+                continue
+        starts = np.cumsum([0] + [operand.type.nbytes // max(operand.type.shape[0], 1) if axis == 1
+                                  else operand.type.nbytes for operand in node.inputs[:-1]])
         if all(operand in computed and operand.op != "concat" and operand not in outputs and operand not in sinks
                and list(operand.users) == [node] and node.inputs.count(operand) == 1 and start % ALIGNMENT == 0
                for operand, start in zip(node.inputs, starts)):
             sinks.update({operand: (node, int(start)) for operand, start in zip(node.inputs, starts)})
     return sinks
+
+
+def output_image_stride(node: Node, gathered: frozenset) -> int:
+    """Elements between the images of `node`'s output when it is an operand of a concat gathered in
+    place along the channels of several images (memory.concat_sinks): the concat's elements per
+    image; 0 when its output is contiguous."""
+    users = list(node.users)
+    if len(users) != 1 or users[0] not in gathered or users[0].attrs["axis"] != 1 or node.type.shape[0] == 1:
+        return 0
+    concat = users[0]
+    return int(np.prod(concat.type.shape[1:]))
 
 
 @dataclass

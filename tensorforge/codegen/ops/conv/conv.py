@@ -176,7 +176,14 @@ def emit_conv2d(kernel: Kernel) -> None:
     activate_output(kernel)
 
 
-register_lowering("conv2d", Lowering(emit_conv2d, ALL, conv2d_scratch_bytes, pack_conv2d_weight, conv2d_parts))
+def conv2d_image_strided(node: Node, target: Target) -> bool:
+    """The tiled f32 convolutions (direct, Winograd, pixel form) write their output's images
+    kernel.output_image elements apart; the depthwise and exact ones only contiguously."""
+    return uses_tiled_conv(node) and not is_depthwise(node)
+
+
+register_lowering("conv2d", Lowering(emit_conv2d, ALL, conv2d_scratch_bytes, pack_conv2d_weight, conv2d_parts,
+                                     image_strided=conv2d_image_strided))
 
 
 def emit_batch_norm(kernel: Kernel) -> None:

@@ -276,8 +276,8 @@ def emit_conv2d_tiled(kernel: Kernel) -> None:
         with for_range(builder, shape.groups, "g") as g:
             if not shape.pooled:
                 def to_output(y: ir.Value, pixel: ir.Value, row: ir.Value, n=n) -> ir.Value:
-                    at = affine_offset(builder, [(affine_offset(builder, [(n, shape.outputs)], row), out_plane),
-                                                 (y, shape.out_width)], pixel)
+                    at = affine_offset(builder, [(n, kernel.output_image), (row, out_plane), (y, shape.out_width)],
+                                       pixel)
                     return element_pointer(builder, kernel.output, at, F32, "c_tile")
 
                 blocks(n, image, g, lambda: offset_range(builder, *share, "y"), to_output, out_plane)

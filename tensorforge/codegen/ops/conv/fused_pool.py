@@ -144,8 +144,9 @@ def _pool_rows(builder: ir.IRBuilder, kernel: Kernel, shape: ConvGeometry, colum
                           i64(kh)) for i in range(kh)]
     with for_range(builder, shape.group_outputs, "pool.o", unroll=False) as o:
         rows = element_pointer(builder, columns, builder.mul(o, i64(kh * row_length)), F32, "pool.rows")
-        channel = affine_offset(builder, [(n, shape.outputs)], builder.add(group_row, o))
-        target = affine_offset(builder, [(channel, pooled_height * pooled_width), (p, pooled_width)], 0)
+        channel = builder.add(group_row, o, name="pool.channel")
+        target = affine_offset(builder, [(n, kernel.output_image), (channel, pooled_height * pooled_width),
+                                         (p, pooled_width)], 0)
         for j0 in range(0, pooled_width, lanes):
             loads = [builder.load(element_pointer(builder, rows, affine_offset(builder, [(slot, row_length)], j0), F32),
                                   typ=vector, align=FLOAT_BYTES) for slot in slots]

@@ -275,15 +275,17 @@ def _copy_out(kernel: Kernel, shape, tiling: GemmTiling, result: ir.Value, ldc: 
 
             def store(j: int, values: ir.Value, whole: bool, o0=o0, mask=mask, first=first) -> None:
                 o = builder.add(o0, i64(j))
-                at = affine_offset(builder, [(n, shape.outputs * plane), (o, plane)], first)
+                at = affine_offset(builder, [(o, plane)], first)  # within image n
                 if bias is not None:
                     values = builder.fadd(values, splat(builder, load_element(builder, bias, o, F32), vector))
                 if residual is not None:
-                    other = element_pointer(builder, residual, at, F32)
+                    other = element_pointer(builder, residual, affine_offset(builder, [(n, shape.outputs * plane)], at),
+                                            F32)
                     values = builder.fadd(values, builder.load(other, typ=vector, align=FLOAT_BYTES) if whole
                                           else masked_load(builder, other, mask, zero))
                 values = float_math.activation(builder, activation, values)
-                out = element_pointer(builder, kernel.output, at, F32)
+                out = element_pointer(builder, kernel.output, affine_offset(builder, [(n, kernel.output_image)], at),
+                                      F32)
                 if whole:
                     builder.store(values, out, align=FLOAT_BYTES)
                 else:

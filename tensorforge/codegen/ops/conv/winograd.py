@@ -385,10 +385,10 @@ def _transform_output(kernel: Kernel, geometry: WinogradGeometry, m: ir.Value, b
     def maximum(x: ir.Value, y: ir.Value) -> ir.Value:  # np.maximum: NaN wins
         return scalar.maximum(builder, DType.f32, x, y)
 
+    output_image = builder.mul(n, i64(kernel.output_image), name="wo.image")  # the images may lie apart
     with for_range(builder, conv.outputs, "wo.o", unroll=False) as o, for_range(builder, span.vectors, "wo.v") as k:
         column, ty, x, valid = span.vector(k)
         segments = [span.segment(q, x, valid) for q in range(span.segments)]
-        channel = affine_offset(builder, [(n, conv.outputs)], o)
         values = [[builder.load(element_pointer(builder, m, affine_offset(
             builder, [(affine_offset(builder, [(i64(4 * i + j), conv.outputs)], o), geometry.block_tiles)], column),
             F32), typ=vector, align=FLOAT_BYTES) for j in range(4)] for i in range(4)]
@@ -406,8 +406,8 @@ def _transform_output(kernel: Kernel, geometry: WinogradGeometry, m: ir.Value, b
                 here = builder.and_(builder.icmp_signed("<", lo, hi),
                                     builder.icmp_unsigned("<", row, i64(pooled_height)))
                 with builder.if_then(here):
-                    at = builder.sub(affine_offset(builder, [(channel, pooled_height * pooled_width),
-                                                             (row, pooled_width)], 0), start)
+                    at = builder.sub(affine_offset(builder, [(o, pooled_height * pooled_width),
+                                                             (row, pooled_width)], output_image), start)
                     _store_span(builder, pooled, element_pointer(builder, kernel.output, at, F32),
                                 _all(builder, lo, hi, lanes), _lane_mask(builder, lanes, lo, hi))
                 continue
@@ -420,11 +420,13 @@ def _transform_output(kernel: Kernel, geometry: WinogradGeometry, m: ir.Value, b
                     output_row = builder.add(builder.mul(row, i64(2)), i64(dy), name="wo.y")
                     with builder.if_then(builder.icmp_unsigned("<", output_row, i64(out_height))):
                         both = builder.shuffle_vector(y[dy][0], y[dy][1], interleave)
-                        at = builder.sub(affine_offset(builder, [(channel, out_height * out_width),
+                        at = builder.sub(affine_offset(builder, [(o, out_height * out_width),
                                                                  (output_row, out_width)], 0),
-                                         builder.mul(start, i64(2)))
+                                         builder.mul(start, i64(2)), name="wo.at")  # within the image
                         if residual is not None:
-                            skip = element_pointer(builder, residual, at, F32, "wo.residual")
+                            skip = element_pointer(builder, residual, affine_offset(
+                                builder, [(n, conv.outputs * out_height * out_width)], at), F32, "wo.residual")
                             both = builder.fadd(both, _load_span(builder, skip, both.type, whole, mask))
                         both = float_math.activation(builder, activation, both)  # NaN stays NaN
-                        _store_span(builder, both, element_pointer(builder, kernel.output, at, F32), whole, mask)
+                        _store_span(builder, both, element_pointer(builder, kernel.output,
+                                                                   builder.add(output_image, at), F32), whole, mask)
