@@ -18,13 +18,16 @@ import math
 
 from llvmlite import ir
 
-from ...ir import Node, get_op
+from ...ir import DType, Node, get_op
 from ...ir.ops_fused import program_type
+from ..gemm.micro_kernel import splat
+from ..gemm.tiling import FLOAT_BYTES
 from ..kernel import Kernel
 from ..llvm import float_math, scalar
 from ..llvm.layout import broadcast_strides, coalesce, contiguous_strides
 from ..llvm.utils import (
     F32,
+    I64,
     add_offsets,
     alloca_once,
     as_i64,
@@ -32,6 +35,8 @@ from ..llvm.utils import (
     fill_elements,
     for_range,
     i64,
+    lane_indices,
+    lane_sum,
     llvm_type,
     load_element,
     store_element,
@@ -155,6 +160,10 @@ def emit_softmax(kernel: Kernel) -> None:
     running_sum = alloca_once(builder, F32, "running_sum")
     first, rows = parallel.part_bounds(builder, kernel.part, kernel.parts, node.type.size // length, "rows")
 
+    if softmax_row_vectors(node, kernel.target):
+        _softmax_rows_in_registers(kernel, first, rows)
+        return
+
     with for_range(builder, rows, "row") as r:
         index = builder.add(first, r, name="row_index")  # o * inner + j
         o, j = builder.udiv(index, i64(inner), name="o"), builder.urem(index, i64(inner), name="j")
@@ -194,7 +203,12 @@ def emit_softmax(kernel: Kernel) -> None:
         with for_range(builder, length, "exp") as k:
             at = add_offsets(builder, row, k, inner)
             shifted = builder.fsub(read(at, k), largest, name="shifted")
+            if causal:  # a hidden key's exp(-inf) is 0 (no denormals: see MAX_ROW_VECTORS)
+                seen = builder.icmp_unsigned("<", k, visible, name="seen")
+                shifted = builder.select(seen, shifted, ir.Constant(F32, 0.0), name="shifted.seen")
             e = float_math.exp(builder, shifted, "e")
+            if causal:
+                e = builder.select(seen, e, ir.Constant(F32, 0.0), name="e.seen")
             store_element(builder, e, output, at)
             total = builder.fadd(builder.load(running_sum), e, name="total", flags=REASSOCIATE)
             builder.store(total, running_sum)
@@ -204,6 +218,87 @@ def emit_softmax(kernel: Kernel) -> None:
             at = add_offsets(builder, row, k, inner)
             e = load_element(builder, output, at, F32, "e")
             store_element(builder, builder.fdiv(e, total, name="probability"), output, at)
+
+
+# A causal row's hidden keys get an exp of 0 directly, not exp(-inf - max) (both softmax paths):
+# float_math.exp clamps -inf to -104 and computes e^-104 through f32 denormals, each a microcode
+# assist on x86 (GPT-2's prefill softmax, 12 heads x 32 x 32, ran 5x slower so).
+# A softmax along the last axis whose rows are whole vectors, at most this many, keeps each row in
+# registers: its max, exps, sum and quotients in vector code, the causal mask a compare of lane
+# numbers. The loops above vectorize poorly on short rows (GPT-2's prefill of 32 positions: rows of
+# 1 to 32 visible keys, a scalar remainder in each; 12 heads x 32 x 32 causal took 54 us).
+MAX_ROW_VECTORS = 16
+
+
+def softmax_row_vectors(node: Node, target: Target) -> int:
+    """Vectors per row for `_softmax_rows_in_registers`, or 0 when it does not apply: the axis is the
+    last and its length whole vectors of the target, at most MAX_ROW_VECTORS. (An additive mask then
+    runs along it with stride 1, or 0 where it broadcasts.)"""
+    lanes, axis = target.vector_width, node.attrs["axis"]
+    length = node.shape[axis]
+    if axis != node.type.rank - 1 or length % lanes or length // lanes > MAX_ROW_VECTORS:
+        return 0
+    return length // lanes
+
+
+def _softmax_rows_in_registers(kernel: Kernel, first: ir.Value, rows: ir.Value) -> None:
+    """emit_softmax for rows of `softmax_row_vectors` whole vectors: each row loaded once, scaled, masked
+    (the additive mask's elements, then -inf past a causal row's visible keys), its max and sum
+    taken as trees of vectors then across lanes, exp(x - max) / sum stored."""
+    node, builder, lanes = kernel.node, kernel.builder, kernel.target.vector_width
+    axis, scale, causal = node.attrs["axis"], node.attrs["scale"], node.attrs["causal"]
+    length = node.shape[axis]
+    vector = ir.VectorType(F32, lanes)
+    count = length // lanes
+    native = kernel.target.has_ieee_maximum
+    if len(kernel.inputs) == 2:
+        mask_strides = broadcast_strides(node.inputs[1].shape, node.shape)
+    with for_range(builder, rows, "row", unroll=False) as r:
+        index = builder.add(first, r, name="row_index")
+        row = builder.mul(index, i64(length), name="row")
+        values = [builder.load(element_pointer(builder, kernel.inputs[0], builder.add(row, i64(v * lanes)), F32),
+                               typ=vector, align=FLOAT_BYTES, name="x") for v in range(count)]
+        if scale is not None:
+            values = [builder.fmul(value, ir.Constant(vector, [scale] * lanes), name="scaled") for value in values]
+        if len(kernel.inputs) == 2:
+            mask_row = _broadcast_offset(builder, index, node.shape[:axis], mask_strides[:axis])
+            mask = kernel.inputs[1]
+            if mask_strides[axis]:
+                terms = [builder.load(element_pointer(builder, mask, builder.add(mask_row, i64(v * lanes)), F32),
+                                      typ=vector, align=FLOAT_BYTES, name="mask") for v in range(count)]
+            else:
+                terms = [splat(builder, load_element(builder, mask, mask_row, F32, "mask"), vector)] * count
+            values = [builder.fadd(value, term, name="masked_add") for value, term in zip(values, terms)]
+        seen = None
+        if causal:  # key k is visible to query (row mod queries) while k < visible
+            queries = node.shape[-2]
+            visible = builder.add(builder.urem(index, i64(queries)), i64(length - queries + 1), name="visible")
+            bound = splat(builder, visible, ir.VectorType(I64, lanes))
+            seen = [builder.icmp_unsigned("<", ir.Constant(ir.VectorType(I64, lanes), list(range(v * lanes,
+                                                                                             (v + 1) * lanes))),
+                                          bound, name="seen") for v in range(count)]
+            values = [builder.select(mask, value, ir.Constant(vector, [-math.inf] * lanes), name="causal")
+                      for mask, value in zip(seen, values)]
+        largest = scalar.maximum_of(builder, DType.f32, values, native, "row_max")
+        width = lanes
+        while width > 1:  # across the lanes: halves of the vector, a tree
+            width //= 2
+            halves = [builder.shuffle_vector(largest, ir.Constant(largest.type, None),
+                                             lane_indices(range(start, start + width))) for start in (0, width)]
+            largest = scalar.maximum_of(builder, DType.f32, halves, native, "row_max")
+        largest = splat(builder, builder.extract_element(largest, i64(0)), vector)
+        shifted = [builder.fsub(value, largest, name="shifted") for value in values]
+        zero = ir.Constant(vector, None)
+        if seen is not None:  # a hidden key's exp(-inf) is 0 (no denormals: see MAX_ROW_VECTORS)
+            shifted = [builder.select(mask, value, zero, name="shifted.seen") for mask, value in zip(seen, shifted)]
+        exps = [float_math.exp(builder, value, "e") for value in shifted]
+        if seen is not None:
+            exps = [builder.select(mask, e, zero, name="e.seen") for mask, e in zip(seen, exps)]
+        total = splat(builder, lane_sum(builder, exps, "row_sum"), vector)
+        for v, e in enumerate(exps):
+            builder.store(builder.fdiv(e, total, name="probability"),
+                          element_pointer(builder, kernel.output, builder.add(row, i64(v * lanes)), F32),
+                          align=FLOAT_BYTES)
 
 
 def _broadcast_offset(builder: ir.IRBuilder, index: ir.Value, shape: tuple[int, ...],
