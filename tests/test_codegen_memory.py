@@ -216,7 +216,8 @@ def test_a_concat_of_several_images_gathers_convolutions_with_their_images_apart
     writes its images there, the concat's image apart (output_image_stride). The Fire module's expands
     (32 x 8 x 8 floats an image) by the direct GEMM (1 x 1) and by Winograd (3 x 3); a deep pair at
     7 x 7 (576 -> 96 by the pixel form, 576 -> 16 by the direct GEMM of 3 x 3 taps); a conv with a
-    fused 2 x 2 max pool beside a stride-2 one; at 1 and 2 threads and on armv8."""
+    fused 2 x 2 max pool (direct, then by Winograd) beside a stride-2 one; at 1 and 2 threads and on
+    armv8."""
     from tensorforge.codegen.memory import output_image_stride
     from tensorforge.codegen.ops.conv.pixel_rows import prefers_pixel_rows
 
@@ -240,18 +241,20 @@ def test_a_concat_of_several_images_gathers_convolutions_with_their_images_apart
         graph.outputs = [graph.call("tanh", graph.outputs, name="out")]
         return graph
 
-    def pooled() -> ir.Graph:
+    def pooled(winograd: bool = False) -> ir.Graph:
         graph = ir.Graph()
         x = graph.add_input("x", TensorType((3, 8, 16, 16), DType.f32))
         convs = []
-        for name, kernel, attrs in (("left", 3, {"padding": 1, "pool": "max_2x2"}), ("right", 1, {"stride": 2})):
+        for name, kernel, attrs in (("left", 3, {"padding": 1, "pool": "max_2x2", "winograd": winograd}),
+                                    ("right", 1, {"stride": 2})):
             weight = graph.constant((rng.standard_normal((16, 8, kernel, kernel)) / 4).astype(np.float32), f"{name}.w")
             convs.append(graph.call("conv2d", [x, weight], attrs, name=name))
         graph.outputs = [graph.call("tanh", [graph.call("concat", convs, {"axis": 1}, name="joined")], name="out")]
         return graph
 
     host = Target.parse("host")
-    for graph, left_floats in ((fire(batch=3, right=winograd), 16 * 64), (deep(), 96 * 49), (pooled(), 16 * 64)):
+    for graph, left_floats in ((fire(batch=3, right=winograd), 16 * 64), (deep(), 96 * 49), (pooled(), 16 * 64),
+                               (pooled(winograd=True), 16 * 64)):
         joined, left, right = graph.node("joined"), graph.node("left"), graph.node("right")
         _, plan = plan_for(graph)
         assert plan.gathered == frozenset({joined})
