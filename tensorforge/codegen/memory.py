@@ -295,15 +295,14 @@ def concat_sinks(values: Sequence[Node], image_strided: Callable[[Node], bool] =
         if node.op != "concat":
             continue
         axis = node.attrs["axis"]
-        if int(np.prod(node.type.shape[:axis])) != 1:
-            if axis != 1 or node.type.size == 0 or node.type.nbytes // node.type.shape[0] % ALIGNMENT or not all(
-                    operand in computed and image_strided(operand) for operand in node.inputs):
-                continue
+        images = int(np.prod(node.type.shape[:axis])) != 1  # an operand is a block per image of the result
+        if images and (axis != 1 or node.type.size == 0 or node.type.nbytes // node.type.shape[0] % ALIGNMENT):
+            continue
         starts = np.cumsum([0] + [operand.type.nbytes // max(operand.type.shape[0], 1) if axis == 1
                                   else operand.type.nbytes for operand in node.inputs[:-1]])
         if all(operand in computed and operand.op != "concat" and operand not in outputs and operand not in sinks
                and list(operand.users) == [node] and node.inputs.count(operand) == 1 and start % ALIGNMENT == 0
-               for operand, start in zip(node.inputs, starts)):
+               and (not images or image_strided(operand)) for operand, start in zip(node.inputs, starts)):
             sinks.update({operand: (node, int(start)) for operand, start in zip(node.inputs, starts)})
     return sinks
 
@@ -315,8 +314,7 @@ def output_image_stride(node: Node, gathered: frozenset) -> int:
     users = list(node.users)
     if len(users) != 1 or users[0] not in gathered or users[0].attrs["axis"] != 1 or node.type.shape[0] == 1:
         return 0
-    concat = users[0]
-    return int(np.prod(concat.type.shape[1:]))
+    return int(np.prod(users[0].type.shape[1:]))
 
 
 @dataclass

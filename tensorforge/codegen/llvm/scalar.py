@@ -17,7 +17,7 @@ from llvmlite import ir
 
 from ...ir import DType
 from .float_math import float_intrinsic, like
-from .utils import I8, call_intrinsic, llvm_type
+from .utils import I8, call_intrinsic, lane_indices, llvm_type
 
 SIGNED = frozenset({DType.i8, DType.i32, DType.i64})
 
@@ -98,6 +98,19 @@ def maximum_of(builder: ir.IRBuilder, dtype: DType, values: Sequence[ir.Value], 
     unordered = _tree([builder.fcmp_unordered("uno", x, y) for x, y in pairs],
                       lambda x, y: builder.or_(x, y, name=f"{name}.nan"))
     return builder.select(unordered, like(largest, float("nan")), largest, name=name)
+
+
+def maximum_across_lanes(builder: ir.IRBuilder, vector: ir.Value, native: bool = True,
+                         name: str = "max") -> ir.Value:
+    """np.max of an f32 vector's lanes (a power of two of them): maximum_of the vector's halves, then of
+    theirs, down to one lane (NaN wins, as in maximum_of)."""
+    width = vector.type.count
+    while width > 1:
+        width //= 2
+        halves = [builder.shuffle_vector(vector, ir.Constant(vector.type, None),
+                                         lane_indices(range(start, start + width))) for start in (0, width)]
+        vector = maximum_of(builder, DType.f32, halves, native, name)
+    return builder.extract_element(vector, ir.Constant(ir.IntType(64), 0), name=name)
 
 
 def sum_of(builder: ir.IRBuilder, dtype: DType, values: Sequence[ir.Value], name: str = "sum") -> ir.Value:

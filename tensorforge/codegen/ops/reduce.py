@@ -35,7 +35,6 @@ from ..llvm.utils import (
     fill_elements,
     for_range,
     i64,
-    lane_indices,
     lane_sum,
     llvm_type,
     load_element,
@@ -156,22 +155,18 @@ def emit_softmax(kernel: Kernel) -> None:
     length = node.shape[axis]
     inner = math.prod(node.shape[axis + 1:])
     source, output = kernel.inputs[0], kernel.output
-    running_max = alloca_once(builder, F32, "running_max")
-    running_sum = alloca_once(builder, F32, "running_sum")
     first, rows = parallel.part_bounds(builder, kernel.part, kernel.parts, node.type.size // length, "rows")
-
     if softmax_row_vectors(node, kernel.target):
         _softmax_rows_in_registers(kernel, first, rows)
         return
+    running_max = alloca_once(builder, F32, "running_max")
+    running_sum = alloca_once(builder, F32, "running_sum")
 
     with for_range(builder, rows, "row") as r:
         index = builder.add(first, r, name="row_index")  # o * inner + j
         o, j = builder.udiv(index, i64(inner), name="o"), builder.urem(index, i64(inner), name="j")
         row = add_offsets(builder, j, o, length * inner, "row")
-        visible = length
-        if causal:  # the keys query (o mod queries) sees: all up to its own position
-            queries = node.shape[-2]
-            visible = builder.add(builder.urem(o, i64(queries)), i64(length - queries + 1), name="visible")
+        visible = _visible_keys(builder, node, o) if causal else length
 
         if len(kernel.inputs) == 2:
             mask_strides = broadcast_strides(node.inputs[1].shape, node.shape)
@@ -203,12 +198,8 @@ def emit_softmax(kernel: Kernel) -> None:
         with for_range(builder, length, "exp") as k:
             at = add_offsets(builder, row, k, inner)
             shifted = builder.fsub(read(at, k), largest, name="shifted")
-            if causal:  # a hidden key's exp(-inf) is 0 (no denormals: see MAX_ROW_VECTORS)
-                seen = builder.icmp_unsigned("<", k, visible, name="seen")
-                shifted = builder.select(seen, shifted, ir.Constant(F32, 0.0), name="shifted.seen")
-            e = float_math.exp(builder, shifted, "e")
-            if causal:
-                e = builder.select(seen, e, ir.Constant(F32, 0.0), name="e.seen")
+            e = _exp_where_seen(builder, shifted, builder.icmp_unsigned("<", k, visible, name="seen")) if causal \
+                else float_math.exp(builder, shifted, "e")
             store_element(builder, e, output, at)
             total = builder.fadd(builder.load(running_sum), e, name="total", flags=REASSOCIATE)
             builder.store(total, running_sum)
@@ -220,9 +211,22 @@ def emit_softmax(kernel: Kernel) -> None:
             store_element(builder, builder.fdiv(e, total, name="probability"), output, at)
 
 
-# A causal row's hidden keys get an exp of 0 directly, not exp(-inf - max) (both softmax paths):
-# float_math.exp clamps -inf to -104 and computes e^-104 through f32 denormals, each a microcode
-# assist on x86 (GPT-2's prefill softmax, 12 heads x 32 x 32, ran 5x slower so).
+def _visible_keys(builder: ir.IRBuilder, node: Node, index: ir.Value) -> ir.Value:
+    """How many keys the causal row `index` (of the axes before the last) sees: query `index` mod
+    queries sees the keys up to its own position, keys - queries + 1 of them for the first."""
+    queries, keys = node.shape[-2:]
+    return builder.add(builder.urem(index, i64(queries)), i64(keys - queries + 1), name="visible")
+
+
+def _exp_where_seen(builder: ir.IRBuilder, shifted: ir.Value, seen: ir.Value) -> ir.Value:
+    """exp(shifted) where `seen`, exactly 0 elsewhere (a float or a vector, and its i1 mask). A hidden
+    key's score is -inf: exp(-inf - max) would go through float_math.exp's clamp to -104 and f32
+    denormals, a microcode assist each on x86 (GPT-2's prefill softmax ran 5x slower so)."""
+    zero = float_math.like(shifted, 0.0)
+    e = float_math.exp(builder, builder.select(seen, shifted, zero, name="shifted.seen"), "e")
+    return builder.select(seen, e, zero, name="e.seen")
+
+
 # A softmax along the last axis whose rows are whole vectors, at most this many, keeps each row in
 # registers: its max, exps, sum and quotients in vector code, the causal mask a compare of lane
 # numbers. The loops above vectorize poorly on short rows (GPT-2's prefill of 32 positions: rows of
@@ -270,30 +274,18 @@ def _softmax_rows_in_registers(kernel: Kernel, first: ir.Value, rows: ir.Value) 
                 terms = [splat(builder, load_element(builder, mask, mask_row, F32, "mask"), vector)] * count
             values = [builder.fadd(value, term, name="masked_add") for value, term in zip(values, terms)]
         seen = None
-        if causal:  # key k is visible to query (row mod queries) while k < visible
-            queries = node.shape[-2]
-            visible = builder.add(builder.urem(index, i64(queries)), i64(length - queries + 1), name="visible")
-            bound = splat(builder, visible, ir.VectorType(I64, lanes))
-            seen = [builder.icmp_unsigned("<", ir.Constant(ir.VectorType(I64, lanes), list(range(v * lanes,
-                                                                                             (v + 1) * lanes))),
+        if causal:  # key k is seen while k < the row's visible keys
+            bound = splat(builder, _visible_keys(builder, node, index), ir.VectorType(I64, lanes))
+            seen = [builder.icmp_unsigned("<", ir.Constant(bound.type, list(range(v * lanes, (v + 1) * lanes))),
                                           bound, name="seen") for v in range(count)]
             values = [builder.select(mask, value, ir.Constant(vector, [-math.inf] * lanes), name="causal")
                       for mask, value in zip(seen, values)]
-        largest = scalar.maximum_of(builder, DType.f32, values, native, "row_max")
-        width = lanes
-        while width > 1:  # across the lanes: halves of the vector, a tree
-            width //= 2
-            halves = [builder.shuffle_vector(largest, ir.Constant(largest.type, None),
-                                             lane_indices(range(start, start + width))) for start in (0, width)]
-            largest = scalar.maximum_of(builder, DType.f32, halves, native, "row_max")
-        largest = splat(builder, builder.extract_element(largest, i64(0)), vector)
+        largest = scalar.maximum_across_lanes(builder, scalar.maximum_of(builder, DType.f32, values, native, "row_max"),
+                                              native)
+        largest = splat(builder, largest, vector)
         shifted = [builder.fsub(value, largest, name="shifted") for value in values]
-        zero = ir.Constant(vector, None)
-        if seen is not None:  # a hidden key's exp(-inf) is 0 (no denormals: see MAX_ROW_VECTORS)
-            shifted = [builder.select(mask, value, zero, name="shifted.seen") for mask, value in zip(seen, shifted)]
-        exps = [float_math.exp(builder, value, "e") for value in shifted]
-        if seen is not None:
-            exps = [builder.select(mask, e, zero, name="e.seen") for mask, e in zip(seen, exps)]
+        exps = [float_math.exp(builder, value, "e") for value in shifted] if seen is None else \
+            [_exp_where_seen(builder, value, mask) for value, mask in zip(shifted, seen)]
         total = splat(builder, lane_sum(builder, exps, "row_sum"), vector)
         for v, e in enumerate(exps):
             builder.store(builder.fdiv(e, total, name="probability"),
